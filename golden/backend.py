@@ -1,0 +1,243 @@
+"""The Backend interface: the operations a training step asks of the datapath, and NumPy's.
+
+The training step (:mod:`nitihw.golden.train`) is written once, against :class:`Backend`.
+Two kinds of operation live here:
+
+- datapath operations, the ones the accelerator executes: ``gemm`` (exact integer GEMM with
+  accumulator overflow detection), ``bitwidth`` (the range unit), ``rescale`` (shift + round +
+  saturate) and ``update`` / ``update_master`` (the update lanes). Each call is recorded, with
+  its shape and the layer and phase it belongs to, when a trace is attached; that trace is what
+  the cycle and energy model consumes.
+- host operations, the ones a controller core does around the array: conv lowering (im2col),
+  ReLU, max-pool, dropout masks and the integer loss.
+
+:class:`NumpyBackend` is the golden implementation. The RTL backend overrides the datapath
+operations; the GPU backend overrides all of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from nitihw.golden import loss as _loss
+from nitihw.golden import rounding
+from nitihw.golden.gemm import Accumulator, exact_matmul
+from nitihw.golden.randomness import random_bits
+
+PHASES = ("forward", "backward-error", "weight-gradient", "update")
+OVERFLOW_POLICIES = ("error", "wrap")
+
+
+@dataclass(frozen=True)
+class OpTag:
+    """Where a datapath operation belongs: the layer's name and the phase of the step."""
+
+    layer: str
+    phase: str
+
+
+@dataclass
+class TraceEntry:
+    """One datapath operation, as the cycle model sees it."""
+
+    op: str  # "gemm" | "range" | "rescale" | "update"
+    tag: OpTag
+    shape: tuple  # gemm: (M, K, N); others: (elements,)
+    extra: dict = field(default_factory=dict)
+
+
+class AccumulatorOverflowError(ArithmeticError):
+    """An exact sum fell outside the ``acc_bits`` signed range (numerics.md §4)."""
+
+    def __init__(self, tag: OpTag, count: int, bits: int, where: str = ""):
+        self.tag, self.count, self.bits = tag, count, bits
+        super().__init__(
+            f"{where}{count} accumulator(s) overflowed {bits} bits in layer {tag.layer!r}, "
+            f"phase {tag.phase!r}"
+        )
+
+
+class Backend:
+    """Base class of every backend. Subclasses implement the ``_``-prefixed methods.
+
+    Parameters
+    ----------
+    acc_bits : accumulator width in bits (numerics.md §4), default 32.
+    overflow : ``"error"`` (stop with :class:`AccumulatorOverflowError`) or ``"wrap"``
+        (continue with the wrapped values and count the events in ``overflow_events``).
+    """
+
+    name = "abstract"
+
+    def __init__(self, acc_bits: int = 32, overflow: str = "error"):
+        if overflow not in OVERFLOW_POLICIES:
+            raise ValueError(f"overflow policy must be one of {OVERFLOW_POLICIES}, got {overflow!r}")
+        self.accumulator = Accumulator(acc_bits)
+        self.overflow = overflow
+        self.overflow_events = 0
+        self.trace: list[TraceEntry] | None = None
+
+    def _record(self, op: str, tag: OpTag, shape: tuple, **extra) -> None:
+        if self.trace is not None:
+            self.trace.append(TraceEntry(op, tag, tuple(int(s) for s in shape), extra))
+
+    # ---- datapath operations --------------------------------------------------------------
+    def gemm(self, a, b, tag: OpTag):
+        """``a (M,K) @ b (K,N)`` of int8 (or int16) operands into ``acc_bits`` accumulators.
+
+        Returns the accumulators (int64 values). On overflow, raises or wraps per policy.
+        """
+        self._record("gemm", tag, (a.shape[0], a.shape[1], b.shape[1]))
+        exact = self._gemm(a, b)
+        count = self._count_overflows(exact)
+        if count:
+            if self.overflow == "error":
+                raise AccumulatorOverflowError(tag, count, self.accumulator.bits)
+            self.overflow_events += count
+            exact = self._wrap(exact)
+        return exact
+
+    def bitwidth(self, acc, tag: OpTag) -> int:
+        """The range unit: bit-width of the whole tensor (numerics.md §2)."""
+        self._record("range", tag, (acc.size,))
+        return self._bitwidth(acc)
+
+    def rescale(self, acc, shift: int, mode: str, tag: OpTag, rand=None):
+        """Rescale lanes: ``shift_round(acc, shift, mode, rand)`` to int8."""
+        self._record("rescale", tag, (acc.size,), shift=int(shift), mode=mode)
+        return self._rescale(acc, shift, mode, rand)
+
+    def update(self, w, g, tag: OpTag):
+        """Update lanes: ``clamp(w - g, -127, 127)`` for int8 weights."""
+        self._record("update", tag, (w.size,), master=False)
+        return self._update(w, g)
+
+    def update_master(self, w16, g, tag: OpTag):
+        """16-bit master-weight update: ``w16 = clamp(w16 - g, +-32767)``, ``w = psto(w16, 8)``.
+
+        Returns ``(w16, w)``.
+        """
+        self._record("update", tag, (w16.size,), master=True)
+        return self._update_master(w16, g)
+
+    def _count_overflows(self, exact) -> int:
+        return self.accumulator.overflows(exact)
+
+    def _wrap(self, exact):
+        return self.accumulator.wrap(exact)
+
+    # ---- to be implemented ----------------------------------------------------------------
+    def _gemm(self, a, b):
+        raise NotImplementedError
+
+    def _bitwidth(self, acc) -> int:
+        raise NotImplementedError
+
+    def _rescale(self, acc, shift, mode, rand):
+        raise NotImplementedError
+
+    def _update(self, w, g):
+        raise NotImplementedError
+
+    def _update_master(self, w16, g):
+        raise NotImplementedError
+
+
+MASTER_FRACTION_BITS = 8
+MASTER_LIMIT = 2**15 - 1
+
+
+class NumpyBackend(Backend):
+    """The golden model: every operation in NumPy, exactly as numerics.md says.
+
+    ``gemm_method`` forces one exact GEMM path (see :func:`nitihw.golden.gemm.exact_matmul`).
+    """
+
+    name = "golden"
+    xp = np
+
+    def __init__(self, acc_bits: int = 32, overflow: str = "error", gemm_method: str = "auto"):
+        super().__init__(acc_bits, overflow)
+        self.gemm_method = gemm_method
+
+    # ---- host side ------------------------------------------------------------------------
+    def from_host(self, x: np.ndarray):
+        return x
+
+    def to_host(self, x) -> np.ndarray:
+        return np.asarray(x)
+
+    # ---- datapath -------------------------------------------------------------------------
+    def _gemm(self, a, b):
+        return exact_matmul(a, b, self.gemm_method)
+
+    def _bitwidth(self, acc) -> int:
+        return rounding.bitwidth(acc)
+
+    def _rescale(self, acc, shift, mode, rand):
+        return rounding.shift_round(acc, shift, mode, rand)
+
+    def _update(self, w, g):
+        return rounding.saturate(w.astype(np.int16) - g.astype(np.int16))
+
+    def _update_master(self, w16, g):
+        w16 = np.clip(w16.astype(np.int32) - g, -MASTER_LIMIT, MASTER_LIMIT).astype(np.int16)
+        return w16, rounding.shift_round(w16, MASTER_FRACTION_BITS, "psto")
+
+    # ---- host operations around the array -------------------------------------------------
+    def im2col(self, x, k: int, pad: int):
+        """Lower a stride-1 convolution: NHWC ``x`` to rows of ``k*k*C`` patches.
+
+        Row ``(b, y, x)`` holds the window at output position (y, x), ordered (kh, kw, c),
+        matching weights stored as ``[C_out, kh, kw, C_in]``. Zero padding of ``pad``.
+        """
+        b, h, w, c = x.shape
+        if pad:
+            x = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+        ho, wo = h + 2 * pad - k + 1, w + 2 * pad - k + 1
+        win = np.lib.stride_tricks.sliding_window_view(x, (k, k), axis=(1, 2))
+        # win: (B, Ho, Wo, C, k, k) -> (B, Ho, Wo, k, k, C)
+        return np.ascontiguousarray(win.transpose(0, 1, 2, 4, 5, 3)).reshape(b * ho * wo, k * k * c)
+
+    def relu(self, x):
+        return np.maximum(x, 0)
+
+    def relu_backward(self, err, pre):
+        """Mask errors where the int8 pre-activation is <= 0."""
+        return np.where(pre > 0, err, 0).astype(err.dtype)
+
+    def maxpool(self, x, k: int):
+        """k x k / k max-pool of NHWC int8. Returns ``(y, idx)``; ``idx`` is the FIRST maximum
+        of each window in row-major window order (ties are real with int8)."""
+        b, h, w, c = x.shape
+        ho, wo = h // k, w // k
+        win = x[:, : ho * k, : wo * k, :].reshape(b, ho, k, wo, k, c)
+        win = win.transpose(0, 1, 3, 5, 2, 4).reshape(b, ho, wo, c, k * k)
+        idx = win.argmax(axis=-1)
+        y = np.take_along_axis(win, idx[..., None], axis=-1)[..., 0]
+        return y, idx.astype(np.int8)
+
+    def maxpool_backward(self, err, idx, in_shape, k: int):
+        b, h, w, c = in_shape
+        ho, wo = h // k, w // k
+        onehot = idx[..., None] == np.arange(k * k, dtype=np.int8)
+        routed = np.where(onehot, err[..., None], 0).astype(err.dtype)
+        routed = routed.reshape(b, ho, wo, c, k, k).transpose(0, 1, 4, 2, 5, 3)
+        out = np.zeros(in_shape, dtype=err.dtype)
+        out[:, : ho * k, : wo * k, :] = routed.reshape(b, ho * k, wo * k, c)
+        return out
+
+    def keep_mask(self, seed: int, step: int, stream_id: int, n: int):
+        """Dropout keep-mask of ``n`` features (p = 1/2): the top bit of the counter hash."""
+        return random_bits(seed, step, stream_id, (n,), 1).astype(np.int8)
+
+    def random_bits(self, seed: int, step: int, stream_id: int, shape, bits: int):
+        return random_bits(seed, step, stream_id, shape, bits)
+
+    def cross_entropy_error(self, logits, exponent: int, labels, rounding_mode: str, rand=None):
+        return _loss.cross_entropy_error(logits, exponent, labels, rounding_mode, rand)
+
+    def argmax(self, logits) -> np.ndarray:
+        return np.asarray(logits).argmax(axis=1)

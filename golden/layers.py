@@ -1,0 +1,213 @@
+"""The integer layers of a NITI network (numerics.md §3).
+
+A layer is a small object with ``forward(x, ctx)`` and ``backward(err, ctx)``. Every number it
+produces comes from a Backend operation: GEMMs, ranges, rescales and updates go to the datapath;
+im2col, ReLU, pooling and dropout masks are host operations. Activations are ``Tensor(data, exp)``
+with int8 data; errors are plain int8 arrays (their exponents are informational and not kept).
+Backward of a weight layer: error with the OLD weights, then the gradient, then the update.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+
+from nitihw.golden.backend import Backend, OpTag
+from nitihw.golden.profiles import Profile
+from nitihw.golden.rounding import range_shift
+
+
+class Tensor(NamedTuple):
+    """Integer tensor ``data * 2^exp`` with one exponent for the whole mini-batch."""
+
+    data: object
+    exp: int
+
+
+@dataclass
+class StepContext:
+    """What a layer needs to know about the step it runs in."""
+
+    backend: Backend
+    profile: Profile
+    seed: int = 0
+    step: int = 0
+    mu: int = 3
+    training: bool = True
+
+
+def requant(acc, ctx: StepContext, tag: OpTag, mode: str):
+    """``(A, sh)``: the range unit's shift, then rescale to int8 (numerics.md §3)."""
+    be = ctx.backend
+    sh = ctx.profile.requant_shift(range_shift(be.bitwidth(acc, tag)))
+    return be.rescale(acc, sh, mode, tag), sh
+
+
+class WeightLayer:
+    """Shared by Linear and Conv2d: int8 weights (and optional 16-bit masters) and the update."""
+
+    def __init__(self, name: str, weight: np.ndarray, exp: int, weight_bits: int = 8):
+        if weight.dtype != np.int8:
+            raise TypeError(f"{name}: weights must be int8, got {weight.dtype}")
+        if weight_bits not in (8, 16):
+            raise ValueError(f"weight_bits must be 8 or 16, got {weight_bits}")
+        self.name = name
+        self.weight = weight
+        self.exp = exp
+        self.first = False  # set by the model: the first layer propagates no error
+        self.master = weight.astype(np.int16) << 8 if weight_bits == 16 else None
+
+    def tag(self, phase: str) -> OpTag:
+        return OpTag(self.name, phase)
+
+    def to_backend(self, be: Backend) -> None:
+        self.weight = be.from_host(self.weight)
+        if self.master is not None:
+            self.master = be.from_host(self.master)
+
+    def update_weights(self, grad_acc, ctx: StepContext) -> None:
+        """``m = bitwidth(G)``; ``g = 0`` if ``m == 0``, ``G`` if ``m - mu < 1``, else
+        ``psto(G, m - mu)``; ``W = clamp(W - g, -127, 127)`` (or the master-weight update)."""
+        be = ctx.backend
+        tag = self.tag("weight-gradient")
+        m = be.bitwidth(grad_acc, tag)
+        if m == 0:
+            return
+        shift = m - ctx.mu if m - ctx.mu >= 1 else 0
+        g = be.rescale(grad_acc, shift, ctx.profile.grad_rounding, tag)
+        g = g.reshape(self.weight.shape)
+        if self.master is None:
+            self.weight = be.update(self.weight, g, self.tag("update"))
+        else:
+            self.master, self.weight = be.update_master(self.master, g, self.tag("update"))
+
+    def stored_weights(self):
+        """The weights as stored: the int16 masters if present, else the int8 weights."""
+        return self.master if self.master is not None else self.weight
+
+
+class Linear(WeightLayer):
+    """``y = x @ W^T`` with ``W`` of shape (out, in)."""
+
+    def forward(self, x: Tensor, ctx: StepContext) -> Tensor:
+        self.x = x.data
+        acc = ctx.backend.gemm(x.data, self.weight.T, self.tag("forward"))
+        a, sh = requant(acc, ctx, self.tag("forward"), ctx.profile.act_rounding)
+        return Tensor(a, x.exp + self.exp + sh)
+
+    def backward(self, err, ctx: StepContext):
+        be = ctx.backend
+        prev = None
+        if not self.first:
+            e32 = be.gemm(err, self.weight, self.tag("backward-error"))
+            prev, _ = requant(e32, ctx, self.tag("backward-error"), ctx.profile.err_rounding)
+        self.update_weights(be.gemm(err.T, self.x, self.tag("weight-gradient")), ctx)
+        self.x = None
+        return prev
+
+
+class Conv2d(WeightLayer):
+    """Stride-1, zero-padded, square-kernel convolution lowered to GEMM by im2col.
+
+    ``W`` is ``[C_out, k, k, C_in]``. Backward error: the full convolution of the error with the
+    flipped kernel (im2col of the error padded by ``k - 1 - pad``). Weight gradient:
+    ``G = E^T @ cols(x)``, summed over batch and positions.
+    """
+
+    def __init__(self, name, weight, exp, pad: int = 0, weight_bits: int = 8):
+        super().__init__(name, weight, exp, weight_bits)
+        self.k = weight.shape[1]
+        if weight.ndim != 4 or weight.shape[2] != self.k:
+            raise ValueError(f"{name}: conv weights must be [C_out, k, k, C_in], got {weight.shape}")
+        if not 0 <= pad <= self.k - 1:
+            raise ValueError(f"{name}: padding must be in 0..{self.k - 1}, got {pad}")
+        self.pad = pad
+
+    def forward(self, x: Tensor, ctx: StepContext) -> Tensor:
+        be = ctx.backend
+        b, h, w, _ = x.data.shape
+        cout = self.weight.shape[0]
+        self.cols = be.im2col(x.data, self.k, self.pad)
+        acc = be.gemm(self.cols, self.weight.reshape(cout, -1).T, self.tag("forward"))
+        a, sh = requant(acc, ctx, self.tag("forward"), ctx.profile.act_rounding)
+        ho, wo = h + 2 * self.pad - self.k + 1, w + 2 * self.pad - self.k + 1
+        return Tensor(a.reshape(b, ho, wo, cout), x.exp + self.exp + sh)
+
+    def backward(self, err, ctx: StepContext):
+        be = ctx.backend
+        b, ho, wo, cout = err.shape
+        prev = None
+        if not self.first:
+            k, cin = self.k, self.weight.shape[3]
+            flipped = self.weight[:, ::-1, ::-1, :].transpose(1, 2, 0, 3).reshape(k * k * cout, cin)
+            ecols = be.im2col(err, k, k - 1 - self.pad)
+            e32 = be.gemm(ecols, flipped, self.tag("backward-error"))
+            prev, _ = requant(e32, ctx, self.tag("backward-error"), ctx.profile.err_rounding)
+            h, w = ho - 2 * self.pad + k - 1, wo - 2 * self.pad + k - 1
+            prev = prev.reshape(b, h, w, cin)
+        grad = be.gemm(err.reshape(-1, cout).T, self.cols, self.tag("weight-gradient"))
+        self.update_weights(grad, ctx)
+        self.cols = None
+        return prev
+
+
+class ReLU:
+    def __init__(self, name: str):
+        self.name = name
+
+    def forward(self, x: Tensor, ctx: StepContext) -> Tensor:
+        self.pre = x.data
+        return Tensor(ctx.backend.relu(x.data), x.exp)
+
+    def backward(self, err, ctx: StepContext):
+        return ctx.backend.relu_backward(err, self.pre)
+
+
+class MaxPool2d:
+    """k x k / k max-pool; backward routes the error to the first maximum of each window."""
+
+    def __init__(self, name: str, k: int = 2):
+        self.name, self.k = name, k
+
+    def forward(self, x: Tensor, ctx: StepContext) -> Tensor:
+        self.in_shape = x.data.shape
+        y, self.idx = ctx.backend.maxpool(x.data, self.k)
+        return Tensor(y, x.exp)
+
+    def backward(self, err, ctx: StepContext):
+        return ctx.backend.maxpool_backward(err, self.idx, self.in_shape, self.k)
+
+
+class Flatten:
+    def __init__(self, name: str):
+        self.name = name
+
+    def forward(self, x: Tensor, ctx: StepContext) -> Tensor:
+        self.in_shape = x.data.shape
+        return Tensor(x.data.reshape(x.data.shape[0], -1), x.exp)
+
+    def backward(self, err, ctx: StepContext):
+        return err.reshape(self.in_shape)
+
+
+class Dropout:
+    """One keep-mask per feature, shared by the batch, from ``counter_hash`` (stream id: the
+    layer's index); ``A = A * mask``, ``e += 1`` (the exponent does inverted dropout's x2).
+    Identity at evaluation."""
+
+    def __init__(self, name: str, stream_id: int):
+        self.name, self.stream_id = name, stream_id
+
+    def forward(self, x: Tensor, ctx: StepContext) -> Tensor:
+        if not ctx.training:
+            self.mask = None
+            return x
+        n = int(np.prod(x.data.shape[1:]))
+        mask = ctx.backend.keep_mask(ctx.seed, ctx.step, self.stream_id, n)
+        self.mask = mask.reshape(x.data.shape[1:])
+        return Tensor(x.data * self.mask, x.exp + 1)
+
+    def backward(self, err, ctx: StepContext):
+        return err * self.mask

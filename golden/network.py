@@ -1,0 +1,126 @@
+"""Building a network from its spec, and the integer training step (numerics.md §3).
+
+:func:`build_network` turns a :class:`~nitihw.golden.models.ModelSpec` into an
+:class:`IntegerNetwork` (profiles ``niti``, ``niti-ref``, ``niti-2020``) or its float32 twin.
+:meth:`IntegerNetwork.train_step` is the one training step every backend runs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from nitihw.golden import layers as L
+from nitihw.golden import models as M
+from nitihw.golden.backend import Backend
+from nitihw.golden.init import quantize_weights, xavier_uniform
+from nitihw.golden.profiles import Profile
+from nitihw.golden.randomness import STREAM_LOSS
+from nitihw.golden.rounding import shift_round
+
+#: Exponent of every dataset's int8 input (see nitihw.golden.datasets).
+INPUT_EXP = -7
+
+
+def init_float_weights(spec: M.ModelSpec, seed: int) -> list[np.ndarray]:
+    """Xavier-uniform float weights of every weight layer, in layer order, from ``seed``."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _i, layer, in_shape, out_shape in M.layer_shapes(spec):
+        if isinstance(layer, M.Conv):
+            k, cin, cout = layer.kernel, in_shape[2], layer.out_channels
+            out.append(xavier_uniform(rng, (cout, k, k, cin), cin * k * k, cout * k * k))
+        elif isinstance(layer, M.Linear):
+            out.append(xavier_uniform(rng, (out_shape[0], in_shape[0]), in_shape[0], out_shape[0]))
+    return out
+
+
+def layer_name(i: int, layer) -> str:
+    return f"{i}:{type(layer).__name__.lower()}"
+
+
+class IntegerNetwork:
+    """An integer network: a list of layers from :mod:`nitihw.golden.layers`."""
+
+    def __init__(self, spec: M.ModelSpec, profile: Profile, seed: int, weight_bits: int = 8):
+        self.spec, self.profile, self.weight_bits = spec, profile, weight_bits
+        floats = iter(init_float_weights(spec, seed))
+        self.layers: list = []
+        for i, layer, _in, _out in M.layer_shapes(spec):
+            name = layer_name(i, layer)
+            if isinstance(layer, M.Conv | M.Linear):
+                w, e = quantize_weights(next(floats))
+                if isinstance(layer, M.Conv):
+                    self.layers.append(L.Conv2d(name, w, e, layer.pad, weight_bits))
+                else:
+                    self.layers.append(L.Linear(name, w, e, weight_bits))
+            elif isinstance(layer, M.ReLU):
+                self.layers.append(L.ReLU(name))
+            elif isinstance(layer, M.MaxPool):
+                self.layers.append(L.MaxPool2d(name, layer.kernel))
+            elif isinstance(layer, M.Flatten):
+                self.layers.append(L.Flatten(name))
+            elif isinstance(layer, M.Dropout):
+                self.layers.append(L.Dropout(name, stream_id=i))
+            else:
+                raise TypeError(f"{spec.name}: unsupported layer {layer!r}")
+        self.weight_layers = [x for x in self.layers if isinstance(x, L.WeightLayer)]
+        self.weight_layers[0].first = True
+        self.backend: Backend | None = None
+
+    def to_backend(self, backend: Backend) -> None:
+        self.backend = backend
+        for layer in self.weight_layers:
+            layer.to_backend(backend)
+
+    def forward(self, x_int8: np.ndarray, ctx: L.StepContext) -> L.Tensor:
+        t = L.Tensor(ctx.backend.from_host(x_int8), INPUT_EXP)
+        for layer in self.layers:
+            t = layer.forward(t, ctx)
+        return t
+
+    def train_step(self, x_int8: np.ndarray, labels: np.ndarray, ctx: L.StepContext):
+        """Forward, integer loss, backward with per-layer updates. Returns the predictions."""
+        be = ctx.backend
+        logits = self.forward(x_int8, ctx)
+        rand = None
+        if self.profile.loss_rounding == "sto":
+            rand = be.random_bits(ctx.seed, ctx.step, STREAM_LOSS, logits.data.shape, 4)
+        err = be.cross_entropy_error(
+            logits.data, logits.exp, be.from_host(labels), self.profile.loss_rounding, rand
+        )
+        for layer in reversed(self.layers):
+            err = layer.backward(err, ctx)
+            if err is None:
+                break
+        return be.to_host(be.argmax(logits.data))
+
+    def predict(self, x_int8: np.ndarray, ctx: L.StepContext) -> np.ndarray:
+        be = ctx.backend
+        return be.to_host(be.argmax(self.forward(x_int8, ctx).data))
+
+    # ---- state ------------------------------------------------------------------------------
+    def stored_weights(self) -> list[np.ndarray]:
+        """Host copies of every weight layer's stored weights (int8, or int16 masters)."""
+        return [np.asarray(self.backend.to_host(x.stored_weights())) for x in self.weight_layers]
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {f"w{i}": w for i, w in enumerate(self.stored_weights())}
+
+    def load_state(self, state: dict) -> None:
+        for i, layer in enumerate(self.weight_layers):
+            w = np.asarray(state[f"w{i}"])
+            if layer.master is not None:
+                layer.master = w.astype(np.int16)
+                layer.weight = shift_round(w, 8, "psto").reshape(w.shape)
+            else:
+                layer.weight = w.astype(np.int8)
+        if self.backend is not None:
+            self.to_backend(self.backend)
+
+
+def build_network(spec: M.ModelSpec, profile: Profile, seed: int, weight_bits: int = 8, **float_kw):
+    if profile.integer:
+        return IntegerNetwork(spec, profile, seed, weight_bits)
+    from nitihw.golden.float_twin import FloatNetwork
+
+    return FloatNetwork(spec, seed, **float_kw)

@@ -1,0 +1,284 @@
+"""The training run: batches, the mu schedule, evaluation, checkpoints and the result record.
+
+The step itself is :meth:`nitihw.golden.network.IntegerNetwork.train_step`; this module feeds it.
+Batch order comes from ``default_rng([seed, epoch])``, so a run resumed from a checkpoint sees
+exactly the batches an uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from nitihw.golden.backend import AccumulatorOverflowError, Backend
+from nitihw.golden.datasets import Dataset
+from nitihw.golden.layers import StepContext
+from nitihw.golden.models import get_model_spec
+from nitihw.golden.network import build_network
+from nitihw.golden.profiles import get_profile
+
+EVAL_BATCH = 256
+CHECKPOINT_NAME = "checkpoint.npz"
+
+
+class MuSchedule:
+    """The learning rate of NITI, in bits, per epoch: ``"5,4@100,3@150"`` means mu = 5 from
+    epoch 0, 4 from epoch 100, 3 from epoch 150."""
+
+    def __init__(self, text: str):
+        self.text = str(text).strip()
+        entries = []
+        for i, part in enumerate(self.text.split(",")):
+            value, _, start = part.strip().partition("@")
+            try:
+                mu = int(value)
+                epoch = int(start) if start else 0
+            except ValueError:
+                raise ValueError(f"mu schedule {self.text!r}: bad entry {part.strip()!r} "
+                                 "(expected MU or MU@EPOCH)") from None
+            if i == 0 and epoch != 0:
+                raise ValueError(f"mu schedule {self.text!r}: the first entry must start at epoch 0")
+            if entries and epoch <= entries[-1][0]:
+                raise ValueError(f"mu schedule {self.text!r}: epochs must increase")
+            if not -8 <= mu <= 15:
+                raise ValueError(f"mu schedule {self.text!r}: mu {mu} is outside -8..15")
+            entries.append((epoch, mu))
+        self.entries = entries
+
+    def __call__(self, epoch: int) -> int:
+        return [mu for start, mu in self.entries if start <= epoch][-1]
+
+
+@dataclass
+class TrainConfig:
+    model: str
+    dataset: str
+    backend: str = "golden"
+    profile: str = "niti"
+    epochs: int = 1
+    batch: int = 64
+    seed: int = 0
+    mu: str | None = None  # None: the model's default schedule
+    steps: int | None = None  # stop after this many steps in total
+    weight_bits: int = 8
+    acc_bits: int = 32
+    overflow: str = "error"
+    lr: float = 0.01  # float32 twin only
+    momentum: float = 0.9  # float32 twin only
+    weight_decay: float = 0.0  # float32 twin only
+
+    def validate(self) -> None:
+        get_model_spec(self.model)
+        get_profile(self.profile)
+        MuSchedule(self.mu_text)
+        for name in ("epochs", "batch"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
+        if self.steps is not None and self.steps < 1:
+            raise ValueError(f"--steps must be >= 1, got {self.steps}")
+
+    @property
+    def mu_text(self) -> str:
+        return self.mu if self.mu is not None else get_model_spec(self.model).mu
+
+    def identity(self) -> dict:
+        """The settings a checkpoint must share with the run resuming it."""
+        keys = ("model", "dataset", "profile", "batch", "seed", "weight_bits", "acc_bits",
+                "overflow", "lr", "momentum", "weight_decay")
+        return {k: getattr(self, k) for k in keys} | {"mu": self.mu_text}
+
+
+def weights_sha256(weights: list[np.ndarray]) -> str:
+    """SHA-256 of all weights in layer order, as little-endian bytes of their storage type."""
+    h = hashlib.sha256()
+    for w in weights:
+        w = np.ascontiguousarray(w)
+        h.update(w.astype(w.dtype.newbyteorder("<"), copy=False).tobytes())
+    return h.hexdigest()
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so a reader sees the old file or the new one, never a torn one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_json(path: Path, obj) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
+
+
+@dataclass
+class RunState:
+    step: int = 0  # steps done in total
+    epoch_correct: int = 0  # running training accuracy of the current epoch
+    epoch_seen: int = 0
+    seconds: float = 0.0
+    samples: int = 0
+    overflow_events: int = 0
+    history: list = field(default_factory=list)  # per finished epoch
+
+
+def save_checkpoint(path: Path, cfg: TrainConfig, net, state: RunState) -> None:
+    meta = {"identity": cfg.identity(), "state": asdict(state)}
+    buf = io.BytesIO()
+    np.savez(buf, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8), **net.state())
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_checkpoint(path: Path, cfg: TrainConfig, net) -> RunState:
+    if not path.is_file():
+        raise FileNotFoundError(f"--resume: no checkpoint at {path}")
+    try:
+        with np.load(path) as z:
+            meta = json.loads(bytes(z["meta"]).decode())
+            arrays = {k: z[k] for k in z.files if k != "meta"}
+    except (OSError, ValueError, KeyError) as exc:
+        raise ValueError(f"{path}: unreadable checkpoint ({exc})") from None
+    mine = cfg.identity()
+    for key, value in meta["identity"].items():
+        if mine.get(key) != value:
+            raise ValueError(
+                f"{path}: checkpoint field {key!r} is {value!r} but this run has {mine.get(key)!r}"
+            )
+    net.load_state(arrays)
+    return RunState(**meta["state"])
+
+
+def evaluate(net, x: np.ndarray, y: np.ndarray, ctx: StepContext, batch: int = EVAL_BATCH) -> float:
+    """Top-1 accuracy (first maximum wins ties) in batches of ``batch`` (shifts are per batch)."""
+    if len(y) == 0:
+        return float("nan")
+    ctx.training = False
+    correct = 0
+    for i in range(0, len(y), batch):
+        correct += int(np.sum(net.predict(x[i : i + batch], ctx) == y[i : i + batch]))
+    ctx.training = True
+    return correct / len(y)
+
+
+class _Silent:
+    def start_epoch(self, epoch, epochs, total):
+        pass
+
+    def advance(self, n, info):
+        pass
+
+    def end_epoch(self, summary):
+        pass
+
+
+def train(cfg: TrainConfig, data: Dataset, backend: Backend, out_dir: Path | None = None,
+          resume: bool = False, progress=None) -> dict:
+    """Run (or resume) a training run and return its result record."""
+    cfg.validate()
+    progress = progress or _Silent()
+    spec = get_model_spec(cfg.model)
+    profile = get_profile(cfg.profile)
+    if tuple(data.input_shape) != tuple(spec.input_shape):
+        h, w, c = spec.input_shape
+        raise ValueError(f"model {cfg.model!r} expects {h}x{w}x{c} inputs, dataset "
+                         f"{cfg.dataset!r} has {'x'.join(map(str, data.input_shape))}")
+    mu = MuSchedule(cfg.mu_text)
+    net = build_network(spec, profile, cfg.seed, cfg.weight_bits, lr=cfg.lr,
+                        momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    net.to_backend(backend)
+    ckpt = Path(out_dir) / CHECKPOINT_NAME if out_dir is not None else None
+    state = RunState()
+    if resume:
+        if ckpt is None:
+            raise ValueError("--resume needs --out DIR (where the checkpoint is)")
+        state = load_checkpoint(ckpt, cfg, net)
+        backend.overflow_events = state.overflow_events
+    n = len(data.train_y)
+    per_epoch = -(-n // cfg.batch)
+    total = per_epoch * cfg.epochs
+    if cfg.steps is not None:
+        total = min(total, cfg.steps)
+    ctx = StepContext(backend, profile, seed=cfg.seed)
+
+    def checkpoint():
+        if ckpt is not None:
+            state.overflow_events = backend.overflow_events
+            save_checkpoint(ckpt, cfg, net, state)
+
+    try:
+        while state.step < total:
+            epoch, first = divmod(state.step, per_epoch)
+            order = np.random.default_rng([cfg.seed, epoch]).permutation(n)
+            ctx.mu = mu(epoch)
+            progress.start_epoch(epoch, cfg.epochs, min(per_epoch, total - epoch * per_epoch))
+            progress.advance(first, None)
+            t0 = time.perf_counter()
+            for i in range(first, per_epoch):
+                if state.step >= total:
+                    break
+                idx = order[i * cfg.batch : (i + 1) * cfg.batch]
+                ctx.step = state.step
+                try:
+                    pred = net.train_step(data.train_x[idx], data.train_y[idx], ctx)
+                except AccumulatorOverflowError as exc:
+                    raise AccumulatorOverflowError(
+                        exc.tag, exc.count, exc.bits, f"model {cfg.model!r}, step {state.step}: "
+                    ) from None
+                state.step += 1
+                state.epoch_correct += int(np.sum(pred == data.train_y[idx]))
+                state.epoch_seen += len(idx)
+                state.samples += len(idx)
+                progress.advance(1, {"acc": state.epoch_correct / state.epoch_seen, "mu": ctx.mu})
+            state.seconds += time.perf_counter() - t0
+            if state.step % per_epoch == 0:
+                test_acc = evaluate(net, data.test_x, data.test_y, ctx)
+                summary = {"epoch": epoch, "train_accuracy": state.epoch_correct / state.epoch_seen,
+                           "test_accuracy": test_acc, "mu": ctx.mu}
+                state.history.append(summary)
+                progress.end_epoch(summary)
+                state.epoch_correct = state.epoch_seen = 0
+            checkpoint()
+    except KeyboardInterrupt:
+        checkpoint()
+        raise
+
+    train_acc = (state.epoch_correct / state.epoch_seen if state.epoch_seen
+                 else (state.history[-1]["train_accuracy"] if state.history else float("nan")))
+    test_acc = (state.history[-1]["test_accuracy"]
+                if state.history and state.step % per_epoch == 0
+                else evaluate(net, data.test_x, data.test_y, ctx))
+    return {
+        "model": cfg.model,
+        "dataset": cfg.dataset,
+        "backend": backend.name,
+        "profile": cfg.profile,
+        "epochs": cfg.epochs,
+        "batch": cfg.batch,
+        "seed": cfg.seed,
+        "mu": cfg.mu_text,
+        "weight_bits": cfg.weight_bits,
+        "acc_bits": cfg.acc_bits,
+        "steps": state.step,
+        "train_accuracy": train_acc,
+        "test_accuracy": test_acc,
+        "weights_sha256": weights_sha256(net.stored_weights()),
+        "seconds": state.seconds,
+        "samples_per_second": state.samples / state.seconds if state.seconds else 0.0,
+        "overflow_events": backend.overflow_events,
+        "history": state.history,
+    }

@@ -1,0 +1,1 @@
+"""nitihw.gpu (arrives in a later issue)."""

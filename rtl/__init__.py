@@ -1,0 +1,1 @@
+"""nitihw.rtl (arrives in a later issue)."""

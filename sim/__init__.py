@@ -1,0 +1,1 @@
+"""Running the datapath: backends, the cycle model, the CLI and its reports."""
