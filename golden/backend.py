@@ -73,7 +73,9 @@ class Backend:
 
     def __init__(self, acc_bits: int = 32, overflow: str = "error"):
         if overflow not in OVERFLOW_POLICIES:
-            raise ValueError(f"overflow policy must be one of {OVERFLOW_POLICIES}, got {overflow!r}")
+            raise ValueError(
+                f"overflow policy must be one of {OVERFLOW_POLICIES}, got {overflow!r}"
+            )
         self.accumulator = Accumulator(acc_bits)
         self.overflow = overflow
         self.overflow_events = 0

@@ -132,7 +132,12 @@ def read_idx(path: Path, ndim: int) -> np.ndarray:
 
 
 def _find(directory: Path, stem: str) -> Path:
-    for name in (stem, stem + ".gz", stem.replace("-idx", ".idx"), stem.replace("-idx", ".idx") + ".gz"):
+    for name in (
+        stem,
+        stem + ".gz",
+        stem.replace("-idx", ".idx"),
+        stem.replace("-idx", ".idx") + ".gz",
+    ):
         if (directory / name).is_file():
             return directory / name
     raise DatasetError(f"{directory}: missing {stem} (or {stem}.gz)")
@@ -155,7 +160,9 @@ def load_idx_dir(directory: str | Path, name: str) -> Dataset:
                 f"in {arrays[part + '_x_path']}"
             )
         if y.size and y.max() > 9:
-            raise DatasetError(f"{arrays[part + '_y_path']}: label value {int(y.max())} is not in 0..9")
+            raise DatasetError(
+                f"{arrays[part + '_y_path']}: label value {int(y.max())} is not in 0..9"
+            )
     if arrays["train_x"].shape[1:] != arrays["test_x"].shape[1:]:
         raise DatasetError(
             f"{directory}: train images are {arrays['train_x'].shape[1:]}, "
@@ -178,12 +185,14 @@ CIFAR_TEST = "test_batch"
 class _NumpyOnlyUnpickler(pickle.Unpickler):
     """CIFAR's batches are pickles; only the numpy classes they need may be loaded."""
 
-    ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"),
-        ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy", "ndarray"),
-        ("numpy", "dtype"),
-    }
+    ALLOWED = frozenset(
+        {
+            ("numpy.core.multiarray", "_reconstruct"),
+            ("numpy._core.multiarray", "_reconstruct"),
+            ("numpy", "ndarray"),
+            ("numpy", "dtype"),
+        }
+    )
 
     def find_class(self, module, name):
         if (module, name) in self.ALLOWED:
@@ -208,7 +217,9 @@ def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     if data.dtype != np.uint8:
         raise DatasetError(f"{path}: field 'data' has dtype {data.dtype}, expected uint8")
     if labels.shape != (data.shape[0],):
-        raise DatasetError(f"{path}: field 'labels' has {labels.size} entries for {len(data)} images")
+        raise DatasetError(
+            f"{path}: field 'labels' has {labels.size} entries for {len(data)} images"
+        )
     if labels.size and (labels.min() < 0 or labels.max() > 9):
         raise DatasetError(f"{path}: field 'labels' has value {int(labels.max())} outside 0..9")
     x = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
@@ -228,8 +239,9 @@ def load_cifar10(directory: str | Path) -> Dataset:
         parts.append(read_cifar_batch(directory / name))
     train_x = np.concatenate([p[0] for p in parts[:-1]])
     train_y = np.concatenate([p[1] for p in parts[:-1]])
-    return Dataset("cifar10", colour_to_int8(train_x), train_y, colour_to_int8(parts[-1][0]),
-                   parts[-1][1])
+    return Dataset(
+        "cifar10", colour_to_int8(train_x), train_y, colour_to_int8(parts[-1][0]), parts[-1][1]
+    )
 
 
 def load_dataset(spec: str) -> Dataset:
@@ -243,5 +255,6 @@ def load_dataset(spec: str) -> Dataset:
             raise DatasetError(f"dataset {kind!r} needs a directory: --dataset {kind}:DIR")
         return load_cifar10(arg) if kind == "cifar10" else load_idx_dir(arg, kind)
     raise DatasetError(
-        f"unknown dataset {spec!r}; choose digits, mnist5k, mnist:DIR, fashion-mnist:DIR or cifar10:DIR"
+        f"unknown dataset {spec!r}; choose digits, mnist5k, mnist:DIR, "
+        "fashion-mnist:DIR or cifar10:DIR"
     )

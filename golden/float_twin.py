@@ -112,8 +112,14 @@ class FDropout:
 class FloatNetwork:
     """Float32 twin of a model spec; ``lr``, ``momentum`` and ``weight_decay`` set its SGD."""
 
-    def __init__(self, spec: M.ModelSpec, seed: int, lr: float = 0.01, momentum: float = 0.9,
-                 weight_decay: float = 0.0):
+    def __init__(
+        self,
+        spec: M.ModelSpec,
+        seed: int,
+        lr: float = 0.01,
+        momentum: float = 0.9,
+        weight_decay: float = 0.0,
+    ):
         self.spec, self.seed = spec, seed
         self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay
         floats = iter(init_float_weights(spec, seed))

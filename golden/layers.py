@@ -120,7 +120,9 @@ class Conv2d(WeightLayer):
         super().__init__(name, weight, exp, weight_bits)
         self.k = weight.shape[1]
         if weight.ndim != 4 or weight.shape[2] != self.k:
-            raise ValueError(f"{name}: conv weights must be [C_out, k, k, C_in], got {weight.shape}")
+            raise ValueError(
+                f"{name}: conv weights must be [C_out, k, k, C_in], got {weight.shape}"
+            )
         if not 0 <= pad <= self.k - 1:
             raise ValueError(f"{name}: padding must be in 0..{self.k - 1}, got {pad}")
         self.pad = pad

@@ -59,21 +59,40 @@ def _vgg_small(name: str, cfg: list) -> ModelSpec:
         else:
             layers += [Conv(item, 3, 1), ReLU()]
     layers += [Flatten(), Dropout(), Linear(10)]
-    return ModelSpec(name, (32, 32, 3), tuple(layers), mu="5,4@100,3@150",
-                     about="NITI's CIFAR-10 VGG-small (2021 reference code)")
+    return ModelSpec(
+        name,
+        (32, 32, 3),
+        tuple(layers),
+        mu="5,4@100,3@150",
+        about="NITI's CIFAR-10 VGG-small (2021 reference code)",
+    )
 
 
 MODELS: dict[str, ModelSpec] = {
     "mlp-digits": ModelSpec(
-        "mlp-digits", (8, 8, 1),
+        "mlp-digits",
+        (8, 8, 1),
         (Flatten(), Linear(128), ReLU(), Linear(10)),
-        mu="3", about="64-128-10 MLP for scikit-learn's 8x8 digits",
+        mu="3",
+        about="64-128-10 MLP for scikit-learn's 8x8 digits",
     ),
     "lenet": ModelSpec(
-        "lenet", (28, 28, 1),
-        (Conv(20, 5), ReLU(), MaxPool(2), Conv(50, 5), ReLU(), MaxPool(2),
-         Flatten(), Linear(500), ReLU(), Linear(10)),
-        mu="3", about="NITI's MNIST LeNet",
+        "lenet",
+        (28, 28, 1),
+        (
+            Conv(20, 5),
+            ReLU(),
+            MaxPool(2),
+            Conv(50, 5),
+            ReLU(),
+            MaxPool(2),
+            Flatten(),
+            Linear(500),
+            ReLU(),
+            Linear(10),
+        ),
+        mu="3",
+        about="NITI's MNIST LeNet",
     ),
     "vgg-small-7": _vgg_small("vgg-small-7", [128, 128, "M", 256, 256, "M", 512, 512, "M"]),
     "vgg-small-8": _vgg_small("vgg-small-8", [128] * 3 + ["M", 256, 256, "M", 512, 512, "M"]),
@@ -94,8 +113,11 @@ def layer_shapes(spec: ModelSpec):
     for i, layer in enumerate(spec.layers):
         if isinstance(layer, Conv):
             h, w, _c = shape
-            out = (h + 2 * layer.pad - layer.kernel + 1, w + 2 * layer.pad - layer.kernel + 1,
-                   layer.out_channels)
+            out = (
+                h + 2 * layer.pad - layer.kernel + 1,
+                w + 2 * layer.pad - layer.kernel + 1,
+                layer.out_channels,
+            )
         elif isinstance(layer, MaxPool):
             out = (shape[0] // layer.kernel, shape[1] // layer.kernel, shape[2])
         elif isinstance(layer, Flatten):

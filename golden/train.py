@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nitihw.golden.backend import AccumulatorOverflowError, Backend
+from nitihw.golden.backend import AccumulatorOverflowError, Backend, NumpyBackend
 from nitihw.golden.datasets import Dataset
 from nitihw.golden.layers import StepContext
 from nitihw.golden.models import get_model_spec
@@ -42,10 +42,14 @@ class MuSchedule:
                 mu = int(value)
                 epoch = int(start) if start else 0
             except ValueError:
-                raise ValueError(f"mu schedule {self.text!r}: bad entry {part.strip()!r} "
-                                 "(expected MU or MU@EPOCH)") from None
+                raise ValueError(
+                    f"mu schedule {self.text!r}: bad entry {part.strip()!r} "
+                    "(expected MU or MU@EPOCH)"
+                ) from None
             if i == 0 and epoch != 0:
-                raise ValueError(f"mu schedule {self.text!r}: the first entry must start at epoch 0")
+                raise ValueError(
+                    f"mu schedule {self.text!r}: the first entry must start at epoch 0"
+                )
             if entries and epoch <= entries[-1][0]:
                 raise ValueError(f"mu schedule {self.text!r}: epochs must increase")
             if not -8 <= mu <= 15:
@@ -91,8 +95,19 @@ class TrainConfig:
 
     def identity(self) -> dict:
         """The settings a checkpoint must share with the run resuming it."""
-        keys = ("model", "dataset", "profile", "batch", "seed", "weight_bits", "acc_bits",
-                "overflow", "lr", "momentum", "weight_decay")
+        keys = (
+            "model",
+            "dataset",
+            "profile",
+            "batch",
+            "seed",
+            "weight_bits",
+            "acc_bits",
+            "overflow",
+            "lr",
+            "momentum",
+            "weight_decay",
+        )
         return {k: getattr(self, k) for k in keys} | {"mu": self.mu_text}
 
 
@@ -186,20 +201,46 @@ class _Silent:
         pass
 
 
-def train(cfg: TrainConfig, data: Dataset, backend: Backend, out_dir: Path | None = None,
-          resume: bool = False, progress=None) -> dict:
-    """Run (or resume) a training run and return its result record."""
+def train(
+    cfg: TrainConfig,
+    data: Dataset,
+    backend: Backend | None = None,
+    out_dir: Path | None = None,
+    resume: bool = False,
+    progress=None,
+) -> dict:
+    """Run (or resume) a training run and return its result record.
+
+    ``backend`` defaults to the golden :class:`NumpyBackend` built from ``cfg``; a backend
+    passed in must have the accumulator width and overflow policy ``cfg`` names.
+    """
     cfg.validate()
+    if backend is None:
+        backend = NumpyBackend(cfg.acc_bits, cfg.overflow)
+    if (backend.accumulator.bits, backend.overflow) != (cfg.acc_bits, cfg.overflow):
+        raise ValueError(
+            f"backend has acc_bits={backend.accumulator.bits}, overflow={backend.overflow!r} "
+            f"but the run asks for acc_bits={cfg.acc_bits}, overflow={cfg.overflow!r}"
+        )
     progress = progress or _Silent()
     spec = get_model_spec(cfg.model)
     profile = get_profile(cfg.profile)
     if tuple(data.input_shape) != tuple(spec.input_shape):
         h, w, c = spec.input_shape
-        raise ValueError(f"model {cfg.model!r} expects {h}x{w}x{c} inputs, dataset "
-                         f"{cfg.dataset!r} has {'x'.join(map(str, data.input_shape))}")
+        raise ValueError(
+            f"model {cfg.model!r} expects {h}x{w}x{c} inputs, dataset "
+            f"{cfg.dataset!r} has {'x'.join(map(str, data.input_shape))}"
+        )
     mu = MuSchedule(cfg.mu_text)
-    net = build_network(spec, profile, cfg.seed, cfg.weight_bits, lr=cfg.lr,
-                        momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    net = build_network(
+        spec,
+        profile,
+        cfg.seed,
+        cfg.weight_bits,
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay,
+    )
     net.to_backend(backend)
     ckpt = Path(out_dir) / CHECKPOINT_NAME if out_dir is not None else None
     state = RunState()
@@ -247,8 +288,12 @@ def train(cfg: TrainConfig, data: Dataset, backend: Backend, out_dir: Path | Non
             state.seconds += time.perf_counter() - t0
             if state.step % per_epoch == 0:
                 test_acc = evaluate(net, data.test_x, data.test_y, ctx)
-                summary = {"epoch": epoch, "train_accuracy": state.epoch_correct / state.epoch_seen,
-                           "test_accuracy": test_acc, "mu": ctx.mu}
+                summary = {
+                    "epoch": epoch,
+                    "train_accuracy": state.epoch_correct / state.epoch_seen,
+                    "test_accuracy": test_acc,
+                    "mu": ctx.mu,
+                }
                 state.history.append(summary)
                 progress.end_epoch(summary)
                 state.epoch_correct = state.epoch_seen = 0
@@ -257,11 +302,16 @@ def train(cfg: TrainConfig, data: Dataset, backend: Backend, out_dir: Path | Non
         checkpoint()
         raise
 
-    train_acc = (state.epoch_correct / state.epoch_seen if state.epoch_seen
-                 else (state.history[-1]["train_accuracy"] if state.history else float("nan")))
-    test_acc = (state.history[-1]["test_accuracy"]
-                if state.history and state.step % per_epoch == 0
-                else evaluate(net, data.test_x, data.test_y, ctx))
+    train_acc = (
+        state.epoch_correct / state.epoch_seen
+        if state.epoch_seen
+        else (state.history[-1]["train_accuracy"] if state.history else float("nan"))
+    )
+    test_acc = (
+        state.history[-1]["test_accuracy"]
+        if state.history and state.step % per_epoch == 0
+        else evaluate(net, data.test_x, data.test_y, ctx)
+    )
     return {
         "model": cfg.model,
         "dataset": cfg.dataset,

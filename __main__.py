@@ -1,0 +1,5 @@
+import sys
+
+from nitihw.sim.cli import main
+
+sys.exit(main())

@@ -1,0 +1,149 @@
+"""The ``nitihw`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+from nitihw.golden.backend import AccumulatorOverflowError
+from nitihw.golden.datasets import DatasetError, load_dataset
+from nitihw.golden.models import MODELS
+from nitihw.golden.profiles import PROFILES
+
+BACKENDS = ("golden",)
+
+
+def make_backend(name: str, acc_bits: int, overflow: str):
+    if name == "golden":
+        from nitihw.golden.backend import NumpyBackend
+
+        return NumpyBackend(acc_bits=acc_bits, overflow=overflow)
+    raise ValueError(f"unknown backend {name!r}; choose one of {BACKENDS}")
+
+
+def _default_out(args) -> Path:
+    tag = re.sub(
+        r"[^A-Za-z0-9.-]+", "-", f"{args.model}_{args.dataset}_{args.profile}_s{args.seed}"
+    )
+    return Path("runs") / tag
+
+
+def cmd_train(args) -> int:
+    from nitihw.golden.train import TrainConfig, atomic_write_json, train
+    from nitihw.sim.progress import ProgressBar, format_summary
+
+    cfg = TrainConfig(
+        model=args.model,
+        dataset=args.dataset,
+        backend=args.backend,
+        profile=args.profile,
+        epochs=args.epochs,
+        batch=args.batch,
+        seed=args.seed,
+        mu=args.mu,
+        steps=args.steps,
+        weight_bits=args.weight_bits,
+        acc_bits=args.acc_bits,
+        overflow=args.overflow,
+        lr=args.lr,
+        momentum=args.momentum,
+        weight_decay=args.weight_decay,
+    )
+    cfg.validate()
+    out = Path(args.out) if args.out else _default_out(args)
+    data = load_dataset(args.dataset)
+    backend = make_backend(args.backend, args.acc_bits, args.overflow)
+    print(
+        f"nitihw train: {args.model} on {args.dataset} ({len(data.train_y)} train / "
+        f"{len(data.test_y)} test), backend {backend.name}, profile {args.profile}, "
+        f"batch {args.batch}, mu {cfg.mu_text}, checkpoints in {out}",
+        file=sys.stderr,
+    )
+    try:
+        result = train(cfg, data, backend, out_dir=out, resume=args.resume, progress=ProgressBar())
+    except KeyboardInterrupt:
+        print(
+            f"\ninterrupted: checkpoint saved in {out}; continue with --resume --out {out}",
+            file=sys.stderr,
+        )
+        return 130
+    atomic_write_json(out / "result.json", result)
+    if args.json:
+        atomic_write_json(Path(args.json), result)
+    print(format_summary(result))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="nitihw",
+        description="Bit-exact simulator and RTL reference for integer-only (NITI) training.",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+    t = sub.add_parser(
+        "train", help="train a model with integer-only arithmetic (or its float32 twin)"
+    )
+    t.add_argument("--model", required=True, choices=sorted(MODELS))
+    t.add_argument(
+        "--dataset",
+        required=True,
+        help="digits | mnist5k | mnist:DIR | fashion-mnist:DIR | cifar10:DIR",
+    )
+    t.add_argument("--backend", default="golden", choices=BACKENDS)
+    t.add_argument(
+        "--profile",
+        default="niti",
+        choices=sorted(PROFILES),
+        help="numerics profile; float32 trains the float twin (default: niti)",
+    )
+    t.add_argument("--epochs", type=int, default=1)
+    t.add_argument("--batch", type=int, default=64)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument(
+        "--mu",
+        default=None,
+        help="learning rate in bits per epoch, e.g. '5,4@100,3@150' (default: the model's)",
+    )
+    t.add_argument("--steps", type=int, default=None, help="stop after N steps in total")
+    t.add_argument(
+        "--weight-bits",
+        type=int,
+        default=8,
+        choices=(8, 16),
+        help="16: keep 16-bit master weights with 8 fraction bits",
+    )
+    t.add_argument("--acc-bits", type=int, default=32, help="accumulator width (default 32)")
+    t.add_argument(
+        "--overflow",
+        default="error",
+        choices=("error", "wrap"),
+        help="on accumulator overflow: stop (default) or wrap and count",
+    )
+    t.add_argument("--lr", type=float, default=0.01, help="float32 twin: SGD learning rate")
+    t.add_argument("--momentum", type=float, default=0.9, help="float32 twin: SGD momentum")
+    t.add_argument("--weight-decay", type=float, default=0.0, help="float32 twin: weight decay")
+    t.add_argument(
+        "--out",
+        default=None,
+        help="run folder for checkpoints and result.json "
+        "(default: runs/MODEL_DATASET_PROFILE_sSEED)",
+    )
+    t.add_argument("--json", default=None, help="also write the result record here")
+    t.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    t.set_defaults(func=cmd_train)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, DatasetError, FileNotFoundError, AccumulatorOverflowError) as exc:
+        print(f"nitihw: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""Per-epoch progress bar for long runs (stderr), and the end-of-run summary."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+
+class ProgressBar:
+    """Redraws one line per epoch in place on a terminal; on a pipe or file, prints one line
+    per epoch when it ends, so logs stay readable."""
+
+    def __init__(self, stream=None, width: int = 30):
+        self.stream = stream or sys.stderr
+        self.width = width
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.epoch = self.epochs = self.total = self.done = 0
+        self.info: dict = {}
+        self.t0 = self.last = 0.0
+        self.done_at_start = 0
+
+    def start_epoch(self, epoch: int, epochs: int, total: int) -> None:
+        self.epoch, self.epochs, self.total, self.done = epoch, epochs, total, 0
+        self.info = {}
+        self.t0 = self.last = time.perf_counter()
+        self.done_at_start = 0
+
+    def advance(self, n: int, info: dict | None) -> None:
+        self.done += n
+        if info is None:  # resumed mid-epoch: these steps were done before
+            self.done_at_start = self.done
+            return
+        self.info = info
+        now = time.perf_counter()
+        if self.tty and (now - self.last > 0.1 or self.done == self.total):
+            self.last = now
+            self.stream.write("\r" + self._line(now))
+            self.stream.flush()
+
+    def _line(self, now: float) -> str:
+        frac = self.done / self.total if self.total else 1.0
+        filled = int(self.width * frac)
+        bar = "#" * filled + "." * (self.width - filled)
+        rate = (self.done - self.done_at_start) / max(now - self.t0, 1e-9)
+        eta = (self.total - self.done) / rate if rate else 0.0
+        extra = "  ".join(
+            f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in self.info.items()
+        )
+        return (
+            f"epoch {self.epoch + 1}/{self.epochs} [{bar}] {self.done}/{self.total}  "
+            f"{extra}  {rate:.1f} steps/s  eta {eta:.0f}s"
+        )
+
+    def end_epoch(self, summary: dict) -> None:
+        if self.tty:
+            self.stream.write("\r" + self._line(time.perf_counter()) + "\n")
+        self.stream.write(
+            f"epoch {summary['epoch'] + 1}/{self.epochs}: train acc {summary['train_accuracy']:.4f}"
+            f"  test acc {summary['test_accuracy']:.4f}  mu {summary['mu']}\n"
+        )
+        self.stream.flush()
+
+
+def format_summary(result: dict) -> str:
+    rows = [
+        ("model", result["model"]),
+        ("dataset", result["dataset"]),
+        ("backend", result["backend"]),
+        ("profile", result["profile"]),
+        ("steps", result["steps"]),
+        ("train accuracy", f"{result['train_accuracy']:.4f}"),
+        ("test accuracy", f"{result['test_accuracy']:.4f}"),
+        ("samples/s", f"{result['samples_per_second']:.1f}"),
+        ("seconds", f"{result['seconds']:.1f}"),
+        ("overflow events", result["overflow_events"]),
+        ("weights_sha256", result["weights_sha256"]),
+    ]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
