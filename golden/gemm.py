@@ -2,7 +2,8 @@
 
 A float matrix product of integers is exact while every partial sum is an integer the float
 format holds exactly: ``K * max|a| * max|b| < 2^24`` for float32, ``< 2^53`` for float64. Behind
-that bound check, BLAS is a fast exact integer GEMM; past it, int64 (then Python ints) take over.
+that bound check, BLAS is a fast exact integer GEMM (float32 over K-chunks short enough to stay
+exact, summed in float64); past it, int64 (then Python ints) take over.
 All paths give the same integers; the tests force each path and compare.
 """
 
@@ -17,14 +18,15 @@ from nitihw.golden.rounding import max_abs
 GEMM_METHODS = ("auto", "float32", "float64", "int64", "object")
 
 
-def exact_bound(a: np.ndarray, b: np.ndarray) -> int:
-    """``K * max|a| * max|b|``: no partial sum of ``a @ b`` can exceed this in magnitude."""
-    return a.shape[-1] * max_abs(a) * max_abs(b)
+def choose_method(bound: int, product_bound: int | None = None) -> str:
+    """The cheapest exact path for a product whose partial sums stay below ``bound``.
 
-
-def choose_method(bound: int) -> str:
-    """The cheapest exact path for a product whose partial sums stay below ``bound``."""
-    if bound < 2**24:
+    ``product_bound`` is ``max|a| * max|b|``: when a single product fits float32 exactly, the
+    K dimension can be split into float32-exact chunks whose results are summed in float64.
+    """
+    if product_bound is None:
+        product_bound = bound
+    if bound < 2**53 and product_bound < 2**24:
         return "float32"
     if bound < 2**53:
         return "float64"
@@ -33,13 +35,33 @@ def choose_method(bound: int) -> str:
     return "object"
 
 
-def exact_matmul(a: np.ndarray, b: np.ndarray, method: str = "auto") -> np.ndarray:
-    """``a @ b`` computed exactly over the integers, returned as int64.
+def _float32_chunked(a: np.ndarray, b: np.ndarray, product_bound: int, out_type) -> np.ndarray:
+    """Sum of float32 GEMMs over K-chunks short enough that each is exact (< 2^24)."""
+    k = a.shape[1]
+    chunk = max(1, (2**24 - 1) // max(product_bound, 1))
+    if chunk >= k:
+        return (a.astype(np.float32) @ b.astype(np.float32)).astype(out_type)
+    out = None
+    for k0 in range(0, k, chunk):
+        part = a[:, k0 : k0 + chunk].astype(np.float32) @ b[k0 : k0 + chunk].astype(np.float32)
+        out = part.astype(np.float64) if out is None else out + part
+    return out.astype(out_type)
 
-    ``a`` is (M, K), ``b`` is (K, N), both integer arrays. ``method`` forces a path
-    (``float32``, ``float64``, ``int64``, ``object``); ``auto`` picks the cheapest exact one.
-    Forcing a float path whose bound does not hold raises ``ValueError`` rather than return
-    a rounded result. Results that do not fit int64 raise ``OverflowError``.
+
+def exact_matmul(a: np.ndarray, b: np.ndarray, method: str = "auto") -> np.ndarray:
+    """``a @ b`` computed exactly over the integers.
+
+    ``a`` is (M, K), ``b`` is (K, N), both integer arrays. ``method`` forces a path:
+
+    - ``float32``: float32 BLAS over K-chunks each below 2^24, chunks summed in float64
+      (needs ``max|a| * max|b| < 2^24`` and ``K * max|a| * max|b| < 2^53``);
+    - ``float64``: one float64 BLAS call (needs ``K * max|a| * max|b| < 2^53``);
+    - ``int64``: NumPy's integer matmul (needs the bound below 2^63);
+    - ``object``: Python integers, any size.
+
+    ``auto`` picks the cheapest exact one. Forcing a path whose bound does not hold raises
+    ``ValueError`` rather than return a rounded result. Results outside int64 raise
+    ``OverflowError``. The result is int32 when the bound guarantees it fits, else int64.
     """
     a = np.asarray(a)
     b = np.asarray(b)
@@ -47,16 +69,18 @@ def exact_matmul(a: np.ndarray, b: np.ndarray, method: str = "auto") -> np.ndarr
         raise ValueError(f"exact_matmul needs (M,K) @ (K,N), got {a.shape} @ {b.shape}")
     if method not in GEMM_METHODS:
         raise ValueError(f"unknown GEMM method {method!r}; expected one of {GEMM_METHODS}")
-    bound = exact_bound(a, b)
-    best = choose_method(bound)
+    product_bound = max_abs(a) * max_abs(b)
+    bound = a.shape[1] * product_bound
+    best = choose_method(bound, product_bound)
     if method == "auto":
         method = best
     elif GEMM_METHODS.index(method) < GEMM_METHODS.index(best):
         raise ValueError(f"GEMM bound {bound} is too large for the exact {method} path")
+    out_type = np.int32 if bound < 2**31 else np.int64
     if method == "float32":
-        return (a.astype(np.float32) @ b.astype(np.float32)).astype(np.int64)
+        return _float32_chunked(a, b, product_bound, out_type)
     if method == "float64":
-        return (a.astype(np.float64) @ b.astype(np.float64)).astype(np.int64)
+        return (a.astype(np.float64) @ b.astype(np.float64)).astype(out_type)
     if method == "int64":
         return a.astype(np.int64) @ b.astype(np.int64)
     out = a.astype(object) @ b.astype(object)
@@ -94,4 +118,5 @@ class Accumulator:
     def wrap(self, exact: np.ndarray) -> np.ndarray:
         """The exact sum modulo 2^bits, sign-extended: what a plain hardware adder holds."""
         half = 1 << (self.bits - 1)
+        exact = np.asarray(exact).astype(np.int64)
         return ((exact + half) & ((1 << self.bits) - 1)) - half

@@ -58,10 +58,15 @@ def saturate(x: np.ndarray, limit: int = INT8_MAX) -> np.ndarray:
     return out.astype(np.int8 if limit <= INT8_MAX else np.int64)
 
 
-def _unsigned_magnitude(x: np.ndarray) -> np.ndarray:
-    """|x| as the unsigned type of the same width (so |INT_MIN| is right)."""
-    m = np.abs(x)
-    return m.view(np.dtype(f"u{x.dtype.itemsize}"))
+def _signed_work_type(x: np.ndarray) -> np.ndarray:
+    """x as int32 when every value fits (the common case: 32-bit accumulators), else int64."""
+    if x.dtype.kind == "i" and x.dtype.itemsize in (4, 8):
+        return x
+    if x.dtype.kind == "u" and x.dtype.itemsize >= 4:
+        if x.size and int(x.max()) >= 2**63:
+            raise ValueError("shift_round: values above 2**63 - 1 are not supported")
+        return x.astype(np.int64)
+    return x.astype(np.int32)
 
 
 def shift_round(x, shift: int, mode: str, rand=None) -> np.ndarray:
@@ -81,8 +86,8 @@ def shift_round(x, shift: int, mode: str, rand=None) -> np.ndarray:
 
     Parameters
     ----------
-    x : integer array (any signed integer dtype)
-    shift : int >= 0
+    x : integer array (any integer dtype)
+    shift : int in 0..62
     mode : one of :data:`ROUNDING_MODES`
     rand : integer array of ``x``'s shape, only for ``sto``
 
@@ -92,8 +97,6 @@ def shift_round(x, shift: int, mode: str, rand=None) -> np.ndarray:
     x = np.asarray(x)
     if x.dtype.kind not in "iu":
         raise TypeError(f"shift_round needs an integer array, got dtype {x.dtype}")
-    if x.dtype.kind == "u" or x.dtype.itemsize < 8:
-        x = x.astype(np.int64)
     s = int(shift)
     if s != shift or s < 0 or s > 62:
         raise ValueError(f"shift must be an integer in 0..62, got {shift!r}")
@@ -108,24 +111,31 @@ def shift_round(x, shift: int, mode: str, rand=None) -> np.ndarray:
     if s == 0:
         return saturate(x)
 
-    m = _unsigned_magnitude(x)
-    q = m >> np.uint64(s)
-    r = m & np.uint64((1 << s) - 1)
+    x = _signed_work_type(x)
+    ut = np.dtype(f"u{x.dtype.itemsize}").type
+    if s >= 8 * x.dtype.itemsize:  # every magnitude is below 2^s: q = 0, r = m
+        x = x.astype(np.int64)
+        ut = np.uint64
+    m = np.abs(x).view(ut.__name__)  # |INT_MIN| is right as unsigned
+    q = m >> ut(s)
+    r = m & ut((1 << s) - 1)
     if mode == "round":
-        up = r >= np.uint64(1 << (s - 1))
+        up = r >= ut(1 << (s - 1))
     elif mode == "psto":
         h = s // 2
-        p = r >> np.uint64(h)
-        rr = r & np.uint64((1 << h) - 1)
+        rr = r & ut((1 << h) - 1)
         if s % 2:
-            rr = rr << np.uint64(1)
-        up = p > rr
+            rr <<= ut(1)
+        up = (r >> ut(h)) > rr
     elif mode == "trunc":
-        up = False
+        up = None
     elif mode == "sto":
-        up = r > rand.astype(np.uint64)
+        up = r > rand.astype(ut)
     else:  # rne
-        half = np.uint64(1 << (s - 1))
-        up = (r > half) | ((r == half) & ((q & np.uint64(1)) == 1))
-    mag = np.minimum(q + np.asarray(up, dtype=np.uint64), np.uint64(INT8_MAX)).astype(np.int8)
-    return np.where(x < 0, -mag, mag).astype(np.int8)
+        half = ut(1 << (s - 1))
+        up = (r > half) | ((r == half) & ((q & ut(1)) == 1))
+    if up is not None:
+        q += up
+    mag = np.minimum(q, ut(INT8_MAX)).astype(np.int8)
+    np.negative(mag, out=mag, where=x < 0)
+    return mag

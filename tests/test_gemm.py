@@ -16,10 +16,8 @@ def test_all_paths_equal(shape):
     rng = np.random.default_rng(sum(shape))
     a, b = operands(rng, *shape)
     ref = exact_matmul(a, b, "object")
-    for method in ("auto", "float64", "int64"):
+    for method in ("auto", "float32", "float64", "int64"):
         np.testing.assert_array_equal(exact_matmul(a, b, method), ref)
-    if shape[1] * 127 * 127 < 2**24:
-        np.testing.assert_array_equal(exact_matmul(a, b, "float32"), ref)
 
 
 def test_corner_operands_are_exact():
@@ -44,9 +42,21 @@ def test_wide_operands_use_wider_paths():
 
 def test_choose_method_bounds():
     assert choose_method(2**24 - 1) == "float32"
-    assert choose_method(2**24) == "float64"
-    assert choose_method(2**53) == "int64"
-    assert choose_method(2**63) == "object"
+    assert choose_method(2**30, 127 * 127) == "float32"  # K-chunked
+    assert choose_method(2**30, 2**24) == "float64"
+    assert choose_method(2**53, 1) == "int64"
+    assert choose_method(2**63, 1) == "object"
+
+
+def test_float32_chunks_hit_the_exact_limit():
+    # K * 127 * 127 = 2^24 + 2^24-ish: each chunk's sums sit right at the float32 limit
+    k = 2 * ((2**24 - 1) // (127 * 127)) + 7
+    a = np.full((2, k), 127, np.int8)
+    b = np.full((k, 3), 127, np.int8)
+    b[-1] = -127
+    ref = exact_matmul(a, b, "object")
+    np.testing.assert_array_equal(exact_matmul(a, b, "float32"), ref)
+    np.testing.assert_array_equal(exact_matmul(a, b, "float64"), ref)
 
 
 def test_shape_errors():
