@@ -149,5 +149,6 @@ def test_float32_twin_learns(digits):
     assert r["backend"] == "golden"
 
 
-def test_mlp_digits_accuracy_after_a_few_epochs(digits):
-    assert run(digits, epochs=4)["test_accuracy"] > 0.9
+def test_mlp_digits_reaches_93_percent(digits):
+    # the target: mlp-digits on digits >= 93% test accuracy (30 epochs, seconds here)
+    assert run(digits, epochs=30)["test_accuracy"] >= 0.93
