@@ -10,7 +10,9 @@ from nitihw.golden.train import TrainConfig, train
 def test_lenet_mnist5k_integer_matches_float32_twin():
     data = load_dataset("mnist5k")
     res = {
-        p: train(TrainConfig(model="lenet", dataset="mnist5k", profile=p, epochs=30, batch=64), data)
+        p: train(
+            TrainConfig(model="lenet", dataset="mnist5k", profile=p, epochs=30, batch=64), data
+        )
         for p in ("niti", "float32")
     }
     integer, flt = res["niti"]["test_accuracy"], res["float32"]["test_accuracy"]
