@@ -11,7 +11,9 @@ import hashlib
 import io
 import json
 import os
+import signal
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -190,6 +192,29 @@ def evaluate(net, x: np.ndarray, y: np.ndarray, ctx: StepContext, batch: int = E
     return correct / len(y)
 
 
+class _InterruptAfterStep:
+    """Holds a Ctrl-C until the current step is complete, so the checkpoint written on the way
+    out is consistent (a step updates layers one by one); a second Ctrl-C stops at once, and
+    then the last checkpoint written is the one that stays."""
+
+    requested = False
+
+    def __enter__(self):
+        self._old = None
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def _handler(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+
+
 class _Silent:
     def start_epoch(self, epoch, epochs, total):
         pass
@@ -261,7 +286,7 @@ def train(
             state.overflow_events = backend.overflow_events
             save_checkpoint(ckpt, cfg, net, state)
 
-    try:
+    with _InterruptAfterStep() as interrupt:
         while state.step < total:
             epoch, first = divmod(state.step, per_epoch)
             order = np.random.default_rng([cfg.seed, epoch]).permutation(n)
@@ -285,6 +310,8 @@ def train(
                 state.epoch_seen += len(idx)
                 state.samples += len(idx)
                 progress.advance(1, {"acc": state.epoch_correct / state.epoch_seen, "mu": ctx.mu})
+                if interrupt.requested:
+                    break
             state.seconds += time.perf_counter() - t0
             if state.step % per_epoch == 0:
                 test_acc = evaluate(net, data.test_x, data.test_y, ctx)
@@ -298,9 +325,8 @@ def train(
                 progress.end_epoch(summary)
                 state.epoch_correct = state.epoch_seen = 0
             checkpoint()
-    except KeyboardInterrupt:
-        checkpoint()
-        raise
+            if interrupt.requested:
+                raise KeyboardInterrupt
 
     train_acc = (
         state.epoch_correct / state.epoch_seen

@@ -152,3 +152,31 @@ def test_float32_twin_learns(digits):
 def test_mlp_digits_reaches_93_percent(digits):
     # the issue's target: mlp-digits on digits >= 93% test accuracy (30 epochs, seconds here)
     assert run(digits, epochs=30)["test_accuracy"] >= 0.93
+
+
+def test_ctrl_c_finishes_the_step_then_checkpoints(digits, tmp_path):
+    import os
+    import signal
+
+    from nitihw.golden import NumpyBackend
+
+    class InterruptMidStep(NumpyBackend):
+        """Sends Ctrl-C in the middle of step 4's backward pass (after one layer updated)."""
+
+        calls = 0
+
+        def update(self, w, g, tag):
+            self.calls += 1  # two per step: call 9 is step 4's update of the last layer
+            return super().update(w, g, tag)
+
+        def gemm(self, a, b, tag):
+            if self.calls == 9:  # the first layer's gradient GEMM, after that update landed
+                self.calls += 1
+                os.kill(os.getpid(), signal.SIGINT)
+            return super().gemm(a, b, tag)
+
+    cfg = TrainConfig(model="mlp-digits", dataset="digits", epochs=2)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, digits, InterruptMidStep(), out_dir=tmp_path)
+    resumed = train(cfg, digits, out_dir=tmp_path, resume=True)
+    assert resumed["weights_sha256"] == run(digits, epochs=2)["weights_sha256"]
