@@ -74,7 +74,7 @@ def main() -> None:
             "## Accuracy: integer-only training (profile `niti`, golden model) vs float32 twin\n\n"
             f"`.venv/bin/python bench/accuracy.py` (commit {git_rev()}, {machine()}). "
             'Seed 0; test accuracy after the last epoch ("best" is the best epoch, shown '
-            "for reference only). float32 twin: SGD, lr 0.01, momentum 0.9, same init draw, "
+            "for reference only). float32 twin: SGD, lr 0.05, momentum 0.9, same init draw, "
             "same batches.\n\n" + markdown_table(headers, rows)
         )
         write_section("accuracy", body)

@@ -116,7 +116,7 @@ class FloatNetwork:
         self,
         spec: M.ModelSpec,
         seed: int,
-        lr: float = 0.01,
+        lr: float = 0.05,
         momentum: float = 0.9,
         weight_decay: float = 0.0,
     ):

@@ -91,7 +91,7 @@ MODELS: dict[str, ModelSpec] = {
             ReLU(),
             Linear(10),
         ),
-        mu="3",
+        mu="3,2@20",
         about="NITI's MNIST LeNet",
     ),
     "vgg-small-7": _vgg_small("vgg-small-7", [128, 128, "M", 256, 256, "M", 512, 512, "M"]),

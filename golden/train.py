@@ -77,7 +77,7 @@ class TrainConfig:
     weight_bits: int = 8
     acc_bits: int = 32
     overflow: str = "error"
-    lr: float = 0.01  # float32 twin only
+    lr: float = 0.05  # float32 twin only
     momentum: float = 0.9  # float32 twin only
     weight_decay: float = 0.0  # float32 twin only
 

@@ -121,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("error", "wrap"),
         help="on accumulator overflow: stop (default) or wrap and count",
     )
-    t.add_argument("--lr", type=float, default=0.01, help="float32 twin: SGD learning rate")
+    t.add_argument("--lr", type=float, default=0.05, help="float32 twin: SGD learning rate")
     t.add_argument("--momentum", type=float, default=0.9, help="float32 twin: SGD momentum")
     t.add_argument("--weight-decay", type=float, default=0.0, help="float32 twin: weight decay")
     t.add_argument(

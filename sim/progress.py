@@ -71,7 +71,7 @@ def format_summary(result: dict) -> str:
         ("train accuracy", f"{result['train_accuracy']:.4f}"),
         ("test accuracy", f"{result['test_accuracy']:.4f}"),
         ("samples/s", f"{result['samples_per_second']:.1f}"),
-        ("seconds", f"{result['seconds']:.1f}"),
+        ("seconds", f"{result['seconds']:.2f}"),
         ("overflow events", result["overflow_events"]),
         ("weights_sha256", result["weights_sha256"]),
     ]
