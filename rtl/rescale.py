@@ -1,0 +1,174 @@
+"""Rescale lanes: shift with rounding and saturation to int8, one element per lane per cycle.
+
+The hardware form of :func:`nitihw.golden.shift_round` (numerics.md §2). Sign-magnitude:
+``m = |x|``, ``q = m >> s``, ``r = m & (2^s - 1)``, result ``sign(x) * min(q + up, 127)`` with
+``up`` decided by the rounding mode.
+"""
+
+from __future__ import annotations
+
+from amaranth import Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, enum, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from nitihw.rtl.params import require_int
+
+INT8_MAX = 127
+
+
+class RoundingMode(enum.Enum, shape=3):
+    """Encoding of the rounding modes on the datapath's ``mode`` ports."""
+
+    ROUND = 0
+    PSTO = 1
+    TRUNC = 2
+    STO = 3
+    RNE = 4
+
+
+#: golden mode name -> RoundingMode
+MODE_BY_NAME = {m.name.lower(): m for m in RoundingMode}
+
+
+def rescale_max_shift(acc_bits: int) -> int:
+    """Largest shift the lanes accept: enough for every shift a training step issues
+    (requant ``<= acc_bits - 7``; update ``m - mu`` with ``m <= acc_bits`` and ``mu >= -8``)."""
+    return acc_bits + 8
+
+
+def round_up(m, s, rand, width: int):
+    """Combinational quotient and ``up`` bits of numerics.md §2 for magnitude ``m``, shift ``s``.
+
+    ``width`` bounds the masks (``max_shift + 1`` bits). ``s`` may be a signal or a constant.
+    Returns ``(q, {mode: up})``.
+    """
+    if isinstance(s, int):
+        s = Const(s, range(width + 1))
+    one = Const(1, width + 1)
+    mask = ((one << s) - 1)[:width]
+    q = m >> s
+    r = m & mask
+    half_bit = Mux(s == 0, 0, (m >> (s - 1)[: len(s)])[0])
+    sticky = (m & (((one << s) >> 1) - 1)[:width]) != 0  # bits below the half bit
+    h = s >> 1
+    p = r >> h
+    rr = r & ((one << h) - 1)[:width]
+    rr = Mux(s[0], rr << 1, rr)
+    return q, {
+        RoundingMode.ROUND: half_bit,
+        RoundingMode.PSTO: p > rr,
+        RoundingMode.TRUNC: 0,
+        RoundingMode.STO: r > rand,
+        RoundingMode.RNE: half_bit & (sticky | q[0]),
+    }
+
+
+class RescaleLanes(wiring.Component):
+    """``lanes`` rescale lanes behind one valid/ready stream.
+
+    Parameters
+    ----------
+    lanes : int, >= 1
+        Elements per beat.
+    acc_bits : int, 2..48
+        Width of the signed accumulator inputs.
+
+    Members
+    -------
+    shift : In(range(max_shift + 1))
+        The shift ``s``, held for a whole tensor (sampled with each input beat).
+    mode : In(RoundingMode)
+        Rounding mode, sampled with each input beat.
+    i : In(stream.Signature(struct{acc: signed(acc_bits)[lanes], rand: unsigned(max_shift)[lanes]}))
+        Input beats; ``rand`` carries the uniform integers of mode ``STO`` (ignored otherwise).
+    o : Out(stream.Signature(signed(8)[lanes]))
+        Results, ``LATENCY`` cycles after the input beat when never stalled. A stalled output
+        (``o.valid & ~o.ready``) holds the whole pipeline.
+    """
+
+    LATENCY = 3
+
+    def __init__(self, lanes: int = 8, acc_bits: int = 32):
+        require_int(self, "lanes", lanes, 1, 1024)
+        require_int(self, "acc_bits", acc_bits, 2, 48)
+        self._lanes, self._acc_bits = lanes, acc_bits
+        self._max_shift = rescale_max_shift(acc_bits)
+        in_layout = data.StructLayout(
+            {
+                "acc": data.ArrayLayout(signed(acc_bits), lanes),
+                "rand": data.ArrayLayout(unsigned(self._max_shift), lanes),
+            }
+        )
+        super().__init__(
+            {
+                "shift": In(range(self._max_shift + 1)),
+                "mode": In(RoundingMode),
+                "i": In(stream.Signature(in_layout)),
+                "o": Out(stream.Signature(data.ArrayLayout(signed(8), lanes))),
+            }
+        )
+
+    @property
+    def lanes(self) -> int:
+        return self._lanes
+
+    @property
+    def acc_bits(self) -> int:
+        return self._acc_bits
+
+    @property
+    def max_shift(self) -> int:
+        return self._max_shift
+
+    def elaborate(self, platform):
+        m = Module()
+        n, w, ms = self._lanes, self._acc_bits, self._max_shift
+        advance = ~self.o.valid | self.o.ready
+        m.d.comb += self.i.ready.eq(advance)
+
+        # stage 1: sign and magnitude (|INT_MIN| fits the unsigned width)
+        v1 = Signal()
+        s1 = Signal(range(ms + 1))
+        mode1 = Signal(RoundingMode)
+        neg1 = Signal(n)
+        mag1 = [Signal(unsigned(w), name=f"mag1_{k}") for k in range(n)]
+        rand1 = [Signal(unsigned(ms), name=f"rand1_{k}") for k in range(n)]
+        # stage 2: q and up
+        v2 = Signal()
+        neg2 = Signal(n)
+        q2 = [Signal(unsigned(w), name=f"q2_{k}") for k in range(n)]
+        up2 = Signal(n)
+        # stage 3: saturated, signed result
+        v3 = Signal()
+        out3 = Signal(data.ArrayLayout(signed(8), n))
+
+        with m.If(advance):
+            m.d.sync += [
+                v1.eq(self.i.valid),
+                s1.eq(self.shift),
+                mode1.eq(self.mode),
+                v2.eq(v1),
+                v3.eq(v2),
+            ]
+            for k in range(n):
+                x = self.i.payload.acc[k]
+                m.d.sync += [
+                    neg1[k].eq(x < 0),
+                    mag1[k].eq(Mux(x < 0, -x, x)),
+                    rand1[k].eq(self.i.payload.rand[k]),
+                ]
+                q, ups = round_up(mag1[k], s1, rand1[k], ms + 1)
+                up = Signal(name=f"up_{k}")
+                with m.Switch(mode1):
+                    for mode, bit in ups.items():
+                        with m.Case(mode):
+                            m.d.comb += up.eq(bit)
+                m.d.sync += [neg2[k].eq(neg1[k]), q2[k].eq(q), up2[k].eq(up)]
+                total = q2[k] + up2[k]
+                mag = Mux(total > INT8_MAX, INT8_MAX, total)[:8]
+                m.d.sync += out3[k].eq(Mux(neg2[k], -mag, mag))
+        m.d.comb += [self.o.valid.eq(v3), self.o.payload.eq(out3)]
+        return m
+
+
+__all__ = ["MODE_BY_NAME", "RescaleLanes", "RoundingMode", "rescale_max_shift"]

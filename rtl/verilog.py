@@ -1,0 +1,80 @@
+"""Verilog emission of the Datapath and of each block, with a JSON of the parameters."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from amaranth.back import verilog
+
+from nitihw.rtl.datapath import Datapath
+from nitihw.rtl.mac_array import MacArray
+from nitihw.rtl.range_unit import RangeUnit
+from nitihw.rtl.rescale import RescaleLanes
+from nitihw.rtl.update import UpdateLanes
+
+TOP = "datapath"
+
+
+def datapath_params(rows=8, cols=8, op_bits=8, acc_bits=32, guard_bits=8, kmax=256) -> dict:
+    """The full parameter set of a Datapath (validated as the Datapath validates it)."""
+    dp = Datapath(rows, cols, op_bits=op_bits, acc_bits=acc_bits, guard_bits=guard_bits, kmax=kmax)
+    dp._MustUse__silence = True  # built only to validate and describe the parameters
+    return dp.parameters()
+
+
+def component_builders(params: dict) -> dict:
+    """Module name -> a function building that component (the Datapath and its blocks)."""
+    p = params
+    return {
+        TOP: lambda: Datapath(
+            p["rows"],
+            p["cols"],
+            op_bits=p["op_bits"],
+            acc_bits=p["acc_bits"],
+            guard_bits=p["guard_bits"],
+            kmax=p["kmax"],
+        ),
+        "mac_array": lambda: MacArray(
+            p["rows"],
+            p["cols"],
+            a_width=p["op_bits"],
+            b_width=p["op_bits"],
+            acc_bits=p["acc_bits"],
+            guard_bits=p["guard_bits"],
+        ),
+        "range_unit": lambda: RangeUnit(p["cols"], p["acc_bits"]),
+        "rescale_lanes": lambda: RescaleLanes(p["cols"], p["acc_bits"]),
+        "update_lanes": lambda: UpdateLanes(p["cols"], master=False),
+        "update_lanes_master": lambda: UpdateLanes(p["cols"], master=True),
+    }
+
+
+def write_verilog(out_dir: str | Path, params: dict, blocks: bool = True) -> dict:
+    """Write ``datapath.v`` (and each block's ``NAME.v`` when ``blocks``) and ``params.json``.
+
+    Every file is written whole to a temporary name first, then renamed. Returns
+    ``{module: path}``.
+    """
+    from nitihw.golden.train import atomic_write_bytes, atomic_write_json
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for name, build in component_builders(params).items():
+        if name != TOP and not blocks:
+            continue
+        text = verilog.convert(build(), name=name, emit_src=False).encode()
+        path = out / f"{name}.v"
+        if not (path.exists() and path.read_bytes() == text):  # keep timestamps: no rebuilds
+            atomic_write_bytes(path, text)
+        written[name] = str(path)
+    atomic_write_json(
+        out / "params.json",
+        {"top": TOP, **params, "files": sorted(Path(f).name for f in written.values())},
+    )
+    return written
+
+
+def params_json(out_dir: str | Path) -> dict:
+    return json.loads((Path(out_dir) / "params.json").read_text())

@@ -1,0 +1,34 @@
+"""Port of :class:`nitihw.sim.datapath_driver.DatapathDriver` onto a cocotb DUT."""
+
+from __future__ import annotations
+
+from cocotb.triggers import ReadOnly, RisingEdge
+
+
+class CocotbPort:
+    """Drives and samples the flat Verilog ports (``cmd__payload``, ``din__valid``...)."""
+
+    def __init__(self, dut):
+        self.dut = dut
+        self._handles = {}
+        self._edge = RisingEdge(dut.clk)
+        self._settle = ReadOnly()
+
+    def _h(self, name):
+        h = self._handles.get(name)
+        if h is None:
+            h = self._handles[name] = getattr(self.dut, name)
+        return h
+
+    def set(self, name: str, value: int) -> None:
+        self._h(name).value = value
+
+    def get(self, name: str) -> int:
+        v = self._h(name).value
+        return v.to_unsigned() if hasattr(v, "to_unsigned") else int(v)
+
+    async def settle(self) -> None:
+        await self._settle
+
+    async def tick(self) -> None:
+        await self._edge

