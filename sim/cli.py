@@ -76,6 +76,64 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _shape_list(text: str) -> list[tuple[int, int]]:
+    shapes = []
+    for part in text.split(","):
+        r, sep, c = part.strip().lower().partition("x")
+        if not sep or not r.isdigit() or not c.isdigit():
+            raise ValueError(f"bad array shape {part.strip()!r}: expected ROWSxCOLS, e.g. 8x8")
+        shapes.append((int(r), int(c)))
+    return shapes
+
+
+def _int_list(text: str, what: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",")]
+    except ValueError:
+        raise ValueError(
+            f"bad {what} list {text!r}: expected integers separated by commas"
+        ) from None
+
+
+def cmd_verilog(args) -> int:
+    from nitihw.rtl.verilog import datapath_params, write_verilog
+
+    params = datapath_params(
+        rows=args.rows,
+        cols=args.cols,
+        op_bits=args.op_bits,
+        acc_bits=args.acc_bits,
+        guard_bits=args.guard_bits,
+        kmax=args.kmax,
+    )
+    written = write_verilog(args.out, params, blocks=not args.top_only)
+    for name, path in written.items():
+        print(f"{name:20s} {path}")
+    print(f"{'parameters':20s} {Path(args.out) / 'params.json'}")
+    return 0
+
+
+def cmd_verify(args) -> int:
+    from nitihw.sim.verify import SIMULATORS, verify
+
+    sims = [s.strip() for s in args.sims.split(",")]
+    for s in sims:
+        if s not in SIMULATORS:
+            raise ValueError(f"unknown simulator {s!r}; choose from {', '.join(SIMULATORS)}")
+    results = verify(
+        _shape_list(args.shapes),
+        _int_list(args.seeds, "seed"),
+        sims,
+        acc_bits_list=_int_list(args.acc_bits, "acc-bits"),
+        waves=args.waves,
+        out_dir=args.out,
+        kmax=args.kmax,
+    )
+    failed = [r for r in results if not r.passed]
+    print(f"{len(results) - len(failed)} passed, {len(failed)} failed")
+    return 1 if failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="nitihw",
@@ -133,6 +191,35 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--json", default=None, help="also write the result record here")
     t.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     t.set_defaults(func=cmd_train)
+
+    v = sub.add_parser("verilog", help="write the Verilog of the Datapath and its blocks")
+    v.add_argument("--rows", type=int, default=8)
+    v.add_argument("--cols", type=int, default=8)
+    v.add_argument("--op-bits", type=int, default=8, help="operand width (8..16)")
+    v.add_argument("--acc-bits", type=int, default=32, help="accumulator width")
+    v.add_argument("--guard-bits", type=int, default=8, help="extra bits for exact overflow flags")
+    v.add_argument("--kmax", type=int, default=256, help="operand buffer depth")
+    v.add_argument("--top-only", action="store_true", help="only datapath.v, not the blocks")
+    v.add_argument("--out", required=True, help="output directory")
+    v.set_defaults(func=cmd_verilog)
+
+    r = sub.add_parser(
+        "verify",
+        help="RTL regression: cocotb testbenches against the golden "
+        "model over array shapes, seeds and simulators",
+    )
+    r.add_argument("--shapes", default="2x2,4x4,8x8", help="array shapes, e.g. 2x2,4x4,8x8")
+    r.add_argument("--seeds", default="0", help="seeds, e.g. 0,1,2")
+    r.add_argument("--sims", default="verilator,icarus", help="verilator and/or icarus")
+    r.add_argument(
+        "--acc-bits",
+        default="32,16",
+        help="accumulator widths (16 adds the accumulator-limit test)",
+    )
+    r.add_argument("--kmax", type=int, default=32, help="operand buffer depth of the builds")
+    r.add_argument("--waves", action="store_true", help="record waveforms (FST/VCD)")
+    r.add_argument("--out", default="build/verify", help="build and results directory")
+    r.set_defaults(func=cmd_verify)
     return p
 
 

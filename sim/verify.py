@@ -86,27 +86,51 @@ def build_design(
             )
         )
     build_dir = Path(build_dir)
+    waves_requested = waves
     _verilator_make_fix()  # before get_runner, which takes a copy of the environment
     runner = get_runner(sim)
-    # Icarus: Verilog-2005 semantics run the declaration initialisers as time-0 events, which
-    # the always @* blocks Yosys emits rely on (under -g2012 they stay X until an input moves).
-    build_args = (
-        ["-Wno-fatal", "-Wno-WIDTH", "-Wno-CASEINCOMPLETE"] if sim == "verilator" else ["-g2005"]
-    )
+    sources = [str(source)]
+    if sim == "verilator":
+        build_args = ["-Wno-fatal", "-Wno-WIDTH", "-Wno-CASEINCOMPLETE"]
+    else:
+        # Verilog-2005 semantics run the declaration initialisers as time-0 events, which the
+        # always @* blocks Yosys emits rely on (under cocotb's default -g2012 they stay X until
+        # an input moves). cocotb's own wave dumper is SystemVerilog, so Icarus gets ours.
+        build_args = ["-g2005"]
+        if waves:
+            dump = build_dir / "rtl" / "nitihw_dump.v"
+            dump.write_text(
+                "module nitihw_dump();\n"
+                f'initial begin $dumpfile("{top}.fst"); $dumpvars(0, {top}); end\n'
+                "endmodule\n"
+            )
+            sources.append(str(dump))
+            build_args += ["-s", "nitihw_dump"]
+            waves = False  # for cocotb's build: the dump is ours (vvp still writes FST)
+    log = build_dir / f"build_{sim}.log"
     try:
         runner.build(
-            sources=[str(source)],
+            sources=sources,
             hdl_toplevel=top,
-            build_dir=str(build_dir / sim),
+            build_dir=str(sim_build_dir(build_dir, sim, waves_requested)),
             always=False,
             build_args=build_args,
             timescale=("1ns", "1ps"),
             waves=waves,
+            log_file=str(log),
         )
-    except BaseException:
-        shutil.rmtree(build_dir / sim, ignore_errors=True)  # never reuse a half-built model
+    except BaseException as exc:
+        # never reuse a half-built model
+        shutil.rmtree(sim_build_dir(build_dir, sim, waves_requested), ignore_errors=True)
+        if isinstance(exc, Exception):
+            raise RuntimeError(f"{sim} build of {source} failed ({exc}); see {log}") from exc
         raise
     return runner
+
+
+def sim_build_dir(build_dir: Path, sim: str, waves: bool) -> Path:
+    """Where ``sim``'s model is built: traced and untraced builds are kept apart."""
+    return Path(build_dir) / (f"{sim}-waves" if waves else sim)
 
 
 def run_datapath_tests(
@@ -119,18 +143,20 @@ def run_datapath_tests(
     t0 = time.perf_counter()
     runner = build_datapath(sim, params, build_dir, waves)
     t1 = time.perf_counter()
-    stats_path = build_dir / f"stats_seed{seed}.json"
+    run_dir = sim_build_dir(build_dir, sim, waves)  # results and waves of this simulator
+    stats_path = run_dir / f"stats_seed{seed}.json"
     stats_path.unlink(missing_ok=True)
-    results = build_dir / f"results_seed{seed}.xml"
+    results = run_dir / f"results_seed{seed}.xml"
     try:
         runner.test(
             hdl_toplevel="datapath",
             test_module=TESTBENCH,
-            build_dir=str(build_dir / sim),
-            test_dir=str(build_dir),
+            build_dir=str(run_dir),
+            test_dir=str(run_dir),
             results_xml=str(results.resolve()),
             waves=waves,
             testcase=list(testcases) if testcases else None,
+            log_file=str(run_dir / f"sim_seed{seed}.log"),
             extra_env={
                 "NITIHW_PARAMS": json.dumps(params),
                 "NITIHW_SEED": str(seed),
@@ -146,7 +172,7 @@ def run_datapath_tests(
     stats = json.loads(stats_path.read_text()) if stats_path.exists() else {}
     wave_file = None
     if waves:
-        found = sorted(build_dir.glob("*.fst")) + sorted(build_dir.glob("*.vcd"))
+        found = sorted(run_dir.glob("*.fst")) + sorted(run_dir.glob("*.vcd"))
         wave_file = str(found[0]) if found else None
     return RunResult(
         sim,
@@ -157,7 +183,7 @@ def run_datapath_tests(
         stats,
         time.perf_counter() - t1,
         t1 - t0,
-        str(build_dir),
+        str(run_dir),
         wave_file,
     )
 
@@ -236,6 +262,8 @@ def format_table(results: list[RunResult]) -> str:
         )
         if r.waves:
             rows[-1][5] += f"  waves: {r.waves}"
+        if not r.passed:
+            rows[-1][5] += f"  log: {Path(r.build_dir) / f'sim_seed{r.seed}.log'}"
     cells = [headers] + [[str(c) for c in row] for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
