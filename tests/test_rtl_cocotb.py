@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from nitihw.sim.verify import (
-    TESTCASES,
+    regression_cases,
     regression_configs,
     run_datapath_tests,
     run_rescale_sweep,
@@ -32,7 +32,7 @@ SIMS = [
 @pytest.mark.parametrize("shape,acc_bits", [((2, 2), 32), ((4, 4), 32), ((8, 8), 32), ((4, 4), 16)])
 def test_datapath_against_golden(sim, shape, acc_bits):
     params = regression_configs([shape], (acc_bits,), kmax=32)[0]
-    cases = TESTCASES if acc_bits <= 16 else [t for t in TESTCASES if t != "accumulator_limits"]
+    cases = regression_cases(params)
     tag = f"{shape[0]}x{shape[1]}_acc{acc_bits}"
     result = run_datapath_tests(
         sim, params, seed=sum(shape), build_dir=BUILD / tag, testcases=cases

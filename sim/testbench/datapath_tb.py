@@ -209,3 +209,16 @@ async def accumulator_limits(dut):
     assert rng["overflow_count"] == 1
     await tb.check_cycles()
     tb.write_stats("accumulator_limits")
+
+
+@cocotb.test()
+async def gemm_throughput(dut):
+    """Simulation speed: square GEMMs of NITIHW_GEMM (default 64) on the array, checked."""
+    tb = DatapathTB(dut)
+    await tb.start()
+    n = int(os.environ.get("NITIHW_GEMM", "64"))
+    for _ in range(2):
+        a, b = random_operands(tb.rng, n, n, n, tb.params["op_bits"])
+        await tb.gemm_and_check(a, b)
+    await tb.check_cycles()
+    tb.write_stats("gemm_throughput")
