@@ -65,8 +65,71 @@ def psto_table():
     fig.savefig(OUT / "psto_shift4.png", dpi=110)
 
 
+def datapath_timing():
+    """A cycle-accurate timing diagram of a 2x2 Datapath running one small GEMM tile, its
+    range, a rescale and an update, recorded from Amaranth's simulator."""
+    from amaranth.sim import Simulator
+
+    from nitihw.rtl.datapath import Datapath
+    from nitihw.sim.datapath_driver import AmaranthPort, DatapathDriver
+
+    names = ["cmd__valid", "cmd__ready", "din__valid", "din__ready", "dout__valid", "busy"]
+    trace = []
+
+    class RecordingPort(AmaranthPort):
+        async def settle(self):
+            trace.append({n: self.get(n) for n in names})
+
+    dut = Datapath(2, 2, kmax=8)
+    log = []
+
+    async def tb(ctx):
+        drv = DatapathDriver(RecordingPort(ctx, dut), dut.parameters())
+        await drv.reset_streams()
+        a = np.array([[1, 2, 3], [4, 5, 6]])
+        b = np.array([[1, 0], [0, 1], [1, 1]])
+        await drv.range_clear()
+        acc, _ = await drv.gemm(a, b)
+        await drv.range_read()
+        await drv.rescale(acc, 1, "round")
+        await drv.update(np.array([10, 20]), np.array([1, -1]))
+        await drv.sync()
+        log.extend(drv.log)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(tb)
+    sim.run()
+    n = len(trace)
+    fig, ax = plt.subplots(figsize=(12, 4.2))
+    for row, name in enumerate(names):
+        y0 = (len(names) - row) * 1.5
+        vals = [t[name] for t in trace]
+        ax.step(range(n + 1), [y0 + 0.8 * v for v in [*vals, vals[-1]]], where="post", color="k")
+        ax.text(-0.5, y0 + 0.3, name.replace("__", "."), ha="right", va="center", fontsize=9)
+    start = 0
+    colours = plt.get_cmap("tab10")
+    for i, rec in enumerate(log):
+        ax.axvspan(start, start + rec.cycles, ymin=0, ymax=0.12, color=colours(i % 10), alpha=0.5)
+        label = rec.op if rec.op in ("COMPUTE", "DRAIN", "RESCALE", "UPDATE") else rec.op[:7]
+        ax.text(start + rec.cycles / 2, 0.35, f"{label}\n{rec.cycles}", ha="center", va="center",
+                fontsize=7)
+        start += rec.cycles
+    ax.set_xlim(-4, n)
+    ax.set_ylim(-0.2, len(names) * 1.5 + 1.2)
+    ax.set_yticks([])
+    ax.set_xlabel("clock cycle")
+    ax.set_title("Datapath 2x2: RANGE_CLEAR, LOAD_B(3), LOAD_A(3), COMPUTE(3), DRAIN(2), "
+                 "RANGE_READ, RESCALE(2), UPDATE(1); bars: command, cycles")
+    for side in ("top", "right", "left"):
+        ax.spines[side].set_visible(False)
+    fig.tight_layout()
+    fig.savefig(OUT / "datapath_timing.png", dpi=110)
+
+
 if __name__ == "__main__":
     OUT.mkdir(exist_ok=True)
     rounding_modes()
     psto_table()
+    datapath_timing()
     print(f"wrote figures to {OUT}")
