@@ -112,15 +112,23 @@ def datapath_timing():
     for i, rec in enumerate(log):
         ax.axvspan(start, start + rec.cycles, ymin=0, ymax=0.12, color=colours(i % 10), alpha=0.5)
         label = rec.op if rec.op in ("COMPUTE", "DRAIN", "RESCALE", "UPDATE") else rec.op[:7]
-        ax.text(start + rec.cycles / 2, 0.35, f"{label}\n{rec.cycles}", ha="center", va="center",
-                fontsize=7)
+        ax.text(
+            start + rec.cycles / 2,
+            0.35,
+            f"{label}\n{rec.cycles}",
+            ha="center",
+            va="center",
+            fontsize=7,
+        )
         start += rec.cycles
     ax.set_xlim(-4, n)
     ax.set_ylim(-0.2, len(names) * 1.5 + 1.2)
     ax.set_yticks([])
     ax.set_xlabel("clock cycle")
-    ax.set_title("Datapath 2x2: RANGE_CLEAR, LOAD_B(3), LOAD_A(3), COMPUTE(3), DRAIN(2), "
-                 "RANGE_READ, RESCALE(2), UPDATE(1); bars: command, cycles")
+    ax.set_title(
+        "Datapath 2x2: RANGE_CLEAR, LOAD_B(3), LOAD_A(3), COMPUTE(3), DRAIN(2), "
+        "RANGE_READ, RESCALE(2), UPDATE(1); bars: command, cycles"
+    )
     for side in ("top", "right", "left"):
         ax.spines[side].set_visible(False)
     fig.tight_layout()

@@ -154,6 +154,7 @@ class Datapath(wiring.Component):
         kmax: int = 256,
     ):
         require_int(self, "kmax", kmax, 1, 1 << 16)
+        require_int(self, "op_bits", op_bits, 2, 16)
         check_array_params(self, rows, cols, op_bits, op_bits, acc_bits, guard_bits)
         self._rows, self._cols, self._op_bits = rows, cols, op_bits
         self._acc_bits, self._guard_bits, self._kmax = acc_bits, guard_bits, kmax

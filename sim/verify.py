@@ -149,9 +149,23 @@ def run_datapath_tests(
 
     build_dir = Path(build_dir)
     t0 = time.perf_counter()
-    runner = build_datapath(sim, params, build_dir, waves)
-    t1 = time.perf_counter()
     run_dir = sim_build_dir(build_dir, sim, waves)  # results and waves of this simulator
+    try:
+        runner = build_datapath(sim, params, build_dir, waves)
+    except RuntimeError as exc:  # a failed build is a failed run, with its log named
+        return RunResult(
+            sim,
+            params,
+            seed,
+            0,
+            1,
+            {"build": str(exc)},
+            0.0,
+            time.perf_counter() - t0,
+            str(run_dir),
+            None,
+        )
+    t1 = time.perf_counter()
     stats_path = run_dir / f"stats_seed{seed}.json"
     stats_path.unlink(missing_ok=True)
     results = run_dir / f"results_seed{seed}.xml"
@@ -256,9 +270,10 @@ def format_table(results: list[RunResult]) -> str:
     ]
     rows = []
     for r in results:
-        cycles = sum(s["cycles"] for s in r.stats.values())
-        macs = sum(s["macs"] for s in r.stats.values())
-        secs = sum(s["seconds"] for s in r.stats.values())
+        runs = [s for s in r.stats.values() if isinstance(s, dict)]
+        cycles = sum(s["cycles"] for s in runs)
+        macs = sum(s["macs"] for s in runs)
+        secs = sum(s["seconds"] for s in runs)
         rows.append(
             [
                 f"{r.params['rows']}x{r.params['cols']}",
@@ -276,7 +291,9 @@ def format_table(results: list[RunResult]) -> str:
         )
         if r.waves:
             rows[-1][5] += f"  waves: {r.waves}"
-        if not r.passed:
+        if "build" in r.stats:
+            rows[-1][5] += f"  {r.stats['build']}"
+        elif not r.passed:
             rows[-1][5] += f"  log: {Path(r.build_dir) / f'sim_seed{r.seed}.log'}"
     cells = [headers] + [[str(c) for c in row] for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
