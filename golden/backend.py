@@ -81,9 +81,20 @@ class Backend:
         self.overflow_events = 0
         self.trace: list[TraceEntry] | None = None
 
-    def _record(self, op: str, tag: OpTag, shape: tuple, **extra) -> None:
-        if self.trace is not None:
-            self.trace.append(TraceEntry(op, tag, tuple(int(s) for s in shape), extra))
+    def _record(self, op: str, tag: OpTag, shape: tuple, **extra) -> TraceEntry | None:
+        """Start a trace entry; it reaches the trace in :meth:`_finish`, once the operation
+        is done (a simulating backend adds the cycles it measured)."""
+        if self.trace is None:
+            return None
+        return TraceEntry(op, tag, tuple(int(s) for s in shape), extra)
+
+    def _finish(self, entry: TraceEntry | None) -> None:
+        if entry is not None:
+            self.trace.append(entry)
+
+    def status(self) -> dict:
+        """A few figures for progress displays (simulated cycles, for instance)."""
+        return {}
 
     # ---- datapath operations --------------------------------------------------------------
     def gemm(self, a, b, tag: OpTag):
@@ -91,47 +102,51 @@ class Backend:
 
         Returns the accumulators (int64 values). On overflow, raises or wraps per policy.
         """
-        self._record("gemm", tag, (a.shape[0], a.shape[1], b.shape[1]))
-        exact = self._gemm(a, b)
-        count = self._count_overflows(exact)
+        entry = self._record("gemm", tag, (a.shape[0], a.shape[1], b.shape[1]))
+        acc, count = self._gemm(a, b)
         if count:
             if self.overflow == "error":
                 raise AccumulatorOverflowError(tag, count, self.accumulator.bits)
             self.overflow_events += count
-            exact = self._wrap(exact)
-        return exact
+            acc = self.accumulator.wrap(acc)  # a no-op on values a datapath already wrapped
+        self._finish(entry)
+        return acc
 
     def bitwidth(self, acc, tag: OpTag) -> int:
         """The range unit: bit-width of the whole tensor (numerics.md §2)."""
-        self._record("range", tag, (acc.size,))
-        return self._bitwidth(acc)
+        entry = self._record("range", tag, (acc.size,))
+        out = self._bitwidth(acc)
+        self._finish(entry)
+        return out
 
     def rescale(self, acc, shift: int, mode: str, tag: OpTag, rand=None):
         """Rescale lanes: ``shift_round(acc, shift, mode, rand)`` to int8."""
-        self._record("rescale", tag, (acc.size,), shift=int(shift), mode=mode)
-        return self._rescale(acc, shift, mode, rand)
+        entry = self._record("rescale", tag, (acc.size,), shift=int(shift), mode=mode)
+        out = self._rescale(acc, shift, mode, rand)
+        self._finish(entry)
+        return out
 
     def update(self, w, g, tag: OpTag):
         """Update lanes: ``clamp(w - g, -127, 127)`` for int8 weights."""
-        self._record("update", tag, (w.size,), master=False)
-        return self._update(w, g)
+        entry = self._record("update", tag, (w.size,), master=False)
+        out = self._update(w, g)
+        self._finish(entry)
+        return out
 
     def update_master(self, w16, g, tag: OpTag):
         """16-bit master-weight update: ``w16 = clamp(w16 - g, +-32767)``, ``w = psto(w16, 8)``.
 
         Returns ``(w16, w)``.
         """
-        self._record("update", tag, (w16.size,), master=True)
-        return self._update_master(w16, g)
-
-    def _count_overflows(self, exact) -> int:
-        return self.accumulator.overflows(exact)
-
-    def _wrap(self, exact):
-        return self.accumulator.wrap(exact)
+        entry = self._record("update", tag, (w16.size,), master=True)
+        out = self._update_master(w16, g)
+        self._finish(entry)
+        return out
 
     # ---- to be implemented ----------------------------------------------------------------
     def _gemm(self, a, b):
+        """Returns ``(acc, overflowed)``: the exact sums (or sums already wrapped to
+        ``acc_bits``) and how many elements' exact sums lie outside the signed range."""
         raise NotImplementedError
 
     def _bitwidth(self, acc) -> int:
@@ -173,7 +188,8 @@ class NumpyBackend(Backend):
 
     # ---- datapath -------------------------------------------------------------------------
     def _gemm(self, a, b):
-        return exact_matmul(a, b, self.gemm_method)
+        exact = exact_matmul(a, b, self.gemm_method)
+        return exact, self.accumulator.overflows(exact)
 
     def _bitwidth(self, acc) -> int:
         return rounding.bitwidth(acc)

@@ -181,14 +181,22 @@ def load_checkpoint(path: Path, cfg: TrainConfig, net) -> RunState:
 
 
 def evaluate(net, x: np.ndarray, y: np.ndarray, ctx: StepContext, batch: int = EVAL_BATCH) -> float:
-    """Top-1 accuracy (first maximum wins ties) in batches of ``batch`` (shifts are per batch)."""
+    """Top-1 accuracy (first maximum wins ties) in batches of ``batch`` (shifts are per batch).
+
+    Evaluation is not part of the training cost: the backend's trace is detached meanwhile.
+    """
     if len(y) == 0:
         return float("nan")
+    be = ctx.backend
+    trace, be.trace = be.trace, None
     ctx.training = False
-    correct = 0
-    for i in range(0, len(y), batch):
-        correct += int(np.sum(net.predict(x[i : i + batch], ctx) == y[i : i + batch]))
-    ctx.training = True
+    try:
+        correct = 0
+        for i in range(0, len(y), batch):
+            correct += int(np.sum(net.predict(x[i : i + batch], ctx) == y[i : i + batch]))
+    finally:
+        ctx.training = True
+        be.trace = trace
     return correct / len(y)
 
 
@@ -233,11 +241,15 @@ def train(
     out_dir: Path | None = None,
     resume: bool = False,
     progress=None,
+    eval_backend: Backend | None = None,
 ) -> dict:
     """Run (or resume) a training run and return its result record.
 
     ``backend`` defaults to the golden :class:`NumpyBackend` built from ``cfg``; a backend
     passed in must have the accumulator width and overflow policy ``cfg`` names.
+    ``eval_backend`` runs the test-set evaluation (default: ``backend``); a simulating
+    backend may hand evaluation to the golden model, which computes the same bits faster.
+    A trace sink with ``as_dict()`` attached to ``backend.trace`` is reported as ``cycles``.
     """
     cfg.validate()
     if backend is None:
@@ -280,6 +292,7 @@ def train(
     if cfg.steps is not None:
         total = min(total, cfg.steps)
     ctx = StepContext(backend, profile, seed=cfg.seed)
+    eval_ctx = ctx if eval_backend is None else StepContext(eval_backend, profile, seed=cfg.seed)
 
     def checkpoint():
         if ckpt is not None:
@@ -309,12 +322,19 @@ def train(
                 state.epoch_correct += int(np.sum(pred == data.train_y[idx]))
                 state.epoch_seen += len(idx)
                 state.samples += len(idx)
-                progress.advance(1, {"acc": state.epoch_correct / state.epoch_seen, "mu": ctx.mu})
+                progress.advance(
+                    1,
+                    {
+                        "acc": state.epoch_correct / state.epoch_seen,
+                        "mu": ctx.mu,
+                        **backend.status(),
+                    },
+                )
                 if interrupt.requested:
                     break
             state.seconds += time.perf_counter() - t0
             if state.step % per_epoch == 0:
-                test_acc = evaluate(net, data.test_x, data.test_y, ctx)
+                test_acc = evaluate(net, data.test_x, data.test_y, eval_ctx)
                 summary = {
                     "epoch": epoch,
                     "train_accuracy": state.epoch_correct / state.epoch_seen,
@@ -336,7 +356,7 @@ def train(
     test_acc = (
         state.history[-1]["test_accuracy"]
         if state.history and state.step % per_epoch == 0
-        else evaluate(net, data.test_x, data.test_y, ctx)
+        else evaluate(net, data.test_x, data.test_y, eval_ctx)
     )
     return {
         "model": cfg.model,
@@ -357,4 +377,5 @@ def train(
         "samples_per_second": state.samples / state.seconds if state.seconds else 0.0,
         "overflow_events": backend.overflow_events,
         "history": state.history,
+        **({"cycles": backend.trace.as_dict()} if hasattr(backend.trace, "as_dict") else {}),
     }

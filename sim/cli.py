@@ -3,76 +3,33 @@
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from pathlib import Path
 
 from nitihw.golden.backend import AccumulatorOverflowError
-from nitihw.golden.datasets import DatasetError, load_dataset
+from nitihw.golden.datasets import DatasetError
 from nitihw.golden.models import MODELS
 from nitihw.golden.profiles import PROFILES
 
-BACKENDS = ("golden",)
-
-
-def make_backend(name: str, acc_bits: int, overflow: str):
-    if name == "golden":
-        from nitihw.golden.backend import NumpyBackend
-
-        return NumpyBackend(acc_bits=acc_bits, overflow=overflow)
-    raise ValueError(f"unknown backend {name!r}; choose one of {BACKENDS}")
-
-
-def _default_out(args) -> Path:
-    tag = re.sub(
-        r"[^A-Za-z0-9.-]+", "-", f"{args.model}_{args.dataset}_{args.profile}_s{args.seed}"
-    )
-    return Path("runs") / tag
+BACKENDS = ("golden", "rtl")
 
 
 def cmd_train(args) -> int:
-    from nitihw.golden.train import TrainConfig, atomic_write_json, train
-    from nitihw.sim.progress import ProgressBar, format_summary
+    from nitihw.sim.train_run import default_out, launch_rtl_training, run_training
 
-    cfg = TrainConfig(
-        model=args.model,
-        dataset=args.dataset,
-        backend=args.backend,
-        profile=args.profile,
-        epochs=args.epochs,
-        batch=args.batch,
-        seed=args.seed,
-        mu=args.mu,
-        steps=args.steps,
-        weight_bits=args.weight_bits,
-        acc_bits=args.acc_bits,
-        overflow=args.overflow,
-        lr=args.lr,
-        momentum=args.momentum,
-        weight_decay=args.weight_decay,
-    )
-    cfg.validate()
-    out = Path(args.out) if args.out else _default_out(args)
-    data = load_dataset(args.dataset)
-    backend = make_backend(args.backend, args.acc_bits, args.overflow)
-    print(
-        f"nitihw train: {args.model} on {args.dataset} ({len(data.train_y)} train / "
-        f"{len(data.test_y)} test), backend {backend.name}, profile {args.profile}, "
-        f"batch {args.batch}, mu {cfg.mu_text}, checkpoints in {out}",
-        file=sys.stderr,
-    )
+    opts = {k: v for k, v in vars(args).items() if k != "func"}
+    opts["out"] = opts["out"] or default_out(opts)
     try:
-        result = train(cfg, data, backend, out_dir=out, resume=args.resume, progress=ProgressBar())
+        if args.backend == "rtl":
+            return launch_rtl_training(opts)
+        run_training(opts)
     except KeyboardInterrupt:
         print(
-            f"\ninterrupted: checkpoint saved in {out}; continue with --resume --out {out}",
+            f"\ninterrupted: checkpoint saved in {opts['out']}; continue with "
+            f"--resume --out {opts['out']}",
             file=sys.stderr,
         )
         return 130
-    atomic_write_json(out / "result.json", result)
-    if args.json:
-        atomic_write_json(Path(args.json), result)
-    print(format_summary(result))
     return 0
 
 
@@ -190,6 +147,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--json", default=None, help="also write the result record here")
     t.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    t.add_argument(
+        "--array",
+        default="8x8",
+        help="datapath array ROWSxCOLS: simulated with --backend rtl; on the other "
+        "backends, the array the cycle model reports for (default 8x8)",
+    )
+    t.add_argument("--kmax", type=int, default=256, help="datapath operand buffer depth")
+    t.add_argument(
+        "--sim",
+        default="verilator",
+        choices=("verilator", "icarus"),
+        help="simulator for --backend rtl",
+    )
+    t.add_argument(
+        "--eval-on-rtl",
+        action="store_true",
+        help="--backend rtl: simulate the test-set evaluation too (default: the golden "
+        "model evaluates the same weights, bit for bit, faster)",
+    )
+    t.add_argument("--build-dir", default="build/rtl", help="--backend rtl: Verilog and models")
     t.set_defaults(func=cmd_train)
 
     v = sub.add_parser("verilog", help="write the Verilog of the Datapath and its blocks")
@@ -227,7 +204,13 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, DatasetError, FileNotFoundError, AccumulatorOverflowError) as exc:
+    except (
+        ValueError,
+        DatasetError,
+        FileNotFoundError,
+        AccumulatorOverflowError,
+        RuntimeError,
+    ) as exc:
         print(f"nitihw: error: {exc}", file=sys.stderr)
         return 2
 

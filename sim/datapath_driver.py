@@ -17,6 +17,7 @@ from amaranth.lib import data
 
 from nitihw.rtl.datapath import Op, command_layout, din_layout, dout_layout
 from nitihw.rtl.rescale import MODE_BY_NAME
+from nitihw.sim.cycle_model import gemm_tiles
 
 # ---- bit packing of the stream payloads ---------------------------------------------------
 
@@ -252,34 +253,31 @@ class DatapathDriver:
 
     # ---- operations of a training step ----------------------------------------------------
     async def gemm(self, a: np.ndarray, b: np.ndarray):
-        """``a (M,K) @ b (K,N)`` tile by tile. Returns ``(acc int64 (M,N), overflow bool)``."""
+        """``a (M,K) @ b (K,N)`` tile by tile, in the order of
+        :func:`nitihw.sim.cycle_model.gemm_tiles`. Returns ``(acc int64 (M,N), overflow bool)``.
+        """
         a = np.asarray(a, np.int64)
         b = np.asarray(b, np.int64)
         (m, k), n = a.shape, b.shape[1]
-        R, C, kmax = self.rows, self.cols, self.kmax
+        R, C = self.rows, self.cols
         acc = np.zeros((m, n), np.int64)
         ovf = np.zeros((m, n), bool)
-        chunks = list(range(0, max(k, 1), kmax))
-        for j0 in range(0, n, C):
-            bt = np.zeros((k, C), np.int64)
-            bt[:, : min(C, n - j0)] = b[:, j0 : j0 + C]
-            for i0 in range(0, m, R):
-                at = np.zeros((R, k), np.int64)
-                at[: min(R, m - i0)] = a[i0 : i0 + R]
-                for c, k0 in enumerate(chunks):
-                    kc = min(kmax, k - k0)
-                    if len(chunks) > 1 or i0 == 0:  # B stays in its buffer across row tiles
-                        await self.run(
-                            Op.LOAD_B,
-                            [self.pay.din_b.pack(bt[k0 + t]) for t in range(kc)],
-                            count=kc,
-                        )
-                    await self.run(
-                        Op.LOAD_A, [self.pay.din_a.pack(at[:, k0 + t]) for t in range(kc)], count=kc
-                    )
-                    await self.run(Op.COMPUTE, count=kc, accumulate=int(c > 0))
-                rows = min(R, m - i0)
-                words = await self.run(Op.DRAIN, n_out=rows, count=rows)
+        # zero-padded to whole tiles: zeros add nothing to sums, ranges or overflow counts
+        ap = np.zeros((-(-m // R) * R, k), np.int64)
+        ap[:m] = a
+        bp = np.zeros((k, -(-n // C) * C), np.int64)
+        bp[:, :n] = b
+        for op, count, (i0, j0, x) in gemm_tiles(m, k, n, R, C, self.kmax):
+            if op == "LOAD_B":
+                beats = [self.pay.din_b.pack(bp[x + t, j0 : j0 + C]) for t in range(count)]
+                await self.run(Op.LOAD_B, beats, count=count)
+            elif op == "LOAD_A":
+                beats = [self.pay.din_a.pack(ap[i0 : i0 + R, x + t]) for t in range(count)]
+                await self.run(Op.LOAD_A, beats, count=count)
+            elif op == "COMPUTE":
+                await self.run(Op.COMPUTE, count=count, accumulate=x)
+            else:
+                words = await self.run(Op.DRAIN, n_out=count, count=count)
                 cols = min(C, n - j0)
                 for r, wd in enumerate(words):
                     acc[i0 + r, j0 : j0 + cols] = self.pay.out_acc.unpack(wd)[:cols]

@@ -77,3 +77,44 @@ def format_summary(result: dict) -> str:
     ]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def format_cycles(report: dict) -> str:
+    """The per-layer, per-phase cycle table of a run's ``cycles`` record."""
+    src = "simulated on the RTL" if report["source"] == "rtl" else "from the cycle model"
+    lines = [f"datapath cycles per layer and phase, {report['array']} array, {src}:"]
+    headers = ("layer", "phase", "cycles", "MACs", "utilisation")
+    rows = [
+        (
+            r["layer"],
+            r["phase"],
+            f"{r['cycles']:,}",
+            f"{r['macs']:,}",
+            f"{100 * r['utilisation']:.1f}%",
+        )
+        for r in report["by_layer_phase"]
+    ]
+    rows.append(
+        (
+            "total",
+            "",
+            f"{report['total_cycles']:,}",
+            f"{sum(r['macs'] for r in report['by_layer_phase']):,}",
+            "",
+        )
+    )
+    widths = [max(len(str(x[i])) for x in (headers, *rows)) for i in range(len(headers))]
+    for j, row in enumerate((headers, *rows)):
+        lines.append(
+            "  ".join(
+                str(c).rjust(w) if i >= 2 else str(c).ljust(w)
+                for i, (c, w) in enumerate(zip(row, widths, strict=True))
+            )
+        )
+        if j == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    if report["source"] == "rtl":
+        lines.append(
+            f"operations whose RTL cycles differ from the cycle model: {report['model_mismatches']}"
+        )
+    return "\n".join(lines)

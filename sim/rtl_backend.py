@@ -1,0 +1,88 @@
+"""The RTL backend: every GEMM, range, rescale and update of a training step executed by the
+simulated Datapath (the Verilog of :mod:`nitihw.rtl`), tile by tile.
+
+The host side (im2col, ReLU, pooling, the loss, exponents) stays in NumPy, as a controller
+core would run it. The backend is synchronous, like every Backend; it reaches the simulator
+through ``call(coroutine_function, *args)``, which runs one driver coroutine to completion
+(inside cocotb: ``cocotb.resume``; the training loop runs in a ``cocotb.bridge`` thread).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from nitihw.golden.backend import NumpyBackend
+from nitihw.sim.datapath_driver import DatapathDriver
+
+
+class RtlBackend(NumpyBackend):
+    """Datapath operations on the simulated RTL; host operations from the golden model.
+
+    Each operation ends with the datapath idle, so the cycles its commands took are exact;
+    they are added to the trace entry (``extra['cycles']``) and to ``sim_cycles``.
+    """
+
+    name = "rtl"
+
+    def __init__(self, driver: DatapathDriver, call, acc_bits: int = 32, overflow: str = "error"):
+        super().__init__(acc_bits, overflow)
+        p = driver.params
+        if p["acc_bits"] != acc_bits:
+            raise ValueError(
+                f"the datapath has {p['acc_bits']}-bit accumulators, the run asks for {acc_bits}"
+            )
+        self.driver, self._call = driver, call
+        self.sim_cycles = 0  # datapath cycles of every operation so far
+        self._op_cycles = 0
+        self._range: tuple | None = None  # (shape, range fields) of the last GEMM's tensor
+
+    def _run(self, coro_fn, *args, **kw):
+        first = len(self.driver.log)
+        out = self._call(coro_fn, *args, **kw)
+        self._call(self.driver.sync)
+        self._op_cycles = sum(r.cycles for r in self.driver.log[first:])
+        self.sim_cycles += self._op_cycles
+        del self.driver.log[:]  # records are summed per operation; keep memory flat
+        return out
+
+    def _finish(self, entry) -> None:
+        if entry is not None:
+            entry.extra["cycles"] = self._op_cycles
+        self._op_cycles = 0
+        super()._finish(entry)
+
+    def status(self) -> dict:
+        return {"sim cycles": f"{self.sim_cycles:,}"}
+
+    async def _gemm_tensor(self, a, b):
+        await self.driver.range_clear()
+        acc, ovf = await self.driver.gemm(a, b)
+        return acc, ovf, await self.driver.range_read()
+
+    def _gemm(self, a, b):
+        acc, ovf, rng = self._run(self._gemm_tensor, a, b)
+        self._range = (acc.shape, rng)
+        return acc, int(ovf.sum())
+
+    def _bitwidth(self, acc) -> int:
+        # the range unit watched the GEMM's tiles drain; its result belongs to that tensor
+        if self._range is None or self._range[0] != acc.shape:
+            raise RuntimeError("the RTL range unit only knows the range of the last GEMM")
+        _, rng = self._range
+        self._range = None
+        return int(rng["bitwidth"])
+
+    def _rescale(self, acc, shift, mode, rand):
+        if shift > self.driver.params["max_shift"]:
+            raise ValueError(
+                f"shift {shift} exceeds the rescale lanes' {self.driver.params['max_shift']}"
+            )
+        return self._run(self.driver.rescale, acc, shift, mode, rand).astype(np.int8)
+
+    def _update(self, w, g):
+        new, _ = self._run(self.driver.update, w, g)
+        return new.astype(np.int8)
+
+    def _update_master(self, w16, g):
+        new, w8 = self._run(self.driver.update, w16, g, True)
+        return new.astype(np.int16), w8.astype(np.int8)

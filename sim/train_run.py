@@ -1,0 +1,146 @@
+"""``nitihw train``: one run, on any backend, with its progress, cycle report and records.
+
+:func:`run_training` is called in-process for the golden backend and, for ``--backend rtl``,
+inside the simulator (``sim/testbench/train_tb.py``) with the RTL backend: the same code either
+way. :func:`launch_rtl_training` starts that simulation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+from nitihw.golden.datasets import load_dataset
+from nitihw.golden.models import get_model_spec
+from nitihw.golden.profiles import get_profile
+from nitihw.golden.train import TrainConfig, atomic_write_json, train
+from nitihw.sim.cycle_model import ArrayConfig, CycleReport
+
+CONFIG_KEYS = (
+    "model",
+    "dataset",
+    "backend",
+    "profile",
+    "epochs",
+    "batch",
+    "seed",
+    "mu",
+    "steps",
+    "weight_bits",
+    "acc_bits",
+    "overflow",
+    "lr",
+    "momentum",
+    "weight_decay",
+)
+
+
+def default_out(opts: dict) -> str:
+    tag = f"{opts['model']}_{opts['dataset']}_{opts['profile']}_s{opts['seed']}"
+    if opts.get("backend", "golden") != "golden":
+        tag += f"_{opts['backend']}"
+    return str(Path("runs") / re.sub(r"[^A-Za-z0-9.-]+", "-", tag))
+
+
+def check_options(opts: dict):
+    """Validate a run before anything slow starts; returns ``(cfg, data, array)``."""
+    cfg = TrainConfig(**{k: opts[k] for k in CONFIG_KEYS})
+    cfg.validate()
+    array = ArrayConfig.parse(opts.get("array", "8x8"), opts.get("kmax", 256))
+    data = load_dataset(opts["dataset"])
+    spec = get_model_spec(cfg.model)
+    if tuple(data.input_shape) != tuple(spec.input_shape):
+        h, w, c = spec.input_shape
+        raise ValueError(
+            f"model {cfg.model!r} expects {h}x{w}x{c} inputs, dataset "
+            f"{cfg.dataset!r} has {'x'.join(map(str, data.input_shape))}"
+        )
+    if opts["backend"] == "rtl" and not get_profile(cfg.profile).integer:
+        raise ValueError("the float32 twin runs on the golden backend only")
+    return cfg, data, array
+
+
+def run_training(opts: dict, backend=None, eval_backend=None, data=None) -> dict:
+    """Run ``nitihw train`` with options ``opts`` (the CLI's, as a dict) and print as it goes."""
+    from nitihw.golden.backend import NumpyBackend
+    from nitihw.sim.progress import ProgressBar, format_cycles, format_summary
+
+    cfg, loaded, array = check_options(opts)
+    data = data if data is not None else loaded
+    if backend is None:
+        backend = NumpyBackend(cfg.acc_bits, cfg.overflow)
+    out = Path(opts["out"])
+    if get_profile(cfg.profile).integer:
+        backend.trace = CycleReport(array, measured=backend.name == "rtl")
+    where = f", array {array}" + (" (simulated)" if backend.name == "rtl" else " (cycle model)")
+    print(
+        f"nitihw train: {cfg.model} on {cfg.dataset} ({len(data.train_y)} train / "
+        f"{len(data.test_y)} test), backend {backend.name}, profile {cfg.profile}, "
+        f"batch {cfg.batch}, mu {cfg.mu_text}{where}; checkpoints in {out}",
+        file=sys.stderr,
+        flush=True,
+    )
+    result = train(
+        cfg,
+        data,
+        backend,
+        out_dir=out,
+        resume=opts.get("resume", False),
+        progress=ProgressBar(),
+        eval_backend=eval_backend,
+    )
+    atomic_write_json(out / "result.json", result)
+    if opts.get("json"):
+        atomic_write_json(Path(opts["json"]), result)
+    print(format_summary(result))
+    if "cycles" in result:
+        print(format_cycles(result["cycles"]))
+    sys.stdout.flush()
+    return result
+
+
+def launch_rtl_training(opts: dict) -> int:
+    """Build the Datapath for ``--array`` and run the training inside the simulator."""
+    from nitihw.rtl.verilog import datapath_params
+    from nitihw.sim.verify import build_datapath, sim_build_dir
+
+    cfg, _data, array = check_options(opts)
+    params = datapath_params(array.rows, array.cols, acc_bits=cfg.acc_bits, kmax=array.kmax)
+    build = Path(opts.get("build_dir") or "build/rtl") / f"{array}_acc{cfg.acc_bits}_k{array.kmax}"
+    sim = opts.get("sim", "verilator")
+    print(
+        f"nitihw train: building the {array} Datapath for {sim} in {build} ...",
+        file=sys.stderr,
+        flush=True,
+    )
+    runner = build_datapath(sim, params, build)
+    out = Path(opts["out"])
+    out.mkdir(parents=True, exist_ok=True)
+    status = out / "rtl_status.json"
+    status.unlink(missing_ok=True)
+    run_dir = sim_build_dir(build, sim, False)
+    try:
+        runner.test(
+            hdl_toplevel="datapath",
+            test_module="nitihw.sim.testbench.train_tb",
+            build_dir=str(run_dir),
+            test_dir=str(run_dir),
+            results_xml=str((run_dir / "train_results.xml").resolve()),
+            extra_env={
+                "NITIHW_TRAIN": json.dumps(opts),
+                "NITIHW_PARAMS": json.dumps(params),
+                "NITIHW_STATUS": str(status.resolve()),
+                "COCOTB_LOG_LEVEL": os.environ.get("COCOTB_LOG_LEVEL", "WARNING"),
+            },
+        )
+    except SystemExit:
+        pass
+    if not status.exists():
+        raise RuntimeError(f"the simulation ended without a result; see {run_dir}")
+    state = json.loads(status.read_text())
+    if "error" in state:
+        raise RuntimeError(state["error"])
+    return 0
