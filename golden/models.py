@@ -76,6 +76,13 @@ MODELS: dict[str, ModelSpec] = {
         mu="3",
         about="64-128-10 MLP for scikit-learn's 8x8 digits",
     ),
+    "cnn-digits": ModelSpec(
+        "cnn-digits",
+        (8, 8, 1),
+        (Conv(16, 3, 1), ReLU(), MaxPool(2), Flatten(), Linear(10)),
+        mu="3",
+        about="small CNN for 8x8 digits, sized for RTL simulation",
+    ),
     "lenet": ModelSpec(
         "lenet",
         (28, 28, 1),

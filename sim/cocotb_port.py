@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 from cocotb.triggers import ReadOnly, RisingEdge
+from cocotb.utils import get_sim_time
+
+CLOCK_NS = 10  # the testbenches' clock period
 
 
 class CocotbPort:
-    """Drives and samples the flat Verilog ports (``cmd__payload``, ``din__valid``...)."""
+    """Drives and samples the flat Verilog ports (``cmd__payload``, ``din__valid``...).
+
+    Cycles are counted from simulation time, so a wait for a signal costs one trigger however
+    many cycles it lasts.
+    """
 
     def __init__(self, dut):
         self.dut = dut
@@ -32,3 +39,15 @@ class CocotbPort:
 
     async def tick(self) -> None:
         await self._edge
+
+    @property
+    def cycle(self) -> int:
+        return int(get_sim_time(unit="ns")) // CLOCK_NS
+
+    async def wait_high(self, name: str) -> None:
+        """Return in the first cycle (settled) where ``name`` is 1."""
+        await self._settle
+        if self.get(name):
+            return
+        await RisingEdge(self._h(name))
+        await ReadOnly()

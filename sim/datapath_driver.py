@@ -142,6 +142,8 @@ class AmaranthPort:
             self._sig[name] = obj.as_value() if hasattr(obj, "as_value") else obj
         return self._sig[name]
 
+    cycle = 0
+
     def set(self, name: str, value: int) -> None:
         self.ctx.set(self._resolve(name), value)
 
@@ -153,6 +155,15 @@ class AmaranthPort:
 
     async def tick(self) -> None:
         await self.ctx.tick()
+        self.cycle += 1
+
+    async def wait_high(self, name: str) -> None:
+        """Return in the first cycle (settled) where ``name`` is 1."""
+        while True:
+            await self.settle()
+            if self.get(name):
+                return
+            await self.tick()
 
 
 # ---- the driver ---------------------------------------------------------------------------
@@ -171,7 +182,6 @@ class DatapathDriver:
 
     port: object
     params: dict
-    cycle: int = 0
     log: list = field(default_factory=list)
 
     def __post_init__(self):
@@ -186,9 +196,12 @@ class DatapathDriver:
             self.port.set(name, 0)
         self.port.set("dout__ready", 1)
 
+    @property
+    def cycle(self) -> int:
+        return self.port.cycle
+
     async def _tick(self):
         await self.port.tick()
-        self.cycle += 1
 
     # Every cycle follows one protocol, which every simulator accepts: drive the inputs right
     # after a clock edge, let the logic settle, sample the outputs, then wait for the next edge.
@@ -199,13 +212,9 @@ class DatapathDriver:
         """Hand one command over; its cycles are logged when the next one is accepted."""
         self.port.set("cmd__payload", self.pay.command(op, count, **kw))
         self.port.set("cmd__valid", 1)
-        while True:
-            await self.port.settle()
-            accepted = self.port.get("cmd__ready")
-            start = self.cycle
-            await self._tick()
-            if accepted:
-                break
+        await self.port.wait_high("cmd__ready")
+        start = self.cycle
+        await self._tick()
         self.port.set("cmd__valid", 0)
         self._close_last(start)
         self.log.append(CommandRecord(op.name, count, -1))
@@ -217,15 +226,11 @@ class DatapathDriver:
 
     async def sync(self) -> int:
         """Wait until the datapath is idle; closes the last command's cycle count."""
-        while True:
-            await self.port.settle()
-            idle = not self.port.get("busy")
-            if idle:
-                now = self.cycle
-                await self._tick()
-                self._close_last(now)
-                return now
-            await self._tick()
+        await self.port.wait_high("cmd__ready")  # cmd.ready is high exactly when idle
+        now = self.cycle
+        await self._tick()
+        self._close_last(now)
+        return now
 
     async def _stream(self, beats_in: list[int], n_out: int) -> list[int]:
         """Send ``beats_in`` on din while collecting ``n_out`` dout beats."""

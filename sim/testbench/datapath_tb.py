@@ -20,7 +20,7 @@ from cocotb.triggers import RisingEdge
 
 from nitihw.golden import Accumulator, bitwidth, exact_matmul, range_shift, shift_round
 from nitihw.rtl.schedule import command_cycles
-from nitihw.sim.cocotb_port import CocotbPort
+from nitihw.sim.cocotb_port import CLOCK_NS, CocotbPort
 from nitihw.sim.datapath_driver import DatapathDriver
 
 MODES = ("round", "psto", "trunc", "rne", "sto")
@@ -40,7 +40,7 @@ class DatapathTB:
         self.t0 = 0.0
 
     async def start(self):
-        Clock(self.dut.clk, 10, unit="ns").start()
+        Clock(self.dut.clk, CLOCK_NS, unit="ns").start()
         self.dut.rst.value = 1
         await self.drv.reset_streams()
         for _ in range(2):

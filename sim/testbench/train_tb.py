@@ -19,7 +19,7 @@ from cocotb.triggers import RisingEdge
 
 from nitihw.golden.backend import NumpyBackend
 from nitihw.golden.train import atomic_write_json
-from nitihw.sim.cocotb_port import CocotbPort
+from nitihw.sim.cocotb_port import CLOCK_NS, CocotbPort
 from nitihw.sim.datapath_driver import DatapathDriver
 from nitihw.sim.rtl_backend import RtlBackend
 from nitihw.sim.train_run import run_training
@@ -30,7 +30,7 @@ async def train_run(dut):
     opts = json.loads(os.environ["NITIHW_TRAIN"])
     params = json.loads(os.environ["NITIHW_PARAMS"])
     status = os.environ["NITIHW_STATUS"]
-    Clock(dut.clk, 10, unit="ns").start()
+    Clock(dut.clk, CLOCK_NS, unit="ns").start()
     dut.rst.value = 1
     drv = DatapathDriver(CocotbPort(dut), params)
     await drv.reset_streams()

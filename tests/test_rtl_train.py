@@ -1,0 +1,100 @@
+"""The product's promise, shortened for every run: the same training on the simulated RTL
+and on the golden model ends with the same weights_sha256, and every operation took exactly
+the cycles the cycle model predicts. (Full epochs: bench/rtl_train.py, ./run tests-slow.)"""
+
+import json
+
+import pytest
+
+from nitihw.sim.cli import main
+from nitihw.sim.verify import simulator_available
+
+pytestmark = pytest.mark.skipif(
+    not simulator_available("verilator"), reason="verilator not installed"
+)
+
+
+def train(tmp_path, name, *args):
+    out = tmp_path / name
+    assert (
+        main(["train", *args, "--out", str(out), "--build-dir", str(tmp_path.parent / "rtl-build")])
+        == 0
+    )
+    return json.loads((out / "result.json").read_text())
+
+
+@pytest.mark.parametrize(
+    "model,array,extra",
+    [
+        ("mlp-digits", "4x4", []),
+        ("cnn-digits", "4x4", []),
+        ("mlp-digits", "3x5", ["--weight-bits", "16", "--mu", "9"]),
+    ],
+)
+def test_rtl_matches_golden_bit_for_bit(tmp_path, model, array, extra):
+    args = [
+        "--model",
+        model,
+        "--dataset",
+        "digits",
+        "--batch",
+        "16",
+        "--steps",
+        "3",
+        "--array",
+        array,
+        "--kmax",
+        "32",
+        *extra,
+    ]
+    gold = train(tmp_path, "golden", *args)
+    rtl = train(tmp_path, "rtl", *args, "--backend", "rtl")
+    assert rtl["backend"] == "rtl" and gold["backend"] == "golden"
+    assert rtl["weights_sha256"] == gold["weights_sha256"]
+    assert rtl["cycles"]["source"] == "rtl" and gold["cycles"]["source"] == "cycle-model"
+    assert rtl["cycles"]["model_mismatches"] == 0
+    assert rtl["cycles"]["total_cycles"] == gold["cycles"]["total_cycles"] > 0
+    for row in rtl["cycles"]["by_layer_phase"]:
+        assert row["cycles"] == row["model_cycles"]
+
+
+def test_rtl_run_on_icarus(tmp_path):
+    if not simulator_available("icarus"):
+        pytest.skip("iverilog not installed")
+    args = [
+        "--model",
+        "mlp-digits",
+        "--dataset",
+        "digits",
+        "--batch",
+        "8",
+        "--steps",
+        "1",
+        "--array",
+        "2x2",
+        "--kmax",
+        "16",
+    ]
+    gold = train(tmp_path, "golden", *args)
+    rtl = train(tmp_path, "rtl", *args, "--backend", "rtl", "--sim", "icarus")
+    assert rtl["weights_sha256"] == gold["weights_sha256"]
+    assert rtl["cycles"]["model_mismatches"] == 0
+
+
+def test_rtl_refuses_the_float_twin(tmp_path, capsys):
+    rc = main(
+        [
+            "train",
+            "--model",
+            "mlp-digits",
+            "--dataset",
+            "digits",
+            "--backend",
+            "rtl",
+            "--profile",
+            "float32",
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    assert rc == 2 and "golden backend only" in capsys.readouterr().err
