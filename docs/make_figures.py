@@ -135,9 +135,45 @@ def datapath_timing():
     fig.savefig(OUT / "datapath_timing.png", dpi=110)
 
 
+def cycle_model_lenet():
+    """Cycles per layer and phase of one LeNet training step (batch 64), from the cycle
+    model, on an 8x8 and a 16x16 array."""
+    from nitihw.golden.backend import NumpyBackend
+    from nitihw.golden.datasets import load_dataset
+    from nitihw.golden.train import TrainConfig, train
+    from nitihw.sim.cycle_model import ArrayConfig, CycleReport
+
+    data = load_dataset("mnist5k")
+    phases = ["forward", "backward-error", "weight-gradient", "update"]
+    colours = dict(zip(phases, ["tab:blue", "tab:orange", "tab:green", "tab:red"], strict=True))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4), sharey=False)
+    for ax, shape in zip(axes, ("8x8", "16x16"), strict=True):
+        be = NumpyBackend()
+        be.trace = CycleReport(ArrayConfig.parse(shape))
+        train(TrainConfig(model="lenet", dataset="mnist5k", steps=1, batch=64), data, be)
+        rows = be.trace.rows()
+        layers = sorted({r[0] for r in rows}, key=lambda x: int(x.split(":")[0]))
+        bottom = np.zeros(len(layers))
+        for ph in phases:
+            vals = (
+                np.array([sum(r[2] for r in rows if r[0] == lay and r[1] == ph) for lay in layers])
+                / 1e6
+            )
+            ax.bar(layers, vals, bottom=bottom, label=ph, color=colours[ph])
+            bottom += vals
+        ax.set(
+            title=f"LeNet, one step (batch 64), {shape} array: {be.trace.total / 1e6:.1f} M cycles",
+            ylabel="million cycles",
+        )
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(OUT / "cycles_lenet.png", dpi=110)
+
+
 if __name__ == "__main__":
     OUT.mkdir(exist_ok=True)
     rounding_modes()
     psto_table()
     datapath_timing()
+    cycle_model_lenet()
     print(f"wrote figures to {OUT}")

@@ -7,10 +7,11 @@ import time
 
 
 class ProgressBar:
-    """Redraws one line per epoch in place on a terminal; on a pipe or file, prints one line
-    per epoch when it ends, so logs stay readable."""
+    """Redraws one line per epoch in place on a terminal; on a pipe or file, prints a line
+    every ``log_every`` seconds and one when the epoch ends, so logs stay readable."""
 
-    def __init__(self, stream=None, width: int = 30):
+    def __init__(self, stream=None, width: int = 30, log_every: float = 15.0):
+        self.log_every = log_every
         self.stream = stream or sys.stderr
         self.width = width
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
@@ -35,6 +36,10 @@ class ProgressBar:
         if self.tty and (now - self.last > 0.1 or self.done == self.total):
             self.last = now
             self.stream.write("\r" + self._line(now))
+            self.stream.flush()
+        elif not self.tty and now - self.last > self.log_every and self.done < self.total:
+            self.last = now
+            self.stream.write(self._line(now) + "\n")
             self.stream.flush()
 
     def _line(self, now: float) -> str:

@@ -98,3 +98,14 @@ def test_rtl_refuses_the_float_twin(tmp_path, capsys):
         ]
     )
     assert rc == 2 and "golden backend only" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["mlp-digits", "cnn-digits"])
+def test_full_epoch_on_8x8_matches_golden(tmp_path, model):
+    args = ["--model", model, "--dataset", "digits", "--epochs", "1", "--array", "8x8"]
+    gold = train(tmp_path, "golden", *args)
+    rtl = train(tmp_path, "rtl", *args, "--backend", "rtl")
+    assert rtl["steps"] == gold["steps"] == 23
+    assert rtl["weights_sha256"] == gold["weights_sha256"]
+    assert rtl["cycles"]["model_mismatches"] == 0
