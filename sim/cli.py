@@ -91,6 +91,44 @@ def cmd_verify(args) -> int:
     return 1 if failed else 0
 
 
+#: training-set sizes the estimate uses for "per epoch" with a built-in model
+DEFAULT_TRAIN_SAMPLES = {
+    "mlp-digits": 1437,
+    "cnn-digits": 1437,
+    "lenet": 60000,
+    "vgg-small-7": 50000,
+    "vgg-small-8": 50000,
+    "vgg-small-9": 50000,
+}
+
+
+def cmd_estimate(args) -> int:
+    from nitihw.sim.accelerator import load_accelerator
+    from nitihw.sim.estimate import estimate, format_estimate, write_reports
+    from nitihw.sim.workload import model_workload, topology_workload
+
+    if (args.model is None) == (args.topology is None):
+        raise ValueError("give exactly one of --model NAME or --topology FILE.csv")
+    acc = load_accelerator(args.config, args.energy)
+    if args.array:
+        acc = acc.with_array(args.array)
+    if args.model:
+        layers = model_workload(args.model, args.batch)
+        name = args.model
+        samples = args.train_samples or DEFAULT_TRAIN_SAMPLES.get(args.model, args.batch)
+    else:
+        layers = topology_workload(args.topology, args.batch)
+        name = Path(args.topology).name
+        samples = args.train_samples or args.batch
+    if samples < 1:
+        raise ValueError(f"--train-samples must be >= 1, got {samples}")
+    result = estimate(layers, acc, args.batch, samples, name)
+    print(format_estimate(result))
+    files = write_reports(result, args.out, plots=not args.no_plots)
+    print(f"reports: {', '.join(f.name for f in files)} in {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="nitihw",
@@ -197,6 +235,30 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--waves", action="store_true", help="record waveforms (FST/VCD)")
     r.add_argument("--out", default="build/verify", help="build and results directory")
     r.set_defaults(func=cmd_verify)
+
+    e = sub.add_parser(
+        "estimate",
+        help="cycles, memory traffic and energy of one integer "
+        "training step (and an epoch), per layer and phase",
+    )
+    e.add_argument("--model", choices=sorted(MODELS), help="a built-in model")
+    e.add_argument("--topology", help="a SCALE-Sim topology CSV (conv or GEMM format)")
+    e.add_argument("--batch", type=int, default=64, help="mini-batch (default 64)")
+    e.add_argument("--array", default=None, help="ROWSxCOLS (overrides the config's array)")
+    e.add_argument("--config", default=None, help="accelerator TOML file (see docs/estimate.md)")
+    e.add_argument(
+        "--energy", default=None, help="energy table: a shipped name (horowitz-45nm) or a TOML file"
+    )
+    e.add_argument(
+        "--train-samples",
+        type=int,
+        default=None,
+        help="training-set size for the per-epoch totals (default: the model's "
+        "dataset; one batch for a topology)",
+    )
+    e.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    e.add_argument("--out", required=True, help="directory for the reports")
+    e.set_defaults(func=cmd_estimate)
     return p
 
 

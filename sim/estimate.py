@@ -1,0 +1,547 @@
+"""``nitihw estimate``: cycles, memory traffic and energy of integer training, per layer and
+phase, on a described accelerator; beside it the same network on an fp32 datapath.
+
+Array cycles come from the cycle model (so they equal the RTL's). Memory and energy follow
+the model documented in docs/estimate.md: the datapath streams operands from on-chip buffers
+(``ifmap`` for A, ``filter`` for B) and drains int32 results to the ``ofmap`` buffer, where
+they wait for their tensor's range before the rescale pass; tensors that do not fit a buffer
+go off chip (the int32 ones twice: out, and back for the rescale). Energy = counts x the
+per-operation table.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nitihw.golden.train import atomic_write_bytes
+from nitihw.sim.accelerator import Accelerator
+from nitihw.sim.cycle_model import ArrayConfig, op_cycles
+from nitihw.sim.workload import LayerShape, StepOp, step_ops
+
+COMPONENTS = ("mac", "buffers", "offchip", "rescale", "update")
+PHASES = ("forward", "backward-error", "weight-gradient", "update")
+FP32_BYTES = 4
+
+
+@dataclass
+class Row:
+    """Everything counted for one (layer, phase)."""
+
+    layer: str
+    phase: str
+    macs: int = 0
+    cycles: int = 0
+    stall: int = 0
+    start: int = 0  # first cycle of the phase within the step
+    mapped: float = 0.0  # sum over GEMM tiles of the fraction of PEs mapped, times cycles
+    sram: dict = field(default_factory=lambda: defaultdict(int))  # bytes
+    dram: dict = field(default_factory=lambda: defaultdict(int))  # bytes
+    energy: dict = field(default_factory=lambda: defaultdict(float))  # pJ, int8 datapath
+    fp32_energy: dict = field(default_factory=lambda: defaultdict(float))  # pJ, fp32 datapath
+
+    @property
+    def key(self) -> str:
+        return f"{self.layer}/{self.phase}"
+
+
+def _op_traffic(op: StepOp, acc: Accelerator):
+    """(sram bytes by stream, dram bytes by stream) of one operation, for operands of
+    ``ob`` bytes and results of ``ab`` bytes; also for the fp32 datapath."""
+    r, c, kmax = acc.rows, acc.cols, acc.kmax
+    ifmap_buf, filter_buf, ofmap_buf = (
+        acc.ifmap_kib * 1024,
+        acc.filter_kib * 1024,
+        acc.ofmap_kib * 1024,
+    )
+
+    def gemm(ob, ab, second_pass):
+        m, k, n = op.shape
+        t_r, t_c, nch = -(-m // r), -(-n // c), -(-k // kmax)
+        a_bytes, b_bytes, out = m * k * ob, k * n * ob, m * n * ab
+        a_mem, b_mem = (x * ob for x in op.operands)  # the tensors behind the operands
+        sram = {
+            "ifmap_reads": t_c * a_bytes,  # A is streamed again for every column tile
+            "filter_reads": b_bytes if nch == 1 else t_r * b_bytes,
+            "ofmap_writes": out,
+        }
+        held_off_chip = second_pass and out > ofmap_buf
+        dram = {
+            "ifmap_reads": a_mem * (1 if a_mem <= ifmap_buf else t_c),
+            "filter_reads": b_mem * (1 if b_mem <= filter_buf else t_r),
+            "ofmap_writes": out if (held_off_chip or not second_pass) else 0,
+            "ofmap_reads": out if held_off_chip else 0,
+        }
+        return sram, dram
+
+    if op.op == "gemm":
+        int8 = gemm(acc.operand_bytes, acc.acc_bytes, True)
+        fp32 = gemm(FP32_BYTES, FP32_BYTES, False)
+        return int8, fp32
+    if op.op == "rescale":
+        e = op.shape[0]
+        # the second pass: int32 in from the ofmap buffer, int8 out (to the next layer, off chip)
+        return ({"ofmap_reads": e * acc.acc_bytes, "ifmap_writes": e}, {"ofmap_writes_int8": e}), (
+            {},
+            {},
+        )
+    if op.op == "update":
+        w = op.shape[0]
+        return ({"filter_reads": w * 2}, {"weight_reads": w, "weight_writes": w}), (
+            {"filter_reads": w * FP32_BYTES * 3},
+            {"weight_reads": w * FP32_BYTES * 2, "weight_writes": w * FP32_BYTES * 2},
+        )
+    return ({}, {}), ({}, {})
+
+
+def estimate(
+    layers: list[LayerShape], acc: Accelerator, batch: int, train_samples: int, workload: str
+) -> dict:
+    """The estimate of one training step of ``layers`` and of an epoch of ``train_samples``."""
+    t0 = time.perf_counter()
+    array = ArrayConfig(acc.rows, acc.cols, acc.kmax)
+    table = acc.energy
+    mac_pj = table.mac(acc.operand_bits, acc.accumulator_bits)
+    fp32_mac_pj = table.pj["fp32_mult"] + table.pj["fp32_add"]
+    sram_pj = {
+        "ifmap": table.sram_per_byte(acc.ifmap_kib * 1024),
+        "filter": table.sram_per_byte(acc.filter_kib * 1024),
+        "ofmap": table.sram_per_byte(acc.ofmap_kib * 1024),
+    }
+    dram_pj = table.dram_per_byte
+    rows: dict[tuple, Row] = {}
+    clock = 0
+    for op in step_ops(layers):
+        row = rows.setdefault((op.layer, op.phase), Row(op.layer, op.phase, start=clock))
+        cyc = op_cycles(op.op, op.shape, array)
+        (sram, dram), (fsram, fdram) = _op_traffic(op, acc)
+        dram_bytes = sum(dram.values())
+        stall = max(0, -(-dram_bytes // 1) / acc.bandwidth - cyc) if dram_bytes else 0
+        stall = int(-(-stall // 1))
+        row.cycles += cyc
+        row.stall += stall
+        clock += cyc + stall
+        for k, v in sram.items():
+            row.sram[k] += v
+        for k, v in dram.items():
+            row.dram[k] += v
+        e, fe = row.energy, row.fp32_energy
+        e["buffers"] += sum(v * sram_pj[k.split("_")[0]] for k, v in sram.items())
+        e["offchip"] += dram_bytes * dram_pj
+        fe["buffers"] += sum(v * sram_pj[k.split("_")[0]] for k, v in fsram.items())
+        fe["offchip"] += sum(fdram.values()) * dram_pj
+        if op.op == "gemm":
+            m, k, n = op.shape
+            row.macs += m * k * n
+            e["mac"] += m * k * n * mac_pj
+            fe["mac"] += m * k * n * fp32_mac_pj
+            t_r, t_c = -(-m // acc.rows), -(-n // acc.cols)
+            row.mapped += cyc * (m * n) / (t_r * acc.rows * t_c * acc.cols)
+        elif op.op == "range":
+            e["rescale"] += op.shape[0] * table.add(acc.accumulator_bits)  # |x|-1 and the OR
+        elif op.op == "rescale":
+            # shift, round-up add, saturating compare
+            e["rescale"] += op.shape[0] * (table.add(acc.accumulator_bits) + table.add(8))
+        elif op.op == "update":
+            w = op.shape[0]
+            e["update"] += w * table.add(8)
+            fe["update"] += w * 2 * (table.pj["fp32_mult"] + table.pj["fp32_add"])  # momentum SGD
+    ordered = sorted(
+        rows.values(), key=lambda r: (_layer_index(r.layer, layers), PHASES.index(r.phase))
+    )
+    steps_per_epoch = -(-train_samples // batch)
+    step = _totals(ordered)
+    result = {
+        "workload": workload,
+        "batch": batch,
+        "train_samples": train_samples,
+        "steps_per_epoch": steps_per_epoch,
+        "accelerator": acc.as_dict(),
+        "per_step": step,
+        "per_epoch": {k: v * steps_per_epoch for k, v in step.items() if k != "utilisation"},
+        "rows": [_row_dict(r, acc) for r in ordered],
+        "seconds_to_estimate": time.perf_counter() - t0,
+    }
+    freq = acc.frequency_mhz * 1e6
+    result["per_step"]["seconds_at_clock"] = step["total_cycles"] / freq
+    result["per_epoch"]["seconds_at_clock"] = step["total_cycles"] * steps_per_epoch / freq
+    return result
+
+
+def _layer_index(name: str, layers: list[LayerShape]) -> int:
+    return next(i for i, lay in enumerate(layers) if lay.name == name)
+
+
+def _row_dict(r: Row, acc: Accelerator) -> dict:
+    pes = acc.rows * acc.cols
+    total = r.cycles + r.stall
+    return {
+        "layer": r.layer,
+        "phase": r.phase,
+        "macs": r.macs,
+        "cycles": r.cycles,
+        "stall_cycles": r.stall,
+        "start_cycle": r.start,
+        "stop_cycle": r.start + total,
+        "overall_util_pct": 100 * r.macs / (total * pes) if total else 0.0,
+        "compute_util_pct": 100 * r.macs / (r.cycles * pes) if r.cycles else 0.0,
+        "mapping_efficiency_pct": 100 * r.mapped / r.cycles if r.cycles and r.macs else 0.0,
+        "sram_bytes": dict(r.sram),
+        "dram_bytes": dict(r.dram),
+        "energy_pj": {k: r.energy.get(k, 0.0) for k in COMPONENTS},
+        "fp32_energy_pj": {k: r.fp32_energy.get(k, 0.0) for k in COMPONENTS},
+    }
+
+
+def _totals(rows: list[Row]) -> dict:
+    cyc = sum(r.cycles for r in rows)
+    stall = sum(r.stall for r in rows)
+    return {
+        "macs": sum(r.macs for r in rows),
+        "array_cycles": cyc,
+        "stall_cycles": stall,
+        "total_cycles": cyc + stall,
+        "sram_bytes": sum(sum(r.sram.values()) for r in rows),
+        "dram_bytes": sum(sum(r.dram.values()) for r in rows),
+        "energy_pj": sum(sum(r.energy.values()) for r in rows),
+        "fp32_energy_pj": sum(sum(r.fp32_energy.values()) for r in rows),
+        **{f"energy_{k}_pj": sum(r.energy.get(k, 0.0) for r in rows) for k in COMPONENTS},
+    }
+
+
+# ---- reports ----------------------------------------------------------------------------------
+
+
+def _csv(header: list[str], rows: list[list]) -> bytes:
+    buf = io.StringIO()
+    buf.write(", ".join(header) + ",\n")
+    w = csv.writer(buf, lineterminator=",\n")
+    for r in rows:
+        w.writerow([f"{x:.4f}" if isinstance(x, float) else x for x in r])
+    return buf.getvalue().encode()
+
+
+def write_reports(result: dict, out: str | Path, plots: bool = True) -> list[Path]:
+    """COMPUTE_REPORT.csv, BANDWIDTH_REPORT.csv, DETAILED_ACCESS_REPORT.csv (SCALE-Sim's
+    names and headers; LayerID is ``layer/phase``; our extra columns come last),
+    ENERGY_REPORT.csv, estimate.json and the PNG plots. Every file is written atomically."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = result["rows"]
+    files = []
+
+    def put(name, data: bytes):
+        atomic_write_bytes(out / name, data)
+        files.append(out / name)
+
+    put(
+        "COMPUTE_REPORT.csv",
+        _csv(
+            [
+                "LayerID",
+                "Total Cycles",
+                "Stall Cycles",
+                "Overall Util %",
+                "Mapping Efficiency %",
+                "Compute Util %",
+                "MACs",
+                "Array Cycles",
+            ],
+            [
+                [
+                    f"{r['layer']}/{r['phase']}",
+                    r["cycles"] + r["stall_cycles"],
+                    r["stall_cycles"],
+                    r["overall_util_pct"],
+                    r["mapping_efficiency_pct"],
+                    r["compute_util_pct"],
+                    r["macs"],
+                    r["cycles"],
+                ]
+                for r in rows
+            ],
+        ),
+    )
+
+    def bw(r, kind, stream):
+        total = r["cycles"] + r["stall_cycles"]
+        src = r["sram_bytes"] if kind == "sram" else r["dram_bytes"]
+        moved = sum(v for k, v in src.items() if k.startswith(stream))
+        return moved / total if total else 0.0
+
+    put(
+        "BANDWIDTH_REPORT.csv",
+        _csv(
+            [
+                "LayerID",
+                "Avg IFMAP SRAM BW",
+                "Avg FILTER SRAM BW",
+                "Avg OFMAP SRAM BW",
+                "Avg IFMAP DRAM BW",
+                "Avg FILTER DRAM BW",
+                "Avg OFMAP DRAM BW",
+            ],
+            [
+                [
+                    f"{r['layer']}/{r['phase']}",
+                    bw(r, "sram", "ifmap"),
+                    bw(r, "sram", "filter"),
+                    bw(r, "sram", "ofmap"),
+                    bw(r, "dram", "ifmap"),
+                    bw(r, "dram", "filter") + bw(r, "dram", "weight"),
+                    bw(r, "dram", "ofmap"),
+                ]
+                for r in rows
+            ],
+        ),
+    )
+
+    def access(r, src, prefix):
+        return sum(v for k, v in r[src].items() if k.startswith(prefix))
+
+    detail = []
+    for r in rows:
+        s, e = r["start_cycle"], r["stop_cycle"]
+        detail.append(
+            [
+                f"{r['layer']}/{r['phase']}",
+                s,
+                e,
+                access(r, "sram_bytes", "ifmap_reads"),
+                s,
+                e,
+                access(r, "sram_bytes", "filter_reads"),
+                s,
+                e,
+                access(r, "sram_bytes", "ofmap_writes"),
+                s,
+                e,
+                access(r, "dram_bytes", "ifmap_reads"),
+                s,
+                e,
+                access(r, "dram_bytes", "filter_reads") + access(r, "dram_bytes", "weight_reads"),
+                s,
+                e,
+                access(r, "dram_bytes", "ofmap_writes") + access(r, "dram_bytes", "weight_writes"),
+            ]
+        )
+    put(
+        "DETAILED_ACCESS_REPORT.csv",
+        _csv(
+            ["LayerID"]
+            + [
+                f"{mem} {t} {what}"
+                for mem in ("SRAM", "DRAM")
+                for t, last in (("IFMAP", "Reads"), ("Filter", "Reads"), ("OFMAP", "Writes"))
+                for what in ("Start Cycle", "Stop Cycle", last)
+            ],
+            detail,
+        ),
+    )
+    put(
+        "ENERGY_REPORT.csv",
+        _csv(
+            [
+                "LayerID",
+                "Layer",
+                "Phase",
+                "MAC pJ",
+                "Buffers pJ",
+                "Offchip pJ",
+                "Rescale pJ",
+                "Update pJ",
+                "Total pJ",
+                "FP32 Total pJ",
+            ],
+            [
+                [
+                    f"{r['layer']}/{r['phase']}",
+                    r["layer"],
+                    r["phase"],
+                    *[r["energy_pj"][k] for k in COMPONENTS],
+                    sum(r["energy_pj"].values()),
+                    sum(r["fp32_energy_pj"].values()),
+                ]
+                for r in rows
+            ],
+        ),
+    )
+    put("estimate.json", (json.dumps(result, indent=2) + "\n").encode())
+    if plots:
+        files += write_plots(result, out)
+    return files
+
+
+def write_plots(result: dict, out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    rows = result["rows"]
+    layers = list(dict.fromkeys(r["layer"] for r in rows))
+    acc = result["accelerator"]["array"]
+    title = (
+        f"{result['workload']}, batch {result['batch']}, {acc['rows']}x{acc['cols']} array, "
+        f"{result['accelerator']['energy']['table']}"
+    )
+    written = []
+    # energy per layer: stacked by component, one bar per phase
+    fig, ax = plt.subplots(figsize=(max(7, 1.6 * len(layers)), 4.5))
+    width = 0.8 / len(PHASES)
+    colours = dict(zip(COMPONENTS, plt.get_cmap("tab10").colors, strict=False))
+    for p, phase in enumerate(PHASES):
+        x = np.arange(len(layers)) + (p - 1.5) * width
+        bottom = np.zeros(len(layers))
+        for comp in COMPONENTS:
+            vals = (
+                np.array(
+                    [
+                        sum(
+                            r["energy_pj"][comp]
+                            for r in rows
+                            if r["layer"] == lay and r["phase"] == phase
+                        )
+                        for lay in layers
+                    ]
+                )
+                / 1e6
+            )
+            ax.bar(
+                x,
+                vals,
+                width,
+                bottom=bottom,
+                color=colours[comp],
+                label=comp if p == 0 else None,
+                edgecolor="white",
+                linewidth=0.3,
+            )
+            bottom += vals
+    ax.set_xticks(np.arange(len(layers)))
+    ax.set_xticklabels(layers, rotation=30, ha="right")
+    ax.set(
+        ylabel="energy per step (µJ)",
+        title=f"Energy per layer; bars left to right: {', '.join(PHASES)}\n{title}",
+    )
+    ax.legend(title="component")
+    fig.tight_layout()
+    fig.savefig(out / "energy_per_layer.png", dpi=110)
+    plt.close(fig)
+    written.append(out / "energy_per_layer.png")
+    # cycles per layer stacked by phase, stalls hatched
+    fig, ax = plt.subplots(figsize=(max(7, 1.4 * len(layers)), 4.2))
+    bottom = np.zeros(len(layers))
+    for phase, colour in zip(PHASES, plt.get_cmap("tab10").colors, strict=False):
+        for kind, hatch in (("cycles", None), ("stall_cycles", "//")):
+            vals = (
+                np.array(
+                    [
+                        sum(r[kind] for r in rows if r["layer"] == lay and r["phase"] == phase)
+                        for lay in layers
+                    ]
+                )
+                / 1e6
+            )
+            ax.bar(
+                layers,
+                vals,
+                bottom=bottom,
+                color=colour,
+                hatch=hatch,
+                alpha=0.6 if hatch else 1,
+                label=phase if kind == "cycles" else None,
+                edgecolor="white",
+                linewidth=0.3,
+            )
+            bottom += vals
+    ax.set(ylabel="million cycles per step (hatched: stalls)", title=f"Cycles per layer\n{title}")
+    ax.tick_params(axis="x", rotation=30)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "cycles_per_layer.png", dpi=110)
+    plt.close(fig)
+    written.append(out / "cycles_per_layer.png")
+    return written
+
+
+def format_estimate(result: dict) -> str:
+    acc = result["accelerator"]
+    head = (
+        "layer",
+        "phase",
+        "MACs",
+        "cycles",
+        "stall",
+        "util %",
+        "SRAM KiB",
+        "DRAM KiB",
+        "energy µJ",
+        "fp32 µJ",
+    )
+    body = []
+    for r in result["rows"]:
+        body.append(
+            (
+                r["layer"],
+                r["phase"],
+                f"{r['macs']:,}",
+                f"{r['cycles']:,}",
+                f"{r['stall_cycles']:,}",
+                f"{r['overall_util_pct']:.1f}",
+                f"{sum(r['sram_bytes'].values()) / 1024:,.1f}",
+                f"{sum(r['dram_bytes'].values()) / 1024:,.1f}",
+                f"{sum(r['energy_pj'].values()) / 1e6:,.2f}",
+                f"{sum(r['fp32_energy_pj'].values()) / 1e6:,.2f}",
+            )
+        )
+    s, ep = result["per_step"], result["per_epoch"]
+    body.append(
+        (
+            "step total",
+            "",
+            f"{s['macs']:,}",
+            f"{s['array_cycles']:,}",
+            f"{s['stall_cycles']:,}",
+            "",
+            f"{s['sram_bytes'] / 1024:,.1f}",
+            f"{s['dram_bytes'] / 1024:,.1f}",
+            f"{s['energy_pj'] / 1e6:,.2f}",
+            f"{s['fp32_energy_pj'] / 1e6:,.2f}",
+        )
+    )
+    widths = [max(len(str(x[i])) for x in (head, *body)) for i in range(len(head))]
+    lines = [
+        f"nitihw estimate: {result['workload']}, batch {result['batch']}, "
+        f"{acc['array']['rows']}x{acc['array']['cols']} array, "
+        f"int{acc['precision']['operand_bits']}/int{acc['precision']['accumulator_bits']}, "
+        f"energy table {acc['energy']['table']}"
+    ]
+    for j, row in enumerate((head, *body)):
+        lines.append(
+            "  ".join(
+                str(c).rjust(w) if i >= 2 else str(c).ljust(w)
+                for i, (c, w) in enumerate(zip(row, widths, strict=True))
+            )
+        )
+        if j == 0 or j == len(body) - 1:
+            lines.append("  ".join("-" * w for w in widths))
+    by = ", ".join(f"{k} {s[f'energy_{k}_pj'] / 1e6:,.2f}" for k in COMPONENTS)
+    lines += [
+        f"energy per step: {s['energy_pj'] / 1e6:,.2f} µJ ({by} µJ); "
+        f"fp32 datapath: {s['fp32_energy_pj'] / 1e6:,.2f} µJ "
+        f"({s['fp32_energy_pj'] / s['energy_pj']:.1f}x)"
+        if s["energy_pj"]
+        else "",
+        f"per epoch ({result['steps_per_epoch']} steps of {result['batch']}): "
+        f"{ep['total_cycles']:,} cycles ({ep['seconds_at_clock']:.3f} s at "
+        f"{acc['clock']['frequency_mhz']:g} MHz), {ep['energy_pj'] / 1e12:,.4f} J int8, "
+        f"{ep['fp32_energy_pj'] / 1e12:,.4f} J fp32",
+    ]
+    return "\n".join(lines)
