@@ -393,7 +393,8 @@ def write_plots(result: dict, out: Path) -> list[Path]:
     )
     written = []
     # energy per layer: stacked by component, one bar per phase
-    fig, ax = plt.subplots(figsize=(max(7, 1.6 * len(layers)), 4.5))
+    fig, ax = plt.subplots(figsize=(max(9, 1.6 * len(layers)), 4.5))
+    ax.margins(y=0.08)
     width = 0.8 / len(PHASES)
     colours = dict(zip(COMPONENTS, plt.get_cmap("tab10").colors, strict=False))
     for p, phase in enumerate(PHASES):
@@ -424,11 +425,14 @@ def write_plots(result: dict, out: Path) -> list[Path]:
                 linewidth=0.3,
             )
             bottom += vals
+        for xi, top in zip(x, bottom, strict=True):
+            if top > 0:
+                ax.text(xi, top, "FBGU"[p], ha="center", va="bottom", fontsize=7)
     ax.set_xticks(np.arange(len(layers)))
     ax.set_xticklabels(layers, rotation=30, ha="right")
     ax.set(
         ylabel="energy per step (µJ)",
-        title=f"Energy per layer; bars left to right: {', '.join(PHASES)}\n{title}",
+        title=f"Energy per layer (F fwd, B bwd-error, G weight-grad, U update)\n{title}",
     )
     ax.legend(title="component")
     fig.tight_layout()
