@@ -435,9 +435,7 @@ def write_plots(result: dict, out: Path) -> list[Path]:
         title=f"Energy per layer (F fwd, B bwd-error, G weight-grad, U update)\n{title}",
     )
     ax.legend(title="component")
-    fig.tight_layout()
-    fig.savefig(out / "energy_per_layer.png", dpi=110)
-    plt.close(fig)
+    _save(fig, out / "energy_per_layer.png")
     written.append(out / "energy_per_layer.png")
     # cycles per layer stacked by phase, stalls hatched
     fig, ax = plt.subplots(figsize=(max(7, 1.4 * len(layers)), 4.2))
@@ -468,11 +466,19 @@ def write_plots(result: dict, out: Path) -> list[Path]:
     ax.set(ylabel="million cycles per step (hatched: stalls)", title=f"Cycles per layer\n{title}")
     ax.tick_params(axis="x", rotation=30)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "cycles_per_layer.png", dpi=110)
-    plt.close(fig)
+    _save(fig, out / "cycles_per_layer.png")
     written.append(out / "cycles_per_layer.png")
     return written
+
+
+def _save(fig, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def format_estimate(result: dict) -> str:
