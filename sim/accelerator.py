@@ -124,12 +124,7 @@ def load_table(
                 f"{where}unknown energy table {str(name_or_path)!r}; shipped: "
                 f"{', '.join(shipped)}, or give a .toml path"
             )
-    try:
-        doc = tomllib.loads(path.read_text())
-    except OSError as exc:
-        raise ConfigError(f"energy table {path}: cannot read ({exc.strerror})") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"energy table {path}: not valid TOML ({exc})") from None
+    doc = _read_toml(path, f"energy table {path}")
     pj = doc.get("pj")
     if not isinstance(pj, dict):
         raise ConfigError(f"energy table {path}: missing the [pj] table")
@@ -144,6 +139,15 @@ def load_table(
     for key, value in (overrides or {}).items():
         values[key] = value
     return EnergyTable(str(doc.get("name", path.stem)), str(doc.get("citation", "")), values)
+
+
+def _read_toml(path: Path, what: str) -> dict:
+    try:
+        return tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"{what}: cannot read ({exc.strerror})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{what}: not valid TOML ({exc})") from None
 
 
 def _positive(value, what: str) -> float:
@@ -225,12 +229,7 @@ def load_accelerator(path: str | Path | None = None, energy: str | None = None) 
         acc = Accelerator()
         return replace(acc, energy=load_table(energy)) if energy else acc
     path = Path(path)
-    try:
-        doc = tomllib.loads(path.read_text())
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the config ({exc.strerror})") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    doc = _read_toml(path, str(path))
     known = {s for s, *_ in _FIELDS} | {"energy"}
     for section, body in doc.items():
         if section not in known:

@@ -11,6 +11,7 @@ import json
 import os
 import re
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 from nitihw.golden.datasets import load_dataset
@@ -19,23 +20,7 @@ from nitihw.golden.profiles import get_profile
 from nitihw.golden.train import TrainConfig, atomic_write_json, train
 from nitihw.sim.cycle_model import ArrayConfig, CycleReport
 
-CONFIG_KEYS = (
-    "model",
-    "dataset",
-    "backend",
-    "profile",
-    "epochs",
-    "batch",
-    "seed",
-    "mu",
-    "steps",
-    "weight_bits",
-    "acc_bits",
-    "overflow",
-    "lr",
-    "momentum",
-    "weight_decay",
-)
+CONFIG_KEYS = tuple(f.name for f in fields(TrainConfig))
 
 
 def default_out(opts: dict) -> str:

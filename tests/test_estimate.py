@@ -39,7 +39,9 @@ def test_workload_is_what_the_golden_step_does(model):
     batch = 1 if model.startswith("vgg") else 3
     trace, report = traced_step(model, batch, ArrayConfig(8, 8, 256))
     got = Counter((e.tag.layer, e.tag.phase, e.op, e.shape) for e in trace)
-    want = Counter((o.layer, o.phase, o.op, o.shape) for o in step_ops(model_workload(model, batch)))
+    want = Counter(
+        (o.layer, o.phase, o.op, o.shape) for o in step_ops(model_workload(model, batch))
+    )
     assert got == want
     # the estimate's array cycles are the cycle model's, layer by layer and phase by phase
     acc = load_accelerator()
@@ -90,10 +92,12 @@ def test_energy_table_file_must_be_complete(tmp_path):
         load_accelerator(None, str(table))
 
 
-CONV_CSV = """Layer name, IFMAP Height, IFMAP Width, Filter Height, Filter Width, Channels, Num Filter, Strides,
-conv1, 28, 28, 5, 5, 1, 20, 1,
-conv2, 12, 12, 5, 5, 20, 50, 1,
-"""
+CONV_CSV = (
+    "Layer name, IFMAP Height, IFMAP Width, Filter Height, Filter Width, Channels, Num Filter, "
+    "Strides,\n"
+    "conv1, 28, 28, 5, 5, 1, 20, 1,\n"
+    "conv2, 12, 12, 5, 5, 20, 50, 1,\n"
+)
 GEMM_CSV = """Layer, M, N, K,
 fc1, 1, 500, 800,
 fc2, 1, 10, 500,
@@ -107,10 +111,12 @@ def test_scalesim_topologies_match_the_builtin_layers(tmp_path):
     gemm = topology_workload(tmp_path / "gemm.csv", batch=8)
     lenet = model_workload("lenet", 8)
     assert [(x.forward, x.backward, x.gradient) for x in conv] == [
-        (x.forward, x.backward, x.gradient) for x in lenet[:2]]
+        (x.forward, x.backward, x.gradient) for x in lenet[:2]
+    ]
     assert gemm[0].backward is None
     assert [(x.forward, x.gradient, x.weights) for x in gemm] == [
-        (x.forward, x.gradient, x.weights) for x in lenet[2:]]
+        (x.forward, x.gradient, x.weights) for x in lenet[2:]
+    ]
     assert gemm[1].backward == lenet[3].backward
 
 
@@ -141,17 +147,32 @@ def read_csv(path):
 
 def test_cli_writes_scalesim_reports_json_and_plots(tmp_path, capsys):
     out = tmp_path / "est"
-    assert main(["estimate", "--model", "lenet", "--batch", "8", "--array", "8x8",
-                 "--out", str(out)]) == 0
+    assert (
+        main(["estimate", "--model", "lenet", "--batch", "8", "--array", "8x8", "--out", str(out)])
+        == 0
+    )
     text = capsys.readouterr().out
     assert "energy per step" in text and "fp32 datapath" in text and "per epoch" in text
     head, rows = read_csv(out / "COMPUTE_REPORT.csv")
-    assert head[:6] == ["LayerID", "Total Cycles", "Stall Cycles", "Overall Util %",
-                        "Mapping Efficiency %", "Compute Util %"]
+    assert head[:6] == [
+        "LayerID",
+        "Total Cycles",
+        "Stall Cycles",
+        "Overall Util %",
+        "Mapping Efficiency %",
+        "Compute Util %",
+    ]
     assert rows[0][0] == "0:conv/forward" and len(rows) == 15  # 4 layers, no bwd for the first
     head, _ = read_csv(out / "BANDWIDTH_REPORT.csv")
-    assert head == ["LayerID", "Avg IFMAP SRAM BW", "Avg FILTER SRAM BW", "Avg OFMAP SRAM BW",
-                    "Avg IFMAP DRAM BW", "Avg FILTER DRAM BW", "Avg OFMAP DRAM BW"]
+    assert head == [
+        "LayerID",
+        "Avg IFMAP SRAM BW",
+        "Avg FILTER SRAM BW",
+        "Avg OFMAP SRAM BW",
+        "Avg IFMAP DRAM BW",
+        "Avg FILTER DRAM BW",
+        "Avg OFMAP DRAM BW",
+    ]
     head, _ = read_csv(out / "DETAILED_ACCESS_REPORT.csv")
     assert head[1:4] == ["SRAM IFMAP Start Cycle", "SRAM IFMAP Stop Cycle", "SRAM IFMAP Reads"]
     assert head[-1] == "DRAM OFMAP Writes" and len(head) == 19
@@ -170,8 +191,10 @@ def test_cli_writes_scalesim_reports_json_and_plots(tmp_path, capsys):
         (["estimate", "--model", "lenet", "--array", "8", "--out", "x"], "bad --array '8'"),
         (["estimate", "--model", "lenet", "--batch", "0", "--out", "x"], "--batch must be >= 1"),
         (["estimate", "--topology", "/no/file.csv", "--out", "x"], "cannot read topology"),
-        (["estimate", "--model", "lenet", "--energy", "x45", "--out", "x"],
-         "unknown energy table 'x45'"),
+        (
+            ["estimate", "--model", "lenet", "--energy", "x45", "--out", "x"],
+            "unknown energy table 'x45'",
+        ),
     ],
 )
 def test_cli_errors(tmp_path, capsys, argv, message):
