@@ -118,5 +118,6 @@ class Accumulator:
     def wrap(self, exact: np.ndarray) -> np.ndarray:
         """The exact sum modulo 2^bits, sign-extended: what a plain hardware adder holds."""
         half = 1 << (self.bits - 1)
-        exact = np.asarray(exact).astype(np.int64)
+        # the array's own module (NumPy or CuPy) does the arithmetic
+        exact = exact.astype("int64") if hasattr(exact, "astype") else np.asarray(exact, np.int64)
         return ((exact + half) & ((1 << self.bits) - 1)) - half

@@ -11,7 +11,7 @@ from nitihw.golden.datasets import DatasetError
 from nitihw.golden.models import MODELS
 from nitihw.golden.profiles import PROFILES
 
-BACKENDS = ("golden", "rtl")
+BACKENDS = ("golden", "rtl", "gpu")
 
 
 def cmd_train(args) -> int:

@@ -43,7 +43,7 @@ def check_options(opts: dict):
             f"model {cfg.model!r} expects {h}x{w}x{c} inputs, dataset "
             f"{cfg.dataset!r} has {'x'.join(map(str, data.input_shape))}"
         )
-    if opts["backend"] == "rtl" and not get_profile(cfg.profile).integer:
+    if opts["backend"] != "golden" and not get_profile(cfg.profile).integer:
         raise ValueError("the float32 twin runs on the golden backend only")
     return cfg, data, array
 
@@ -55,7 +55,11 @@ def run_training(opts: dict, backend=None, eval_backend=None, data=None) -> dict
 
     cfg, loaded, array = check_options(opts)
     data = data if data is not None else loaded
-    if backend is None:
+    if backend is None and cfg.backend == "gpu":
+        from nitihw.gpu.backend import CupyBackend
+
+        backend = CupyBackend(cfg.acc_bits, cfg.overflow)
+    elif backend is None:
         backend = NumpyBackend(cfg.acc_bits, cfg.overflow)
     out = Path(opts["out"])
     if get_profile(cfg.profile).integer:

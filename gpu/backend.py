@@ -1,0 +1,247 @@
+"""The CuPy backend: every operation of the training step on the GPU, same bits as golden.
+
+- GEMM: int8 x int8 -> int32 on the tensor cores through cuBLAS ``gemmEx`` (``CUDA_R_8I``
+  inputs, ``CUBLAS_COMPUTE_32I``), exact while ``K * max|a| * max|b| < 2^31``; longer sums are
+  cut into K-chunks that each stay exact and summed in int64. The overflow count against
+  ``acc_bits`` is a reduction on the device.
+- Range, rescale, update: the kernels of :mod:`nitihw.gpu.kernels` (only the bit-width, a few
+  scalars, comes back to the host).
+- Host operations (im2col, ReLU, pooling, dropout masks, the loss) are the golden code's,
+  written once against the array module: here it is CuPy, and the data stays on the device.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from nitihw.golden import loss as golden_loss
+from nitihw.golden.backend import Backend
+from nitihw.golden.randomness import stream_key
+from nitihw.golden.rounding import ROUNDING_MODES
+from nitihw.gpu import kernels
+
+CUDA_R_8I, CUDA_R_32I = 3, 10
+CUBLAS_OP_N = 0
+CUBLAS_COMPUTE_32I = 72
+CUBLAS_GEMM_DEFAULT = -1
+
+
+def gpu_available() -> tuple[bool, str]:
+    """``(True, "")`` when a CUDA GPU can be used, else ``(False, why)``."""
+    try:
+        import cupy
+    except ImportError:
+        return False, "CuPy is not installed (pip install 'nitihw[gpu]')"
+    try:
+        if not cupy.cuda.is_available():
+            return False, "CuPy found no CUDA device (no GPU or no driver)"
+        cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:  # the CUDA runtime explains what is missing
+        return False, f"CUDA is not usable: {exc}"
+    return True, ""
+
+
+def _pad_to(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
+class CupyBackend(Backend):
+    """The GPU backend. ``gemm="int8"`` uses cuBLAS int8 tensor-core GEMMs; ``"float32"`` an
+    exact float32 GEMM over K-chunks (the golden trick, for GPUs without int8 tensor cores)."""
+
+    name = "gpu"
+
+    def __init__(self, acc_bits: int = 32, overflow: str = "error", gemm: str = "int8"):
+        ok, why = gpu_available()
+        if not ok:
+            raise RuntimeError(f"--backend gpu: {why}")
+        if gemm not in ("int8", "float32"):
+            raise ValueError(f"gemm must be 'int8' or 'float32', got {gemm!r}")
+        super().__init__(acc_bits, overflow)
+        import cupy
+
+        self.xp = cupy
+        self.gemm_path = gemm
+
+    # ---- data movement ---------------------------------------------------------------------
+    def from_host(self, x):
+        return self.xp.asarray(x)
+
+    def to_host(self, x):
+        return self.xp.asnumpy(x)
+
+    # ---- datapath --------------------------------------------------------------------------
+    def _max_abs(self, x) -> int:
+        return int(kernels.max_abs_kernel()(x)) if x.size else 0
+
+    def _gemm(self, a, b):
+        cp = self.xp
+        a = cp.asarray(a)
+        b = cp.asarray(b)
+        m, k = a.shape
+        n = b.shape[1]
+        bound = self._max_abs(a) * self._max_abs(b)
+        if bound == 0:
+            acc = cp.zeros((m, n), cp.int32)
+            return acc, 0
+        chunk = (
+            max(1, (2**31 - 1) // bound)
+            if self.gemm_path == "int8"
+            else max(1, (2**24 - 1) // bound)
+        )
+        if chunk >= k:
+            acc = self._gemm_exact(a, b)
+        else:
+            acc = cp.zeros((m, n), cp.int64)
+            for k0 in range(0, k, chunk):
+                acc += self._gemm_exact(a[:, k0 : k0 + chunk], b[k0 : k0 + chunk]).astype(cp.int64)
+        lo, hi = self.accumulator.min, self.accumulator.max
+        over = (
+            int(cp.count_nonzero((acc < lo) | (acc > hi)))
+            if acc.dtype == cp.int64 or self.accumulator.bits < 32
+            else 0
+        )
+        return acc, over
+
+    def _gemm_exact(self, a, b):
+        """One GEMM whose every partial sum fits its accumulator: int32 result."""
+        cp = self.xp
+        if self.gemm_path == "float32":
+            return (a.astype(cp.float32) @ b.astype(cp.float32)).astype(cp.int32)
+        from cupy_backends.cuda.libs import cublas
+
+        m, k = a.shape
+        n = b.shape[1]
+        # int8 tensor-core GEMMs want leading dimensions that are multiples of 4
+        k4, n4 = _pad_to(k, 4), _pad_to(n, 4)
+        ap = cp.zeros((m, k4), cp.int8)
+        ap[:, :k] = a
+        bp = cp.zeros((k4, n4), cp.int8)
+        bp[:k, :n] = b
+        c = cp.empty((m, n4), cp.int32)
+        one, zero = np.array(1, np.int32), np.array(0, np.int32)
+        handle = cp.cuda.device.get_cublas_handle()
+        # row-major C = A B is column-major C^T = B^T A^T: swap the operands
+        cublas.gemmEx(
+            handle,
+            CUBLAS_OP_N,
+            CUBLAS_OP_N,
+            n4,
+            m,
+            k4,
+            one.ctypes.data,
+            bp.data.ptr,
+            CUDA_R_8I,
+            n4,
+            ap.data.ptr,
+            CUDA_R_8I,
+            k4,
+            zero.ctypes.data,
+            c.data.ptr,
+            CUDA_R_32I,
+            n4,
+            CUBLAS_COMPUTE_32I,
+            CUBLAS_GEMM_DEFAULT,
+        )
+        return c[:, :n]
+
+    def _bitwidth(self, acc) -> int:
+        m = self._max_abs(acc)
+        return 0 if m == 0 else (m - 1).bit_length()
+
+    def _rescale(self, acc, shift, mode, rand):
+        if mode not in ROUNDING_MODES:
+            raise ValueError(f"unknown rounding mode {mode!r}; expected one of {ROUNDING_MODES}")
+        if not 0 <= int(shift) <= 62:
+            raise ValueError(f"shift must be an integer in 0..62, got {shift!r}")
+        cp = self.xp
+        u = cp.asarray(rand, cp.int64) if rand is not None else cp.zeros((), cp.int64)
+        if mode == "sto" and rand is None:
+            raise ValueError("mode 'sto' needs rand: uniform integers in [0, 2**shift)")
+        return kernels.rescale_kernel()(acc, np.int32(shift), np.int32(kernels.MODE_CODES[mode]), u)
+
+    def _update(self, w, g):
+        return kernels.update_kernel()(w, g.astype(self.xp.int8))
+
+    def _update_master(self, w16, g):
+        return kernels.update_master_kernel()(w16, g.astype(self.xp.int8))
+
+    # ---- host operations, on the device --------------------------------------------------
+    def im2col(self, x, k: int, pad: int):
+        cp = self.xp
+        b, h, w, c = x.shape
+        if pad:
+            x = cp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+        ho, wo = h + 2 * pad - k + 1, w + 2 * pad - k + 1
+        s = x.strides
+        win = cp.lib.stride_tricks.as_strided(
+            x, shape=(b, ho, wo, k, k, c), strides=(s[0], s[1], s[2], s[1], s[2], s[3])
+        )
+        return cp.ascontiguousarray(win).reshape(b * ho * wo, k * k * c)
+
+    def relu(self, x):
+        return self.xp.maximum(x, 0)
+
+    def relu_backward(self, err, pre):
+        return self.xp.where(pre > 0, err, 0).astype(err.dtype)
+
+    def maxpool(self, x, k: int):
+        cp = self.xp
+        b, h, w, c = x.shape
+        ho, wo = h // k, w // k
+        win = x[:, : ho * k, : wo * k, :].reshape(b, ho, k, wo, k, c)
+        win = win.transpose(0, 1, 3, 5, 2, 4).reshape(b, ho, wo, c, k * k)
+        idx = win.argmax(axis=-1)  # the first maximum, as in the golden model
+        y = cp.take_along_axis(win, idx[..., None], axis=-1)[..., 0]
+        return y, idx.astype(cp.int8)
+
+    def maxpool_backward(self, err, idx, in_shape, k: int):
+        cp = self.xp
+        b, h, w, c = in_shape
+        ho, wo = h // k, w // k
+        onehot = idx[..., None] == cp.arange(k * k, dtype=cp.int8)
+        routed = cp.where(onehot, err[..., None], 0).astype(err.dtype)
+        routed = routed.reshape(b, ho, wo, c, k, k).transpose(0, 1, 4, 2, 5, 3)
+        out = cp.zeros(in_shape, dtype=err.dtype)
+        out[:, : ho * k, : wo * k, :] = routed.reshape(b, ho * k, wo * k, c)
+        return out
+
+    def random_bits(self, seed: int, step: int, stream_id: int, shape, bits: int):
+        cp = self.xp
+        n = int(np.prod(shape, dtype=np.int64))
+        key = np.uint32(stream_key(seed, step, stream_id))
+        h = kernels.counter_hash_kernel()(cp.arange(n, dtype=cp.uint32) ^ key)
+        if bits == 0:
+            return cp.zeros(shape, cp.int64)
+        return (h >> np.uint32(32 - bits)).astype(cp.int64).reshape(shape)
+
+    def keep_mask(self, seed: int, step: int, stream_id: int, n: int):
+        return self.random_bits(seed, step, stream_id, (n,), 1).astype(self.xp.int8)
+
+    def cross_entropy_error(self, logits, exponent: int, labels, rounding_mode: str, rand=None):
+        cp = self.xp
+        if int(exponent) < -20:  # Python-integer branch of the golden loss: a few scalars
+            err = golden_loss.cross_entropy_error(
+                cp.asnumpy(logits),
+                exponent,
+                cp.asnumpy(labels),
+                rounding_mode,
+                None if rand is None else cp.asnumpy(rand),
+            )
+            return cp.asarray(err)
+        a = logits.astype(cp.int64)
+        e = int(exponent)
+        if e > -7:
+            s = cp.sign(a) * ((cp.abs(a) * golden_loss.LOG2E_Q15) >> 15)
+            s = s << min(e, 16) if e >= 0 else cp.sign(s) * (cp.abs(s) >> -e)
+            s = cp.maximum(s - (s.max(axis=1, keepdims=True) - 10), 0)
+            p = (cp.int64(1) << s) - 1
+        else:
+            p = (cp.int64(1) << (1 - 2 * e)) + a * (cp.int64(1) << (1 - e)) + a * a
+        q = (p << golden_loss.SOFTMAX_BITS) // p.sum(axis=1, keepdims=True)
+        rows = cp.arange(a.shape[0])
+        q[rows, labels] -= q.sum(axis=1)
+        return self._rescale(q, golden_loss.ERROR_SHIFT, rounding_mode, rand)
+
+    def argmax(self, logits):
+        return logits.argmax(axis=1)

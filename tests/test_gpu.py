@@ -1,0 +1,221 @@
+"""The CuPy backend against the golden model, element by element (needs an NVIDIA GPU).
+
+Without a usable GPU every test here is skipped with the reason; the last two tests run
+everywhere and check that the absence is reported clearly.
+"""
+
+import numpy as np
+import pytest
+
+from nitihw.golden import NumpyBackend, OpTag, counter_hash, exact_matmul, shift_round
+from nitihw.golden.backend import AccumulatorOverflowError
+from nitihw.golden.loss import cross_entropy_error
+from nitihw.gpu.backend import gpu_available
+from nitihw.sim.cli import main
+
+HAVE_GPU, WHY = gpu_available()
+gpu = pytest.mark.skipif(not HAVE_GPU, reason=f"no GPU: {WHY}")
+TAG = OpTag("t", "forward")
+
+
+@pytest.fixture(scope="module")
+def be():
+    from nitihw.gpu.backend import CupyBackend
+
+    return CupyBackend()
+
+
+def host(be, x):
+    return be.to_host(x)
+
+
+@gpu
+@pytest.mark.parametrize("mode", ["round", "psto", "trunc", "rne", "sto"])
+def test_rescale_kernel(be, mode):
+    rng = np.random.default_rng(len(mode))
+    x = np.concatenate(
+        [
+            rng.integers(-(2**31), 2**31, 20000),
+            [0, 1, -1, 127, -127, 128, -128, 2**31 - 1, -(2**31), 1004, -1012],
+        ]
+    )
+    for dtype in (np.int32, np.int64):
+        xs = x.astype(dtype)
+        for s in range(0, 41):
+            rand = rng.integers(0, 1 << s, xs.shape) if mode == "sto" else None
+            got = host(
+                be,
+                be.rescale(
+                    be.from_host(xs), s, mode, TAG, None if rand is None else be.from_host(rand)
+                ),
+            )
+            np.testing.assert_array_equal(
+                got, shift_round(xs, s, mode, rand), err_msg=f"{mode} shift {s} {dtype}"
+            )
+
+
+@gpu
+def test_update_kernels_exhaustive(be):
+    w, g = np.meshgrid(np.arange(-127, 128, dtype=np.int8), np.arange(-127, 128, dtype=np.int8))
+    got = host(be, be.update(be.from_host(w), be.from_host(g), TAG))
+    np.testing.assert_array_equal(got, NumpyBackend().update(w, g, TAG))
+    w16 = np.random.default_rng(0).integers(-32767, 32768, g.shape).astype(np.int16)
+    w16[0, :4] = [32767, -32767, 255, -255]
+    a, b = be.update_master(be.from_host(w16), be.from_host(g), TAG)
+    ra, rb = NumpyBackend().update_master(w16, g, TAG)
+    np.testing.assert_array_equal(host(be, a), ra)
+    np.testing.assert_array_equal(host(be, b), rb)
+
+
+@gpu
+def test_counter_hash_and_masks(be):
+    x = np.arange(100000, dtype=np.uint32) * np.uint32(2654435761)
+    from nitihw.gpu.kernels import counter_hash_kernel
+
+    np.testing.assert_array_equal(host(be, counter_hash_kernel()(be.from_host(x))), counter_hash(x))
+    gold = NumpyBackend()
+    np.testing.assert_array_equal(
+        host(be, be.keep_mask(3, 7, 11, 5000)), gold.keep_mask(3, 7, 11, 5000)
+    )
+    np.testing.assert_array_equal(
+        host(be, be.random_bits(1, 2, 3, (40, 30), 4)), gold.random_bits(1, 2, 3, (40, 30), 4)
+    )
+
+
+@gpu
+@pytest.mark.parametrize("path", ["int8", "float32"])
+@pytest.mark.parametrize("shape", [(1, 1, 1), (7, 5, 3), (65, 803, 33), (3, 300000, 2)])
+def test_gemm_paths(path, shape):
+    from nitihw.gpu.backend import CupyBackend
+
+    b = CupyBackend(gemm=path)
+    rng = np.random.default_rng(sum(shape))
+    m, k, n = shape
+    x = rng.integers(-127, 128, (m, k)).astype(np.int8)
+    y = rng.integers(-127, 128, (k, n)).astype(np.int8)
+    x[0, : min(k, 50)] = 127
+    y[: min(k, 50), 0] = 127
+    got = host(b, b.gemm(b.from_host(x), b.from_host(y), TAG))
+    np.testing.assert_array_equal(got, exact_matmul(x, y))
+    assert b.bitwidth(b.from_host(got), TAG) == NumpyBackend().bitwidth(exact_matmul(x, y), TAG)
+
+
+@gpu
+def test_gemm_overflow_policies():
+    from nitihw.gpu.backend import CupyBackend
+
+    a = np.full((2, 4), 127, np.int8)
+    b = np.full((4, 2), 127, np.int8)
+    with pytest.raises(AccumulatorOverflowError):
+        be16 = CupyBackend(acc_bits=16)
+        be16.gemm(be16.from_host(a), be16.from_host(b), TAG)
+    w = CupyBackend(acc_bits=16, overflow="wrap")
+    got = host(w, w.gemm(w.from_host(a), w.from_host(b), TAG))
+    np.testing.assert_array_equal(got, NumpyBackend(16, "wrap").gemm(a, b, TAG))
+    assert w.overflow_events == 4
+
+
+@gpu
+def test_host_operations_on_the_device(be):
+    gold = NumpyBackend()
+    rng = np.random.default_rng(5)
+    x = rng.integers(-127, 128, (3, 9, 7, 4)).astype(np.int8)
+    for k, pad in [(3, 1), (5, 0), (3, 2)]:
+        np.testing.assert_array_equal(
+            host(be, be.im2col(be.from_host(x), k, pad)), gold.im2col(x, k, pad)
+        )
+    t = np.zeros((2, 4, 4, 3), np.int8)
+    t[0, 0, 1, 0] = t[0, 1, 0, 0] = 5  # a tie: the first maximum wins
+    t[1] = rng.integers(-127, 128, (4, 4, 3))
+    y, idx = be.maxpool(be.from_host(t), 2)
+    gy, gidx = gold.maxpool(t, 2)
+    np.testing.assert_array_equal(host(be, y), gy)
+    np.testing.assert_array_equal(host(be, idx), gidx)
+    err = rng.integers(-127, 128, gy.shape).astype(np.int8)
+    np.testing.assert_array_equal(
+        host(be, be.maxpool_backward(be.from_host(err), idx, t.shape, 2)),
+        gold.maxpool_backward(err, gidx, t.shape, 2),
+    )
+    np.testing.assert_array_equal(
+        host(be, be.relu_backward(be.from_host(x), be.from_host(x[::-1].copy()))),
+        gold.relu_backward(x, x[::-1].copy()),
+    )
+
+
+@gpu
+@pytest.mark.parametrize("e", [-40, -21, -20, -8, -7, -6, -1, 0, 3, 30])
+@pytest.mark.parametrize("mode", ["psto", "sto"])
+def test_loss(be, e, mode):
+    rng = np.random.default_rng(e + 50)
+    a = rng.integers(-127, 128, (64, 10)).astype(np.int8)
+    a[0] = 127
+    labels = rng.integers(0, 10, 64)
+    rand = rng.integers(0, 16, a.shape) if mode == "sto" else None
+    got = be.cross_entropy_error(
+        be.from_host(a), e, be.from_host(labels), mode, None if rand is None else be.from_host(rand)
+    )
+    np.testing.assert_array_equal(host(be, got), cross_entropy_error(a, e, labels, mode, rand))
+
+
+def _train(tmp_path, name, *args):
+    import json
+
+    out = tmp_path / name
+    assert main(["train", *args, "--out", str(out)]) == 0
+    return json.loads((out / "result.json").read_text())
+
+
+@gpu
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--model", "mlp-digits", "--dataset", "digits", "--epochs", "3"],
+        ["--model", "cnn-digits", "--dataset", "digits", "--epochs", "2", "--profile", "niti-ref"],
+        ["--model", "lenet", "--dataset", "mnist5k", "--epochs", "1"],
+        [
+            "--model",
+            "mlp-digits",
+            "--dataset",
+            "digits",
+            "--epochs",
+            "2",
+            "--weight-bits",
+            "16",
+            "--mu",
+            "9",
+        ],
+    ],
+)
+def test_training_is_bit_exact_with_golden(tmp_path, args):
+    gold = _train(tmp_path, "golden", *args)
+    gpu_run = _train(tmp_path, "gpu", *args, "--backend", "gpu")
+    assert gpu_run["backend"] == "gpu"
+    assert gpu_run["weights_sha256"] == gold["weights_sha256"]
+    assert gpu_run["test_accuracy"] == gold["test_accuracy"]
+
+
+def test_no_gpu_is_reported_clearly(tmp_path, capsys):
+    if HAVE_GPU:
+        pytest.skip("a GPU is present")
+    rc = main(
+        [
+            "train",
+            "--model",
+            "mlp-digits",
+            "--dataset",
+            "digits",
+            "--backend",
+            "gpu",
+            "--steps",
+            "1",
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    assert rc == 2
+    assert "--backend gpu:" in capsys.readouterr().err
+
+
+def test_gpu_available_says_why():
+    ok, why = gpu_available()
+    assert ok or why  # either usable, or a reason to show
