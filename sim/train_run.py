@@ -1,8 +1,8 @@
 """``nitihw train``: one run, on any backend, with its progress, cycle report and records.
 
-:func:`run_training` is called in-process for the golden backend and, for ``--backend rtl``,
-inside the simulator (``sim/testbench/train_tb.py``) with the RTL backend: the same code either
-way. :func:`launch_rtl_training` starts that simulation.
+:func:`run_training` is called in-process for the golden and GPU backends and, for
+``--backend rtl``, inside the simulator (``sim/testbench/train_tb.py``) with the RTL backend:
+the same code either way. :func:`launch_rtl_training` starts that simulation.
 """
 
 from __future__ import annotations
@@ -48,13 +48,12 @@ def check_options(opts: dict):
     return cfg, data, array
 
 
-def run_training(opts: dict, backend=None, eval_backend=None, data=None) -> dict:
+def run_training(opts: dict, backend=None, eval_backend=None) -> dict:
     """Run ``nitihw train`` with options ``opts`` (the CLI's, as a dict) and print as it goes."""
     from nitihw.golden.backend import NumpyBackend
     from nitihw.sim.progress import ProgressBar, format_cycles, format_summary
 
-    cfg, loaded, array = check_options(opts)
-    data = data if data is not None else loaded
+    cfg, data, array = check_options(opts)
     if backend is None and cfg.backend == "gpu":
         from nitihw.gpu.backend import CupyBackend
 
