@@ -18,26 +18,35 @@ from nitihw.golden.randomness import random_bits
 _host = NumpyBackend()  # im2col and pooling are dtype-agnostic host operations
 
 
+def float_matmul(a, b, layer: str, phase: str):
+    """The float32 twin's products: plain float32 BLAS."""
+    return a @ b
+
+
 class _Weight:
-    def __init__(self, name, w):
+    def __init__(self, name, w, matmul=float_matmul):
         self.name, self.weight = name, w
         self.velocity = np.zeros_like(w)
         self.grad = None
+        self.matmul = matmul  # (a, b, layer, phase) -> float32 product
+
+    def mm(self, a, b, phase):
+        return self.matmul(a, b, self.name, phase)
 
 
 class FLinear(_Weight):
     def forward(self, x, training):
         self.x = x
-        return x @ self.weight.T
+        return self.mm(x, self.weight.T, "forward")
 
     def backward(self, d, first):
-        self.grad = d.T @ self.x
-        return None if first else d @ self.weight
+        self.grad = self.mm(d.T, self.x, "weight-gradient")
+        return None if first else self.mm(d, self.weight, "backward-error")
 
 
 class FConv(_Weight):
-    def __init__(self, name, w, pad):
-        super().__init__(name, w)
+    def __init__(self, name, w, pad, matmul=float_matmul):
+        super().__init__(name, w, matmul)
         self.k, self.pad = w.shape[1], pad
 
     def forward(self, x, training):
@@ -45,16 +54,19 @@ class FConv(_Weight):
         cout = self.weight.shape[0]
         self.cols = _host.im2col(x, self.k, self.pad)
         ho, wo = h + 2 * self.pad - self.k + 1, w + 2 * self.pad - self.k + 1
-        return (self.cols @ self.weight.reshape(cout, -1).T).reshape(b, ho, wo, cout)
+        out = self.mm(self.cols, self.weight.reshape(cout, -1).T, "forward")
+        return out.reshape(b, ho, wo, cout)
 
     def backward(self, d, first):
         b, ho, wo, cout = d.shape
-        self.grad = (d.reshape(-1, cout).T @ self.cols).reshape(self.weight.shape)
+        self.grad = self.mm(d.reshape(-1, cout).T, self.cols, "weight-gradient").reshape(
+            self.weight.shape
+        )
         if first:
             return None
         k, cin = self.k, self.weight.shape[3]
         flipped = self.weight[:, ::-1, ::-1, :].transpose(1, 2, 0, 3).reshape(k * k * cout, cin)
-        dx = _host.im2col(d, k, k - 1 - self.pad) @ flipped
+        dx = self.mm(_host.im2col(d, k, k - 1 - self.pad), flipped, "backward-error")
         return dx.reshape(b, ho - 2 * self.pad + k - 1, wo - 2 * self.pad + k - 1, cin)
 
 
@@ -110,7 +122,8 @@ class FDropout:
 
 
 class FloatNetwork:
-    """Float32 twin of a model spec; ``lr``, ``momentum`` and ``weight_decay`` set its SGD."""
+    """Float32 twin of a model spec; ``lr``, ``momentum`` and ``weight_decay`` set its SGD.
+    ``dfp16`` makes its GEMMs DFP16 products on the backend's datapath (profile ``dfp16``)."""
 
     def __init__(
         self,
@@ -119,8 +132,9 @@ class FloatNetwork:
         lr: float = 0.05,
         momentum: float = 0.9,
         weight_decay: float = 0.0,
+        dfp16: bool = False,
     ):
-        self.spec, self.seed = spec, seed
+        self.spec, self.seed, self.dfp16 = spec, seed, dfp16
         self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay
         floats = iter(init_float_weights(spec, seed))
         self.layers: list = []
@@ -141,8 +155,21 @@ class FloatNetwork:
         self.weight_layers = [x for x in self.layers if isinstance(x, _Weight)]
 
     def to_backend(self, backend) -> None:
-        if backend.name != "golden":
-            raise ValueError("the float32 twin runs on NumPy only (use --backend golden)")
+        """The twin computes on NumPy; with ``dfp16`` its products go to ``backend``."""
+        if not self.dfp16:
+            if backend.name != "golden":
+                raise ValueError("the float32 twin runs on NumPy only (use --backend golden)")
+            return
+        from nitihw.golden.dfp16 import Dfp16Matmul
+
+        self._dfp = Dfp16Matmul(backend)
+        for layer in self.weight_layers:
+            layer.matmul = self._dfp
+
+    def _use(self, ctx) -> None:
+        # DFP16 products run on the backend of the step at hand (evaluation may use another)
+        if self.dfp16:
+            self._dfp.backend = ctx.backend
 
     def _forward(self, x_int8, training, seed=0, step=0):
         x = x_int8.astype(np.float32) * np.float32(2.0**INPUT_EXP)
@@ -153,6 +180,7 @@ class FloatNetwork:
         return x
 
     def train_step(self, x_int8, labels, ctx) -> np.ndarray:
+        self._use(ctx)
         logits = self._forward(x_int8, True, ctx.seed, ctx.step)
         z = logits - logits.max(axis=1, keepdims=True)
         p = np.exp(z)
@@ -172,6 +200,7 @@ class FloatNetwork:
         return logits.argmax(axis=1)
 
     def predict(self, x_int8, ctx) -> np.ndarray:
+        self._use(ctx)
         return self._forward(x_int8, False).argmax(axis=1)
 
     def stored_weights(self) -> list[np.ndarray]:

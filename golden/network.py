@@ -123,4 +123,4 @@ def build_network(spec: M.ModelSpec, profile: Profile, seed: int, weight_bits: i
         return IntegerNetwork(spec, profile, seed, weight_bits)
     from nitihw.golden.float_twin import FloatNetwork
 
-    return FloatNetwork(spec, seed, **float_kw)
+    return FloatNetwork(spec, seed, dfp16=profile.name == "dfp16", **float_kw)

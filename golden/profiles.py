@@ -8,6 +8,8 @@
   is raised to 2 (a 1-bit pseudo-random field is degenerate).
 - ``float32``: not an integer profile: the float32 twin (SGD with momentum) used as the
   accuracy baseline.
+- ``dfp16``: Intel's DFP16 (:mod:`nitihw.golden.dfp16`): the float32 twin whose GEMMs run as
+  16-bit dynamic fixed point products with int32 partial sums on the datapath.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ class Profile:
     grad_rounding: str = "psto"
     loss_rounding: str = "psto"
     raise_shift_one: bool = False  # niti-2020: a requant shift of 1 becomes 2
+    datapath: bool = True  # its GEMMs run on the backend's integer datapath
+    operand_bits: int = 8  # the datapath's operand width it needs
 
     def requant_shift(self, shift: int) -> int:
         return 2 if self.raise_shift_one and shift == 1 else shift
@@ -35,7 +39,8 @@ PROFILES: dict[str, Profile] = {
     "niti-2020": Profile(
         "niti-2020", act_rounding="psto", err_rounding="psto", raise_shift_one=True
     ),
-    "float32": Profile("float32", integer=False),
+    "float32": Profile("float32", integer=False, datapath=False),
+    "dfp16": Profile("dfp16", integer=False, operand_bits=16),
 }
 
 

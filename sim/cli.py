@@ -149,7 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--profile",
         default="niti",
         choices=sorted(PROFILES),
-        help="numerics profile; float32 trains the float twin (default: niti)",
+        help="numerics profile: niti (default), niti-ref, niti-2020; float32 trains the float "
+        "twin; dfp16 its DFP16 form (16-bit integer GEMMs)",
     )
     t.add_argument("--epochs", type=int, default=1)
     t.add_argument("--batch", type=int, default=64)

@@ -43,7 +43,7 @@ def check_options(opts: dict):
             f"model {cfg.model!r} expects {h}x{w}x{c} inputs, dataset "
             f"{cfg.dataset!r} has {'x'.join(map(str, data.input_shape))}"
         )
-    if opts["backend"] != "golden" and not get_profile(cfg.profile).integer:
+    if opts["backend"] != "golden" and not get_profile(cfg.profile).datapath:
         raise ValueError("the float32 twin runs on the golden backend only")
     return cfg, data, array
 
@@ -61,7 +61,7 @@ def run_training(opts: dict, backend=None, eval_backend=None) -> dict:
     elif backend is None:
         backend = NumpyBackend(cfg.acc_bits, cfg.overflow)
     out = Path(opts["out"])
-    if get_profile(cfg.profile).integer:
+    if get_profile(cfg.profile).datapath:
         backend.trace = CycleReport(array, measured=backend.name == "rtl")
     where = f", array {array}" + (" (simulated)" if backend.name == "rtl" else " (cycle model)")
     print(
@@ -96,8 +96,13 @@ def launch_rtl_training(opts: dict) -> int:
     from nitihw.sim.verify import build_datapath, sim_build_dir
 
     cfg, _data, array = check_options(opts)
-    params = datapath_params(array.rows, array.cols, acc_bits=cfg.acc_bits, kmax=array.kmax)
-    build = Path(opts.get("build_dir") or "build/rtl") / f"{array}_acc{cfg.acc_bits}_k{array.kmax}"
+    op_bits = get_profile(cfg.profile).operand_bits
+    params = datapath_params(
+        array.rows, array.cols, op_bits=op_bits, acc_bits=cfg.acc_bits, kmax=array.kmax
+    )
+    build = Path(opts.get("build_dir") or "build/rtl") / (
+        f"{array}_op{op_bits}_acc{cfg.acc_bits}_k{array.kmax}"
+    )
     sim = opts.get("sim", "verilator")
     print(
         f"nitihw train: building the {array} Datapath for {sim} in {build} ...",

@@ -42,7 +42,7 @@ def test_unknown_model_is_named():
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
-@pytest.mark.parametrize("profile", ["niti", "float32"])
+@pytest.mark.parametrize("profile", ["niti", "float32", "dfp16"])
 def test_every_model_takes_a_step(name, profile):
     spec = get_model_spec(name)
     rng = np.random.default_rng(0)

@@ -29,6 +29,7 @@ def train(tmp_path, name, *args):
         ("mlp-digits", "4x4", []),
         ("cnn-digits", "4x4", []),
         ("mlp-digits", "3x5", ["--weight-bits", "16", "--mu", "9"]),
+        ("cnn-digits", "4x4", ["--profile", "dfp16"]),  # 16-bit operands
     ],
 )
 def test_rtl_matches_golden_bit_for_bit(tmp_path, model, array, extra):
