@@ -235,7 +235,7 @@ class CupyBackend(Backend):
             s = cp.sign(a) * ((cp.abs(a) * golden_loss.LOG2E_Q15) >> 15)
             s = s << min(e, 16) if e >= 0 else cp.sign(s) * (cp.abs(s) >> -e)
             s = cp.maximum(s - (s.max(axis=1, keepdims=True) - 10), 0)
-            p = (cp.int64(1) << s) - 1
+            p = cp.left_shift(cp.ones_like(s), s) - 1
         else:
             p = (cp.int64(1) << (1 - 2 * e)) + a * (cp.int64(1) << (1 - e)) + a * a
         q = (p << golden_loss.SOFTMAX_BITS) // p.sum(axis=1, keepdims=True)
