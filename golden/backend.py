@@ -162,18 +162,74 @@ class Backend:
         raise NotImplementedError
 
 
+class ArrayHostOps:
+    """The host operations around the array, written once against an array module ``xp``
+    (NumPy for the golden model, CuPy for the GPU backend)."""
+
+    xp = np
+
+    def im2col(self, x, k: int, pad: int):
+        """Lower a stride-1 convolution: NHWC ``x`` to rows of ``k*k*C`` patches.
+
+        Row ``(b, y, x)`` holds the window at output position (y, x), ordered (kh, kw, c),
+        matching weights stored as ``[C_out, kh, kw, C_in]``. Zero padding of ``pad``.
+        """
+        xp = self.xp
+        b, h, w, c = x.shape
+        if pad:
+            x = xp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+        ho, wo = h + 2 * pad - k + 1, w + 2 * pad - k + 1
+        s = x.strides
+        win = xp.lib.stride_tricks.as_strided(
+            x, shape=(b, ho, wo, k, k, c), strides=(s[0], s[1], s[2], s[1], s[2], s[3])
+        )
+        return xp.ascontiguousarray(win).reshape(b * ho * wo, k * k * c)
+
+    def relu(self, x):
+        return self.xp.maximum(x, 0)
+
+    def relu_backward(self, err, pre):
+        """Mask errors where the int8 pre-activation is <= 0."""
+        return self.xp.where(pre > 0, err, 0).astype(err.dtype)
+
+    def maxpool(self, x, k: int):
+        """k x k / k max-pool of NHWC int8. Returns ``(y, idx)``; ``idx`` is the FIRST maximum
+        of each window in row-major window order (ties are real with int8)."""
+        xp = self.xp
+        b, h, w, c = x.shape
+        ho, wo = h // k, w // k
+        win = x[:, : ho * k, : wo * k, :].reshape(b, ho, k, wo, k, c)
+        win = win.transpose(0, 1, 3, 5, 2, 4).reshape(b, ho, wo, c, k * k)
+        idx = win.argmax(axis=-1)
+        y = xp.take_along_axis(win, idx[..., None], axis=-1)[..., 0]
+        return y, idx.astype(xp.int8)
+
+    def maxpool_backward(self, err, idx, in_shape, k: int):
+        xp = self.xp
+        b, h, w, c = in_shape
+        ho, wo = h // k, w // k
+        onehot = idx[..., None] == xp.arange(k * k, dtype=xp.int8)
+        routed = xp.where(onehot, err[..., None], 0).astype(err.dtype)
+        routed = routed.reshape(b, ho, wo, c, k, k).transpose(0, 1, 4, 2, 5, 3)
+        out = xp.zeros(in_shape, dtype=err.dtype)
+        out[:, : ho * k, : wo * k, :] = routed.reshape(b, ho * k, wo * k, c)
+        return out
+
+    def argmax(self, logits):
+        return logits.argmax(axis=1)
+
+
 MASTER_FRACTION_BITS = 8
 MASTER_LIMIT = 2**15 - 1
 
 
-class NumpyBackend(Backend):
+class NumpyBackend(ArrayHostOps, Backend):
     """The golden model: every operation in NumPy, exactly as numerics.md says.
 
     ``gemm_method`` forces one exact GEMM path (see :func:`nitihw.golden.gemm.exact_matmul`).
     """
 
     name = "golden"
-    xp = np
 
     def __init__(self, acc_bits: int = 32, overflow: str = "error", gemm_method: str = "auto"):
         super().__init__(acc_bits, overflow)
@@ -204,49 +260,6 @@ class NumpyBackend(Backend):
         w16 = np.clip(w16.astype(np.int32) - g, -MASTER_LIMIT, MASTER_LIMIT).astype(np.int16)
         return w16, rounding.shift_round(w16, MASTER_FRACTION_BITS, "psto")
 
-    # ---- host operations around the array -------------------------------------------------
-    def im2col(self, x, k: int, pad: int):
-        """Lower a stride-1 convolution: NHWC ``x`` to rows of ``k*k*C`` patches.
-
-        Row ``(b, y, x)`` holds the window at output position (y, x), ordered (kh, kw, c),
-        matching weights stored as ``[C_out, kh, kw, C_in]``. Zero padding of ``pad``.
-        """
-        b, h, w, c = x.shape
-        if pad:
-            x = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-        ho, wo = h + 2 * pad - k + 1, w + 2 * pad - k + 1
-        win = np.lib.stride_tricks.sliding_window_view(x, (k, k), axis=(1, 2))
-        # win: (B, Ho, Wo, C, k, k) -> (B, Ho, Wo, k, k, C)
-        return np.ascontiguousarray(win.transpose(0, 1, 2, 4, 5, 3)).reshape(b * ho * wo, k * k * c)
-
-    def relu(self, x):
-        return np.maximum(x, 0)
-
-    def relu_backward(self, err, pre):
-        """Mask errors where the int8 pre-activation is <= 0."""
-        return np.where(pre > 0, err, 0).astype(err.dtype)
-
-    def maxpool(self, x, k: int):
-        """k x k / k max-pool of NHWC int8. Returns ``(y, idx)``; ``idx`` is the FIRST maximum
-        of each window in row-major window order (ties are real with int8)."""
-        b, h, w, c = x.shape
-        ho, wo = h // k, w // k
-        win = x[:, : ho * k, : wo * k, :].reshape(b, ho, k, wo, k, c)
-        win = win.transpose(0, 1, 3, 5, 2, 4).reshape(b, ho, wo, c, k * k)
-        idx = win.argmax(axis=-1)
-        y = np.take_along_axis(win, idx[..., None], axis=-1)[..., 0]
-        return y, idx.astype(np.int8)
-
-    def maxpool_backward(self, err, idx, in_shape, k: int):
-        b, h, w, c = in_shape
-        ho, wo = h // k, w // k
-        onehot = idx[..., None] == np.arange(k * k, dtype=np.int8)
-        routed = np.where(onehot, err[..., None], 0).astype(err.dtype)
-        routed = routed.reshape(b, ho, wo, c, k, k).transpose(0, 1, 4, 2, 5, 3)
-        out = np.zeros(in_shape, dtype=err.dtype)
-        out[:, : ho * k, : wo * k, :] = routed.reshape(b, ho * k, wo * k, c)
-        return out
-
     def keep_mask(self, seed: int, step: int, stream_id: int, n: int):
         """Dropout keep-mask of ``n`` features (p = 1/2): the top bit of the counter hash."""
         return random_bits(seed, step, stream_id, (n,), 1).astype(np.int8)
@@ -256,6 +269,3 @@ class NumpyBackend(Backend):
 
     def cross_entropy_error(self, logits, exponent: int, labels, rounding_mode: str, rand=None):
         return _loss.cross_entropy_error(logits, exponent, labels, rounding_mode, rand)
-
-    def argmax(self, logits) -> np.ndarray:
-        return np.asarray(logits).argmax(axis=1)

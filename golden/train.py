@@ -243,6 +243,18 @@ class _Silent:
         pass
 
 
+def check_input_shape(cfg: TrainConfig, data: Dataset):
+    """The model's spec, once it is clear the dataset's images fit the model."""
+    spec = get_model_spec(cfg.model)
+    if tuple(data.input_shape) != tuple(spec.input_shape):
+        h, w, c = spec.input_shape
+        raise ValueError(
+            f"model {cfg.model!r} expects {h}x{w}x{c} inputs, dataset "
+            f"{cfg.dataset!r} has {'x'.join(map(str, data.input_shape))}"
+        )
+    return spec
+
+
 def train(
     cfg: TrainConfig,
     data: Dataset,
@@ -269,14 +281,8 @@ def train(
             f"but the run asks for acc_bits={cfg.acc_bits}, overflow={cfg.overflow!r}"
         )
     progress = progress or _Silent()
-    spec = get_model_spec(cfg.model)
+    spec = check_input_shape(cfg, data)
     profile = get_profile(cfg.profile)
-    if tuple(data.input_shape) != tuple(spec.input_shape):
-        h, w, c = spec.input_shape
-        raise ValueError(
-            f"model {cfg.model!r} expects {h}x{w}x{c} inputs, dataset "
-            f"{cfg.dataset!r} has {'x'.join(map(str, data.input_shape))}"
-        )
     mu = MuSchedule(cfg.mu_text)
     net = build_network(
         spec,

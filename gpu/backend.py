@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from nitihw.golden import loss as golden_loss
-from nitihw.golden.backend import Backend
+from nitihw.golden.backend import ArrayHostOps, Backend
 from nitihw.golden.randomness import stream_key
 from nitihw.golden.rounding import ROUNDING_MODES
 from nitihw.gpu import kernels
@@ -45,7 +45,7 @@ def _pad_to(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
 
-class CupyBackend(Backend):
+class CupyBackend(ArrayHostOps, Backend):
     """The GPU backend. ``gemm="int8"`` uses cuBLAS int8 tensor-core GEMMs; ``"float32"`` an
     exact float32 GEMM over K-chunks (the golden trick, for GPUs without int8 tensor cores)."""
 
@@ -166,46 +166,7 @@ class CupyBackend(Backend):
     def _update_master(self, w16, g):
         return kernels.update_master_kernel()(w16, g.astype(self.xp.int8))
 
-    # ---- host operations, on the device --------------------------------------------------
-    def im2col(self, x, k: int, pad: int):
-        cp = self.xp
-        b, h, w, c = x.shape
-        if pad:
-            x = cp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-        ho, wo = h + 2 * pad - k + 1, w + 2 * pad - k + 1
-        s = x.strides
-        win = cp.lib.stride_tricks.as_strided(
-            x, shape=(b, ho, wo, k, k, c), strides=(s[0], s[1], s[2], s[1], s[2], s[3])
-        )
-        return cp.ascontiguousarray(win).reshape(b * ho * wo, k * k * c)
-
-    def relu(self, x):
-        return self.xp.maximum(x, 0)
-
-    def relu_backward(self, err, pre):
-        return self.xp.where(pre > 0, err, 0).astype(err.dtype)
-
-    def maxpool(self, x, k: int):
-        cp = self.xp
-        b, h, w, c = x.shape
-        ho, wo = h // k, w // k
-        win = x[:, : ho * k, : wo * k, :].reshape(b, ho, k, wo, k, c)
-        win = win.transpose(0, 1, 3, 5, 2, 4).reshape(b, ho, wo, c, k * k)
-        idx = win.argmax(axis=-1)  # the first maximum, as in the golden model
-        y = cp.take_along_axis(win, idx[..., None], axis=-1)[..., 0]
-        return y, idx.astype(cp.int8)
-
-    def maxpool_backward(self, err, idx, in_shape, k: int):
-        cp = self.xp
-        b, h, w, c = in_shape
-        ho, wo = h // k, w // k
-        onehot = idx[..., None] == cp.arange(k * k, dtype=cp.int8)
-        routed = cp.where(onehot, err[..., None], 0).astype(err.dtype)
-        routed = routed.reshape(b, ho, wo, c, k, k).transpose(0, 1, 4, 2, 5, 3)
-        out = cp.zeros(in_shape, dtype=err.dtype)
-        out[:, : ho * k, : wo * k, :] = routed.reshape(b, ho * k, wo * k, c)
-        return out
-
+    # ---- host operations, on the device (im2col, ReLU, pooling: ArrayHostOps) ----------
     def random_bits(self, seed: int, step: int, stream_id: int, shape, bits: int):
         cp = self.xp
         n = int(np.prod(shape, dtype=np.int64))
@@ -242,6 +203,3 @@ class CupyBackend(Backend):
         rows = cp.arange(a.shape[0])
         q[rows, labels] -= q.sum(axis=1)
         return self._rescale(q, golden_loss.ERROR_SHIFT, rounding_mode, rand)
-
-    def argmax(self, logits):
-        return logits.argmax(axis=1)

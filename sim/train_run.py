@@ -15,9 +15,8 @@ from dataclasses import fields
 from pathlib import Path
 
 from nitihw.golden.datasets import load_dataset
-from nitihw.golden.models import get_model_spec
 from nitihw.golden.profiles import get_profile
-from nitihw.golden.train import TrainConfig, atomic_write_json, train
+from nitihw.golden.train import TrainConfig, atomic_write_json, check_input_shape, train
 from nitihw.sim.cycle_model import ArrayConfig, CycleReport
 
 CONFIG_KEYS = tuple(f.name for f in fields(TrainConfig))
@@ -36,13 +35,7 @@ def check_options(opts: dict):
     cfg.validate()
     array = ArrayConfig.parse(opts.get("array", "8x8"), opts.get("kmax", 256))
     data = load_dataset(opts["dataset"])
-    spec = get_model_spec(cfg.model)
-    if tuple(data.input_shape) != tuple(spec.input_shape):
-        h, w, c = spec.input_shape
-        raise ValueError(
-            f"model {cfg.model!r} expects {h}x{w}x{c} inputs, dataset "
-            f"{cfg.dataset!r} has {'x'.join(map(str, data.input_shape))}"
-        )
+    check_input_shape(cfg, data)
     if opts["backend"] != "golden" and not get_profile(cfg.profile).datapath:
         raise ValueError("the float32 twin runs on the golden backend only")
     return cfg, data, array
