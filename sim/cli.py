@@ -122,7 +122,7 @@ def cmd_estimate(args) -> int:
         samples = args.train_samples or args.batch
     if samples < 1:
         raise ValueError(f"--train-samples must be >= 1, got {samples}")
-    result = estimate(layers, acc, args.batch, samples, name)
+    result = estimate(layers, acc, args.batch, samples, name, args.profile)
     print(format_estimate(result))
     files = write_reports(result, args.out, plots=not args.no_plots)
     print(f"reports: {', '.join(f.name for f in files)} in {args.out}")
@@ -256,6 +256,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="training-set size for the per-epoch totals (default: the model's "
         "dataset; one batch for a topology)",
+    )
+    e.add_argument(
+        "--profile",
+        default="niti",
+        choices=("niti", "dfp16"),
+        help="the training method priced: niti (default) or dfp16 (16-bit GEMMs, "
+        "float32 elsewhere)",
     )
     e.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     e.add_argument("--out", required=True, help="directory for the reports")

@@ -50,7 +50,7 @@ class Row:
         return f"{self.layer}/{self.phase}"
 
 
-def _op_traffic(op: StepOp, acc: Accelerator):
+def _op_traffic(op: StepOp, acc: Accelerator, second_pass: bool = True):
     """(sram bytes by stream, dram bytes by stream) of one operation, for operands of
     ``ob`` bytes and results of ``ab`` bytes; also for the fp32 datapath."""
     r, c, kmax = acc.rows, acc.cols, acc.kmax
@@ -80,7 +80,7 @@ def _op_traffic(op: StepOp, acc: Accelerator):
         return sram, dram
 
     if op.op == "gemm":
-        int8 = gemm(acc.operand_bytes, acc.acc_bytes, True)
+        int8 = gemm(acc.operand_bytes, acc.acc_bytes, second_pass)
         fp32 = gemm(FP32_BYTES, FP32_BYTES, False)
         return int8, fp32
     if op.op == "rescale":
@@ -90,6 +90,19 @@ def _op_traffic(op: StepOp, acc: Accelerator):
             {},
             {},
         )
+    if op.op == "convert":
+        e = op.shape[0]  # float32 in, int16 (or float32) out, through the ofmap buffer
+        return ({"ofmap_reads": e * FP32_BYTES, "ifmap_writes": e * acc.operand_bytes}, {}), (
+            {},
+            {},
+        )
+    if op.op == "float-update":
+        w = op.shape[0]  # SGD with momentum on float32 masters: weights and velocities
+        traffic = (
+            {"filter_reads": w * FP32_BYTES * 3},
+            {"weight_reads": w * FP32_BYTES * 2, "weight_writes": w * FP32_BYTES * 2},
+        )
+        return traffic, traffic
     if op.op == "update":
         w = op.shape[0]
         return ({"filter_reads": w * 2}, {"weight_reads": w, "weight_writes": w}), (
@@ -100,14 +113,30 @@ def _op_traffic(op: StepOp, acc: Accelerator):
 
 
 def estimate(
-    layers: list[LayerShape], acc: Accelerator, batch: int, train_samples: int, workload: str
+    layers: list[LayerShape],
+    acc: Accelerator,
+    batch: int,
+    train_samples: int,
+    workload: str,
+    profile: str = "niti",
 ) -> dict:
-    """The estimate of one training step of ``layers`` and of an epoch of ``train_samples``."""
+    """The estimate of one training step of ``layers`` and of an epoch of ``train_samples``.
+
+    ``profile`` is the training method priced (``niti`` or ``dfp16``, see
+    :func:`nitihw.sim.workload.step_ops`); the fp32 column is always the plain float32 step.
+    """
     t0 = time.perf_counter()
+    if profile == "dfp16":
+        from dataclasses import replace
+
+        from nitihw.golden.dfp16 import DFP_BITS
+
+        acc = replace(acc, operand_bits=DFP_BITS)  # DFP16 runs on a 16-bit datapath
     array = ArrayConfig(acc.rows, acc.cols, acc.kmax)
     table = acc.energy
     mac_pj = table.mac(acc.operand_bits, acc.accumulator_bits)
     fp32_mac_pj = table.pj["fp32_mult"] + table.pj["fp32_add"]
+    fp32_update_pj = 2 * (table.pj["fp32_mult"] + table.pj["fp32_add"])  # momentum SGD
     sram_pj = {
         "ifmap": table.sram_per_byte(acc.ifmap_kib * 1024),
         "filter": table.sram_per_byte(acc.filter_kib * 1024),
@@ -116,10 +145,11 @@ def estimate(
     dram_pj = table.dram_per_byte
     rows: dict[tuple, Row] = {}
     clock = 0
-    for op in step_ops(layers):
+    for op in step_ops(layers, profile):
         row = rows.setdefault((op.layer, op.phase), Row(op.layer, op.phase, start=clock))
-        cyc = op_cycles(op.op, op.shape, array)
-        (sram, dram), (fsram, fdram) = _op_traffic(op, acc)
+        on_array = op.op in ("gemm", "range", "rescale", "update")
+        cyc = op_cycles(op.op, op.shape, array) if on_array else 0  # the rest is host work
+        (sram, dram), _ = _op_traffic(op, acc, second_pass=profile == "niti")
         dram_bytes = sum(dram.values())
         stall = max(0, -(-dram_bytes // 1) / acc.bandwidth - cyc) if dram_bytes else 0
         stall = int(-(-stall // 1))
@@ -130,16 +160,13 @@ def estimate(
             row.sram[k] += v
         for k, v in dram.items():
             row.dram[k] += v
-        e, fe = row.energy, row.fp32_energy
+        e = row.energy
         e["buffers"] += sum(v * sram_pj[k.split("_")[0]] for k, v in sram.items())
         e["offchip"] += dram_bytes * dram_pj
-        fe["buffers"] += sum(v * sram_pj[k.split("_")[0]] for k, v in fsram.items())
-        fe["offchip"] += sum(fdram.values()) * dram_pj
         if op.op == "gemm":
             m, k, n = op.shape
             row.macs += m * k * n
             e["mac"] += m * k * n * mac_pj
-            fe["mac"] += m * k * n * fp32_mac_pj
             t_r, t_c = -(-m // acc.rows), -(-n // acc.cols)
             row.mapped += cyc * (m * n) / (t_r * acc.rows * t_c * acc.cols)
         elif op.op == "range":
@@ -148,9 +175,25 @@ def estimate(
             # shift, round-up add, saturating compare
             e["rescale"] += op.shape[0] * (table.add(acc.accumulator_bits) + table.add(8))
         elif op.op == "update":
-            w = op.shape[0]
-            e["update"] += w * table.add(8)
-            fe["update"] += w * 2 * (table.pj["fp32_mult"] + table.pj["fp32_add"])  # momentum SGD
+            e["update"] += op.shape[0] * table.add(8)
+        elif op.op == "float-update":
+            e["update"] += op.shape[0] * fp32_update_pj
+        elif op.op == "convert":
+            # a compare for the max and a scaling multiply per element (to DFP16), or the
+            # int32 -> float32 scaling and the chain's float32 add per output element
+            e["rescale"] += op.shape[0] * (table.pj["fp32_add"] + table.pj["fp32_mult"])
+    # the same network on an fp32 datapath: unchunked GEMMs, results written once
+    for op in step_ops(layers, "niti"):
+        row = rows[(op.layer, op.phase)]
+        _, (fsram, fdram) = _op_traffic(op, acc)
+        fe = row.fp32_energy
+        fe["buffers"] += sum(v * sram_pj[k.split("_")[0]] for k, v in fsram.items())
+        fe["offchip"] += sum(fdram.values()) * dram_pj
+        if op.op == "gemm":
+            m, k, n = op.shape
+            fe["mac"] += m * k * n * fp32_mac_pj
+        elif op.op == "update":
+            fe["update"] += op.shape[0] * fp32_update_pj
     ordered = sorted(
         rows.values(), key=lambda r: (_layer_index(r.layer, layers), PHASES.index(r.phase))
     )
@@ -158,6 +201,7 @@ def estimate(
     step = _totals(ordered)
     result = {
         "workload": workload,
+        "profile": profile,
         "batch": batch,
         "train_samples": train_samples,
         "steps_per_epoch": steps_per_epoch,
@@ -528,7 +572,8 @@ def format_estimate(result: dict) -> str:
     )
     widths = [max(len(str(x[i])) for x in (head, *body)) for i in range(len(head))]
     lines = [
-        f"nitihw estimate: {result['workload']}, batch {result['batch']}, "
+        f"nitihw estimate: {result['workload']}, profile {result.get('profile', 'niti')}, "
+        f"batch {result['batch']}, "
         f"{acc['array']['rows']}x{acc['array']['cols']} array, "
         f"int{acc['precision']['operand_bits']}/int{acc['precision']['accumulator_bits']}, "
         f"energy table {acc['energy']['table']}"
@@ -544,14 +589,16 @@ def format_estimate(result: dict) -> str:
             lines.append("  ".join("-" * w for w in widths))
     by = ", ".join(f"{k} {s[f'energy_{k}_pj'] / 1e6:,.2f}" for k in COMPONENTS)
     lines += [
-        f"energy per step: {s['energy_pj'] / 1e6:,.2f} µJ ({by} µJ); "
+        f"energy per step ({result.get('profile', 'niti')}): {s['energy_pj'] / 1e6:,.2f} µJ "
+        f"({by} µJ); "
         f"fp32 datapath: {s['fp32_energy_pj'] / 1e6:,.2f} µJ "
         f"({s['fp32_energy_pj'] / s['energy_pj']:.1f}x)"
         if s["energy_pj"]
         else "",
         f"per epoch ({result['steps_per_epoch']} steps of {result['batch']}): "
         f"{ep['total_cycles']:,} cycles ({ep['seconds_at_clock']:.3f} s at "
-        f"{acc['clock']['frequency_mhz']:g} MHz), {ep['energy_pj'] / 1e12:,.4f} J int8, "
+        f"{acc['clock']['frequency_mhz']:g} MHz), {ep['energy_pj'] / 1e12:,.4f} J "
+        f"{result.get('profile', 'niti')}, "
         f"{ep['fp32_energy_pj'] / 1e12:,.4f} J fp32",
     ]
     return "\n".join(lines)

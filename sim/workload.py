@@ -207,14 +207,38 @@ def topology_workload(path: str | Path, batch: int = 1) -> list[LayerShape]:
     return layers
 
 
-def step_ops(layers: list[LayerShape]) -> list[StepOp]:
-    """The datapath operations of one training step, in the order the step issues them."""
+PROFILES = ("niti", "dfp16")
+
+
+def step_ops(layers: list[LayerShape], profile: str = "niti") -> list[StepOp]:
+    """The operations of one training step, in the order the step issues them.
+
+    ``niti``: each GEMM is followed by the range and rescale of its result; each layer ends with
+    the update lanes. ``dfp16`` (:mod:`nitihw.golden.dfp16`): each GEMM's operands are
+    converted to DFP16 (``convert``, host), the GEMM runs as chains of at most ``K_CHAIN``
+    products (one datapath GEMM each) whose int32 results are scaled into float32 (``convert``),
+    and the update is the host's float32 SGD with momentum (``float-update``).
+    """
+    if profile not in PROFILES:
+        raise WorkloadError(f"unknown estimate profile {profile!r}; choose one of {PROFILES}")
     ops: list[StepOp] = []
 
     def gemm_requant(lay, phase, shape):
-        m, _k, n = shape
+        m, k, n = shape
         name = lay.name
-        ops.append(StepOp(name, phase, "gemm", shape, lay.operand_elements(phase, shape)))
+        a_el, b_el = lay.operand_elements(phase, shape)
+        if profile == "dfp16":
+            from nitihw.golden.dfp16 import K_CHAIN
+
+            ops.append(StepOp(name, phase, "convert", (a_el + b_el,)))
+            for k0 in range(0, k, K_CHAIN):
+                kc = min(K_CHAIN, k - k0)
+                ops.append(
+                    StepOp(name, phase, "gemm", (m, kc, n), (a_el * kc // k, b_el * kc // k))
+                )
+                ops.append(StepOp(name, phase, "convert", (m * n,)))
+            return
+        ops.append(StepOp(name, phase, "gemm", shape, (a_el, b_el)))
         ops.append(StepOp(name, phase, "range", (m * n,)))
         ops.append(StepOp(name, phase, "rescale", (m * n,)))
 
@@ -224,5 +248,6 @@ def step_ops(layers: list[LayerShape]) -> list[StepOp]:
         if lay.backward is not None:
             gemm_requant(lay, "backward-error", lay.backward)
         gemm_requant(lay, "weight-gradient", lay.gradient)
-        ops.append(StepOp(lay.name, "update", "update", (lay.weights,)))
+        kind = "float-update" if profile == "dfp16" else "update"
+        ops.append(StepOp(lay.name, "update", kind, (lay.weights,)))
     return ops

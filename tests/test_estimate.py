@@ -200,3 +200,43 @@ def test_cli_writes_scalesim_reports_json_and_plots(tmp_path, capsys):
 def test_cli_errors(tmp_path, capsys, argv, message):
     assert main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("model", ["mlp-digits", "cnn-digits", "lenet"])
+def test_dfp16_workload_is_what_the_golden_dfp16_step_does(model):
+    from nitihw.golden.network import build_network
+
+    spec = get_model_spec(model)
+    net = build_network(spec, get_profile("dfp16"), seed=0)
+    be = NumpyBackend()
+    trace = []
+    be.trace = trace
+    net.to_backend(be)
+    x = np.random.default_rng(2).integers(-127, 128, (3, *spec.input_shape)).astype(np.int8)
+    net.train_step(x, np.arange(3), StepContext(be, get_profile("dfp16"), mu=3))
+    got = Counter((e.tag.layer, e.tag.phase, e.op, e.shape) for e in trace)
+    ops = step_ops(model_workload(model, 3), "dfp16")
+    want = Counter((o.layer, o.phase, o.op, o.shape) for o in ops if o.op == "gemm")
+    assert got == want
+    r = estimate(model_workload(model, 3), load_accelerator(), 3, 3, model, "dfp16")
+    assert r["profile"] == "dfp16" and r["accelerator"]["precision"]["operand_bits"] == 16
+    assert r["per_step"]["energy_update_pj"] > 0 and r["per_step"]["energy_rescale_pj"] > 0
+
+
+def test_cli_estimate_dfp16(tmp_path, capsys):
+    assert (
+        main(
+            [
+                "estimate",
+                "--model",
+                "mlp-digits",
+                "--profile",
+                "dfp16",
+                "--no-plots",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
+    assert "profile dfp16" in capsys.readouterr().out
