@@ -112,6 +112,7 @@ def dout_layout(cols, acc_bits) -> data.UnionLayout:
                     "bitwidth": range(acc_bits + 1),
                     "shift": range(acc_bits + 1),
                     "overflow_count": 32,
+                    "max_magnitude": unsigned(acc_bits),
                 }
             ),
         }
@@ -335,6 +336,7 @@ class Datapath(wiring.Component):
                     dout.payload.range.bitwidth.eq(rng.bitwidth),
                     dout.payload.range.shift.eq(rng.shift),
                     dout.payload.range.overflow_count.eq(rng.overflow_count),
+                    dout.payload.range.max_magnitude.eq(rng.max_magnitude),
                 ]
                 with m.If(dout.ready):
                     m.next = "IDLE"

@@ -42,6 +42,9 @@ class RangeUnit(wiring.Component):
         ``max(bitwidth - 7, 0)``: the requantisation shift.
     overflow_count : Out(32)
         Number of overflowed elements observed since ``clear`` (saturates at 2^32 - 1).
+    max_magnitude : Out(unsigned(acc_bits))
+        The exact ``max |x|`` since ``clear`` (for range rules that need more than the bit
+        length, e.g. WAGE's ``round(log2 max)``).
     """
 
     def __init__(self, lanes: int, acc_bits: int = 32):
@@ -57,6 +60,7 @@ class RangeUnit(wiring.Component):
                 "bitwidth": Out(range(acc_bits + 1)),
                 "shift": Out(range(acc_bits + 1)),
                 "overflow_count": Out(32),
+                "max_magnitude": Out(unsigned(acc_bits)),
             }
         )
 
@@ -68,25 +72,39 @@ class RangeUnit(wiring.Component):
         w = self._acc_bits
         ored = Signal(unsigned(w))
         count = Signal(32)
+        maxr = Signal(unsigned(w))
         observed = Signal(unsigned(w))
         m.d.comb += observed.eq(0)
         flags = []
+        biggest = Signal(unsigned(w), name="biggest_0")
         for k in range(self._lanes):
             x = self.value[k]
             below = Signal(unsigned(w), name=f"below_{k}")  # |x| - 1, or 0 for x == 0
             m.d.comb += below.eq(Mux(x < 0, ~x, Mux(x == 0, 0, x - 1)))
             observed = observed | below
             flags.append(self.overflow[k])
+            mag = Signal(unsigned(w), name=f"mag_{k}")
+            m.d.comb += mag.eq(Mux(x < 0, -x, x))
+            if k == 0:
+                m.d.comb += biggest.eq(mag)
+            else:
+                nxt = Signal(unsigned(w), name=f"biggest_{k}")
+                m.d.comb += nxt.eq(Mux(mag > biggest, mag, biggest))
+                biggest = nxt
         new_count = sum(flags[1:], flags[0]) if flags else 0
         base_or = Mux(self.clear, 0, ored)
         base_count = Mux(self.clear, 0, count)
+        base_max = Mux(self.clear, 0, maxr)
         with m.If(self.valid):
-            m.d.sync += ored.eq(base_or | observed)
+            m.d.sync += [
+                ored.eq(base_or | observed),
+                maxr.eq(Mux(biggest > base_max, biggest, base_max)),
+            ]
             total = Signal(33)
             m.d.comb += total.eq(base_count + new_count)
             m.d.sync += count.eq(Mux(total[32], 0xFFFF_FFFF, total[:32]))
         with m.Elif(self.clear):
-            m.d.sync += [ored.eq(0), count.eq(0)]
+            m.d.sync += [ored.eq(0), count.eq(0), maxr.eq(0)]
         # bit length of the OR: a priority encoder
         bw = Signal(range(w + 1))
         for bit in range(w):
@@ -96,5 +114,6 @@ class RangeUnit(wiring.Component):
             self.bitwidth.eq(bw),
             self.shift.eq(Mux(bw > TARGET_BITS, bw - TARGET_BITS, 0)),
             self.overflow_count.eq(count),
+            self.max_magnitude.eq(maxr),
         ]
         return m

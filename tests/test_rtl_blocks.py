@@ -5,6 +5,7 @@ import pytest
 from amaranth.sim import Simulator
 
 from nitihw.golden import Accumulator, bitwidth, exact_matmul, shift_round
+from nitihw.golden.rounding import max_abs
 from nitihw.rtl.mac_array import MacArray
 from nitihw.rtl.range_unit import RangeUnit
 from nitihw.rtl.rescale import MODE_BY_NAME, RescaleLanes
@@ -222,12 +223,20 @@ def test_range_unit_over_tiles(acc_bits):
                 await ctx.tick()
             ctx.set(dut.valid, 0)
             ctx.set(dut.clear, 0)
-            seen.append((ctx.get(dut.bitwidth), ctx.get(dut.shift), ctx.get(dut.overflow_count)))
+            seen.append(
+                (
+                    ctx.get(dut.bitwidth),
+                    ctx.get(dut.shift),
+                    ctx.get(dut.overflow_count),
+                    ctx.get(dut.max_magnitude),
+                )
+            )
             await ctx.tick()
 
     simulate(dut, tb)
-    for t, f, (bw, sh, count) in zip(tensors, flags, seen, strict=True):
+    for t, f, (bw, sh, count, mx) in zip(tensors, flags, seen, strict=True):
         assert bw == bitwidth(t), t
+        assert mx == max_abs(t), t
         assert sh == max(bitwidth(t) - 7, 0)
         assert count == int(f.sum())
 

@@ -19,6 +19,7 @@ from cocotb.clock import Clock
 from cocotb.triggers import RisingEdge
 
 from nitihw.golden import Accumulator, bitwidth, exact_matmul, range_shift, shift_round
+from nitihw.golden.rounding import max_abs
 from nitihw.rtl.schedule import command_cycles
 from nitihw.sim.cocotb_port import CLOCK_NS, CocotbPort
 from nitihw.sim.datapath_driver import DatapathDriver
@@ -86,6 +87,7 @@ class DatapathTB:
         assert rng["bitwidth"] == bitwidth(wrapped), (rng, bitwidth(wrapped))
         assert rng["shift"] == range_shift(bitwidth(wrapped))
         assert rng["overflow_count"] == int(ovf.sum())
+        assert rng["max_magnitude"] == max_abs(wrapped)
         return wrapped, rng
 
     async def rescale_and_check(self, acc, shift, mode):
