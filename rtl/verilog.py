@@ -50,13 +50,22 @@ def component_builders(params: dict) -> dict:
     }
 
 
+def write_if_changed(path: Path, text: bytes) -> None:
+    """Write generated Verilog atomically, but leave an identical file alone so its timestamp
+    does not make the simulators rebuild."""
+    from nitihw.golden.train import atomic_write_bytes
+
+    if not (path.exists() and path.read_bytes() == text):
+        atomic_write_bytes(path, text)
+
+
 def write_verilog(out_dir: str | Path, params: dict, blocks: bool = True) -> dict:
     """Write ``datapath.v`` (and each block's ``NAME.v`` when ``blocks``) and ``params.json``.
 
     Every file is written whole to a temporary name first, then renamed. Returns
     ``{module: path}``.
     """
-    from nitihw.golden.train import atomic_write_bytes, atomic_write_json
+    from nitihw.golden.train import atomic_write_json
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -66,8 +75,7 @@ def write_verilog(out_dir: str | Path, params: dict, blocks: bool = True) -> dic
             continue
         text = verilog.convert(build(), name=name, emit_src=False).encode()
         path = out / f"{name}.v"
-        if not (path.exists() and path.read_bytes() == text):  # keep timestamps: no rebuilds
-            atomic_write_bytes(path, text)
+        write_if_changed(path, text)
         written[name] = str(path)
     atomic_write_json(
         out / "params.json",

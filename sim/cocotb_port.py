@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+from cocotb.clock import Clock
 from cocotb.triggers import ReadOnly, RisingEdge
 from cocotb.utils import get_sim_time
 
 CLOCK_NS = 10  # the testbenches' clock period
+
+
+async def start_clock_and_reset(dut, reset_cycles: int = 2) -> None:
+    """Start the testbench clock, hold the synchronous reset for ``reset_cycles`` edges,
+    release it and wait one more edge. Drive the inputs' idle values before calling."""
+    Clock(dut.clk, CLOCK_NS, unit="ns").start()
+    dut.rst.value = 1
+    for _ in range(reset_cycles):
+        await RisingEdge(dut.clk)
+    dut.rst.value = 0
+    await RisingEdge(dut.clk)
 
 
 class CocotbPort:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -151,8 +152,7 @@ def estimate(
         cyc = op_cycles(op.op, op.shape, array) if on_array else 0  # the rest is host work
         (sram, dram), _ = _op_traffic(op, acc, second_pass=profile == "niti")
         dram_bytes = sum(dram.values())
-        stall = max(0, -(-dram_bytes // 1) / acc.bandwidth - cyc) if dram_bytes else 0
-        stall = int(-(-stall // 1))
+        stall = max(0, math.ceil(dram_bytes / acc.bandwidth) - cyc)
         row.cycles += cyc
         row.stall += stall
         clock += cyc + stall

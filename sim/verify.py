@@ -317,8 +317,8 @@ def run_rescale_sweep(
     from amaranth.back import verilog
     from cocotb_tools.check_results import get_results
 
-    from nitihw.golden.train import atomic_write_bytes
     from nitihw.rtl.rescale import RescaleLanes
+    from nitihw.rtl.verilog import write_if_changed
 
     build_dir = Path(build_dir)
     src = build_dir / "rtl" / "rescale_lanes.v"
@@ -326,8 +326,7 @@ def run_rescale_sweep(
     text = verilog.convert(
         RescaleLanes(lanes, acc_bits), name="rescale_lanes", emit_src=False
     ).encode()
-    if not (src.exists() and src.read_bytes() == text):
-        atomic_write_bytes(src, text)
+    write_if_changed(src, text)
     runner = build_design(sim, src, "rescale_lanes", build_dir)
     stats_path = (build_dir / f"rescale_stats_{seed}.json").resolve()
     stats_path.unlink(missing_ok=True)

@@ -15,13 +15,11 @@ import time
 
 import cocotb
 import numpy as np
-from cocotb.clock import Clock
-from cocotb.triggers import RisingEdge
 
 from nitihw.golden import Accumulator, bitwidth, exact_matmul, range_shift, shift_round
 from nitihw.golden.rounding import max_abs
 from nitihw.rtl.schedule import command_cycles
-from nitihw.sim.cocotb_port import CLOCK_NS, CocotbPort
+from nitihw.sim.cocotb_port import CocotbPort, start_clock_and_reset
 from nitihw.sim.datapath_driver import DatapathDriver
 
 MODES = ("round", "psto", "trunc", "rne", "sto")
@@ -41,13 +39,8 @@ class DatapathTB:
         self.t0 = 0.0
 
     async def start(self):
-        Clock(self.dut.clk, CLOCK_NS, unit="ns").start()
-        self.dut.rst.value = 1
         await self.drv.reset_streams()
-        for _ in range(2):
-            await RisingEdge(self.dut.clk)
-        self.dut.rst.value = 0
-        await RisingEdge(self.dut.clk)
+        await start_clock_and_reset(self.dut)
         self.t0 = time.perf_counter()
 
     async def check_cycles(self):

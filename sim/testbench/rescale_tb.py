@@ -13,11 +13,11 @@ import time
 
 import cocotb
 import numpy as np
-from cocotb.clock import Clock
 from cocotb.triggers import ReadOnly, RisingEdge
 
 from nitihw.golden import shift_round
 from nitihw.rtl.rescale import MODE_BY_NAME, rescale_max_shift
+from nitihw.sim.cocotb_port import start_clock_and_reset
 from nitihw.sim.datapath_driver import ArrayField
 
 MODES = ("round", "psto", "trunc", "rne", "sto")
@@ -45,14 +45,9 @@ async def every_mode_every_shift(dut):
     acc_f = ArrayField(0, lanes, acc_bits, True)
     rand_f = ArrayField(lanes * acc_bits, lanes, ms, False)
     out_f = ArrayField(0, lanes, 8, True)
-    Clock(dut.clk, 10, unit="ns").start()
-    dut.rst.value = 1
     dut.i__valid.value = 0
     dut.o__ready.value = 1
-    await RisingEdge(dut.clk)
-    await RisingEdge(dut.clk)
-    dut.rst.value = 0
-    await RisingEdge(dut.clk)
+    await start_clock_and_reset(dut)
     t0, cycles, checked = time.perf_counter(), 0, 0
     for mode in MODES:
         for s in range(ms + 1):

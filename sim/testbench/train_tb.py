@@ -13,13 +13,11 @@ import json
 import os
 
 import cocotb
-from cocotb.clock import Clock
 from cocotb.task import bridge, resume
-from cocotb.triggers import RisingEdge
 
 from nitihw.golden.backend import NumpyBackend
 from nitihw.golden.train import atomic_write_json
-from nitihw.sim.cocotb_port import CLOCK_NS, CocotbPort
+from nitihw.sim.cocotb_port import CocotbPort, start_clock_and_reset
 from nitihw.sim.datapath_driver import DatapathDriver
 from nitihw.sim.rtl_backend import RtlBackend
 from nitihw.sim.train_run import run_training
@@ -30,14 +28,9 @@ async def train_run(dut):
     opts = json.loads(os.environ["NITIHW_TRAIN"])
     params = json.loads(os.environ["NITIHW_PARAMS"])
     status = os.environ["NITIHW_STATUS"]
-    Clock(dut.clk, CLOCK_NS, unit="ns").start()
-    dut.rst.value = 1
     drv = DatapathDriver(CocotbPort(dut), params)
     await drv.reset_streams()
-    for _ in range(2):
-        await RisingEdge(dut.clk)
-    dut.rst.value = 0
-    await RisingEdge(dut.clk)
+    await start_clock_and_reset(dut)
 
     def call(coro_fn, *args, **kw):
         return resume(coro_fn)(*args, **kw)
