@@ -80,6 +80,7 @@ class Backend:
         self.overflow = overflow
         self.overflow_events = 0
         self.trace: list[TraceEntry] | None = None
+        self._last_gemm = None  # the range unit watched this tensor drain
 
     def _record(self, op: str, tag: OpTag, shape: tuple, **extra) -> TraceEntry | None:
         """Start a trace entry; it reaches the trace in :meth:`_finish`, once the operation
@@ -110,12 +111,31 @@ class Backend:
             self.overflow_events += count
             acc = self.accumulator.wrap(acc)  # a no-op on values a datapath already wrapped
         self._finish(entry)
+        self._last_gemm = acc
         return acc
 
+    def _fed(self, x) -> bool:
+        """Whether the range unit must be fed ``x`` (it only watched the last GEMM drain)."""
+        return x is not self._last_gemm
+
     def bitwidth(self, acc, tag: OpTag) -> int:
-        """The range unit: bit-width of the whole tensor (numerics.md §2)."""
-        entry = self._record("range", tag, (acc.size,))
-        out = self._bitwidth(acc)
+        """The range unit: bit-width of the whole tensor (numerics.md §2).
+
+        Free for the last GEMM's result (the range unit watched it drain); any other tensor
+        is streamed through the range unit first (``fed`` in the trace)."""
+        fed = self._fed(acc)
+        entry = self._record("range", tag, (acc.size,), fed=fed)
+        out = self._bitwidth(acc, fed)
+        self._finish(entry)
+        return out
+
+    def max_magnitude(self, x, tag: OpTag) -> int:
+        """The range unit's exact ``max |x|`` of a whole tensor (WAGE's ``round(log2 max)``).
+
+        Same rule as :meth:`bitwidth`: free for the last GEMM's result, fed otherwise."""
+        fed = self._fed(x)
+        entry = self._record("range", tag, (x.size,), fed=fed)
+        out = self._max_magnitude(x, fed)
         self._finish(entry)
         return out
 
@@ -126,10 +146,27 @@ class Backend:
         self._finish(entry)
         return out
 
-    def update(self, w, g, tag: OpTag):
-        """Update lanes: ``clamp(w - g, -127, 127)`` for int8 weights."""
+    def update(self, w, g, tag: OpTag, limit: int = 127):
+        """Update lanes: ``clamp(w - g, -limit, limit)`` for int8 weights (WAGE: limit 64)."""
+        if not 1 <= limit <= 127:
+            raise ValueError(f"update limit must be in 1..127, got {limit}")
         entry = self._record("update", tag, (w.size,), master=False)
-        out = self._update(w, g)
+        out = self._update(w, g, limit)
+        self._finish(entry)
+        return out
+
+    def divide(self, acc, divisor: int, tag: OpTag):
+        """Divide lanes: ``saturate(trunc_div(acc, divisor))`` to int8 (NITRO-D's scaling)."""
+        entry = self._record("divide", tag, (acc.size,), divisor=int(divisor))
+        out = self._divide(acc, int(divisor))
+        self._finish(entry)
+        return out
+
+    def update_div(self, w, g, lr_div: int, decay_div: int, tag: OpTag):
+        """NITRO-D's IntegerSGD on int32 weights: ``w - trunc_div(g, lr_div)
+        - (trunc_div(w, decay_div) if decay_div else 0)``, wrapped to 32 bits."""
+        entry = self._record("update", tag, (w.size,), master=False, divide=True)
+        out = self._update_div(w, g, int(lr_div), int(decay_div))
         self._finish(entry)
         return out
 
@@ -149,13 +186,22 @@ class Backend:
         ``acc_bits``) and how many elements' exact sums lie outside the signed range."""
         raise NotImplementedError
 
-    def _bitwidth(self, acc) -> int:
+    def _bitwidth(self, acc, fed: bool) -> int:
+        raise NotImplementedError
+
+    def _max_magnitude(self, x, fed: bool) -> int:
+        raise NotImplementedError
+
+    def _divide(self, acc, divisor):
+        raise NotImplementedError
+
+    def _update_div(self, w, g, lr_div, decay_div):
         raise NotImplementedError
 
     def _rescale(self, acc, shift, mode, rand):
         raise NotImplementedError
 
-    def _update(self, w, g):
+    def _update(self, w, g, limit):
         raise NotImplementedError
 
     def _update_master(self, w16, g):
@@ -247,14 +293,26 @@ class NumpyBackend(ArrayHostOps, Backend):
         exact = exact_matmul(a, b, self.gemm_method)
         return exact, self.accumulator.overflows(exact)
 
-    def _bitwidth(self, acc) -> int:
+    def _bitwidth(self, acc, fed) -> int:
         return rounding.bitwidth(acc)
+
+    def _max_magnitude(self, x, fed) -> int:
+        return rounding.max_abs(x)
+
+    def _divide(self, acc, divisor):
+        return rounding.saturate(rounding.trunc_div(acc, divisor))
+
+    def _update_div(self, w, g, lr_div, decay_div):
+        dw = rounding.trunc_div(g, lr_div)
+        if decay_div:
+            dw = dw + rounding.trunc_div(w, decay_div)
+        return rounding.wrap(np.asarray(w, np.int64) - dw, 32).astype(np.int32)
 
     def _rescale(self, acc, shift, mode, rand):
         return rounding.shift_round(acc, shift, mode, rand)
 
-    def _update(self, w, g):
-        return rounding.saturate(w.astype(np.int16) - g.astype(np.int16))
+    def _update(self, w, g, limit):
+        return rounding.saturate(w.astype(np.int16) - g.astype(np.int16), limit)
 
     def _update_master(self, w16, g):
         w16 = np.clip(w16.astype(np.int32) - g, -MASTER_LIMIT, MASTER_LIMIT).astype(np.int16)

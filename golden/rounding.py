@@ -58,6 +58,31 @@ def saturate(x: np.ndarray, limit: int = INT8_MAX) -> np.ndarray:
     return out.astype(np.int8 if limit <= INT8_MAX else np.int64)
 
 
+def trunc_div(x, d) -> np.ndarray:
+    """Integer division rounding toward zero (C's ``/``; NumPy's ``//`` floors), as int64.
+
+    ``d`` is a positive integer or an array of them, broadcast against ``x``. This is the one
+    division NITRO-D needs (its scaling layer, LeakyReLU and IntegerSGD).
+    Example: ``trunc_div([7, -7], 2) == [3, -3]``.
+    """
+    x = np.asarray(x)
+    if x.dtype.kind not in "iu":
+        raise TypeError(f"trunc_div needs an integer array, got dtype {x.dtype}")
+    d = np.asarray(d, np.int64)
+    if d.size and int(d.min()) < 1:
+        raise ValueError(f"trunc_div needs positive divisors, got {int(d.min())}")
+    x = x.astype(np.int64)
+    q = np.abs(x) // d
+    return np.where(x < 0, -q, q)
+
+
+def wrap(x, bits: int) -> np.ndarray:
+    """Two's-complement wrap to ``bits`` (what an int32 NumPy array does silently), as int64."""
+    x = np.asarray(x).astype(np.int64)
+    half = np.int64(1) << np.int64(bits - 1)
+    return ((x + half) & ((half << np.int64(1)) - 1)) - half
+
+
 def _signed_work_type(x: np.ndarray) -> np.ndarray:
     """x as int32 when every value fits (the common case: 32-bit accumulators), else int64."""
     if x.dtype.kind == "i" and x.dtype.itemsize in (4, 8):
@@ -84,10 +109,13 @@ def shift_round(x, shift: int, mode: str, rand=None) -> np.ndarray:
       (draw them with :func:`nitihw.golden.counter_hash`).
     - ``rne``: round half to even.
 
+    A negative ``shift`` is a left shift (WAGE scales small tensors up): exact, so the mode
+    does not matter, then saturated: ``sign(x) * min(|x| << -shift, 127)``.
+
     Parameters
     ----------
     x : integer array (any integer dtype)
-    shift : int in 0..62
+    shift : int in -62..62 (negative: left shift)
     mode : one of :data:`ROUNDING_MODES`
     rand : integer array of ``x``'s shape, only for ``sto``
 
@@ -98,8 +126,8 @@ def shift_round(x, shift: int, mode: str, rand=None) -> np.ndarray:
     if x.dtype.kind not in "iu":
         raise TypeError(f"shift_round needs an integer array, got dtype {x.dtype}")
     s = int(shift)
-    if s != shift or s < 0 or s > 62:
-        raise ValueError(f"shift must be an integer in 0..62, got {shift!r}")
+    if s != shift or s < -62 or s > 62:
+        raise ValueError(f"shift must be an integer in -62..62, got {shift!r}")
     if mode not in ROUNDING_MODES:
         raise ValueError(f"unknown rounding mode {mode!r}; expected one of {ROUNDING_MODES}")
     if mode == "sto":
@@ -110,6 +138,11 @@ def shift_round(x, shift: int, mode: str, rand=None) -> np.ndarray:
             raise ValueError(f"rand has shape {rand.shape}, expected {x.shape}")
     if s == 0:
         return saturate(x)
+    if s < 0:  # |x| << L <= 127 exactly when |x| <= 127 >> L
+        big = np.abs(x.astype(np.int64))
+        mag = np.where(big > (INT8_MAX >> -s), INT8_MAX, big << min(-s, 7)).astype(np.int8)
+        np.negative(mag, out=mag, where=x < 0)
+        return mag
 
     x = _signed_work_type(x)
     ut = np.dtype(f"u{x.dtype.itemsize}").type

@@ -145,23 +145,43 @@ class CupyBackend(ArrayHostOps, Backend):
         )
         return c[:, :n]
 
-    def _bitwidth(self, acc) -> int:
+    def _bitwidth(self, acc, fed) -> int:
         m = self._max_abs(acc)
         return 0 if m == 0 else (m - 1).bit_length()
+
+    def _max_magnitude(self, x, fed) -> int:
+        return self._max_abs(x)
+
+    def _divide(self, acc, divisor):
+        cp = self.xp
+        a = acc.astype(cp.int64)
+        q = cp.abs(a) // divisor
+        return cp.clip(cp.where(a < 0, -q, q), -127, 127).astype(cp.int8)
+
+    def _update_div(self, w, g, lr_div, decay_div):
+        cp = self.xp
+        g = g.astype(cp.int64)
+        q = cp.abs(g) // lr_div
+        dw = cp.where(g < 0, -q, q)
+        w64 = w.astype(cp.int64)
+        if decay_div:
+            r = cp.abs(w64) // decay_div
+            dw = dw + cp.where(w64 < 0, -r, r)
+        return (w64 - dw).astype(cp.int32)  # two's-complement wrap, as the golden model
 
     def _rescale(self, acc, shift, mode, rand):
         if mode not in ROUNDING_MODES:
             raise ValueError(f"unknown rounding mode {mode!r}; expected one of {ROUNDING_MODES}")
-        if not 0 <= int(shift) <= 62:
-            raise ValueError(f"shift must be an integer in 0..62, got {shift!r}")
+        if not -62 <= int(shift) <= 62:
+            raise ValueError(f"shift must be an integer in -62..62, got {shift!r}")
         cp = self.xp
         u = cp.asarray(rand, cp.int64) if rand is not None else cp.zeros((), cp.int64)
         if mode == "sto" and rand is None:
             raise ValueError("mode 'sto' needs rand: uniform integers in [0, 2**shift)")
         return kernels.rescale_kernel()(acc, np.int32(shift), np.int32(kernels.MODE_CODES[mode]), u)
 
-    def _update(self, w, g):
-        return kernels.update_kernel()(w, g.astype(self.xp.int8))
+    def _update(self, w, g, limit):
+        return kernels.update_kernel()(w, g.astype(self.xp.int8), np.int32(limit))
 
     def _update_master(self, w16, g):
         return kernels.update_master_kernel()(w16, g.astype(self.xp.int8))

@@ -20,7 +20,11 @@ _RESCALE = r"""
     long long v = (long long)x;
     unsigned long long m = v < 0 ? (unsigned long long)(-v) : (unsigned long long)v;
     unsigned long long q, r, up = 0;
-    if (s == 0) {
+    if (s < 0) {                               // left shift (exact), then saturate
+        int l = -s < 7 ? -s : 7;
+        q = m > (127ULL >> l) ? 127ULL : (m << l);
+        r = 0;
+    } else if (s == 0) {
         q = m; r = 0;
     } else if (s >= 64) {
         q = 0; r = m;
@@ -51,7 +55,7 @@ _RESCALE = r"""
 
 _UPDATE = r"""
     int d = (int)w - (int)g;
-    y = (signed char)(d > 127 ? 127 : (d < -127 ? -127 : d));
+    y = (signed char)(d > limit ? limit : (d < -limit ? -limit : d));
 """
 
 _UPDATE_MASTER = r"""
@@ -93,7 +97,7 @@ def rescale_kernel():
 @functools.cache
 def update_kernel():
     cp = _cupy()
-    return cp.ElementwiseKernel("int8 w, int8 g", "int8 y", _UPDATE, "nitihw_update")
+    return cp.ElementwiseKernel("int8 w, int8 g, int32 limit", "int8 y", _UPDATE, "nitihw_update")
 
 
 @functools.cache

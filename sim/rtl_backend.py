@@ -64,7 +64,7 @@ class RtlBackend(NumpyBackend):
         self._range = (acc.shape, rng)
         return acc, int(ovf.sum())
 
-    def _bitwidth(self, acc) -> int:
+    def _bitwidth(self, acc, fed) -> int:
         # the range unit watched the GEMM's tiles drain; its result belongs to that tensor
         if self._range is None or self._range[0] != acc.shape:
             raise RuntimeError("the RTL range unit only knows the range of the last GEMM")
@@ -79,7 +79,7 @@ class RtlBackend(NumpyBackend):
             )
         return self._run(self.driver.rescale, acc, shift, mode, rand).astype(np.int8)
 
-    def _update(self, w, g):
+    def _update(self, w, g, limit):
         new, _ = self._run(self.driver.update, w, g)
         return new.astype(np.int8)
 
