@@ -119,6 +119,17 @@ class IntegerNetwork:
 
 
 def build_network(spec: M.ModelSpec, profile: Profile, seed: int, weight_bits: int = 8, **float_kw):
+    """The network a profile trains: NITI's, WAGE's, NITRO-D's, or the float32 twin."""
+    if profile.method in ("wage", "nitro-d") and weight_bits != 8:
+        raise ValueError(f"--weight-bits {weight_bits}: profile {profile.name} has its own weights")
+    if profile.method == "wage":
+        from nitihw.golden.wage import WageNetwork
+
+        return WageNetwork(spec, profile, seed)
+    if profile.method == "nitro-d":
+        from nitihw.golden.nitro_d import NitroNetwork
+
+        return NitroNetwork(spec, profile, seed)
     if profile.integer:
         return IntegerNetwork(spec, profile, seed, weight_bits)
     from nitihw.golden.float_twin import FloatNetwork

@@ -8,6 +8,12 @@
   is raised to 2 (a 1-bit pseudo-random field is degenerate).
 - ``float32``: not an integer profile: the float32 twin (SGD with momentum) used as the
   accuracy baseline.
+- ``wage``: WAGE's 2-8-8-8 integer training (:mod:`nitihw.golden.wage`): ternary weights,
+  sum-of-squares loss, errors and gradients scaled by ``round(log2 max)``; ``--mu`` is the
+  log2 of its learning rate.
+- ``nitro-d``: NITRO-D (:mod:`nitihw.golden.nitro_d`): integer local-loss blocks with the NITRO
+  scaling layer and LeakyReLU, IntegerSGD; ``--mu`` is the log2 of its ``lr_inv``. int32
+  sums wrap silently, as in the reference.
 - ``dfp16``: Intel's DFP16 (:mod:`nitihw.golden.dfp16`): the float32 twin whose GEMMs run as
   16-bit dynamic fixed point products with int32 partial sums on the datapath.
 """
@@ -28,6 +34,9 @@ class Profile:
     raise_shift_one: bool = False  # niti-2020: a requant shift of 1 becomes 2
     datapath: bool = True  # its GEMMs run on the backend's integer datapath
     operand_bits: int = 8  # the datapath's operand width it needs
+    method: str = "niti"  # which network the profile builds: niti | wage | nitro-d | float
+    default_mu: str | None = None  # its own --mu schedule (else the model's)
+    overflow: str = "error"  # the accumulator overflow policy the method assumes
 
     def requant_shift(self, shift: int) -> int:
         return 2 if self.raise_shift_one and shift == 1 else shift
@@ -39,8 +48,10 @@ PROFILES: dict[str, Profile] = {
     "niti-2020": Profile(
         "niti-2020", act_rounding="psto", err_rounding="psto", raise_shift_one=True
     ),
-    "float32": Profile("float32", integer=False, datapath=False),
-    "dfp16": Profile("dfp16", integer=False, operand_bits=16),
+    "wage": Profile("wage", method="wage", default_mu="3,0@20,-3@25"),
+    "nitro-d": Profile("nitro-d", method="nitro-d", default_mu="9", overflow="wrap"),
+    "float32": Profile("float32", integer=False, datapath=False, method="float"),
+    "dfp16": Profile("dfp16", integer=False, operand_bits=16, method="float"),
 }
 
 

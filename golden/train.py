@@ -25,7 +25,7 @@ from nitihw.golden.datasets import Dataset
 from nitihw.golden.layers import StepContext
 from nitihw.golden.models import get_model_spec
 from nitihw.golden.network import build_network
-from nitihw.golden.profiles import get_profile
+from nitihw.golden.profiles import PROFILES, get_profile
 
 EVAL_BATCH = 256
 CHECKPOINT_NAME = "checkpoint.npz"
@@ -76,7 +76,7 @@ class TrainConfig:
     steps: int | None = None  # stop after this many steps in total
     weight_bits: int = 8
     acc_bits: int = 32
-    overflow: str = "error"
+    overflow: str | None = None  # None: the profile's policy ("error" except nitro-d)
     lr: float = 0.05  # float32 twin only
     momentum: float = 0.9  # float32 twin only
     weight_decay: float = 0.0  # float32 twin only
@@ -91,9 +91,16 @@ class TrainConfig:
         if self.steps is not None and self.steps < 1:
             raise ValueError(f"--steps must be >= 1, got {self.steps}")
 
+    def __post_init__(self):
+        if self.overflow is None:
+            known = self.profile in PROFILES
+            self.overflow = get_profile(self.profile).overflow if known else "error"
+
     @property
     def mu_text(self) -> str:
-        return self.mu if self.mu is not None else get_model_spec(self.model).mu
+        if self.mu is not None:
+            return self.mu
+        return get_profile(self.profile).default_mu or get_model_spec(self.model).mu
 
     def identity(self) -> dict:
         """The settings a checkpoint must share with the run resuming it."""

@@ -149,8 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--profile",
         default="niti",
         choices=sorted(PROFILES),
-        help="numerics profile: niti (default), niti-ref, niti-2020; float32 trains the float "
-        "twin; dfp16 its DFP16 form (16-bit integer GEMMs)",
+        help="numerics profile: niti (default), niti-ref, niti-2020; wage and nitro-d adapt the "
+        "model to those methods; float32 trains the float twin; dfp16 its DFP16 form (16-bit "
+        "integer GEMMs)",
     )
     t.add_argument("--epochs", type=int, default=1)
     t.add_argument("--batch", type=int, default=64)
@@ -158,7 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--mu",
         default=None,
-        help="learning rate in bits per epoch, e.g. '5,4@100,3@150' (default: the model's)",
+        help="learning rate in bits per epoch, e.g. '5,4@100,3@150' (default: the model's; "
+        "wage: log2 lr, default '3,0@20,-3@25'; nitro-d: log2 lr_inv, default '9')",
     )
     t.add_argument("--steps", type=int, default=None, help="stop after N steps in total")
     t.add_argument(
@@ -171,9 +173,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--acc-bits", type=int, default=32, help="accumulator width (default 32)")
     t.add_argument(
         "--overflow",
-        default="error",
+        default=None,
         choices=("error", "wrap"),
-        help="on accumulator overflow: stop (default) or wrap and count",
+        help="on accumulator overflow: stop or wrap and count (default: stop; nitro-d wraps, "
+        "as its reference's int32 arithmetic does)",
     )
     t.add_argument("--lr", type=float, default=0.05, help="float32 twin: SGD learning rate")
     t.add_argument("--momentum", type=float, default=0.9, help="float32 twin: SGD momentum")
