@@ -300,6 +300,8 @@ def train(
         momentum=cfg.momentum,
         weight_decay=cfg.weight_decay,
     )
+    if hasattr(net, "prepare"):  # NITRO-D: input statistics of the training images
+        net.prepare(data.train_x)
     net.to_backend(backend)
     ckpt = Path(out_dir) / CHECKPOINT_NAME if out_dir is not None else None
     state = RunState()

@@ -17,18 +17,24 @@ COMPUTE       stream buffer entries 0..count-1 (skewed) through the array: every
 DRAIN         ``count`` dout beats (rows 0..count-1 of the result tile, ``cols``
               accumulators each, with their overflow flags); the range unit observes them
 RANGE_CLEAR   start a new tensor in the range unit
-RANGE_READ    one dout beat: bit-width, shift and overflow count of the tensor so far
+RANGE_READ    one dout beat: bit-width, shift, overflow count and max magnitude of the
+              tensor so far
 RESCALE       ``count`` din beats of ``cols`` accumulators (and ``sto`` random integers)
-              in, ``count`` dout beats of int8 out: ``shift_round(acc, shift, mode)``
+              in, ``count`` dout beats of int8 out: ``shift_round(acc, shift, mode)``, or
+              with ``left`` set ``shift_round(acc, -shift, mode)`` (a saturating left shift)
 UPDATE        ``count`` din beats of ``cols`` (weight, gradient) pairs in, ``count`` dout
-              beats of updated weights out (``master`` selects 16-bit master weights)
+              beats of updated weights out (``master`` selects 16-bit master weights; int8
+              weights are clamped to ``+-limit``)
+RANGE_FEED    ``count`` din beats of ``cols`` accumulators (the ``rescale.acc`` member), which
+              the range unit observes (overflow flags 0); no dout beats. For a tensor that is
+              not the last GEMM's result: ``RANGE_CLEAR``, ``RANGE_FEED``, ``RANGE_READ``
 ============  ===========================================================================
 
 Cycles per command, from the cycle it is accepted until the datapath accepts the next one
 (streams never stalled): ``LOAD: 1 + count``; ``COMPUTE: count + rows + cols``;
 ``DRAIN: 1 + count``; ``RANGE_CLEAR: 1``; ``RANGE_READ: 2``; ``RESCALE: count + 4``;
-``UPDATE: count + 3``. :mod:`nitihw.rtl.schedule` holds these formulas; docs/datapath.md
-derives them.
+``UPDATE: count + 3``; ``RANGE_FEED: 1 + count``. :mod:`nitihw.rtl.schedule` holds these
+formulas; docs/datapath.md derives them.
 """
 
 from __future__ import annotations
@@ -55,6 +61,7 @@ class Op(enum.Enum, shape=4):
     RANGE_READ = 5
     RESCALE = 6
     UPDATE = 7
+    RANGE_FEED = 8
 
 
 def command_layout(acc_bits: int) -> data.StructLayout:
@@ -66,6 +73,8 @@ def command_layout(acc_bits: int) -> data.StructLayout:
             "shift": range(rescale_max_shift(acc_bits) + 1),
             "mode": RoundingMode,
             "master": 1,
+            "left": 1,  # RESCALE: shift left
+            "limit": unsigned(7),  # UPDATE (int8 weights): clamp to +-limit
         }
     )
 
@@ -262,7 +271,9 @@ class Datapath(wiring.Component):
             ra.addr.eq(idx),
             rb.addr.eq(idx),
             rs.shift.eq(cmd.shift),
+            rs.left.eq(cmd.left),
             rs.mode.eq(cmd.mode),
+            up8.limit.eq(cmd.limit),
             rs.i.payload.eq(din.payload.rescale),
         ]
         for j in range(C):
@@ -298,6 +309,9 @@ class Datapath(wiring.Component):
                             m.next = "RESCALE"
                         with m.Case(Op.UPDATE):
                             m.next = "UPDATE"
+                        with m.Case(Op.RANGE_FEED):
+                            with m.If(self.cmd.payload.count != 0):
+                                m.next = "RANGE_FEED"
             with m.State("LOAD"):
                 m.d.comb += din.ready.eq(1)
                 with m.If(din.valid):
@@ -329,6 +343,19 @@ class Datapath(wiring.Component):
                     m.d.comb += [arr.shift.eq(1), rng.valid.eq(1)]
                     m.d.sync += done.eq(done + 1)
                     with m.If(done + 1 >= cmd.count):
+                        m.next = "IDLE"
+            with m.State("RANGE_FEED"):
+                # the range unit observes din's accumulators instead of the array's drain
+                m.d.comb += din.ready.eq(1)
+                for j in range(C):
+                    m.d.comb += [
+                        rng.value[j].eq(din.payload.rescale.acc[j]),
+                        rng.overflow[j].eq(0),
+                    ]
+                with m.If(din.valid):
+                    m.d.comb += rng.valid.eq(1)
+                    m.d.sync += idx.eq(idx + 1)
+                    with m.If(idx + 1 >= cmd.count):
                         m.next = "IDLE"
             with m.State("RANGE_READ"):
                 m.d.comb += [

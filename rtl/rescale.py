@@ -2,7 +2,8 @@
 
 The hardware form of :func:`nitihw.golden.shift_round` (numerics.md §2). Sign-magnitude:
 ``m = |x|``, ``q = m >> s``, ``r = m & (2^s - 1)``, result ``sign(x) * min(q + up, 127)`` with
-``up`` decided by the rounding mode.
+``up`` decided by the rounding mode. With ``left`` set the lanes shift left instead (WAGE
+scales small tensors up): ``sign(x) * min(|x| << s, 127)``, exact, so the mode is ignored.
 """
 
 from __future__ import annotations
@@ -77,6 +78,10 @@ class RescaleLanes(wiring.Component):
     -------
     shift : In(range(max_shift + 1))
         The shift ``s``, held for a whole tensor (sampled with each input beat).
+    left : In(1)
+        Shift left instead of right (sampled with each input beat): the result is
+        ``sign(x) * (127 if |x| > (127 >> s) else |x| << s)``, so ``s >= 7`` saturates every
+        nonzero value; ``mode`` and ``rand`` are ignored.
     mode : In(RoundingMode)
         Rounding mode, sampled with each input beat.
     i : In(stream.Signature(struct{acc: signed(acc_bits)[lanes], rand: unsigned(max_shift)[lanes]}))
@@ -102,6 +107,7 @@ class RescaleLanes(wiring.Component):
         super().__init__(
             {
                 "shift": In(range(self._max_shift + 1)),
+                "left": In(1),
                 "mode": In(RoundingMode),
                 "i": In(stream.Signature(in_layout)),
                 "o": Out(stream.Signature(data.ArrayLayout(signed(8), lanes))),
@@ -129,6 +135,7 @@ class RescaleLanes(wiring.Component):
         # stage 1: sign and magnitude (|INT_MIN| fits the unsigned width)
         v1 = Signal()
         s1 = Signal(range(ms + 1))
+        left1 = Signal()
         mode1 = Signal(RoundingMode)
         neg1 = Signal(n)
         mag1 = [Signal(unsigned(w), name=f"mag1_{k}") for k in range(n)]
@@ -136,16 +143,21 @@ class RescaleLanes(wiring.Component):
         # stage 2: q and up
         v2 = Signal()
         neg2 = Signal(n)
-        q2 = [Signal(unsigned(w), name=f"q2_{k}") for k in range(n)]
+        q2 = [Signal(unsigned(max(w, 7)), name=f"q2_{k}") for k in range(n)]  # 127: left
         up2 = Signal(n)
         # stage 3: saturated, signed result
         v3 = Signal()
         out3 = Signal(data.ArrayLayout(signed(8), n))
 
+        # left shifts: |x| << s fits 7 bits exactly when |x| <= 127 >> s (0 for s >= 7, where
+        # only x == 0 escapes saturation, and 0 << s[:3] is 0 whatever the low shift bits)
+        left_limit = Signal(7)
+        m.d.comb += left_limit.eq(Const(INT8_MAX, 7) >> s1)
         with m.If(advance):
             m.d.sync += [
                 v1.eq(self.i.valid),
                 s1.eq(self.shift),
+                left1.eq(self.left),
                 mode1.eq(self.mode),
                 v2.eq(v1),
                 v3.eq(v2),
@@ -163,7 +175,12 @@ class RescaleLanes(wiring.Component):
                     for mode, bit in ups.items():
                         with m.Case(mode):
                             m.d.comb += up.eq(bit)
-                m.d.sync += [neg2[k].eq(neg1[k]), q2[k].eq(q), up2[k].eq(up)]
+                shifted = Mux(mag1[k] > left_limit, INT8_MAX, (mag1[k][: min(w, 7)] << s1[:3])[:7])
+                m.d.sync += [
+                    neg2[k].eq(neg1[k]),
+                    q2[k].eq(Mux(left1, shifted, q)),
+                    up2[k].eq(up & ~left1),
+                ]
                 total = q2[k] + up2[k]
                 mag = Mux(total > INT8_MAX, INT8_MAX, total)[:8]
                 m.d.sync += out3[k].eq(Mux(neg2[k], -mag, mag))

@@ -22,6 +22,8 @@ def command_cycles(op: str, count: int, rows: int, cols: int) -> int:
     - ``RANGE_CLEAR``: 1. ``RANGE_READ``: 1 + 1 beat.
     - ``RESCALE``: 1 + ``count`` beats + the lanes' latency (3).
     - ``UPDATE``: 1 + ``count`` beats + the lanes' latency (2).
+    - ``RANGE_FEED``: 1 (accept) + ``count`` beats (the range unit registers each beat as it
+      arrives; a ``RANGE_READ`` right after sees them all).
     """
     if op in ("LOAD_A", "LOAD_B"):
         return 1 + count
@@ -37,4 +39,6 @@ def command_cycles(op: str, count: int, rows: int, cols: int) -> int:
         return 1 + count + RescaleLanes.LATENCY
     if op == "UPDATE":
         return 1 + count + UpdateLanes.LATENCY
+    if op == "RANGE_FEED":
+        return 1 + count
     raise ValueError(f"unknown datapath command {op!r}")

@@ -1,13 +1,14 @@
 """Update lanes: the weight update of numerics.md §3, one weight per lane per cycle.
 
-- int8 weights: ``W = clamp(W - g, -127, 127)``.
+- int8 weights: ``W = clamp(W - g, -limit, limit)``, ``limit`` a port (127 for NITI, 64 for
+  WAGE's weight range).
 - 16-bit master weights (8 fraction bits): ``W16 = clamp(W16 - g, -32767, 32767)`` and the
   forward weight ``W = psto(W16, 8)`` (the pseudo-stochastic rounding of the rescale lanes).
 """
 
 from __future__ import annotations
 
-from amaranth import Module, Mux, Signal, signed
+from amaranth import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -34,6 +35,9 @@ class UpdateLanes(wiring.Component):
 
     Members
     -------
+    limit : In(unsigned(7))
+        int8 lanes only: the clamp bound, ``W = clamp(W - g, -limit, limit)`` (sampled with each
+        input beat). The master lanes clamp to ``+-32767``.
     i : In(stream.Signature(struct{w: signed(8 or 16)[lanes], g: signed(8)[lanes]}))
     o : Out(stream.Signature(struct{w: signed(8 or 16)[lanes], w8: signed(8)[lanes]}))
         ``w`` is the updated stored weight; ``w8`` the forward weight (equal to ``w`` for int8).
@@ -46,8 +50,10 @@ class UpdateLanes(wiring.Component):
         require_int(self, "lanes", lanes, 1, 1024)
         self._lanes, self._master = lanes, bool(master)
         ww = 16 if master else 8
+        limit = {} if master else {"limit": In(unsigned(7))}
         super().__init__(
             {
+                **limit,
                 "i": In(
                     stream.Signature(
                         data.StructLayout(
@@ -77,7 +83,7 @@ class UpdateLanes(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         n, ww = self._lanes, 16 if self._master else 8
-        limit = MASTER_LIMIT if self._master else INT8_MAX
+        limit = MASTER_LIMIT if self._master else self.limit
         advance = ~self.o.valid | self.o.ready
         m.d.comb += self.i.ready.eq(advance)
         v1, v2 = Signal(), Signal()

@@ -10,6 +10,7 @@ from nitihw.golden.backend import AccumulatorOverflowError
 from nitihw.golden.datasets import DatasetError
 from nitihw.golden.models import MODELS
 from nitihw.golden.profiles import PROFILES
+from nitihw.sim.workload import PROFILES as ESTIMATE_PROFILES
 
 BACKENDS = ("golden", "rtl", "gpu")
 
@@ -263,9 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--profile",
         default="niti",
-        choices=("niti", "dfp16"),
-        help="the training method priced: niti (default) or dfp16 (16-bit GEMMs, "
-        "float32 elsewhere)",
+        choices=ESTIMATE_PROFILES,
+        help="the training method priced: niti (default), wage, nitro-d, or dfp16 (16-bit "
+        "GEMMs, float32 elsewhere)",
     )
     e.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     e.add_argument("--out", required=True, help="directory for the reports")

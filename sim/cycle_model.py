@@ -86,18 +86,26 @@ def lane_beats(elements: int, cols: int) -> int:
     return -(-elements // cols)
 
 
-def op_cycles(op: str, shape: tuple, array: ArrayConfig) -> int:
+def op_cycles(op: str, shape: tuple, array: ArrayConfig, extra: dict | None = None) -> int:
     """Cycles of one traced datapath operation (see :class:`nitihw.golden.TraceEntry`).
 
-    ``gemm`` (M, K, N): the tiles plus the range clear/read of its tensor; ``range``: 0 (the
-    range unit watches the drain); ``rescale`` / ``update`` (elements,): beats of ``cols``
-    lanes plus the command's fill and latency.
+    ``gemm`` (M, K, N): the tiles plus the range clear/read of its tensor; ``range``
+    (elements,): 0 when the range unit watched the tensor drain, and with ``extra['fed']``
+    ``RANGE_CLEAR`` + ``RANGE_FEED`` (beats of ``cols``) + ``RANGE_READ``; ``rescale`` /
+    ``update`` (elements,): beats of ``cols`` lanes plus the command's fill and latency.
+    ``extra`` is the trace entry's ``extra``.
     """
     r, c = array.rows, array.cols
     if op == "gemm":
         return gemm_cycles(*shape, r, c, array.kmax)
     if op == "range":
-        return 0
+        if not (extra or {}).get("fed"):
+            return 0
+        return (
+            command_cycles("RANGE_CLEAR", 0, r, c)
+            + command_cycles("RANGE_FEED", lane_beats(shape[0], c), r, c)
+            + command_cycles("RANGE_READ", 0, r, c)
+        )
     if op == "rescale":
         return command_cycles("RESCALE", lane_beats(shape[0], c), r, c)
     if op == "update":
@@ -122,7 +130,7 @@ class CycleReport:
 
     def append(self, entry) -> None:
         key = (entry.tag.layer, entry.tag.phase)
-        model = op_cycles(entry.op, entry.shape, self.array)
+        model = op_cycles(entry.op, entry.shape, self.array, entry.extra)
         self.model_cycles[key] += model
         if self.measured:
             got = entry.extra.get("cycles", 0)

@@ -103,7 +103,9 @@ class Payloads:
         rng = dout["range"].shape
         self.out_range = {name: (f.offset, _width(f.shape)) for name, f in rng}
 
-    def command(self, op: Op, count=0, accumulate=0, shift=0, mode=0, master=0) -> int:
+    def command(
+        self, op: Op, count=0, accumulate=0, shift=0, mode=0, master=0, left=0, limit=127
+    ) -> int:
         fields = {
             "op": op.value,
             "count": count,
@@ -111,6 +113,8 @@ class Payloads:
             "shift": shift,
             "mode": mode,
             "master": master,
+            "left": left,
+            "limit": limit,
         }
         word = 0
         for name, value in fields.items():
@@ -296,6 +300,18 @@ class DatapathDriver:
         (word,) = await self.run(Op.RANGE_READ, n_out=1)
         return self.pay.range_fields(word)
 
+    async def range_feed(self, acc) -> None:
+        """Stream ``acc`` (any shape, values within the accumulator range) through the range
+        unit, ``cols`` per beat; the last beat is padded with zeros, which change no range."""
+        flat = np.asarray(acc, np.int64).reshape(-1)
+        lim = 1 << (self.params["acc_bits"] - 1)
+        if flat.size and (int(flat.min()) < -lim or int(flat.max()) >= lim):
+            raise ValueError(
+                f"range_feed: values outside the {self.params['acc_bits']}-bit accumulator range"
+            )
+        beats = self._beats([flat], [self.pay.din_acc], flat.size)
+        await self.run(Op.RANGE_FEED, beats, count=len(beats))
+
     def _beats(self, arrays, fields, n):
         C = self.cols
         beats = []
@@ -310,7 +326,8 @@ class DatapathDriver:
         return beats
 
     async def rescale(self, acc, shift: int, mode: str, rand=None) -> np.ndarray:
-        """``shift_round(acc, shift, mode, rand)`` on the rescale lanes; any shape."""
+        """``shift_round(acc, shift, mode, rand)`` on the rescale lanes; any shape. A negative
+        ``shift`` is a left shift (the command's ``left`` bit, with ``-shift``)."""
         acc = np.asarray(acc, np.int64)
         flat = acc.reshape(-1)
         r = np.zeros_like(flat) if rand is None else np.asarray(rand, np.int64).reshape(-1)
@@ -320,19 +337,26 @@ class DatapathDriver:
             beats,
             n_out=len(beats),
             count=len(beats),
-            shift=int(shift),
+            shift=abs(int(shift)),
             mode=MODE_BY_NAME[mode].value,
+            left=int(shift < 0),
         )
         out = np.concatenate([self.pay.out_q.unpack(w) for w in words]) if words else np.array([])
         return out[: flat.size].astype(np.int8).reshape(acc.shape)
 
-    async def update(self, w, g, master: bool = False):
-        """Update lanes: returns ``(w_new, w8)`` in the shapes of ``w``."""
+    async def update(self, w, g, master: bool = False, limit: int = 127):
+        """Update lanes: returns ``(w_new, w8)`` in the shapes of ``w``. int8 weights are
+        clamped to ``+-limit`` (1..127); master weights to ``+-32767``."""
         w = np.asarray(w, np.int64)
         flat_w, flat_g = w.reshape(-1), np.asarray(g, np.int64).reshape(-1)
         beats = self._beats([flat_w, flat_g], [self.pay.din_w, self.pay.din_g], flat_w.size)
         words = await self.run(
-            Op.UPDATE, beats, n_out=len(beats), count=len(beats), master=int(master)
+            Op.UPDATE,
+            beats,
+            n_out=len(beats),
+            count=len(beats),
+            master=int(master),
+            limit=int(limit),
         )
         wn = np.concatenate([self.pay.out_w.unpack(x) for x in words])[: flat_w.size]
         w8 = np.concatenate([self.pay.out_w8.unpack(x) for x in words])[: flat_w.size]

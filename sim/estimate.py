@@ -84,6 +84,8 @@ def _op_traffic(op: StepOp, acc: Accelerator, second_pass: bool = True):
         int8 = gemm(acc.operand_bytes, acc.acc_bytes, second_pass)
         fp32 = gemm(FP32_BYTES, FP32_BYTES, False)
         return int8, fp32
+    if op.op == "range" and op.fed:  # the masked int32 tensor, read once more
+        return ({"ofmap_reads": op.shape[0] * acc.acc_bytes}, {}), ({}, {})
     if op.op == "rescale":
         e = op.shape[0]
         # the second pass: int32 in from the ofmap buffer, int8 out (to the next layer, off chip)
@@ -123,7 +125,7 @@ def estimate(
 ) -> dict:
     """The estimate of one training step of ``layers`` and of an epoch of ``train_samples``.
 
-    ``profile`` is the training method priced (``niti`` or ``dfp16``, see
+    ``profile`` is the training method priced (``niti``, ``dfp16`` or ``wage``, see
     :func:`nitihw.sim.workload.step_ops`); the fp32 column is always the plain float32 step.
     """
     t0 = time.perf_counter()
@@ -149,8 +151,8 @@ def estimate(
     for op in step_ops(layers, profile):
         row = rows.setdefault((op.layer, op.phase), Row(op.layer, op.phase, start=clock))
         on_array = op.op in ("gemm", "range", "rescale", "update")
-        cyc = op_cycles(op.op, op.shape, array) if on_array else 0  # the rest is host work
-        (sram, dram), _ = _op_traffic(op, acc, second_pass=profile == "niti")
+        cyc = op_cycles(op.op, op.shape, array, {"fed": op.fed}) if on_array else 0  # host
+        (sram, dram), _ = _op_traffic(op, acc, second_pass=op.held)
         dram_bytes = sum(dram.values())
         stall = max(0, math.ceil(dram_bytes / acc.bandwidth) - cyc)
         row.cycles += cyc

@@ -64,23 +64,37 @@ class RtlBackend(NumpyBackend):
         self._range = (acc.shape, rng)
         return acc, int(ovf.sum())
 
-    def _bitwidth(self, acc, fed) -> int:
+    async def _feed_tensor(self, x):
+        await self.driver.range_clear()
+        await self.driver.range_feed(x)
+        return await self.driver.range_read()
+
+    def _range_of(self, x, fed: bool) -> dict:
+        """The range unit's fields for ``x``: read after the last GEMM's drain when the unit
+        watched ``x`` drain, otherwise measured by streaming ``x`` through it (RANGE_FEED)."""
+        if fed:
+            return self._run(self._feed_tensor, x)
         # the range unit watched the GEMM's tiles drain; its result belongs to that tensor
-        if self._range is None or self._range[0] != acc.shape:
+        if self._range is None or self._range[0] != x.shape:
             raise RuntimeError("the RTL range unit only knows the range of the last GEMM")
-        _, rng = self._range
-        self._range = None
-        return int(rng["bitwidth"])
+        return self._range[1]
+
+    def _bitwidth(self, acc, fed) -> int:
+        return int(self._range_of(acc, fed)["bitwidth"])
+
+    def _max_magnitude(self, x, fed) -> int:
+        return int(self._range_of(x, fed)["max_magnitude"])
 
     def _rescale(self, acc, shift, mode, rand):
-        if shift > self.driver.params["max_shift"]:
+        shift = max(shift, -8)  # any left shift of 7 or more saturates every nonzero value
+        if abs(shift) > self.driver.params["max_shift"]:
             raise ValueError(
                 f"shift {shift} exceeds the rescale lanes' {self.driver.params['max_shift']}"
             )
         return self._run(self.driver.rescale, acc, shift, mode, rand).astype(np.int8)
 
     def _update(self, w, g, limit):
-        new, _ = self._run(self.driver.update, w, g)
+        new, _ = self._run(self.driver.update, w, g, False, limit)
         return new.astype(np.int8)
 
     def _update_master(self, w16, g):

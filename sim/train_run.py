@@ -32,6 +32,7 @@ def default_out(opts: dict) -> str:
 def check_options(opts: dict):
     """Validate a run before anything slow starts; returns ``(cfg, data, array)``."""
     cfg = TrainConfig(**{k: opts[k] for k in CONFIG_KEYS})
+    opts["overflow"] = cfg.overflow  # resolved from the profile when not given
     cfg.validate()
     array = ArrayConfig.parse(opts.get("array", "8x8"), opts.get("kmax", 256))
     data = load_dataset(opts["dataset"])

@@ -10,7 +10,7 @@ format).
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from nitihw.golden import models as M
@@ -33,6 +33,8 @@ class LayerShape:
     gradient: tuple[int, int, int]
     weights: int
     unique: dict | None = None
+    outputs: int | None = None  # elements after the max-pool that follows (WAGE), else M*N
+    hidden: bool = True  # a ReLU follows (False: the output layer)
 
     def operand_elements(self, phase: str, shape: tuple[int, int, int]) -> tuple[int, int]:
         m, k, n = shape
@@ -46,6 +48,8 @@ class StepOp:
     op: str  # "gemm" | "range" | "rescale" | "update"
     shape: tuple
     operands: tuple = ()  # gemm: elements of the tensors behind A and B
+    held: bool = True  # gemm: its int32 result waits for its range before the rescale pass
+    fed: bool = False  # range: the tensor is streamed through the range unit (not watched)
 
 
 class WorkloadError(ValueError):
@@ -86,30 +90,43 @@ def model_workload(model: str, batch: int) -> list[LayerShape]:
     if batch < 1:
         raise WorkloadError(f"--batch must be >= 1, got {batch}")
     spec = M.get_model_spec(model)
+    items = list(M.layer_shapes(spec))
     out = []
-    for i, layer, in_shape, out_shape in M.layer_shapes(spec):
+    for j, (i, layer, in_shape, out_shape) in enumerate(items):
+        if not isinstance(layer, M.Conv | M.Linear):
+            continue
         name = layer_name(i, layer)
         first = not out
+        follow = [it[1] for it in items[j + 1 : j + 3]]
+        hidden = bool(follow) and isinstance(follow[0], M.ReLU)
+        pooled = hidden and len(follow) > 1 and isinstance(follow[1], M.MaxPool)
+        outputs = batch * _elements(items[j + 2][3]) if pooled else None
         if isinstance(layer, M.Conv):
             h, w, c = in_shape
-            out.append(
-                conv_layer(
-                    name,
-                    batch,
-                    h,
-                    w,
-                    c,
-                    layer.kernel,
-                    layer.kernel,
-                    layer.out_channels,
-                    1,
-                    layer.pad,
-                    first,
-                )
+            lay = conv_layer(
+                name,
+                batch,
+                h,
+                w,
+                c,
+                layer.kernel,
+                layer.kernel,
+                layer.out_channels,
+                1,
+                layer.pad,
+                first,
             )
-        elif isinstance(layer, M.Linear):
-            out.append(linear_layer(name, batch, in_shape[0], out_shape[0], first))
+        else:
+            lay = linear_layer(name, batch, in_shape[0], out_shape[0], first)
+        out.append(replace(lay, outputs=outputs, hidden=hidden))
     return out
+
+
+def _elements(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
 
 
 CONV_HEADER = [
@@ -204,10 +221,11 @@ def topology_workload(path: str | Path, batch: int = 1) -> list[LayerShape]:
             )
     if not layers:
         raise WorkloadError(f"{path}: no layers after the header")
+    layers[-1] = replace(layers[-1], hidden=False)  # the output layer: no ReLU after it
     return layers
 
 
-PROFILES = ("niti", "dfp16")
+PROFILES = ("niti", "dfp16", "wage")
 
 
 def step_ops(layers: list[LayerShape], profile: str = "niti") -> list[StepOp]:
@@ -217,10 +235,13 @@ def step_ops(layers: list[LayerShape], profile: str = "niti") -> list[StepOp]:
     the update lanes. ``dfp16`` (:mod:`nitihw.golden.dfp16`): each GEMM's operands are
     converted to DFP16 (``convert``, host), the GEMM runs as chains of at most ``K_CHAIN``
     products (one datapath GEMM each) whose int32 results are scaled into float32 (``convert``),
-    and the update is the host's float32 SGD with momentum (``float-update``).
+    and the update is the host's float32 SGD with momentum (``float-update``). ``wage``
+    (:mod:`nitihw.golden.wage`): see :func:`wage_step_ops`.
     """
     if profile not in PROFILES:
         raise WorkloadError(f"unknown estimate profile {profile!r}; choose one of {PROFILES}")
+    if profile == "wage":
+        return wage_step_ops(layers)
     ops: list[StepOp] = []
 
     def gemm_requant(lay, phase, shape):
@@ -234,7 +255,14 @@ def step_ops(layers: list[LayerShape], profile: str = "niti") -> list[StepOp]:
             for k0 in range(0, k, K_CHAIN):
                 kc = min(K_CHAIN, k - k0)
                 ops.append(
-                    StepOp(name, phase, "gemm", (m, kc, n), (a_el * kc // k, b_el * kc // k))
+                    StepOp(
+                        name,
+                        phase,
+                        "gemm",
+                        (m, kc, n),
+                        (a_el * kc // k, b_el * kc // k),
+                        held=False,
+                    )
                 )
                 ops.append(StepOp(name, phase, "convert", (m * n,)))
             return
@@ -250,4 +278,35 @@ def step_ops(layers: list[LayerShape], profile: str = "niti") -> list[StepOp]:
         gemm_requant(lay, "weight-gradient", lay.gradient)
         kind = "float-update" if profile == "dfp16" else "update"
         ops.append(StepOp(lay.name, "update", kind, (lay.weights,)))
+    return ops
+
+
+def wage_step_ops(layers: list[LayerShape]) -> list[StepOp]:
+    """WAGE's step (:class:`nitihw.golden.wage.WageUnit`). Forward: the ternary weights
+    (a rescale of the stored weights), the GEMM, and for hidden layers the fixed-shift rescale
+    of the (pooled) sums, which needs no range: the result streams straight through. Backward:
+    QE (the error is masked on the host, so its range is fed, then rescaled), the error and
+    gradient GEMMs, QG (the watched range of the gradient, a ``sto`` rescale) and the update."""
+    ops: list[StepOp] = []
+    for lay in layers:
+        m, _k, n = lay.forward
+        a_el, b_el = lay.operand_elements("forward", lay.forward)
+        ops.append(StepOp(lay.name, "forward", "rescale", (lay.weights,)))
+        ops.append(StepOp(lay.name, "forward", "gemm", lay.forward, (a_el, b_el), held=False))
+        if lay.hidden:
+            ops.append(StepOp(lay.name, "forward", "rescale", (lay.outputs or m * n,)))
+    for lay in reversed(layers):
+        m, _k, n = lay.forward
+        errors = lay.outputs or m * n
+        ops.append(StepOp(lay.name, "backward-error", "range", (errors,), fed=True))
+        ops.append(StepOp(lay.name, "backward-error", "rescale", (errors,)))
+        if lay.backward is not None:
+            shape = lay.backward
+            a_el, b_el = lay.operand_elements("backward-error", shape)
+            ops.append(StepOp(lay.name, "backward-error", "gemm", shape, (a_el, b_el)))
+        a_el, b_el = lay.operand_elements("weight-gradient", lay.gradient)
+        ops.append(StepOp(lay.name, "weight-gradient", "gemm", lay.gradient, (a_el, b_el)))
+        ops.append(StepOp(lay.name, "weight-gradient", "range", (lay.weights,)))
+        ops.append(StepOp(lay.name, "weight-gradient", "rescale", (lay.weights,)))
+        ops.append(StepOp(lay.name, "update", "update", (lay.weights,)))
     return ops

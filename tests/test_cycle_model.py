@@ -68,6 +68,30 @@ def test_op_cycles_and_report():
     assert rows[0][4] == 5 * 7 * 3
 
 
+def test_fed_range_cycles():
+    arr = ArrayConfig(4, 3, 32)
+    for elements, beats in ((0, 0), (1, 1), (3, 1), (4, 2), (100, 34)):
+        want = (
+            command_cycles("RANGE_CLEAR", 0, 4, 3)
+            + command_cycles("RANGE_FEED", beats, 4, 3)
+            + command_cycles("RANGE_READ", 0, 4, 3)
+        )
+        assert want == 1 + (1 + beats) + 2
+        assert op_cycles("range", (elements,), arr, {"fed": True}) == want
+        assert op_cycles("range", (elements,), arr, {"fed": False}) == 0
+        assert op_cycles("range", (elements,), arr) == 0
+    with pytest.raises(ValueError, match="unknown datapath operation 'divide'"):
+        op_cycles("divide", (10,), arr, {"divisor": 3})
+    # the report reads the entry's extra: a fed range costs its cycles, a watched one none
+    be = NumpyBackend()
+    be.trace = CycleReport(arr)
+    tag = OpTag("1:linear", "backward-error")
+    acc = be.gemm(np.ones((2, 5), np.int8), np.ones((5, 3), np.int8), tag)
+    assert be.max_magnitude(acc, tag) == 5  # watched: free
+    assert be.max_magnitude(acc + 1, tag) == 6  # fed: 6 elements, 2 beats of 3
+    assert be.trace.total == gemm_cycles(2, 5, 3, 4, 3, 32) + 1 + 3 + 2
+
+
 @pytest.mark.parametrize("text", ["8", "0x4", "axb", "4x"])
 def test_bad_array_is_named(text):
     with pytest.raises(ValueError, match="bad --array"):

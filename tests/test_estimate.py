@@ -240,3 +240,31 @@ def test_cli_estimate_dfp16(tmp_path, capsys):
         == 0
     )
     assert "profile dfp16" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("model", ["mlp-digits", "cnn-digits", "lenet"])
+def test_wage_workload_is_what_the_golden_wage_step_does(model):
+    from nitihw.golden.network import build_network
+
+    spec = get_model_spec(model)
+    profile = get_profile("wage")
+    net = build_network(spec, profile, seed=0)
+    be = NumpyBackend()
+    trace = []
+    be.trace = trace
+    net.to_backend(be)
+    x = np.random.default_rng(2).integers(0, 128, (3, *spec.input_shape)).astype(np.int8)
+    net.train_step(x, np.arange(3), StepContext(be, profile, mu=3))
+    got = Counter(
+        (e.tag.layer, e.tag.phase, e.op, e.shape, bool(e.extra.get("fed"))) for e in trace
+    )
+    ops = step_ops(model_workload(model, 3), "wage")
+    assert got == Counter((o.layer, o.phase, o.op, o.shape, o.fed) for o in ops)
+    # the estimate's array cycles are the cycle model's, layer by layer and phase by phase
+    report = CycleReport(ArrayConfig(8, 8, 256))
+    for e in trace:
+        report.append(e)
+    r = estimate(model_workload(model, 3), load_accelerator(), 3, 3, model, "wage")
+    est = {(row["layer"], row["phase"]): row["cycles"] for row in r["rows"]}
+    assert est == {(lay, ph): c for lay, ph, c, _m, _mac, _u in report.rows()}
+    assert r["profile"] == "wage" and r["per_step"]["energy_update_pj"] > 0

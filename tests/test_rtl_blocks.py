@@ -69,8 +69,9 @@ def run_rescale(acc_bits, lanes, jobs, stall_every=0):
     got = []
 
     def set_beat(ctx, job):
-        mode, s, x, r, _ = job
-        ctx.set(dut.shift, s)
+        mode, s, x, r, _ = job  # s < 0: a left shift by -s
+        ctx.set(dut.shift, abs(s))
+        ctx.set(dut.left, int(s < 0))
         ctx.set(dut.mode, MODE_BY_NAME[mode])
         ctx.set(dut.i.payload.acc, [int(v) for v in x])
         ctx.set(dut.i.payload.rand, [int(v) for v in r])
@@ -97,6 +98,30 @@ def test_rescale_lanes_exhaustive_small_accumulators(acc_bits):
     xs = np.arange(-(1 << (acc_bits - 1)), 1 << (acc_bits - 1))
     shifts = range(0, acc_bits + 9)  # every shift the lanes accept
     run_rescale(acc_bits, 16, rescale_jobs(acc_bits, 16, lambda s: xs, shifts))
+
+
+@pytest.mark.parametrize("acc_bits", [6, 9])
+def test_rescale_lanes_left_shifts_exhaustive(acc_bits):
+    """Every value, every left shift the lanes accept, every mode (ignored: the shift is
+    exact), random ``rand``, interleaved with right shifts beat by beat."""
+    lanes = 16
+    xs = np.arange(-(1 << (acc_bits - 1)), 1 << (acc_bits - 1))
+    ms = acc_bits + 8
+    rng = np.random.default_rng(acc_bits)
+    jobs = []
+    for mode in ("round", "psto", "trunc", "rne", "sto"):
+        for s in range(1, ms + 1):
+            rand = rng.integers(0, 1 << ms, xs.shape)
+            want = shift_round(xs, -s, mode, rand if mode == "sto" else None)
+            right = shift_round(xs, s, "trunc")  # a right shift after it: left is per beat
+            for k in range(0, len(xs), lanes):
+                x = xs[k : k + lanes]
+                jobs.append((mode, -s, x, rand[k : k + lanes], want[k : k + lanes]))
+                jobs.append(("trunc", s, x, rand[k : k + lanes], right[k : k + lanes]))
+    lefts = np.concatenate([w for _, s, _, _, w in jobs if s < 0])
+    assert {-127, 127} <= set(lefts.tolist())  # saturation is reached both ways,
+    assert ((abs(lefts) > 1) & (abs(lefts) < 127)).any()  # and exact shifts too
+    run_rescale(acc_bits, lanes, jobs, stall_every=7)
 
 
 def test_rescale_lanes_32_bit_corners_with_backpressure():
@@ -146,14 +171,21 @@ def test_rescale_lanes_reject_bad_parameters():
 # ---- update lanes ----------------------------------------------------------------------
 
 
-def run_update(master, w, g, lanes=16, stall_every=0):
+def run_update(master, w, g, lanes=16, stall_every=0, limit=127):
+    """``limit``: the int8 clamp, one for every beat or a list with one per beat."""
     dut = UpdateLanes(lanes, master=master)
-    beats = [(w[k : k + lanes], g[k : k + lanes]) for k in range(0, len(w), lanes)]
+    nb = -(-len(w) // lanes)
+    limits = [limit] * nb if isinstance(limit, int) else list(limit)
+    beats = [
+        (w[k : k + lanes], g[k : k + lanes], limits[k // lanes]) for k in range(0, len(w), lanes)
+    ]
     got = []
 
     def set_beat(ctx, beat):
         ctx.set(dut.i.payload.w, [int(v) for v in beat[0]])
         ctx.set(dut.i.payload.g, [int(v) for v in beat[1]])
+        if not master:
+            ctx.set(dut.limit, beat[2])
 
     def read(ctx):
         return (
@@ -168,15 +200,28 @@ def run_update(master, w, g, lanes=16, stall_every=0):
     return (np.concatenate([x[0] for x in got]), np.concatenate([x[1] for x in got]))
 
 
-def test_update_lanes_int8_exhaustive():
+@pytest.mark.parametrize("limit", [127, 64, 37])
+def test_update_lanes_int8_exhaustive(limit):
+    """Every int8 (w, g) pair, clamped to +-limit (127: NITI; 64: WAGE; an odd one)."""
     w, g = np.meshgrid(np.arange(-127, 128), np.arange(-127, 128))
     w, g = w.reshape(-1), g.reshape(-1)
     w = np.pad(w, (0, -len(w) % 16))
     g = np.pad(g, (0, -len(g) % 16))
-    new, w8 = run_update(False, w, g, stall_every=5)
-    want = np.clip(w - g, -127, 127)
+    new, w8 = run_update(False, w, g, stall_every=5, limit=limit)
+    want = np.clip(w - g, -limit, limit)
     np.testing.assert_array_equal(new, want)
     np.testing.assert_array_equal(w8, want)
+
+
+def test_update_lanes_int8_limit_changes_beat_by_beat():
+    rng = np.random.default_rng(3)
+    lanes = 16
+    w = rng.integers(-127, 128, 100 * lanes)
+    g = rng.integers(-127, 128, 100 * lanes)
+    limits = rng.integers(1, 128, 100)
+    new, _ = run_update(False, w, g, lanes, stall_every=4, limit=[int(x) for x in limits])
+    want = np.clip(w - g, -np.repeat(limits, lanes), np.repeat(limits, lanes))
+    np.testing.assert_array_equal(new, want)
 
 
 def test_update_lanes_master_weights():

@@ -30,6 +30,8 @@ def train(tmp_path, name, *args):
         ("cnn-digits", "4x4", []),
         ("mlp-digits", "3x5", ["--weight-bits", "16", "--mu", "9"]),
         ("cnn-digits", "4x4", ["--profile", "dfp16"]),  # 16-bit operands
+        ("mlp-digits", "4x4", ["--profile", "wage"]),  # fed ranges, sto, limit-64 updates
+        ("cnn-digits", "3x5", ["--profile", "wage"]),  # pooled int32 sums
     ],
 )
 def test_rtl_matches_golden_bit_for_bit(tmp_path, model, array, extra):

@@ -84,11 +84,30 @@ class DatapathTB:
         return wrapped, rng
 
     async def rescale_and_check(self, acc, shift, mode):
-        rand = self.rng.integers(0, 1 << shift, acc.shape) if mode == "sto" else None
+        """A negative ``shift`` is a left shift (the lanes ignore ``mode`` and ``rand``)."""
+        rand = self.rng.integers(0, 1 << abs(shift), acc.shape) if mode == "sto" else None
         got = await self.drv.rescale(acc, shift, mode, rand)
         np.testing.assert_array_equal(
             got, shift_round(acc, shift, mode, rand), err_msg=f"rescale mode {mode} shift {shift}"
         )
+
+    async def feed_and_check(self, x):
+        """The range of a tensor that is not a GEMM's result: RANGE_CLEAR, RANGE_FEED,
+        RANGE_READ, against the golden bit-width and max |x|."""
+        await self.drv.range_clear()
+        await self.drv.range_feed(x)
+        rng = await self.drv.range_read()
+        assert rng["bitwidth"] == bitwidth(x), (rng, bitwidth(x))
+        assert rng["shift"] == range_shift(bitwidth(x))
+        assert rng["max_magnitude"] == max_abs(x), (rng, max_abs(x))
+        assert rng["overflow_count"] == 0
+        return rng
+
+    async def update_and_check(self, w, g, limit=127):
+        new, w8 = await self.drv.update(w, g, limit=limit)
+        want = np.clip(np.asarray(w) - np.asarray(g), -limit, limit)
+        np.testing.assert_array_equal(new, want, err_msg=f"update limit {limit}")
+        np.testing.assert_array_equal(w8, want, err_msg=f"update limit {limit}")
 
 
 def random_operands(rng, m, k, n, bits):
@@ -106,7 +125,9 @@ def random_operands(rng, m, k, n, bits):
 
 @cocotb.test()
 async def random_gemms_all_modes(dut):
-    """GEMMs whose shapes are not multiples of the array, then every rounding mode on them."""
+    """GEMMs whose shapes are not multiples of the array, then every rounding mode on them;
+    the range of other tensors fed through the range unit, left shifts of the int8 results,
+    and updates clamped to +-64 (WAGE) between them."""
     tb = DatapathTB(dut)
     await tb.start()
     r, c, kmax = tb.params["rows"], tb.params["cols"], tb.params["kmax"]
@@ -125,6 +146,18 @@ async def random_gemms_all_modes(dut):
             await tb.rescale_and_check(acc, shift if mode != "sto" else min(shift, 16), mode)
         if i == 0:
             await tb.rescale_and_check(acc, tb.params["max_shift"], "psto")
+        # a tensor that is not the GEMM's result (the range unit must be fed it), whose size
+        # is not a multiple of the lanes; then the GEMM's own range again, unaffected
+        lim = 1 << (tb.params["acc_bits"] - 1)
+        other = tb.rng.integers(-lim, lim, m * n + 1) >> int(tb.rng.integers(0, 20))
+        await tb.feed_and_check(other)
+        await tb.feed_and_check(acc)
+        q = shift_round(acc, shift, "round")
+        for left in (1, 2, 3, 7):
+            await tb.rescale_and_check(q >> left, -left, MODES[i % len(MODES)])
+        w = tb.rng.integers(-127, 128, m * n)
+        g = tb.rng.integers(-127, 128, m * n)
+        await tb.update_and_check(w, g, limit=64)
     await tb.check_cycles()
     tb.write_stats("random_gemms_all_modes")
 
@@ -151,9 +184,22 @@ async def corners(dut):
     for s in range(0, tb.params["max_shift"] + 1):
         for mode in MODES:
             await tb.rescale_and_check(vals, s, mode)
+    # fed ranges of the extremes, of zeros, of one element; left shifts up to the largest
+    await tb.feed_and_check(vals)
+    await tb.feed_and_check(np.array([-lim]))
+    await tb.feed_and_check(np.array([lim - 1, 0, 0]))
+    await tb.feed_and_check(np.zeros(c + 1, int))
+    await tb.feed_and_check(np.array([3]))
+    for s in range(1, tb.params["max_shift"] + 1):
+        for mode in MODES:
+            await tb.rescale_and_check(vals, -s, mode)
+        await tb.rescale_and_check(np.arange(-130, 131) >> 2, -s, "round")
     # update lanes at the clamps
     w = np.array([127, -127, 100, -100, 0, 5, 127, -127, 1] * 3)
     g = np.array([-1, 1, -100, 100, 127, 5, 127, -127, -127] * 3)
+    for limit in (64, 1, 127):
+        await tb.update_and_check(w, g, limit)
+    await tb.update_and_check(np.array([64, -64, 65, -65, 63]), np.array([-1, 1, 0, 0, -1]), 64)
     new, w8 = await tb.drv.update(w, g)
     np.testing.assert_array_equal(new, np.clip(w - g, -127, 127))
     w16 = np.array([32767, -32767, 25600, -25600, 0, 255, 128, -128, 383] * 3)

@@ -47,6 +47,7 @@ async def every_mode_every_shift(dut):
     out_f = ArrayField(0, lanes, 8, True)
     dut.i__valid.value = 0
     dut.o__ready.value = 1
+    dut.left.value = 0  # right shifts only here; left shifts: tests/test_rtl_blocks.py
     await start_clock_and_reset(dut)
     t0, cycles, checked = time.perf_counter(), 0, 0
     for mode in MODES:
