@@ -7,6 +7,7 @@ check it against these formulas; the cycle model (:mod:`nitihw.sim`) is built on
 
 from __future__ import annotations
 
+from nitihw.rtl.divide import DivideLanes
 from nitihw.rtl.rescale import RescaleLanes
 from nitihw.rtl.update import UpdateLanes
 
@@ -24,6 +25,7 @@ def command_cycles(op: str, count: int, rows: int, cols: int) -> int:
     - ``UPDATE``: 1 + ``count`` beats + the lanes' latency (2).
     - ``RANGE_FEED``: 1 (accept) + ``count`` beats (the range unit registers each beat as it
       arrives; a ``RANGE_READ`` right after sees them all).
+    - ``DIVIDE`` / ``UPDATE_DIV``: 1 + ``count`` beats + the divide lanes' latency (3).
     """
     if op in ("LOAD_A", "LOAD_B"):
         return 1 + count
@@ -41,4 +43,6 @@ def command_cycles(op: str, count: int, rows: int, cols: int) -> int:
         return 1 + count + UpdateLanes.LATENCY
     if op == "RANGE_FEED":
         return 1 + count
+    if op in ("DIVIDE", "UPDATE_DIV"):
+        return 1 + count + DivideLanes.LATENCY
     raise ValueError(f"unknown datapath command {op!r}")

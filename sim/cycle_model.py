@@ -92,7 +92,8 @@ def op_cycles(op: str, shape: tuple, array: ArrayConfig, extra: dict | None = No
     ``gemm`` (M, K, N): the tiles plus the range clear/read of its tensor; ``range``
     (elements,): 0 when the range unit watched the tensor drain, and with ``extra['fed']``
     ``RANGE_CLEAR`` + ``RANGE_FEED`` (beats of ``cols``) + ``RANGE_READ``; ``rescale`` /
-    ``update`` (elements,): beats of ``cols`` lanes plus the command's fill and latency.
+    ``update`` (elements,): beats of ``cols`` lanes plus the command's fill and latency;
+    ``divide`` and an ``update`` with ``extra['divide']`` (NITRO-D) run on the divide lanes.
     ``extra`` is the trace entry's ``extra``.
     """
     r, c = array.rows, array.cols
@@ -109,7 +110,10 @@ def op_cycles(op: str, shape: tuple, array: ArrayConfig, extra: dict | None = No
     if op == "rescale":
         return command_cycles("RESCALE", lane_beats(shape[0], c), r, c)
     if op == "update":
-        return command_cycles("UPDATE", lane_beats(shape[0], c), r, c)
+        cmd = "UPDATE_DIV" if (extra or {}).get("divide") else "UPDATE"
+        return command_cycles(cmd, lane_beats(shape[0], c), r, c)
+    if op == "divide":
+        return command_cycles("DIVIDE", lane_beats(shape[0], c), r, c)
     raise ValueError(f"unknown datapath operation {op!r}")
 
 

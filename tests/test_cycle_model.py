@@ -80,8 +80,12 @@ def test_fed_range_cycles():
         assert op_cycles("range", (elements,), arr, {"fed": True}) == want
         assert op_cycles("range", (elements,), arr, {"fed": False}) == 0
         assert op_cycles("range", (elements,), arr) == 0
-    with pytest.raises(ValueError, match="unknown datapath operation 'divide'"):
-        op_cycles("divide", (10,), arr, {"divisor": 3})
+    # NITRO-D's divide lanes: 1 + beats + 3, for the scaling and the IntegerSGD update
+    assert op_cycles("divide", (10,), arr, {"divisor": 3}) == 1 + 4 + 3
+    assert op_cycles("update", (10,), arr, {"divide": True}) == 1 + 4 + 3
+    assert op_cycles("update", (10,), arr, {"master": False}) == 1 + 4 + 2
+    with pytest.raises(ValueError, match="unknown datapath operation 'sqrt'"):
+        op_cycles("sqrt", (10,), arr)
     # the report reads the entry's extra: a fed range costs its cycles, a watched one none
     be = NumpyBackend()
     be.trace = CycleReport(arr)
