@@ -61,11 +61,12 @@ def _op_traffic(op: StepOp, acc: Accelerator, second_pass: bool = True):
         acc.ofmap_kib * 1024,
     )
 
-    def gemm(ob, ab, second_pass):
+    def gemm(ob, ab, second_pass, bb=None):
         m, k, n = op.shape
+        bb = bb or ob  # the B operand's bytes (NITRO-D: int32 weights and errors)
         t_r, t_c, nch = -(-m // r), -(-n // c), -(-k // kmax)
-        a_bytes, b_bytes, out = m * k * ob, k * n * ob, m * n * ab
-        a_mem, b_mem = (x * ob for x in op.operands)  # the tensors behind the operands
+        a_bytes, b_bytes, out = m * k * ob, k * n * bb, m * n * ab
+        a_mem, b_mem = op.operands[0] * ob, op.operands[1] * bb  # the tensors behind them
         sram = {
             "ifmap_reads": t_c * a_bytes,  # A is streamed again for every column tile
             "filter_reads": b_bytes if nch == 1 else t_r * b_bytes,
@@ -81,12 +82,12 @@ def _op_traffic(op: StepOp, acc: Accelerator, second_pass: bool = True):
         return sram, dram
 
     if op.op == "gemm":
-        int8 = gemm(acc.operand_bytes, acc.acc_bytes, second_pass)
+        int8 = gemm(acc.operand_bytes, acc.acc_bytes, second_pass, -(-op.b_bits // 8))
         fp32 = gemm(FP32_BYTES, FP32_BYTES, False)
         return int8, fp32
     if op.op == "range" and op.fed:  # the masked int32 tensor, read once more
         return ({"ofmap_reads": op.shape[0] * acc.acc_bytes}, {}), ({}, {})
-    if op.op == "rescale":
+    if op.op in ("rescale", "divide"):
         e = op.shape[0]
         # the second pass: int32 in from the ofmap buffer, int8 out (to the next layer, off chip)
         return ({"ofmap_reads": e * acc.acc_bytes, "ifmap_writes": e}, {"ofmap_writes_int8": e}), (
@@ -108,7 +109,11 @@ def _op_traffic(op: StepOp, acc: Accelerator, second_pass: bool = True):
         return traffic, traffic
     if op.op == "update":
         w = op.shape[0]
-        return ({"filter_reads": w * 2}, {"weight_reads": w, "weight_writes": w}), (
+        if op.divide:  # int32 weights and int32 gradients in, int32 weights out
+            traffic = {"filter_reads": w * 8}, {"weight_reads": w * 4, "weight_writes": w * 4}
+        else:
+            traffic = {"filter_reads": w * 2}, {"weight_reads": w, "weight_writes": w}
+        return traffic, (
             {"filter_reads": w * FP32_BYTES * 3},
             {"weight_reads": w * FP32_BYTES * 2, "weight_writes": w * FP32_BYTES * 2},
         )
@@ -125,8 +130,11 @@ def estimate(
 ) -> dict:
     """The estimate of one training step of ``layers`` and of an epoch of ``train_samples``.
 
-    ``profile`` is the training method priced (``niti``, ``dfp16`` or ``wage``, see
-    :func:`nitihw.sim.workload.step_ops`); the fp32 column is always the plain float32 step.
+    ``profile`` is the training method priced (``niti``, ``dfp16``, ``wage`` or ``nitro-d``,
+    see :func:`nitihw.sim.workload.step_ops`); the fp32 column is always the plain float32
+    step. A multiplier of an ``a``-bit by a ``b``-bit operand is priced as the table's
+    multiply at the wider width scaled by ``narrow / wide`` (array multipliers grow with the
+    product of the widths: Horowitz's int8/int16/int32 multiplies follow it within 25%).
     """
     t0 = time.perf_counter()
     if profile == "dfp16":
@@ -148,10 +156,11 @@ def estimate(
     dram_pj = table.dram_per_byte
     rows: dict[tuple, Row] = {}
     clock = 0
-    for op in step_ops(layers, profile):
+    for op in step_ops(layers, profile, model=workload):
         row = rows.setdefault((op.layer, op.phase), Row(op.layer, op.phase, start=clock))
-        on_array = op.op in ("gemm", "range", "rescale", "update")
-        cyc = op_cycles(op.op, op.shape, array, {"fed": op.fed}) if on_array else 0  # host
+        on_array = op.op in ("gemm", "range", "rescale", "update", "divide")
+        extra = {"fed": op.fed, "divide": op.divide}
+        cyc = op_cycles(op.op, op.shape, array, extra) if on_array else 0  # the rest is host
         (sram, dram), _ = _op_traffic(op, acc, second_pass=op.held)
         dram_bytes = sum(dram.values())
         stall = max(0, math.ceil(dram_bytes / acc.bandwidth) - cyc)
@@ -168,7 +177,11 @@ def estimate(
         if op.op == "gemm":
             m, k, n = op.shape
             row.macs += m * k * n
-            e["mac"] += m * k * n * mac_pj
+            if op.b_bits:
+                mixed = _mixed_mult(table, acc.operand_bits, op.b_bits)
+                e["mac"] += m * k * n * (mixed + table.add(acc.accumulator_bits))
+            else:
+                e["mac"] += m * k * n * mac_pj
             t_r, t_c = -(-m // acc.rows), -(-n // acc.cols)
             row.mapped += cyc * (m * n) / (t_r * acc.rows * t_c * acc.cols)
         elif op.op == "range":
@@ -176,6 +189,10 @@ def estimate(
         elif op.op == "rescale":
             # shift, round-up add, saturating compare
             e["rescale"] += op.shape[0] * (table.add(acc.accumulator_bits) + table.add(8))
+        elif op.op == "divide":  # a 32 x 33-bit reciprocal multiply and the saturation
+            e["rescale"] += op.shape[0] * (table.mult(32) + table.add(8))
+        elif op.op == "update" and op.divide:  # two reciprocal multiplies, two subtractions
+            e["update"] += op.shape[0] * 2 * (table.mult(32) + table.add(32))
         elif op.op == "update":
             e["update"] += op.shape[0] * table.add(8)
         elif op.op == "float-update":
@@ -186,7 +203,7 @@ def estimate(
             e["rescale"] += op.shape[0] * (table.pj["fp32_add"] + table.pj["fp32_mult"])
     # the same network on an fp32 datapath: unchunked GEMMs, results written once
     for op in step_ops(layers, "niti"):
-        row = rows[(op.layer, op.phase)]
+        row = rows.setdefault((op.layer, op.phase), Row(op.layer, op.phase, start=clock))
         _, (fsram, fdram) = _op_traffic(op, acc)
         fe = row.fp32_energy
         fe["buffers"] += sum(v * sram_pj[k.split("_")[0]] for k, v in fsram.items())
@@ -219,8 +236,21 @@ def estimate(
     return result
 
 
-def _layer_index(name: str, layers: list[LayerShape]) -> int:
-    return next(i for i, lay in enumerate(layers) if lay.name == name)
+def _layer_index(name: str, layers: list[LayerShape]) -> tuple:
+    """Rows in layer order; a NITRO-D head (``"3:head"``) right after its block's layer."""
+    for i, lay in enumerate(layers):
+        if lay.name == name:
+            return (i, 0)
+    idx = name.split(":", 1)[0]
+    for i, lay in enumerate(layers):
+        if lay.name.split(":", 1)[0] == idx:
+            return (i, 1)
+    return (len(layers), 0)
+
+
+def _mixed_mult(table, a_bits: int, b_bits: int) -> float:
+    wide, narrow = max(a_bits, b_bits), min(a_bits, b_bits)
+    return table.mult(wide) * narrow / wide
 
 
 def _row_dict(r: Row, acc: Accelerator) -> dict:

@@ -50,6 +50,8 @@ class StepOp:
     operands: tuple = ()  # gemm: elements of the tensors behind A and B
     held: bool = True  # gemm: its int32 result waits for its range before the rescale pass
     fed: bool = False  # range: the tensor is streamed through the range unit (not watched)
+    b_bits: int = 0  # gemm: the B operand's width when not the datapath's (NITRO-D: 32)
+    divide: bool = False  # update: on the divide lanes (NITRO-D's IntegerSGD, int32 weights)
 
 
 class WorkloadError(ValueError):
@@ -225,10 +227,10 @@ def topology_workload(path: str | Path, batch: int = 1) -> list[LayerShape]:
     return layers
 
 
-PROFILES = ("niti", "dfp16", "wage")
+PROFILES = ("niti", "dfp16", "wage", "nitro-d")
 
 
-def step_ops(layers: list[LayerShape], profile: str = "niti") -> list[StepOp]:
+def step_ops(layers: list[LayerShape], profile: str = "niti", model: str | None = None):
     """The operations of one training step, in the order the step issues them.
 
     ``niti``: each GEMM is followed by the range and rescale of its result; each layer ends with
@@ -236,12 +238,21 @@ def step_ops(layers: list[LayerShape], profile: str = "niti") -> list[StepOp]:
     converted to DFP16 (``convert``, host), the GEMM runs as chains of at most ``K_CHAIN``
     products (one datapath GEMM each) whose int32 results are scaled into float32 (``convert``),
     and the update is the host's float32 SGD with momentum (``float-update``). ``wage``
-    (:mod:`nitihw.golden.wage`): see :func:`wage_step_ops`.
+    (:mod:`nitihw.golden.wage`): see :func:`wage_step_ops`. ``nitro-d`` needs the built-in
+    ``model`` (its blocks and heads are not in ``layers``): see :func:`nitro_step_ops`.
     """
     if profile not in PROFILES:
         raise WorkloadError(f"unknown estimate profile {profile!r}; choose one of {PROFILES}")
     if profile == "wage":
         return wage_step_ops(layers)
+    if profile == "nitro-d":
+        if model not in M.MODELS:
+            raise WorkloadError(
+                "the nitro-d estimate needs a built-in model (its local-loss heads are not in "
+                f"a topology file); got {model!r}"
+            )
+        batch = layers[0].forward[0] // _positions_per_sample(model)
+        return nitro_step_ops(model, batch)
     ops: list[StepOp] = []
 
     def gemm_requant(lay, phase, shape):
@@ -309,4 +320,60 @@ def wage_step_ops(layers: list[LayerShape]) -> list[StepOp]:
         ops.append(StepOp(lay.name, "weight-gradient", "range", (lay.weights,)))
         ops.append(StepOp(lay.name, "weight-gradient", "rescale", (lay.weights,)))
         ops.append(StepOp(lay.name, "update", "update", (lay.weights,)))
+    return ops
+
+
+def _positions_per_sample(model: str) -> int:
+    """GEMM rows per sample of the model's first weight layer (output positions of a conv)."""
+    return model_workload(model, 1)[0].forward[0]
+
+
+def nitro_step_ops(model: str, batch: int) -> list[StepOp]:
+    """NITRO-D's step (:class:`nitihw.golden.nitro_d.NitroNetwork`), from the network the
+    ``nitro-d`` profile builds. Forward: every block's GEMM and scaling (``divide``), then the
+    output layer's. Then the output layer's weight gradient and IntegerSGD, and per block in
+    training order its head (forward, scaling, error GEMM, gradient, update) and its own
+    gradient and update. int8 A operands, int32 B operands; no range is needed (the scaling
+    divides by constants), so no result waits for one."""
+    from nitihw.golden.nitro_d import NitroNetwork
+
+    net = NitroNetwork(M.get_model_spec(model))
+    h, w, _c = net.spec.input_shape
+    ops: list[StepOp] = []
+    rows: dict[str, int] = {}  # GEMM rows (batch x positions) of each unit's input
+
+    def gemm(unit, phase, m, k, n):
+        ops.append(StepOp(unit.name, phase, "gemm", (m, k, n), (m * k, k * n), False, b_bits=32))
+
+    def forward(unit, m):
+        rows[unit.name] = m
+        n = unit.weight.shape[0]
+        gemm(unit, "forward", m, unit.fan_in, n)
+        ops.append(StepOp(unit.name, "forward", "divide", (m * n,)))
+
+    def update(unit):
+        m, n = rows[unit.name], unit.weight.shape[0]
+        gemm(unit, "weight-gradient", unit.fan_in, m, n)
+        ops.append(StepOp(unit.name, "update", "update", (unit.weight.size,), divide=True))
+
+    for item in net._seq:
+        if item[0] == "block":
+            fwd = item[1].fwd
+            if fwd.kind == "conv":
+                k = fwd.weight.shape[1]
+                h, w = h + 2 * fwd.pad - k + 1, w + 2 * fwd.pad - k + 1
+                forward(fwd, batch * h * w)
+            else:
+                forward(fwd, batch)
+        elif item[0] == "pool":
+            h, w = h // item[1], w // item[1]
+        elif item[0] == "output":
+            forward(net.output, batch)
+    update(net.output)
+    for block in net.backward_order():
+        forward(block.head, batch)
+        head = block.head
+        gemm(head, "backward-error", batch, head.weight.shape[0], head.fan_in)
+        update(head)
+        update(block.fwd)
     return ops

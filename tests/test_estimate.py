@@ -268,3 +268,37 @@ def test_wage_workload_is_what_the_golden_wage_step_does(model):
     est = {(row["layer"], row["phase"]): row["cycles"] for row in r["rows"]}
     assert est == {(lay, ph): c for lay, ph, c, _m, _mac, _u in report.rows()}
     assert r["profile"] == "wage" and r["per_step"]["energy_update_pj"] > 0
+
+
+@pytest.mark.parametrize("model", ["mlp-digits", "cnn-digits", "lenet"])
+def test_nitro_workload_is_what_the_golden_nitro_step_does(model):
+    from nitihw.golden.network import build_network
+
+    spec = get_model_spec(model)
+    profile = get_profile("nitro-d")
+    net = build_network(spec, profile, seed=0)
+    be = NumpyBackend(overflow="wrap")
+    trace = []
+    be.trace = trace
+    net.to_backend(be)
+    x = np.random.default_rng(2).integers(0, 128, (3, *spec.input_shape)).astype(np.int8)
+    net.train_step(x, np.arange(3), StepContext(be, profile, mu=9))
+    got = Counter(
+        (e.tag.layer, e.tag.phase, e.op, e.shape, bool(e.extra.get("divide"))) for e in trace
+    )
+    ops = step_ops(model_workload(model, 3), "nitro-d", model=model)
+    assert got == Counter((o.layer, o.phase, o.op, o.shape, o.divide) for o in ops)
+    report = CycleReport(ArrayConfig(8, 8, 256))
+    for e in trace:
+        report.append(e)
+    r = estimate(model_workload(model, 3), load_accelerator(), 3, 3, model, "nitro-d")
+    est = {(row["layer"], row["phase"]): row["cycles"] for row in r["rows"] if row["cycles"]}
+    assert est == {(lay, ph): c for lay, ph, c, _m, _mac, _u in report.rows()}
+    assert r["profile"] == "nitro-d" and r["per_step"]["energy_update_pj"] > 0
+
+
+def test_nitro_estimate_needs_a_built_in_model(tmp_path):
+    topo = tmp_path / "t.csv"
+    topo.write_text("Layer, M, N, K,\nfc1, 4, 8, 16,\n")
+    with pytest.raises(WorkloadError, match="needs a built-in model"):
+        estimate(topology_workload(topo), load_accelerator(), 1, 1, str(topo), "nitro-d")
