@@ -83,6 +83,13 @@ MODELS: dict[str, ModelSpec] = {
         mu="3",
         about="small CNN for 8x8 digits, sized for RTL simulation",
     ),
+    "mlp-mnist": ModelSpec(
+        "mlp-mnist",
+        (28, 28, 1),
+        (Flatten(), Linear(100), ReLU(), Linear(50), ReLU(), Linear(10)),
+        mu="3",
+        about="784-100-50-10 MLP: NITRO-D's and PocketNN's MNIST MLP",
+    ),
     "lenet": ModelSpec(
         "lenet",
         (28, 28, 1),
