@@ -41,8 +41,8 @@ def test_rescale_kernel(be, mode):
     )
     for dtype in (np.int32, np.int64):
         xs = x.astype(dtype)
-        for s in range(0, 41):
-            rand = rng.integers(0, 1 << s, xs.shape) if mode == "sto" else None
+        for s in range(-10, 41):  # negative: WAGE's left shifts
+            rand = rng.integers(0, 1 << max(s, 0), xs.shape) if mode == "sto" else None
             got = host(
                 be,
                 be.rescale(
@@ -55,10 +55,27 @@ def test_rescale_kernel(be, mode):
 
 
 @gpu
+def test_divide_operations(be):
+    """NITRO-D's scaling and IntegerSGD (trunc_div, saturate, int32 wrap) on the device."""
+    rng = np.random.default_rng(5)
+    x = np.concatenate([rng.integers(-(2**31), 2**31, 5000), [0, 1, -1, -(2**31), 2**31 - 1]])
+    w = rng.integers(-(2**31), 2**31, x.shape).astype(np.int32)
+    gold = NumpyBackend()
+    for d in (1, 3, 4, 256 * 64, 512 * 640, 12000):
+        np.testing.assert_array_equal(
+            host(be, be.divide(be.from_host(x), d, TAG)), gold.divide(x, d, TAG)
+        )
+        for decay in (0, 3000):
+            got = be.update_div(be.from_host(w), be.from_host(x), d, decay, TAG)
+            np.testing.assert_array_equal(host(be, got), gold.update_div(w, x, d, decay, TAG))
+
+
+@gpu
 def test_update_kernels_exhaustive(be):
     w, g = np.meshgrid(np.arange(-127, 128, dtype=np.int8), np.arange(-127, 128, dtype=np.int8))
-    got = host(be, be.update(be.from_host(w), be.from_host(g), TAG))
-    np.testing.assert_array_equal(got, NumpyBackend().update(w, g, TAG))
+    for limit in (127, 64, 1):  # WAGE clamps at 64
+        got = host(be, be.update(be.from_host(w), be.from_host(g), TAG, limit=limit))
+        np.testing.assert_array_equal(got, NumpyBackend().update(w, g, TAG, limit=limit))
     w16 = np.random.default_rng(0).integers(-32767, 32768, g.shape).astype(np.int16)
     w16[0, :4] = [32767, -32767, 255, -255]
     a, b = be.update_master(be.from_host(w16), be.from_host(g), TAG)
@@ -184,6 +201,8 @@ def _train(tmp_path, name, *args):
             "--mu",
             "9",
         ],
+        ["--model", "mlp-digits", "--dataset", "digits", "--epochs", "3", "--profile", "wage"],
+        ["--model", "cnn-digits", "--dataset", "digits", "--epochs", "2", "--profile", "wage"],
     ],
 )
 def test_training_is_bit_exact_with_golden(tmp_path, args):

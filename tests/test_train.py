@@ -130,6 +130,36 @@ def test_cli_writes_the_record(tmp_path, capsys):
             ["--dataset", "digits", "--model", "mlp-digits", "--acc-bits", "12"],
             "overflowed 12 bits",
         ),
+        (
+            [
+                "--dataset",
+                "digits",
+                "--model",
+                "mlp-digits",
+                "--profile",
+                "nitro-d",
+                "--backend",
+                "gpu",
+            ],
+            "profile nitro-d runs on the golden and rtl backends only",
+        ),
+        (
+            [
+                "--dataset",
+                "digits",
+                "--model",
+                "mlp-digits",
+                "--profile",
+                "wage",
+                "--weight-bits",
+                "16",
+            ],
+            "profile wage has its own weights",
+        ),
+        (
+            ["--dataset", "digits", "--model", "mlp-digits", "--profile", "nitro-d", "--mu", "40"],
+            "mu 40 is outside",
+        ),
     ],
 )
 def test_cli_errors_are_clear(tmp_path, capsys, argv, message):
