@@ -57,6 +57,14 @@ CASES = [
     ),
 ]
 
+_MLP = ["--model", "mlp-digits", "--dataset", "digits", "--epochs", "1", "--array", "8x8"]
+#: ``--methods``: the other training methods, each on the datapath configuration it needs
+METHOD_CASES = [
+    ("wage, mlp-digits, 1 epoch", [*_MLP, "--profile", "wage"], "verilator"),
+    ("nitro-d, mlp-digits, 1 epoch", [*_MLP, "--profile", "nitro-d"], "verilator"),
+    ("dfp16, mlp-digits, 1 epoch", [*_MLP, "--profile", "dfp16"], "verilator"),
+]
+
 
 def run(name: str, args: list[str]) -> tuple[dict, float]:
     out = ROOT / name
@@ -70,14 +78,21 @@ def run(name: str, args: list[str]) -> tuple[dict, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--only", default=None, help="run only cases whose name contains this")
+    ap.add_argument(
+        "--methods",
+        action="store_true",
+        help="run the WAGE / NITRO-D / DFP16 cases (section 'rtl_methods') instead",
+    )
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
     rows = []
-    for i, (name, targs, sim) in enumerate(CASES):
+    cases = METHOD_CASES if args.methods else CASES
+    for i, (name, targs, sim) in enumerate(cases):
         if args.only and args.only not in name:
             continue
-        gold, _ = run(f"{i}-golden", targs)
-        rtl, total = run(f"{i}-rtl-{sim}", [*targs, "--backend", "rtl", "--sim", sim])
+        key = f"{'m' if args.methods else ''}{i}"
+        gold, _ = run(f"{key}-golden", targs)
+        rtl, total = run(f"{key}-rtl-{sim}", [*targs, "--backend", "rtl", "--sim", sim])
         cyc = rtl["cycles"]
         macs = sum(r["macs"] for r in cyc["by_layer_phase"])
         same = rtl["weights_sha256"] == gold["weights_sha256"]
@@ -101,16 +116,18 @@ def main() -> None:
         print_table(HEADERS, rows[-1:])
     print_table(HEADERS, rows)
     if not args.no_write and rows:
+        title = "Other training methods on" if args.methods else "Training on"
+        flag = " --methods" if args.methods else ""
         body = (
-            "## Training on the simulated RTL against the golden model\n\n"
-            f"`.venv/bin/python bench/rtl_train.py` (commit {git_rev()}, {machine()}). "
+            f"## {title} the simulated RTL against the golden model\n\n"
+            f"`.venv/bin/python bench/rtl_train.py{flag}` (commit {git_rev()}, {machine()}). "
             "Each row: the same `nitihw train` (seed 0) with `--backend golden` and `--backend "
             "rtl`; evaluation on the golden model (same weights). *train s*: the RTL training "
             "loop; *total s*: the whole command (Verilog build, simulator start, evaluation). "
             "*model mismatches*: operations whose simulated cycles differ from the cycle "
             "model.\n\n" + markdown_table(HEADERS, rows)
         )
-        write_section("rtl_train", body)
+        write_section("rtl_methods" if args.methods else "rtl_train", body)
 
 
 HEADERS = [
