@@ -34,6 +34,8 @@ class Profile:
     raise_shift_one: bool = False  # niti-2020: a requant shift of 1 becomes 2
     datapath: bool = True  # its GEMMs run on the backend's integer datapath
     operand_bits: int = 8  # the datapath's operand width it needs
+    b_operand_bits: int | None = None  # the B (right) operand's width, if wider than that
+    divide: bool = False  # it needs the datapath's divide lanes (DIVIDE, UPDATE_DIV)
     method: str = "niti"  # which network the profile builds: niti | wage | nitro-d | float
     default_mu: str | None = None  # its own --mu schedule (else the model's)
     overflow: str = "error"  # the accumulator overflow policy the method assumes
@@ -49,7 +51,14 @@ PROFILES: dict[str, Profile] = {
         "niti-2020", act_rounding="psto", err_rounding="psto", raise_shift_one=True
     ),
     "wage": Profile("wage", method="wage", default_mu="3,0@20,-3@25"),
-    "nitro-d": Profile("nitro-d", method="nitro-d", default_mu="9", overflow="wrap"),
+    "nitro-d": Profile(
+        "nitro-d",
+        method="nitro-d",
+        default_mu="9",
+        overflow="wrap",
+        b_operand_bits=32,  # int8 activations x int32 weights and deltas
+        divide=True,  # the scaling layer and IntegerSGD
+    ),
     "float32": Profile("float32", integer=False, datapath=False, method="float"),
     "dfp16": Profile("dfp16", integer=False, operand_bits=16, method="float"),
 }

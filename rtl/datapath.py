@@ -28,23 +28,37 @@ UPDATE        ``count`` din beats of ``cols`` (weight, gradient) pairs in, ``cou
 RANGE_FEED    ``count`` din beats of ``cols`` accumulators (the ``rescale.acc`` member), which
               the range unit observes (overflow flags 0); no dout beats. For a tensor that is
               not the last GEMM's result: ``RANGE_CLEAR``, ``RANGE_FEED``, ``RANGE_READ``
+DIVIDE        (``divide`` builds) ``count`` din beats of ``cols`` accumulators (``rescale.acc``)
+              in, ``count`` dout beats of int8 (``q``) out: ``saturate(trunc_div(acc, d))``
+              with ``d``'s reciprocal constants in ``magic0``/``shift0`` (NITRO-D's scaling)
+UPDATE_DIV    (``divide`` builds) ``count`` din beats of ``cols`` int32 (weight, gradient)
+              pairs (``update32``) in, ``count`` dout beats of int32 weights (``w32``) out:
+              ``wrap32(w - trunc_div(g, d0) - trunc_div(w, d1))`` (IntegerSGD; ``d0`` in
+              ``magic0``/``shift0``, ``d1`` in ``magic1``/``shift1``, its term only with
+              ``decay`` set)
 ============  ===========================================================================
 
 Cycles per command, from the cycle it is accepted until the datapath accepts the next one
 (streams never stalled): ``LOAD: 1 + count``; ``COMPUTE: count + rows + cols``;
 ``DRAIN: 1 + count``; ``RANGE_CLEAR: 1``; ``RANGE_READ: 2``; ``RESCALE: count + 4``;
-``UPDATE: count + 3``; ``RANGE_FEED: 1 + count``. :mod:`nitihw.rtl.schedule` holds these
-formulas; docs/datapath.md derives them.
+``UPDATE: count + 3``; ``RANGE_FEED: 1 + count``; ``DIVIDE``, ``UPDATE_DIV: count + 4``.
+:mod:`nitihw.rtl.schedule` holds these formulas; docs/datapath.md derives them.
+
+The B operand may be wider than A (``b_bits`` up to 32: NITRO-D multiplies int8 activations by
+int32 weights and deltas, with sums that wrap to ``acc_bits``); the divide lanes
+(:class:`nitihw.rtl.divide.DivideLanes`, two 32x33-bit multipliers per lane) are built only
+with ``divide=True``.
 """
 
 from __future__ import annotations
 
-from amaranth import Module, Signal, signed, unsigned
+from amaranth import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, enum, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from nitihw.rtl.mac_array import MacArray, check_array_params, max_exact_k
-from nitihw.rtl.params import require_int
+from nitihw.rtl.divide import DIV_BITS, MAGIC_BITS, SHIFT_BITS, DivideLanes
+from nitihw.rtl.mac_array import WIDE_B_MAX, MacArray, check_array_params, max_exact_k
+from nitihw.rtl.params import reject, require_int
 from nitihw.rtl.range_unit import RangeUnit
 from nitihw.rtl.rescale import RescaleLanes, RoundingMode, rescale_max_shift
 from nitihw.rtl.update import UpdateLanes
@@ -62,6 +76,8 @@ class Op(enum.Enum, shape=4):
     RESCALE = 6
     UPDATE = 7
     RANGE_FEED = 8
+    DIVIDE = 9
+    UPDATE_DIV = 10
 
 
 def command_layout(acc_bits: int) -> data.StructLayout:
@@ -75,15 +91,34 @@ def command_layout(acc_bits: int) -> data.StructLayout:
             "master": 1,
             "left": 1,  # RESCALE: shift left
             "limit": unsigned(7),  # UPDATE (int8 weights): clamp to +-limit
+            # DIVIDE / UPDATE_DIV: the divisors' reciprocal constants (divider_constants)
+            "magic0": unsigned(MAGIC_BITS),
+            "shift0": unsigned(SHIFT_BITS),
+            "magic1": unsigned(MAGIC_BITS),
+            "shift1": unsigned(SHIFT_BITS),
+            "decay": 1,  # UPDATE_DIV: subtract trunc_div(w, d1)
         }
     )
 
 
-def din_layout(rows, cols, op_bits, acc_bits) -> data.UnionLayout:
+def din_layout(rows, cols, op_bits, acc_bits, b_bits=None, divide=False) -> data.UnionLayout:
+    """``b_bits`` (default ``op_bits``) is the B operand's width; ``divide`` adds ``update32``."""
+    wide = (
+        {
+            "update32": data.StructLayout(
+                {
+                    "w": data.ArrayLayout(signed(DIV_BITS), cols),
+                    "g": data.ArrayLayout(signed(DIV_BITS), cols),
+                }
+            )
+        }
+        if divide
+        else {}
+    )
     return data.UnionLayout(
         {
             "a": data.ArrayLayout(signed(op_bits), rows),
-            "b": data.ArrayLayout(signed(op_bits), cols),
+            "b": data.ArrayLayout(signed(b_bits or op_bits), cols),
             "rescale": data.StructLayout(
                 {
                     "acc": data.ArrayLayout(signed(acc_bits), cols),
@@ -96,11 +131,14 @@ def din_layout(rows, cols, op_bits, acc_bits) -> data.UnionLayout:
                     "g": data.ArrayLayout(signed(8), cols),
                 }
             ),
+            **wide,
         }
     )
 
 
-def dout_layout(cols, acc_bits) -> data.UnionLayout:
+def dout_layout(cols, acc_bits, divide=False) -> data.UnionLayout:
+    """``divide`` adds ``w32`` (UPDATE_DIV's int32 weights)."""
+    wide = {"w32": data.ArrayLayout(signed(DIV_BITS), cols)} if divide else {}
     return data.UnionLayout(
         {
             "drain": data.StructLayout(
@@ -124,6 +162,7 @@ def dout_layout(cols, acc_bits) -> data.UnionLayout:
                     "max_magnitude": unsigned(acc_bits),
                 }
             ),
+            **wide,
         }
     )
 
@@ -138,17 +177,21 @@ class Datapath(wiring.Component):
     acc_bits : accumulator width (32 default).
     guard_bits : extra accumulator bits for exact overflow detection (8 default).
     kmax : depth of the A and B operand buffers (the longest K of one COMPUTE).
+    b_bits : the B operand's width (default ``op_bits``, up to 32; above 16 the sums wrap and
+        ``acc_bits + guard_bits`` must hold one product, see :mod:`nitihw.rtl.mac_array`).
+    divide : build the divide lanes (``DIVIDE``, ``UPDATE_DIV``; needs ``acc_bits <= 32``).
 
     Members
     -------
     cmd : In(stream.Signature(command_layout))
         Commands; ``ready`` only while idle.
     din : In(stream.Signature(din_layout))
-        Operands (``a`` / ``b``), accumulators to rescale (``rescale``), weights and
-        gradients to update (``update``): which member is read depends on the command.
+        Operands (``a`` / ``b``), accumulators to rescale or divide (``rescale``), weights and
+        gradients to update (``update``, ``update32``): which member is read depends on the
+        command.
     dout : Out(stream.Signature(dout_layout))
-        Drained accumulators (``drain``), rescaled int8 (``q``), updated weights (``update``)
-        or the range (``range``).
+        Drained accumulators (``drain``), rescaled or divided int8 (``q``), updated weights
+        (``update``, ``w32``) or the range (``range``).
     busy : Out(1)
         A command is running.
     """
@@ -162,17 +205,32 @@ class Datapath(wiring.Component):
         acc_bits: int = 32,
         guard_bits: int = 8,
         kmax: int = 256,
+        b_bits: int | None = None,
+        divide: bool = False,
     ):
         require_int(self, "kmax", kmax, 1, 1 << 16)
         require_int(self, "op_bits", op_bits, 2, 16)
-        check_array_params(self, rows, cols, op_bits, op_bits, acc_bits, guard_bits)
+        b_bits = op_bits if b_bits is None else b_bits
+        require_int(self, "b_bits", b_bits, 2, WIDE_B_MAX)
+        if not isinstance(divide, bool):
+            reject(self, f"divide must be True or False, got {divide!r}")
+        check_array_params(self, rows, cols, op_bits, b_bits, acc_bits, guard_bits)
+        if divide and acc_bits > DIV_BITS:
+            reject(
+                self,
+                f"the divide lanes take {DIV_BITS}-bit values: divide=True needs "
+                f"acc_bits <= {DIV_BITS}, got {acc_bits}",
+            )
         self._rows, self._cols, self._op_bits = rows, cols, op_bits
         self._acc_bits, self._guard_bits, self._kmax = acc_bits, guard_bits, kmax
+        self._b_bits, self._divide = b_bits, divide
         super().__init__(
             {
                 "cmd": In(stream.Signature(command_layout(acc_bits))),
-                "din": In(stream.Signature(din_layout(rows, cols, op_bits, acc_bits))),
-                "dout": Out(stream.Signature(dout_layout(cols, acc_bits))),
+                "din": In(
+                    stream.Signature(din_layout(rows, cols, op_bits, acc_bits, b_bits, divide))
+                ),
+                "dout": Out(stream.Signature(dout_layout(cols, acc_bits, divide))),
                 "busy": Out(1),
             }
         )
@@ -183,6 +241,8 @@ class Datapath(wiring.Component):
     acc_bits = property(lambda self: self._acc_bits)
     guard_bits = property(lambda self: self._guard_bits)
     kmax = property(lambda self: self._kmax)
+    b_bits = property(lambda self: self._b_bits)
+    divide = property(lambda self: self._divide)
 
     def parameters(self) -> dict:
         return {
@@ -192,9 +252,11 @@ class Datapath(wiring.Component):
             "acc_bits": self._acc_bits,
             "guard_bits": self._guard_bits,
             "kmax": self._kmax,
+            "b_bits": self._b_bits,
+            "divide": self._divide,
             "max_shift": rescale_max_shift(self._acc_bits),
             "max_exact_k": max_exact_k(
-                self._acc_bits, self._guard_bits, self._op_bits, self._op_bits
+                self._acc_bits, self._guard_bits, self._op_bits, self._b_bits
             ),
         }
 
@@ -205,7 +267,7 @@ class Datapath(wiring.Component):
             R,
             C,
             a_width=self._op_bits,
-            b_width=self._op_bits,
+            b_width=self._b_bits,
             acc_bits=self._acc_bits,
             guard_bits=self._guard_bits,
         )
@@ -217,7 +279,7 @@ class Datapath(wiring.Component):
             shape=data.ArrayLayout(signed(self._op_bits), R), depth=kmax, init=[]
         )
         m.submodules.mem_b = mem_b = memory.Memory(
-            shape=data.ArrayLayout(signed(self._op_bits), C), depth=kmax, init=[]
+            shape=data.ArrayLayout(signed(self._b_bits), C), depth=kmax, init=[]
         )
         wa, wb = mem_a.write_port(), mem_b.write_port()
         ra, rb = mem_a.read_port(), mem_b.read_port()
@@ -248,7 +310,7 @@ class Datapath(wiring.Component):
         for j in range(C):
             chain = [rb.data[j]]
             for d in range(j):
-                reg = Signal(signed(self._op_bits), name=f"skew_b_{j}_{d}")
+                reg = Signal(signed(self._b_bits), name=f"skew_b_{j}_{d}")
                 with m.If(arr.en):
                     m.d.sync += reg.eq(chain[-1])
                 chain.append(reg)
@@ -285,6 +347,23 @@ class Datapath(wiring.Component):
                 up16.i.payload.w[j].eq(din.payload.update.w[j]),
                 up16.i.payload.g[j].eq(din.payload.update.g[j]),
             ]
+        if self._divide:
+            m.submodules.divide = dv = DivideLanes(C)
+            m.d.comb += [
+                dv.magic0.eq(cmd.magic0),
+                dv.shift0.eq(cmd.shift0),
+                dv.magic1.eq(cmd.magic1),
+                dv.shift1.eq(cmd.shift1),
+                dv.decay.eq(cmd.decay),
+            ]
+            scaling = cmd.op == Op.DIVIDE
+            for j in range(C):
+                m.d.comb += [
+                    dv.i.payload.x[j].eq(
+                        Mux(scaling, din.payload.rescale.acc[j], din.payload.update32.g[j])
+                    ),
+                    dv.i.payload.w[j].eq(din.payload.update32.w[j]),
+                ]
         pipe_len = Signal(range(R + C + 1))  # COMPUTE: cycles left after the last read
 
         with m.FSM(name="control"):
@@ -312,6 +391,9 @@ class Datapath(wiring.Component):
                         with m.Case(Op.RANGE_FEED):
                             with m.If(self.cmd.payload.count != 0):
                                 m.next = "RANGE_FEED"
+                        if self._divide:  # without the lanes, 1 cycle and nothing
+                            with m.Case(Op.DIVIDE, Op.UPDATE_DIV):
+                                m.next = "DIVIDE"
             with m.State("LOAD"):
                 m.d.comb += din.ready.eq(1)
                 with m.If(din.valid):
@@ -391,6 +473,13 @@ class Datapath(wiring.Component):
                                 )
                             ],
                         )
+            if self._divide:
+                with m.State("DIVIDE"):  # DIVIDE and UPDATE_DIV
+                    with m.If(cmd.op == Op.DIVIDE):
+                        m.d.comb += dout.payload.q.eq(dv.o.payload.q)
+                    with m.Else():
+                        m.d.comb += dout.payload.w32.eq(dv.o.payload.w)
+                    self._stream_through(m, dv, din, dout, idx, done, cmd, [])
         m.d.comb += self.busy.eq(~self.cmd.ready)
         return m
 

@@ -13,6 +13,14 @@ keeps ``guard_bits`` more bits, so the exact sum is known and the overflow flag 
 to ``2^(acc_bits + guard_bits - 1) / (2^(a_width-1) * 2^(b_width-1))`` products
 (``max_exact_k``); a sum that outgrows even them sets a sticky flag (also reported as overflow).
 
+A wide B operand (``b_width`` 17..32: NITRO-D's int32 weights and deltas against int8
+activations) only needs ``acc_bits + guard_bits >= a_width + b_width``, so that one product fits
+the guard-extended accumulator: a single product may then exceed ``acc_bits``, and the sums wrap
+as int32 arithmetic does. The drained low ``acc_bits`` bits are the exact sum modulo
+``2^acc_bits`` whatever happens above them; the overflow flag is exact as long as every running
+sum fits ``acc_bits + guard_bits`` bits, and otherwise (sticky) reports an overflow even if the
+exact sum came back into range: it never misses one, but may report one too many.
+
 Results drain through a shadow register per PE: ``capture`` copies every accumulator (and its
 overflow flag) into the shadows at once; ``shift`` moves the shadows up one row; ``out`` shows
 the top row. Row 0 is out right after ``capture``, row ``r`` after ``r`` shifts. The shadows
@@ -27,6 +35,9 @@ from amaranth.lib.wiring import In, Out
 
 from nitihw.rtl.params import reject, require_int
 
+NARROW_MAX = 16  # the widest A operand, and the widest B operand of an exact datapath
+WIDE_B_MAX = 32  # a wide B operand (NITRO-D's int32 weights and deltas)
+
 
 def max_exact_k(acc_bits: int, guard_bits: int, a_width: int, b_width: int) -> int:
     """Longest sum (in products) whose exact value ``acc_bits + guard_bits`` always hold."""
@@ -38,16 +49,24 @@ def check_array_params(owner, rows, cols, a_width, b_width, acc_bits, guard_bits
         ("rows", rows, 1, 256),
         ("cols", cols, 1, 256),
         ("a_width", a_width, 2, 16),
-        ("b_width", b_width, 2, 16),
+        ("b_width", b_width, 2, WIDE_B_MAX),
         ("acc_bits", acc_bits, 8, 48),
         ("guard_bits", guard_bits, 0, 32),
     ):
         require_int(owner, name, value, lo, hi)
-    if acc_bits < a_width + b_width - 1:
+    if b_width <= NARROW_MAX and acc_bits < a_width + b_width - 1:
         reject(
             owner,
             f"acc_bits ({acc_bits}) must hold one product of {a_width}x{b_width}-bit "
             f"operands ({a_width + b_width - 1} bits)",
+        )
+    if b_width > NARROW_MAX and acc_bits + guard_bits < a_width + b_width:
+        reject(
+            owner,
+            f"acc_bits + guard_bits ({acc_bits} + {guard_bits}) must hold one product of "
+            f"{a_width}x{b_width}-bit operands ({a_width + b_width} bits): with a B operand "
+            f"wider than {NARROW_MAX} bits the sums wrap to acc_bits and the guard bits keep "
+            "the overflow flags sound",
         )
 
 
@@ -57,7 +76,7 @@ class MacArray(wiring.Component):
     Parameters
     ----------
     rows, cols : array shape (1..256 each).
-    a_width, b_width : signed operand widths (2..16; 8 by default).
+    a_width, b_width : signed operand widths (2..16, ``b_width`` up to 32; 8 by default).
     acc_bits : accumulator width (default 32).
     guard_bits : extra accumulator bits that make overflow detection exact (default 8).
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from amaranth.back import verilog
 
 from nitihw.rtl.datapath import Datapath
+from nitihw.rtl.divide import DivideLanes
 from nitihw.rtl.mac_array import MacArray
 from nitihw.rtl.range_unit import RangeUnit
 from nitihw.rtl.rescale import RescaleLanes
@@ -16,9 +17,20 @@ from nitihw.rtl.update import UpdateLanes
 TOP = "datapath"
 
 
-def datapath_params(rows=8, cols=8, op_bits=8, acc_bits=32, guard_bits=8, kmax=256) -> dict:
+def datapath_params(
+    rows=8, cols=8, op_bits=8, acc_bits=32, guard_bits=8, kmax=256, b_bits=None, divide=False
+) -> dict:
     """The full parameter set of a Datapath (validated as the Datapath validates it)."""
-    dp = Datapath(rows, cols, op_bits=op_bits, acc_bits=acc_bits, guard_bits=guard_bits, kmax=kmax)
+    dp = Datapath(
+        rows,
+        cols,
+        op_bits=op_bits,
+        acc_bits=acc_bits,
+        guard_bits=guard_bits,
+        kmax=kmax,
+        b_bits=b_bits,
+        divide=divide,
+    )
     dp._MustUse__silence = True  # built only to validate and describe the parameters
     return dp.parameters()
 
@@ -26,7 +38,8 @@ def datapath_params(rows=8, cols=8, op_bits=8, acc_bits=32, guard_bits=8, kmax=2
 def component_builders(params: dict) -> dict:
     """Module name -> a function building that component (the Datapath and its blocks)."""
     p = params
-    return {
+    b_bits, divide = p.get("b_bits", p["op_bits"]), p.get("divide", False)
+    builders = {
         TOP: lambda: Datapath(
             p["rows"],
             p["cols"],
@@ -34,12 +47,14 @@ def component_builders(params: dict) -> dict:
             acc_bits=p["acc_bits"],
             guard_bits=p["guard_bits"],
             kmax=p["kmax"],
+            b_bits=b_bits,
+            divide=divide,
         ),
         "mac_array": lambda: MacArray(
             p["rows"],
             p["cols"],
             a_width=p["op_bits"],
-            b_width=p["op_bits"],
+            b_width=b_bits,
             acc_bits=p["acc_bits"],
             guard_bits=p["guard_bits"],
         ),
@@ -48,6 +63,9 @@ def component_builders(params: dict) -> dict:
         "update_lanes": lambda: UpdateLanes(p["cols"], master=False),
         "update_lanes_master": lambda: UpdateLanes(p["cols"], master=True),
     }
+    if divide:
+        builders["divide_lanes"] = lambda: DivideLanes(p["cols"])
+    return builders
 
 
 def write_if_changed(path: Path, text: bytes) -> None:

@@ -63,6 +63,8 @@ def cmd_verilog(args) -> int:
         acc_bits=args.acc_bits,
         guard_bits=args.guard_bits,
         kmax=args.kmax,
+        b_bits=args.b_bits,
+        divide=args.divide,
     )
     written = write_verilog(args.out, params, blocks=not args.top_only)
     for name, path in written.items():
@@ -86,6 +88,7 @@ def cmd_verify(args) -> int:
         waves=args.waves,
         out_dir=args.out,
         kmax=args.kmax,
+        divide=args.divide,
     )
     failed = [r for r in results if not r.passed]
     print(f"{len(results) - len(failed)} passed, {len(failed)} failed")
@@ -219,6 +222,17 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--acc-bits", type=int, default=32, help="accumulator width")
     v.add_argument("--guard-bits", type=int, default=8, help="extra bits for exact overflow flags")
     v.add_argument("--kmax", type=int, default=256, help="operand buffer depth")
+    v.add_argument(
+        "--b-bits",
+        type=int,
+        default=None,
+        help="B operand width (default: --op-bits; up to 32, e.g. 32 for NITRO-D)",
+    )
+    v.add_argument(
+        "--divide",
+        action="store_true",
+        help="add the divide lanes (DIVIDE, UPDATE_DIV: NITRO-D's scaling and IntegerSGD)",
+    )
     v.add_argument("--top-only", action="store_true", help="only datapath.v, not the blocks")
     v.add_argument("--out", required=True, help="output directory")
     v.set_defaults(func=cmd_verilog)
@@ -238,6 +252,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--kmax", type=int, default=32, help="operand buffer depth of the builds")
     r.add_argument("--waves", action="store_true", help="record waveforms (FST/VCD)")
+    r.add_argument(
+        "--divide",
+        action="store_true",
+        help="NITRO-D builds: 32-bit B operands and the divide lanes (adds their test)",
+    )
     r.add_argument("--out", default="build/verify", help="build and results directory")
     r.set_defaults(func=cmd_verify)
 

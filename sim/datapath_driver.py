@@ -1,10 +1,11 @@
 """The host side of the Datapath: command encoding, tiling, and a cycle-counting driver.
 
-:class:`DatapathDriver` runs GEMMs, ranges, rescales and updates on a simulated
-:class:`nitihw.rtl.datapath.Datapath` through its three streams, the way a controller core
-would. It talks to the simulator through a small port object (:class:`AmaranthPort` for
-Amaranth's simulator, ``CocotbPort`` in the cocotb testbenches), so the same driver runs on
-every simulator. Every command's cycles are recorded in ``driver.log``.
+:class:`DatapathDriver` runs GEMMs, ranges, rescales, updates and (on ``divide`` builds)
+NITRO-D's divisions on a simulated :class:`nitihw.rtl.datapath.Datapath` through its three
+streams, the way a controller core would. It talks to the simulator through a small port
+object (:class:`AmaranthPort` for Amaranth's simulator, ``CocotbPort`` in the cocotb
+testbenches), so the same driver runs on every simulator. Every command's cycles are
+recorded in ``driver.log``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from amaranth.hdl import Shape
 from amaranth.lib import data
 
 from nitihw.rtl.datapath import Op, command_layout, din_layout, dout_layout
+from nitihw.rtl.divide import DIV_BITS, divider_constants
 from nitihw.rtl.rescale import MODE_BY_NAME
 from nitihw.sim.cycle_model import gemm_tiles
 
@@ -80,10 +82,10 @@ def _array_field(layout: data.ArrayLayout, offset: int) -> ArrayField:
 class Payloads:
     """Offsets of every payload member for one Datapath configuration."""
 
-    def __init__(self, rows, cols, op_bits, acc_bits):
+    def __init__(self, rows, cols, op_bits, acc_bits, b_bits=None, divide=False):
         cmd = command_layout(acc_bits)
         self.cmd = {name: (f.offset, _width(f.shape)) for name, f in cmd}
-        din = din_layout(rows, cols, op_bits, acc_bits)
+        din = din_layout(rows, cols, op_bits, acc_bits, b_bits, divide)
         self.din_a = _array_field(din["a"].shape, 0)
         self.din_b = _array_field(din["b"].shape, 0)
         resc = din["rescale"].shape
@@ -92,7 +94,12 @@ class Payloads:
         upd = din["update"].shape
         self.din_w = _array_field(upd["w"].shape, upd["w"].offset)
         self.din_g = _array_field(upd["g"].shape, upd["g"].offset)
-        dout = dout_layout(cols, acc_bits)
+        dout = dout_layout(cols, acc_bits, divide)
+        if divide:
+            upd = din["update32"].shape
+            self.din_w32 = _array_field(upd["w"].shape, upd["w"].offset)
+            self.din_g32 = _array_field(upd["g"].shape, upd["g"].offset)
+            self.out_w32 = _array_field(dout["w32"].shape, 0)
         drain = dout["drain"].shape
         self.out_acc = _array_field(drain["acc"].shape, drain["acc"].offset)
         self.out_ovf = _array_field(drain["overflow"].shape, drain["overflow"].offset)
@@ -104,7 +111,20 @@ class Payloads:
         self.out_range = {name: (f.offset, _width(f.shape)) for name, f in rng}
 
     def command(
-        self, op: Op, count=0, accumulate=0, shift=0, mode=0, master=0, left=0, limit=127
+        self,
+        op: Op,
+        count=0,
+        accumulate=0,
+        shift=0,
+        mode=0,
+        master=0,
+        left=0,
+        limit=127,
+        magic0=0,
+        shift0=0,
+        magic1=0,
+        shift1=0,
+        decay=0,
     ) -> int:
         fields = {
             "op": op.value,
@@ -115,6 +135,11 @@ class Payloads:
             "master": master,
             "left": left,
             "limit": limit,
+            "magic0": magic0,
+            "shift0": shift0,
+            "magic1": magic1,
+            "shift1": shift1,
+            "decay": decay,
         }
         word = 0
         for name, value in fields.items():
@@ -191,7 +216,11 @@ class DatapathDriver:
     def __post_init__(self):
         p = self.params
         self.rows, self.cols, self.kmax = p["rows"], p["cols"], p["kmax"]
-        self.pay = Payloads(p["rows"], p["cols"], p["op_bits"], p["acc_bits"])
+        self.b_bits = p.get("b_bits", p["op_bits"])
+        self.has_divide = bool(p.get("divide", False))
+        self.pay = Payloads(
+            p["rows"], p["cols"], p["op_bits"], p["acc_bits"], self.b_bits, self.has_divide
+        )
 
     _last_start: int = 0
 
@@ -267,6 +296,8 @@ class DatapathDriver:
         """
         a = np.asarray(a, np.int64)
         b = np.asarray(b, np.int64)
+        _check_fits("gemm: A", a, self.params["op_bits"])
+        _check_fits("gemm: B", b, self.b_bits)
         (m, k), n = a.shape, b.shape[1]
         R, C = self.rows, self.cols
         acc = np.zeros((m, n), np.int64)
@@ -361,3 +392,77 @@ class DatapathDriver:
         wn = np.concatenate([self.pay.out_w.unpack(x) for x in words])[: flat_w.size]
         w8 = np.concatenate([self.pay.out_w8.unpack(x) for x in words])[: flat_w.size]
         return wn.reshape(w.shape), w8.reshape(w.shape)
+
+    # ---- NITRO-D: the divide lanes (divide builds) -----------------------------------------
+    def _need_divide(self, op: str) -> None:
+        if not self.has_divide:
+            raise ValueError(
+                f"{op}: this Datapath has no divide lanes (build it with divide=True; "
+                "nitihw verilog --divide)"
+            )
+
+    async def divide(self, acc, divisor: int) -> np.ndarray:
+        """``saturate(trunc_div(acc, divisor))`` to int8 on the divide lanes (``DIVIDE``);
+        any shape, values within the accumulator range, ``divisor >= 1``."""
+        self._need_divide("DIVIDE")
+        acc = np.asarray(acc, np.int64)
+        flat = acc.reshape(-1)
+        _check_fits("divide", flat, self.params["acc_bits"])
+        magic, shift = _reciprocal(divisor)
+        if not flat.size:
+            return np.zeros(acc.shape, np.int8)
+        beats = self._beats([flat], [self.pay.din_acc], flat.size)
+        words = await self.run(
+            Op.DIVIDE, beats, n_out=len(beats), count=len(beats), magic0=magic, shift0=shift
+        )
+        out = np.concatenate([self.pay.out_q.unpack(w) for w in words])
+        return out[: flat.size].astype(np.int8).reshape(acc.shape)
+
+    async def update_div(self, w, g, lr_div: int, decay_div: int) -> np.ndarray:
+        """IntegerSGD on the divide lanes (``UPDATE_DIV``): int32 ``w`` and ``g`` of one shape,
+        ``wrap32(w - trunc_div(g, lr_div) - (trunc_div(w, decay_div) if decay_div else 0))``,
+        returned as int64 in the shape of ``w``."""
+        self._need_divide("UPDATE_DIV")
+        w = np.asarray(w, np.int64)
+        flat_w, flat_g = w.reshape(-1), np.asarray(g, np.int64).reshape(-1)
+        if flat_w.size != flat_g.size:
+            raise ValueError(f"update_div: {flat_w.size} weights but {flat_g.size} gradients")
+        _check_fits("update_div: w", flat_w, DIV_BITS)
+        _check_fits("update_div: g", flat_g, DIV_BITS)
+        magic0, shift0 = _reciprocal(lr_div)
+        if isinstance(decay_div, bool) or not isinstance(decay_div, (int, np.integer)):
+            raise ValueError(f"decay divisor must be an integer, got {decay_div!r}")
+        decay = int(decay_div) != 0
+        magic1, shift1 = _reciprocal(decay_div) if decay else (0, 0)
+        if not flat_w.size:
+            return np.zeros(w.shape, np.int64)
+        beats = self._beats([flat_w, flat_g], [self.pay.din_w32, self.pay.din_g32], flat_w.size)
+        words = await self.run(
+            Op.UPDATE_DIV,
+            beats,
+            n_out=len(beats),
+            count=len(beats),
+            magic0=magic0,
+            shift0=shift0,
+            magic1=magic1,
+            shift1=shift1,
+            decay=int(decay),
+        )
+        out = np.concatenate([self.pay.out_w32.unpack(x) for x in words])[: flat_w.size]
+        return out.reshape(w.shape)
+
+
+def _check_fits(what: str, x: np.ndarray, bits: int) -> None:
+    """Refuse values a ``bits``-bit signed field would silently wrap."""
+    lim = 1 << (bits - 1)
+    if x.size and (int(x.min()) < -lim or int(x.max()) >= lim):
+        raise ValueError(f"{what}: values outside the signed {bits}-bit range")
+
+
+def _reciprocal(d) -> tuple[int, int]:
+    """The divide lanes' ``(magic, shift)`` for divisor ``d >= 1``. Divisors of ``2^32`` or
+    more give ``(0, 0)``: every 32-bit magnitude (at most ``2^31``) divides to 0."""
+    if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or int(d) < 1:
+        raise ValueError(f"divisor must be a positive integer, got {d!r}")
+    d = int(d)
+    return (0, 0) if d >= 1 << DIV_BITS else divider_constants(d)

@@ -1,5 +1,5 @@
-"""The RTL backend: every GEMM, range, rescale and update of a training step executed by the
-simulated Datapath (the Verilog of :mod:`nitihw.rtl`), tile by tile.
+"""The RTL backend: every GEMM, range, rescale, update and (NITRO-D) divide of a training step
+executed by the simulated Datapath (the Verilog of :mod:`nitihw.rtl`), tile by tile.
 
 The host side (im2col, ReLU, pooling, the loss, exponents) stays in NumPy, as a controller
 core would run it. The backend is synchronous, like every Backend; it reaches the simulator
@@ -96,6 +96,12 @@ class RtlBackend(NumpyBackend):
     def _update(self, w, g, limit):
         new, _ = self._run(self.driver.update, w, g, False, limit)
         return new.astype(np.int8)
+
+    def _divide(self, acc, divisor):
+        return self._run(self.driver.divide, acc, divisor).astype(np.int8)
+
+    def _update_div(self, w, g, lr_div, decay_div):
+        return self._run(self.driver.update_div, w, g, lr_div, decay_div).astype(np.int32)
 
     def _update_master(self, w16, g):
         new, w8 = self._run(self.driver.update, w16, g, True)

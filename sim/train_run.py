@@ -39,6 +39,11 @@ def check_options(opts: dict):
     check_input_shape(cfg, data)
     if opts["backend"] != "golden" and not get_profile(cfg.profile).datapath:
         raise ValueError("the float32 twin runs on the golden backend only")
+    if opts["backend"] == "gpu" and get_profile(cfg.profile).method == "nitro-d":
+        raise ValueError(
+            "profile nitro-d runs on the golden and rtl backends only: its host operations "
+            "(LeakyReLU, the int8 loss, the head pooling) are written in NumPy"
+        )
     return cfg, data, array
 
 
@@ -84,19 +89,35 @@ def run_training(opts: dict, backend=None, eval_backend=None) -> dict:
     return result
 
 
+def build_name(array: str, params: dict) -> str:
+    """The build directory of a Datapath configuration: every parameter that changes the
+    Verilog is in it (the B width and the divide lanes only when not the default)."""
+    op_bits = params["op_bits"]
+    name = f"{array}_op{op_bits}"
+    if params.get("b_bits", op_bits) != op_bits:
+        name += f"_b{params['b_bits']}"
+    if params.get("divide"):
+        name += "_div"
+    return name + f"_acc{params['acc_bits']}_k{params['kmax']}"
+
+
 def launch_rtl_training(opts: dict) -> int:
     """Build the Datapath for ``--array`` and run the training inside the simulator."""
     from nitihw.rtl.verilog import datapath_params
     from nitihw.sim.verify import build_datapath, sim_build_dir
 
     cfg, _data, array = check_options(opts)
-    op_bits = get_profile(cfg.profile).operand_bits
+    profile = get_profile(cfg.profile)
     params = datapath_params(
-        array.rows, array.cols, op_bits=op_bits, acc_bits=cfg.acc_bits, kmax=array.kmax
+        array.rows,
+        array.cols,
+        op_bits=profile.operand_bits,
+        acc_bits=cfg.acc_bits,
+        kmax=array.kmax,
+        b_bits=profile.b_operand_bits,
+        divide=profile.divide,
     )
-    build = Path(opts.get("build_dir") or "build/rtl") / (
-        f"{array}_op{op_bits}_acc{cfg.acc_bits}_k{array.kmax}"
-    )
+    build = Path(opts.get("build_dir") or "build/rtl") / build_name(str(array), params)
     sim = opts.get("sim", "verilator")
     print(
         f"nitihw train: building the {array} Datapath for {sim} in {build} ...",

@@ -13,6 +13,7 @@ from pathlib import Path
 SIMULATORS = ("verilator", "icarus")
 TESTBENCH = "nitihw.sim.testbench.datapath_tb"
 TESTCASES = ("random_gemms_all_modes", "corners", "accumulator_limits")  # the regression
+DIVIDE_TESTCASES = ("divide_ops",)  # builds with the divide lanes (NITRO-D) add these
 THROUGHPUT_TEST = "gemm_throughput"  # bench/rtl_sim_speed.py
 
 
@@ -213,20 +214,35 @@ def run_datapath_tests(
 
 def regression_cases(params: dict) -> list[str]:
     """The regression's testcases for a build: the accumulator-limit test needs a narrow
-    accumulator (its sums are ~133,000 products long at 32 bits)."""
-    if params["acc_bits"] <= 16:
-        return list(TESTCASES)
-    return [t for t in TESTCASES if t != "accumulator_limits"]
+    accumulator (its sums are ~133,000 products long at 32 bits); a build with the divide
+    lanes (and 32-bit B operands) adds the NITRO-D test."""
+    cases = [t for t in TESTCASES if t != "accumulator_limits" or params["acc_bits"] <= 16]
+    if params.get("divide"):
+        cases += DIVIDE_TESTCASES
+    return cases
 
 
-def regression_configs(shapes, acc_bits_list=(32,), kmax: int = 32) -> list[dict]:
+def regression_configs(
+    shapes, acc_bits_list=(32,), kmax: int = 32, divide: bool = False
+) -> list[dict]:
+    """Datapath parameters of the sweep; ``divide`` builds NITRO-D's configuration (32-bit B
+    operands and the divide lanes)."""
     from nitihw.rtl.verilog import datapath_params
 
+    wide = {"b_bits": 32, "divide": True} if divide else {}
     return [
-        datapath_params(rows=r, cols=c, acc_bits=a, kmax=kmax)
+        datapath_params(rows=r, cols=c, acc_bits=a, kmax=kmax, **wide)
         for (r, c) in shapes
         for a in acc_bits_list
     ]
+
+
+def config_tag(params: dict) -> str:
+    """``4x4_acc32`` (and ``_b32_div`` for a NITRO-D build): a build directory name."""
+    tag = f"{params['rows']}x{params['cols']}_acc{params['acc_bits']}"
+    if params.get("b_bits", params["op_bits"]) != params["op_bits"]:
+        tag += f"_b{params['b_bits']}"
+    return tag + ("_div" if params.get("divide") else "")
 
 
 def verify(
@@ -238,13 +254,15 @@ def verify(
     out_dir: str | Path = "build/verify",
     kmax: int = 32,
     log=print,
+    divide: bool = False,
 ) -> list[RunResult]:
-    """Sweep shapes x accumulator widths x seeds x simulators; print a pass/fail table."""
+    """Sweep shapes x accumulator widths x seeds x simulators; print a pass/fail table.
+    ``divide``: NITRO-D builds (32-bit B operands, divide lanes) instead."""
     results = []
-    for params in regression_configs(shapes, acc_bits_list, kmax):
+    for params in regression_configs(shapes, acc_bits_list, kmax, divide):
         for sim in sims:
             for seed in seeds:
-                tag = f"{params['rows']}x{params['cols']}_acc{params['acc_bits']}"
+                tag = config_tag(params)
                 bd = Path(out_dir) / tag
                 log(f"running {tag} seed {seed} on {sim}...")
                 results.append(

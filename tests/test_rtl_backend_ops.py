@@ -15,6 +15,7 @@ import pytest
 from amaranth.sim import Simulator
 
 from nitihw.golden import NumpyBackend, OpTag, shift_round
+from nitihw.golden.rounding import trunc_div, wrap
 from nitihw.rtl.datapath import Datapath
 from nitihw.sim.cycle_model import ArrayConfig, CycleReport, op_cycles
 from nitihw.sim.datapath_driver import AmaranthPort, DatapathDriver
@@ -26,7 +27,7 @@ TAG = OpTag("0:linear", "forward")
 class SimulatedBackend:
     """An RtlBackend on Amaranth's simulator, usable from the test's own thread."""
 
-    def __init__(self, dut, acc_bits=32):
+    def __init__(self, dut, acc_bits=32, overflow="error"):
         self._jobs = queue.Queue()
         self._replies = queue.Queue()
         driver_box = queue.Queue()
@@ -59,7 +60,7 @@ class SimulatedBackend:
         self._thread.start()
         drv = driver_box.get(timeout=60)
         assert drv is not None, self._error
-        self.backend = RtlBackend(drv, self._call, acc_bits)
+        self.backend = RtlBackend(drv, self._call, acc_bits, overflow)
 
     def _call(self, fn, *args, **kw):
         self._jobs.put((fn, args, kw))
@@ -78,8 +79,8 @@ class SimulatedBackend:
 def rtl():
     made = []
 
-    def make(rows, cols, kmax=16):
-        sb = SimulatedBackend(Datapath(rows, cols, kmax=kmax))
+    def make(rows, cols, kmax=16, overflow="error", **datapath):
+        sb = SimulatedBackend(Datapath(rows, cols, kmax=kmax, **datapath), overflow=overflow)
         made.append(sb)
         return sb.backend
 
@@ -170,3 +171,86 @@ def test_left_shifts_beyond_the_lanes_saturate_as_golden(rtl):
         np.testing.assert_array_equal(want, [0, 127, -127, 127])
     with pytest.raises(ValueError, match=f"shift {ms + 1} exceeds"):
         be.rescale(x, ms + 1, "trunc", TAG)
+
+
+# ---- NITRO-D: int8 x int32 GEMMs that wrap, the scaling layer and IntegerSGD ---------------
+
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+
+
+def nitro_ops(be, data):
+    """A NITRO-D layer's datapath operations, in the order of golden/nitro_d.py."""
+    x, w, d8, lr, decay = data
+    out = {}
+    acc = be.gemm(x, w.T, TAG)  # forward: int8 x int32 weights, wrapping
+    out["acc"] = acc
+    out["scaled"] = be.divide(acc, 256 * x.shape[1], TAG)
+    out["scaled 1"] = be.divide(acc, 1, TAG)
+    out["err"] = be.gemm(d8, w, TAG)  # head backward error
+    delta = be.divide(acc, 3, TAG).astype(np.int64) * 1000  # an int32 delta (B, out)
+    g = be.gemm(x.T, delta, TAG).T  # weight gradient
+    out["g"] = g
+    out["w decay"] = be.update_div(w, g, lr, decay, TAG)
+    out["w no decay"] = be.update_div(w, g, lr, 0, TAG)
+    corner = np.array([INT32_MIN, INT32_MAX, 0, -1, 1, INT32_MIN + 1, 77, -77], np.int64)
+    out["w corners"] = be.update_div(
+        np.repeat(corner, 8).astype(np.int32), np.tile(corner, 8), 1, 1, TAG
+    )
+    out["div corners"] = be.divide(corner, 7, TAG)
+    out["events"] = be.overflow_events
+    return out
+
+
+@pytest.mark.parametrize("rows,cols", [(2, 3), (4, 4)])
+def test_nitro_d_ops_match_golden_and_cycle_model(rtl, rows, cols):
+    rng = np.random.default_rng(rows * 3 + cols)
+    x = rng.integers(-128, 128, (6, 11)).astype(np.int8)
+    x[0, :3] = -128
+    w = rng.integers(-64, 65, (5, 11)).astype(np.int32)
+    w[0, :4] = [INT32_MIN, INT32_MAX, INT32_MIN, INT32_MAX]  # forward sums that wrap
+    w[1] = rng.integers(INT32_MIN, 2**31, 11)
+    d8 = rng.integers(-128, 128, (6, 5)).astype(np.int8)
+    data = (x, w, d8, 512 * 3, 3000)
+    be = rtl(rows, cols, overflow="wrap", b_bits=32, divide=True)
+    gold = NumpyBackend(32, "wrap")
+    be.trace, gold.trace = [], []
+    got, want = nitro_ops(be, data), nitro_ops(gold, data)
+    for key in want:
+        if key == "events":
+            continue
+        np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+        if key not in ("acc", "err", "g"):  # (GEMM sums: int64 either way)
+            assert got[key].dtype == want[key].dtype, key
+    assert got["scaled"].dtype == np.int8 and got["w decay"].dtype == np.int32
+    # overflow flags follow the running sums in 40 bits: they never miss an overflow the
+    # golden model counts, and here (no running sum leaves 40 bits) they are exact
+    assert got["events"] == want["events"] > 0
+    # the values themselves, not only the agreement
+    np.testing.assert_array_equal(
+        got["w no decay"],
+        wrap(w.astype(np.int64) - trunc_div(got["g"], 512 * 3), 32),
+    )
+    np.testing.assert_array_equal(got["div corners"], [-127, 127, 0, 0, 0, -127, 11, -11])
+
+    arr = ArrayConfig(rows, cols, 16)
+    assert [(e.op, e.shape) for e in be.trace] == [(e.op, e.shape) for e in gold.trace]
+    ops = [e.op for e in be.trace]
+    assert ops.count("divide") == 4 and ops.count("update") == 3
+    for e in be.trace:
+        assert e.extra["cycles"] == op_cycles(e.op, e.shape, arr, e.extra), e
+        assert e.extra["cycles"] > 0
+    measured, model = CycleReport(arr, measured=True), CycleReport(arr)
+    for e in be.trace:
+        measured.append(e)
+    for e in gold.trace:
+        model.append(e)
+    assert measured.mismatches == 0
+    assert measured.total == model.total == be.sim_cycles
+
+
+def test_divide_refused_without_the_divide_lanes(rtl):
+    be = rtl(2, 2)
+    with pytest.raises(ValueError, match="no divide lanes"):
+        be.divide(np.array([1, 2, 3]), 3, TAG)
+    with pytest.raises(ValueError, match="no divide lanes"):
+        be.update_div(np.zeros(3, np.int32), np.zeros(3, np.int64), 3, 0, TAG)

@@ -2,9 +2,10 @@
 
 The Datapath testbench (nitihw/sim/testbench/datapath_tb.py) checks random GEMMs whose shapes
 are not multiples of the array, every rounding mode, the corners and (on a 16-bit-accumulator
-build) the accumulator limits and overflow, all against the golden model, and checks every
-command's measured cycles against the schedule formula. The rescale testbench checks about a
-million random 32-bit accumulators across every mode and shift.
+build) the accumulator limits and overflow, and (on a NITRO-D build: 32-bit B operands and the
+divide lanes) wrapping int8 x int32 GEMMs, DIVIDE and UPDATE_DIV, all against the golden model,
+and checks every command's measured cycles against the schedule formula. The rescale
+testbench checks about a million random 32-bit accumulators across every mode and shift.
 """
 
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from nitihw.sim.verify import (
+    config_tag,
     regression_cases,
     regression_configs,
     run_datapath_tests,
@@ -41,6 +43,23 @@ def test_datapath_against_golden(sim, shape, acc_bits):
         f"{result.failed} of {result.tests} cocotb tests failed; see {result.build_dir}"
     )
     assert set(result.stats) == set(cases)  # every test ran to its end and measured cycles
+    assert all(s["cycles"] > 0 for s in result.stats.values())
+
+
+@pytest.mark.parametrize("sim", SIMS)
+def test_nitro_d_build_against_golden(sim):
+    """A 4x4 build with 32-bit B operands and the divide lanes: the regression plus
+    ``divide_ops`` (wrapping int8 x int32 GEMMs, DIVIDE, UPDATE_DIV)."""
+    params = regression_configs([(4, 4)], (32,), kmax=32, divide=True)[0]
+    cases = regression_cases(params)
+    assert "divide_ops" in cases
+    result = run_datapath_tests(
+        sim, params, seed=11, build_dir=BUILD / config_tag(params), testcases=cases
+    )
+    assert result.tests == len(cases) and result.failed == 0, (
+        f"{result.failed} of {result.tests} cocotb tests failed; see {result.build_dir}"
+    )
+    assert set(result.stats) == set(cases)
     assert all(s["cycles"] > 0 for s in result.stats.values())
 
 

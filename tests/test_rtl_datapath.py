@@ -133,3 +133,150 @@ def test_bad_parameters_are_named():
         Datapath(2, 2, kmax=0)
     with pytest.raises(ValueError, match="cols must be an integer in 1..256"):
         Datapath(2, 300)
+
+
+# ---- NITRO-D: int8 x int32 GEMMs that wrap, DIVIDE and UPDATE_DIV --------------------------
+
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+WIDE = 40  # acc_bits + guard_bits of the wide build: the running sums the flags follow
+
+
+def predicted_overflow(a, b, acc_bits=32, wide=WIDE):
+    """The wide build's overflow flags, exactly: the running sum (in K order, the order every
+    PE adds its products) left the ``wide``-bit range at some point (the sticky flag), or the
+    exact sum lies outside the ``acc_bits`` range."""
+    prod = a.astype(object)[:, :, None] * b.astype(object)[None, :, :]  # (M, K, N), exact
+    prefix = np.cumsum(prod, axis=1)
+    lo, hi = -(1 << (wide - 1)), (1 << (wide - 1)) - 1
+    sticky = ((prefix < lo) | (prefix > hi)).any(axis=1)
+    final = prefix[:, -1, :]
+    return (sticky | (final < -(1 << (acc_bits - 1))) | (final >= 1 << (acc_bits - 1))).astype(bool)
+
+
+def wide_gemm_operands(rng):
+    """int8 A (with -128) x int32 B (with INT32_MIN/MAX), K = 19 (three chunks of kmax 8).
+
+    A[0] x B[:, 0]: nineteen products of 2^38, exact sum 19 * 2^38 (0 modulo 2^32);
+    A[1] x B[:, 1]: three products of +2^38 (the running sum leaves 40 bits) then three of
+    -2^38 + 128: the exact sum 384 is in range, but the sticky flag reports an overflow.
+    """
+    a = rng.integers(-128, 128, (5, 19))
+    b = rng.integers(INT32_MIN, INT32_MAX + 1, (19, 7))
+    a[0] = -128
+    b[:, 0] = INT32_MIN
+    a[1, :6] = -128
+    b[:, 1] = 0
+    b[:3, 1] = INT32_MIN
+    b[3:6, 1] = INT32_MAX
+    a[2, :] = rng.integers(-3, 4, 19)  # small sums: exact, in range
+    b[:, 2] = rng.integers(-1000, 1001, 19)
+    b[4, 3], b[5, 3], a[3, 4] = INT32_MAX, INT32_MIN, -128
+    return a, b
+
+
+def divide_values(d: int) -> np.ndarray:
+    """int32 corners around multiples of ``d``: the int8 saturation edges included."""
+    vals = {INT32_MIN, INT32_MIN + 1, INT32_MAX, INT32_MAX - 1, 0, 1, -1}
+    for k in (1, 2, 126, 127, 128, 1000):
+        for e in (-1, 0, 1):
+            vals |= {k * d + e, -(k * d + e)}
+    return np.array(sorted(v for v in vals if INT32_MIN <= v <= INT32_MAX), np.int64)
+
+
+# NITRO-D's divisors (scaling 2^8 * fan_in, lr_inv * amp, decay_inv) and the extremes; 2^32
+# and above take the driver's magic-0 path (every int32 divides to 0)
+DIVISORS = [1, 3, 4, 7, 256 * 9, 256 * 64, 512 * 640, 12000, 2**31 - 1, 2**31, 2**32 - 1, 2**32]
+
+
+@pytest.mark.parametrize("rows,cols", [(2, 3), (1, 1)])
+def test_nitro_d_wide_gemm_divide_and_update_div(rows, cols):
+    from nitihw.golden.rounding import saturate, trunc_div, wrap
+
+    rng = np.random.default_rng(rows * 7 + cols)
+    a, b = wide_gemm_operands(rng)
+    div_cases = [(divide_values(d), d) for d in DIVISORS]
+    corner = np.array([INT32_MIN, INT32_MAX, 0, 1, -1, INT32_MIN + 1, INT32_MAX - 1, 5, -5])
+    w = np.concatenate([np.repeat(corner, len(corner)), rng.integers(INT32_MIN, 2**31, 40)])
+    g = np.concatenate([np.tile(corner, len(corner)), rng.integers(INT32_MIN, 2**31, 40)])
+    upd_cases = [
+        (lr, decay)
+        for lr, decay in [
+            (1, 0),
+            (1, 1),
+            (3, 3000),
+            (512, 12000),
+            (512 * 640, 0),
+            (2**31 - 1, 2**31),
+            (2**32 + 1, 7),
+            (7, 2**40),
+        ]
+    ]
+
+    async def body(drv, out):
+        out["acc"], out["ovf"] = await drv.gemm(a, b)
+        out["div"] = [await drv.divide(x, d) for x, d in div_cases]
+        out["div2d"] = await drv.divide(out["acc"], 256 * 19)  # a GEMM result, 2-D
+        out["upd"] = [await drv.update_div(w, g, lr, dec) for lr, dec in upd_cases]
+        # the narrow commands still work on the wide build
+        out["q"] = await drv.rescale(out["acc"], 30, "round")
+
+    dut = Datapath(rows, cols, kmax=8, b_bits=32, divide=True)
+    out = run(dut, body)
+    exact = exact_matmul(a, b)
+    np.testing.assert_array_equal(out["acc"], wrap(exact, 32))
+    want_ovf = predicted_overflow(a, b)
+    np.testing.assert_array_equal(out["ovf"], want_ovf)
+    golden_ovf = (exact < INT32_MIN) | (exact > INT32_MAX)
+    assert (out["ovf"] >= golden_ovf).all()  # never misses one...
+    assert out["ovf"][1, 1] and not golden_ovf[1, 1]  # ...may report one the golden does not
+    assert out["acc"][0, 0] == 0 and out["acc"][1, 1] == 384 and not out["ovf"][2, 2]
+    for (x, d), got in zip(div_cases, out["div"], strict=True):
+        want = saturate(trunc_div(x, d))
+        np.testing.assert_array_equal(got, want, err_msg=f"divide by {d}")
+        assert got.dtype == np.int8
+    np.testing.assert_array_equal(out["div2d"], saturate(trunc_div(wrap(exact, 32), 256 * 19)))
+    for (lr, dec), got in zip(upd_cases, out["upd"], strict=True):
+        decay = trunc_div(w, dec) if dec else 0
+        want = wrap(w - trunc_div(g, lr) - decay, 32)
+        np.testing.assert_array_equal(got, want, err_msg=f"update_div lr {lr} decay {dec}")
+    np.testing.assert_array_equal(out["q"], shift_round(wrap(exact, 32), 30, "round"))
+    ops = [rec.op for rec in out["log"]]
+    assert ops.count("DIVIDE") == len(div_cases) + 1
+    assert ops.count("UPDATE_DIV") == len(upd_cases)
+    for rec in out["log"]:
+        assert rec.cycles == command_cycles(rec.op, rec.count, rows, cols), rec
+
+
+def test_divide_needs_the_divide_lanes():
+    import asyncio
+
+    from nitihw.rtl.verilog import datapath_params
+
+    drv = DatapathDriver(None, datapath_params(2, 2, kmax=8))  # refused before any port use
+    with pytest.raises(ValueError, match="DIVIDE: this Datapath has no divide lanes"):
+        asyncio.run(drv.divide(np.zeros(3, np.int64), 3))
+    with pytest.raises(ValueError, match="UPDATE_DIV: this Datapath has no divide lanes"):
+        asyncio.run(drv.update_div(np.zeros(3, np.int64), np.zeros(3, np.int64), 3, 0))
+    wide = DatapathDriver(None, datapath_params(2, 2, kmax=8, b_bits=32, divide=True))
+    with pytest.raises(ValueError, match="divisor must be a positive integer"):
+        asyncio.run(wide.divide(np.zeros(3, np.int64), 0))
+    with pytest.raises(ValueError, match="update_div: g: values outside the signed 32-bit"):
+        asyncio.run(wide.update_div(np.zeros(2, np.int64), np.array([0, 2**31]), 3, 0))
+    with pytest.raises(ValueError, match="gemm: B: values outside the signed 8-bit"):
+        asyncio.run(drv.gemm(np.ones((2, 2)), np.full((2, 2), 128)))
+
+
+def test_bad_wide_parameters_are_named():
+    with pytest.raises(ValueError, match="b_bits must be an integer in 2..32, got 33"):
+        Datapath(2, 2, b_bits=33)
+    with pytest.raises(ValueError, match=r"acc_bits \+ guard_bits \(32 \+ 4\) must hold one"):
+        Datapath(2, 2, b_bits=32, guard_bits=4)
+    with pytest.raises(ValueError, match="divide=True needs acc_bits <= 32, got 40"):
+        Datapath(2, 2, acc_bits=40, divide=True)
+    with pytest.raises(ValueError, match="divide must be True or False"):
+        Datapath(2, 2, divide=1)
+    from nitihw.rtl.verilog import datapath_params
+
+    p = datapath_params(2, 2, b_bits=32, divide=True)
+    assert (p["b_bits"], p["divide"], p["max_exact_k"]) == (32, True, 2)
+    assert datapath_params(2, 2)["b_bits"] == 8

@@ -32,6 +32,9 @@ def train(tmp_path, name, *args):
         ("cnn-digits", "4x4", ["--profile", "dfp16"]),  # 16-bit operands
         ("mlp-digits", "4x4", ["--profile", "wage"]),  # fed ranges, sto, limit-64 updates
         ("cnn-digits", "3x5", ["--profile", "wage"]),  # pooled int32 sums
+        # int8 x int32 GEMMs that wrap, DIVIDE (scaling), UPDATE_DIV (IntegerSGD)
+        pytest.param("mlp-digits", "4x4", ["--profile", "nitro-d"], id="mlp-digits-4x4-nitro-d"),
+        pytest.param("cnn-digits", "4x4", ["--profile", "nitro-d"], id="cnn-digits-4x4-nitro-d"),
     ],
 )
 def test_rtl_matches_golden_bit_for_bit(tmp_path, model, array, extra):

@@ -1,7 +1,8 @@
 """cocotb testbench of the integrated Datapath against the golden model.
 
 Parameters come from the environment (set by :func:`nitihw.sim.verify.run_datapath_tests`):
-``NITIHW_PARAMS`` (the Datapath's parameters as JSON), ``NITIHW_SEED`` and ``NITIHW_STATS``
+``NITIHW_PARAMS`` (the Datapath's parameters as JSON; ``divide_ops`` needs a build with
+32-bit B operands and the divide lanes), ``NITIHW_SEED`` and ``NITIHW_STATS``
 (where to write simulated cycles, MACs and wall time). Expected values come from
 :mod:`nitihw.golden`, imported; every command's measured cycles are checked against
 :func:`nitihw.rtl.schedule.command_cycles`.
@@ -17,7 +18,7 @@ import cocotb
 import numpy as np
 
 from nitihw.golden import Accumulator, bitwidth, exact_matmul, range_shift, shift_round
-from nitihw.golden.rounding import max_abs
+from nitihw.golden.rounding import max_abs, saturate, trunc_div, wrap
 from nitihw.rtl.schedule import command_cycles
 from nitihw.sim.cocotb_port import CocotbPort, start_clock_and_reset
 from nitihw.sim.datapath_driver import DatapathDriver
@@ -250,6 +251,101 @@ async def accumulator_limits(dut):
     assert rng["overflow_count"] == 1
     await tb.check_cycles()
     tb.write_stats("accumulator_limits")
+
+
+# ---- NITRO-D (builds with b_bits=32 and the divide lanes) ---------------------------------
+
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+
+
+def wide_overflow_flags(a, b, acc_bits: int, wide: int) -> np.ndarray:
+    """The overflow flags of a wide-B build, exactly: a PE adds its products in K order and its
+    flag is sticky once the running sum leaves ``wide = acc_bits + guard_bits`` bits, so it is
+    set when some running sum left ``wide`` bits or the exact sum lies outside ``acc_bits``."""
+    running = np.zeros((a.shape[0], b.shape[1]), object)
+    sticky = np.zeros(running.shape, bool)
+    lo, hi = -(1 << (wide - 1)), (1 << (wide - 1)) - 1
+    a, b = a.astype(object), b.astype(object)
+    for k in range(a.shape[1]):
+        running = running + np.outer(a[:, k], b[k])
+        sticky |= ((running < lo) | (running > hi)).astype(bool)
+    top = 1 << (acc_bits - 1)
+    return sticky | ((running < -top) | (running >= top)).astype(bool)
+
+
+def wide_operands(rng, m, k, n):
+    """int8 A over its whole range (-128 included), int32 B: random, small, extremes."""
+    a = rng.integers(-128, 128, (m, k))
+    b = rng.integers(INT32_MIN, INT32_MAX + 1, (k, n))
+    mask = rng.random(b.shape)
+    b[mask < 0.3] >>= 20  # small values: sums that stay in range
+    b[(mask >= 0.3) & (mask < 0.35)] = INT32_MIN
+    b[(mask >= 0.35) & (mask < 0.4)] = INT32_MAX
+    b[(mask >= 0.4) & (mask < 0.45)] = 0
+    a[rng.random(a.shape) < 0.1] = -128
+    return a, b
+
+
+def corner_int32(d: int) -> np.ndarray:
+    """int32 extremes and values around multiples of ``d`` (int8 saturation edges included)."""
+    vals = {INT32_MIN, INT32_MIN + 1, INT32_MAX, INT32_MAX - 1, 0, 1, -1}
+    for k in (1, 2, 126, 127, 128, 12345):
+        for e in (-1, 0, 1):
+            vals |= {k * d + e, -(k * d + e)}
+    return np.array(sorted(v for v in vals if INT32_MIN <= v <= INT32_MAX), np.int64)
+
+
+@cocotb.test()
+async def divide_ops(dut):
+    """NITRO-D's datapath on a ``b_bits=32, divide=True`` build: int8 x int32 GEMMs whose sums
+    wrap (K longer than the buffers, shapes not multiples of the array), with their overflow
+    flags and range; DIVIDE (``saturate(trunc_div(acc, d))``) of their results and of int32
+    corners; UPDATE_DIV (IntegerSGD) with and without decay over corners and wrapping cases."""
+    tb = DatapathTB(dut)
+    await tb.start()
+    p = tb.params
+    assert p.get("divide") and p.get("b_bits") == 32, "divide_ops needs a b_bits=32 divide build"
+    r, c, kmax, bits = p["rows"], p["cols"], p["kmax"], p["acc_bits"]
+    wide = bits + p["guard_bits"]
+    shapes = [(1, 1, 1), (r + 1, kmax + 5, c + 1), (2 * r + 3, 2 * kmax + 1, 2 * c + 1), (3, 7, 9)]
+    for m, k, n in shapes:
+        a, b = wide_operands(tb.rng, m, k, n)
+        await tb.drv.range_clear()
+        acc, ovf = await tb.drv.gemm(a, b)
+        rng = await tb.drv.range_read()
+        tb.macs += m * k * n
+        exact = exact_matmul(a, b, "object")
+        wrapped = tb.acc.wrap(exact)
+        np.testing.assert_array_equal(acc, wrapped, err_msg=f"wide GEMM {a.shape} @ {b.shape}")
+        flags = wide_overflow_flags(a, b, bits, wide)
+        np.testing.assert_array_equal(ovf, flags, err_msg="wide GEMM overflow flags")
+        assert (ovf >= ((exact < tb.acc.min) | (exact > tb.acc.max))).all()
+        assert rng["overflow_count"] == int(flags.sum())
+        assert rng["bitwidth"] == bitwidth(wrapped) and rng["max_magnitude"] == max_abs(wrapped)
+        for d in (256 * k, 1, 3, int(tb.rng.integers(1, 2**31))):
+            got = await tb.drv.divide(acc, d)
+            np.testing.assert_array_equal(got, saturate(trunc_div(wrapped, d)), err_msg=f"/{d}")
+        w = tb.rng.integers(INT32_MIN, INT32_MAX + 1, acc.shape)
+        for lr, decay in ((512 * 640, 12000), (1, 0), (7, 1)):
+            got = await tb.drv.update_div(w, acc, lr, decay)
+            dec = trunc_div(w, decay) if decay else 0
+            want = wrap(w - trunc_div(wrapped, lr) - dec, 32)
+            np.testing.assert_array_equal(got, want, err_msg=f"update_div {lr} {decay}")
+    # corners: every int32 extreme against NITRO-D's divisors and the largest ones
+    for d in (1, 2, 3, 7, 256 * 9, 12000, 512 * 640, 2**31 - 1, 2**31, 2**32 - 1, 2**32):
+        x = corner_int32(d)
+        got = await tb.drv.divide(x, d)
+        np.testing.assert_array_equal(got, saturate(trunc_div(x, d)), err_msg=f"divide by {d}")
+    ext = np.array([INT32_MIN, INT32_MIN + 1, INT32_MAX, INT32_MAX - 1, 0, 1, -1, 3000, -3001])
+    w, g = np.repeat(ext, ext.size), np.tile(ext, ext.size)
+    for lr, decay in ((1, 0), (1, 1), (2, 3), (3000, 3000), (2**31 - 1, 2**31), (2**33, 5)):
+        got = await tb.drv.update_div(w, g, lr, decay)
+        dec = trunc_div(w, decay) if decay else 0
+        want = wrap(w - trunc_div(g, lr) - dec, 32)
+        np.testing.assert_array_equal(got, want, err_msg=f"update_div corners {lr} {decay}")
+    await tb.check_cycles()
+    assert {"DIVIDE", "UPDATE_DIV"} <= {rec.op for rec in tb.drv.log}
+    tb.write_stats("divide_ops")
 
 
 @cocotb.test()
