@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from nitihw.golden import ROUNDING_MODES, bitwidth, range_shift, saturate, shift_round
+from nitihw.golden.rounding import trunc_div, wrap
 
 
 def scalar_oracle(x: int, s: int, mode: str, u: int = 0) -> int:
@@ -93,7 +94,9 @@ def test_bad_arguments_are_named():
     with pytest.raises(ValueError, match="unknown rounding mode"):
         shift_round([1], 1, "nearest")
     with pytest.raises(ValueError, match="shift must be"):
-        shift_round([1], -1, "round")
+        shift_round([1], -63, "round")
+    with pytest.raises(ValueError, match="shift must be"):
+        shift_round([1], 63, "round")
     with pytest.raises(ValueError, match="needs rand"):
         shift_round([1], 2, "sto")
     with pytest.raises(ValueError, match="rand has shape"):
@@ -124,3 +127,33 @@ def test_range_shift():
 
 def test_saturate():
     np.testing.assert_array_equal(saturate(np.array([128, -200, 5])), [127, -127, 5])
+
+
+def test_negative_shift_is_an_exact_left_shift_then_saturation():
+    x = np.arange(-300, 301)
+    for s in range(1, 12):
+        want = np.sign(x) * np.minimum(np.abs(x) << s, 127)
+        for mode in ROUNDING_MODES:
+            rand = np.zeros_like(x)
+            np.testing.assert_array_equal(shift_round(x, -s, mode, rand), want, err_msg=mode)
+    big = np.array([2**31 - 1, -(2**31), 1, -1, 0], np.int64)
+    np.testing.assert_array_equal(shift_round(big, -62, "round"), [127, -127, 127, -127, 0])
+
+
+def test_trunc_div_rounds_toward_zero():
+    x = np.arange(-50, 51)
+    for d in (1, 2, 3, 4, 7, 50, 51):
+        want = [int(v / d) for v in x.tolist()]  # C division: toward zero
+        np.testing.assert_array_equal(trunc_div(x, d), want)
+    assert trunc_div(np.array([-(2**31)]), 3).tolist() == [-715827882]
+    np.testing.assert_array_equal(trunc_div([7, -7, 7], [2, 2, 4]), [3, -3, 1])
+    with pytest.raises(ValueError, match="positive divisors"):
+        trunc_div([1], 0)
+    with pytest.raises(TypeError, match="integer array"):
+        trunc_div([1.5], 2)
+
+
+def test_wrap_is_twos_complement():
+    x = np.array([2**31, 2**31 - 1, -(2**31) - 1, 2**32 + 5, -5])
+    np.testing.assert_array_equal(wrap(x, 32), [-(2**31), 2**31 - 1, 2**31 - 1, 5, -5])
+    np.testing.assert_array_equal(wrap(x, 32), x.astype(np.int32))
