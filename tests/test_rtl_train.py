@@ -107,9 +107,18 @@ def test_rtl_refuses_the_float_twin(tmp_path, capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model", ["mlp-digits", "cnn-digits"])
-def test_full_epoch_on_8x8_matches_golden(tmp_path, model):
+@pytest.mark.parametrize(
+    "model,profile",
+    [
+        ("mlp-digits", "niti"),
+        ("cnn-digits", "niti"),
+        ("mlp-digits", "wage"),
+        ("mlp-digits", "nitro-d"),
+    ],
+)
+def test_full_epoch_on_8x8_matches_golden(tmp_path, model, profile):
     args = ["--model", model, "--dataset", "digits", "--epochs", "1", "--array", "8x8"]
+    args += ["--profile", profile]
     gold = train(tmp_path, "golden", *args)
     rtl = train(tmp_path, "rtl", *args, "--backend", "rtl")
     assert rtl["steps"] == gold["steps"] == 23
