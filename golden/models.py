@@ -108,6 +108,19 @@ MODELS: dict[str, ModelSpec] = {
         mu="3,2@20",
         about="NITI's MNIST LeNet",
     ),
+    "vgg8b": ModelSpec(
+        "vgg8b",
+        (28, 28, 1),
+        (
+            *(Conv(128, 3, 1), ReLU(), Conv(256, 3, 1), ReLU(), MaxPool(2)),
+            *(Conv(256, 3, 1), ReLU(), Conv(512, 3, 1), ReLU(), MaxPool(2)),
+            *(Conv(512, 3, 1), ReLU(), MaxPool(2), Conv(512, 3, 1), ReLU(), MaxPool(2)),
+            *(Flatten(), Linear(1024), ReLU(), Linear(10)),
+        ),
+        mu="3",
+        about="NITRO-D's VGG8B for (Fashion-)MNIST: 128C3-256C3-MP-256C3-512C3-MP-512C3-MP-"
+        "512C3-MP-FC1024-FC10",
+    ),
     "vgg-small-7": _vgg_small("vgg-small-7", [128, 128, "M", 256, 256, "M", 512, 512, "M"]),
     "vgg-small-8": _vgg_small("vgg-small-8", [128] * 3 + ["M", 256, 256, "M", 512, 512, "M"]),
     "vgg-small-9": _vgg_small("vgg-small-9", [128] * 3 + ["M"] + [256] * 3 + ["M", 512, 512, "M"]),

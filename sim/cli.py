@@ -99,7 +99,9 @@ def cmd_verify(args) -> int:
 DEFAULT_TRAIN_SAMPLES = {
     "mlp-digits": 1437,
     "cnn-digits": 1437,
+    "mlp-mnist": 60000,
     "lenet": 60000,
+    "vgg8b": 60000,
     "vgg-small-7": 50000,
     "vgg-small-8": 50000,
     "vgg-small-9": 50000,

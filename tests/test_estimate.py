@@ -270,7 +270,7 @@ def test_wage_workload_is_what_the_golden_wage_step_does(model):
     assert r["profile"] == "wage" and r["per_step"]["energy_update_pj"] > 0
 
 
-@pytest.mark.parametrize("model", ["mlp-digits", "cnn-digits", "lenet"])
+@pytest.mark.parametrize("model", ["mlp-digits", "cnn-digits", "lenet", "vgg8b"])
 def test_nitro_workload_is_what_the_golden_nitro_step_does(model):
     from nitihw.golden.network import build_network
 
@@ -302,3 +302,9 @@ def test_nitro_estimate_needs_a_built_in_model(tmp_path):
     topo.write_text("Layer, M, N, K,\nfc1, 4, 8, 16,\n")
     with pytest.raises(WorkloadError, match="needs a built-in model"):
         estimate(topology_workload(topo), load_accelerator(), 1, 1, str(topo), "nitro-d")
+
+
+def test_every_model_has_a_default_epoch_size():
+    from nitihw.sim.cli import DEFAULT_TRAIN_SAMPLES
+
+    assert set(DEFAULT_TRAIN_SAMPLES) == set(MODELS)
