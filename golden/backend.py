@@ -4,8 +4,9 @@ The training step (:mod:`nitihw.golden.train`) is written once, against :class:`
 Two kinds of operation live here:
 
 - datapath operations, the ones the accelerator executes: ``gemm`` (exact integer GEMM with
-  accumulator overflow detection), ``bitwidth`` (the range unit), ``rescale`` (shift + round +
-  saturate) and ``update`` / ``update_master`` (the update lanes). Each call is recorded, with
+  accumulator overflow detection), ``bitwidth`` and ``max_magnitude`` (the range unit),
+  ``rescale`` (shift + round + saturate), ``update`` / ``update_master`` (the update lanes),
+  and NITRO-D's ``divide`` / ``update_div`` (the divide lanes). Each call is recorded, with
   its shape and the layer and phase it belongs to, when a trace is attached; that trace is what
   the cycle and energy model consumes.
 - host operations, the ones a controller core does around the array: conv lowering (im2col),
