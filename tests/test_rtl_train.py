@@ -26,12 +26,23 @@ def train(tmp_path, name, *args):
 @pytest.mark.parametrize(
     "model,array,extra",
     [
-        ("mlp-digits", "4x4", []),
-        ("cnn-digits", "4x4", []),
-        ("mlp-digits", "3x5", ["--weight-bits", "16", "--mu", "9"]),
-        ("cnn-digits", "4x4", ["--profile", "dfp16"]),  # 16-bit operands
-        ("mlp-digits", "4x4", ["--profile", "wage"]),  # fed ranges, sto, limit-64 updates
-        ("cnn-digits", "3x5", ["--profile", "wage"]),  # pooled int32 sums
+        pytest.param("mlp-digits", "4x4", [], id="mlp-digits-4x4-niti"),
+        pytest.param("cnn-digits", "4x4", [], id="cnn-digits-4x4-niti"),
+        pytest.param(
+            "mlp-digits", "3x5", ["--weight-bits", "16", "--mu", "9"], id="mlp-digits-3x5-master"
+        ),
+        # 16-bit operands
+        pytest.param("cnn-digits", "4x4", ["--profile", "dfp16"], id="cnn-digits-4x4-dfp16"),
+        # fed ranges, sto, limit-64 updates; pooled int32 sums
+        pytest.param("mlp-digits", "4x4", ["--profile", "wage"], id="mlp-digits-4x4-wage"),
+        pytest.param("cnn-digits", "3x5", ["--profile", "wage"], id="cnn-digits-3x5-wage"),
+        # lr 2^15 on 2-sample batches: QG shifts left (test_wage.py checks that it does)
+        pytest.param(
+            "mlp-digits",
+            "2x2",
+            ["--profile", "wage", "--mu", "15", "--batch", "2"],
+            id="mlp-digits-2x2-wage-left-shifts",
+        ),
         # int8 x int32 GEMMs that wrap, DIVIDE (scaling), UPDATE_DIV (IntegerSGD)
         pytest.param("mlp-digits", "4x4", ["--profile", "nitro-d"], id="mlp-digits-4x4-nitro-d"),
         pytest.param("cnn-digits", "4x4", ["--profile", "nitro-d"], id="cnn-digits-4x4-nitro-d"),

@@ -212,3 +212,15 @@ def test_unadaptable_model_is_named():
     spec = ModelSpec("odd", (2, 2, 1), (Flatten(), Linear(4), Linear(3)), mu="3")
     with pytest.raises(ValueError, match="odd: layer 1"):
         WageNetwork(spec, get_profile("wage"), seed=0)
+
+
+def test_the_rtl_left_shift_case_really_shifts_left():
+    """tests/test_rtl_train.py's mlp-digits-2x2-wage-left-shifts run: QG shifts left in it."""
+    be = NumpyBackend()
+    be.trace = []
+    cfg = TrainConfig(
+        model="mlp-digits", dataset="digits", profile="wage", batch=2, steps=3, mu="15"
+    )
+    train(cfg, load_dataset("digits"), backend=be)
+    shifts = [e.extra["shift"] for e in be.trace if e.op == "rescale"]
+    assert min(shifts) < 0
