@@ -7,6 +7,7 @@ flatten order (h, w, c); no biases (as in NITI).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 
@@ -148,10 +149,7 @@ def layer_shapes(spec: ModelSpec):
         elif isinstance(layer, MaxPool):
             out = (shape[0] // layer.kernel, shape[1] // layer.kernel, shape[2])
         elif isinstance(layer, Flatten):
-            n = 1
-            for d in shape:
-                n *= d
-            out = (n,)
+            out = (math.prod(shape),)
         elif isinstance(layer, Linear):
             if len(shape) != 1:
                 raise ValueError(f"{spec.name}: layer {i} is Linear but its input is {shape}")

@@ -78,7 +78,7 @@ import numpy as np
 
 from nitihw.golden import models as M
 from nitihw.golden.backend import Backend, OpTag
-from nitihw.golden.layers import StepContext
+from nitihw.golden.layers import StepContext, conv_sums
 from nitihw.golden.profiles import Profile
 from nitihw.golden.rounding import trunc_div, wrap
 
@@ -267,12 +267,8 @@ class WeightUnit:
         """int8 ``x`` (NHWC for a conv, (B, in) for a linear) -> int8 scaling output."""
         w = self.weight
         if self.kind == "conv":
-            b, h, wd, _ = x.shape
-            cout, k = w.shape[0], w.shape[1]
-            rows = be.im2col(x, k, self.pad)
-            acc = be.gemm(rows, w.reshape(cout, -1).T, self.tag("forward"))
-            ho, wo = h + 2 * self.pad - k + 1, wd + 2 * self.pad - k + 1
-            out = be.divide(acc, self.scale, self.tag("forward")).reshape(b, ho, wo, cout)
+            rows, acc, shape = conv_sums(be, x, w, self.pad, self.tag("forward"))
+            out = be.divide(acc, self.scale, self.tag("forward")).reshape(shape)
         else:
             rows = x
             acc = be.gemm(x, w.T, self.tag("forward"))

@@ -43,7 +43,7 @@ import numpy as np
 
 from nitihw.golden import models as M
 from nitihw.golden.backend import OpTag
-from nitihw.golden.layers import StepContext
+from nitihw.golden.layers import StepContext, conv_error_sums, conv_sums
 from nitihw.golden.network import layer_name
 
 WEIGHT_LIMIT = 64  # W in [-0.5, 0.5] at 2^-7
@@ -104,15 +104,10 @@ class WageUnit:
 
     def forward(self, x, ctx: StepContext):
         be = ctx.backend
-        w = self.weight
-        self.t = be.rescale(w, TERNARY_SHIFT, "rne", self.tag("forward"))
+        self.t = be.rescale(self.weight, TERNARY_SHIFT, "rne", self.tag("forward"))
         if self.k:
-            b, h, wd, _ = x.shape
-            self.x = be.im2col(x, self.k, self.pad)
-            cout = w.shape[0]
-            acc = be.gemm(self.x, self.t.reshape(cout, -1).T, self.tag("forward"))
-            ho, wo = h + 2 * self.pad - self.k + 1, wd + 2 * self.pad - self.k + 1
-            acc = acc.reshape(b, ho, wo, cout)
+            self.x, acc, shape = conv_sums(be, x, self.t, self.pad, self.tag("forward"))
+            acc = acc.reshape(shape)
         else:
             self.x = x
             acc = be.gemm(x, self.t.T, self.tag("forward"))
@@ -141,15 +136,11 @@ class WageUnit:
         e2 = e8.reshape(-1, cout)
         prev = None
         if not self.first:
-            t = self.t.reshape(cout, -1)
             if self.k:
-                b, h, wd, cin = self.in_shape
-                k = self.k
-                tt = self.t[:, ::-1, ::-1, :].transpose(1, 2, 0, 3).reshape(k * k * cout, cin)
-                ecols = be.im2col(e8, k, k - 1 - self.pad)
-                prev = be.gemm(ecols, tt, self.tag("backward-error")).reshape(b, h, wd, cin)
+                prev = conv_error_sums(be, e8, self.t, self.pad, self.tag("backward-error"))
+                prev = prev.reshape(self.in_shape)
             else:
-                prev = be.gemm(e2, t, self.tag("backward-error"))
+                prev = be.gemm(e2, self.t, self.tag("backward-error"))
         g = be.gemm(e2.T, self.x, self.tag("weight-gradient"))
         self.update(g, ctx)
         self.x = self.t = None
@@ -219,7 +210,6 @@ class WageNetwork:
                         pool=pool,
                         hidden=relu,
                     )
-                    unit.in_shape = None
                 else:
                     fan_in = in_shape[0]
                     w = init_weights(rng, (layer.out_features, fan_in), fan_in)

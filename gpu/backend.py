@@ -152,22 +152,21 @@ class CupyBackend(ArrayHostOps, Backend):
     def _max_magnitude(self, x, fed) -> int:
         return self._max_abs(x)
 
+    def _trunc_div(self, x, d):
+        """``golden.rounding.trunc_div`` on the device, as int64."""
+        x = x.astype(self.xp.int64)
+        q = self.xp.abs(x) // d
+        return self.xp.where(x < 0, -q, q)
+
     def _divide(self, acc, divisor):
-        cp = self.xp
-        a = acc.astype(cp.int64)
-        q = cp.abs(a) // divisor
-        return cp.clip(cp.where(a < 0, -q, q), -127, 127).astype(cp.int8)
+        return self.xp.clip(self._trunc_div(acc, divisor), -127, 127).astype(self.xp.int8)
 
     def _update_div(self, w, g, lr_div, decay_div):
-        cp = self.xp
-        g = g.astype(cp.int64)
-        q = cp.abs(g) // lr_div
-        dw = cp.where(g < 0, -q, q)
-        w64 = w.astype(cp.int64)
+        dw = self._trunc_div(g, lr_div)
         if decay_div:
-            r = cp.abs(w64) // decay_div
-            dw = dw + cp.where(w64 < 0, -r, r)
-        return (w64 - dw).astype(cp.int32)  # two's-complement wrap, as the golden model
+            dw = dw + self._trunc_div(w, decay_div)
+        # int64 -> int32 keeps the low 32 bits: the two's-complement wrap of the golden model
+        return (w.astype(self.xp.int64) - dw).astype(self.xp.int32)
 
     def _rescale(self, acc, shift, mode, rand):
         if mode not in ROUNDING_MODES:

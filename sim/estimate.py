@@ -156,7 +156,7 @@ def estimate(
     dram_pj = table.dram_per_byte
     rows: dict[tuple, Row] = {}
     clock = 0
-    for op in step_ops(layers, profile, model=workload):
+    for op in step_ops(layers, profile, model=workload, batch=batch):
         row = rows.setdefault((op.layer, op.phase), Row(op.layer, op.phase, start=clock))
         on_array = op.op in ("gemm", "range", "rescale", "update", "divide")
         extra = {"fed": op.fed, "divide": op.divide}

@@ -10,6 +10,7 @@ format).
 from __future__ import annotations
 
 import csv
+import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -102,7 +103,7 @@ def model_workload(model: str, batch: int) -> list[LayerShape]:
         follow = [it[1] for it in items[j + 1 : j + 3]]
         hidden = bool(follow) and isinstance(follow[0], M.ReLU)
         pooled = hidden and len(follow) > 1 and isinstance(follow[1], M.MaxPool)
-        outputs = batch * _elements(items[j + 2][3]) if pooled else None
+        outputs = batch * math.prod(items[j + 2][3]) if pooled else None
         if isinstance(layer, M.Conv):
             h, w, c = in_shape
             lay = conv_layer(
@@ -122,13 +123,6 @@ def model_workload(model: str, batch: int) -> list[LayerShape]:
             lay = linear_layer(name, batch, in_shape[0], out_shape[0], first)
         out.append(replace(lay, outputs=outputs, hidden=hidden))
     return out
-
-
-def _elements(shape) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
 
 
 CONV_HEADER = [
@@ -230,7 +224,12 @@ def topology_workload(path: str | Path, batch: int = 1) -> list[LayerShape]:
 PROFILES = ("niti", "dfp16", "wage", "nitro-d")
 
 
-def step_ops(layers: list[LayerShape], profile: str = "niti", model: str | None = None):
+def step_ops(
+    layers: list[LayerShape],
+    profile: str = "niti",
+    model: str | None = None,
+    batch: int | None = None,
+):
     """The operations of one training step, in the order the step issues them.
 
     ``niti``: each GEMM is followed by the range and rescale of its result; each layer ends with
@@ -239,7 +238,8 @@ def step_ops(layers: list[LayerShape], profile: str = "niti", model: str | None 
     products (one datapath GEMM each) whose int32 results are scaled into float32 (``convert``),
     and the update is the host's float32 SGD with momentum (``float-update``). ``wage``
     (:mod:`nitihw.golden.wage`): see :func:`wage_step_ops`. ``nitro-d`` needs the built-in
-    ``model`` (its blocks and heads are not in ``layers``): see :func:`nitro_step_ops`.
+    ``model`` and the ``batch`` (its blocks and heads are not in ``layers``): see
+    :func:`nitro_step_ops`.
     """
     if profile not in PROFILES:
         raise WorkloadError(f"unknown estimate profile {profile!r}; choose one of {PROFILES}")
@@ -251,7 +251,8 @@ def step_ops(layers: list[LayerShape], profile: str = "niti", model: str | None 
                 "the nitro-d estimate needs a built-in model (its local-loss heads are not in "
                 f"a topology file); got {model!r}"
             )
-        batch = layers[0].forward[0] // _positions_per_sample(model)
+        if batch is None:
+            raise WorkloadError("the nitro-d estimate needs the batch size")
         return nitro_step_ops(model, batch)
     ops: list[StepOp] = []
 
@@ -321,11 +322,6 @@ def wage_step_ops(layers: list[LayerShape]) -> list[StepOp]:
         ops.append(StepOp(lay.name, "weight-gradient", "rescale", (lay.weights,)))
         ops.append(StepOp(lay.name, "update", "update", (lay.weights,)))
     return ops
-
-
-def _positions_per_sample(model: str) -> int:
-    """GEMM rows per sample of the model's first weight layer (output positions of a conv)."""
-    return model_workload(model, 1)[0].forward[0]
 
 
 def nitro_step_ops(model: str, batch: int) -> list[StepOp]:

@@ -10,7 +10,7 @@ import pytest
 from nitihw.golden import NumpyBackend
 from nitihw.golden.layers import StepContext
 from nitihw.golden.models import MODELS, get_model_spec
-from nitihw.golden.network import IntegerNetwork
+from nitihw.golden.network import build_network
 from nitihw.golden.profiles import get_profile
 from nitihw.sim.accelerator import ConfigError, load_accelerator
 from nitihw.sim.cli import main
@@ -19,15 +19,17 @@ from nitihw.sim.estimate import estimate
 from nitihw.sim.workload import WorkloadError, model_workload, step_ops, topology_workload
 
 
-def traced_step(model, batch, array):
+def traced_step(model, batch, array, profile="niti", mu=3):
+    """One golden training step of ``model`` under ``profile``: its trace and cycle report."""
     spec = get_model_spec(model)
-    net = IntegerNetwork(spec, get_profile("niti"), 0)
-    be = NumpyBackend()
+    prof = get_profile(profile)
+    net = build_network(spec, prof, 0)
+    be = NumpyBackend(overflow=prof.overflow)
     trace = []
     be.trace = trace
     net.to_backend(be)
     x = np.random.default_rng(1).integers(-127, 128, (batch, *spec.input_shape)).astype(np.int8)
-    net.train_step(x, np.arange(batch) % 10, StepContext(be, get_profile("niti"), mu=3))
+    net.train_step(x, np.arange(batch) % 10, StepContext(be, prof, mu=mu))
     report = CycleReport(array)
     for e in trace:
         report.append(e)
@@ -204,16 +206,7 @@ def test_cli_errors(tmp_path, capsys, argv, message):
 
 @pytest.mark.parametrize("model", ["mlp-digits", "cnn-digits", "lenet"])
 def test_dfp16_workload_is_what_the_golden_dfp16_step_does(model):
-    from nitihw.golden.network import build_network
-
-    spec = get_model_spec(model)
-    net = build_network(spec, get_profile("dfp16"), seed=0)
-    be = NumpyBackend()
-    trace = []
-    be.trace = trace
-    net.to_backend(be)
-    x = np.random.default_rng(2).integers(-127, 128, (3, *spec.input_shape)).astype(np.int8)
-    net.train_step(x, np.arange(3), StepContext(be, get_profile("dfp16"), mu=3))
+    trace, _ = traced_step(model, 3, ArrayConfig(8, 8, 256), "dfp16")
     got = Counter((e.tag.layer, e.tag.phase, e.op, e.shape) for e in trace)
     ops = step_ops(model_workload(model, 3), "dfp16")
     want = Counter((o.layer, o.phase, o.op, o.shape) for o in ops if o.op == "gemm")
@@ -244,26 +237,13 @@ def test_cli_estimate_dfp16(tmp_path, capsys):
 
 @pytest.mark.parametrize("model", ["mlp-digits", "cnn-digits", "lenet"])
 def test_wage_workload_is_what_the_golden_wage_step_does(model):
-    from nitihw.golden.network import build_network
-
-    spec = get_model_spec(model)
-    profile = get_profile("wage")
-    net = build_network(spec, profile, seed=0)
-    be = NumpyBackend()
-    trace = []
-    be.trace = trace
-    net.to_backend(be)
-    x = np.random.default_rng(2).integers(0, 128, (3, *spec.input_shape)).astype(np.int8)
-    net.train_step(x, np.arange(3), StepContext(be, profile, mu=3))
+    trace, report = traced_step(model, 3, ArrayConfig(8, 8, 256), "wage")
     got = Counter(
         (e.tag.layer, e.tag.phase, e.op, e.shape, bool(e.extra.get("fed"))) for e in trace
     )
     ops = step_ops(model_workload(model, 3), "wage")
     assert got == Counter((o.layer, o.phase, o.op, o.shape, o.fed) for o in ops)
     # the estimate's array cycles are the cycle model's, layer by layer and phase by phase
-    report = CycleReport(ArrayConfig(8, 8, 256))
-    for e in trace:
-        report.append(e)
     r = estimate(model_workload(model, 3), load_accelerator(), 3, 3, model, "wage")
     est = {(row["layer"], row["phase"]): row["cycles"] for row in r["rows"]}
     assert est == {(lay, ph): c for lay, ph, c, _m, _mac, _u in report.rows()}
@@ -272,25 +252,12 @@ def test_wage_workload_is_what_the_golden_wage_step_does(model):
 
 @pytest.mark.parametrize("model", ["mlp-digits", "cnn-digits", "lenet", "vgg8b"])
 def test_nitro_workload_is_what_the_golden_nitro_step_does(model):
-    from nitihw.golden.network import build_network
-
-    spec = get_model_spec(model)
-    profile = get_profile("nitro-d")
-    net = build_network(spec, profile, seed=0)
-    be = NumpyBackend(overflow="wrap")
-    trace = []
-    be.trace = trace
-    net.to_backend(be)
-    x = np.random.default_rng(2).integers(0, 128, (3, *spec.input_shape)).astype(np.int8)
-    net.train_step(x, np.arange(3), StepContext(be, profile, mu=9))
+    trace, report = traced_step(model, 3, ArrayConfig(8, 8, 256), "nitro-d", mu=9)
     got = Counter(
         (e.tag.layer, e.tag.phase, e.op, e.shape, bool(e.extra.get("divide"))) for e in trace
     )
-    ops = step_ops(model_workload(model, 3), "nitro-d", model=model)
+    ops = step_ops(model_workload(model, 3), "nitro-d", model=model, batch=3)
     assert got == Counter((o.layer, o.phase, o.op, o.shape, o.divide) for o in ops)
-    report = CycleReport(ArrayConfig(8, 8, 256))
-    for e in trace:
-        report.append(e)
     r = estimate(model_workload(model, 3), load_accelerator(), 3, 3, model, "nitro-d")
     est = {(row["layer"], row["phase"]): row["cycles"] for row in r["rows"] if row["cycles"]}
     assert est == {(lay, ph): c for lay, ph, c, _m, _mac, _u in report.rows()}
