@@ -113,6 +113,17 @@ def same_ops(be, data):
 
 
 @pytest.mark.parametrize("rows,cols", [(2, 3), (4, 4)])
+def assert_cycles_match(be, gold, arr):
+    """The RTL's measured cycles are the cycle model's, op by op and in total."""
+    measured, model = CycleReport(arr, measured=True), CycleReport(arr)
+    for e in be.trace:
+        measured.append(e)
+    for e in gold.trace:
+        model.append(e)
+    assert measured.mismatches == 0
+    assert measured.total == model.total == be.sim_cycles
+
+
 def test_wage_ops_match_golden_and_cycle_model(rtl, rows, cols):
     rng = np.random.default_rng(rows + 10 * cols)
     data = (
@@ -151,13 +162,7 @@ def test_wage_ops_match_golden_and_cycle_model(rtl, rows, cols):
     for e in be.trace:
         assert e.extra["cycles"] == op_cycles(e.op, e.shape, arr, e.extra), e
         assert (e.extra["cycles"] > 0) == (e.op != "range" or e.extra["fed"]), e
-    measured, model = CycleReport(arr, measured=True), CycleReport(arr)
-    for e in be.trace:
-        measured.append(e)
-    for e in gold.trace:
-        model.append(e)
-    assert measured.mismatches == 0
-    assert measured.total == model.total == be.sim_cycles
+    assert_cycles_match(be, gold, arr)
 
 
 def test_left_shifts_beyond_the_lanes_saturate_as_golden(rtl):
@@ -239,13 +244,7 @@ def test_nitro_d_ops_match_golden_and_cycle_model(rtl, rows, cols):
     for e in be.trace:
         assert e.extra["cycles"] == op_cycles(e.op, e.shape, arr, e.extra), e
         assert e.extra["cycles"] > 0
-    measured, model = CycleReport(arr, measured=True), CycleReport(arr)
-    for e in be.trace:
-        measured.append(e)
-    for e in gold.trace:
-        model.append(e)
-    assert measured.mismatches == 0
-    assert measured.total == model.total == be.sim_cycles
+    assert_cycles_match(be, gold, arr)
 
 
 def test_divide_refused_without_the_divide_lanes(rtl):
