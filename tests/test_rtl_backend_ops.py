@@ -112,7 +112,6 @@ def same_ops(be, data):
     return out
 
 
-@pytest.mark.parametrize("rows,cols", [(2, 3), (4, 4)])
 def assert_cycles_match(be, gold, arr):
     """The RTL's measured cycles are the cycle model's, op by op and in total."""
     measured, model = CycleReport(arr, measured=True), CycleReport(arr)
@@ -124,6 +123,7 @@ def assert_cycles_match(be, gold, arr):
     assert measured.total == model.total == be.sim_cycles
 
 
+@pytest.mark.parametrize("rows,cols", [(2, 3), (4, 4)])
 def test_wage_ops_match_golden_and_cycle_model(rtl, rows, cols):
     rng = np.random.default_rng(rows + 10 * cols)
     data = (
