@@ -1,7 +1,10 @@
-"""The CuPy backend against the golden model, element by element (needs an NVIDIA GPU).
+"""The CuPy backend against the golden model, element by element.
 
-Without a usable GPU every test here is skipped with the reason; the last two tests run
-everywhere and check that the absence is reported clearly.
+Every test runs twice: on a real GPU (``cuda``, skipped with the reason where there is none) and
+on the CPU stand-in for CuPy (``cpu-standin``, tests/cupy_standin.py), which compiles the same
+CUDA kernel sources with g++ and refuses host/device mixing as CuPy does. The stand-in runs in
+CI; only the ``cuda`` runs verify the GPU itself. The last two tests check that a missing GPU is
+reported clearly.
 """
 
 import numpy as np
@@ -12,14 +15,28 @@ from nitihw.golden.backend import AccumulatorOverflowError
 from nitihw.golden.loss import cross_entropy_error
 from nitihw.gpu.backend import gpu_available
 from nitihw.sim.cli import main
+from tests import cupy_standin
 
 HAVE_GPU, WHY = gpu_available()
-gpu = pytest.mark.skipif(not HAVE_GPU, reason=f"no GPU: {WHY}")
 TAG = OpTag("t", "forward")
 
 
-@pytest.fixture(scope="module")
-def be():
+@pytest.fixture(params=["cuda", "cpu-standin"])
+def device(request):
+    """Where the GPU backend runs: the GPU, or the CPU stand-in installed as ``cupy``."""
+    if request.param == "cuda":
+        if not HAVE_GPU:
+            pytest.skip(f"no GPU: {WHY}")
+        yield request.param
+    else:
+        if cupy_standin.CXX is None:
+            pytest.skip("the CuPy stand-in needs a C++ compiler (g++) for the kernels")
+        with cupy_standin.installed():
+            yield request.param
+
+
+@pytest.fixture
+def be(device):
     from nitihw.gpu.backend import CupyBackend
 
     return CupyBackend()
@@ -29,7 +46,6 @@ def host(be, x):
     return be.to_host(x)
 
 
-@gpu
 @pytest.mark.parametrize("mode", ["round", "psto", "trunc", "rne", "sto"])
 def test_rescale_kernel(be, mode):
     rng = np.random.default_rng(len(mode))
@@ -54,7 +70,6 @@ def test_rescale_kernel(be, mode):
             )
 
 
-@gpu
 def test_divide_operations(be):
     """NITRO-D's scaling and IntegerSGD (trunc_div, saturate, int32 wrap) on the device."""
     rng = np.random.default_rng(5)
@@ -70,7 +85,6 @@ def test_divide_operations(be):
             np.testing.assert_array_equal(host(be, got), gold.update_div(w, x, d, decay, TAG))
 
 
-@gpu
 def test_update_kernels_exhaustive(be):
     w, g = np.meshgrid(np.arange(-127, 128, dtype=np.int8), np.arange(-127, 128, dtype=np.int8))
     for limit in (127, 64, 1):  # WAGE clamps at 64
@@ -84,7 +98,6 @@ def test_update_kernels_exhaustive(be):
     np.testing.assert_array_equal(host(be, b), rb)
 
 
-@gpu
 def test_counter_hash_and_masks(be):
     x = np.arange(100000, dtype=np.uint32) * np.uint32(2654435761)
     from nitihw.gpu.kernels import counter_hash_kernel
@@ -99,10 +112,9 @@ def test_counter_hash_and_masks(be):
     )
 
 
-@gpu
 @pytest.mark.parametrize("path", ["int8", "float32"])
 @pytest.mark.parametrize("shape", [(1, 1, 1), (7, 5, 3), (65, 803, 33), (3, 300000, 2)])
-def test_gemm_paths(path, shape):
+def test_gemm_paths(device, path, shape):
     from nitihw.gpu.backend import CupyBackend
 
     b = CupyBackend(gemm=path)
@@ -117,8 +129,7 @@ def test_gemm_paths(path, shape):
     assert b.bitwidth(b.from_host(got), TAG) == NumpyBackend().bitwidth(exact_matmul(x, y), TAG)
 
 
-@gpu
-def test_gemm_overflow_policies():
+def test_gemm_overflow_policies(device):
     from nitihw.gpu.backend import CupyBackend
 
     a = np.full((2, 4), 127, np.int8)
@@ -132,7 +143,6 @@ def test_gemm_overflow_policies():
     assert w.overflow_events == 4
 
 
-@gpu
 def test_host_operations_on_the_device(be):
     gold = NumpyBackend()
     rng = np.random.default_rng(5)
@@ -159,7 +169,6 @@ def test_host_operations_on_the_device(be):
     )
 
 
-@gpu
 @pytest.mark.parametrize("e", [-40, -21, -20, -8, -7, -6, -1, 0, 3, 30])
 @pytest.mark.parametrize("mode", ["psto", "sto"])
 def test_loss(be, e, mode):
@@ -182,7 +191,6 @@ def _train(tmp_path, name, *args):
     return json.loads((out / "result.json").read_text())
 
 
-@gpu
 @pytest.mark.parametrize(
     "args",
     [
@@ -205,7 +213,7 @@ def _train(tmp_path, name, *args):
         ["--model", "cnn-digits", "--dataset", "digits", "--epochs", "2", "--profile", "wage"],
     ],
 )
-def test_training_is_bit_exact_with_golden(tmp_path, args):
+def test_training_is_bit_exact_with_golden(device, tmp_path, args):
     gold = _train(tmp_path, "golden", *args)
     gpu_run = _train(tmp_path, "gpu", *args, "--backend", "gpu")
     assert gpu_run["backend"] == "gpu"

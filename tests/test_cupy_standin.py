@@ -1,0 +1,182 @@
+"""The CuPy stand-in itself: it must refuse what CuPy and cuBLAS refuse, and catch a wrong kernel.
+
+tests/test_gpu.py runs the GPU backend on the stand-in in CI; these tests show that a passing
+stand-in run means something (each check here fails on a planted fault).
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nitihw.golden import OpTag, shift_round
+from nitihw.gpu import kernels
+from tests import cupy_standin
+
+pytestmark = pytest.mark.skipif(
+    cupy_standin.CXX is None, reason="the CuPy stand-in needs a C++ compiler (g++)"
+)
+TAG = OpTag("t", "forward")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def cp():
+    with cupy_standin.installed() as module:
+        yield module
+
+
+def test_device_arrays_refuse_host_mixing(cp):
+    d = cp.asarray(np.arange(6, dtype=np.int32).reshape(2, 3))
+    host = np.ones(3, np.int32)
+    with pytest.raises(TypeError, match="Implicit conversion"):
+        np.asarray(d)
+    with pytest.raises(TypeError, match="host array"):
+        d + host
+    with pytest.raises(TypeError, match="host array"):
+        cp.where(d > 2, host, 0)
+    # what CuPy allows: explicit transfers, Python scalars, host index arrays, 1-element syncs
+    total = (d * 2 + 1).sum()
+    assert isinstance(total, cupy_standin.DeviceArray) and total.shape == ()
+    assert int(total) == 36
+    assert cp.asnumpy(d[np.array([1])]).tolist() == [[3, 4, 5]]
+    np.testing.assert_array_equal(cp.asnumpy(cp.maximum(d, 3)), np.maximum(d.get(), 3))
+
+
+def test_kernel_parameter_types_are_checked(cp):
+    w = cp.asarray(np.zeros(4, np.int16))  # update takes int8 weights
+    g = cp.asarray(np.zeros(4, np.int8))
+    with pytest.raises(TypeError, match="Type is mismatched"):
+        kernels.update_kernel()(w, g, np.int32(127))
+    with pytest.raises(TypeError, match="numpy.ndarray"):
+        kernels.update_kernel()(np.zeros(4, np.int8), g, np.int32(127))
+
+
+def test_a_planted_kernel_bug_is_caught(cp):
+    """Round-half-away written as a strict comparison: the stand-in's kernel run shows it."""
+    x = np.arange(-4096, 4097, dtype=np.int32)
+    right = cp.ElementwiseKernel(
+        "T x, int32 s, int32 mode, int64 u", "int8 y", kernels._RESCALE, "nitihw_rescale"
+    )
+    planted = cp.ElementwiseKernel(
+        "T x, int32 s, int32 mode, int64 u",
+        "int8 y",
+        kernels._RESCALE.replace("up = r >= half;", "up = r > half;"),
+        "nitihw_rescale_planted",
+    )
+    u = cp.zeros((), np.int64)
+    for s in (1, 5):
+        args = (cp.asarray(x), np.int32(s), np.int32(kernels.MODE_CODES["round"]), u)
+        np.testing.assert_array_equal(cp.asnumpy(right(*args)), shift_round(x, s, "round"))
+        assert (cp.asnumpy(planted(*args)) != shift_round(x, s, "round")).any()
+
+
+def _gemm_args(a, b, lda=None, alpha=1):
+    """A row-major ``a @ b`` as the backend asks cuBLAS for it (operands swapped). Returns the
+    arguments and the arrays behind their pointers, which the caller must keep alive."""
+    m, k = a.shape
+    n = b.shape[1]
+    c = np.zeros((m, n), np.int32)
+    one, beta = np.array(alpha, np.int32), np.array(0, np.int32)
+    args = [0, 0, 0, n, m, k, one.ctypes.data, b.ctypes.data, 3, lda or n, a.ctypes.data, 3, k]
+    args += [beta.ctypes.data, c.ctypes.data, 10, n, 72, -1]
+    return args, c, (a, b, one, beta)
+
+
+def test_gemmex_is_column_major_and_refuses_what_cublas_refuses():
+    rng = np.random.default_rng(0)
+    a = rng.integers(-127, 128, (5, 8)).astype(np.int8)
+    b = rng.integers(-127, 128, (8, 12)).astype(np.int8)
+    args, c, _keep = _gemm_args(a, b)
+    cupy_standin.gemmEx(*args)
+    np.testing.assert_array_equal(c, a.astype(np.int64) @ b.astype(np.int64))
+    b6 = np.ascontiguousarray(b[:, :6])  # ld 6 is not a multiple of 4
+    bad_ld = _gemm_args(a, b6)  # keep its arrays alive while cuBLAS reads their pointers
+    with pytest.raises(ValueError, match="multiples of 4"):
+        cupy_standin.gemmEx(*bad_ld[0])
+    bad_alpha = _gemm_args(a, b, alpha=2)
+    with pytest.raises(ValueError, match="0 or 1"):
+        cupy_standin.gemmEx(*bad_alpha[0])
+    big = np.full((4, 140000), 127, np.int8)  # 140000 * 127^2 > 2^31
+    too_long = _gemm_args(big, np.full((140000, 4), 127, np.int8))
+    with pytest.raises(OverflowError):
+        cupy_standin.gemmEx(*too_long[0])
+
+
+def test_a_host_round_trip_in_the_backend_fails(cp):
+    """A backend that pulls a tensor through NumPy fails on the stand-in, as it would on CuPy."""
+    from nitihw.golden import rounding
+    from nitihw.gpu.backend import CupyBackend
+
+    class Leaky(CupyBackend):
+        def _bitwidth(self, acc, fed):
+            return rounding.bitwidth(np.asarray(acc))
+
+    be = Leaky()
+    acc = be.gemm(
+        be.from_host(np.ones((2, 4), np.int8)), be.from_host(np.ones((4, 2), np.int8)), TAG
+    )
+    assert int(CupyBackend().bitwidth(acc, TAG)) == 2
+    with pytest.raises(TypeError, match="Implicit conversion"):
+        be.bitwidth(acc, TAG)
+
+
+_UB_RUN = """
+import numpy as np
+from nitihw.golden import OpTag, NumpyBackend
+from tests import cupy_standin
+from nitihw.gpu import kernels
+TAG = OpTag("t", "forward")
+with cupy_standin.installed():
+    from nitihw.gpu.backend import CupyBackend
+    be = CupyBackend()
+    rng = np.random.default_rng(0)
+    corners = [0, 1, -1, 127, -127, 128, -128, 2**31 - 1, -(2**31), 2**62, -(2**62), 2**63 - 1,
+               -(2**63) + 1]
+    x = np.concatenate([rng.integers(-(2**63) + 1, 2**63 - 1, 5000), corners])
+    for dtype in (np.int32, np.int64):
+        xs = be.from_host(x.astype(dtype))
+        for mode in ("round", "psto", "trunc", "rne", "sto"):
+            for s in range(-10, 63):
+                rand = rng.integers(0, 1 << max(s, 0), x.shape) if mode == "sto" else None
+                be.rescale(xs, s, mode, TAG, None if rand is None else be.from_host(rand))
+        be.max_magnitude(xs, TAG)
+    w, g = np.meshgrid(np.arange(-128, 128), np.arange(-128, 128))
+    w8, g8 = be.from_host(w.astype(np.int8)), be.from_host(g.astype(np.int8))
+    for limit in (127, 64, 1):
+        be.update(w8, g8, TAG, limit=limit)
+    w16 = rng.integers(-32768, 32768, w.shape).astype(np.int16)
+    be.update_master(be.from_host(w16), g8, TAG)
+    kernels.counter_hash_kernel()(be.from_host(np.arange(2**16, dtype=np.uint32) * 65537))
+print("ok")
+"""
+
+
+def _run_with_ubsan(code: str):
+    env = dict(os.environ, NITIHW_STANDIN_UBSAN="1")
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600, cwd=ROOT
+    )
+
+
+def test_kernels_have_no_undefined_behaviour():
+    """The kernels built with UBSan, run over the whole int32/int64 range and every shift: no
+    signed overflow or oversized shift, whose result a GPU could give differently."""
+    done = _run_with_ubsan(_UB_RUN)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-3000:]
+
+
+def test_ubsan_run_catches_a_planted_overflow():
+    code = """
+import numpy as np
+from tests import cupy_standin
+with cupy_standin.installed() as cp:
+    k = cp.ElementwiseKernel("int32 x", "int32 y", "y = x << 31;", "planted_shift")
+    k(cp.asarray(np.array([3], np.int32)))
+print("ok")
+"""
+    done = _run_with_ubsan(code)
+    assert done.returncode != 0 and "runtime error" in done.stderr
