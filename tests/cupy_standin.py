@@ -256,7 +256,14 @@ def _params(text: str) -> list[_Param]:
     return [_Param(p) for p in text.split(",") if p.strip()]
 
 
+# the host build gets max/min from the standard library; CUDA device code has its own
 _PRELUDE = "#include <algorithm>\nusing std::max;\nusing std::min;\n"
+_GLOBAL = "__global__ "
+_HOST_LOOP = "for (long long i = 0; i < _n; ++i)"
+_CUDA_LOOP = (
+    "for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < _n;"
+    " i += (long long)blockDim.x * gridDim.x)"
+)
 
 
 class _Kernel:
@@ -301,7 +308,8 @@ class ElementwiseKernel(_Kernel):
         super().__init__(in_params, out_params, name)
         self.operation = operation
 
-    def source(self, typemap, array_params) -> str:
+    def source(self, typemap, array_params, cuda: bool = False, name: str | None = None) -> str:
+        """The kernel as C++ for the host compiler or, with ``cuda``, as a CUDA kernel."""
         sig = ["long long _n"]
         loads = []
         for p in self.ins:
@@ -316,9 +324,9 @@ class ElementwiseKernel(_Kernel):
             sig.append(f"{ct} *_raw_{p.name}")
             loads.append(f"{ct} &{p.name} = _raw_{p.name}[i];")
         return (
-            f"{_PRELUDE}{self._typedefs(typemap)}"
-            f'extern "C" void {self.name}({", ".join(sig)}) {{\n'
-            f"  for (long long i = 0; i < _n; ++i) {{\n    {' '.join(loads)}\n"
+            f"{'' if cuda else _PRELUDE}{self._typedefs(typemap)}"
+            f'extern "C" {_GLOBAL if cuda else ""}void {name or self.name}({", ".join(sig)}) {{\n'
+            f"  {_CUDA_LOOP if cuda else _HOST_LOOP} {{\n    {' '.join(loads)}\n"
             f"    {self.operation}\n  }}\n}}\n"
         )
 
@@ -359,15 +367,16 @@ class ReductionKernel(_Kernel):
         self.map_expr, self.reduce_expr = map_expr, reduce_expr
         self.post_map_expr, self.identity = post_map_expr, identity
 
-    def source(self, typemap) -> str:
+    def source(self, typemap, cuda: bool = False, name: str | None = None) -> str:
+        """The reduction, serial, as C++ or (``cuda``, for a compile check) a CUDA kernel."""
         (x,), (y,) = self.ins, self.outs
         cx, cy = self._ctype(x, typemap), self._ctype(y, typemap)
         return (
-            f"{_PRELUDE}{self._typedefs(typemap)}typedef {cy} _type_reduce;\n"
-            f'extern "C" void {self.name}(long long _n, const {cx} *_raw_{x.name}, '
-            f"{cy} *_raw_{y.name}) {{\n"
+            f"{'' if cuda else _PRELUDE}{self._typedefs(typemap)}typedef {cy} _type_reduce;\n"
+            f'extern "C" {_GLOBAL if cuda else ""}void {name or self.name}'
+            f"(long long _n, const {cx} *_raw_{x.name}, {cy} *_raw_{y.name}) {{\n"
             f"  _type_reduce _acc = _type_reduce({self.identity});\n"
-            f"  for (long long i = 0; i < _n; ++i) {{\n"
+            f"  {_HOST_LOOP} {{\n"
             f"    const {cx} &{x.name} = _raw_{x.name}[i];\n"
             f"    _type_reduce a = _acc, b = _type_reduce({self.map_expr});\n"
             f"    _acc = {self.reduce_expr};\n  }}\n"

@@ -5,6 +5,7 @@ stand-in run means something (each check here fails on a planted fault).
 """
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -180,3 +181,40 @@ print("ok")
 """
     done = _run_with_ubsan(code)
     assert done.returncode != 0 and "runtime error" in done.stderr
+
+
+NVCC = shutil.which("nvcc")
+
+
+@pytest.mark.skipif(NVCC is None, reason="nvcc (the CUDA compiler) is not installed")
+def test_kernel_sources_compile_as_cuda(tmp_path):
+    """Every kernel, with each type it is used with, built as CUDA device code for the H100/H200
+    (sm_90) with warnings as errors. No GPU is needed to compile; NVRTC itself runs on a GPU."""
+    i32, i64 = np.dtype(np.int32), np.dtype(np.int64)
+    with cupy_standin.installed():
+        elementwise = [
+            (kernels.rescale_kernel(), {"T": i32}, {"x", "u"}),
+            (kernels.rescale_kernel(), {"T": i64}, {"x", "u"}),
+            (kernels.update_kernel(), {}, {"w", "g"}),
+            (kernels.update_master_kernel(), {}, {"w16", "g"}),
+            (kernels.counter_hash_kernel(), {}, {"x"}),
+        ]
+        reduce = kernels.max_abs_kernel()
+    parts = [
+        k.source(typemap, arrays, cuda=True, name=f"{k.name}_{n}")
+        for n, (k, typemap, arrays) in enumerate(elementwise)
+    ]
+    parts += [
+        reduce.source({"T": np.dtype(t)}, cuda=True, name=f"{reduce.name}_{np.dtype(t).name}")
+        for t in (np.int8, np.int16, np.int32, np.int64)
+    ]
+    cu = tmp_path / "nitihw_kernels.cu"
+    cu.write_text("".join(f"namespace k{n} {{\n{p}}}\n" for n, p in enumerate(parts)))
+    done = subprocess.run(
+        [NVCC, "-arch=sm_90", "-ptx", "--Werror", "all-warnings", "-o", str(tmp_path / "k.ptx"),
+         str(cu)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, f"{done.stderr}\n{cu.read_text()}"
+    ptx = (tmp_path / "k.ptx").read_text()
+    assert ptx.count(".entry") == len(parts)
