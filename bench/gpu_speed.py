@@ -103,14 +103,14 @@ def int8_gemm_tops(n: int = 8192, reps: int = 20) -> tuple[float, str]:
     from nitihw.gpu.backend import CupyBackend
 
     be = CupyBackend()
-    rng = cp.random.default_rng(0)
-    a = rng.integers(-127, 128, (n, n), dtype=cp.int8)
-    b = rng.integers(-127, 128, (n, n), dtype=cp.int8)
-    be._gemm_exact(a, b)
+    rng = np.random.default_rng(0)
+    a = cp.asarray(rng.integers(-127, 128, (n, n), dtype=np.int8))
+    b = cp.asarray(rng.integers(-127, 128, (n, n), dtype=np.int8))
+    be._gemm_exact(a, b, "int8")
     cp.cuda.Device().synchronize()
     t0 = time.perf_counter()
     for _ in range(reps):
-        be._gemm_exact(a, b)
+        be._gemm_exact(a, b, "int8")
     cp.cuda.Device().synchronize()
     tops = 2 * n**3 * reps / (time.perf_counter() - t0) / 1e12
     name = cp.cuda.runtime.getDeviceProperties(0)["name"].decode()

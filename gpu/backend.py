@@ -2,8 +2,9 @@
 
 - GEMM: int8 x int8 -> int32 on the tensor cores through cuBLAS ``gemmEx`` (``CUDA_R_8I``
   inputs, ``CUBLAS_COMPUTE_32I``), exact while ``K * max|a| * max|b| < 2^31``; longer sums are
-  cut into K-chunks that each stay exact and summed in int64. The overflow count against
-  ``acc_bits`` is a reduction on the device.
+  cut into K-chunks that each stay exact and summed in int64. Operands wider than int8
+  (DFP16's int16) take exact float64 GEMMs in K-chunks below 2^53 instead. The overflow count
+  against ``acc_bits`` is a reduction on the device.
 - Range, rescale, update: the kernels of :mod:`nitihw.gpu.kernels` (only the bit-width, a few
   scalars, comes back to the host).
 - Host operations (im2col, ReLU, pooling, dropout masks, the loss) are the golden code's,
@@ -24,6 +25,9 @@ CUDA_R_8I, CUDA_R_32I = 3, 10
 CUBLAS_OP_N = 0
 CUBLAS_COMPUTE_32I = 72
 CUBLAS_GEMM_DEFAULT = -1
+
+#: a GEMM path is exact while every partial sum stays below this bound
+EXACT_BELOW = {"int8": 2**31, "float32": 2**24, "float64": 2**53}
 
 
 def gpu_available() -> tuple[bool, str]:
@@ -80,21 +84,27 @@ class CupyBackend(ArrayHostOps, Backend):
         b = cp.asarray(b)
         m, k = a.shape
         n = b.shape[1]
-        bound = self._max_abs(a) * self._max_abs(b)
+        max_a, max_b = self._max_abs(a), self._max_abs(b)
+        bound = max_a * max_b
         if bound == 0:
             acc = cp.zeros((m, n), cp.int32)
             return acc, 0
-        chunk = (
-            max(1, (2**31 - 1) // bound)
-            if self.gemm_path == "int8"
-            else max(1, (2**24 - 1) // bound)
-        )
+        path = self.gemm_path
+        if max(max_a, max_b) > 127 or bound >= EXACT_BELOW[path]:
+            path = "float64"  # operands wider than int8 (DFP16's int16)
+        if bound >= EXACT_BELOW[path]:
+            raise ValueError(
+                f"GEMM operands up to {max_a} and {max_b}: one product does not fit the GPU "
+                "backend's exact float64 GEMM (2^53)"
+            )
+        chunk = max(1, (EXACT_BELOW[path] - 1) // bound)
         if chunk >= k:
-            acc = self._gemm_exact(a, b)
+            acc = self._gemm_exact(a, b, path)
         else:
             acc = cp.zeros((m, n), cp.int64)
             for k0 in range(0, k, chunk):
-                acc += self._gemm_exact(a[:, k0 : k0 + chunk], b[k0 : k0 + chunk]).astype(cp.int64)
+                part = self._gemm_exact(a[:, k0 : k0 + chunk], b[k0 : k0 + chunk], path)
+                acc += part.astype(cp.int64)
         lo, hi = self.accumulator.min, self.accumulator.max
         over = (
             int(cp.count_nonzero((acc < lo) | (acc > hi)))
@@ -103,21 +113,27 @@ class CupyBackend(ArrayHostOps, Backend):
         )
         return acc, over
 
-    def _gemm_exact(self, a, b):
-        """One GEMM whose every partial sum fits its accumulator: int32 result."""
+    def _gemm_exact(self, a, b, path: str = "int8"):
+        """One GEMM whose every partial sum is exact on ``path`` (see ``EXACT_BELOW``)."""
         cp = self.xp
-        if self.gemm_path == "float32":
+        if path == "float64":
+            return (a.astype(cp.float64) @ b.astype(cp.float64)).astype(cp.int64)
+        if path == "float32":
             return (a.astype(cp.float32) @ b.astype(cp.float32)).astype(cp.int32)
         from cupy_backends.cuda.libs import cublas
 
         m, k = a.shape
         n = b.shape[1]
-        # int8 tensor-core GEMMs want leading dimensions that are multiples of 4
+        # int8 tensor-core GEMMs want leading dimensions that are multiples of 4: pad (a copy)
+        # only where the shape or layout asks for it
         k4, n4 = _pad_to(k, 4), _pad_to(n, 4)
-        ap = cp.zeros((m, k4), cp.int8)
-        ap[:, :k] = a
-        bp = cp.zeros((k4, n4), cp.int8)
-        bp[:k, :n] = b
+        ap, bp = a, b
+        if k4 != k or a.dtype != cp.int8 or not a.flags.c_contiguous:
+            ap = cp.zeros((m, k4), cp.int8)
+            ap[:, :k] = a
+        if (k4, n4) != (k, n) or b.dtype != cp.int8 or not b.flags.c_contiguous:
+            bp = cp.zeros((k4, n4), cp.int8)
+            bp[:k, :n] = b
         c = cp.empty((m, n4), cp.int32)
         one, zero = np.array(1, np.int32), np.array(0, np.int32)
         handle = cp.cuda.device.get_cublas_handle()

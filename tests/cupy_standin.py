@@ -111,11 +111,13 @@ class DeviceArray:
     T = property(lambda self: DeviceArray(self._a.T))
     data = property(lambda self: _Pointer(self._a))
 
-    def __getattr__(self, name):  # methods: astype, reshape, sum, max, argmax, ...
-        attr = getattr(self._a, name)
-        if not callable(attr):
+    def __getattr__(self, name):  # methods (astype, reshape, sum, argmax, ...) and flags
+        if name.startswith("__"):  # e.g. __array_interface__: no back door to the host data
             raise AttributeError(name)
-        return lambda *args, **kwargs: _call(attr, args, kwargs)
+        attr = getattr(self._a, name)
+        if callable(attr):
+            return lambda *args, **kwargs: _call(attr, args, kwargs)
+        return _wrap(attr)
 
     def __len__(self):
         return len(self._a)

@@ -113,7 +113,9 @@ def test_counter_hash_and_masks(be):
 
 
 @pytest.mark.parametrize("path", ["int8", "float32"])
-@pytest.mark.parametrize("shape", [(1, 1, 1), (7, 5, 3), (65, 803, 33), (3, 300000, 2)])
+@pytest.mark.parametrize(
+    "shape", [(1, 1, 1), (7, 5, 3), (8, 64, 12), (65, 803, 33), (3, 300000, 2)]
+)  # (8, 64, 12): no padding needed, operands go to cuBLAS as they are
 def test_gemm_paths(device, path, shape):
     from nitihw.gpu.backend import CupyBackend
 
@@ -127,6 +129,24 @@ def test_gemm_paths(device, path, shape):
     got = host(b, b.gemm(b.from_host(x), b.from_host(y), TAG))
     np.testing.assert_array_equal(got, exact_matmul(x, y))
     assert b.bitwidth(b.from_host(got), TAG) == NumpyBackend().bitwidth(exact_matmul(x, y), TAG)
+
+
+@pytest.mark.parametrize("path", ["int8", "float32"])
+def test_gemm_wide_operands(device, path):
+    """DFP16 multiplies int16 mantissas: exact on float64 GEMMs, chunked below 2^53."""
+    from nitihw.gpu.backend import CupyBackend
+
+    b = CupyBackend(acc_bits=56, gemm=path)  # the exact sums reach 2^53
+    rng = np.random.default_rng(7)
+    for (m, k, n), lim in [((5, 1000, 7), 2**15), ((64, 8, 4), 2**15), ((3, 9000, 2), 2**20)]:
+        x = rng.integers(-lim + 1, lim, (m, k)).astype(np.int32)
+        y = rng.integers(-lim + 1, lim, (k, n)).astype(np.int32)
+        x[0], y[:, 0] = lim - 1, -(lim - 1)  # the largest sums
+        got = host(b, b.gemm(b.from_host(x), b.from_host(y), TAG))
+        np.testing.assert_array_equal(got, exact_matmul(x, y), err_msg=f"{(m, k, n)} {lim}")
+    huge = np.full((2, 2), 2**27, np.int32)
+    with pytest.raises(ValueError, match="does not fit"):
+        b.gemm(b.from_host(huge), b.from_host(huge), TAG)
 
 
 def test_gemm_overflow_policies(device):
@@ -211,8 +231,11 @@ def _train(tmp_path, name, *args):
         ],
         ["--model", "mlp-digits", "--dataset", "digits", "--epochs", "3", "--profile", "wage"],
         ["--model", "cnn-digits", "--dataset", "digits", "--epochs", "2", "--profile", "wage"],
+        ["--model", "mlp-digits", "--dataset", "digits", "--epochs", "2", "--profile", "dfp16"],
     ],
-)
+    ids=["mlp-niti", "cnn-niti-ref", "lenet-mnist5k", "mlp-16bit-weights", "mlp-wage", "cnn-wage",
+         "mlp-dfp16"],
+)  # fmt: skip
 def test_training_is_bit_exact_with_golden(device, tmp_path, args):
     gold = _train(tmp_path, "golden", *args)
     gpu_run = _train(tmp_path, "gpu", *args, "--backend", "gpu")
