@@ -5,6 +5,10 @@ PyTorch. Writes the 'gpu_speed' section of docs/benchmarks.md.
 
 lenet: MNIST shapes (mnist5k), batch 64. vgg-small-7: CIFAR-10 shapes, batch 256, random data.
 Target: the integer step at least as fast as PyTorch fp32 on vgg-small-7.
+
+``--smoke`` runs the whole script without a GPU, to check it before GPU time is spent: the CuPy
+stand-in of the tests (tests/cupy_standin.py) and PyTorch on the CPU, 2 steps, small GEMM,
+nothing written. Its numbers say nothing about speed.
 """
 
 from __future__ import annotations
@@ -69,31 +73,35 @@ def torch_net(spec: M.ModelSpec):
     return nn.Sequential(*layers)
 
 
-def torch_speed(model: str, batch: int, steps: int, bf16: bool) -> float:
+def torch_speed(model: str, batch: int, steps: int, bf16: bool, device: str = "cuda") -> float:
     import torch
 
     spec = M.get_model_spec(model)
-    net = torch_net(spec).cuda()
+    net = torch_net(spec).to(device)
     opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
     h, w, c = spec.input_shape
-    x = torch.randn(batch, c, h, w, device="cuda")
-    y = torch.randint(0, 10, (batch,), device="cuda")
+    x = torch.randn(batch, c, h, w, device=device)
+    y = torch.randint(0, 10, (batch,), device=device)
     loss_fn = torch.nn.CrossEntropyLoss()
 
     def step():
         opt.zero_grad(set_to_none=True)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
             loss = loss_fn(net(x), y)
         loss.backward()
         opt.step()
 
+    def sync():
+        if device == "cuda":
+            torch.cuda.synchronize()
+
     for _ in range(5):
         step()
-    torch.cuda.synchronize()
+    sync()
     t0 = time.perf_counter()
     for _ in range(steps):
         step()
-    torch.cuda.synchronize()
+    sync()
     return steps * batch / (time.perf_counter() - t0)
 
 
@@ -121,18 +129,30 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--smoke", action="store_true", help="check the script without a GPU")
     args = ap.parse_args()
+    if args.smoke:
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+        from tests import cupy_standin
+
+        with cupy_standin.installed():
+            run(steps=2, write=False, torch_device="cpu", gemm_n=256)
+    else:
+        run(args.steps, not args.no_write)
+
+
+def run(steps: int, write: bool, torch_device: str = "cuda", gemm_n: int = 8192) -> None:
     cases = [
         ("lenet", load_dataset("mnist5k"), 64),
         ("vgg-small-7", random_dataset((32, 32, 3), 256 * 4), 256),
     ]
     rows = []
     for model, data, batch in cases:
-        i = integer_speed(model, data, batch, args.steps)
-        f = torch_speed(model, batch, args.steps, bf16=False)
-        h = torch_speed(model, batch, args.steps, bf16=True)
+        i = integer_speed(model, data, batch, steps)
+        f = torch_speed(model, batch, steps, False, torch_device)
+        h = torch_speed(model, batch, steps, True, torch_device)
         rows.append([model, batch, f"{i:,.0f}", f"{f:,.0f}", f"{h:,.0f}", f"{i / f:.2f}"])
-    tops, name = int8_gemm_tops()
+    tops, name = int8_gemm_tops(gemm_n)
     peak = next((v for k, v in INT8_PEAK_TOPS.items() if k in name), None)
     headers = [
         "model",
@@ -143,17 +163,17 @@ def main() -> None:
         "integer / fp32",
     ]
     print_table(headers, rows)
-    gemm_line = f"int8 GEMM (8192^3, cuBLAS, int32 accumulate) on {name}: {tops:,.0f} TOPS" + (
+    gemm_line = f"int8 GEMM ({gemm_n}^3, cuBLAS, int32 accumulate) on {name}: {tops:,.0f} TOPS" + (
         f", {100 * tops / peak:.0f}% of the {peak:,.0f} TOPS dense int8 peak" if peak else ""
     )
     print(gemm_line)
-    if not args.no_write:
+    if write:
         write_section(
             "gpu_speed",
             (
                 "## GPU training speed: integer CuPy backend vs PyTorch\n\n"
                 f"`python bench/gpu_speed.py` (commit {git_rev()}, {machine()}, GPU {name}). "
-                f"{args.steps} timed steps after warm-up; vgg-small-7 on random CIFAR-shaped "
+                f"{steps} timed steps after warm-up; vgg-small-7 on random CIFAR-shaped "
                 "data.\n\n" + markdown_table(headers, rows) + "\n\n" + gemm_line
             ),
         )

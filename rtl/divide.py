@@ -22,6 +22,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from nitihw.rtl.params import require_int
+from nitihw.rtl.schedule import DIVIDE_LATENCY
 
 DIV_BITS = 32  # magnitudes below 2^32: every int32 value, |INT32_MIN| included
 MAGIC_BITS = DIV_BITS + 1
@@ -59,7 +60,7 @@ class DivideLanes(wiring.Component):
         scale: ``q``; sgd: ``w``. ``LATENCY`` cycles after the input beat when not stalled.
     """
 
-    LATENCY = 3
+    LATENCY = DIVIDE_LATENCY
 
     def __init__(self, lanes: int = 8):
         require_int(self, "lanes", lanes, 1, 1024)

@@ -13,6 +13,7 @@ from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from nitihw.rtl.params import require_int
+from nitihw.rtl.schedule import RESCALE_LATENCY
 
 INT8_MAX = 127
 
@@ -91,7 +92,7 @@ class RescaleLanes(wiring.Component):
         (``o.valid & ~o.ready``) holds the whole pipeline.
     """
 
-    LATENCY = 3
+    LATENCY = RESCALE_LATENCY
 
     def __init__(self, lanes: int = 8, acc_bits: int = 32):
         require_int(self, "lanes", lanes, 1, 1024)

@@ -7,9 +7,12 @@ check it against these formulas; the cycle model (:mod:`nitihw.sim`) is built on
 
 from __future__ import annotations
 
-from nitihw.rtl.divide import DivideLanes
-from nitihw.rtl.rescale import RescaleLanes
-from nitihw.rtl.update import UpdateLanes
+# Pipeline depths of the lane blocks: cycles from an input beat to its result when not stalled.
+# The blocks (rescale.py, update.py, divide.py) are built to these and their tests measure
+# them; they live here so that the cycle model needs no HDL library.
+RESCALE_LATENCY = 3
+UPDATE_LATENCY = 2
+DIVIDE_LATENCY = 3
 
 
 def command_cycles(op: str, count: int, rows: int, cols: int) -> int:
@@ -38,11 +41,11 @@ def command_cycles(op: str, count: int, rows: int, cols: int) -> int:
     if op == "RANGE_READ":
         return 2
     if op == "RESCALE":
-        return 1 + count + RescaleLanes.LATENCY
+        return 1 + count + RESCALE_LATENCY
     if op == "UPDATE":
-        return 1 + count + UpdateLanes.LATENCY
+        return 1 + count + UPDATE_LATENCY
     if op == "RANGE_FEED":
         return 1 + count
     if op in ("DIVIDE", "UPDATE_DIV"):
-        return 1 + count + DivideLanes.LATENCY
+        return 1 + count + DIVIDE_LATENCY
     raise ValueError(f"unknown datapath command {op!r}")

@@ -14,6 +14,7 @@ from amaranth.lib.wiring import In, Out
 
 from nitihw.rtl.params import require_int
 from nitihw.rtl.rescale import INT8_MAX, RoundingMode, round_up
+from nitihw.rtl.schedule import UPDATE_LATENCY
 
 MASTER_LIMIT = 2**15 - 1
 MASTER_FRACTION_BITS = 8
@@ -44,7 +45,7 @@ class UpdateLanes(wiring.Component):
         ``LATENCY`` cycles after the input beat when not stalled.
     """
 
-    LATENCY = 2
+    LATENCY = UPDATE_LATENCY
 
     def __init__(self, lanes: int = 8, master: bool = False):
         require_int(self, "lanes", lanes, 1, 1024)

@@ -473,8 +473,12 @@ class _CupyModule(_Namespace):
         super().__init__("cupy", np)
         self.cuda = types.SimpleNamespace(
             is_available=lambda: True,
-            runtime=types.SimpleNamespace(getDeviceCount=lambda: 1),
+            runtime=types.SimpleNamespace(
+                getDeviceCount=lambda: 1,
+                getDeviceProperties=lambda i: {"name": b"CPU stand-in for CuPy"},
+            ),
             device=types.SimpleNamespace(get_cublas_handle=lambda: 0),
+            Device=lambda i=0: types.SimpleNamespace(synchronize=lambda: None),
         )
 
     @staticmethod
