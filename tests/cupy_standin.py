@@ -69,6 +69,38 @@ _CT = {
 
 
 # ---- arrays -----------------------------------------------------------------------------------
+class Traffic:
+    """What crossed between host and "device" since :meth:`reset`: bytes each way, and the
+    scalar reads (``int(x)``, ``bool(x)``: each one a synchronisation on a real GPU)."""
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self):
+        self.to_device_bytes = self.to_host_bytes = self.syncs = 0
+
+    def up(self, x):
+        if isinstance(x, np.ndarray):
+            self.to_device_bytes += x.nbytes
+
+    def down(self, x: np.ndarray, sync: bool = False):
+        self.to_host_bytes += x.nbytes
+        self.syncs += sync
+
+
+#: the counters of the installed stand-in
+traffic = Traffic()
+
+
+def _host_arrays(x):
+    """The NumPy arrays inside an index or value (CuPy copies them to the device)."""
+    if isinstance(x, np.ndarray):
+        yield x
+    elif isinstance(x, (list, tuple)):
+        for v in x:
+            yield from _host_arrays(v)
+
+
 class _Pointer:
     def __init__(self, a: np.ndarray):
         self.ptr = a.ctypes.data
@@ -92,6 +124,7 @@ class DeviceArray:
         )
 
     def get(self):
+        traffic.down(self._a)
         return self._a.copy()
 
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
@@ -127,18 +160,25 @@ class DeviceArray:
 
     # a device-to-host sync of one element, as CuPy allows
     def __int__(self):
+        traffic.down(self._a, sync=True)
         return int(self._a)
 
     def __float__(self):
+        traffic.down(self._a, sync=True)
         return float(self._a)
 
     def __bool__(self):
+        traffic.down(self._a, sync=True)
         return bool(self._a)
 
     def __getitem__(self, index):
+        for h in _host_arrays(index):
+            traffic.up(h)
         return _wrap(self._a[_unwrap(index, host_ok=True)])
 
     def __setitem__(self, index, value):
+        for h in _host_arrays((index, value)):
+            traffic.up(h)
         self._a[_unwrap(index, host_ok=True)] = _unwrap(value, host_ok=True)
 
     def __repr__(self):
@@ -483,11 +523,17 @@ class _CupyModule(_Namespace):
 
     @staticmethod
     def asarray(x, dtype=None):
-        return DeviceArray(np.asarray(_unwrap(x, host_ok=True), dtype))
+        out = np.asarray(_unwrap(x, host_ok=True), dtype)
+        if not isinstance(x, DeviceArray):
+            traffic.up(out)
+        return DeviceArray(out)
 
     @staticmethod
     def array(x, dtype=None, copy=True):
-        return DeviceArray(np.array(_unwrap(x, host_ok=True), dtype, copy=copy))
+        out = np.array(_unwrap(x, host_ok=True), dtype, copy=copy)
+        if not isinstance(x, DeviceArray):
+            traffic.up(out)
+        return DeviceArray(out)
 
     @staticmethod
     def asnumpy(x):

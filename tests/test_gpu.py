@@ -269,3 +269,36 @@ def test_no_gpu_is_reported_clearly(tmp_path, capsys):
 def test_gpu_available_says_why():
     ok, why = gpu_available()
     assert ok or why  # either usable, or a reason to show
+
+
+@pytest.mark.skipif(cupy_standin.CXX is None, reason="the CuPy stand-in needs g++")
+@pytest.mark.parametrize(
+    ("model", "dataset", "profile"),
+    [("lenet", "mnist5k", "niti"), ("cnn-digits", "digits", "wage")],
+)
+def test_a_training_step_stays_on_the_device(model, dataset, profile):
+    """What one step moves, counted by the stand-in: up, the batch and its labels; down, the
+    batch's predictions (train accuracy) and a few scalars per GEMM (the operand bound, the
+    bit-width), never a tensor. Two run lengths apart, so that set-up and evaluation cancel."""
+    from nitihw.golden import models as M
+    from nitihw.golden.datasets import load_dataset
+    from nitihw.golden.train import TrainConfig, train
+
+    data = load_dataset(dataset)
+    batch = 64
+    counts = []
+    with cupy_standin.installed():
+        from nitihw.gpu.backend import CupyBackend
+
+        for steps in (3, 6):
+            cupy_standin.traffic.reset()
+            cfg = TrainConfig(model=model, dataset=dataset, backend="gpu", epochs=99, batch=batch,
+                              steps=steps, profile=profile)  # fmt: skip
+            train(cfg, data, CupyBackend())
+            t = cupy_standin.traffic
+            counts.append((t.to_device_bytes, t.to_host_bytes, t.syncs))
+    up, down, syncs = ((b - a) / 3 for a, b in zip(*counts, strict=True))
+    assert up == batch * (data.train_x[0].nbytes + 8)  # int8 images, int64 labels
+    gemms = 3 * sum(isinstance(x, (M.Conv, M.Linear)) for x in M.get_model_spec(model).layers)
+    assert syncs <= 3 * gemms + 4, f"{syncs} scalar reads per step for {gemms} GEMMs"
+    assert down == batch * 8 + 8 * syncs  # int64 predictions, 8-byte scalars
