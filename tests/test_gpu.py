@@ -278,8 +278,8 @@ def test_gpu_available_says_why():
 )
 def test_a_training_step_stays_on_the_device(model, dataset, profile):
     """What one step moves, counted by the stand-in: up, the batch and its labels; down, the
-    batch's predictions (train accuracy) and a few scalars per GEMM (the operand bound, the
-    bit-width), never a tensor. Two run lengths apart, so that set-up and evaluation cancel."""
+    batch's predictions (train accuracy) and at most one scalar per GEMM, never a tensor. Two
+    run lengths apart, so that set-up and evaluation cancel."""
     from nitihw.golden import models as M
     from nitihw.golden.datasets import load_dataset
     from nitihw.golden.train import TrainConfig, train
@@ -299,6 +299,8 @@ def test_a_training_step_stays_on_the_device(model, dataset, profile):
             counts.append((t.to_device_bytes, t.to_host_bytes, t.syncs))
     up, down, syncs = ((b - a) / 3 for a, b in zip(*counts, strict=True))
     assert up == batch * (data.train_x[0].nbytes + 8)  # int8 images, int64 labels
-    gemms = 3 * sum(isinstance(x, (M.Conv, M.Linear)) for x in M.get_model_spec(model).layers)
-    assert syncs <= 3 * gemms + 4, f"{syncs} scalar reads per step for {gemms} GEMMs"
+    weights = sum(isinstance(x, (M.Conv, M.Linear)) for x in M.get_model_spec(model).layers)
+    gemms = 3 * weights - 1  # forward, weight gradient, error (none below the first layer)
+    # at most one read per GEMM (NITI's bit-width; WAGE's ranges): int8 operands need no bound
+    assert syncs <= gemms, f"{syncs} scalar reads per step for {gemms} GEMMs"
     assert down == batch * 8 + 8 * syncs  # int64 predictions, 8-byte scalars
