@@ -247,7 +247,7 @@ class ArrayHostOps:
         ho, wo = h // k, w // k
         win = x[:, : ho * k, : wo * k, :].reshape(b, ho, k, wo, k, c)
         win = win.transpose(0, 1, 3, 5, 2, 4).reshape(b, ho, wo, c, k * k)
-        idx = win.argmax(axis=-1)
+        idx = self.first_argmax(win)
         y = xp.take_along_axis(win, idx[..., None], axis=-1)[..., 0]
         return y, idx.astype(xp.int8)
 
@@ -263,7 +263,17 @@ class ArrayHostOps:
         return out
 
     def argmax(self, logits):
-        return logits.argmax(axis=1)
+        return self.first_argmax(logits)
+
+    def first_argmax(self, x):
+        """Index of the FIRST maximum along the last axis, found with ``max`` alone: a unique
+        key per element (value, then earlier position) leaves no tie to break, so every array
+        module gives the same index whatever its own ``argmax`` does with ties."""
+        xp = self.xp
+        n = x.shape[-1]
+        rank = xp.arange(n - 1, -1, -1, dtype=xp.int64)  # earlier positions rank higher
+        best = (x.astype(xp.int64) * n + rank).max(axis=-1)
+        return (n - 1) - best % n
 
 
 MASTER_FRACTION_BITS = 8

@@ -127,3 +127,18 @@ def test_dropout_mask_shared_by_batch_and_identity_at_eval():
     ev = ctx_for(training=False)
     out = d.forward(Tensor(x, -3), ev)
     assert out.exp == -3 and out.data is x
+
+
+def test_first_argmax_is_numpys_first_maximum_without_argmax():
+    """Max-pool and predictions take the FIRST maximum; first_argmax finds it with ``max`` only,
+    so a backend's own argmax tie rule (CuPy's is not documented) cannot change the bits."""
+    from nitihw.golden import NumpyBackend
+
+    be = NumpyBackend()
+    rng = np.random.default_rng(3)
+    for shape in [(1000, 4), (200, 10), (5, 7, 9), (3, 1)]:
+        for lim in (2, 128, 2**31):  # lim 2: ties in almost every row
+            x = rng.integers(-lim, lim, shape)
+            np.testing.assert_array_equal(be.first_argmax(x), x.argmax(axis=-1))
+    x = np.array([[-(2**31), 2**31 - 1, 2**31 - 1, -5], [-7, -7, -7, -7]])
+    np.testing.assert_array_equal(be.first_argmax(x), [1, 0])
