@@ -271,9 +271,10 @@ class ArrayHostOps:
         module gives the same index whatever its own ``argmax`` does with ties."""
         xp = self.xp
         n = x.shape[-1]
+        x = x.astype(xp.int64)
         rank = xp.arange(n - 1, -1, -1, dtype=xp.int64)  # earlier positions rank higher
-        best = (x.astype(xp.int64) * n + rank).max(axis=-1)
-        return (n - 1) - best % n
+        best = (x * n + rank).max(axis=-1)  # = max(x) * n + the rank of its first position
+        return (n - 1) - (best - x.max(axis=-1) * n)  # no division: no sign convention
 
 
 MASTER_FRACTION_BITS = 8
