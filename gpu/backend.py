@@ -23,7 +23,7 @@ from nitihw.golden.rounding import ROUNDING_MODES
 from nitihw.gpu import kernels
 
 CUDA_R_8I, CUDA_R_32I = 3, 10
-CUBLAS_OP_N = 0
+CUBLAS_OP_N, CUBLAS_OP_T = 0, 1
 CUBLAS_COMPUTE_32I = 72
 CUBLAS_GEMM_DEFAULT = -1
 
@@ -131,32 +131,30 @@ class CupyBackend(ArrayHostOps, Backend):
 
         m, k = a.shape
         n = b.shape[1]
-        # int8 tensor-core GEMMs want leading dimensions that are multiples of 4: pad (a copy)
-        # only where the shape or layout asks for it
+        # int8 tensor cores take both operands contiguous along K (cuBLAS's "TN" layout) with
+        # leading dimensions that are multiples of 4: A as rows of K, B transposed, also rows of
+        # K. Copy (and zero-pad) only what is not already so: the forward GEMM's weight operand
+        # is W.T, whose transpose is W itself.
         k4, n4 = _pad_to(k, 4), _pad_to(n, 4)
-        ap, bp = a, b
-        if k4 != k or a.dtype != cp.int8 or not a.flags.c_contiguous:
-            ap = cp.zeros((m, k4), cp.int8)
-            ap[:, :k] = a
-        if (k4, n4) != (k, n) or b.dtype != cp.int8 or not b.flags.c_contiguous:
-            bp = cp.zeros((k4, n4), cp.int8)
-            bp[:k, :n] = b
+        a_rows = self._int8_rows(a, m, k4)
+        bt_rows = self._int8_rows(b.T, n4, k4)
         c = cp.empty((m, n4), cp.int32)
         one, zero = np.array(1, np.int32), np.array(0, np.int32)
         handle = cp.cuda.device.get_cublas_handle()
-        # row-major C = A B is column-major C^T = B^T A^T: swap the operands
+        # Row-major C = A B is column-major C^T = B^T A^T. cuBLAS's first operand, column-major
+        # K x n4 read transposed, is bt_rows; its second, column-major K x m, is a_rows.
         cublas.gemmEx(
             handle,
-            CUBLAS_OP_N,
+            CUBLAS_OP_T,
             CUBLAS_OP_N,
             n4,
             m,
             k4,
             one.ctypes.data,
-            bp.data.ptr,
+            bt_rows.data.ptr,
             CUDA_R_8I,
-            n4,
-            ap.data.ptr,
+            k4,
+            a_rows.data.ptr,
             CUDA_R_8I,
             k4,
             zero.ctypes.data,
@@ -167,6 +165,16 @@ class CupyBackend(ArrayHostOps, Backend):
             CUBLAS_GEMM_DEFAULT,
         )
         return c[:, :n]
+
+    def _int8_rows(self, x, rows: int, cols: int):
+        """``x`` as a C-contiguous int8 ``(rows, cols)`` array, zero-padded; copied only when
+        its shape, type or layout is not already that."""
+        cp = self.xp
+        if x.shape == (rows, cols) and x.dtype == cp.int8 and x.flags.c_contiguous:
+            return x
+        out = cp.zeros((rows, cols), cp.int8)
+        out[: x.shape[0], : x.shape[1]] = x
+        return out
 
     def _bitwidth(self, acc, fed) -> int:
         m = self._max_abs(acc)

@@ -442,7 +442,7 @@ class ReductionKernel(_Kernel):
 
 
 # ---- cuBLAS -----------------------------------------------------------------------------------
-CUDA_R_8I, CUDA_R_32I, CUBLAS_COMPUTE_32I, CUBLAS_OP_N = 3, 10, 72, 0
+CUDA_R_8I, CUDA_R_32I, CUBLAS_COMPUTE_32I, CUBLAS_OP_N, CUBLAS_OP_T = 3, 10, 72, 0, 1
 
 
 def _matrix(ptr: int, dtype, ld: int, rows: int, cols: int) -> np.ndarray:
@@ -455,8 +455,11 @@ def _matrix(ptr: int, dtype, ld: int, rows: int, cols: int) -> np.ndarray:
 def gemmEx(handle, transa, transb, m, n, k, alpha, A, Atype, lda, B, Btype, ldb, beta, C, Ctype,
            ldc, computeType, algo):  # fmt: skip
     """``cublasGemmEx`` for int8: C = alpha op(A) op(B) + beta C, column-major."""
-    if (transa, transb) != (CUBLAS_OP_N, CUBLAS_OP_N):
-        raise NotImplementedError("the stand-in does only CUBLAS_OP_N, CUBLAS_OP_N")
+    if (transa, transb) != (CUBLAS_OP_T, CUBLAS_OP_N):
+        raise ValueError(
+            "CUBLAS_STATUS_NOT_SUPPORTED: int8 tensor-core GEMMs take both operands contiguous "
+            f"along K (transa T, transb N); got {(transa, transb)}"
+        )
     if (Atype, Btype, Ctype, computeType) != (CUDA_R_8I, CUDA_R_8I, CUDA_R_32I, CUBLAS_COMPUTE_32I):
         raise ValueError(
             "CUBLAS_STATUS_NOT_SUPPORTED: the stand-in knows the int8 path only, got types "
@@ -471,14 +474,14 @@ def gemmEx(handle, transa, transb, m, n, k, alpha, A, Atype, lda, B, Btype, ldb,
         problems.append(f"lda, ldb = {lda}, {ldb} (int8 GEMMs need multiples of 4)")
     if A % 4 or B % 4:
         problems.append("A or B not 32-bit aligned")
-    if lda < max(1, m) or ldb < max(1, k) or ldc < max(1, m):
+    if lda < max(1, k) or ldb < max(1, k) or ldc < max(1, m):
         problems.append(f"leading dimensions {lda}, {ldb}, {ldc} too small for m={m}, k={k}")
     if problems:
         raise ValueError("CUBLAS_STATUS_INVALID_VALUE: " + "; ".join(problems))
     if k * 128 * 128 >= 2**53:
         raise NotImplementedError(f"k = {k}: too long for the stand-in's exact float64 sums")
     # float64 sums of int8 products are exact while k * 128 * 128 < 2**53
-    a = _matrix(A, np.int8, lda, m, k).astype(np.float64)
+    a = _matrix(A, np.int8, lda, k, m).T.astype(np.float64)  # op(A) = A^T
     b = _matrix(B, np.int8, ldb, k, n).astype(np.float64)
     c = _matrix(C, np.int32, ldc, m, n)
     out = al * (a @ b).astype(np.int64) + be * c.astype(np.int64)

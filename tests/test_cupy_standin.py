@@ -75,16 +75,18 @@ def test_a_planted_kernel_bug_is_caught(cp):
         assert (cp.asnumpy(planted(*args)) != shift_round(x, s, "round")).any()
 
 
-def _gemm_args(a, b, lda=None, alpha=1):
-    """A row-major ``a @ b`` as the backend asks cuBLAS for it (operands swapped). Returns the
-    arguments and the arrays behind their pointers, which the caller must keep alive."""
+def _gemm_args(a, b, alpha=1, trans=(1, 0)):
+    """A row-major ``a @ b`` as the backend asks cuBLAS for it: C^T = (B^T)^T-read x A^T, both
+    operands rows of K. Returns the arguments and the arrays behind their pointers, which the
+    caller must keep alive."""
     m, k = a.shape
     n = b.shape[1]
+    bt = np.ascontiguousarray(b.T)
     c = np.zeros((m, n), np.int32)
     one, beta = np.array(alpha, np.int32), np.array(0, np.int32)
-    args = [0, 0, 0, n, m, k, one.ctypes.data, b.ctypes.data, 3, lda or n, a.ctypes.data, 3, k]
+    args = [0, *trans, n, m, k, one.ctypes.data, bt.ctypes.data, 3, k, a.ctypes.data, 3, k]
     args += [beta.ctypes.data, c.ctypes.data, 10, n, 72, -1]
-    return args, c, (a, b, one, beta)
+    return args, c, (a, bt, one, beta)
 
 
 def test_gemmex_is_column_major_and_refuses_what_cublas_refuses():
@@ -94,13 +96,14 @@ def test_gemmex_is_column_major_and_refuses_what_cublas_refuses():
     args, c, _keep = _gemm_args(a, b)
     cupy_standin.gemmEx(*args)
     np.testing.assert_array_equal(c, a.astype(np.int64) @ b.astype(np.int64))
-    b6 = np.ascontiguousarray(b[:, :6])  # ld 6 is not a multiple of 4
-    bad_ld = _gemm_args(a, b6)  # keep its arrays alive while cuBLAS reads their pointers
-    with pytest.raises(ValueError, match="multiples of 4"):
-        cupy_standin.gemmEx(*bad_ld[0])
-    bad_alpha = _gemm_args(a, b, alpha=2)
-    with pytest.raises(ValueError, match="0 or 1"):
-        cupy_standin.gemmEx(*bad_alpha[0])
+    cases = {  # keep each case's arrays alive while cuBLAS reads their pointers
+        "multiples of 4": _gemm_args(a[:, :6].copy(), b[:6].copy()),  # K = 6
+        "0 or 1": _gemm_args(a, b, alpha=2),
+        "contiguous along K": _gemm_args(a, b, trans=(0, 0)),
+    }
+    for message, (bad, _c, _k) in cases.items():
+        with pytest.raises(ValueError, match=message):
+            cupy_standin.gemmEx(*bad)
     big = np.full((4, 140000), 127, np.int8)  # 140000 * 127^2 > 2^31
     too_long = _gemm_args(big, np.full((140000, 4), 127, np.int8))
     with pytest.raises(OverflowError):
