@@ -8,8 +8,10 @@
 #   bash bench/gpu_session.sh bench     # there: bench/gpu_speed.py (writes docs/benchmarks.md)
 #
 # "all" (the default) does both. Logs, and docs/benchmarks.md after a bench, are copied to $OUT
-# (the device tool's result folder), or ./gpu-results elsewhere. Exits non-zero when the GPU is
-# not usable (so that skipped GPU tests are never taken for passed ones) or a step fails.
+# (the device tool's result folder), or ./gpu-results elsewhere. A copied checkout has no .git:
+# pass the commit as NITIHW_GIT_REV=$(git rev-parse --short HEAD) so that results name it.
+# Exits non-zero when the GPU is not usable (so that skipped GPU tests are never taken for
+# passed ones) or a step fails.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 what="${1:-all}"
@@ -36,7 +38,7 @@ fi
     "$PY" -c 'import sys, numpy; print("python", sys.version.split()[0], "numpy", numpy.__version__)'
     "$PY" -c 'import cupy; print("cupy", cupy.__version__)' || true
     "$PY" -c 'import torch; print("torch", torch.__version__)' || true
-    git rev-parse --short HEAD 2>/dev/null || true
+    echo "commit ${NITIHW_GIT_REV:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}"
 } 2>&1 | tee "$OUT/environment.txt"
 "$PY" -c '
 from nitihw.gpu.backend import gpu_available

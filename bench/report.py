@@ -31,6 +31,10 @@ def machine() -> str:
 
 
 def git_rev() -> str:
+    """The commit measured: ``$NITIHW_GIT_REV`` where set (a copied checkout without .git, as
+    on the GPU machines), else git's."""
+    if os.environ.get("NITIHW_GIT_REV"):
+        return os.environ["NITIHW_GIT_REV"]
     try:
         out = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"],
