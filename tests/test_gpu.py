@@ -304,3 +304,24 @@ def test_a_training_step_stays_on_the_device(model, dataset, profile):
     # at most one read per GEMM (NITI's bit-width; WAGE's ranges): int8 operands need no bound
     assert syncs <= gemms, f"{syncs} scalar reads per step for {gemms} GEMMs"
     assert down == batch * 8 + 8 * syncs  # int64 predictions, 8-byte scalars
+
+
+def test_cifar_scale_model_is_bit_exact_with_golden(device):
+    """vgg-small-7 (the benchmark's CIFAR-10 network) on random CIFAR-shaped data: 2 steps."""
+    from nitihw.golden import NumpyBackend
+    from nitihw.golden.datasets import Dataset
+    from nitihw.golden.train import TrainConfig, train
+    from nitihw.gpu.backend import CupyBackend
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(-127, 128, (64, 32, 32, 3)).astype(np.int8)
+    y = rng.integers(0, 10, 64)
+    data = Dataset("random-cifar", x, y, x[:16], y[:16])
+    results = []
+    for backend in (NumpyBackend(), CupyBackend()):
+        cfg = TrainConfig(model="vgg-small-7", dataset="random-cifar", backend=backend.name,
+                          epochs=9, batch=16, steps=2)  # fmt: skip
+        results.append(train(cfg, data, backend))
+    gold, gpu_run = results
+    assert gpu_run["weights_sha256"] == gold["weights_sha256"]
+    assert gpu_run["test_accuracy"] == gold["test_accuracy"]
