@@ -3,11 +3,10 @@
 - GEMM: int8 x int8 -> int32 on the tensor cores through cuBLAS ``gemmEx`` (``CUDA_R_8I``
   inputs, ``CUBLAS_COMPUTE_32I``), exact while ``K * 128 * 128 < 2^31`` (the int8 type's own
   bound, so no read-back); longer sums are cut into K-chunks that each stay exact and summed in
-  int64. Operands wider than int8
-  (DFP16's int16) take exact float64 GEMMs in K-chunks below 2^53 instead. The overflow count
-  against ``acc_bits`` is a reduction on the device.
-- Range, rescale, update: the kernels of :mod:`nitihw.gpu.kernels` (only the bit-width, a few
-  scalars, comes back to the host).
+  int64. Operands wider than int8 (DFP16's int16) take exact float64 GEMMs in K-chunks below
+  2^53 instead. The overflow count against ``acc_bits`` is a reduction on the device.
+- Range, rescale, update: the kernels of :mod:`nitihw.gpu.kernels` (only the bit-width, one
+  scalar per GEMM, comes back to the host).
 - Host operations (im2col, ReLU, pooling, dropout masks, the loss) are the golden code's,
   written once against the array module: here it is CuPy, and the data stays on the device.
 """

@@ -11,9 +11,12 @@ in it that is not CUDA itself run in CI, so that a GPU session finds the code al
   be turned into a NumPy array implicitly or mixed with NumPy arrays in arithmetic, and returns
   0-d arrays from reductions. A host round trip hidden in the backend fails here as on a GPU.
 - **cuBLAS.** ``cublas.gemmEx`` is done in column-major order on the raw pointers, with the
-  restrictions cuBLAS documents for int8 GEMMs (``CUDA_R_8I`` inputs, ``CUDA_R_32I`` output,
-  alpha and beta 0 or 1, 32-bit aligned operands, ``lda``/``ldb`` multiples of 4), and refuses
-  a result that would not fit int32.
+  int8 restrictions (``CUDA_R_8I`` inputs, ``CUDA_R_32I`` output, the "TN" layout in which
+  both operands are contiguous along K as int8 tensor cores read them, alpha and beta 0 or 1,
+  32-bit aligned operands, ``lda``/``ldb`` multiples of 4), and refuses a result that would not
+  fit int32.
+- **Traffic.** :data:`traffic` counts the bytes that cross each way and the scalar reads (each
+  a synchronisation on a GPU), so tests can check that a training step stays on the device.
 
 Not checked here, only on a GPU: NVRTC's compilation, the real cuBLAS kernels, CuPy's own type
 promotion in corner cases, and speed.
@@ -255,8 +258,8 @@ def _wrap(x):
     return x
 
 
-def _call(func, args, kwargs, host_ok: bool = False):
-    return _wrap(func(*_unwrap(args, host_ok), **_unwrap(kwargs, host_ok)))
+def _call(func, args, kwargs):
+    return _wrap(func(*_unwrap(args), **_unwrap(kwargs)))
 
 
 # ---- kernels ----------------------------------------------------------------------------------
