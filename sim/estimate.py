@@ -344,11 +344,12 @@ def write_reports(result: dict, out: str | Path, plots: bool = True) -> list[Pat
         ),
     )
 
+    def access(r, src, prefix):
+        return sum(v for k, v in r[src].items() if k.startswith(prefix))
+
     def bw(r, kind, stream):
         total = r["cycles"] + r["stall_cycles"]
-        src = r["sram_bytes"] if kind == "sram" else r["dram_bytes"]
-        moved = sum(v for k, v in src.items() if k.startswith(stream))
-        return moved / total if total else 0.0
+        return access(r, f"{kind}_bytes", stream) / total if total else 0.0
 
     put(
         "BANDWIDTH_REPORT.csv",
@@ -376,9 +377,6 @@ def write_reports(result: dict, out: str | Path, plots: bool = True) -> list[Pat
             ],
         ),
     )
-
-    def access(r, src, prefix):
-        return sum(v for k, v in r[src].items() if k.startswith(prefix))
 
     detail = []
     for r in rows:
