@@ -94,10 +94,8 @@ class CupyBackend(ArrayHostOps, Backend):
         if bound == 0:
             acc = cp.zeros((m, n), cp.int32)
             return acc, 0
-        path = self.gemm_path
         fits_int8 = (int8_a or max_a <= 127) and (int8_b or max_b <= 127)
-        if not fits_int8 or bound >= EXACT_BELOW[path]:
-            path = "float64"
+        path = self.gemm_path if fits_int8 else "float64"  # int8-sized: bound <= 2^14
         if bound >= EXACT_BELOW[path]:
             raise ValueError(
                 f"GEMM operands up to {max_a} and {max_b}: one product does not fit the GPU "

@@ -335,7 +335,8 @@ class _Kernel:
         return typemap, values
 
     @staticmethod
-    def _ctype(p: _Param, typemap) -> str:
+    def _ctype(p: _Param) -> str:
+        """C type of a parameter: a placeholder such as ``T`` stays (a typedef binds it)."""
         return p.type if p.generic else CTYPES[p.type]
 
     @staticmethod
@@ -358,14 +359,14 @@ class ElementwiseKernel(_Kernel):
         sig = ["long long _n"]
         loads = []
         for p in self.ins:
-            ct = self._ctype(p, typemap)
+            ct = self._ctype(p)
             if p.name in array_params:
                 sig.append(f"const {ct} *_raw_{p.name}")
                 loads.append(f"const {ct} &{p.name} = _raw_{p.name}[i];")
             else:
                 sig.append(f"{ct} {p.name}")
         for p in self.outs:
-            ct = self._ctype(p, typemap)
+            ct = self._ctype(p)
             sig.append(f"{ct} *_raw_{p.name}")
             loads.append(f"{ct} &{p.name} = _raw_{p.name}[i];")
         return (
@@ -415,7 +416,7 @@ class ReductionKernel(_Kernel):
     def source(self, typemap, cuda: bool = False, name: str | None = None) -> str:
         """The reduction, serial, as C++ or (``cuda``, for a compile check) a CUDA kernel."""
         (x,), (y,) = self.ins, self.outs
-        cx, cy = self._ctype(x, typemap), self._ctype(y, typemap)
+        cx, cy = self._ctype(x), self._ctype(y)
         return (
             f"{'' if cuda else _PRELUDE}{self._typedefs(typemap)}typedef {cy} _type_reduce;\n"
             f'extern "C" {_GLOBAL if cuda else ""}void {name or self.name}'
@@ -575,8 +576,9 @@ def _clear_kernel_caches():
 @contextlib.contextmanager
 def installed():
     """Within the block ``import cupy`` gives the stand-in (and the kernels are rebuilt)."""
-    saved = {name: sys.modules.get(name) for name in modules()}
-    sys.modules.update(modules())
+    standin = modules()
+    saved = {name: sys.modules.get(name) for name in standin}
+    sys.modules.update(standin)
     _clear_kernel_caches()
     try:
         yield sys.modules["cupy"]
