@@ -1,21 +1,38 @@
-"""The Datapath: MAC array, range unit, rescale lanes and update lanes behind one streaming
-interface, so a driver can run every GEMM, range, rescale and update of a training step.
+"""The Datapath (v2): MAC array, range unit, rescale, update and divide lanes behind one
+streaming interface, with the operand loads, the array and the drain of a GEMM overlapped.
 
-Three valid/ready streams: ``cmd`` (commands), ``din`` (data in) and ``dout`` (data out). One
-command runs at a time; the command stream is accepted only when the datapath is idle.
+Three valid/ready streams: ``cmd`` (commands), ``din`` (data in) and ``dout`` (data out).
+Commands go into a queue (:data:`~nitihw.rtl.schedule.QUEUE_DEPTH` deep) and are dispatched in
+order, at most one per cycle, each to its unit:
+
+- the **loader** (``LOAD_A``, ``LOAD_B``, ``LOAD_AB``) writes din beats into one of two banks
+  (ping-pong) of the A and B operand buffers;
+- the **array** (``COMPUTE``) streams one A bank and one B bank through the MAC array; with
+  ``drain`` it then captures the accumulators into the drain shadows, and the **drainer** sends
+  the tile's rows to dout (the range unit watching) while the array computes the next tile;
+- the **serial unit** runs everything else, alone: the range unit's clear / read / feed, and the
+  rescale, update and divide lanes.
+
+A command waits at the head of the queue until its unit is free and its hazards have cleared:
+a load waits while the array still reads the bank it writes, a COMPUTE while the loader still
+writes a bank it reads, and a serial command until every unit (and the range unit's pipeline)
+is idle. So a host can issue the next tile's load right behind the current tile's COMPUTE and
+the two run together. :func:`nitihw.rtl.schedule.program_cycles` states the timing.
 
 ============  ===========================================================================
-command       what it does (``count`` is its number of beats)
+command       what it does (``count`` is its number of beats; 0: nothing)
 ============  ===========================================================================
-LOAD_A        ``count`` din beats, each one column of an A tile (``rows`` operands), into
-              the A buffer at addresses 0..count-1
-LOAD_B        ``count`` din beats, each one row of a B tile (``cols`` operands), into the B
-              buffer
-COMPUTE       stream buffer entries 0..count-1 (skewed) through the array: every PE (i, j)
-              sums ``A[i, k] * B[k, j]``; ``accumulate`` adds to the previous sums instead
-              of starting new ones (for K longer than the buffers)
-DRAIN         ``count`` dout beats (rows 0..count-1 of the result tile, ``cols``
-              accumulators each, with their overflow flags); the range unit observes them
+LOAD_A        ``count`` din beats, each one column of an A tile (``ab.a``, ``rows`` operands),
+              into A bank ``bank_a`` at addresses 0..count-1
+LOAD_B        ``count`` din beats, each one row of a B tile (``ab.b``, ``cols`` operands), into
+              B bank ``bank_b``
+LOAD_AB       ``count`` din beats carrying both (``ab``): an A column and a B row per beat
+COMPUTE       stream entries 0..count-1 of A bank ``bank_a`` and B bank ``bank_b`` (skewed)
+              through the array: every PE (i, j) sums ``A[i, k] * B[k, j]``; ``accumulate``
+              adds to the previous sums instead of starting new ones (K longer than the
+              buffers); ``drain``: when the last products are in, capture the tile and send
+              its first ``drain_rows`` rows (``cols`` accumulators each, with their overflow
+              flags) as dout beats; the range unit observes them
 RANGE_CLEAR   start a new tensor in the range unit
 RANGE_READ    one dout beat: bit-width, shift, overflow count and max magnitude of the
               tensor so far
@@ -38,11 +55,11 @@ UPDATE_DIV    (``divide`` builds) ``count`` din beats of ``cols`` int32 (weight,
               ``decay`` set)
 ============  ===========================================================================
 
-Cycles per command, from the cycle it is accepted until the datapath accepts the next one
-(streams never stalled): ``LOAD: 1 + count``; ``COMPUTE: count + rows + cols``;
-``DRAIN: 1 + count``; ``RANGE_CLEAR: 1``; ``RANGE_READ: 2``; ``RESCALE: count + 4``;
-``UPDATE: count + 3``; ``RANGE_FEED: 1 + count``; ``DIVIDE``, ``UPDATE_DIV: count + 4``.
-:mod:`nitihw.rtl.schedule` holds these formulas; docs/datapath.md derives them.
+Any other opcode (11..15, or ``DIVIDE``/``UPDATE_DIV`` in a build without divide lanes) is
+dropped and sets the sticky ``error`` output, with the opcode in ``error_op``.
+
+Every dout beat leaves through a skid buffer, so ``din.ready`` and every lane's stall signal
+come from registers, never combinationally from ``dout.ready``.
 
 The B operand may be wider than A (``b_bits`` up to 32: NITRO-D multiplies int8 activations by
 int32 weights and deltas, with sums that wrap to ``acc_bits``); the divide lanes
@@ -54,6 +71,7 @@ from __future__ import annotations
 
 from amaranth import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, enum, memory, stream, wiring
+from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
 from nitihw.rtl.divide import DIV_BITS, MAGIC_BITS, SHIFT_BITS, DivideLanes
@@ -61,16 +79,18 @@ from nitihw.rtl.mac_array import WIDE_B_MAX, MacArray, check_array_params, max_e
 from nitihw.rtl.params import reject, require_int
 from nitihw.rtl.range_unit import RangeUnit
 from nitihw.rtl.rescale import RescaleLanes, RoundingMode, rescale_max_shift
+from nitihw.rtl.schedule import QUEUE_DEPTH
 from nitihw.rtl.update import UpdateLanes
 
 COUNT_BITS = 24
+DRAIN_ROWS_BITS = 9  # up to 256 rows
 
 
 class Op(enum.Enum, shape=4):
     LOAD_A = 0
     LOAD_B = 1
     COMPUTE = 2
-    DRAIN = 3
+    LOAD_AB = 3
     RANGE_CLEAR = 4
     RANGE_READ = 5
     RESCALE = 6
@@ -97,6 +117,10 @@ def command_layout(acc_bits: int) -> data.StructLayout:
             "magic1": unsigned(MAGIC_BITS),
             "shift1": unsigned(SHIFT_BITS),
             "decay": 1,  # UPDATE_DIV: subtract trunc_div(w, d1)
+            "bank_a": 1,  # LOAD_A / LOAD_AB / COMPUTE: which A bank
+            "bank_b": 1,  # LOAD_B / LOAD_AB / COMPUTE: which B bank
+            "drain": 1,  # COMPUTE: capture and drain the tile when done
+            "drain_rows": unsigned(DRAIN_ROWS_BITS),  # COMPUTE: rows to drain
         }
     )
 
@@ -117,8 +141,12 @@ def din_layout(rows, cols, op_bits, acc_bits, b_bits=None, divide=False) -> data
     )
     return data.UnionLayout(
         {
-            "a": data.ArrayLayout(signed(op_bits), rows),
-            "b": data.ArrayLayout(signed(b_bits or op_bits), cols),
+            "ab": data.StructLayout(
+                {
+                    "a": data.ArrayLayout(signed(op_bits), rows),
+                    "b": data.ArrayLayout(signed(b_bits or op_bits), cols),
+                }
+            ),
             "rescale": data.StructLayout(
                 {
                     "acc": data.ArrayLayout(signed(acc_bits), cols),
@@ -176,7 +204,7 @@ class Datapath(wiring.Component):
     op_bits : signed operand width (8 default, up to 16).
     acc_bits : accumulator width (32 default).
     guard_bits : extra accumulator bits for exact overflow detection (8 default).
-    kmax : depth of the A and B operand buffers (the longest K of one COMPUTE).
+    kmax : depth of each bank of the A and B operand buffers (the longest K of one COMPUTE).
     b_bits : the B operand's width (default ``op_bits``, up to 32; above 16 the sums wrap and
         ``acc_bits + guard_bits`` must hold one product, see :mod:`nitihw.rtl.mac_array`).
     divide : build the divide lanes (``DIVIDE``, ``UPDATE_DIV``; needs ``acc_bits <= 32``).
@@ -184,16 +212,20 @@ class Datapath(wiring.Component):
     Members
     -------
     cmd : In(stream.Signature(command_layout))
-        Commands; ``ready`` only while idle.
+        Commands; ``ready`` while the command queue has room.
     din : In(stream.Signature(din_layout))
-        Operands (``a`` / ``b``), accumulators to rescale or divide (``rescale``), weights and
+        Operands (``ab``), accumulators to rescale or divide (``rescale``), weights and
         gradients to update (``update``, ``update32``): which member is read depends on the
-        command.
+        command, in command order.
     dout : Out(stream.Signature(dout_layout))
         Drained accumulators (``drain``), rescaled or divided int8 (``q``), updated weights
-        (``update``, ``w32``) or the range (``range``).
+        (``update``, ``w32``) or the range (``range``), in command order.
     busy : Out(1)
-        A command is running.
+        A command is queued or running (low: everything done, the range final).
+    error : Out(1)
+        Sticky: an unknown or unsupported opcode was dropped (cleared by reset).
+    error_op : Out(4)
+        The last such opcode.
     """
 
     def __init__(
@@ -232,6 +264,8 @@ class Datapath(wiring.Component):
                 ),
                 "dout": Out(stream.Signature(dout_layout(cols, acc_bits, divide))),
                 "busy": Out(1),
+                "error": Out(1),
+                "error_op": Out(4),
             }
         )
 
@@ -263,6 +297,10 @@ class Datapath(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         R, C, kmax = self._rows, self._cols, self._kmax
+        layout = command_layout(self._acc_bits)
+        din, dout = self.din, self.dout
+
+        # ---- blocks ----------------------------------------------------------------------
         m.submodules.array = arr = MacArray(
             R,
             C,
@@ -275,88 +313,196 @@ class Datapath(wiring.Component):
         m.submodules.rescale = rs = RescaleLanes(C, self._acc_bits)
         m.submodules.update8 = up8 = UpdateLanes(C, master=False)
         m.submodules.update16 = up16 = UpdateLanes(C, master=True)
-        m.submodules.mem_a = mem_a = memory.Memory(
-            shape=data.ArrayLayout(signed(self._op_bits), R), depth=kmax, init=[]
-        )
-        m.submodules.mem_b = mem_b = memory.Memory(
-            shape=data.ArrayLayout(signed(self._b_bits), C), depth=kmax, init=[]
-        )
-        wa, wb = mem_a.write_port(), mem_b.write_port()
-        ra, rb = mem_a.read_port(), mem_b.read_port()
+        dv = None
+        if self._divide:
+            m.submodules.divide = dv = DivideLanes(C)
+        m.submodules.queue = queue = SyncFIFO(width=layout.size, depth=QUEUE_DEPTH)
 
-        cmd = Signal(command_layout(self._acc_bits))
-        idx = Signal(COUNT_BITS + 1)  # beats in / reads issued
-        done = Signal(COUNT_BITS + 1)  # beats out
-        din, dout = self.din, self.dout
+        # two banks (ping-pong) of each operand buffer
+        banks_a, banks_b = [], []
+        for bank in range(2):
+            mem_a = memory.Memory(
+                shape=data.ArrayLayout(signed(self._op_bits), R), depth=kmax, init=[]
+            )
+            mem_b = memory.Memory(
+                shape=data.ArrayLayout(signed(self._b_bits), C), depth=kmax, init=[]
+            )
+            m.submodules[f"mem_a{bank}"] = mem_a
+            m.submodules[f"mem_b{bank}"] = mem_b
+            banks_a.append((mem_a.write_port(), mem_a.read_port()))
+            banks_b.append((mem_b.write_port(), mem_b.read_port()))
 
-        # ---- skew: row i of A (and its flags) delayed by i cycles, column j of B by j ----------
-        feed_valid = Signal()  # the memory data of this cycle is a real operand
-        feed_first = Signal()
-        a_in, v_in, f_in, b_in = [], [], [], []
+        # ---- the output skid buffer: every dout beat passes here ----------------------------
+        # Sources offer (ob_valid, ob_payload) and see ob_ready, a register: no combinational
+        # path from dout.ready back into the datapath.
+        ob_valid = Signal()
+        ob_payload = Signal(dout.payload.shape())
+        ob_full = Signal()
+        ob_buf = Signal(dout.payload.shape())
+        ob_ready = ~ob_full
+        m.d.comb += [
+            dout.valid.eq(ob_full | ob_valid),
+            dout.payload.eq(Mux(ob_full, ob_buf, ob_payload)),
+        ]
+        with m.If(ob_full):
+            with m.If(dout.ready):
+                m.d.sync += ob_full.eq(0)
+        with m.Elif(ob_valid & ~dout.ready):
+            m.d.sync += [ob_full.eq(1), ob_buf.eq(ob_payload)]
+
+        # ---- the command queue --------------------------------------------------------------
+        head = Signal(layout)
+        m.d.comb += [
+            queue.w_data.eq(self.cmd.payload),
+            queue.w_en.eq(self.cmd.valid),
+            self.cmd.ready.eq(queue.w_rdy),
+            head.eq(queue.r_data),
+        ]
+
+        # ---- loader state ---------------------------------------------------------------------
+        ld_busy = Signal()
+        ld_a, ld_b = Signal(), Signal()
+        ld_bank_a, ld_bank_b = Signal(), Signal()
+        ld_count = Signal(COUNT_BITS)
+        ld_idx = Signal(COUNT_BITS)
+        with m.If(ld_busy):
+            m.d.comb += din.ready.eq(1)
+            with m.If(din.valid):
+                m.d.sync += ld_idx.eq(ld_idx + 1)
+                with m.If(ld_idx + 1 >= ld_count):
+                    m.d.sync += ld_busy.eq(0)
+        for bank, (wa, _) in enumerate(banks_a):
+            m.d.comb += [
+                wa.addr.eq(ld_idx),
+                wa.data.eq(din.payload.ab.a),
+                wa.en.eq(ld_busy & din.valid & ld_a & (ld_bank_a == bank)),
+            ]
+        for bank, (wb, _) in enumerate(banks_b):
+            m.d.comb += [
+                wb.addr.eq(ld_idx),
+                wb.data.eq(din.payload.ab.b),
+                wb.en.eq(ld_busy & din.valid & ld_b & (ld_bank_b == bank)),
+            ]
+
+        # ---- array state ----------------------------------------------------------------------
+        x_reading, x_flushing = Signal(), Signal()
+        x_count = Signal(COUNT_BITS)
+        x_idx = Signal(COUNT_BITS)
+        x_accumulate, x_drain = Signal(), Signal()
+        x_bank_a, x_bank_b = Signal(), Signal()
+        x_rows = Signal(DRAIN_ROWS_BITS)
+        flush = Signal(range(R + C))
+        x_last_read = x_reading & (x_idx + 1 >= x_count)
+        for _, ra in banks_a:
+            m.d.comb += ra.addr.eq(x_idx)
+        for _, rb in banks_b:
+            m.d.comb += rb.addr.eq(x_idx)
+        # the memories answer the cycle after the read: the feed flags and bank follow
+        feed_valid, feed_first = Signal(), Signal()
+        feed_bank_a, feed_bank_b = Signal(), Signal()
+        m.d.sync += [
+            feed_valid.eq(x_reading),
+            feed_first.eq(x_reading & (x_idx == 0) & ~x_accumulate),
+            feed_bank_a.eq(x_bank_a),
+            feed_bank_b.eq(x_bank_b),
+        ]
+        with m.If(x_reading):
+            m.d.sync += x_idx.eq(x_idx + 1)
+            with m.If(x_last_read):
+                m.d.sync += x_reading.eq(0)
+                with m.If(x_drain):
+                    m.d.sync += [x_flushing.eq(1), flush.eq(R + C - 1)]
+        with m.If(x_flushing & (flush != 0)):
+            m.d.sync += flush.eq(flush - 1)
+
+        # ---- drainer state --------------------------------------------------------------------
+        dr_busy = Signal()
+        dr_left = Signal(DRAIN_ROWS_BITS)
+        capture = x_flushing & (flush == 0) & ~dr_busy
+        with m.If(capture):
+            m.d.comb += arr.capture.eq(1)
+            m.d.sync += x_flushing.eq(0)
+            with m.If(x_rows != 0):
+                m.d.sync += [dr_busy.eq(1), dr_left.eq(x_rows)]
+        # the array takes a new COMPUTE when idle, on a no-drain COMPUTE's last read (the sums
+        # go on back to back), or in the capture cycle
+        x_accept = (~x_reading & ~x_flushing) | (x_last_read & ~x_drain) | capture
+
+        # ---- skew: row i of A (and its flags) delayed by i cycles, column j of B by j ------------
+        a_data = Signal(data.ArrayLayout(signed(self._op_bits), R))
+        b_data = Signal(data.ArrayLayout(signed(self._b_bits), C))
+        m.d.comb += [
+            a_data.eq(Mux(feed_bank_a, banks_a[1][1].data, banks_a[0][1].data)),
+            b_data.eq(Mux(feed_bank_b, banks_b[1][1].data, banks_b[0][1].data)),
+        ]
+        m.d.comb += arr.en.eq(1)
         for i in range(R):
-            chain = [(ra.data[i], feed_valid, feed_first)]
+            chain = [(a_data[i], feed_valid, feed_first)]
             for d in range(i):
                 regs = (
                     Signal(signed(self._op_bits), name=f"skew_a_{i}_{d}"),
                     Signal(name=f"skew_v_{i}_{d}"),
                     Signal(name=f"skew_f_{i}_{d}"),
                 )
-                with m.If(arr.en):
-                    m.d.sync += [regs[n].eq(chain[-1][n]) for n in range(3)]
+                m.d.sync += [regs[n].eq(chain[-1][n]) for n in range(3)]
                 chain.append(regs)
-            a_in.append(chain[-1][0])
-            v_in.append(chain[-1][1])
-            f_in.append(chain[-1][2])
-        for j in range(C):
-            chain = [rb.data[j]]
-            for d in range(j):
-                reg = Signal(signed(self._b_bits), name=f"skew_b_{j}_{d}")
-                with m.If(arr.en):
-                    m.d.sync += reg.eq(chain[-1])
-                chain.append(reg)
-            b_in.append(chain[-1])
-        for i in range(R):
             m.d.comb += [
-                arr.a[i].eq(a_in[i]),
-                arr.a_valid[i].eq(v_in[i]),
-                arr.a_first[i].eq(f_in[i]),
+                arr.a[i].eq(chain[-1][0]),
+                arr.a_valid[i].eq(chain[-1][1]),
+                arr.a_first[i].eq(chain[-1][2]),
             ]
         for j in range(C):
-            m.d.comb += arr.b[j].eq(b_in[j])
+            prev = b_data[j]
+            for d in range(j):
+                reg = Signal(signed(self._b_bits), name=f"skew_b_{j}_{d}")
+                m.d.sync += reg.eq(prev)
+                prev = reg
+            m.d.comb += arr.b[j].eq(prev)
 
-        # ---- data paths that are the same in every state ----------------------------------
+        # ---- serial unit state ----------------------------------------------------------------
+        s_busy = Signal()
+        s_cmd = Signal(layout)
+        s_idx = Signal(COUNT_BITS)
+        s_done = Signal(COUNT_BITS)
+
+        def through(lanes):
+            """Pass ``count`` din beats through a lane pipeline and its results to the skid."""
+            taking = s_idx < s_cmd.count
+            m.d.comb += [
+                lanes.i.valid.eq(din.valid & taking),
+                din.ready.eq(lanes.i.ready & taking),
+                ob_valid.eq(lanes.o.valid),
+            ]
+            with m.If(din.valid & lanes.i.ready & taking):
+                m.d.sync += s_idx.eq(s_idx + 1)
+            with m.If(lanes.o.valid & ob_ready):
+                m.d.sync += s_done.eq(s_done + 1)
+                with m.If(s_done + 1 >= s_cmd.count):
+                    m.d.sync += s_busy.eq(0)
+
         m.d.comb += [
-            wa.data.eq(din.payload.a),
-            wa.addr.eq(idx),
-            wb.data.eq(din.payload.b),
-            wb.addr.eq(idx),
-            ra.addr.eq(idx),
-            rb.addr.eq(idx),
-            rs.shift.eq(cmd.shift),
-            rs.left.eq(cmd.left),
-            rs.mode.eq(cmd.mode),
-            up8.limit.eq(cmd.limit),
+            rs.shift.eq(s_cmd.shift),
+            rs.left.eq(s_cmd.left),
+            rs.mode.eq(s_cmd.mode),
             rs.i.payload.eq(din.payload.rescale),
+            up8.limit.eq(s_cmd.limit),
         ]
         for j in range(C):
             m.d.comb += [
-                rng.value[j].eq(arr.out[j]),
-                rng.overflow[j].eq(arr.out_overflow[j]),
                 up8.i.payload.w[j].eq(din.payload.update.w[j]),
                 up8.i.payload.g[j].eq(din.payload.update.g[j]),
                 up16.i.payload.w[j].eq(din.payload.update.w[j]),
                 up16.i.payload.g[j].eq(din.payload.update.g[j]),
             ]
-        if self._divide:
-            m.submodules.divide = dv = DivideLanes(C)
+        if dv is not None:
             m.d.comb += [
-                dv.magic0.eq(cmd.magic0),
-                dv.shift0.eq(cmd.shift0),
-                dv.magic1.eq(cmd.magic1),
-                dv.shift1.eq(cmd.shift1),
-                dv.decay.eq(cmd.decay),
+                dv.magic0.eq(s_cmd.magic0),
+                dv.shift0.eq(s_cmd.shift0),
+                dv.magic1.eq(s_cmd.magic1),
+                dv.shift1.eq(s_cmd.shift1),
+                dv.decay.eq(s_cmd.decay),
             ]
-            scaling = cmd.op == Op.DIVIDE
+            scaling = s_cmd.op == Op.DIVIDE
             for j in range(C):
                 m.d.comb += [
                     dv.i.payload.x[j].eq(
@@ -364,139 +510,127 @@ class Datapath(wiring.Component):
                     ),
                     dv.i.payload.w[j].eq(din.payload.update32.w[j]),
                 ]
-        pipe_len = Signal(range(R + C + 1))  # COMPUTE: cycles left after the last read
 
-        with m.FSM(name="control"):
-            with m.State("IDLE"):
-                m.d.comb += self.cmd.ready.eq(1)
-                with m.If(self.cmd.valid):
-                    m.d.sync += [cmd.eq(self.cmd.payload), idx.eq(0), done.eq(0)]
-                    with m.Switch(self.cmd.payload.op):
-                        with m.Case(Op.LOAD_A, Op.LOAD_B):
-                            m.next = "LOAD"
-                        with m.Case(Op.COMPUTE):
-                            m.d.sync += pipe_len.eq(R + C - 1)
-                            m.next = "COMPUTE"
-                        with m.Case(Op.DRAIN):
-                            m.d.comb += arr.capture.eq(1)
-                            m.next = "DRAIN"
-                        with m.Case(Op.RANGE_CLEAR):
-                            m.d.comb += rng.clear.eq(1)
-                        with m.Case(Op.RANGE_READ):
-                            m.next = "RANGE_READ"
-                        with m.Case(Op.RESCALE):
-                            m.next = "RESCALE"
-                        with m.Case(Op.UPDATE):
-                            m.next = "UPDATE"
-                        with m.Case(Op.RANGE_FEED):
-                            with m.If(self.cmd.payload.count != 0):
-                                m.next = "RANGE_FEED"
-                        if self._divide:  # without the lanes, 1 cycle and nothing
-                            with m.Case(Op.DIVIDE, Op.UPDATE_DIV):
-                                m.next = "DIVIDE"
-            with m.State("LOAD"):
-                m.d.comb += din.ready.eq(1)
-                with m.If(din.valid):
-                    m.d.comb += [wa.en.eq(cmd.op == Op.LOAD_A), wb.en.eq(cmd.op == Op.LOAD_B)]
-                    m.d.sync += idx.eq(idx + 1)
-                    with m.If(idx + 1 >= cmd.count):
-                        m.next = "IDLE"
-            with m.State("COMPUTE"):
-                # cycle t reads entry t; its data reaches the skew the cycle after
-                m.d.comb += arr.en.eq(1)
-                m.d.sync += [
-                    feed_valid.eq(idx < cmd.count),
-                    feed_first.eq((idx == 0) & ~cmd.accumulate),
-                ]
-                with m.If(idx < cmd.count):
-                    m.d.sync += idx.eq(idx + 1)
-                with m.Else():
-                    m.d.sync += pipe_len.eq(pipe_len - 1)
-                    with m.If(pipe_len == 1):
-                        m.next = "IDLE"
-            with m.State("DRAIN"):
-                m.d.comb += dout.valid.eq(1)
-                for j in range(C):
-                    m.d.comb += [
-                        dout.payload.drain.acc[j].eq(arr.out[j]),
-                        dout.payload.drain.overflow[j].eq(arr.out_overflow[j]),
-                    ]
-                with m.If(dout.ready):
-                    m.d.comb += [arr.shift.eq(1), rng.valid.eq(1)]
-                    m.d.sync += done.eq(done + 1)
-                    with m.If(done + 1 >= cmd.count):
-                        m.next = "IDLE"
-            with m.State("RANGE_FEED"):
-                # the range unit observes din's accumulators instead of the array's drain
-                m.d.comb += din.ready.eq(1)
-                for j in range(C):
-                    m.d.comb += [
-                        rng.value[j].eq(din.payload.rescale.acc[j]),
-                        rng.overflow[j].eq(0),
-                    ]
-                with m.If(din.valid):
-                    m.d.comb += rng.valid.eq(1)
-                    m.d.sync += idx.eq(idx + 1)
-                    with m.If(idx + 1 >= cmd.count):
-                        m.next = "IDLE"
-            with m.State("RANGE_READ"):
+        # ---- the range unit watches the drain, or din in RANGE_FEED --------------------------
+        feeding = s_busy & (s_cmd.op == Op.RANGE_FEED)
+        for j in range(C):
+            m.d.comb += [
+                rng.value[j].eq(Mux(feeding, din.payload.rescale.acc[j], arr.out[j])),
+                rng.overflow[j].eq(~feeding & arr.out_overflow[j]),
+            ]
+
+        # ---- dout sources ---------------------------------------------------------------------
+        with m.If(dr_busy):
+            m.d.comb += ob_valid.eq(1)
+            for j in range(C):
                 m.d.comb += [
-                    dout.valid.eq(1),
-                    dout.payload.range.bitwidth.eq(rng.bitwidth),
-                    dout.payload.range.shift.eq(rng.shift),
-                    dout.payload.range.overflow_count.eq(rng.overflow_count),
-                    dout.payload.range.max_magnitude.eq(rng.max_magnitude),
+                    ob_payload.drain.acc[j].eq(arr.out[j]),
+                    ob_payload.drain.overflow[j].eq(arr.out_overflow[j]),
                 ]
-                with m.If(dout.ready):
-                    m.next = "IDLE"
-            with m.State("RESCALE"):
-                self._stream_through(
-                    m, rs, din, dout, idx, done, cmd, [dout.payload.q.eq(rs.o.payload)]
-                )
-            with m.State("UPDATE"):
-                for master, lanes in ((1, up16), (0, up8)):
-                    with m.If(cmd.master == master):
-                        self._stream_through(
-                            m,
-                            lanes,
-                            din,
-                            dout,
-                            idx,
-                            done,
-                            cmd,
-                            [
-                                part
-                                for j in range(C)
-                                for part in (
-                                    dout.payload.update.w[j].eq(lanes.o.payload.w[j]),
-                                    dout.payload.update.w8[j].eq(lanes.o.payload.w8[j]),
-                                )
-                            ],
-                        )
-            if self._divide:
-                with m.State("DIVIDE"):  # DIVIDE and UPDATE_DIV
-                    with m.If(cmd.op == Op.DIVIDE):
-                        m.d.comb += dout.payload.q.eq(dv.o.payload.q)
-                    with m.Else():
-                        m.d.comb += dout.payload.w32.eq(dv.o.payload.w)
-                    self._stream_through(m, dv, din, dout, idx, done, cmd, [])
-        m.d.comb += self.busy.eq(~self.cmd.ready)
-        return m
+            with m.If(ob_ready):
+                m.d.comb += [arr.shift.eq(1), rng.valid.eq(1)]
+                m.d.sync += dr_left.eq(dr_left - 1)
+                with m.If(dr_left == 1):
+                    m.d.sync += dr_busy.eq(0)
+        with m.If(s_busy):
+            with m.Switch(s_cmd.op):
+                with m.Case(Op.RANGE_READ):
+                    m.d.comb += [
+                        ob_valid.eq(1),
+                        ob_payload.range.bitwidth.eq(rng.bitwidth),
+                        ob_payload.range.shift.eq(rng.shift),
+                        ob_payload.range.overflow_count.eq(rng.overflow_count),
+                        ob_payload.range.max_magnitude.eq(rng.max_magnitude),
+                    ]
+                    with m.If(ob_ready):
+                        m.d.sync += s_busy.eq(0)
+                with m.Case(Op.RANGE_FEED):
+                    m.d.comb += din.ready.eq(1)
+                    with m.If(din.valid):
+                        m.d.comb += rng.valid.eq(1)
+                        m.d.sync += s_idx.eq(s_idx + 1)
+                        with m.If(s_idx + 1 >= s_cmd.count):
+                            m.d.sync += s_busy.eq(0)
+                with m.Case(Op.RESCALE):
+                    m.d.comb += ob_payload.q.eq(rs.o.payload)
+                    through(rs)
+                with m.Case(Op.UPDATE):
+                    for master, lanes in ((1, up16), (0, up8)):
+                        with m.If(s_cmd.master == master):
+                            for j in range(C):
+                                m.d.comb += [
+                                    ob_payload.update.w[j].eq(lanes.o.payload.w[j]),
+                                    ob_payload.update.w8[j].eq(lanes.o.payload.w8[j]),
+                                ]
+                            through(lanes)
+                if dv is not None:
+                    with m.Case(Op.DIVIDE, Op.UPDATE_DIV):
+                        with m.If(s_cmd.op == Op.DIVIDE):
+                            m.d.comb += ob_payload.q.eq(dv.o.payload.q)
+                        with m.Else():
+                            m.d.comb += ob_payload.w32.eq(dv.o.payload.w)
+                        through(dv)
+        m.d.comb += [rs.o.ready.eq(ob_ready), up8.o.ready.eq(ob_ready), up16.o.ready.eq(ob_ready)]
+        if dv is not None:
+            m.d.comb += dv.o.ready.eq(ob_ready)
 
-    @staticmethod
-    def _stream_through(m, lanes, din, dout, idx, done, cmd, connect_payload: list):
-        """Pass ``count`` din beats through a lane pipeline and its results out to dout."""
-        taking = idx < cmd.count
+        # ---- dispatch: the head of the queue goes to its unit when it can ---------------------
+        all_idle = ~ld_busy & ~x_reading & ~x_flushing & ~dr_busy & ~s_busy & ~rng.busy
+        go = Signal()
+        error, error_op = Signal(), Signal(4)
+        op, count = head.op, head.count
+        serial_ops = [Op.RANGE_CLEAR, Op.RANGE_READ, Op.RANGE_FEED, Op.RESCALE, Op.UPDATE]
+        if dv is not None:
+            serial_ops += [Op.DIVIDE, Op.UPDATE_DIV]
+        with m.If(queue.r_rdy):
+            with m.Switch(op):
+                with m.Case(Op.LOAD_A, Op.LOAD_B, Op.LOAD_AB):
+                    to_a = (op == Op.LOAD_A) | (op == Op.LOAD_AB)
+                    to_b = (op == Op.LOAD_B) | (op == Op.LOAD_AB)
+                    war = x_reading & (
+                        (to_a & (x_bank_a == head.bank_a)) | (to_b & (x_bank_b == head.bank_b))
+                    )
+                    m.d.comb += go.eq(~ld_busy & ~s_busy & ~war)
+                    with m.If(go & (count != 0)):
+                        m.d.sync += [
+                            ld_busy.eq(1),
+                            ld_a.eq(to_a),
+                            ld_b.eq(to_b),
+                            ld_bank_a.eq(head.bank_a),
+                            ld_bank_b.eq(head.bank_b),
+                            ld_count.eq(count),
+                            ld_idx.eq(0),
+                        ]
+                with m.Case(Op.COMPUTE):
+                    raw = ld_busy & (
+                        (ld_a & (ld_bank_a == head.bank_a)) | (ld_b & (ld_bank_b == head.bank_b))
+                    )
+                    m.d.comb += go.eq(x_accept & ~s_busy & ~raw)
+                    with m.If(go & (count != 0)):
+                        m.d.sync += [
+                            x_reading.eq(1),
+                            x_idx.eq(0),
+                            x_count.eq(count),
+                            x_accumulate.eq(head.accumulate),
+                            x_drain.eq(head.drain),
+                            x_rows.eq(head.drain_rows),
+                            x_bank_a.eq(head.bank_a),
+                            x_bank_b.eq(head.bank_b),
+                        ]
+                with m.Case(*serial_ops):
+                    m.d.comb += go.eq(all_idle)
+                    with m.If(go):
+                        with m.If(op == Op.RANGE_CLEAR):
+                            m.d.comb += rng.clear.eq(1)
+                        with m.Elif((op == Op.RANGE_READ) | (count != 0)):
+                            m.d.sync += [s_busy.eq(1), s_cmd.eq(head), s_idx.eq(0), s_done.eq(0)]
+                with m.Default():  # unknown, or not built: dropped, and flagged
+                    m.d.comb += go.eq(1)
+                    m.d.sync += [error.eq(1), error_op.eq(op.as_value())]
         m.d.comb += [
-            lanes.i.valid.eq(din.valid & taking),
-            din.ready.eq(lanes.i.ready & taking),
-            dout.valid.eq(lanes.o.valid),
-            lanes.o.ready.eq(dout.ready),
-            *connect_payload,
+            queue.r_en.eq(go),
+            self.busy.eq(queue.r_rdy | ~all_idle),
+            self.error.eq(error),
+            self.error_op.eq(error_op),
         ]
-        with m.If(din.valid & din.ready):
-            m.d.sync += idx.eq(idx + 1)
-        with m.If(lanes.o.valid & dout.ready):
-            m.d.sync += done.eq(done + 1)
-            with m.If(done + 1 >= cmd.count):
-                m.next = "IDLE"
+        return m

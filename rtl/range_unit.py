@@ -4,6 +4,13 @@
 is the bit length of the OR of ``|x| - 1`` over the nonzero elements. For ``x > 0`` that is
 ``x - 1``; for ``x < 0`` it is ``-x - 1 = ~x``: no adder on the negative side, and
 ``|INT_MIN|`` needs no extra bit. One running OR register per unit covers any number of tiles.
+
+The unit is pipelined so that no path is longer than one comparison (docs/datapath.md): a
+register stage after the per-lane ``|x| - 1`` / ``|x|``, then a binary reduction tree over the
+lanes with a register after every level (OR, max and flag count side by side), then the running
+registers, then the bit length (a log-depth priority encoder) in a register of its own. An
+observation is in the outputs :func:`nitihw.rtl.schedule.range_latency` cycles after it is
+presented; ``busy`` is high while one is on its way.
 """
 
 from __future__ import annotations
@@ -13,8 +20,27 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from nitihw.rtl.params import require_int
+from nitihw.rtl.schedule import range_levels
 
 TARGET_BITS = 7  # requantisation keeps 7 magnitude bits
+
+
+def bit_length(m, x, name: str):
+    """Combinational bit length of unsigned ``x`` as a binary tree of (any-bit, mux) levels:
+    ``log2(width)`` levels deep instead of a chain of ``width`` priority muxes."""
+
+    def rec(lo: int, hi: int):
+        # returns (any bit set in x[lo:hi], bit length of x[lo:hi] relative to lo)
+        if hi - lo == 1:
+            return x[lo], x[lo]
+        mid = (lo + hi + 1) // 2
+        any_lo, len_lo = rec(lo, mid)
+        any_hi, len_hi = rec(mid, hi)
+        return any_lo | any_hi, Mux(any_hi, len_hi + (mid - lo), len_lo)
+
+    out = Signal(range(len(x) + 1), name=name)
+    m.d.comb += out.eq(rec(0, len(x))[1])
+    return out
 
 
 class RangeUnit(wiring.Component):
@@ -28,16 +54,18 @@ class RangeUnit(wiring.Component):
     Members
     -------
     clear : In(1)
-        Start a new tensor (takes effect at the clock edge; an observation in the same cycle
-        is the first of the new tensor).
+        Start a new tensor (takes effect at the clock edge). Clear only while ``busy`` is low:
+        an observation still in the pipeline would be counted in the new tensor.
     valid : In(1)
         ``value`` / ``overflow`` hold an observation this cycle.
     value : In(signed(acc_bits)).array(lanes)
     overflow : In(1).array(lanes)
         Per element: its exact sum lay outside the accumulator range.
+    busy : Out(1)
+        An observation is still in the pipeline (the outputs do not include it yet).
     bitwidth : Out(range(acc_bits + 1))
-        Bit-width of everything observed since ``clear`` (combinational from the register:
-        valid the cycle after the last observation).
+        Bit-width of everything observed since ``clear`` (a register; final once ``busy`` is
+        low).
     shift : Out(range(acc_bits + 1))
         ``max(bitwidth - 7, 0)``: the requantisation shift.
     overflow_count : Out(32)
@@ -57,6 +85,7 @@ class RangeUnit(wiring.Component):
                 "valid": In(1),
                 "value": In(signed(acc_bits)).array(lanes),
                 "overflow": In(1).array(lanes),
+                "busy": Out(1),
                 "bitwidth": Out(range(acc_bits + 1)),
                 "shift": Out(range(acc_bits + 1)),
                 "overflow_count": Out(32),
@@ -69,48 +98,74 @@ class RangeUnit(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        w = self._acc_bits
+        w, n = self._acc_bits, self._lanes
+
+        # stage 0: per lane |x| - 1 (0 for x == 0), |x| and the flag, registered
+        v = Signal(name="v0")
+        ors, maxs, cnts = [], [], []
+        m.d.sync += v.eq(self.valid)
+        for k in range(n):
+            x = self.value[k]
+            below = Signal(unsigned(w), name=f"below_{k}")
+            mag = Signal(unsigned(w), name=f"mag_{k}")
+            flag = Signal(1, name=f"flag_{k}")
+            m.d.sync += [
+                below.eq(Mux(x < 0, ~x, Mux(x == 0, 0, x - 1))),
+                mag.eq(Mux(x < 0, -x, x)),
+                flag.eq(self.overflow[k]),
+            ]
+            ors.append(below)
+            maxs.append(mag)
+            cnts.append(flag)
+        valids = [v]
+
+        # the reduction tree: one binary level per register stage
+        for level in range(range_levels(n)):
+            nv = Signal(name=f"v{level + 1}")
+            m.d.sync += nv.eq(v)
+            n_ors, n_maxs, n_cnts = [], [], []
+            for p in range(0, len(ors), 2):
+                if p + 1 == len(ors):  # odd one out: carried to the next level
+                    o, mx, c = ors[p], maxs[p], cnts[p]
+                else:
+                    o = ors[p] | ors[p + 1]
+                    mx = Mux(maxs[p] > maxs[p + 1], maxs[p], maxs[p + 1])
+                    c = cnts[p] + cnts[p + 1]
+                ro = Signal(unsigned(w), name=f"or_{level}_{p // 2}")
+                rm = Signal(unsigned(w), name=f"max_{level}_{p // 2}")
+                rc = Signal(range(n + 1), name=f"cnt_{level}_{p // 2}")
+                m.d.sync += [ro.eq(o), rm.eq(mx), rc.eq(c)]
+                n_ors.append(ro)
+                n_maxs.append(rm)
+                n_cnts.append(rc)
+            ors, maxs, cnts, v = n_ors, n_maxs, n_cnts, nv
+            valids.append(v)
+
+        # the running registers of the tensor
         ored = Signal(unsigned(w))
         count = Signal(32)
         maxr = Signal(unsigned(w))
-        observed = Signal(unsigned(w))
-        m.d.comb += observed.eq(0)
-        flags = []
-        biggest = Signal(unsigned(w), name="biggest_0")
-        for k in range(self._lanes):
-            x = self.value[k]
-            below = Signal(unsigned(w), name=f"below_{k}")  # |x| - 1, or 0 for x == 0
-            m.d.comb += below.eq(Mux(x < 0, ~x, Mux(x == 0, 0, x - 1)))
-            observed = observed | below
-            flags.append(self.overflow[k])
-            mag = Signal(unsigned(w), name=f"mag_{k}")
-            m.d.comb += mag.eq(Mux(x < 0, -x, x))
-            if k == 0:
-                m.d.comb += biggest.eq(mag)
-            else:
-                nxt = Signal(unsigned(w), name=f"biggest_{k}")
-                m.d.comb += nxt.eq(Mux(mag > biggest, mag, biggest))
-                biggest = nxt
-        new_count = sum(flags[1:], flags[0]) if flags else 0
-        base_or = Mux(self.clear, 0, ored)
-        base_count = Mux(self.clear, 0, count)
-        base_max = Mux(self.clear, 0, maxr)
-        with m.If(self.valid):
-            m.d.sync += [
-                ored.eq(base_or | observed),
-                maxr.eq(Mux(biggest > base_max, biggest, base_max)),
-            ]
-            total = Signal(33)
-            m.d.comb += total.eq(base_count + new_count)
-            m.d.sync += count.eq(Mux(total[32], 0xFFFF_FFFF, total[:32]))
-        with m.Elif(self.clear):
+        changed = Signal()  # the running registers moved last cycle: the bit length follows
+        m.d.sync += changed.eq(v)
+        with m.If(self.clear):
             m.d.sync += [ored.eq(0), count.eq(0), maxr.eq(0)]
-        # bit length of the OR: a priority encoder
+        with m.Elif(v):
+            total = Signal(33)
+            m.d.comb += total.eq(count + cnts[0])
+            m.d.sync += [
+                ored.eq(ored | ors[0]),
+                maxr.eq(Mux(maxs[0] > maxr, maxs[0], maxr)),
+                count.eq(Mux(total[32], 0xFFFF_FFFF, total[:32])),
+            ]
+
+        # the bit length of the OR, registered
         bw = Signal(range(w + 1))
-        for bit in range(w):
-            with m.If(ored[bit]):
-                m.d.comb += bw.eq(bit + 1)
+        m.d.sync += bw.eq(bit_length(m, ored, "bit_length"))
+        busy = valids[0]
+        for sig in (*valids[1:], changed):
+            busy = busy | sig
         m.d.comb += [
+            self.busy.eq(busy),
             self.bitwidth.eq(bw),
             self.shift.eq(Mux(bw > TARGET_BITS, bw - TARGET_BITS, 0)),
             self.overflow_count.eq(count),

@@ -1,11 +1,21 @@
-"""The Datapath's schedule: how many cycles each command takes (docs/datapath.md derives it).
+"""The Datapath's schedule: when each command of a program starts and how many cycles the
+program takes (docs/datapath.md derives it).
 
-Cycles run from the cycle a command is accepted to the cycle the datapath accepts the next
-one, with the data streams never stalled. The cocotb testbenches measure every command and
-check it against these formulas; the cycle model (:mod:`nitihw.sim`) is built on them.
+The Datapath (v2) takes commands into a queue and dispatches them in order, one per cycle,
+each to its unit: the loader (``LOAD_A``, ``LOAD_B``, ``LOAD_AB``), the array (``COMPUTE``,
+whose ``drain`` bit hands the finished tile to the drainer) and the serial unit (everything
+else). Units run side by side; a command waits at the head of the queue until its unit is free
+and its hazards have cleared. :func:`program_cycles` is that rule, cycle for cycle, for a
+program whose streams never stall (the host always has the next din beat and always takes the
+dout beat): the cocotb and Amaranth testbenches measure every program and check it against
+this function, and the cycle model (:mod:`nitihw.sim.cycle_model`) is built on it.
+
+It needs no HDL library, so training and estimates run without Amaranth.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 # Pipeline depths of the lane blocks: cycles from an input beat to its result when not stalled.
 # The blocks (rescale.py, update.py, divide.py) are built to these and their tests measure
@@ -14,38 +24,138 @@ RESCALE_LATENCY = 3
 UPDATE_LATENCY = 2
 DIVIDE_LATENCY = 3
 
+QUEUE_DEPTH = 4  # commands the Datapath holds before cmd.ready drops
 
-def command_cycles(op: str, count: int, rows: int, cols: int) -> int:
-    """Cycles of one Datapath command (``op`` is an :class:`~nitihw.rtl.datapath.Op` name).
+LOADS = {"LOAD_A": (1, 0), "LOAD_B": (0, 1), "LOAD_AB": (1, 1)}  # op -> (writes A, writes B)
+LANES = {  # serial commands with din beats in and (latency) dout beats out
+    "RESCALE": RESCALE_LATENCY,
+    "UPDATE": UPDATE_LATENCY,
+    "DIVIDE": DIVIDE_LATENCY,
+    "UPDATE_DIV": DIVIDE_LATENCY,
+}
+SERIAL = ("RANGE_CLEAR", "RANGE_READ", "RANGE_FEED", *LANES)
+OPS = (*LOADS, "COMPUTE", *SERIAL)
 
-    - ``LOAD_A``/``LOAD_B``: 1 (accept) + ``count`` beats.
-    - ``COMPUTE``: 1 (accept) + ``count`` buffer reads + ``rows + cols - 1`` cycles for the
-      last operands to cross the skew and reach PE (rows-1, cols-1) (one cycle of buffer read
-      latency included).
-    - ``DRAIN``: 1 (accept, capture) + ``count`` beats.
-    - ``RANGE_CLEAR``: 1. ``RANGE_READ``: 1 + 1 beat.
-    - ``RESCALE``: 1 + ``count`` beats + the lanes' latency (3).
-    - ``UPDATE``: 1 + ``count`` beats + the lanes' latency (2).
-    - ``RANGE_FEED``: 1 (accept) + ``count`` beats (the range unit registers each beat as it
-      arrives; a ``RANGE_READ`` right after sees them all).
-    - ``DIVIDE`` / ``UPDATE_DIV``: 1 + ``count`` beats + the divide lanes' latency (3).
+
+def range_levels(lanes: int) -> int:
+    """Levels of the range unit's reduction tree (one register stage each)."""
+    return max(lanes - 1, 0).bit_length()
+
+
+def range_latency(lanes: int) -> int:
+    """Cycles from the cycle of a tensor's last observation to the first cycle the range unit
+    is idle (and its outputs final): the input stage, the tree, the running registers and the
+    registered bit length."""
+    return range_levels(lanes) + 3
+
+
+@dataclass(frozen=True)
+class Command:
+    """One Datapath command: ``op`` (an :class:`~nitihw.rtl.datapath.Op` name), ``count`` (its
+    beats, or a COMPUTE's K), the fields the schedule depends on, and ``fields``: the others
+    (``shift``, ``mode``, ``limit``...) as ``(name, value)`` pairs for the command word."""
+
+    op: str
+    count: int = 0
+    bank_a: int = 0
+    bank_b: int = 0
+    accumulate: int = 0
+    drain: int = 0
+    drain_rows: int = 0
+    fields: tuple = ()
+
+    def word_fields(self) -> dict:
+        return {
+            "count": self.count,
+            "bank_a": self.bank_a,
+            "bank_b": self.bank_b,
+            "accumulate": self.accumulate,
+            "drain": self.drain,
+            "drain_rows": self.drain_rows,
+            **dict(self.fields),
+        }
+
+
+def program_cycles(commands, rows: int, cols: int) -> int:
+    """Cycles of a program, from the cycle its first command is accepted to the first cycle
+    the Datapath is idle again (``busy`` low), with the streams never stalled.
+
+    The rules, as the RTL implements them (cycle ``d`` is a command's dispatch):
+
+    - the queue: command ``i`` is accepted one cycle after command ``i - 1``, and not before
+      the cycle after command ``i - QUEUE_DEPTH`` left the queue; it can be dispatched the
+      cycle after it was accepted, and after the command before it.
+    - a command whose ``count`` is 0 does nothing (it only leaves the queue).
+    - ``LOAD_*``: waits for the loader and the serial unit to be idle, and until the array has
+      finished reading a bank it writes; takes din beats in cycles ``d+1 .. d+count``.
+    - ``COMPUTE``: waits for the array (below), the serial unit, and the loader if it is
+      writing a bank this COMPUTE reads. It reads its buffers in ``d+1 .. d+count``; without
+      ``drain`` the array takes the next COMPUTE from cycle ``d+count`` (back to back, the sums
+      go on); with ``drain`` the last products reach PE (rows-1, cols-1) by ``d+count+rows+
+      cols-1`` and the accumulators are captured into the drain shadows in cycle ``c =
+      max(d+count+rows+cols, drainer idle)``, when the array takes the next COMPUTE. The drainer
+      sends ``drain_rows`` dout beats in ``c+1 .. c+drain_rows``, which the range unit observes.
+    - every other command waits until everything is idle: loader, array, drainer, serial unit,
+      and the range unit (:func:`range_latency` cycles after its last observation).
+      ``RANGE_CLEAR`` acts in its dispatch cycle; ``RANGE_READ`` sends its beat in ``d+1``;
+      ``RANGE_FEED`` takes beats in ``d+1 .. d+count``; the lanes take beats in ``d+1 ..
+      d+count`` and send results ``latency`` cycles after each.
+    - an unknown or unsupported opcode leaves the queue in one cycle and sets the error flag.
     """
-    if op in ("LOAD_A", "LOAD_B"):
-        return 1 + count
-    if op == "COMPUTE":
-        return count + rows + cols
-    if op == "DRAIN":
-        return 1 + count
-    if op == "RANGE_CLEAR":
-        return 1
-    if op == "RANGE_READ":
-        return 2
-    if op == "RESCALE":
-        return 1 + count + RESCALE_LATENCY
-    if op == "UPDATE":
-        return 1 + count + UPDATE_LATENCY
-    if op == "RANGE_FEED":
-        return 1 + count
-    if op in ("DIVIDE", "UPDATE_DIV"):
-        return 1 + count + DIVIDE_LATENCY
-    raise ValueError(f"unknown datapath command {op!r}")
+    rp = range_latency(cols)
+    accepted: list[int] = []
+    dispatched: list[int] = []
+    ld_free = 0  # first cycle the loader is idle
+    ld_banks = (0, 0, 0, 0)  # (writes A, A bank, writes B, B bank) of the last load
+    x_read_end = -1  # last read cycle of the last COMPUTE
+    x_banks = (0, 0)
+    x_accept = 0  # first cycle the array takes a COMPUTE
+    x_idle = 0  # first cycle the array is idle
+    dr_free = 0  # first cycle the drainer is idle
+    s_free = 0  # first cycle the serial unit is idle
+    rng_free = 0  # first cycle the range unit is idle
+    for i, cmd in enumerate(commands):
+        a = 0 if i == 0 else accepted[-1] + 1
+        if i >= QUEUE_DEPTH:
+            a = max(a, dispatched[i - QUEUE_DEPTH] + 1)
+        t = a + 1 if i == 0 else max(a + 1, dispatched[-1] + 1)
+        op, n = cmd.op, cmd.count
+        if op in LOADS:
+            to_a, to_b = LOADS[op]
+            t = max(t, ld_free, s_free)
+            if (to_a and x_banks[0] == cmd.bank_a) or (to_b and x_banks[1] == cmd.bank_b):
+                t = max(t, x_read_end + 1)
+            if n:
+                ld_free = t + n + 1
+                ld_banks = (to_a, cmd.bank_a, to_b, cmd.bank_b)
+        elif op == "COMPUTE":
+            t = max(t, x_accept, s_free)
+            wa, ba, wb, bb = ld_banks
+            if (wa and ba == cmd.bank_a) or (wb and bb == cmd.bank_b):
+                t = max(t, ld_free)
+            if n:
+                x_read_end = t + n
+                x_banks = (cmd.bank_a, cmd.bank_b)
+                if cmd.drain:
+                    capture = max(t + n + rows + cols, dr_free)
+                    x_accept, x_idle = capture, capture + 1
+                    if cmd.drain_rows:
+                        dr_free = capture + cmd.drain_rows + 1
+                        rng_free = capture + cmd.drain_rows + rp
+                else:
+                    x_accept, x_idle = t + n, t + n + 1
+        elif op in SERIAL:
+            t = max(t, ld_free, x_idle, dr_free, s_free, rng_free)
+            if op == "RANGE_READ":
+                s_free = t + 2
+            elif op == "RANGE_FEED" and n:
+                s_free = t + n + 1
+                rng_free = t + n + rp
+            elif op in LANES and n:
+                s_free = t + n + LANES[op] + 1
+        # anything else: an unknown opcode, dropped with the error flag
+        accepted.append(a)
+        dispatched.append(t)
+    if not dispatched:
+        return 0
+    return max(dispatched[-1] + 1, ld_free, x_idle, dr_free, s_free, rng_free)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from cocotb.clock import Clock
-from cocotb.triggers import ReadOnly, RisingEdge
+from cocotb.triggers import FallingEdge, First, ReadOnly, RisingEdge
 from cocotb.utils import get_sim_time
 
 CLOCK_NS = 10  # the testbenches' clock period
@@ -62,4 +62,18 @@ class CocotbPort:
         if self.get(name):
             return
         await RisingEdge(self._h(name))
+        await ReadOnly()
+
+    async def wait_any(self, names) -> None:
+        """Return in the first later cycle (settled) where one of ``names`` rose (call it
+        settled, with all of them low)."""
+        await First(*(RisingEdge(self._h(n)) for n in names))
+        await ReadOnly()
+
+    async def wait_low(self, name: str) -> None:
+        """Return in the first cycle (settled) where ``name`` is 0."""
+        await self._settle
+        if not self.get(name):
+            return
+        await FallingEdge(self._h(name))
         await ReadOnly()

@@ -2,9 +2,10 @@
 
 Given the array (rows, cols, kmax) and a datapath operation (a GEMM's M, K, N; the element
 count of a rescale or update), it returns the cycles the RTL takes, without simulating. It
-knows the driver's tiling (:func:`gemm_tiles`, which the driver itself executes) and the
-per-command formulas of :mod:`nitihw.rtl.schedule`; :func:`gemm_cycles` is their closed form.
-Tests check the model against the cycles the RTL measured, operation by operation.
+knows the driver's programs (:func:`gemm_tiles` for a GEMM, which the driver itself executes;
+:func:`op_program` for the others) and the dispatch rules of :mod:`nitihw.rtl.schedule`
+(:func:`~nitihw.rtl.schedule.program_cycles`); :func:`gemm_cycles` is their closed form for a
+GEMM. Tests check the model against the cycles the RTL measured, operation by operation.
 """
 
 from __future__ import annotations
@@ -12,9 +13,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from nitihw.rtl.schedule import command_cycles
-
-RANGE_COMMANDS = (("RANGE_CLEAR", 0), ("RANGE_READ", 0))  # around every GEMM (its tensor)
+from nitihw.rtl.schedule import Command, program_cycles, range_latency
 
 
 @dataclass(frozen=True)
@@ -37,53 +36,97 @@ class ArrayConfig:
 
 
 def gemm_tiles(m: int, k: int, n: int, rows: int, cols: int, kmax: int):
-    """The driver's command sequence for ``(m, k) @ (k, n)``.
+    """The driver's commands for ``(m, k) @ (k, n)``, as :class:`Command` objects.
 
-    Yields ``(op, count, where)``: ``where`` is ``(i0, j0, k0)`` for loads and computes (the
-    tile's first row, column and K index) and ``(i0, j0, rows)`` for a drain. For each column
-    tile, for each row tile: per K-chunk (``kmax`` long) ``LOAD_B`` (only once per column tile
-    when there is one chunk: B stays in its buffer), ``LOAD_A``, ``COMPUTE`` (accumulating
-    after the first chunk); then ``DRAIN`` of the tile's real rows.
+    Yields ``(command, where)``: ``where`` is ``(i0, j0, k0)``, the tile's first row, column
+    and K index. For each column tile, for each row tile, per K-chunk (``kmax`` long): a load
+    into the next bank (the A and B banks alternate, ping-pong), then ``COMPUTE`` of that
+    chunk (accumulating after the first; the last chunk drains the tile's real rows). The load
+    is ``LOAD_AB`` (A column and B row in one din beat) for a column tile's first row tile and
+    for every chunk when K has several; otherwise ``LOAD_A``: the B tile stays in its bank
+    across the row tiles. The next tile's load runs while this tile computes.
     """
     if k < 1:
         raise ValueError(f"a GEMM needs K >= 1, got {k}")
     chunks = list(range(0, k, kmax))
+    bank_a = bank_b = 1
     for j0 in range(0, n, cols):
         for i0 in range(0, m, rows):
+            real_rows = min(rows, m - i0)
             for c, k0 in enumerate(chunks):
                 kc = min(kmax, k - k0)
-                if len(chunks) > 1 or i0 == 0:
-                    yield "LOAD_B", kc, (i0, j0, k0)
-                yield "LOAD_A", kc, (i0, j0, k0)
-                yield "COMPUTE", kc, (i0, j0, int(c > 0))
-            yield "DRAIN", min(rows, m - i0), (i0, j0, min(rows, m - i0))
+                with_b = len(chunks) > 1 or i0 == 0
+                bank_a ^= 1
+                bank_b ^= with_b
+                where = (i0, j0, k0)
+                yield Command("LOAD_AB" if with_b else "LOAD_A", kc, bank_a, bank_b), where
+                last = c == len(chunks) - 1
+                yield (
+                    Command(
+                        "COMPUTE",
+                        kc,
+                        bank_a,
+                        bank_b,
+                        accumulate=int(c > 0),
+                        drain=int(last),
+                        drain_rows=real_rows if last else 0,
+                    ),
+                    where,
+                )
+
+
+def gemm_program(m: int, k: int, n: int, rows: int, cols: int, kmax: int) -> list[Command]:
+    """A GEMM as one tensor: ``RANGE_CLEAR``, the tiles, ``RANGE_READ``."""
+    tiles = [c for c, _ in gemm_tiles(m, k, n, rows, cols, kmax)] if m and n else []
+    return [Command("RANGE_CLEAR"), *tiles, Command("RANGE_READ")]
 
 
 def gemm_cycles(m: int, k: int, n: int, rows: int, cols: int, kmax: int) -> int:
-    """Closed form of the cycles of :func:`gemm_tiles` plus the range clear/read around it.
+    """Closed form of ``program_cycles(gemm_program(...))`` (tests check they agree).
 
-    With ``nch = ceil(k / kmax)`` chunks, ``T_r`` row tiles and ``T_c`` column tiles:
-    per column tile, ``LOAD_B`` once (``1 + k``) if ``nch == 1``; per tile, ``LOAD_A``
-    (``nch + k``), ``COMPUTE`` (``k + nch (rows + cols)``), ``LOAD_B`` (``nch + k``) if
-    ``nch > 1``, and ``DRAIN`` (``1 + tile rows``, summing to ``T_r + m`` per column tile).
+    With ``T`` tiles, K cut into chunks ``k_0 .. k_L`` (``kmax`` each but the last): the first
+    COMPUTE starts once the first load is in (cycle ``k_0 + 3``); inside a tile chunk ``c + 1``
+    starts ``max(k_c, k_{c+1} + 2)`` after chunk ``c`` (its load, 1 + ``k_{c+1}`` beats, runs
+    beside chunk ``c``'s reads); the next tile starts ``max(k_L + rows + cols, k_0 + 2)`` after
+    the last chunk (the wavefront crosses the array, the capture; or the next load); after the
+    last capture, the drain of its ``r`` real rows, the range unit's latency and the read.
     """
     if m == 0 or n == 0:
-        return _range_cycles()
+        return program_cycles(gemm_program(0, k, 0, rows, cols, kmax), rows, cols)
     if k < 1:
         raise ValueError(f"a GEMM needs K >= 1, got {k}")
     nch = -(-k // kmax)
-    t_r, t_c = -(-m // rows), -(-n // cols)
-    per_tile = (nch + k) + (k + nch * (rows + cols)) + (nch + k if nch > 1 else 0)
-    per_col = (1 + k if nch == 1 else 0) + t_r * per_tile + (t_r + m)
-    return t_c * per_col + _range_cycles()
-
-
-def _range_cycles() -> int:
-    return sum(command_cycles(op, count, 1, 1) for op, count in RANGE_COMMANDS)
+    k0 = min(k, kmax)
+    kl = k - (nch - 1) * kmax
+    tiles = -(-m // rows) * -(-n // cols)
+    inner = 0 if nch == 1 else (nch - 2) * (kmax + 2) + max(kmax, kl + 2)
+    period = inner + max(kl + rows + cols, k0 + 2)
+    last_capture = k0 + 3 + (tiles - 1) * period + inner + kl + rows + cols
+    last_rows = m - (-(-m // rows) - 1) * rows
+    return last_capture + last_rows + range_latency(cols) + 2
 
 
 def lane_beats(elements: int, cols: int) -> int:
     return -(-elements // cols)
+
+
+def op_program(op: str, shape: tuple, array: ArrayConfig, extra: dict | None = None):
+    """The driver's commands for one traced operation other than a GEMM, or None for one the
+    datapath does not run (a range the range unit watched drain)."""
+    extra = extra or {}
+    beats = lane_beats(shape[0], array.cols) if shape else 0
+    if op == "range":
+        if not extra.get("fed"):
+            return None
+        feed = [Command("RANGE_FEED", beats)] if beats else []
+        return [Command("RANGE_CLEAR"), *feed, Command("RANGE_READ")]
+    if op == "rescale":
+        return [Command("RESCALE", beats)]
+    if op == "update":
+        return [Command("UPDATE_DIV" if extra.get("divide") else "UPDATE", beats)]
+    if op == "divide":
+        return [Command("DIVIDE", beats)]
+    raise ValueError(f"unknown datapath operation {op!r}")
 
 
 def op_cycles(op: str, shape: tuple, array: ArrayConfig, extra: dict | None = None) -> int:
@@ -92,29 +135,15 @@ def op_cycles(op: str, shape: tuple, array: ArrayConfig, extra: dict | None = No
     ``gemm`` (M, K, N): the tiles plus the range clear/read of its tensor; ``range``
     (elements,): 0 when the range unit watched the tensor drain, and with ``extra['fed']``
     ``RANGE_CLEAR`` + ``RANGE_FEED`` (beats of ``cols``) + ``RANGE_READ``; ``rescale`` /
-    ``update`` (elements,): beats of ``cols`` lanes plus the command's fill and latency;
+    ``update`` (elements,): beats of ``cols`` lanes plus dispatch, latency and the last beat;
     ``divide`` and an ``update`` with ``extra['divide']`` (NITRO-D) run on the divide lanes.
     ``extra`` is the trace entry's ``extra``.
     """
     r, c = array.rows, array.cols
     if op == "gemm":
         return gemm_cycles(*shape, r, c, array.kmax)
-    if op == "range":
-        if not (extra or {}).get("fed"):
-            return 0
-        return (
-            command_cycles("RANGE_CLEAR", 0, r, c)
-            + command_cycles("RANGE_FEED", lane_beats(shape[0], c), r, c)
-            + command_cycles("RANGE_READ", 0, r, c)
-        )
-    if op == "rescale":
-        return command_cycles("RESCALE", lane_beats(shape[0], c), r, c)
-    if op == "update":
-        cmd = "UPDATE_DIV" if (extra or {}).get("divide") else "UPDATE"
-        return command_cycles(cmd, lane_beats(shape[0], c), r, c)
-    if op == "divide":
-        return command_cycles("DIVIDE", lane_beats(shape[0], c), r, c)
-    raise ValueError(f"unknown datapath operation {op!r}")
+    program = op_program(op, shape, array, extra)
+    return 0 if program is None else program_cycles(program, r, c)
 
 
 @dataclass

@@ -19,7 +19,8 @@ from amaranth.lib import data
 from nitihw.rtl.datapath import Op, command_layout, din_layout, dout_layout
 from nitihw.rtl.divide import DIV_BITS, divider_constants
 from nitihw.rtl.rescale import MODE_BY_NAME
-from nitihw.sim.cycle_model import gemm_tiles
+from nitihw.rtl.schedule import Command
+from nitihw.sim.cycle_model import gemm_program, gemm_tiles
 
 # ---- bit packing of the stream payloads ---------------------------------------------------
 
@@ -86,8 +87,9 @@ class Payloads:
         cmd = command_layout(acc_bits)
         self.cmd = {name: (f.offset, _width(f.shape)) for name, f in cmd}
         din = din_layout(rows, cols, op_bits, acc_bits, b_bits, divide)
-        self.din_a = _array_field(din["a"].shape, 0)
-        self.din_b = _array_field(din["b"].shape, 0)
+        ab = din["ab"].shape
+        self.din_a = _array_field(ab["a"].shape, ab["a"].offset)
+        self.din_b = _array_field(ab["b"].shape, ab["b"].offset)
         resc = din["rescale"].shape
         self.din_acc = _array_field(resc["acc"].shape, resc["acc"].offset)
         self.din_rand = _array_field(resc["rand"].shape, resc["rand"].offset)
@@ -110,39 +112,14 @@ class Payloads:
         rng = dout["range"].shape
         self.out_range = {name: (f.offset, _width(f.shape)) for name, f in rng}
 
-    def command(
-        self,
-        op: Op,
-        count=0,
-        accumulate=0,
-        shift=0,
-        mode=0,
-        master=0,
-        left=0,
-        limit=127,
-        magic0=0,
-        shift0=0,
-        magic1=0,
-        shift1=0,
-        decay=0,
-    ) -> int:
-        fields = {
-            "op": op.value,
-            "count": count,
-            "accumulate": accumulate,
-            "shift": shift,
-            "mode": mode,
-            "master": master,
-            "left": left,
-            "limit": limit,
-            "magic0": magic0,
-            "shift0": shift0,
-            "magic1": magic1,
-            "shift1": shift1,
-            "decay": decay,
-        }
+    def command(self, cmd: Command) -> int:
+        """The command word of ``cmd`` (fields it does not name are 0; ``limit`` 127)."""
+        op = cmd.op if isinstance(cmd.op, int) else Op[cmd.op].value  # an int: raw opcode
+        fields = {"limit": 127, **cmd.word_fields(), "op": op}
         word = 0
         for name, value in fields.items():
+            if name not in self.cmd:
+                raise ValueError(f"unknown command field {name!r}")
             offset, width = self.cmd[name]
             if not 0 <= value < 1 << width:
                 raise ValueError(f"command field {name}={value} does not fit {width} bits")
@@ -186,11 +163,19 @@ class AmaranthPort:
         await self.ctx.tick()
         self.cycle += 1
 
-    async def wait_high(self, name: str) -> None:
-        """Return in the first cycle (settled) where ``name`` is 1."""
+    async def wait_any(self, names) -> None:
+        """Return in the first later cycle (settled) where one of ``names`` is 1."""
+        while True:
+            await self.tick()
+            await self.settle()
+            if any(self.get(n) for n in names):
+                return
+
+    async def wait_low(self, name: str) -> None:
+        """Return in the first cycle (settled) where ``name`` is 0."""
         while True:
             await self.settle()
-            if self.get(name):
+            if not self.get(name):
                 return
             await self.tick()
 
@@ -198,20 +183,35 @@ class AmaranthPort:
 # ---- the driver ---------------------------------------------------------------------------
 
 
+class DatapathError(RuntimeError):
+    """The Datapath flagged a command it could not run (its ``error`` output)."""
+
+
 @dataclass
-class CommandRecord:
-    op: str
-    count: int
+class ProgramRecord:
+    """One program the driver ran: its name, its commands and the cycles the RTL took (from
+    the cycle its first command was accepted to the first cycle the Datapath was idle)."""
+
+    name: str
+    commands: list
     cycles: int
 
 
 @dataclass
 class DatapathDriver:
-    """Drives one Datapath. ``params`` is ``Datapath.parameters()``; ``port`` a port object."""
+    """Drives one Datapath. ``params`` is ``Datapath.parameters()``; ``port`` a port object.
+
+    Every operation is one *program*: its commands, its din beats and the number of dout beats
+    it returns, streamed together (the Datapath queues commands and runs its units side by
+    side), then the driver waits until the Datapath is idle. ``log`` records each program.
+    """
 
     port: object
     params: dict
     log: list = field(default_factory=list)
+    #: for tests of back-pressure: called every cycle, returns ``(hold_din, hold_dout)``: keep
+    #: din.valid low / dout.ready low this cycle (the cycles are then no longer the schedule's)
+    stall: object = None
 
     def __post_init__(self):
         p = self.params
@@ -222,8 +222,6 @@ class DatapathDriver:
             p["rows"], p["cols"], p["op_bits"], p["acc_bits"], self.b_bits, self.has_divide
         )
 
-    _last_start: int = 0
-
     async def reset_streams(self) -> None:
         for name in ("cmd__valid", "din__valid"):
             self.port.set(name, 0)
@@ -233,96 +231,150 @@ class DatapathDriver:
     def cycle(self) -> int:
         return self.port.cycle
 
-    async def _tick(self):
-        await self.port.tick()
-
     # Every cycle follows one protocol, which every simulator accepts: drive the inputs right
     # after a clock edge, let the logic settle, sample the outputs, then wait for the next edge.
-    # A command is presented as soon as the previous one's data has moved, and is accepted the
-    # first cycle the datapath is idle, so commands run back to back.
+    # Commands and din beats are presented as soon as the previous ones have moved, and dout
+    # is always ready, so the streams never stall the Datapath: the cycles are the schedule's.
 
-    async def _issue(self, op: Op, count=0, **kw) -> None:
-        """Hand one command over; its cycles are logged when the next one is accepted."""
-        self.port.set("cmd__payload", self.pay.command(op, count, **kw))
-        self.port.set("cmd__valid", 1)
-        await self.port.wait_high("cmd__ready")
-        start = self.cycle
-        await self._tick()
-        self.port.set("cmd__valid", 0)
-        self._close_last(start)
-        self.log.append(CommandRecord(op.name, count, -1))
-        self._last_start = start
-
-    def _close_last(self, now: int) -> None:
-        if self.log and self.log[-1].cycles < 0:
-            self.log[-1].cycles = now - self._last_start
-
-    async def sync(self) -> int:
-        """Wait until the datapath is idle; closes the last command's cycle count."""
-        await self.port.wait_high("cmd__ready")  # cmd.ready is high exactly when idle
-        now = self.cycle
-        await self._tick()
-        self._close_last(now)
-        return now
-
-    async def _stream(self, beats_in: list[int], n_out: int) -> list[int]:
-        """Send ``beats_in`` on din while collecting ``n_out`` dout beats."""
+    async def execute(self, name: str, commands, beats=(), n_out: int = 0) -> list[int]:
+        """Run one program: ``commands`` (:class:`Command`), ``beats`` (din words) in order,
+        ``n_out`` dout words back; returns them once the Datapath is idle again."""
+        port = self.port
+        words = [self.pay.command(c) for c in commands]
+        beats = list(beats)
+        n_cmd, n_in = len(words), len(beats)
         out: list[int] = []
-        k = 0
-        while k < len(beats_in) or len(out) < n_out:
-            if k < len(beats_in):
-                self.port.set("din__payload", beats_in[k])
-                self.port.set("din__valid", 1)
-            else:
-                self.port.set("din__valid", 0)
-            await self.port.settle()
-            took = k < len(beats_in) and self.port.get("din__ready")
-            if len(out) < n_out and self.port.get("dout__valid"):
-                out.append(self.port.get("dout__payload"))
-            await self._tick()
-            if took:
-                k += 1
-        self.port.set("din__valid", 0)
+        i = j = 0
+        start = None
+        while i < n_cmd or j < n_in or len(out) < n_out:
+            hold_in, hold_out = self.stall() if self.stall else (False, False)
+            port.set("cmd__valid", int(i < n_cmd))
+            if i < n_cmd:
+                port.set("cmd__payload", words[i])
+            port.set("din__valid", int(j < n_in and not hold_in))
+            if j < n_in:
+                port.set("din__payload", beats[j])
+            if self.stall:
+                port.set("dout__ready", int(not hold_out))
+            await port.settle()
+            while True:
+                took_cmd = i < n_cmd and port.get("cmd__ready")
+                took_din = j < n_in and not hold_in and port.get("din__ready")
+                got = len(out) < n_out and not hold_out and port.get("dout__valid")
+                if took_cmd or took_din or got or self.stall:
+                    break
+                waiting = [
+                    sig
+                    for sig, more in (
+                        ("cmd__ready", i < n_cmd),
+                        ("din__ready", j < n_in),
+                        ("dout__valid", len(out) < n_out),
+                    )
+                    if more
+                ]
+                await port.wait_any(waiting)
+            if got:
+                out.append(port.get("dout__payload"))
+            if took_cmd and start is None:
+                start = port.cycle
+            await port.tick()
+            i += bool(took_cmd)
+            j += bool(took_din)
+        if self.stall:
+            port.set("dout__ready", 1)
+        port.set("cmd__valid", 0)
+        port.set("din__valid", 0)
+        await port.wait_low("busy")
+        end = port.cycle
+        failed = port.get("error")
+        op = port.get("error_op") if failed else 0
+        await port.tick()
+        if failed:
+            known = {o.value: o.name for o in Op}
+            raise DatapathError(
+                f"the Datapath dropped command {known.get(op, op)!r} (opcode {op}): "
+                + (
+                    "this build has no divide lanes (build it with divide=True)"
+                    if op in (Op.DIVIDE.value, Op.UPDATE_DIV.value)
+                    else "unknown opcode"
+                )
+            )
+        self.log.append(ProgramRecord(name, list(commands), 0 if start is None else end - start))
         return out
 
-    async def run(self, op: Op, beats_in=(), n_out=0, count=0, **kw) -> list[int]:
-        await self._issue(op, count, **kw)
-        return await self._stream(list(beats_in), n_out)
+    async def sync(self) -> int:
+        """Wait until the datapath is idle; returns the cycle."""
+        await self.port.wait_low("busy")
+        now = self.cycle
+        await self.port.tick()
+        return now
 
     # ---- operations of a training step ----------------------------------------------------
-    async def gemm(self, a: np.ndarray, b: np.ndarray):
-        """``a (M,K) @ b (K,N)`` tile by tile, in the order of
-        :func:`nitihw.sim.cycle_model.gemm_tiles`. Returns ``(acc int64 (M,N), overflow bool)``.
-        """
+    def _gemm_operands(self, a, b):
         a = np.asarray(a, np.int64)
         b = np.asarray(b, np.int64)
         _check_fits("gemm: A", a, self.params["op_bits"])
         _check_fits("gemm: B", b, self.b_bits)
         (m, k), n = a.shape, b.shape[1]
         R, C = self.rows, self.cols
-        acc = np.zeros((m, n), np.int64)
-        ovf = np.zeros((m, n), bool)
         # zero-padded to whole tiles: zeros add nothing to sums, ranges or overflow counts
         ap = np.zeros((-(-m // R) * R, k), np.int64)
         ap[:m] = a
         bp = np.zeros((k, -(-n // C) * C), np.int64)
         bp[:, :n] = b
-        for op, count, (i0, j0, x) in gemm_tiles(m, k, n, R, C, self.kmax):
-            if op == "LOAD_B":
-                beats = [self.pay.din_b.pack(bp[x + t, j0 : j0 + C]) for t in range(count)]
-                await self.run(Op.LOAD_B, beats, count=count)
-            elif op == "LOAD_A":
-                beats = [self.pay.din_a.pack(ap[i0 : i0 + R, x + t]) for t in range(count)]
-                await self.run(Op.LOAD_A, beats, count=count)
-            elif op == "COMPUTE":
-                await self.run(Op.COMPUTE, count=count, accumulate=x)
-            else:
-                words = await self.run(Op.DRAIN, n_out=count, count=count)
-                cols = min(C, n - j0)
-                for r, wd in enumerate(words):
-                    acc[i0 + r, j0 : j0 + cols] = self.pay.out_acc.unpack(wd)[:cols]
-                    ovf[i0 + r, j0 : j0 + cols] = self.pay.out_ovf.unpack(wd)[:cols].astype(bool)
+        return ap, bp, m, k, n
+
+    def _gemm_beats(self, ap, bp, m, k, n):
+        """din beats of the tiles of :func:`gemm_tiles`, in order, and where each drained row
+        goes: ``[(i0 + r, j0)]``."""
+        R, C = self.rows, self.cols
+        beats, rows_out = [], []
+        for cmd, (i0, j0, k0) in gemm_tiles(m, k, n, R, C, self.kmax):
+            if cmd.op == "COMPUTE":
+                rows_out += [(i0 + r, j0) for r in range(cmd.drain_rows)]
+                continue
+            with_b = cmd.op == "LOAD_AB"
+            for t in range(cmd.count):
+                word = self.pay.din_a.pack(ap[i0 : i0 + R, k0 + t])
+                if with_b:
+                    word |= self.pay.din_b.pack(bp[k0 + t, j0 : j0 + C])
+                beats.append(word)
+        return beats, rows_out
+
+    def _unpack_drain(self, words, rows_out, m, n):
+        C = self.cols
+        acc = np.zeros((m, n), np.int64)
+        ovf = np.zeros((m, n), bool)
+        for wd, (row, j0) in zip(words, rows_out, strict=True):
+            cols = min(C, n - j0)
+            acc[row, j0 : j0 + cols] = self.pay.out_acc.unpack(wd)[:cols]
+            ovf[row, j0 : j0 + cols] = self.pay.out_ovf.unpack(wd)[:cols].astype(bool)
         return acc, ovf
+
+    async def gemm(self, a: np.ndarray, b: np.ndarray):
+        """``a (M,K) @ b (K,N)`` tile by tile, in the order of
+        :func:`nitihw.sim.cycle_model.gemm_tiles`. Returns ``(acc int64 (M,N), overflow bool)``.
+        """
+        ap, bp, m, k, n = self._gemm_operands(a, b)
+        beats, rows_out = self._gemm_beats(ap, bp, m, k, n)
+        cmds = [c for c, _ in gemm_tiles(m, k, n, self.rows, self.cols, self.kmax)]
+        words = await self.execute("gemm tiles", cmds, beats, len(rows_out))
+        return self._unpack_drain(words, rows_out, m, n)
+
+    async def gemm_tensor(self, a: np.ndarray, b: np.ndarray):
+        """A GEMM as one tensor in one program (:func:`gemm_program`): ``RANGE_CLEAR``, the
+        tiles, ``RANGE_READ``. Returns ``(acc, overflow, range fields)``."""
+        ap, bp, m, k, n = self._gemm_operands(a, b)
+        beats, rows_out = self._gemm_beats(ap, bp, m, k, n) if m and n else ([], [])
+        cmds = gemm_program(m, k, n, self.rows, self.cols, self.kmax)
+        words = await self.execute("gemm", cmds, beats, len(rows_out) + 1)
+        acc, ovf = self._unpack_drain(words[:-1], rows_out, m, n)
+        return acc, ovf, self.pay.range_fields(words[-1])
+
+    async def run(self, op: Op, beats=(), n_out=0, count=0, **fields) -> list[int]:
+        """One command as a program of its own (``fields``: its other command fields)."""
+        cmd = Command(op.name, count, fields=tuple(fields.items()))
+        return await self.execute(op.name, [cmd], beats, n_out)
 
     async def range_clear(self) -> None:
         await self.run(Op.RANGE_CLEAR)
@@ -331,17 +383,29 @@ class DatapathDriver:
         (word,) = await self.run(Op.RANGE_READ, n_out=1)
         return self.pay.range_fields(word)
 
-    async def range_feed(self, acc) -> None:
-        """Stream ``acc`` (any shape, values within the accumulator range) through the range
-        unit, ``cols`` per beat; the last beat is padded with zeros, which change no range."""
+    def _feed_beats(self, acc) -> list[int]:
         flat = np.asarray(acc, np.int64).reshape(-1)
         lim = 1 << (self.params["acc_bits"] - 1)
         if flat.size and (int(flat.min()) < -lim or int(flat.max()) >= lim):
             raise ValueError(
                 f"range_feed: values outside the {self.params['acc_bits']}-bit accumulator range"
             )
-        beats = self._beats([flat], [self.pay.din_acc], flat.size)
+        return self._beats([flat], [self.pay.din_acc], flat.size)
+
+    async def range_feed(self, acc) -> None:
+        """Stream ``acc`` (any shape, values within the accumulator range) through the range
+        unit, ``cols`` per beat; the last beat is padded with zeros, which change no range."""
+        beats = self._feed_beats(acc)
         await self.run(Op.RANGE_FEED, beats, count=len(beats))
+
+    async def feed_tensor(self, acc) -> dict:
+        """The range of a tensor that is not a GEMM's result, in one program:
+        ``RANGE_CLEAR``, ``RANGE_FEED`` (none for an empty tensor), ``RANGE_READ``."""
+        beats = self._feed_beats(acc)
+        feed = [Command("RANGE_FEED", len(beats))] if beats else []
+        cmds = [Command("RANGE_CLEAR"), *feed, Command("RANGE_READ")]
+        (word,) = await self.execute("range", cmds, beats, 1)
+        return self.pay.range_fields(word)
 
     def _beats(self, arrays, fields, n):
         C = self.cols

@@ -39,7 +39,6 @@ class RtlBackend(NumpyBackend):
     def _run(self, coro_fn, *args, **kw):
         first = len(self.driver.log)
         out = self._call(coro_fn, *args, **kw)
-        self._call(self.driver.sync)
         self._op_cycles = sum(r.cycles for r in self.driver.log[first:])
         self.sim_cycles += self._op_cycles
         del self.driver.log[:]  # records are summed per operation; keep memory flat
@@ -54,26 +53,16 @@ class RtlBackend(NumpyBackend):
     def status(self) -> dict:
         return {"sim cycles": f"{self.sim_cycles:,}"}
 
-    async def _gemm_tensor(self, a, b):
-        await self.driver.range_clear()
-        acc, ovf = await self.driver.gemm(a, b)
-        return acc, ovf, await self.driver.range_read()
-
     def _gemm(self, a, b):
-        acc, ovf, rng = self._run(self._gemm_tensor, a, b)
+        acc, ovf, rng = self._run(self.driver.gemm_tensor, a, b)
         self._range = (acc.shape, rng)
         return acc, int(ovf.sum())
-
-    async def _feed_tensor(self, x):
-        await self.driver.range_clear()
-        await self.driver.range_feed(x)
-        return await self.driver.range_read()
 
     def _range_of(self, x, fed: bool) -> dict:
         """The range unit's fields for ``x``: read after the last GEMM's drain when the unit
         watched ``x`` drain, otherwise measured by streaming ``x`` through it (RANGE_FEED)."""
         if fed:
-            return self._run(self._feed_tensor, x)
+            return self._run(self.driver.feed_tensor, x)
         # the range unit watched the GEMM's tiles drain; its result belongs to that tensor
         if self._range is None or self._range[0] != x.shape:
             raise RuntimeError("the RTL range unit only knows the range of the last GEMM")

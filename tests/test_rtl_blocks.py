@@ -8,6 +8,7 @@ from nitihw.golden import Accumulator, bitwidth, exact_matmul, shift_round
 from nitihw.golden.rounding import max_abs
 from nitihw.rtl.mac_array import MacArray
 from nitihw.rtl.range_unit import RangeUnit
+from nitihw.rtl.schedule import range_latency
 from nitihw.rtl.rescale import MODE_BY_NAME, RescaleLanes
 from nitihw.rtl.update import UpdateLanes
 
@@ -239,17 +240,26 @@ def test_update_lanes_master_weights():
 # ---- range unit ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("acc_bits", [8, 32])
-def test_range_unit_over_tiles(acc_bits):
-    lanes = 4
-    rng = np.random.default_rng(acc_bits)
+@pytest.mark.parametrize("acc_bits,lanes", [(8, 4), (32, 4), (32, 1), (32, 3), (16, 5), (32, 16)])
+def test_range_unit_over_tiles(acc_bits, lanes):
+    """Tensors of several tiles, each after a clear: bit-width, shift, overflow count and
+    max |x| once the pipeline is empty, which is exactly range_latency(lanes) cycles after the
+    last observation (busy high until then)."""
+    rng = np.random.default_rng(acc_bits + lanes)
     lo, hi = -(1 << (acc_bits - 1)), (1 << (acc_bits - 1)) - 1
+
+    def row(*vals):
+        out = np.zeros((1, lanes), np.int64)
+        for k, v in enumerate(vals):
+            out[0, k % lanes] = v
+        return out
+
     tensors = [
         np.zeros((3, lanes), np.int64),
-        np.array([[1, 0, 0, 0]]),
-        np.array([[lo, 0, 0, 0]]),
-        np.array([[0, 0, hi, 0], [0, -1, 0, 0]]),
-        np.array([[128 % (hi + 1), -128 % (lo - 1) if acc_bits > 8 else -128, 0, 0]]),
+        row(1),
+        row(lo),
+        np.concatenate([row(0, 0, hi), row(0, -1)]),
+        row(128 % (hi + 1), -128 % (lo - 1) if acc_bits > 8 else -128),
         rng.integers(lo, hi + 1, (9, lanes)),
         rng.integers(-300, 301, (9, lanes)).clip(lo, hi),
     ]
@@ -259,31 +269,37 @@ def test_range_unit_over_tiles(acc_bits):
 
     async def tb(ctx):
         for t, f in zip(tensors, flags, strict=True):
-            for r, (row, frow) in enumerate(zip(t, f, strict=True)):
-                ctx.set(dut.clear, int(r == 0))
+            ctx.set(dut.clear, 1)
+            await ctx.tick()
+            ctx.set(dut.clear, 0)
+            for r_, fr in zip(t, f, strict=True):
                 ctx.set(dut.valid, 1)
                 for k in range(lanes):
-                    ctx.set(dut.value[k], int(row[k]))
-                    ctx.set(dut.overflow[k], int(frow[k]))
+                    ctx.set(dut.value[k], int(r_[k]))
+                    ctx.set(dut.overflow[k], int(fr[k]))
                 await ctx.tick()
             ctx.set(dut.valid, 0)
-            ctx.set(dut.clear, 0)
+            waited = 1  # cycles after the last observation's cycle
+            while ctx.get(dut.busy):
+                await ctx.tick()
+                waited += 1
             seen.append(
                 (
                     ctx.get(dut.bitwidth),
                     ctx.get(dut.shift),
                     ctx.get(dut.overflow_count),
                     ctx.get(dut.max_magnitude),
+                    waited,
                 )
             )
-            await ctx.tick()
 
     simulate(dut, tb)
-    for t, f, (bw, sh, count, mx) in zip(tensors, flags, seen, strict=True):
+    for t, f, (bw, sh, count, mx, waited) in zip(tensors, flags, seen, strict=True):
         assert bw == bitwidth(t), t
         assert mx == max_abs(t), t
         assert sh == max(bitwidth(t) - 7, 0)
         assert count == int(f.sum())
+        assert waited == range_latency(lanes)
 
 
 # ---- MAC array ---------------------------------------------------------------------------

@@ -5,7 +5,7 @@ Parameters come from the environment (set by :func:`nitihw.sim.verify.run_datapa
 32-bit B operands and the divide lanes), ``NITIHW_SEED`` and ``NITIHW_STATS``
 (where to write simulated cycles, MACs and wall time). Expected values come from
 :mod:`nitihw.golden`, imported; every command's measured cycles are checked against
-:func:`nitihw.rtl.schedule.command_cycles`.
+:func:`nitihw.rtl.schedule.program_cycles`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import numpy as np
 
 from nitihw.golden import Accumulator, bitwidth, exact_matmul, range_shift, shift_round
 from nitihw.golden.rounding import max_abs, saturate, trunc_div, wrap
-from nitihw.rtl.schedule import command_cycles
+from nitihw.rtl.schedule import program_cycles
 from nitihw.sim.cocotb_port import CocotbPort, start_clock_and_reset
 from nitihw.sim.datapath_driver import DatapathDriver
 
@@ -48,9 +48,10 @@ class DatapathTB:
         await self.drv.sync()
         r, c = self.params["rows"], self.params["cols"]
         for rec in self.drv.log:
-            want = command_cycles(rec.op, rec.count, r, c)
+            want = program_cycles(rec.commands, r, c)
             assert rec.cycles == want, (
-                f"{rec.op}({rec.count}) took {rec.cycles} cycles, formula {want}"
+                f"{rec.name} ({len(rec.commands)} commands) took {rec.cycles} cycles, "
+                f"schedule {want}"
             )
 
     def write_stats(self, name: str):
@@ -62,22 +63,21 @@ class DatapathTB:
             "cycles": self.drv.cycle,
             "macs": self.macs,
             "seconds": time.perf_counter() - self.t0,
-            "commands": len(self.drv.log),
+            "commands": sum(len(rec.commands) for rec in self.drv.log),
         }
         with open(path + ".tmp", "w") as f:
             json.dump(stats, f)
         os.replace(path + ".tmp", path)
 
     async def gemm_and_check(self, a, b):
-        """One GEMM as a tensor: range cleared, tiles drained, range read; all vs golden."""
-        await self.drv.range_clear()
-        acc, ovf = await self.drv.gemm(a, b)
+        """One GEMM as a tensor, in one program: range cleared, tiles drained, range read;
+        all vs golden."""
+        acc, ovf, rng = await self.drv.gemm_tensor(a, b)
         exact = exact_matmul(a, b, "object") if a.size and b.size else np.zeros(acc.shape, np.int64)
         self.macs += a.shape[0] * a.shape[1] * b.shape[1]
         wrapped = self.acc.wrap(exact)
         np.testing.assert_array_equal(acc, wrapped, err_msg=f"GEMM {a.shape} @ {b.shape}")
         np.testing.assert_array_equal(ovf, (exact < self.acc.min) | (exact > self.acc.max))
-        rng = await self.drv.range_read()
         assert rng["bitwidth"] == bitwidth(wrapped), (rng, bitwidth(wrapped))
         assert rng["shift"] == range_shift(bitwidth(wrapped))
         assert rng["overflow_count"] == int(ovf.sum())
@@ -95,9 +95,7 @@ class DatapathTB:
     async def feed_and_check(self, x):
         """The range of a tensor that is not a GEMM's result: RANGE_CLEAR, RANGE_FEED,
         RANGE_READ, against the golden bit-width and max |x|."""
-        await self.drv.range_clear()
-        await self.drv.range_feed(x)
-        rng = await self.drv.range_read()
+        rng = await self.drv.feed_tensor(x)
         assert rng["bitwidth"] == bitwidth(x), (rng, bitwidth(x))
         assert rng["shift"] == range_shift(bitwidth(x))
         assert rng["max_magnitude"] == max_abs(x), (rng, max_abs(x))
@@ -344,7 +342,7 @@ async def divide_ops(dut):
         want = wrap(w - trunc_div(g, lr) - dec, 32)
         np.testing.assert_array_equal(got, want, err_msg=f"update_div corners {lr} {decay}")
     await tb.check_cycles()
-    assert {"DIVIDE", "UPDATE_DIV"} <= {rec.op for rec in tb.drv.log}
+    assert {"DIVIDE", "UPDATE_DIV"} <= {rec.name for rec in tb.drv.log}
     tb.write_stats("divide_ops")
 
 
