@@ -39,7 +39,7 @@ def gemm_tiles(m: int, k: int, n: int, rows: int, cols: int, kmax: int):
     """The driver's commands for ``(m, k) @ (k, n)``, as :class:`Command` objects.
 
     Yields ``(command, where)``: ``where`` is ``(i0, j0, k0)``, the tile's first row, column
-    and K index. For each column tile, for each row tile, per K-chunk (``kmax`` long): a load
+    and K index. For each column tile, for each row tile, per K-chunk (:func:`k_chunks`): a load
     into the next bank (the A and B banks alternate, ping-pong), then ``COMPUTE`` of that
     chunk (accumulating after the first; the last chunk drains the tile's real rows). The load
     is ``LOAD_AB`` (A column and B row in one din beat) for a column tile's first row tile and
@@ -48,13 +48,13 @@ def gemm_tiles(m: int, k: int, n: int, rows: int, cols: int, kmax: int):
     """
     if k < 1:
         raise ValueError(f"a GEMM needs K >= 1, got {k}")
-    chunks = list(range(0, k, kmax))
+    chunks = k_chunks(k, kmax)
+    starts = [sum(chunks[:c]) for c in range(len(chunks))]
     bank_a = bank_b = 1
     for j0 in range(0, n, cols):
         for i0 in range(0, m, rows):
             real_rows = min(rows, m - i0)
-            for c, k0 in enumerate(chunks):
-                kc = min(kmax, k - k0)
+            for c, (k0, kc) in enumerate(zip(starts, chunks, strict=True)):
                 with_b = len(chunks) > 1 or i0 == 0
                 bank_a ^= 1
                 bank_b ^= with_b
@@ -75,6 +75,14 @@ def gemm_tiles(m: int, k: int, n: int, rows: int, cols: int, kmax: int):
                 )
 
 
+def k_chunks(k: int, kmax: int) -> list[int]:
+    """K cut into ``ceil(k / kmax)`` chunks as equal as can be (the longer ones first): the
+    next chunk's load then always fits beside the current chunk's compute."""
+    nch = -(-k // kmax)
+    base, extra = divmod(k, nch)
+    return [base + 1] * extra + [base] * (nch - extra)
+
+
 def gemm_program(m: int, k: int, n: int, rows: int, cols: int, kmax: int) -> list[Command]:
     """A GEMM as one tensor: ``RANGE_CLEAR``, the tiles, ``RANGE_READ``."""
     tiles = [c for c, _ in gemm_tiles(m, k, n, rows, cols, kmax)] if m and n else []
@@ -84,10 +92,10 @@ def gemm_program(m: int, k: int, n: int, rows: int, cols: int, kmax: int) -> lis
 def gemm_cycles(m: int, k: int, n: int, rows: int, cols: int, kmax: int) -> int:
     """Closed form of ``program_cycles(gemm_program(...))`` (tests check they agree).
 
-    With ``T`` tiles, K cut into chunks ``k_0 .. k_L`` (``kmax`` each but the last): the first
-    COMPUTE starts once the first load is in (cycle ``k_0 + 3``); inside a tile chunk ``c + 1``
-    starts ``max(k_c, k_{c+1} + 2)`` after chunk ``c`` (its load, 1 + ``k_{c+1}`` beats, runs
-    beside chunk ``c``'s reads); the next tile starts ``max(k_L + rows + cols, k_0 + 2)`` after
+    With ``T`` tiles, K cut into chunks ``k_0 .. k_L`` (:func:`k_chunks`): the first COMPUTE
+    starts once the first load is in (cycle ``k_0 + 3``); inside a tile chunk ``c + 1`` starts
+    ``k_{c+1} + 2`` after chunk ``c`` (its load, dispatched the cycle after chunk ``c``, takes
+    ``k_{c+1}`` beats, and ``k_c <= k_{c+1} + 1``); the next tile starts ``max(k_L + rows + cols, k_0 + 2)`` after
     the last chunk (the wavefront crosses the array, the capture; or the next load); after the
     last capture, the drain of its ``r`` real rows, the range unit's latency and the read.
     """
@@ -95,11 +103,11 @@ def gemm_cycles(m: int, k: int, n: int, rows: int, cols: int, kmax: int) -> int:
         return program_cycles(gemm_program(0, k, 0, rows, cols, kmax), rows, cols)
     if k < 1:
         raise ValueError(f"a GEMM needs K >= 1, got {k}")
-    nch = -(-k // kmax)
-    k0 = min(k, kmax)
-    kl = k - (nch - 1) * kmax
+    chunks = k_chunks(k, kmax)
+    nch, k0, kl = len(chunks), chunks[0], chunks[-1]
     tiles = -(-m // rows) * -(-n // cols)
-    inner = 0 if nch == 1 else (nch - 2) * (kmax + 2) + max(kmax, kl + 2)
+    # chunk c + 1 (at most one shorter than chunk c) starts k_{c+1} + 2 after chunk c
+    inner = (k - k0) + 2 * (nch - 1)
     period = inner + max(kl + rows + cols, k0 + 2)
     last_capture = k0 + 3 + (tiles - 1) * period + inner + kl + rows + cols
     last_rows = m - (-(-m // rows) - 1) * rows
