@@ -82,6 +82,7 @@ class Backend:
         self.overflow_events = 0
         self.trace: list[TraceEntry] | None = None
         self._last_gemm = None  # the range unit watched this tensor drain
+        self._last_gemm_shape = None  # its (M, N)
 
     def _record(self, op: str, tag: OpTag, shape: tuple, **extra) -> TraceEntry | None:
         """Start a trace entry; it reaches the trace in :meth:`_finish`, once the operation
@@ -113,11 +114,18 @@ class Backend:
             acc = self.accumulator.wrap(acc)  # a no-op on values a datapath already wrapped
         self._finish(entry)
         self._last_gemm = acc
+        self._last_gemm_shape = (int(a.shape[0]), int(b.shape[1]))
         return acc
 
     def _fed(self, x) -> bool:
         """Whether the range unit must be fed ``x`` (it only watched the last GEMM drain)."""
         return x is not self._last_gemm
+
+    def _kept(self, x, rand=None) -> tuple | None:
+        """``(M, N)`` of the last GEMM when ``x`` is its result and no random integers go with
+        it: a datapath that kept that result on chip (its result buffer) can rescale or
+        divide it from there instead of receiving it again (``kept`` in the trace)."""
+        return self._last_gemm_shape if x is self._last_gemm and rand is None else None
 
     def bitwidth(self, acc, tag: OpTag) -> int:
         """The range unit: bit-width of the whole tensor (numerics.md §2).
@@ -142,7 +150,9 @@ class Backend:
 
     def rescale(self, acc, shift: int, mode: str, tag: OpTag, rand=None):
         """Rescale lanes: ``shift_round(acc, shift, mode, rand)`` to int8."""
-        entry = self._record("rescale", tag, (acc.size,), shift=int(shift), mode=mode)
+        entry = self._record(
+            "rescale", tag, (acc.size,), shift=int(shift), mode=mode, kept=self._kept(acc, rand)
+        )
         out = self._rescale(acc, shift, mode, rand)
         self._finish(entry)
         return out
@@ -158,7 +168,7 @@ class Backend:
 
     def divide(self, acc, divisor: int, tag: OpTag):
         """Divide lanes: ``saturate(trunc_div(acc, divisor))`` to int8 (NITRO-D's scaling)."""
-        entry = self._record("divide", tag, (acc.size,), divisor=int(divisor))
+        entry = self._record("divide", tag, (acc.size,), divisor=int(divisor), kept=self._kept(acc))
         out = self._divide(acc, int(divisor))
         self._finish(entry)
         return out

@@ -69,7 +69,7 @@ with ``divide=True``.
 
 from __future__ import annotations
 
-from amaranth import Module, Mux, Signal, signed, unsigned
+from amaranth import Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, enum, memory, stream, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
@@ -79,7 +79,7 @@ from nitihw.rtl.mac_array import WIDE_B_MAX, MacArray, check_array_params, max_e
 from nitihw.rtl.params import reject, require_int
 from nitihw.rtl.range_unit import RangeUnit
 from nitihw.rtl.rescale import RescaleLanes, RoundingMode, rescale_max_shift
-from nitihw.rtl.schedule import QUEUE_DEPTH
+from nitihw.rtl.schedule import QUEUE_DEPTH, default_result_rows
 from nitihw.rtl.update import UpdateLanes
 
 COUNT_BITS = 24
@@ -121,6 +121,8 @@ def command_layout(acc_bits: int) -> data.StructLayout:
             "bank_b": 1,  # LOAD_B / LOAD_AB / COMPUTE: which B bank
             "drain": 1,  # COMPUTE: capture and drain the tile when done
             "drain_rows": unsigned(DRAIN_ROWS_BITS),  # COMPUTE: rows to drain
+            "keep": 1,  # COMPUTE with drain: also write the rows into the result buffer
+            "from_buffer": 1,  # RESCALE / DIVIDE: read rows 0..count-1 of the result buffer
         }
     )
 
@@ -208,6 +210,9 @@ class Datapath(wiring.Component):
     b_bits : the B operand's width (default ``op_bits``, up to 32; above 16 the sums wrap and
         ``acc_bits + guard_bits`` must hold one product, see :mod:`nitihw.rtl.mac_array`).
     divide : build the divide lanes (``DIVIDE``, ``UPDATE_DIV``; needs ``acc_bits <= 32``).
+    result_rows : rows (of ``cols`` accumulators) of the result buffer, where a GEMM's drained
+        rows are kept (``keep``) for a later ``RESCALE``/``DIVIDE`` ``from_buffer``; default
+        :func:`~nitihw.rtl.schedule.default_result_rows` (256 KiB of int32); 0: none.
 
     Members
     -------
@@ -239,8 +244,11 @@ class Datapath(wiring.Component):
         kmax: int = 256,
         b_bits: int | None = None,
         divide: bool = False,
+        result_rows: int | None = None,
     ):
         require_int(self, "kmax", kmax, 1, 1 << 16)
+        result_rows = default_result_rows(cols) if result_rows is None else result_rows
+        require_int(self, "result_rows", result_rows, 0, 1 << 20)
         require_int(self, "op_bits", op_bits, 2, 16)
         b_bits = op_bits if b_bits is None else b_bits
         require_int(self, "b_bits", b_bits, 2, WIDE_B_MAX)
@@ -256,6 +264,7 @@ class Datapath(wiring.Component):
         self._rows, self._cols, self._op_bits = rows, cols, op_bits
         self._acc_bits, self._guard_bits, self._kmax = acc_bits, guard_bits, kmax
         self._b_bits, self._divide = b_bits, divide
+        self._result_rows = result_rows
         super().__init__(
             {
                 "cmd": In(stream.Signature(command_layout(acc_bits))),
@@ -277,6 +286,7 @@ class Datapath(wiring.Component):
     kmax = property(lambda self: self._kmax)
     b_bits = property(lambda self: self._b_bits)
     divide = property(lambda self: self._divide)
+    result_rows = property(lambda self: self._result_rows)
 
     def parameters(self) -> dict:
         return {
@@ -288,6 +298,7 @@ class Datapath(wiring.Component):
             "kmax": self._kmax,
             "b_bits": self._b_bits,
             "divide": self._divide,
+            "result_rows": self._result_rows,
             "max_shift": rescale_max_shift(self._acc_bits),
             "max_exact_k": max_exact_k(
                 self._acc_bits, self._guard_bits, self._op_bits, self._b_bits
@@ -331,6 +342,15 @@ class Datapath(wiring.Component):
             m.submodules[f"mem_b{bank}"] = mem_b
             banks_a.append((mem_a.write_port(), mem_a.read_port()))
             banks_b.append((mem_b.write_port(), mem_b.read_port()))
+
+        # the result buffer: a GEMM's drained rows, kept for the rescale or divide pass
+        R_ROWS = self._result_rows
+        if R_ROWS:
+            m.submodules.result = rbuf = memory.Memory(
+                shape=data.ArrayLayout(signed(self._acc_bits), C), depth=R_ROWS, init=[]
+            )
+            rb_w, rb_r = rbuf.write_port(), rbuf.read_port()
+        rb_wptr = Signal(range(R_ROWS + 1))  # rows written since RANGE_CLEAR
 
         # ---- the output skid buffer: every dout beat passes here ----------------------------
         # Sources offer (ob_valid, ob_payload) and see ob_ready, a register: no combinational
@@ -391,6 +411,7 @@ class Datapath(wiring.Component):
         x_accumulate, x_drain = Signal(), Signal()
         x_bank_a, x_bank_b = Signal(), Signal()
         x_rows = Signal(DRAIN_ROWS_BITS)
+        x_keep = Signal()
         flush = Signal(range(R + C))
         x_last_read = x_reading & (x_idx + 1 >= x_count)
         for _, ra in banks_a:
@@ -418,12 +439,13 @@ class Datapath(wiring.Component):
         # ---- drainer state --------------------------------------------------------------------
         dr_busy = Signal()
         dr_left = Signal(DRAIN_ROWS_BITS)
+        dr_keep = Signal()
         capture = x_flushing & (flush == 0) & ~dr_busy
         with m.If(capture):
             m.d.comb += arr.capture.eq(1)
             m.d.sync += x_flushing.eq(0)
             with m.If(x_rows != 0):
-                m.d.sync += [dr_busy.eq(1), dr_left.eq(x_rows)]
+                m.d.sync += [dr_busy.eq(1), dr_left.eq(x_rows), dr_keep.eq(x_keep)]
         # the array takes a new COMPUTE when idle, on a no-drain COMPUTE's last read (the sums
         # go on back to back), or in the capture cycle
         x_accept = (~x_reading & ~x_flushing) | (x_last_read & ~x_drain) | capture
@@ -465,16 +487,38 @@ class Datapath(wiring.Component):
         s_idx = Signal(COUNT_BITS)
         s_done = Signal(COUNT_BITS)
 
-        def through(lanes):
-            """Pass ``count`` din beats through a lane pipeline and its results to the skid."""
+        # RESCALE / DIVIDE from_buffer: rows of the result buffer instead of din beats. The
+        # buffer's read port is synchronous: a row is read ahead and waits on its output
+        # (bf_valid) until the lanes take it.
+        from_buf = Signal()
+        bf_valid = Signal()
+        bf_next = Signal(COUNT_BITS)  # the next row to read
+        if R_ROWS:
+            m.d.comb += from_buf.eq(
+                s_cmd.from_buffer & ((s_cmd.op == Op.RESCALE) | (s_cmd.op == Op.DIVIDE))
+            )
+
+        def through(lanes, bufferable=False):
+            """Pass ``count`` beats (din's, or the result buffer's rows) through a lane
+            pipeline and its results to the skid."""
             taking = s_idx < s_cmd.count
+            src = Mux(from_buf, bf_valid, din.valid) if bufferable and R_ROWS else din.valid
+            take = src & lanes.i.ready & taking
             m.d.comb += [
-                lanes.i.valid.eq(din.valid & taking),
-                din.ready.eq(lanes.i.ready & taking),
+                lanes.i.valid.eq(src & taking),
+                din.ready.eq(lanes.i.ready & taking & ~from_buf),
                 ob_valid.eq(lanes.o.valid),
             ]
-            with m.If(din.valid & lanes.i.ready & taking):
+            with m.If(take):
                 m.d.sync += s_idx.eq(s_idx + 1)
+            if bufferable and R_ROWS:
+                with m.If(from_buf):
+                    read = (bf_next < s_cmd.count) & (~bf_valid | take)
+                    m.d.comb += [rb_r.en.eq(read), rb_r.addr.eq(bf_next)]
+                    with m.If(read):
+                        m.d.sync += [bf_next.eq(bf_next + 1), bf_valid.eq(1)]
+                    with m.Elif(take):
+                        m.d.sync += bf_valid.eq(0)
             with m.If(lanes.o.valid & ob_ready):
                 m.d.sync += s_done.eq(s_done + 1)
                 with m.If(s_done + 1 >= s_cmd.count):
@@ -487,6 +531,11 @@ class Datapath(wiring.Component):
             rs.i.payload.eq(din.payload.rescale),
             up8.limit.eq(s_cmd.limit),
         ]
+        if R_ROWS:
+            m.d.comb += [rb_w.addr.eq(rb_wptr), *(rb_w.data[j].eq(arr.out[j]) for j in range(C))]
+            with m.If(from_buf):
+                for j in range(C):
+                    m.d.comb += [rs.i.payload.acc[j].eq(rb_r.data[j]), rs.i.payload.rand[j].eq(0)]
         for j in range(C):
             m.d.comb += [
                 up8.i.payload.w[j].eq(din.payload.update.w[j]),
@@ -506,7 +555,13 @@ class Datapath(wiring.Component):
             for j in range(C):
                 m.d.comb += [
                     dv.i.payload.x[j].eq(
-                        Mux(scaling, din.payload.rescale.acc[j], din.payload.update32.g[j])
+                        Mux(
+                            scaling,
+                            Mux(from_buf, rb_r.data[j], din.payload.rescale.acc[j])
+                            if R_ROWS
+                            else din.payload.rescale.acc[j],
+                            din.payload.update32.g[j],
+                        )
                     ),
                     dv.i.payload.w[j].eq(din.payload.update32.w[j]),
                 ]
@@ -530,6 +585,10 @@ class Datapath(wiring.Component):
             with m.If(ob_ready):
                 m.d.comb += [arr.shift.eq(1), rng.valid.eq(1)]
                 m.d.sync += dr_left.eq(dr_left - 1)
+                if R_ROWS:
+                    with m.If(dr_keep & (rb_wptr < R_ROWS)):
+                        m.d.comb += rb_w.en.eq(1)
+                        m.d.sync += rb_wptr.eq(rb_wptr + 1)
                 with m.If(dr_left == 1):
                     m.d.sync += dr_busy.eq(0)
         with m.If(s_busy):
@@ -553,7 +612,7 @@ class Datapath(wiring.Component):
                             m.d.sync += s_busy.eq(0)
                 with m.Case(Op.RESCALE):
                     m.d.comb += ob_payload.q.eq(rs.o.payload)
-                    through(rs)
+                    through(rs, bufferable=True)
                 with m.Case(Op.UPDATE):
                     for master, lanes in ((1, up16), (0, up8)):
                         with m.If(s_cmd.master == master):
@@ -569,7 +628,7 @@ class Datapath(wiring.Component):
                             m.d.comb += ob_payload.q.eq(dv.o.payload.q)
                         with m.Else():
                             m.d.comb += ob_payload.w32.eq(dv.o.payload.w)
-                        through(dv)
+                        through(dv, bufferable=True)
         m.d.comb += [rs.o.ready.eq(ob_ready), up8.o.ready.eq(ob_ready), up16.o.ready.eq(ob_ready)]
         if dv is not None:
             m.d.comb += dv.o.ready.eq(ob_ready)
@@ -614,16 +673,35 @@ class Datapath(wiring.Component):
                             x_accumulate.eq(head.accumulate),
                             x_drain.eq(head.drain),
                             x_rows.eq(head.drain_rows),
+                            x_keep.eq(head.keep),
                             x_bank_a.eq(head.bank_a),
                             x_bank_b.eq(head.bank_b),
                         ]
                 with m.Case(*serial_ops):
-                    m.d.comb += go.eq(all_idle)
-                    with m.If(go):
+                    # from_buffer in a build without a result buffer: dropped, and flagged
+                    no_buffer = (
+                        head.from_buffer & ((op == Op.RESCALE) | (op == Op.DIVIDE))
+                        if not R_ROWS
+                        else Const(0, 1)
+                    )
+                    with m.If(no_buffer):
+                        m.d.comb += go.eq(1)
+                        m.d.sync += [error.eq(1), error_op.eq(op.as_value())]
+                    with m.Else():
+                        m.d.comb += go.eq(all_idle)
+                    with m.If(go & ~no_buffer):
                         with m.If(op == Op.RANGE_CLEAR):
                             m.d.comb += rng.clear.eq(1)
+                            m.d.sync += rb_wptr.eq(0)
                         with m.Elif((op == Op.RANGE_READ) | (count != 0)):
-                            m.d.sync += [s_busy.eq(1), s_cmd.eq(head), s_idx.eq(0), s_done.eq(0)]
+                            m.d.sync += [
+                                s_busy.eq(1),
+                                s_cmd.eq(head),
+                                s_idx.eq(0),
+                                s_done.eq(0),
+                                bf_valid.eq(0),
+                                bf_next.eq(0),
+                            ]
                 with m.Default():  # unknown, or not built: dropped, and flagged
                     m.d.comb += go.eq(1)
                     m.d.sync += [error.eq(1), error_op.eq(op.as_value())]

@@ -25,6 +25,13 @@ UPDATE_LATENCY = 2
 DIVIDE_LATENCY = 3
 
 QUEUE_DEPTH = 4  # commands the Datapath holds before cmd.ready drops
+RESULT_BUFFER_WORDS = 65536  # default result buffer: 256 KiB of int32 (rows of `cols` words)
+
+
+def default_result_rows(cols: int) -> int:
+    """Rows (of ``cols`` accumulators) of the default result buffer."""
+    return RESULT_BUFFER_WORDS // cols
+
 
 LOADS = {"LOAD_A": (1, 0), "LOAD_B": (0, 1), "LOAD_AB": (1, 1)}  # op -> (writes A, writes B)
 LANES = {  # serial commands with din beats in and (latency) dout beats out
@@ -34,6 +41,7 @@ LANES = {  # serial commands with din beats in and (latency) dout beats out
     "UPDATE_DIV": DIVIDE_LATENCY,
 }
 SERIAL = ("RANGE_CLEAR", "RANGE_READ", "RANGE_FEED", *LANES)
+FROM_BUFFER = ("RESCALE", "DIVIDE")  # the commands that can read the result buffer
 OPS = (*LOADS, "COMPUTE", *SERIAL)
 
 
@@ -62,6 +70,8 @@ class Command:
     accumulate: int = 0
     drain: int = 0
     drain_rows: int = 0
+    keep: int = 0
+    from_buffer: int = 0
     fields: tuple = ()
 
     def word_fields(self) -> dict:
@@ -72,6 +82,8 @@ class Command:
             "accumulate": self.accumulate,
             "drain": self.drain,
             "drain_rows": self.drain_rows,
+            "keep": self.keep,
+            "from_buffer": self.from_buffer,
             **dict(self.fields),
         }
 
@@ -99,7 +111,9 @@ def program_cycles(commands, rows: int, cols: int) -> int:
       and the range unit (:func:`range_latency` cycles after its last observation).
       ``RANGE_CLEAR`` acts in its dispatch cycle; ``RANGE_READ`` sends its beat in ``d+1``;
       ``RANGE_FEED`` takes beats in ``d+1 .. d+count``; the lanes take beats in ``d+1 ..
-      d+count`` and send results ``latency`` cycles after each.
+      d+count`` and send results ``latency`` cycles after each; ``RESCALE`` and ``DIVIDE``
+      with ``from_buffer`` read rows of the result buffer instead of din beats, one cycle
+      later (``d+2 .. d+count+1``: the buffer's read).
     - an unknown or unsupported opcode leaves the queue in one cycle and sets the error flag.
     """
     rp = range_latency(cols)
@@ -152,7 +166,8 @@ def program_cycles(commands, rows: int, cols: int) -> int:
                 s_free = t + n + 1
                 rng_free = t + n + rp
             elif op in LANES and n:
-                s_free = t + n + LANES[op] + 1
+                # from the result buffer: one more cycle, its read
+                s_free = t + n + LANES[op] + 1 + (cmd.from_buffer and op in FROM_BUFFER)
         # anything else: an unknown opcode, dropped with the error flag
         accepted.append(a)
         dispatched.append(t)

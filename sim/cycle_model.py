@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from nitihw.rtl.schedule import Command, program_cycles, range_latency
+from nitihw.rtl.schedule import Command, default_result_rows, program_cycles, range_latency
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,12 @@ class ArrayConfig:
     rows: int = 8
     cols: int = 8
     kmax: int = 256
+    result_rows: int | None = None  # the result buffer's rows; None: the default
+
+    @property
+    def buffer_rows(self) -> int:
+        """Rows (of ``cols`` accumulators) of the result buffer."""
+        return default_result_rows(self.cols) if self.result_rows is None else self.result_rows
 
     @classmethod
     def parse(cls, text: str, kmax: int = 256) -> ArrayConfig:
@@ -35,7 +41,7 @@ class ArrayConfig:
         return f"{self.rows}x{self.cols}"
 
 
-def gemm_tiles(m: int, k: int, n: int, rows: int, cols: int, kmax: int):
+def gemm_tiles(m: int, k: int, n: int, rows: int, cols: int, kmax: int, keep: bool = False):
     """The driver's commands for ``(m, k) @ (k, n)``, as :class:`Command` objects.
 
     Yields ``(command, where)``: ``where`` is ``(i0, j0, k0)``, the tile's first row, column
@@ -44,7 +50,8 @@ def gemm_tiles(m: int, k: int, n: int, rows: int, cols: int, kmax: int):
     chunk (accumulating after the first; the last chunk drains the tile's real rows). The load
     is ``LOAD_AB`` (A column and B row in one din beat) for a column tile's first row tile and
     for every chunk when K has several; otherwise ``LOAD_A``: the B tile stays in its bank
-    across the row tiles. The next tile's load runs while this tile computes.
+    across the row tiles. The next tile's load runs while this tile computes. ``keep``: the
+    drains also write the result buffer (the caller checks it fits: :func:`drained_rows`).
     """
     if k < 1:
         raise ValueError(f"a GEMM needs K >= 1, got {k}")
@@ -70,6 +77,7 @@ def gemm_tiles(m: int, k: int, n: int, rows: int, cols: int, kmax: int):
                         accumulate=int(c > 0),
                         drain=int(last),
                         drain_rows=real_rows if last else 0,
+                        keep=int(keep and last),
                     ),
                     where,
                 )
@@ -83,9 +91,16 @@ def k_chunks(k: int, kmax: int) -> list[int]:
     return [base + 1] * extra + [base] * (nch - extra)
 
 
-def gemm_program(m: int, k: int, n: int, rows: int, cols: int, kmax: int) -> list[Command]:
+def drained_rows(m: int, n: int, cols: int) -> int:
+    """Rows a GEMM's result takes in the result buffer (one per drained tile row)."""
+    return m * -(-n // cols)
+
+
+def gemm_program(
+    m: int, k: int, n: int, rows: int, cols: int, kmax: int, keep: bool = False
+) -> list[Command]:
     """A GEMM as one tensor: ``RANGE_CLEAR``, the tiles, ``RANGE_READ``."""
-    tiles = [c for c, _ in gemm_tiles(m, k, n, rows, cols, kmax)] if m and n else []
+    tiles = [c for c, _ in gemm_tiles(m, k, n, rows, cols, kmax, keep)] if m and n else []
     return [Command("RANGE_CLEAR"), *tiles, Command("RANGE_READ")]
 
 
@@ -95,9 +110,10 @@ def gemm_cycles(m: int, k: int, n: int, rows: int, cols: int, kmax: int) -> int:
     With ``T`` tiles, K cut into chunks ``k_0 .. k_L`` (:func:`k_chunks`): the first COMPUTE
     starts once the first load is in (cycle ``k_0 + 3``); inside a tile chunk ``c + 1`` starts
     ``k_{c+1} + 2`` after chunk ``c`` (its load, dispatched the cycle after chunk ``c``, takes
-    ``k_{c+1}`` beats, and ``k_c <= k_{c+1} + 1``); the next tile starts ``max(k_L + rows + cols, k_0 + 2)`` after
-    the last chunk (the wavefront crosses the array, the capture; or the next load); after the
-    last capture, the drain of its ``r`` real rows, the range unit's latency and the read.
+    ``k_{c+1}`` beats, and ``k_c <= k_{c+1} + 1``); the next tile starts
+    ``max(k_L + rows + cols, k_0 + 2)`` after the last chunk (the wavefront crosses the
+    array and the tile is captured; or the next load is in); after the last capture, the
+    drain of its ``r`` real rows, the range unit's latency and the read.
     """
     if m == 0 or n == 0:
         return program_cycles(gemm_program(0, k, 0, rows, cols, kmax), rows, cols)
@@ -128,6 +144,11 @@ def op_program(op: str, shape: tuple, array: ArrayConfig, extra: dict | None = N
             return None
         feed = [Command("RANGE_FEED", beats)] if beats else []
         return [Command("RANGE_CLEAR"), *feed, Command("RANGE_READ")]
+    kept = extra.get("kept")
+    if op in ("rescale", "divide") and kept:
+        held = drained_rows(*kept, array.cols)
+        if held <= array.buffer_rows:  # the GEMM's result is still on chip: one row a beat
+            return [Command(op.upper(), held, from_buffer=1)]
     if op == "rescale":
         return [Command("RESCALE", beats)]
     if op == "update":
@@ -144,7 +165,10 @@ def op_cycles(op: str, shape: tuple, array: ArrayConfig, extra: dict | None = No
     (elements,): 0 when the range unit watched the tensor drain, and with ``extra['fed']``
     ``RANGE_CLEAR`` + ``RANGE_FEED`` (beats of ``cols``) + ``RANGE_READ``; ``rescale`` /
     ``update`` (elements,): beats of ``cols`` lanes plus dispatch, latency and the last beat;
-    ``divide`` and an ``update`` with ``extra['divide']`` (NITRO-D) run on the divide lanes.
+    ``divide`` and an ``update`` with ``extra['divide']`` (NITRO-D) run on the divide lanes. A
+    rescale or divide of the last GEMM's result (``extra['kept'] = (M, N)``) reads it from the
+    result buffer when it fitted there (:func:`drained_rows` ``<= buffer_rows``), one tile row
+    a beat; otherwise its int32 values come back through din (the spill).
     ``extra`` is the trace entry's ``extra``.
     """
     r, c = array.rows, array.cols

@@ -20,7 +20,7 @@ from nitihw.rtl.datapath import Op, command_layout, din_layout, dout_layout
 from nitihw.rtl.divide import DIV_BITS, divider_constants
 from nitihw.rtl.rescale import MODE_BY_NAME
 from nitihw.rtl.schedule import Command
-from nitihw.sim.cycle_model import gemm_program, gemm_tiles
+from nitihw.sim.cycle_model import drained_rows, gemm_program, gemm_tiles
 
 # ---- bit packing of the stream payloads ---------------------------------------------------
 
@@ -218,6 +218,9 @@ class DatapathDriver:
         self.rows, self.cols, self.kmax = p["rows"], p["cols"], p["kmax"]
         self.b_bits = p.get("b_bits", p["op_bits"])
         self.has_divide = bool(p.get("divide", False))
+        self.result_rows = int(p.get("result_rows", 0))
+        #: ``(M, N, [(row, j0)] in drain order)`` of the GEMM result the result buffer holds
+        self.kept = None
         self.pay = Payloads(
             p["rows"], p["cols"], p["op_bits"], p["acc_bits"], self.b_bits, self.has_divide
         )
@@ -291,13 +294,14 @@ class DatapathDriver:
         await port.tick()
         if failed:
             known = {o.value: o.name for o in Op}
+            if op in (Op.DIVIDE.value, Op.UPDATE_DIV.value) and not self.has_divide:
+                why = "this build has no divide lanes (build it with divide=True)"
+            elif op in (Op.RESCALE.value, Op.DIVIDE.value):
+                why = "from_buffer, but this build has no result buffer (result_rows=0)"
+            else:
+                why = "unknown opcode"
             raise DatapathError(
-                f"the Datapath dropped command {known.get(op, op)!r} (opcode {op}): "
-                + (
-                    "this build has no divide lanes (build it with divide=True)"
-                    if op in (Op.DIVIDE.value, Op.UPDATE_DIV.value)
-                    else "unknown opcode"
-                )
+                f"the Datapath dropped command {known.get(op, op)!r} (opcode {op}): {why}"
             )
         self.log.append(ProgramRecord(name, list(commands), 0 if start is None else end - start))
         return out
@@ -361,13 +365,19 @@ class DatapathDriver:
         words = await self.execute("gemm tiles", cmds, beats, len(rows_out))
         return self._unpack_drain(words, rows_out, m, n)
 
-    async def gemm_tensor(self, a: np.ndarray, b: np.ndarray):
+    async def gemm_tensor(self, a: np.ndarray, b: np.ndarray, keep: bool = True):
         """A GEMM as one tensor in one program (:func:`gemm_program`): ``RANGE_CLEAR``, the
-        tiles, ``RANGE_READ``. Returns ``(acc, overflow, range fields)``."""
+        tiles, ``RANGE_READ``. Returns ``(acc, overflow, range fields)``. With ``keep``, when
+        the result fits the result buffer its rows stay there too (``self.kept``), for a
+        :meth:`rescale` or :meth:`divide` ``from_buffer``."""
         ap, bp, m, k, n = self._gemm_operands(a, b)
         beats, rows_out = self._gemm_beats(ap, bp, m, k, n) if m and n else ([], [])
-        cmds = gemm_program(m, k, n, self.rows, self.cols, self.kmax)
+        keep = keep and m * n > 0 and drained_rows(m, n, self.cols) <= self.result_rows
+        self.kept = None
+        cmds = gemm_program(m, k, n, self.rows, self.cols, self.kmax, keep)
         words = await self.execute("gemm", cmds, beats, len(rows_out) + 1)
+        if keep:
+            self.kept = (m, n, rows_out)
         acc, ovf = self._unpack_drain(words[:-1], rows_out, m, n)
         return acc, ovf, self.pay.range_fields(words[-1])
 
@@ -420,10 +430,41 @@ class DatapathDriver:
             beats.append(word)
         return beats
 
-    async def rescale(self, acc, shift: int, mode: str, rand=None) -> np.ndarray:
+    def _kept_rows(self, op: str, acc) -> list:
+        if self.kept is None or self.kept[0] * self.kept[1] != np.asarray(acc).size:
+            raise ValueError(f"{op} from_buffer: the result buffer does not hold this tensor")
+        return self.kept[2]
+
+    def _from_rows(self, words, rows_out, shape):
+        """int8 results of a ``from_buffer`` pass (one per kept tile row) in ``shape``."""
+        m, n = self.kept[0], self.kept[1]
+        out = np.zeros((m, n), np.int8)
+        for wd, (row, j0) in zip(words, rows_out, strict=True):
+            cols = min(self.cols, n - j0)
+            out[row, j0 : j0 + cols] = self.pay.out_q.unpack(wd)[:cols]
+        return out.reshape(shape)
+
+    async def rescale(
+        self, acc, shift: int, mode: str, rand=None, from_buffer: bool = False
+    ) -> np.ndarray:
         """``shift_round(acc, shift, mode, rand)`` on the rescale lanes; any shape. A negative
-        ``shift`` is a left shift (the command's ``left`` bit, with ``-shift``)."""
+        ``shift`` is a left shift (the command's ``left`` bit, with ``-shift``). With
+        ``from_buffer`` the lanes read ``acc`` from the result buffer (the last kept GEMM
+        result, :meth:`gemm_tensor`), one tile row a beat, instead of receiving it on din
+        (no ``rand``: ``sto`` needs din)."""
         acc = np.asarray(acc, np.int64)
+        fields = {
+            "shift": abs(int(shift)),
+            "mode": MODE_BY_NAME[mode].value,
+            "left": int(shift < 0),
+        }
+        if from_buffer:
+            if rand is not None:
+                raise ValueError("rescale from_buffer: the random integers of sto come on din")
+            rows_out = self._kept_rows("rescale", acc)
+            cmd = Command("RESCALE", len(rows_out), from_buffer=1, fields=tuple(fields.items()))
+            words = await self.execute("RESCALE", [cmd], (), len(rows_out))
+            return self._from_rows(words, rows_out, acc.shape)
         flat = acc.reshape(-1)
         r = np.zeros_like(flat) if rand is None else np.asarray(rand, np.int64).reshape(-1)
         beats = self._beats([flat, r], [self.pay.din_acc, self.pay.din_rand], flat.size)
@@ -465,14 +506,21 @@ class DatapathDriver:
                 "nitihw verilog --divide)"
             )
 
-    async def divide(self, acc, divisor: int) -> np.ndarray:
+    async def divide(self, acc, divisor: int, from_buffer: bool = False) -> np.ndarray:
         """``saturate(trunc_div(acc, divisor))`` to int8 on the divide lanes (``DIVIDE``);
-        any shape, values within the accumulator range, ``divisor >= 1``."""
+        any shape, values within the accumulator range, ``divisor >= 1``. ``from_buffer``:
+        read ``acc`` from the result buffer, as :meth:`rescale` does."""
         self._need_divide("DIVIDE")
         acc = np.asarray(acc, np.int64)
         flat = acc.reshape(-1)
         _check_fits("divide", flat, self.params["acc_bits"])
         magic, shift = _reciprocal(divisor)
+        if from_buffer:
+            rows_out = self._kept_rows("divide", acc)
+            fields = (("magic0", magic), ("shift0", shift))
+            cmd = Command("DIVIDE", len(rows_out), from_buffer=1, fields=fields)
+            words = await self.execute("DIVIDE", [cmd], (), len(rows_out))
+            return self._from_rows(words, rows_out, acc.shape)
         if not flat.size:
             return np.zeros(acc.shape, np.int8)
         beats = self._beats([flat], [self.pay.din_acc], flat.size)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from nitihw.golden.train import atomic_write_bytes
 from nitihw.sim.accelerator import Accelerator
-from nitihw.sim.cycle_model import ArrayConfig, op_cycles
+from nitihw.sim.cycle_model import ArrayConfig, drained_rows, op_cycles
 from nitihw.sim.workload import LayerShape, StepOp, step_ops
 
 COMPONENTS = ("mac", "buffers", "offchip", "rescale", "update")
@@ -51,15 +51,16 @@ class Row:
         return f"{self.layer}/{self.phase}"
 
 
+def result_buffer_rows(acc: Accelerator) -> int:
+    """The ``ofmap`` buffer as the Datapath's result buffer: rows of ``cols`` accumulators."""
+    return int(acc.ofmap_kib * 1024) // (acc.cols * acc.acc_bytes)
+
+
 def _op_traffic(op: StepOp, acc: Accelerator, second_pass: bool = True):
     """(sram bytes by stream, dram bytes by stream) of one operation, for operands of
     ``ob`` bytes and results of ``ab`` bytes; also for the fp32 datapath."""
     r, c, kmax = acc.rows, acc.cols, acc.kmax
-    ifmap_buf, filter_buf, ofmap_buf = (
-        acc.ifmap_kib * 1024,
-        acc.filter_kib * 1024,
-        acc.ofmap_kib * 1024,
-    )
+    ifmap_buf, filter_buf = acc.ifmap_kib * 1024, acc.filter_kib * 1024
 
     def gemm(ob, ab, second_pass, bb=None):
         m, k, n = op.shape
@@ -72,7 +73,8 @@ def _op_traffic(op: StepOp, acc: Accelerator, second_pass: bool = True):
             "filter_reads": b_bytes if nch == 1 else t_r * b_bytes,
             "ofmap_writes": out,
         }
-        held_off_chip = second_pass and out > ofmap_buf
+        # the result buffer holds whole drained tile rows (cols accumulators each)
+        held_off_chip = second_pass and drained_rows(m, n, c) > result_buffer_rows(acc)
         dram = {
             "ifmap_reads": a_mem * (1 if a_mem <= ifmap_buf else t_c),
             "filter_reads": b_mem * (1 if b_mem <= filter_buf else t_r),
@@ -143,7 +145,7 @@ def estimate(
         from nitihw.golden.dfp16 import DFP_BITS
 
         acc = replace(acc, operand_bits=DFP_BITS)  # DFP16 runs on a 16-bit datapath
-    array = ArrayConfig(acc.rows, acc.cols, acc.kmax)
+    array = ArrayConfig(acc.rows, acc.cols, acc.kmax, result_buffer_rows(acc))
     table = acc.energy
     mac_pj = table.mac(acc.operand_bits, acc.accumulator_bits)
     fp32_mac_pj = table.pj["fp32_mult"] + table.pj["fp32_add"]
@@ -159,7 +161,7 @@ def estimate(
     for op in step_ops(layers, profile, model=workload, batch=batch):
         row = rows.setdefault((op.layer, op.phase), Row(op.layer, op.phase, start=clock))
         on_array = op.op in ("gemm", "range", "rescale", "update", "divide")
-        extra = {"fed": op.fed, "divide": op.divide}
+        extra = {"fed": op.fed, "divide": op.divide, "kept": op.kept}
         cyc = op_cycles(op.op, op.shape, array, extra) if on_array else 0  # the rest is host
         (sram, dram), _ = _op_traffic(op, acc, second_pass=op.held)
         dram_bytes = sum(dram.values())

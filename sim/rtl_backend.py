@@ -74,20 +74,28 @@ class RtlBackend(NumpyBackend):
     def _max_magnitude(self, x, fed) -> int:
         return int(self._range_of(x, fed)["max_magnitude"])
 
+    def _in_buffer(self, x, rand=None) -> bool:
+        """Whether ``x`` is the last GEMM's result and the Datapath kept it in its result
+        buffer: the rule of :meth:`Backend._kept` plus the fit, as the cycle model prices it."""
+        return self._kept(x, rand) is not None and self.driver.kept is not None
+
     def _rescale(self, acc, shift, mode, rand):
         shift = max(shift, -8)  # any left shift of 7 or more saturates every nonzero value
         if abs(shift) > self.driver.params["max_shift"]:
             raise ValueError(
                 f"shift {shift} exceeds the rescale lanes' {self.driver.params['max_shift']}"
             )
-        return self._run(self.driver.rescale, acc, shift, mode, rand).astype(np.int8)
+        buffered = self._in_buffer(acc, rand)
+        out = self._run(self.driver.rescale, acc, shift, mode, rand, buffered)
+        return out.astype(np.int8)
 
     def _update(self, w, g, limit):
         new, _ = self._run(self.driver.update, w, g, False, limit)
         return new.astype(np.int8)
 
     def _divide(self, acc, divisor):
-        return self._run(self.driver.divide, acc, divisor).astype(np.int8)
+        buffered = self._in_buffer(acc)
+        return self._run(self.driver.divide, acc, divisor, buffered).astype(np.int8)
 
     def _update_div(self, w, g, lr_div, decay_div):
         return self._run(self.driver.update_div, w, g, lr_div, decay_div).astype(np.int32)

@@ -53,6 +53,7 @@ class StepOp:
     fed: bool = False  # range: the tensor is streamed through the range unit (not watched)
     b_bits: int = 0  # gemm: the B operand's width when not the datapath's (NITRO-D: 32)
     divide: bool = False  # update: on the divide lanes (NITRO-D's IntegerSGD, int32 weights)
+    kept: tuple = ()  # rescale / divide of the last GEMM's result: that GEMM's (M, N)
 
 
 class WorkloadError(ValueError):
@@ -280,7 +281,7 @@ def step_ops(
             return
         ops.append(StepOp(name, phase, "gemm", shape, (a_el, b_el)))
         ops.append(StepOp(name, phase, "range", (m * n,)))
-        ops.append(StepOp(name, phase, "rescale", (m * n,)))
+        ops.append(StepOp(name, phase, "rescale", (m * n,), kept=(m, n)))
 
     for lay in layers:
         gemm_requant(lay, "forward", lay.forward)
@@ -305,8 +306,9 @@ def wage_step_ops(layers: list[LayerShape]) -> list[StepOp]:
         a_el, b_el = lay.operand_elements("forward", lay.forward)
         ops.append(StepOp(lay.name, "forward", "rescale", (lay.weights,)))
         ops.append(StepOp(lay.name, "forward", "gemm", lay.forward, (a_el, b_el), held=False))
-        if lay.hidden:
-            ops.append(StepOp(lay.name, "forward", "rescale", (lay.outputs or m * n,)))
+        if lay.hidden:  # the GEMM's own result, unless pooled first
+            kept = () if lay.outputs else (m, n)
+            ops.append(StepOp(lay.name, "forward", "rescale", (lay.outputs or m * n,), kept=kept))
     for lay in reversed(layers):
         m, _k, n = lay.forward
         errors = lay.outputs or m * n
@@ -345,7 +347,7 @@ def nitro_step_ops(model: str, batch: int) -> list[StepOp]:
         rows[unit.name] = m
         n = unit.weight.shape[0]
         gemm(unit, "forward", m, unit.fan_in, n)
-        ops.append(StepOp(unit.name, "forward", "divide", (m * n,)))
+        ops.append(StepOp(unit.name, "forward", "divide", (m * n,), kept=(m, n)))
 
     def update(unit):
         m, n = rows[unit.name], unit.weight.shape[0]

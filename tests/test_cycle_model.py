@@ -87,8 +87,17 @@ def test_op_cycles_and_report():
     be.rescale(acc, be.bitwidth(acc, tag), "round", tag)
     rows = be.trace.rows()
     assert rows[0][:2] == ("0:linear", "forward")
-    assert rows[0][2] == gemm_cycles(5, 7, 3, 4, 4, 32) + op_cycles("rescale", (15,), arr)
+    # the rescale of the GEMM's own result reads the result buffer: 5 tile rows, one cycle
+    # later than din beats would be (the buffer's read)
+    kept = op_cycles("rescale", (15,), arr, {"kept": (5, 3)})
+    assert kept == 1 + 5 + 3 + 1 + 1
+    assert rows[0][2] == gemm_cycles(5, 7, 3, 4, 4, 32) + kept
     assert rows[0][4] == 5 * 7 * 3
+    # a result that does not fit the buffer (4 rows < 5) spills: its 15 values come back on
+    # din, 4 beats of 4 lanes
+    small = ArrayConfig(4, 4, 32, result_rows=4)
+    assert op_cycles("rescale", (15,), small, {"kept": (5, 3)}) == 1 + 4 + 3 + 1
+    assert ArrayConfig(4, 4, 32).buffer_rows == 65536 // 4
 
 
 def test_fed_range_cycles():

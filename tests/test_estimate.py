@@ -36,13 +36,18 @@ def traced_step(model, batch, array, profile="niti", mu=3):
     return trace, report
 
 
+def kept(entry) -> tuple:
+    """The (M, N) of the GEMM whose result a rescale or divide reads, as the workload says."""
+    return tuple(entry.extra.get("kept") or ())
+
+
 @pytest.mark.parametrize("model", sorted(MODELS))
 def test_workload_is_what_the_golden_step_does(model):
     batch = 1 if model.startswith("vgg") else 3
     trace, report = traced_step(model, batch, ArrayConfig(8, 8, 256))
-    got = Counter((e.tag.layer, e.tag.phase, e.op, e.shape) for e in trace)
+    got = Counter((e.tag.layer, e.tag.phase, e.op, e.shape, kept(e)) for e in trace)
     want = Counter(
-        (o.layer, o.phase, o.op, o.shape) for o in step_ops(model_workload(model, batch))
+        (o.layer, o.phase, o.op, o.shape, o.kept) for o in step_ops(model_workload(model, batch))
     )
     assert got == want
     # the estimate's array cycles are the cycle model's, layer by layer and phase by phase
@@ -239,10 +244,10 @@ def test_cli_estimate_dfp16(tmp_path, capsys):
 def test_wage_workload_is_what_the_golden_wage_step_does(model):
     trace, report = traced_step(model, 3, ArrayConfig(8, 8, 256), "wage")
     got = Counter(
-        (e.tag.layer, e.tag.phase, e.op, e.shape, bool(e.extra.get("fed"))) for e in trace
+        (e.tag.layer, e.tag.phase, e.op, e.shape, bool(e.extra.get("fed")), kept(e)) for e in trace
     )
     ops = step_ops(model_workload(model, 3), "wage")
-    assert got == Counter((o.layer, o.phase, o.op, o.shape, o.fed) for o in ops)
+    assert got == Counter((o.layer, o.phase, o.op, o.shape, o.fed, o.kept) for o in ops)
     # the estimate's array cycles are the cycle model's, layer by layer and phase by phase
     r = estimate(model_workload(model, 3), load_accelerator(), 3, 3, model, "wage")
     est = {(row["layer"], row["phase"]): row["cycles"] for row in r["rows"]}
@@ -254,10 +259,11 @@ def test_wage_workload_is_what_the_golden_wage_step_does(model):
 def test_nitro_workload_is_what_the_golden_nitro_step_does(model):
     trace, report = traced_step(model, 3, ArrayConfig(8, 8, 256), "nitro-d", mu=9)
     got = Counter(
-        (e.tag.layer, e.tag.phase, e.op, e.shape, bool(e.extra.get("divide"))) for e in trace
+        (e.tag.layer, e.tag.phase, e.op, e.shape, bool(e.extra.get("divide")), kept(e))
+        for e in trace
     )
     ops = step_ops(model_workload(model, 3), "nitro-d", model=model, batch=3)
-    assert got == Counter((o.layer, o.phase, o.op, o.shape, o.divide) for o in ops)
+    assert got == Counter((o.layer, o.phase, o.op, o.shape, o.divide, o.kept) for o in ops)
     r = estimate(model_workload(model, 3), load_accelerator(), 3, 3, model, "nitro-d")
     est = {(row["layer"], row["phase"]): row["cycles"] for row in r["rows"] if row["cycles"]}
     assert est == {(lay, ph): c for lay, ph, c, _m, _mac, _u in report.rows()}

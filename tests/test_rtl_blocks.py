@@ -8,8 +8,8 @@ from nitihw.golden import Accumulator, bitwidth, exact_matmul, shift_round
 from nitihw.golden.rounding import max_abs
 from nitihw.rtl.mac_array import MacArray
 from nitihw.rtl.range_unit import RangeUnit
-from nitihw.rtl.schedule import range_latency
 from nitihw.rtl.rescale import MODE_BY_NAME, RescaleLanes
+from nitihw.rtl.schedule import range_latency
 from nitihw.rtl.update import UpdateLanes
 
 

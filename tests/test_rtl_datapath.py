@@ -193,10 +193,14 @@ def test_back_pressure_loses_no_beat():
 
 
 @pytest.mark.parametrize(
-    "opcode,divide,message",
-    [(13, False, "opcode 13.*unknown opcode"), (9, False, "DIVIDE.*no divide lanes")],
+    "opcode,no_buffer,message",
+    [
+        (13, False, "opcode 13.*unknown opcode"),
+        (9, False, "DIVIDE.*no divide lanes"),
+        (6, True, "RESCALE.*from_buffer.*no result buffer"),
+    ],
 )
-def test_unsupported_opcode_is_flagged(opcode, divide, message):
+def test_unsupported_opcode_is_flagged(opcode, no_buffer, message):
     """An unknown opcode, or DIVIDE without divide lanes, is dropped (it takes no beats) and
     raises the sticky error flag, which the driver turns into a DatapathError naming it."""
     from nitihw.rtl.schedule import Command
@@ -207,7 +211,7 @@ def test_unsupported_opcode_is_flagged(opcode, divide, message):
     async def body(drv, out):
         await drv.range_clear()  # fine
         try:
-            await drv.execute("bad", [Command(opcode, 3)])
+            await drv.execute("bad", [Command(opcode, 3, from_buffer=int(opcode == 6))])
         except DatapathError as exc:
             seen["first"] = str(exc)
         try:
@@ -215,11 +219,51 @@ def test_unsupported_opcode_is_flagged(opcode, divide, message):
         except DatapathError as exc:
             seen["after"] = str(exc)
 
-    run(Datapath(2, 2, kmax=4, b_bits=32 if divide else None, divide=divide), body)
+    # the third case: RESCALE from_buffer on a build without a result buffer
+    run(Datapath(2, 2, kmax=4, result_rows=0 if opcode == 6 else None), body)
     import re
 
     assert re.search(message, seen["first"]), seen
     assert "after" in seen
+
+
+@pytest.mark.parametrize("result_rows", [64, 6])
+def test_result_buffer_rescale_and_divide(result_rows):
+    """A GEMM result that fits the result buffer stays there (keep) and is rescaled (every
+    mode but sto) and divided from it, one tile row a beat, with no din beats; one that does
+    not fit (6 rows < 2 column tiles x 5 rows) spills: the driver sends it back on din. Cycles
+    equal the schedule either way."""
+    from nitihw.golden.rounding import saturate, trunc_div
+
+    rng = np.random.default_rng(result_rows)
+    a = rng.integers(-128, 128, (5, 7))
+    b = rng.integers(-(2**20), 2**20, (7, 5))  # 5 columns on 3 lanes: a padded column tile
+    modes = ("round", "psto", "trunc", "rne")
+
+    async def body(drv, out):
+        acc, _, fields = await drv.gemm_tensor(a, b)
+        out["kept"] = drv.kept is not None
+        out["q"] = {}
+        for mode in modes:
+            out["q"][mode] = await drv.rescale(acc, fields["shift"], mode, from_buffer=out["kept"])
+        out["left"] = await drv.rescale(acc, -3, "round", from_buffer=out["kept"])
+        await drv.feed_tensor(acc[:2])  # a fed range between: the buffer keeps its rows
+        out["div"] = await drv.divide(acc, 3000, from_buffer=out["kept"])
+        out["acc"] = acc
+
+    out = run(Datapath(2, 3, kmax=4, b_bits=32, divide=True, result_rows=result_rows), body)
+    exact = exact_matmul(a, b)
+    np.testing.assert_array_equal(out["acc"], exact)
+    assert out["kept"] == (result_rows >= 10)
+    shift = max(bitwidth(exact) - 7, 0)
+    for mode in modes:
+        np.testing.assert_array_equal(out["q"][mode], shift_round(exact, shift, mode))
+    np.testing.assert_array_equal(out["left"], shift_round(exact, -3, "round"))
+    np.testing.assert_array_equal(out["div"], saturate(trunc_div(exact, 3000)))
+    buffered = [rec for rec in out["log"] if any(c.from_buffer for c in rec.commands)]
+    assert len(buffered) == (6 if out["kept"] else 0)
+    for rec in out["log"]:
+        assert rec.cycles == program_cycles(rec.commands, 2, 3), rec.name
 
 
 def test_bad_parameters_are_named():
