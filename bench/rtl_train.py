@@ -58,11 +58,12 @@ CASES = [
 ]
 
 _MLP = ["--model", "mlp-digits", "--dataset", "digits", "--epochs", "1", "--array", "8x8"]
+_CNN = ["--model", "cnn-digits", "--dataset", "digits", "--epochs", "1", "--array", "8x8"]
 #: ``--methods``: the other training methods, each on the datapath configuration it needs
 METHOD_CASES = [
-    ("wage, mlp-digits, 1 epoch", [*_MLP, "--profile", "wage"], "verilator"),
-    ("nitro-d, mlp-digits, 1 epoch", [*_MLP, "--profile", "nitro-d"], "verilator"),
-    ("dfp16, mlp-digits, 1 epoch", [*_MLP, "--profile", "dfp16"], "verilator"),
+    (f"{profile}, {model}, 1 epoch", [*base, "--profile", profile], "verilator")
+    for profile in ("wage", "nitro-d", "dfp16")
+    for model, base in (("mlp-digits", _MLP), ("cnn-digits", _CNN))
 ]
 
 

@@ -66,19 +66,21 @@ def psto_table():
 
 
 def datapath_timing():
-    """A cycle-accurate timing diagram of a 2x2 Datapath running one small GEMM tile, its
-    range, a rescale and an update, recorded from Amaranth's simulator."""
+    """A cycle-accurate timing diagram of a 2x2 Datapath running a 6x5 by 5x4 GEMM (six tiles)
+    and the rescale of its result from the result buffer, recorded from Amaranth's simulator,
+    with the units' work as the schedule (program_cycles) has it."""
     from amaranth.sim import Simulator
 
     from nitihw.rtl.datapath import Datapath
+    from nitihw.rtl.schedule import program_cycles
     from nitihw.sim.datapath_driver import AmaranthPort, DatapathDriver
 
     names = ["cmd__valid", "cmd__ready", "din__valid", "din__ready", "dout__valid", "busy"]
-    trace = []
+    trace = {}
 
     class RecordingPort(AmaranthPort):
         async def settle(self):
-            trace.append({n: self.get(n) for n in names})
+            trace[self.cycle] = {n: self.get(n) for n in names}
 
     dut = Datapath(2, 2, kmax=8)
     log = []
@@ -86,48 +88,52 @@ def datapath_timing():
     async def tb(ctx):
         drv = DatapathDriver(RecordingPort(ctx, dut), dut.parameters())
         await drv.reset_streams()
-        a = np.array([[1, 2, 3], [4, 5, 6]])
-        b = np.array([[1, 0], [0, 1], [1, 1]])
-        await drv.range_clear()
-        acc, _ = await drv.gemm(a, b)
-        await drv.range_read()
-        await drv.rescale(acc, 1, "round")
-        await drv.update(np.array([10, 20]), np.array([1, -1]))
-        await drv.sync()
+        rng = np.random.default_rng(0)
+        a, b = rng.integers(-9, 10, (6, 5)), rng.integers(-9, 10, (5, 4))
+        acc, _, fields = await drv.gemm_tensor(a, b)
+        await drv.rescale(acc, fields["shift"], "round", from_buffer=True)
         log.extend(drv.log)
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)
     sim.add_testbench(tb)
     sim.run()
-    n = len(trace)
-    fig, ax = plt.subplots(figsize=(12, 4.2))
+    first = log[0].start
+    last = log[-1].start + log[-1].cycles
+    fig, ax = plt.subplots(figsize=(13, 5))
+    units = ["loader", "array", "drainer", "serial"]
+    unit_colour = {"LOAD_AB": "tab:orange", "LOAD_A": "tab:olive", "COMPUTE": "tab:blue"}
+    height = 1.5
+    top = (len(names) + len(units)) * height
     for row, name in enumerate(names):
-        y0 = (len(names) - row) * 1.5
-        vals = [t[name] for t in trace]
-        ax.step(range(n + 1), [y0 + 0.8 * v for v in [*vals, vals[-1]]], where="post", color="k")
-        ax.text(-0.5, y0 + 0.3, name.replace("__", "."), ha="right", va="center", fontsize=9)
-    start = 0
-    colours = plt.get_cmap("tab10")
-    for i, rec in enumerate(log):
-        ax.axvspan(start, start + rec.cycles, ymin=0, ymax=0.12, color=colours(i % 10), alpha=0.5)
-        label = rec.op if rec.op in ("COMPUTE", "DRAIN", "RESCALE", "UPDATE") else rec.op[:7]
-        ax.text(
-            start + rec.cycles / 2,
-            0.35,
-            f"{label}\n{rec.cycles}",
-            ha="center",
-            va="center",
-            fontsize=7,
-        )
-        start += rec.cycles
-    ax.set_xlim(-4, n)
-    ax.set_ylim(-0.2, len(names) * 1.5 + 1.2)
+        y0 = top - row * height
+        xs = list(range(first, last + 1))
+        vals = [trace.get(x, {}).get(name, 0) for x in xs]
+        ax.step(xs, [y0 + 0.8 * v for v in vals], where="post", color="k")
+        ax.text(first - 0.5, y0 + 0.3, name.replace("__", "."), ha="right", va="center")
+    for rec in log:
+        timeline = []
+        program_cycles(rec.commands, 2, 2, timeline)
+        for unit, lo, hi, op in timeline:
+            y0 = top - (len(names) + units.index(unit)) * height
+            colour = unit_colour.get(op, "tab:green" if unit == "drainer" else "tab:red")
+            ax.broken_barh(
+                [(rec.start + lo, hi - lo + 1)], (y0, 0.9), color=colour, alpha=0.6, ec="k"
+            )
+            if unit == "serial" or hi - lo >= 3:
+                ax.text(rec.start + (lo + hi + 1) / 2, y0 + 0.45, op, ha="center", fontsize=6)
+        ax.axvline(rec.start, color="grey", ls=":")
+        ax.text(rec.start + 0.3, top + 1.2, f"{rec.name}: {rec.cycles} cycles", fontsize=8)
+    for k, unit in enumerate(units):
+        y0 = top - (len(names) + k) * height
+        ax.text(first - 0.5, y0 + 0.45, unit, ha="right", va="center", style="italic")
+    ax.set_xlim(first - 9, last + 1)
+    ax.set_ylim(top - (len(names) + len(units)) * height, top + 2)
     ax.set_yticks([])
     ax.set_xlabel("clock cycle")
     ax.set_title(
-        "Datapath 2x2: RANGE_CLEAR, LOAD_B(3), LOAD_A(3), COMPUTE(3), DRAIN(2), "
-        "RANGE_READ, RESCALE(2), UPDATE(1); bars: command, cycles"
+        "Datapath v2, 2x2: a 6x5 @ 5x4 GEMM (6 tiles: loads beside computes, drains beside "
+        "the next tile), then RESCALE from the result buffer"
     )
     for side in ("top", "right", "left"):
         ax.spines[side].set_visible(False)

@@ -88,7 +88,7 @@ class Command:
         }
 
 
-def program_cycles(commands, rows: int, cols: int) -> int:
+def program_cycles(commands, rows: int, cols: int, timeline: list | None = None) -> int:
     """Cycles of a program, from the cycle its first command is accepted to the first cycle
     the Datapath is idle again (``busy`` low), with the streams never stalled.
 
@@ -115,7 +115,11 @@ def program_cycles(commands, rows: int, cols: int) -> int:
       with ``from_buffer`` read rows of the result buffer instead of din beats, one cycle
       later (``d+2 .. d+count+1``: the buffer's read).
     - an unknown or unsupported opcode leaves the queue in one cycle and sets the error flag.
+
+    ``timeline``, if given, receives ``(unit, first cycle, last cycle, op)`` for the work of
+    each command (units: ``loader``, ``array``, ``drainer``, ``serial``), for figures.
     """
+    note = timeline.append if timeline is not None else (lambda _item: None)
     rp = range_latency(cols)
     accepted: list[int] = []
     dispatched: list[int] = []
@@ -142,6 +146,7 @@ def program_cycles(commands, rows: int, cols: int) -> int:
             if n:
                 ld_free = t + n + 1
                 ld_banks = (to_a, cmd.bank_a, to_b, cmd.bank_b)
+                note(("loader", t + 1, t + n, op))
         elif op == "COMPUTE":
             t = max(t, x_accept, s_free)
             wa, ba, wb, bb = ld_banks
@@ -153,13 +158,17 @@ def program_cycles(commands, rows: int, cols: int) -> int:
                 if cmd.drain:
                     capture = max(t + n + rows + cols, dr_free)
                     x_accept, x_idle = capture, capture + 1
+                    note(("array", t + 1, capture, op))
                     if cmd.drain_rows:
                         dr_free = capture + cmd.drain_rows + 1
                         rng_free = capture + cmd.drain_rows + rp
+                        note(("drainer", capture + 1, capture + cmd.drain_rows, "DRAIN"))
                 else:
                     x_accept, x_idle = t + n, t + n + 1
+                    note(("array", t + 1, t + n, op))
         elif op in SERIAL:
             t = max(t, ld_free, x_idle, dr_free, s_free, rng_free)
+            start = t
             if op == "RANGE_READ":
                 s_free = t + 2
             elif op == "RANGE_FEED" and n:
@@ -168,6 +177,7 @@ def program_cycles(commands, rows: int, cols: int) -> int:
             elif op in LANES and n:
                 # from the result buffer: one more cycle, its read
                 s_free = t + n + LANES[op] + 1 + (cmd.from_buffer and op in FROM_BUFFER)
+            note(("serial", start, max(s_free - 1, start), op))
         # anything else: an unknown opcode, dropped with the error flag
         accepted.append(a)
         dispatched.append(t)

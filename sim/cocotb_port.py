@@ -56,14 +56,6 @@ class CocotbPort:
     def cycle(self) -> int:
         return int(get_sim_time(unit="ns")) // CLOCK_NS
 
-    async def wait_high(self, name: str) -> None:
-        """Return in the first cycle (settled) where ``name`` is 1."""
-        await self._settle
-        if self.get(name):
-            return
-        await RisingEdge(self._h(name))
-        await ReadOnly()
-
     async def wait_any(self, names) -> None:
         """Return in the first later cycle (settled) where one of ``names`` rose (call it
         settled, with all of them low)."""

@@ -4,8 +4,10 @@
 NITRO-D's divisions on a simulated :class:`nitihw.rtl.datapath.Datapath` through its three
 streams, the way a controller core would. It talks to the simulator through a small port
 object (:class:`AmaranthPort` for Amaranth's simulator, ``CocotbPort`` in the cocotb
-testbenches), so the same driver runs on every simulator. Every command's cycles are
-recorded in ``driver.log``.
+testbenches), so the same driver runs on every simulator. Each operation is one program
+(commands, din beats, dout beats) streamed as fast as the Datapath takes it; its cycles are
+recorded in ``driver.log`` (:class:`ProgramRecord`), for checks against
+:func:`nitihw.rtl.schedule.program_cycles`.
 """
 
 from __future__ import annotations
@@ -195,6 +197,7 @@ class ProgramRecord:
     name: str
     commands: list
     cycles: int
+    start: int = 0  # the simulator cycle its first command was accepted
 
 
 @dataclass
@@ -303,7 +306,8 @@ class DatapathDriver:
             raise DatapathError(
                 f"the Datapath dropped command {known.get(op, op)!r} (opcode {op}): {why}"
             )
-        self.log.append(ProgramRecord(name, list(commands), 0 if start is None else end - start))
+        start = end if start is None else start
+        self.log.append(ProgramRecord(name, list(commands), end - start, start))
         return out
 
     async def sync(self) -> int:
