@@ -55,8 +55,9 @@ UPDATE_DIV    (``divide`` builds) ``count`` din beats of ``cols`` int32 (weight,
               ``decay`` set)
 ============  ===========================================================================
 
-Any other opcode (11..15, or ``DIVIDE``/``UPDATE_DIV`` in a build without divide lanes) is
-dropped and sets the sticky ``error`` output, with the opcode in ``error_op``.
+Any other opcode (11..15, ``DIVIDE``/``UPDATE_DIV`` in a build without divide lanes,
+``from_buffer`` without a result buffer) and a load or COMPUTE longer than a bank (``count >
+kmax``) is dropped and sets the sticky ``error`` output, with the opcode in ``error_op``.
 
 Every dout beat leaves through a skid buffer, so ``din.ready`` and every lane's stall signal
 come from registers, never combinationally from ``dout.ready``.
@@ -643,14 +644,20 @@ class Datapath(wiring.Component):
             serial_ops += [Op.DIVIDE, Op.UPDATE_DIV]
         with m.If(queue.r_rdy):
             with m.Switch(op):
+                with m.Case(Op.LOAD_A, Op.LOAD_B, Op.LOAD_AB, Op.COMPUTE):
+                    with m.If(count > kmax):  # longer than a bank: dropped, and flagged
+                        m.d.comb += go.eq(1)
+                        m.d.sync += [error.eq(1), error_op.eq(op.as_value())]
+            with m.Switch(op):
                 with m.Case(Op.LOAD_A, Op.LOAD_B, Op.LOAD_AB):
                     to_a = (op == Op.LOAD_A) | (op == Op.LOAD_AB)
                     to_b = (op == Op.LOAD_B) | (op == Op.LOAD_AB)
                     war = x_reading & (
                         (to_a & (x_bank_a == head.bank_a)) | (to_b & (x_bank_b == head.bank_b))
                     )
-                    m.d.comb += go.eq(~ld_busy & ~s_busy & ~war)
-                    with m.If(go & (count != 0)):
+                    with m.If(count <= kmax):
+                        m.d.comb += go.eq(~ld_busy & ~s_busy & ~war)
+                    with m.If(go & (count != 0) & (count <= kmax)):
                         m.d.sync += [
                             ld_busy.eq(1),
                             ld_a.eq(to_a),
@@ -664,8 +671,9 @@ class Datapath(wiring.Component):
                     raw = ld_busy & (
                         (ld_a & (ld_bank_a == head.bank_a)) | (ld_b & (ld_bank_b == head.bank_b))
                     )
-                    m.d.comb += go.eq(x_accept & ~s_busy & ~raw)
-                    with m.If(go & (count != 0)):
+                    with m.If(count <= kmax):
+                        m.d.comb += go.eq(x_accept & ~s_busy & ~raw)
+                    with m.If(go & (count != 0) & (count <= kmax)):
                         m.d.sync += [
                             x_reading.eq(1),
                             x_idx.eq(0),

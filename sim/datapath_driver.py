@@ -297,7 +297,9 @@ class DatapathDriver:
         await port.tick()
         if failed:
             known = {o.value: o.name for o in Op}
-            if op in (Op.DIVIDE.value, Op.UPDATE_DIV.value) and not self.has_divide:
+            if op in (Op.LOAD_A.value, Op.LOAD_B.value, Op.LOAD_AB.value, Op.COMPUTE.value):
+                why = f"count larger than the operand banks (kmax {self.kmax})"
+            elif op in (Op.DIVIDE.value, Op.UPDATE_DIV.value) and not self.has_divide:
                 why = "this build has no divide lanes (build it with divide=True)"
             elif op in (Op.RESCALE.value, Op.DIVIDE.value):
                 why = "from_buffer, but this build has no result buffer (result_rows=0)"

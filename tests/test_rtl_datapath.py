@@ -198,11 +198,13 @@ def test_back_pressure_loses_no_beat():
         (13, False, "opcode 13.*unknown opcode"),
         (9, False, "DIVIDE.*no divide lanes"),
         (6, True, "RESCALE.*from_buffer.*no result buffer"),
+        (0, False, "LOAD_A.*count larger than the operand banks .kmax 4."),
     ],
 )
 def test_unsupported_opcode_is_flagged(opcode, no_buffer, message):
-    """An unknown opcode, or DIVIDE without divide lanes, is dropped (it takes no beats) and
-    raises the sticky error flag, which the driver turns into a DatapathError naming it."""
+    """An unknown opcode, DIVIDE without divide lanes, RESCALE from_buffer without a result
+    buffer, or a load longer than a bank is dropped (it takes no beats) and raises the sticky
+    error flag, which the driver turns into a DatapathError naming it."""
     from nitihw.rtl.schedule import Command
     from nitihw.sim.datapath_driver import DatapathError
 
@@ -211,7 +213,8 @@ def test_unsupported_opcode_is_flagged(opcode, no_buffer, message):
     async def body(drv, out):
         await drv.range_clear()  # fine
         try:
-            await drv.execute("bad", [Command(opcode, 3, from_buffer=int(opcode == 6))])
+            count = 5 if opcode == 0 else 3  # LOAD_A of 5 columns into banks of 4
+            await drv.execute("bad", [Command(opcode, count, from_buffer=int(opcode == 6))])
         except DatapathError as exc:
             seen["first"] = str(exc)
         try:
