@@ -135,6 +135,42 @@ def cmd_estimate(args) -> int:
     return 0
 
 
+def cmd_synth(args) -> int:
+    from nitihw.golden.train import atomic_write_json
+    from nitihw.sim.synth import format_report, synthesize
+    from nitihw.sim.synth.report import check_target
+
+    check_target(args.target)
+    params = None
+    if args.verilog is None:
+        if args.rows is None or args.cols is None:
+            raise ValueError("give --rows and --cols (or --verilog DIR)")
+        from nitihw.rtl.verilog import datapath_params
+
+        params = datapath_params(
+            rows=args.rows,
+            cols=args.cols,
+            op_bits=args.op_bits,
+            acc_bits=args.acc_bits,
+            kmax=args.kmax,
+            divide=args.divide,
+        )
+    report = synthesize(
+        args.target,
+        params=params,
+        verilog_dir=args.verilog,
+        out_root=args.out,
+        blocks=not args.no_blocks,
+        force=args.force,
+        timeout=args.timeout,
+    )
+    print(format_report(report))
+    json_path = Path(args.json) if args.json else Path(args.out) / report["design"] / "synth.json"
+    atomic_write_json(json_path, report)
+    print(f"report: {json_path}")
+    return 1 if report["failed"] else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="nitihw",
@@ -292,6 +328,33 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     e.add_argument("--out", required=True, help="directory for the reports")
     e.set_defaults(func=cmd_estimate)
+
+    y = sub.add_parser(
+        "synth",
+        help="synthesis report (Yosys): cells, flip-flops, multipliers, memories, "
+        "transistors and the longest path of the Datapath and of each block",
+    )
+    y.add_argument("--rows", type=int, default=None)
+    y.add_argument("--cols", type=int, default=None)
+    y.add_argument("--target", default="generic", help="generic (default), xilinx or ecp5")
+    y.add_argument("--op-bits", type=int, default=8, help="operand width (8..16)")
+    y.add_argument("--acc-bits", type=int, default=32, help="accumulator width")
+    y.add_argument("--kmax", type=int, default=256, help="operand buffer depth")
+    y.add_argument("--divide", action="store_true", help="with the divide lanes")
+    y.add_argument(
+        "--verilog",
+        default=None,
+        help="synthesise the Verilog in this folder (datapath.v and its blocks, as nitihw "
+        "verilog writes them) instead of generating it",
+    )
+    y.add_argument("--no-blocks", action="store_true", help="only the Datapath, not each block")
+    y.add_argument("--out", default="build/synth", help="work and cache folder")
+    y.add_argument("--json", default=None, help="write the report here (default: under --out)")
+    y.add_argument("--force", action="store_true", help="rerun Yosys even when cached")
+    y.add_argument(
+        "--timeout", type=float, default=None, help="give up on a Yosys run after this many s"
+    )
+    y.set_defaults(func=cmd_synth)
     return p
 
 
