@@ -18,7 +18,15 @@ TOP = "datapath"
 
 
 def datapath_params(
-    rows=8, cols=8, op_bits=8, acc_bits=32, guard_bits=8, kmax=256, b_bits=None, divide=False
+    rows=8,
+    cols=8,
+    op_bits=8,
+    acc_bits=32,
+    guard_bits=8,
+    kmax=256,
+    b_bits=None,
+    divide=False,
+    result_rows=None,
 ) -> dict:
     """The full parameter set of a Datapath (validated as the Datapath validates it)."""
     dp = Datapath(
@@ -30,6 +38,7 @@ def datapath_params(
         kmax=kmax,
         b_bits=b_bits,
         divide=divide,
+        result_rows=result_rows,
     )
     dp._MustUse__silence = True  # built only to validate and describe the parameters
     return dp.parameters()
@@ -49,6 +58,7 @@ def component_builders(params: dict) -> dict:
             kmax=p["kmax"],
             b_bits=b_bits,
             divide=divide,
+            result_rows=p.get("result_rows"),
         ),
         "mac_array": lambda: MacArray(
             p["rows"],

@@ -65,6 +65,7 @@ def cmd_verilog(args) -> int:
         kmax=args.kmax,
         b_bits=args.b_bits,
         divide=args.divide,
+        result_rows=args.result_rows,
     )
     written = write_verilog(args.out, params, blocks=not args.top_only)
     for name, path in written.items():
@@ -270,6 +271,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--divide",
         action="store_true",
         help="add the divide lanes (DIVIDE, UPDATE_DIV: NITRO-D's scaling and IntegerSGD)",
+    )
+    v.add_argument(
+        "--result-rows",
+        type=int,
+        default=None,
+        help="result buffer rows of COLS accumulators (default 65536 / COLS: 256 KiB; 0: none)",
     )
     v.add_argument("--top-only", action="store_true", help="only datapath.v, not the blocks")
     v.add_argument("--out", required=True, help="output directory")
