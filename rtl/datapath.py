@@ -642,12 +642,14 @@ class Datapath(wiring.Component):
         serial_ops = [Op.RANGE_CLEAR, Op.RANGE_READ, Op.RANGE_FEED, Op.RESCALE, Op.UPDATE]
         if dv is not None:
             serial_ops += [Op.DIVIDE, Op.UPDATE_DIV]
+        too_long = count > kmax  # a load or COMPUTE longer than a bank
+
+        def drop():
+            """Unknown, not built, or too long: dropped (no beats), and flagged."""
+            m.d.comb += go.eq(1)
+            m.d.sync += [error.eq(1), error_op.eq(op.as_value())]
+
         with m.If(queue.r_rdy):
-            with m.Switch(op):
-                with m.Case(Op.LOAD_A, Op.LOAD_B, Op.LOAD_AB, Op.COMPUTE):
-                    with m.If(count > kmax):  # longer than a bank: dropped, and flagged
-                        m.d.comb += go.eq(1)
-                        m.d.sync += [error.eq(1), error_op.eq(op.as_value())]
             with m.Switch(op):
                 with m.Case(Op.LOAD_A, Op.LOAD_B, Op.LOAD_AB):
                     to_a = (op == Op.LOAD_A) | (op == Op.LOAD_AB)
@@ -655,53 +657,54 @@ class Datapath(wiring.Component):
                     war = x_reading & (
                         (to_a & (x_bank_a == head.bank_a)) | (to_b & (x_bank_b == head.bank_b))
                     )
-                    with m.If(count <= kmax):
+                    with m.If(too_long):
+                        drop()
+                    with m.Else():
                         m.d.comb += go.eq(~ld_busy & ~s_busy & ~war)
-                    with m.If(go & (count != 0) & (count <= kmax)):
-                        m.d.sync += [
-                            ld_busy.eq(1),
-                            ld_a.eq(to_a),
-                            ld_b.eq(to_b),
-                            ld_bank_a.eq(head.bank_a),
-                            ld_bank_b.eq(head.bank_b),
-                            ld_count.eq(count),
-                            ld_idx.eq(0),
-                        ]
+                        with m.If(go & (count != 0)):
+                            m.d.sync += [
+                                ld_busy.eq(1),
+                                ld_a.eq(to_a),
+                                ld_b.eq(to_b),
+                                ld_bank_a.eq(head.bank_a),
+                                ld_bank_b.eq(head.bank_b),
+                                ld_count.eq(count),
+                                ld_idx.eq(0),
+                            ]
                 with m.Case(Op.COMPUTE):
                     raw = ld_busy & (
                         (ld_a & (ld_bank_a == head.bank_a)) | (ld_b & (ld_bank_b == head.bank_b))
                     )
-                    with m.If(count <= kmax):
+                    with m.If(too_long):
+                        drop()
+                    with m.Else():
                         m.d.comb += go.eq(x_accept & ~s_busy & ~raw)
-                    with m.If(go & (count != 0) & (count <= kmax)):
-                        m.d.sync += [
-                            x_reading.eq(1),
-                            x_idx.eq(0),
-                            x_count.eq(count),
-                            x_accumulate.eq(head.accumulate),
-                            x_drain.eq(head.drain),
-                            x_rows.eq(head.drain_rows),
-                            x_keep.eq(head.keep),
-                            x_bank_a.eq(head.bank_a),
-                            x_bank_b.eq(head.bank_b),
-                        ]
+                        with m.If(go & (count != 0)):
+                            m.d.sync += [
+                                x_reading.eq(1),
+                                x_idx.eq(0),
+                                x_count.eq(count),
+                                x_accumulate.eq(head.accumulate),
+                                x_drain.eq(head.drain),
+                                x_rows.eq(head.drain_rows),
+                                x_keep.eq(head.keep),
+                                x_bank_a.eq(head.bank_a),
+                                x_bank_b.eq(head.bank_b),
+                            ]
                 with m.Case(*serial_ops):
-                    # from_buffer in a build without a result buffer: dropped, and flagged
-                    no_buffer = (
+                    # from_buffer in a build without a result buffer
+                    with m.If(
                         head.from_buffer & ((op == Op.RESCALE) | (op == Op.DIVIDE))
                         if not R_ROWS
                         else Const(0, 1)
-                    )
-                    with m.If(no_buffer):
-                        m.d.comb += go.eq(1)
-                        m.d.sync += [error.eq(1), error_op.eq(op.as_value())]
+                    ):
+                        drop()
                     with m.Else():
                         m.d.comb += go.eq(all_idle)
-                    with m.If(go & ~no_buffer):
-                        with m.If(op == Op.RANGE_CLEAR):
+                        with m.If(go & (op == Op.RANGE_CLEAR)):
                             m.d.comb += rng.clear.eq(1)
                             m.d.sync += rb_wptr.eq(0)
-                        with m.Elif((op == Op.RANGE_READ) | (count != 0)):
+                        with m.Elif(go & ((op == Op.RANGE_READ) | (count != 0))):
                             m.d.sync += [
                                 s_busy.eq(1),
                                 s_cmd.eq(head),
@@ -710,9 +713,8 @@ class Datapath(wiring.Component):
                                 bf_valid.eq(0),
                                 bf_next.eq(0),
                             ]
-                with m.Default():  # unknown, or not built: dropped, and flagged
-                    m.d.comb += go.eq(1)
-                    m.d.sync += [error.eq(1), error_op.eq(op.as_value())]
+                with m.Default():  # unknown, or not built
+                    drop()
         m.d.comb += [
             queue.r_en.eq(go),
             self.busy.eq(queue.r_rdy | ~all_idle),
