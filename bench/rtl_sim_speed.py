@@ -71,7 +71,8 @@ def main() -> None:
             "## RTL simulation speed: cocotb testbench of the Datapath\n\n"
             f"`.venv/bin/python bench/rtl_sim_speed.py` (commit {git_rev()}, {machine()}). "
             f"Two {args.gemm}x{args.gemm}x{args.gemm} GEMMs through the streaming interface "
-            "(load, compute, drain per tile; results checked against the golden model), "
+            "(each one program: loads beside computes, drains beside the next tile; results "
+            "checked against the golden model), "
             "cocotb 2.1 driving every cycle from Python. Build time (cold or cached) apart.\n\n"
             + markdown_table(headers, rows)
         )
