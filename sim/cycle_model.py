@@ -10,6 +10,7 @@ GEMM. Tests check the model against the cycles the RTL measured, operation by op
 
 from __future__ import annotations
 
+import itertools
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -56,7 +57,7 @@ def gemm_tiles(m: int, k: int, n: int, rows: int, cols: int, kmax: int, keep: bo
     if k < 1:
         raise ValueError(f"a GEMM needs K >= 1, got {k}")
     chunks = k_chunks(k, kmax)
-    starts = [sum(chunks[:c]) for c in range(len(chunks))]
+    starts = list(itertools.accumulate(chunks[:-1], initial=0))
     bank_a = bank_b = 1
     for j0 in range(0, n, cols):
         for i0 in range(0, m, rows):
