@@ -13,6 +13,8 @@ from nitihw.golden.profiles import PROFILES
 from nitihw.sim.workload import PROFILES as ESTIMATE_PROFILES
 
 BACKENDS = ("golden", "rtl", "gpu")
+#: ``nitihw train --sim``: the native harness, then the cocotb testbench on either simulator
+RTL_SIMULATORS = ("verilator", "cocotb-verilator", "icarus")
 
 
 def cmd_train(args) -> int:
@@ -242,8 +244,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--sim",
         default="verilator",
-        choices=("verilator", "icarus"),
-        help="simulator for --backend rtl",
+        choices=RTL_SIMULATORS,
+        help="--backend rtl: verilator (the native harness: compiled Verilator model, "
+        "default), cocotb-verilator or icarus (the cocotb testbench; much slower)",
+    )
+    t.add_argument(
+        "--waves",
+        action="store_true",
+        help="--backend rtl: record an FST waveform of the whole run (datapath.fst in --out)",
     )
     t.add_argument(
         "--eval-on-rtl",

@@ -75,6 +75,47 @@ class ArrayField:
             out[k] = x
         return out
 
+    def put(self, buf: np.ndarray, values) -> None:
+        """Write ``values`` (``(n, length)``, or ``(n, < length)``: zero-padded) into the
+        payload rows of ``buf`` (``uint8 (n, bytes)``, little-endian), many beats at once."""
+        v = np.asarray(values, np.int64)
+        n = buf.shape[0]
+        if n == 0:
+            return
+        v = v.reshape(n, -1)
+        if v.shape[1] < self.length:
+            v = np.pad(v, ((0, 0), (0, self.length - v.shape[1])))
+        elif v.shape[1] != self.length:
+            raise ValueError(f"expected {self.length} elements a beat, got {v.shape[1]}")
+        if self.width % 8 == 0 and self.offset % 8 == 0 and self.width <= 64:
+            nb, at = self.width // 8, self.offset // 8
+            raw = np.ascontiguousarray(v.astype("<i8")).view(np.uint8).reshape(n, self.length, 8)
+            buf[:, at : at + self.length * nb] = raw[:, :, :nb].reshape(n, -1)
+            return
+        bits = (v.astype(np.uint64)[:, :, None] >> np.arange(self.width, dtype=np.uint64)) & 1
+        allbits = np.unpackbits(buf, axis=1, bitorder="little")
+        allbits[:, self.offset : self.offset + self.length * self.width] = bits.reshape(n, -1)
+        buf[:] = np.packbits(allbits, axis=1, bitorder="little")
+
+    def take(self, buf: np.ndarray) -> np.ndarray:
+        """The field of every payload row of ``buf`` (``uint8 (n, bytes)``): ``int64 (n,
+        length)``, sign-extended when signed."""
+        n = buf.shape[0]
+        if self.width % 8 == 0 and self.offset % 8 == 0 and self.width <= 64:
+            nb, at = self.width // 8, self.offset // 8
+            raw = np.zeros((n, self.length, 8), np.uint8)
+            raw[:, :, :nb] = buf[:, at : at + self.length * nb].reshape(n, self.length, nb)
+            out = raw.view("<i8").reshape(n, self.length)
+        else:
+            bits = np.unpackbits(buf, axis=1, bitorder="little")
+            bits = bits[:, self.offset : self.offset + self.length * self.width]
+            weights = np.left_shift(1, np.arange(self.width, dtype=np.int64))
+            out = bits.reshape(n, self.length, self.width).astype(np.int64) @ weights
+        if self.signed and self.width < 64:
+            shift = 64 - self.width
+            out = (out << shift) >> shift
+        return out.astype(np.int64)
+
 
 def _array_field(layout: data.ArrayLayout, offset: int) -> ArrayField:
     elem = layout.elem_shape
@@ -113,6 +154,25 @@ class Payloads:
         self.out_w8 = _array_field(upd["w8"].shape, upd["w8"].offset)
         rng = dout["range"].shape
         self.out_range = {name: (f.offset, _width(f.shape)) for name, f in rng}
+        # bytes a beat in the byte matrices the driver builds: whole 32-bit words, as the
+        # native harness and Verilator hold wide ports
+        self.cmd_bytes = -(-cmd.size // 32) * 4
+        self.din_bytes = -(-din.size // 32) * 4
+        self.dout_bytes = -(-dout.size // 32) * 4
+        self._encoded: dict = {}
+
+    def command_matrix(self, commands) -> np.ndarray:
+        """The command words of ``commands`` as ``uint8 (n, cmd_bytes)`` (each distinct
+        command is encoded once)."""
+        rows = []
+        for c in commands:
+            raw = self._encoded.get(c)
+            if raw is None:
+                raw = self.command(c).to_bytes(self.cmd_bytes, "little")
+                if len(self._encoded) < 1 << 16:
+                    self._encoded[c] = raw
+            rows.append(raw)
+        return np.frombuffer(b"".join(rows), np.uint8).reshape(len(rows), self.cmd_bytes)
 
     def command(self, cmd: Command) -> int:
         """The command word of ``cmd`` (fields it does not name are 0; ``limit`` 127)."""
@@ -128,7 +188,10 @@ class Payloads:
             word |= value << offset
         return word
 
-    def range_fields(self, word: int) -> dict:
+    def range_fields(self, word) -> dict:
+        """The range unit's fields of a ``RANGE_READ`` beat (an int, or a byte row)."""
+        if isinstance(word, np.ndarray):
+            word = int.from_bytes(word.tobytes(), "little")
         return {name: (word >> off) & ((1 << w) - 1) for name, (off, w) in self.out_range.items()}
 
 
@@ -229,6 +292,8 @@ class DatapathDriver:
         )
 
     async def reset_streams(self) -> None:
+        if hasattr(self.port, "run_program"):
+            return  # a program port drives its own idle inputs
         for name in ("cmd__valid", "din__valid"):
             self.port.set(name, 0)
         self.port.set("dout__ready", 1)
@@ -237,17 +302,55 @@ class DatapathDriver:
     def cycle(self) -> int:
         return self.port.cycle
 
+    def _din_matrix(self, beats) -> np.ndarray:
+        """din beats as ``uint8 (n, din_bytes)``: a byte matrix as the operations build
+        them, or a sequence of payload ints."""
+        if isinstance(beats, np.ndarray):
+            return beats
+        nb = self.pay.din_bytes
+        raw = b"".join(int(b).to_bytes(nb, "little") for b in beats)
+        return np.frombuffer(raw, np.uint8).reshape(-1, nb)
+
     # Every cycle follows one protocol, which every simulator accepts: drive the inputs right
     # after a clock edge, let the logic settle, sample the outputs, then wait for the next edge.
     # Commands and din beats are presented as soon as the previous ones have moved, and dout
     # is always ready, so the streams never stall the Datapath: the cycles are the schedule's.
+    # A port with ``run_program`` (the native harness, :mod:`nitihw.sim.native`) runs this
+    # same loop in compiled code over a whole program.
 
-    async def execute(self, name: str, commands, beats=(), n_out: int = 0) -> list[int]:
-        """Run one program: ``commands`` (:class:`Command`), ``beats`` (din words) in order,
-        ``n_out`` dout words back; returns them once the Datapath is idle again."""
+    async def execute(self, name: str, commands, beats=(), n_out: int = 0) -> np.ndarray:
+        """Run one program: ``commands`` (:class:`Command`), ``beats`` (din payloads: a byte
+        matrix ``uint8 (n, din_bytes)`` or ints) in order, ``n_out`` dout payloads back, once
+        the Datapath is idle again, as ``uint8 (n_out, dout_bytes)``."""
+        commands = list(commands)
+        cmds = self.pay.command_matrix(commands)
+        din = self._din_matrix(beats)
+        if hasattr(self.port, "run_program"):
+            out, start, end, failed, op = self.port.run_program(cmds, din, n_out)
+        else:
+            out, start, end, failed, op = await self._cycle_loop(cmds, din, n_out)
+        if failed:
+            known = {o.value: o.name for o in Op}
+            if op in (Op.LOAD_A.value, Op.LOAD_B.value, Op.LOAD_AB.value, Op.COMPUTE.value):
+                why = f"count larger than the operand banks (kmax {self.kmax})"
+            elif op in (Op.DIVIDE.value, Op.UPDATE_DIV.value) and not self.has_divide:
+                why = "this build has no divide lanes (build it with divide=True)"
+            elif op in (Op.RESCALE.value, Op.DIVIDE.value):
+                why = "from_buffer, but this build has no result buffer (result_rows=0)"
+            else:
+                why = "unknown opcode"
+            raise DatapathError(
+                f"the Datapath dropped command {known.get(op, op)!r} (opcode {op}): {why}"
+            )
+        self.log.append(ProgramRecord(name, commands, end - start, start))
+        return out
+
+    async def _cycle_loop(self, cmds: np.ndarray, din: np.ndarray, n_out: int):
+        """The protocol, one cycle at a time through ``port.set``/``get``; returns ``(dout
+        matrix, first accepted cycle, first idle cycle, error, error_op)``."""
         port = self.port
-        words = [self.pay.command(c) for c in commands]
-        beats = list(beats)
+        words = [int.from_bytes(row.tobytes(), "little") for row in cmds]
+        beats = [int.from_bytes(row.tobytes(), "little") for row in din]
         n_cmd, n_in = len(words), len(beats)
         out: list[int] = []
         i = j = 0
@@ -295,22 +398,10 @@ class DatapathDriver:
         failed = port.get("error")
         op = port.get("error_op") if failed else 0
         await port.tick()
-        if failed:
-            known = {o.value: o.name for o in Op}
-            if op in (Op.LOAD_A.value, Op.LOAD_B.value, Op.LOAD_AB.value, Op.COMPUTE.value):
-                why = f"count larger than the operand banks (kmax {self.kmax})"
-            elif op in (Op.DIVIDE.value, Op.UPDATE_DIV.value) and not self.has_divide:
-                why = "this build has no divide lanes (build it with divide=True)"
-            elif op in (Op.RESCALE.value, Op.DIVIDE.value):
-                why = "from_buffer, but this build has no result buffer (result_rows=0)"
-            else:
-                why = "unknown opcode"
-            raise DatapathError(
-                f"the Datapath dropped command {known.get(op, op)!r} (opcode {op}): {why}"
-            )
-        start = end if start is None else start
-        self.log.append(ProgramRecord(name, list(commands), end - start, start))
-        return out
+        nb = self.pay.dout_bytes
+        raw = b"".join(w.to_bytes(nb, "little") for w in out)
+        matrix = np.frombuffer(raw, np.uint8).reshape(len(out), nb)
+        return matrix, end if start is None else start, end, failed, op
 
     async def sync(self) -> int:
         """Wait until the datapath is idle; returns the cycle."""
@@ -335,31 +426,44 @@ class DatapathDriver:
         return ap, bp, m, k, n
 
     def _gemm_beats(self, ap, bp, m, k, n):
-        """din beats of the tiles of :func:`gemm_tiles`, in order, and where each drained row
-        goes: ``[(i0 + r, j0)]``."""
+        """din beats of the tiles of :func:`gemm_tiles`, in order (a byte matrix), and where
+        each drained row goes: ``(rows, j0s)`` arrays, one entry per drained row."""
         R, C = self.rows, self.cols
-        beats, rows_out = [], []
+        loads, drains = [], []  # (i0, j0, k0, count, with_b); (i0, j0, drain_rows)
         for cmd, (i0, j0, k0) in gemm_tiles(m, k, n, R, C, self.kmax):
             if cmd.op == "COMPUTE":
-                rows_out += [(i0 + r, j0) for r in range(cmd.drain_rows)]
-                continue
-            with_b = cmd.op == "LOAD_AB"
-            for t in range(cmd.count):
-                word = self.pay.din_a.pack(ap[i0 : i0 + R, k0 + t])
-                if with_b:
-                    word |= self.pay.din_b.pack(bp[k0 + t, j0 : j0 + C])
-                beats.append(word)
-        return beats, rows_out
+                if cmd.drain_rows:
+                    drains.append((i0, j0, cmd.drain_rows))
+            else:
+                loads.append((i0, j0, k0, cmd.count, cmd.op == "LOAD_AB"))
+        ld = np.array(loads, np.int64).reshape(-1, 5)
+        counts = ld[:, 3]
+        first = np.repeat(np.cumsum(counts) - counts, counts)
+        t = np.arange(int(counts.sum())) - first  # the beat's step within its load
+        bi0, bj0 = np.repeat(ld[:, 0], counts), np.repeat(ld[:, 1], counts)
+        bk = np.repeat(ld[:, 2], counts) + t
+        with_b = np.repeat(ld[:, 4], counts).astype(bool)
+        beats = np.zeros((len(bk), self.pay.din_bytes), np.uint8)
+        self.pay.din_a.put(beats, ap[bi0[:, None] + np.arange(R), bk[:, None]])
+        bvals = bp[bk[:, None], bj0[:, None] + np.arange(C)]
+        bvals[~with_b] = 0
+        self.pay.din_b.put(beats, bvals)
+        dr = np.array(drains, np.int64).reshape(-1, 3)
+        rows = np.repeat(dr[:, 0], dr[:, 2])
+        rows += np.arange(len(rows)) - np.repeat(np.cumsum(dr[:, 2]) - dr[:, 2], dr[:, 2])
+        return beats, (rows, np.repeat(dr[:, 1], dr[:, 2]))
 
     def _unpack_drain(self, words, rows_out, m, n):
+        """Scatter drained tile rows into ``(acc, overflow)`` of ``(m, n)``."""
         C = self.cols
-        acc = np.zeros((m, n), np.int64)
-        ovf = np.zeros((m, n), bool)
-        for wd, (row, j0) in zip(words, rows_out, strict=True):
-            cols = min(C, n - j0)
-            acc[row, j0 : j0 + cols] = self.pay.out_acc.unpack(wd)[:cols]
-            ovf[row, j0 : j0 + cols] = self.pay.out_ovf.unpack(wd)[:cols].astype(bool)
-        return acc, ovf
+        rows, j0s = rows_out
+        width = -(-n // C) * C
+        acc = np.zeros((m, width), np.int64)
+        ovf = np.zeros((m, width), bool)
+        cols = j0s[:, None] + np.arange(C)
+        acc[rows[:, None], cols] = self.pay.out_acc.take(words)
+        ovf[rows[:, None], cols] = self.pay.out_ovf.take(words).astype(bool)
+        return acc[:, :n], ovf[:, :n]
 
     async def gemm(self, a: np.ndarray, b: np.ndarray):
         """``a (M,K) @ b (K,N)`` tile by tile, in the order of
@@ -368,7 +472,7 @@ class DatapathDriver:
         ap, bp, m, k, n = self._gemm_operands(a, b)
         beats, rows_out = self._gemm_beats(ap, bp, m, k, n)
         cmds = [c for c, _ in gemm_tiles(m, k, n, self.rows, self.cols, self.kmax)]
-        words = await self.execute("gemm tiles", cmds, beats, len(rows_out))
+        words = await self.execute("gemm tiles", cmds, beats, len(rows_out[0]))
         return self._unpack_drain(words, rows_out, m, n)
 
     async def gemm_tensor(self, a: np.ndarray, b: np.ndarray, keep: bool = True):
@@ -377,11 +481,12 @@ class DatapathDriver:
         the result fits the result buffer its rows stay there too (``self.kept``), for a
         :meth:`rescale` or :meth:`divide` ``from_buffer``."""
         ap, bp, m, k, n = self._gemm_operands(a, b)
-        beats, rows_out = self._gemm_beats(ap, bp, m, k, n) if m and n else ([], [])
+        empty = (np.zeros((0, self.pay.din_bytes), np.uint8), (np.zeros(0, int),) * 2)
+        beats, rows_out = self._gemm_beats(ap, bp, m, k, n) if m and n else empty
         keep = keep and m * n > 0 and drained_rows(m, n, self.cols) <= self.result_rows
         self.kept = None
         cmds = gemm_program(m, k, n, self.rows, self.cols, self.kmax, keep)
-        words = await self.execute("gemm", cmds, beats, len(rows_out) + 1)
+        words = await self.execute("gemm", cmds, beats, len(rows_out[0]) + 1)
         if keep:
             self.kept = (m, n, rows_out)
         acc, ovf = self._unpack_drain(words[:-1], rows_out, m, n)
@@ -418,23 +523,26 @@ class DatapathDriver:
         """The range of a tensor that is not a GEMM's result, in one program:
         ``RANGE_CLEAR``, ``RANGE_FEED`` (none for an empty tensor), ``RANGE_READ``."""
         beats = self._feed_beats(acc)
-        feed = [Command("RANGE_FEED", len(beats))] if beats else []
+        feed = [Command("RANGE_FEED", len(beats))] if len(beats) else []
         cmds = [Command("RANGE_CLEAR"), *feed, Command("RANGE_READ")]
         (word,) = await self.execute("range", cmds, beats, 1)
         return self.pay.range_fields(word)
 
-    def _beats(self, arrays, fields, n):
+    def _beats(self, arrays, fields, n) -> np.ndarray:
+        """Beats of ``cols`` elements of each flat array in ``arrays`` into its field; the
+        last beat zero-padded."""
         C = self.cols
-        beats = []
-        for t in range(0, n, C):
-            word = 0
-            for arr, fld in zip(arrays, fields, strict=True):
-                chunk = np.zeros(C, np.int64)
-                part = arr[t : t + C]
-                chunk[: len(part)] = part
-                word |= fld.pack(chunk)
-            beats.append(word)
+        nb = -(-n // C)
+        beats = np.zeros((nb, self.pay.din_bytes), np.uint8)
+        for arr, fld in zip(arrays, fields, strict=True):
+            padded = np.zeros(nb * C, np.int64)
+            padded[:n] = np.asarray(arr, np.int64)[:n]
+            fld.put(beats, padded.reshape(nb, C))
         return beats
+
+    def _lanes_out(self, fld, words, n) -> np.ndarray:
+        """The first ``n`` elements of ``fld`` over the dout beats ``words``, flat."""
+        return fld.take(words).reshape(-1)[:n]
 
     def _kept_rows(self, op: str, acc) -> list:
         if self.kept is None or self.kept[0] * self.kept[1] != np.asarray(acc).size:
@@ -444,11 +552,11 @@ class DatapathDriver:
     def _from_rows(self, words, rows_out, shape):
         """int8 results of a ``from_buffer`` pass (one per kept tile row) in ``shape``."""
         m, n = self.kept[0], self.kept[1]
-        out = np.zeros((m, n), np.int8)
-        for wd, (row, j0) in zip(words, rows_out, strict=True):
-            cols = min(self.cols, n - j0)
-            out[row, j0 : j0 + cols] = self.pay.out_q.unpack(wd)[:cols]
-        return out.reshape(shape)
+        rows, j0s = rows_out
+        width = -(-n // self.cols) * self.cols
+        out = np.zeros((m, width), np.int8)
+        out[rows[:, None], j0s[:, None] + np.arange(self.cols)] = self.pay.out_q.take(words)
+        return out[:, :n].reshape(shape)
 
     async def rescale(
         self, acc, shift: int, mode: str, rand=None, from_buffer: bool = False
@@ -468,8 +576,9 @@ class DatapathDriver:
             if rand is not None:
                 raise ValueError("rescale from_buffer: the random integers of sto come on din")
             rows_out = self._kept_rows("rescale", acc)
-            cmd = Command("RESCALE", len(rows_out), from_buffer=1, fields=tuple(fields.items()))
-            words = await self.execute("RESCALE", [cmd], (), len(rows_out))
+            n = len(rows_out[0])
+            cmd = Command("RESCALE", n, from_buffer=1, fields=tuple(fields.items()))
+            words = await self.execute("RESCALE", [cmd], (), n)
             return self._from_rows(words, rows_out, acc.shape)
         flat = acc.reshape(-1)
         r = np.zeros_like(flat) if rand is None else np.asarray(rand, np.int64).reshape(-1)
@@ -483,8 +592,8 @@ class DatapathDriver:
             mode=MODE_BY_NAME[mode].value,
             left=int(shift < 0),
         )
-        out = np.concatenate([self.pay.out_q.unpack(w) for w in words]) if words else np.array([])
-        return out[: flat.size].astype(np.int8).reshape(acc.shape)
+        out = self._lanes_out(self.pay.out_q, words, flat.size)
+        return out.astype(np.int8).reshape(acc.shape)
 
     async def update(self, w, g, master: bool = False, limit: int = 127):
         """Update lanes: returns ``(w_new, w8)`` in the shapes of ``w``. int8 weights are
@@ -500,8 +609,8 @@ class DatapathDriver:
             master=int(master),
             limit=int(limit),
         )
-        wn = np.concatenate([self.pay.out_w.unpack(x) for x in words])[: flat_w.size]
-        w8 = np.concatenate([self.pay.out_w8.unpack(x) for x in words])[: flat_w.size]
+        wn = self._lanes_out(self.pay.out_w, words, flat_w.size)
+        w8 = self._lanes_out(self.pay.out_w8, words, flat_w.size)
         return wn.reshape(w.shape), w8.reshape(w.shape)
 
     # ---- NITRO-D: the divide lanes (divide builds) -----------------------------------------
@@ -524,8 +633,9 @@ class DatapathDriver:
         if from_buffer:
             rows_out = self._kept_rows("divide", acc)
             fields = (("magic0", magic), ("shift0", shift))
-            cmd = Command("DIVIDE", len(rows_out), from_buffer=1, fields=fields)
-            words = await self.execute("DIVIDE", [cmd], (), len(rows_out))
+            n = len(rows_out[0])
+            cmd = Command("DIVIDE", n, from_buffer=1, fields=fields)
+            words = await self.execute("DIVIDE", [cmd], (), n)
             return self._from_rows(words, rows_out, acc.shape)
         if not flat.size:
             return np.zeros(acc.shape, np.int8)
@@ -533,8 +643,8 @@ class DatapathDriver:
         words = await self.run(
             Op.DIVIDE, beats, n_out=len(beats), count=len(beats), magic0=magic, shift0=shift
         )
-        out = np.concatenate([self.pay.out_q.unpack(w) for w in words])
-        return out[: flat.size].astype(np.int8).reshape(acc.shape)
+        out = self._lanes_out(self.pay.out_q, words, flat.size)
+        return out.astype(np.int8).reshape(acc.shape)
 
     async def update_div(self, w, g, lr_div: int, decay_div: int) -> np.ndarray:
         """IntegerSGD on the divide lanes (``UPDATE_DIV``): int32 ``w`` and ``g`` of one shape,
@@ -566,7 +676,7 @@ class DatapathDriver:
             shift1=shift1,
             decay=int(decay),
         )
-        out = np.concatenate([self.pay.out_w32.unpack(x) for x in words])[: flat_w.size]
+        out = self._lanes_out(self.pay.out_w32, words, flat_w.size)
         return out.reshape(w.shape)
 
 

@@ -1,8 +1,10 @@
 """``nitihw train``: one run, on any backend, with its progress, cycle report and records.
 
 :func:`run_training` is called in-process for the golden and GPU backends and, for
-``--backend rtl``, inside the simulator (``sim/testbench/train_tb.py``) with the RTL backend:
-the same code either way. :func:`launch_rtl_training` starts that simulation.
+``--backend rtl``, with the RTL backend: in-process on the native harness
+(:mod:`nitihw.sim.native`, ``--sim verilator``, the default), or inside a cocotb simulation
+(``sim/testbench/train_tb.py``, ``--sim cocotb-verilator`` / ``icarus``): the same code
+either way. :func:`launch_rtl_training` starts it.
 """
 
 from __future__ import annotations
@@ -119,6 +121,13 @@ def launch_rtl_training(opts: dict) -> int:
     )
     build = Path(opts.get("build_dir") or "build/rtl") / build_name(str(array), params)
     sim = opts.get("sim", "verilator")
+    if sim == "verilator":
+        return run_native_training(opts, params, build)
+    if opts.get("waves"):
+        raise ValueError("--waves records the native simulator (--sim verilator)")
+    sim = {"cocotb-verilator": "verilator", "icarus": "icarus"}.get(sim)
+    if sim is None:
+        raise ValueError(f"unknown --sim {opts['sim']!r}")
     print(
         f"nitihw train: building the {array} Datapath for {sim} in {build} ...",
         file=sys.stderr,
@@ -151,4 +160,32 @@ def launch_rtl_training(opts: dict) -> int:
     state = json.loads(status.read_text())
     if "error" in state:
         raise RuntimeError(state["error"])
+    return 0
+
+
+def run_native_training(opts: dict, params: dict, build: Path) -> int:
+    """``--backend rtl --sim verilator``: the training in this process, every datapath
+    operation a program streamed through the compiled harness."""
+    from nitihw.golden.backend import NumpyBackend
+    from nitihw.sim.datapath_driver import DatapathDriver
+    from nitihw.sim.native import NativeDatapath, NativeOptions, build_native, call_sync
+    from nitihw.sim.rtl_backend import RtlBackend
+
+    def say(msg):
+        print(f"nitihw train: {msg}", file=sys.stderr, flush=True)
+
+    waves = bool(opts.get("waves"))
+    lib = build_native(params, build, NativeOptions(waves=waves), log=say)
+    out = Path(opts["out"])
+    out.mkdir(parents=True, exist_ok=True)
+    wave_file = out / "datapath.fst" if waves else None
+    with NativeDatapath(lib, params, waves=wave_file) as dp:
+        drv = DatapathDriver(dp, params)
+        backend = RtlBackend(drv, call_sync, opts["acc_bits"], opts["overflow"])
+        golden_eval = (
+            None if opts.get("eval_on_rtl") else NumpyBackend(opts["acc_bits"], opts["overflow"])
+        )
+        run_training(opts, backend, eval_backend=golden_eval)
+    if wave_file:
+        say(f"waveform: {wave_file}")
     return 0
