@@ -249,6 +249,13 @@ def build_parser() -> argparse.ArgumentParser:
         "default), cocotb-verilator or icarus (the cocotb testbench; much slower)",
     )
     t.add_argument(
+        "--sim-instances",
+        type=int,
+        default=0,
+        help="--sim verilator: simulated Datapaths that share each large operation, in "
+        "threads (default 0: one per CPU core); results and cycles are one Datapath's",
+    )
+    t.add_argument(
         "--waves",
         action="store_true",
         help="--backend rtl: record an FST waveform of the whole run (datapath.fst in --out)",

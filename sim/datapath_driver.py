@@ -59,6 +59,13 @@ class ArrayField:
             out |= (x & mask) << (k * self.width)
         return out << self.offset
 
+    @property
+    def dtype(self):
+        """The NumPy integer type of exactly this field's width (``int64`` when none)."""
+        if self.width in (8, 16, 32, 64):
+            return np.dtype(f"<{'i' if self.signed else 'u'}{self.width // 8}")
+        return np.dtype(np.int64)
+
     def unpack(self, word: int) -> np.ndarray:
         bits = (word >> self.offset) & ((1 << (self.length * self.width)) - 1)
         if self.width in (8, 16, 32):
@@ -78,7 +85,9 @@ class ArrayField:
     def put(self, buf: np.ndarray, values) -> None:
         """Write ``values`` (``(n, length)``, or ``(n, < length)``: zero-padded) into the
         payload rows of ``buf`` (``uint8 (n, bytes)``, little-endian), many beats at once."""
-        v = np.asarray(values, np.int64)
+        v = np.asarray(values)
+        if v.dtype.kind not in "iu":
+            v = v.astype(np.int64)
         n = buf.shape[0]
         if n == 0:
             return
@@ -89,6 +98,10 @@ class ArrayField:
             raise ValueError(f"expected {self.length} elements a beat, got {v.shape[1]}")
         if self.width % 8 == 0 and self.offset % 8 == 0 and self.width <= 64:
             nb, at = self.width // 8, self.offset // 8
+            if v.dtype.kind in "iu" and v.dtype.itemsize == nb:  # already the field's width
+                raw = np.ascontiguousarray(v).view(np.uint8)
+                buf[:, at : at + self.length * nb] = raw.reshape(n, -1)
+                return
             raw = np.ascontiguousarray(v.astype("<i8")).view(np.uint8).reshape(n, self.length, 8)
             buf[:, at : at + self.length * nb] = raw[:, :, :nb].reshape(n, -1)
             return
@@ -303,10 +316,11 @@ class DatapathDriver:
         return self.port.cycle
 
     def _din_matrix(self, beats) -> np.ndarray:
-        """din beats as ``uint8 (n, din_bytes)``: a byte matrix as the operations build
-        them, or a sequence of payload ints."""
+        """din beats as ``uint8 (n, bytes)``: a byte matrix as the operations build them
+        (``bytes`` at most ``din_bytes``, whole words: the payload's low bytes, the rest 0), or
+        a sequence of payload ints."""
         if isinstance(beats, np.ndarray):
-            return beats
+            return beats  # possibly only the low words of each payload (the rest is 0)
         nb = self.pay.din_bytes
         raw = b"".join(int(b).to_bytes(nb, "little") for b in beats)
         return np.frombuffer(raw, np.uint8).reshape(-1, nb)
@@ -412,22 +426,24 @@ class DatapathDriver:
 
     # ---- operations of a training step ----------------------------------------------------
     def _gemm_operands(self, a, b):
-        a = np.asarray(a, np.int64)
-        b = np.asarray(b, np.int64)
+        a = np.asarray(a)
+        b = np.asarray(b)
         _check_fits("gemm: A", a, self.params["op_bits"])
         _check_fits("gemm: B", b, self.b_bits)
         (m, k), n = a.shape, b.shape[1]
         R, C = self.rows, self.cols
-        # zero-padded to whole tiles: zeros add nothing to sums, ranges or overflow counts
-        ap = np.zeros((-(-m // R) * R, k), np.int64)
-        ap[:m] = a
-        bp = np.zeros((k, -(-n // C) * C), np.int64)
+        # zero-padded to whole tiles (zeros add nothing to sums, ranges or overflow counts),
+        # in the operand fields' own widths, A transposed: a beat is a column of A
+        ap = np.zeros((k, -(-m // R) * R), self.pay.din_a.dtype)
+        ap[:, :m] = a.T
+        bp = np.zeros((k, -(-n // C) * C), self.pay.din_b.dtype)
         bp[:, :n] = b
         return ap, bp, m, k, n
 
     def _gemm_beats(self, ap, bp, m, k, n):
         """din beats of the tiles of :func:`gemm_tiles`, in order (a byte matrix), and where
-        each drained row goes: ``(rows, j0s)`` arrays, one entry per drained row."""
+        each drained row goes: ``(rows, j0s)`` arrays, one entry per drained row. ``ap`` is
+        A transposed and padded, ``bp`` B padded (:meth:`_gemm_operands`)."""
         R, C = self.rows, self.cols
         loads, drains = [], []  # (i0, j0, k0, count, with_b); (i0, j0, drain_rows)
         for cmd, (i0, j0, k0) in gemm_tiles(m, k, n, R, C, self.kmax):
@@ -439,15 +455,19 @@ class DatapathDriver:
         ld = np.array(loads, np.int64).reshape(-1, 5)
         counts = ld[:, 3]
         first = np.repeat(np.cumsum(counts) - counts, counts)
-        t = np.arange(int(counts.sum())) - first  # the beat's step within its load
-        bi0, bj0 = np.repeat(ld[:, 0], counts), np.repeat(ld[:, 1], counts)
-        bk = np.repeat(ld[:, 2], counts) + t
-        with_b = np.repeat(ld[:, 4], counts).astype(bool)
-        beats = np.zeros((len(bk), self.pay.din_bytes), np.uint8)
-        self.pay.din_a.put(beats, ap[bi0[:, None] + np.arange(R), bk[:, None]])
-        bvals = bp[bk[:, None], bj0[:, None] + np.arange(C)]
-        bvals[~with_b] = 0
-        self.pay.din_b.put(beats, bvals)
+        bk = np.repeat(ld[:, 2], counts) + np.arange(int(counts.sum())) - first
+        # only the low words of the payload that hold A and B (the harness zero-fills)
+        end = max(f.offset + f.length * f.width for f in (self.pay.din_a, self.pay.din_b))
+        beats = np.zeros((len(bk), -(-end // 32) * 4), np.uint8)
+        # a beat: A[i0:i0+R, kk] (a row of the (K, M/R, R) view of A transposed), and for
+        # LOAD_AB B[kk, j0:j0+C] (a row of the (K, N/C, C) view of B)
+        a_rows = ap.reshape(k, -1, R)[bk, np.repeat(ld[:, 0] // R, counts)]
+        self.pay.din_a.put(beats, a_rows)
+        with_b = np.repeat(ld[:, 4].astype(bool), counts)
+        b_rows = bp.reshape(k, -1, C)[bk[with_b], np.repeat(ld[:, 1] // C, counts)[with_b]]
+        part = np.zeros((len(bk), C), bp.dtype)
+        part[with_b] = b_rows
+        self.pay.din_b.put(beats, part)
         dr = np.array(drains, np.int64).reshape(-1, 3)
         rows = np.repeat(dr[:, 0], dr[:, 2])
         rows += np.arange(len(rows)) - np.repeat(np.cumsum(dr[:, 2]) - dr[:, 2], dr[:, 2])

@@ -169,6 +169,7 @@ def run_native_training(opts: dict, params: dict, build: Path) -> int:
     from nitihw.golden.backend import NumpyBackend
     from nitihw.sim.datapath_driver import DatapathDriver
     from nitihw.sim.native import NativeDatapath, NativeOptions, build_native, call_sync
+    from nitihw.sim.native.split import SplitDriver
     from nitihw.sim.rtl_backend import RtlBackend
 
     def say(msg):
@@ -179,13 +180,38 @@ def run_native_training(opts: dict, params: dict, build: Path) -> int:
     out = Path(opts["out"])
     out.mkdir(parents=True, exist_ok=True)
     wave_file = out / "datapath.fst" if waves else None
-    with NativeDatapath(lib, params, waves=wave_file) as dp:
-        drv = DatapathDriver(dp, params)
-        backend = RtlBackend(drv, call_sync, opts["acc_bits"], opts["overflow"])
+    # one waveform shows one Datapath: a traced run simulates on one instance
+    n = 1 if waves else sim_instances(opts.get("sim_instances") or 0)
+    sims = [NativeDatapath(lib, params, waves=wave_file if i == 0 else None) for i in range(n)]
+    drivers = [DatapathDriver(dp, params) for dp in sims]
+    driver = drivers[0] if n == 1 else SplitDriver(drivers)
+    if n > 1:
+        say(f"{n} Datapath instances share each large operation (sim/native/split.py)")
+    try:
+        backend = RtlBackend(driver, call_sync, opts["acc_bits"], opts["overflow"])
         golden_eval = (
             None if opts.get("eval_on_rtl") else NumpyBackend(opts["acc_bits"], opts["overflow"])
         )
         run_training(opts, backend, eval_backend=golden_eval)
+    finally:
+        if n > 1:
+            driver.close()
+        for dp in sims:
+            dp.close()
     if wave_file:
         say(f"waveform: {wave_file}")
     return 0
+
+
+def sim_instances(requested: int = 0) -> int:
+    """Native Datapath instances for a run: ``requested``, or (0) one per CPU core this
+    process may use, at most 8."""
+    if requested < 0:
+        raise ValueError(f"--sim-instances must be 0 (one per core) or more, got {requested}")
+    if requested:
+        return requested
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, 8))

@@ -37,6 +37,17 @@ template <std::size_t N>
 inline void put(VlWide<N>& d, const uint32_t* s) {
     for (std::size_t i = 0; i < N; ++i) d[i] = s[i];
 }
+// the low `words` words of a port (the others keep their value)
+inline void put_low(CData& d, const uint32_t* s, int) { put(d, s); }
+inline void put_low(SData& d, const uint32_t* s, int) { put(d, s); }
+inline void put_low(IData& d, const uint32_t* s, int) { put(d, s); }
+inline void put_low(QData& d, const uint32_t* s, int words) {
+    d = words > 1 ? s[0] | (static_cast<QData>(s[1]) << 32) : (d & ~0xffffffffULL) | s[0];
+}
+template <std::size_t N>
+inline void put_low(VlWide<N>& d, const uint32_t* s, int words) {
+    for (int i = 0; i < words; ++i) d[i] = s[i];
+}
 inline void get(uint32_t* d, CData s) { d[0] = s; }
 inline void get(uint32_t* d, SData s) { d[0] = s; }
 inline void get(uint32_t* d, IData s) { d[0] = s; }
@@ -153,7 +164,8 @@ void nh_close(void* p) {
 }
 
 // Idle inputs, the synchronous reset held for `cycles` edges, then one more edge: what
-// start_clock_and_reset does in the cocotb testbenches.
+// start_clock_and_reset does in the cocotb testbenches. The top (build.py's wrapper) takes
+// the reset through a register, so the Datapath sees it one edge later: one edge more here.
 void nh_reset(void* p, int cycles) {
     auto* h = static_cast<Harness*>(p);
     Vdatapath* t = h->top.get();
@@ -165,6 +177,7 @@ void nh_reset(void* p, int cycles) {
     h->settle();
     for (int i = 0; i < cycles; ++i) h->tick();
     t->rst = 0;
+    h->tick();
     h->tick();
 }
 
@@ -183,13 +196,22 @@ uint64_t nh_cycle(void* p) { return static_cast<Harness*>(p)->cycle; }
 // whatever the inputs; the edge's eval settles the new inputs before it clocks them in.
 // With `checked`, every cycle is also settled on its inputs before sampling and the outputs
 // compared with those after the edge: that property tested (a second eval a cycle).
+//
+// `din` holds `din_words` words a beat (at most the port's): a program whose beats use only
+// the low words of the payload (a GEMM's A and B fields) passes just those, the rest is 0.
 int nh_run(void* p, const uint32_t* cmds, uint64_t n_cmd, const uint32_t* din, uint64_t n_in,
-           uint32_t* dout, uint64_t n_out, uint64_t watchdog, int checked, uint64_t* info) {
+           int din_words, uint32_t* dout, uint64_t n_out, uint64_t watchdog, int checked,
+           uint64_t* info) {
     auto* h = static_cast<Harness*>(p);
     Vdatapath* t = h->top.get();
     const int wc = words_of(t->PORT(cmd, payload));
-    const int wi = words_of(t->PORT(din, payload));
     const int wo = words_of(t->PORT(dout, payload));
+    const int wi = din_words;
+    if (wi < 1 || wi > words_of(t->PORT(din, payload))) return -3;
+    {
+        uint32_t zero[(sizeof(Vdatapath::PORT(din, payload)) + 3) / 4] = {};
+        put(t->PORT(din, payload), zero);
+    }
     uint64_t i = 0, j = 0, k = 0, idle = 0;
     int64_t start = -1;
     t->PORT(dout, ready) = 1;
@@ -197,7 +219,7 @@ int nh_run(void* p, const uint32_t* cmds, uint64_t n_cmd, const uint32_t* din, u
         t->PORT(cmd, valid) = i < n_cmd;
         if (i < n_cmd) put(t->PORT(cmd, payload), cmds + i * wc);
         t->PORT(din, valid) = j < n_in;
-        if (j < n_in) put(t->PORT(din, payload), din + j * wi);
+        if (j < n_in) put_low(t->PORT(din, payload), din + j * wi, wi);
         if (checked) {
             uint32_t before[64];
             get(before, t->PORT(dout, payload));

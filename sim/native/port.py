@@ -28,7 +28,19 @@ def _load(lib: str | Path) -> ctypes.CDLL:
     dll.nh_close.argtypes, dll.nh_close.restype = [_PTR], None
     dll.nh_reset.argtypes, dll.nh_reset.restype = [_PTR, ctypes.c_int], None
     dll.nh_cycle.argtypes, dll.nh_cycle.restype = [_PTR], _U64
-    dll.nh_run.argtypes = [_PTR, _PTR, _U64, _PTR, _U64, _PTR, _U64, _U64, ctypes.c_int, _PTR]
+    dll.nh_run.argtypes = [
+        _PTR,
+        _PTR,
+        _U64,
+        _PTR,
+        _U64,
+        ctypes.c_int,
+        _PTR,
+        _U64,
+        _U64,
+        ctypes.c_int,
+        _PTR,
+    ]
     dll.nh_run.restype = ctypes.c_int
     return dll
 
@@ -91,8 +103,11 @@ class NativeDatapath:
         cb, ib, ob = self._bytes
         cmds = np.ascontiguousarray(cmds, np.uint8)
         din = np.ascontiguousarray(din, np.uint8)
-        if cmds.shape[1:] != (cb,) or (len(din) and din.shape[1:] != (ib,)):
-            raise ValueError(f"payload rows must be {cb} (cmd) and {ib} (din) bytes")
+        din_bytes = din.shape[1] if din.ndim == 2 and len(din) else ib
+        if cmds.shape[1:] != (cb,) or din_bytes % 4 or not 4 <= din_bytes <= ib:
+            raise ValueError(
+                f"payload rows must be {cb} bytes (cmd) and 4..{ib} bytes, whole words (din)"
+            )
         out = np.zeros((n_out, ob), np.uint8)
         info = self._info
         rc = self._dll.nh_run(
@@ -101,6 +116,7 @@ class NativeDatapath:
             len(cmds),
             din.ctypes.data if len(din) else None,
             len(din),
+            din_bytes // 4,
             out.ctypes.data if n_out else None,
             n_out,
             WATCHDOG_CYCLES,
