@@ -356,7 +356,8 @@ def train(
                 )
                 if interrupt.requested:
                     break
-            state.seconds += time.perf_counter() - t0
+            part = time.perf_counter() - t0
+            state.seconds += part
             if state.step % per_epoch == 0:
                 test_acc = evaluate(net, data.test_x, data.test_y, eval_ctx)
                 summary = {
@@ -364,6 +365,9 @@ def train(
                     "train_accuracy": state.epoch_correct / state.epoch_seen,
                     "test_accuracy": test_acc,
                     "mu": ctx.mu,
+                    # the epoch's training loop (evaluation apart; after a resume mid-epoch,
+                    # only this session's part of it)
+                    "seconds": round(part, 3),
                 }
                 state.history.append(summary)
                 progress.end_epoch(summary)

@@ -258,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--waves",
         action="store_true",
-        help="--backend rtl: record an FST waveform of the whole run (datapath.fst in --out)",
+        help="--backend rtl: record a VCD waveform of the whole run (datapath.vcd in --out; large)",
     )
     t.add_argument(
         "--eval-on-rtl",

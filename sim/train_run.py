@@ -103,10 +103,10 @@ def build_name(array: str, params: dict) -> str:
     return name + f"_acc{params['acc_bits']}_k{params['kmax']}"
 
 
-def launch_rtl_training(opts: dict) -> int:
-    """Build the Datapath for ``--array`` and run the training inside the simulator."""
+def rtl_build(opts: dict) -> tuple[dict, Path]:
+    """The Datapath parameters a run needs (its array, profile and accumulator) and the
+    directory its builds go to."""
     from nitihw.rtl.verilog import datapath_params
-    from nitihw.sim.verify import build_datapath, sim_build_dir
 
     cfg, _data, array = check_options(opts)
     profile = get_profile(cfg.profile)
@@ -119,7 +119,14 @@ def launch_rtl_training(opts: dict) -> int:
         b_bits=profile.b_operand_bits,
         divide=profile.divide,
     )
-    build = Path(opts.get("build_dir") or "build/rtl") / build_name(str(array), params)
+    return params, Path(opts.get("build_dir") or "build/rtl") / build_name(str(array), params)
+
+
+def launch_rtl_training(opts: dict) -> int:
+    """Build the Datapath for ``--array`` and run the training on the simulated RTL."""
+    from nitihw.sim.verify import build_datapath, sim_build_dir
+
+    params, build = rtl_build(opts)
     sim = opts.get("sim", "verilator")
     if sim == "verilator":
         return run_native_training(opts, params, build)
@@ -129,7 +136,8 @@ def launch_rtl_training(opts: dict) -> int:
     if sim is None:
         raise ValueError(f"unknown --sim {opts['sim']!r}")
     print(
-        f"nitihw train: building the {array} Datapath for {sim} in {build} ...",
+        f"nitihw train: building the {params['rows']}x{params['cols']} Datapath for "
+        f"{sim} (cocotb) in {build} ...",
         file=sys.stderr,
         flush=True,
     )
@@ -179,7 +187,7 @@ def run_native_training(opts: dict, params: dict, build: Path) -> int:
     lib = build_native(params, build, NativeOptions(waves=waves), log=say)
     out = Path(opts["out"])
     out.mkdir(parents=True, exist_ok=True)
-    wave_file = out / "datapath.fst" if waves else None
+    wave_file = out / "datapath.vcd" if waves else None
     # one waveform shows one Datapath: a traced run simulates on one instance
     n = 1 if waves else sim_instances(opts.get("sim_instances") or 0)
     sims = [NativeDatapath(lib, params, waves=wave_file if i == 0 else None) for i in range(n)]

@@ -35,7 +35,7 @@ class NativeOptions:
     x_assign: str = "fast"
     #: ``--threads``: model threads (1: single-threaded model)
     threads: int = 1
-    #: FST waveforms (a traced build; slower)
+    #: VCD waveforms (a traced build; slower)
     waves: bool = False
 
     def __post_init__(self):
@@ -70,7 +70,7 @@ class NativeOptions:
         if self.threads > 1:
             args += ["--threads", str(self.threads)]
         if self.waves:
-            args += ["--trace-fst", "--trace-structs"]
+            args += ["--trace", "--trace-structs"]
         return args
 
 

@@ -20,7 +20,7 @@
 #include "Vdatapath___024root.h"
 #include "verilated.h"
 #if VM_TRACE
-#include "verilated_fst_c.h"
+#include "verilated_vcd_c.h"
 #endif
 
 // Verilator spells the Verilog port "cmd__valid" as cmd___05Fvalid (it escapes "__").
@@ -78,7 +78,7 @@ struct Harness {
     std::unique_ptr<Vdatapath> top;
     uint64_t cycle = 0;
 #if VM_TRACE
-    std::unique_ptr<VerilatedFstC> trace;
+    std::unique_ptr<VerilatedVcdC> trace;
 #endif
 
     void dump() {
@@ -132,7 +132,7 @@ int nh_words(int stream) {
 
 int nh_has_trace() { return VM_TRACE; }
 
-// A new simulator instance; waves (FST) to wave_path when not empty (traced builds only).
+// A new simulator instance; waves (VCD) to wave_path when not empty (traced builds only).
 void* nh_open(const char* wave_path) {
     auto* h = new Harness;
     h->ctx = std::make_unique<VerilatedContext>();
@@ -143,7 +143,7 @@ void* nh_open(const char* wave_path) {
     h->top = std::make_unique<Vdatapath>(h->ctx.get(), "datapath");
 #if VM_TRACE
     if (wave_path && *wave_path) {
-        h->trace = std::make_unique<VerilatedFstC>();
+        h->trace = std::make_unique<VerilatedVcdC>();
         h->top->trace(h->trace.get(), 99);
         h->trace->open(wave_path);
     }

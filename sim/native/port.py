@@ -16,8 +16,8 @@ WATCHDOG_CYCLES = 1 << 22
 
 class NativeStall(RuntimeError):
     """A program stopped moving: the Datapath took no command or beat and returned no dout
-    beat for :data:`WATCHDOG_CYCLES` cycles (the host expected more output than its commands
-    produce)."""
+    beat for ``watchdog`` cycles (:data:`WATCHDOG_CYCLES`; the host expected more output than
+    its commands produce), or (``checked``) an output moved with its own cycle's inputs."""
 
 
 def _load(lib: str | Path) -> ctypes.CDLL:
@@ -49,7 +49,7 @@ class NativeDatapath:
     """One simulated Datapath in this process, reset and ready.
 
     ``lib``: the library :func:`nitihw.sim.native.build_native` built for ``params``;
-    ``waves``: an FST file to record (needs a build with ``NativeOptions(waves=True)``);
+    ``waves``: a VCD file to record (needs a build with ``NativeOptions(waves=True)``);
     ``checked``: also settle every cycle on its own inputs and fail if an output moved (the
     harness samples the outputs once a cycle, after the clock edge; this tests that the
     Datapath's outputs come from registers; a second eval a cycle, about 1.5x slower).
@@ -61,6 +61,7 @@ class NativeDatapath:
         params: dict,
         waves: str | Path | None = None,
         checked: bool = False,
+        watchdog: int = WATCHDOG_CYCLES,
     ):
         from nitihw.sim.datapath_driver import Payloads
 
@@ -82,6 +83,7 @@ class NativeDatapath:
             )
         self._bytes = want
         self.checked = bool(checked)
+        self.watchdog = int(watchdog)
         if waves and not self._dll.nh_has_trace():
             raise ValueError(f"{lib} was built without tracing; build it with waves=True")
         self.waves = str(waves) if waves else None
@@ -119,7 +121,7 @@ class NativeDatapath:
             din_bytes // 4,
             out.ctypes.data if n_out else None,
             n_out,
-            WATCHDOG_CYCLES,
+            self.watchdog,
             int(self.checked),
             info,
         )
@@ -136,7 +138,7 @@ class NativeDatapath:
             raise NativeStall(
                 f"the program stalled at cycle {info[3]}: {info[0]}/{len(cmds)} commands "
                 f"and {info[1]}/{len(din)} din beats taken, {info[2]}/{n_out} dout beats "
-                f"returned, nothing moving for {WATCHDOG_CYCLES} cycles"
+                f"returned, nothing moving for {self.watchdog} cycles"
             )
         return out, int(info[0]), int(info[1]), int(info[2]), int(info[3])
 

@@ -19,9 +19,11 @@ import numpy as np
 
 from nitihw.golden import Accumulator, bitwidth, exact_matmul, range_shift, shift_round
 from nitihw.golden.rounding import max_abs, saturate, trunc_div, wrap
+from nitihw.golden.train import atomic_write_json
 from nitihw.rtl.schedule import program_cycles
 from nitihw.sim.cocotb_port import CocotbPort, start_clock_and_reset
 from nitihw.sim.datapath_driver import DatapathDriver
+from nitihw.sim.native.crosscheck import run_ops
 
 MODES = ("round", "psto", "trunc", "rne", "sto")
 
@@ -357,3 +359,14 @@ async def gemm_throughput(dut):
         await tb.gemm_and_check(a, b)
     await tb.check_cycles()
     tb.write_stats("gemm_throughput")
+
+
+@cocotb.test()
+async def crosscheck_ops(dut):
+    """The fixed operation sequence of :mod:`nitihw.sim.native.crosscheck`, its record
+    written to ``NITIHW_CROSSCHECK`` for the native harness to be compared with."""
+    tb = DatapathTB(dut)
+    await tb.start()
+    record = await run_ops(tb.drv, tb.seed)
+    await tb.check_cycles()
+    atomic_write_json(os.environ["NITIHW_CROSSCHECK"], record)
