@@ -132,6 +132,11 @@ def launch_rtl_training(opts: dict) -> int:
         return run_native_training(opts, params, build)
     if opts.get("waves"):
         raise ValueError("--waves records the native simulator (--sim verilator)")
+    if opts.get("sim_instances"):
+        raise ValueError(
+            "--sim-instances shares operations between native instances "
+            "(--sim verilator); cocotb runs one simulator"
+        )
     sim = {"cocotb-verilator": "verilator", "icarus": "icarus"}.get(sim)
     if sim is None:
         raise ValueError(f"unknown --sim {opts['sim']!r}")
@@ -184,12 +189,12 @@ def run_native_training(opts: dict, params: dict, build: Path) -> int:
         print(f"nitihw train: {msg}", file=sys.stderr, flush=True)
 
     waves = bool(opts.get("waves"))
+    # one waveform shows one Datapath: a traced run simulates on one instance
+    n = 1 if waves else sim_instances(opts.get("sim_instances") or 0)
     lib = build_native(params, build, NativeOptions(waves=waves), log=say)
     out = Path(opts["out"])
     out.mkdir(parents=True, exist_ok=True)
     wave_file = out / "datapath.vcd" if waves else None
-    # one waveform shows one Datapath: a traced run simulates on one instance
-    n = 1 if waves else sim_instances(opts.get("sim_instances") or 0)
     sims = [NativeDatapath(lib, params, waves=wave_file if i == 0 else None) for i in range(n)]
     drivers = [DatapathDriver(dp, params) for dp in sims]
     driver = drivers[0] if n == 1 else SplitDriver(drivers)

@@ -98,6 +98,42 @@ def test_rtl_run_on_icarus(tmp_path):
     assert rtl["cycles"]["model_mismatches"] == 0
 
 
+def test_rtl_run_on_cocotb_verilator(tmp_path):
+    """The cocotb training testbench (train_tb.py) on Verilator, beside the native default."""
+    args = ["--model", "mlp-digits", "--dataset", "digits", "--batch", "8", "--steps", "1"]
+    args += ["--array", "2x2", "--kmax", "16"]
+    gold = train(tmp_path, "golden", *args)
+    rtl = train(tmp_path, "rtl", *args, "--backend", "rtl", "--sim", "cocotb-verilator")
+    assert rtl["weights_sha256"] == gold["weights_sha256"]
+    assert rtl["cycles"]["model_mismatches"] == 0
+
+
+def test_rtl_run_split_over_instances(tmp_path):
+    """Batch 64: the conv GEMMs, rescales and updates are large enough to be split over two
+    native instances; the run is still one Datapath's, bit for bit and cycle for cycle."""
+    args = ["--model", "cnn-digits", "--dataset", "digits", "--batch", "64", "--steps", "2"]
+    args += ["--array", "4x4", "--kmax", "32"]
+    gold = train(tmp_path, "golden", *args)
+    rtl = train(tmp_path, "rtl", *args, "--backend", "rtl", "--sim-instances", "2")
+    assert rtl["weights_sha256"] == gold["weights_sha256"]
+    assert rtl["cycles"]["model_mismatches"] == 0
+    assert rtl["cycles"]["total_cycles"] == gold["cycles"]["total_cycles"]
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--sim-instances", "-1"], "--sim-instances must be 0"),
+        (["--sim", "icarus", "--waves"], "--waves records the native simulator"),
+        (["--sim", "icarus", "--sim-instances", "2"], "cocotb runs one simulator"),
+    ],
+)
+def test_rtl_option_errors(tmp_path, capsys, extra, message):
+    args = ["train", "--model", "mlp-digits", "--dataset", "digits", "--backend", "rtl"]
+    rc = main([*args, "--out", str(tmp_path), "--build-dir", str(tmp_path / "b"), *extra])
+    assert rc == 2 and message in capsys.readouterr().err
+
+
 def test_rtl_refuses_the_float_twin(tmp_path, capsys):
     rc = main(
         [

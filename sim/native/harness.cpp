@@ -103,7 +103,7 @@ struct Harness {
     template <typename R = Vdatapath___024root>
     void fall() {
         if constexpr (has_clk_trigger<R>::value) {
-            top->rootp->__Vtrigprevexpr___TOP__clk__0 = 0;
+            static_cast<R*>(top->rootp)->__Vtrigprevexpr___TOP__clk__0 = 0;  // R: dependent
         } else {
             top->eval();
         }
