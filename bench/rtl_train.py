@@ -2,12 +2,13 @@
 
 For each case: ``nitihw train`` with ``--backend golden`` and with ``--backend rtl`` on each
 of its simulators (same seed and settings): ``verilator``, the native harness
-(:mod:`nitihw.sim.native`), and ``cocotb-verilator`` / ``icarus``, the cocotb testbench. Reports
+(:mod:`nitihw.sim.native`), and ``cocotb-verilator``, the cocotb testbench. Reports
 both weights_sha256 (they must be equal), the simulated datapath cycles, the wall time of the
 RTL training loop (build and start-up apart), simulated cycles and MACs per second, the
 build's seconds (a fresh build, timed before the run) and, for the native rows, the speed-up
 over cocotb on Verilator in the same run. Writes the 'rtl_train' section of
-docs/benchmarks.md. Takes about 45 minutes (the LeNet 3-epoch case on 16x16 is most of it).
+docs/benchmarks.md. Takes about 45 minutes (the LeNet 3-epoch case on 16x16 is most of it;
+cocotb's LeNet step about 5). Icarus: bench/rtl_sim_speed.py.
 
 ``--lenet-epochs N``: only the LeNet/mnist5k case, N epochs on the native path (``./run
 bench-rtl-lenet``: the full 30-epoch run, for whoever has the hours); section 'rtl_lenet'.
@@ -38,9 +39,9 @@ _LENET = ["--model", "lenet", "--dataset", "mnist5k", "--array", "16x16"]
 NATIVE, COCOTB = "verilator", "cocotb-verilator"
 CASES = [
     # name, args, simulators (the native harness first: the others are its baselines)
-    ("mlp-digits, 1 epoch", _MLP, (NATIVE, COCOTB, "icarus")),
+    ("mlp-digits, 1 epoch", _MLP, (NATIVE, COCOTB)),
     ("cnn-digits, 1 epoch", _CNN, (NATIVE, COCOTB)),
-    ("lenet, 3 steps, batch 4", [*_LENET, "--batch", "4", "--steps", "3"], (NATIVE, COCOTB)),
+    ("lenet, 1 step, batch 64", [*_LENET, "--batch", "64", "--steps", "1"], (NATIVE, COCOTB)),
     ("lenet, 3 epochs, batch 64", [*_LENET, "--batch", "64", "--epochs", "3"], (NATIVE,)),
 ]
 #: ``--methods``: every training method's full epochs, each on the datapath configuration
