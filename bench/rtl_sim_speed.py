@@ -187,8 +187,7 @@ def main() -> None:
             "2` stand out, both slower; the other changes are within this machine's noise on "
             "runs this short (a tenth of a second), so the default keeps Verilator `-O3`, "
             "C++ `-O2`, `--x-assign fast`, one thread, and builds tracing in only for "
-            "`--waves`.\n\n"
-            + markdown_table(OPTION_HEADERS, options)
+            "`--waves`.\n\n" + markdown_table(OPTION_HEADERS, options)
         )
         write_section("native_options", body)
 
