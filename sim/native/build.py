@@ -140,7 +140,7 @@ def build_native(
     """Build (or reuse) the native simulator of the Datapath ``params``; returns the shared
     library. The build is redone only when the Verilog, the harness or the options change.
     ``log`` (e.g. ``print``) hears when a build starts and how long it took."""
-    from nitihw.rtl.verilog import TOP, write_verilog
+    from nitihw.rtl.verilog import TOP, write_if_changed, write_verilog
 
     options = options or NativeOptions()
     build_dir = Path(build_dir)
@@ -149,8 +149,6 @@ def build_native(
     lib = out / LIBRARY
     stamp = out / "build.json"
     wrapper = verilog.with_name(f"{WRAPPER_TOP}.v")
-    from nitihw.rtl.verilog import write_if_changed
-
     write_if_changed(wrapper, wrapper_verilog(verilog.read_text(), TOP).encode())
     digest = hashlib.sha256(
         verilog.read_bytes() + wrapper.read_bytes() + HARNESS.read_bytes()
