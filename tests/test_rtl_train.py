@@ -75,35 +75,16 @@ def test_rtl_matches_golden_bit_for_bit(tmp_path, model, array, extra):
         assert row["cycles"] == row["model_cycles"]
 
 
-def test_rtl_run_on_icarus(tmp_path):
-    if not simulator_available("icarus"):
+@pytest.mark.parametrize("sim", ["icarus", "cocotb-verilator"])
+def test_rtl_run_on_cocotb(tmp_path, sim):
+    """The cocotb training testbench (train_tb.py) on Icarus and on Verilator, beside the
+    native default."""
+    if sim == "icarus" and not simulator_available("icarus"):
         pytest.skip("iverilog not installed")
-    args = [
-        "--model",
-        "mlp-digits",
-        "--dataset",
-        "digits",
-        "--batch",
-        "8",
-        "--steps",
-        "1",
-        "--array",
-        "2x2",
-        "--kmax",
-        "16",
-    ]
-    gold = train(tmp_path, "golden", *args)
-    rtl = train(tmp_path, "rtl", *args, "--backend", "rtl", "--sim", "icarus")
-    assert rtl["weights_sha256"] == gold["weights_sha256"]
-    assert rtl["cycles"]["model_mismatches"] == 0
-
-
-def test_rtl_run_on_cocotb_verilator(tmp_path):
-    """The cocotb training testbench (train_tb.py) on Verilator, beside the native default."""
     args = ["--model", "mlp-digits", "--dataset", "digits", "--batch", "8", "--steps", "1"]
     args += ["--array", "2x2", "--kmax", "16"]
     gold = train(tmp_path, "golden", *args)
-    rtl = train(tmp_path, "rtl", *args, "--backend", "rtl", "--sim", "cocotb-verilator")
+    rtl = train(tmp_path, "rtl", *args, "--backend", "rtl", "--sim", sim)
     assert rtl["weights_sha256"] == gold["weights_sha256"]
     assert rtl["cycles"]["model_mismatches"] == 0
 
