@@ -18,13 +18,15 @@ operations; the GPU backend overrides all of them.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from nitihw.golden import loss as _loss
 from nitihw.golden import rounding
-from nitihw.golden.gemm import Accumulator, exact_matmul
+from nitihw.golden.gemm import Accumulator, exact_matmul_range
+from nitihw.golden.parallel import BLOCK_ELEMENTS, MIN_ELEMENTS, MIN_MACS, Workers, blas_threads
 from nitihw.golden.randomness import random_bits
 
 PHASES = ("forward", "backward-error", "weight-gradient", "update")
@@ -99,14 +101,24 @@ class Backend:
         """A few figures for progress displays (simulated cycles, for instance)."""
         return {}
 
+    def session(self):
+        """A context manager a training run holds while it computes (thread settings)."""
+        return contextlib.nullcontext()
+
     # ---- datapath operations --------------------------------------------------------------
     def gemm(self, a, b, tag: OpTag):
         """``a (M,K) @ b (K,N)`` of int8 (or int16) operands into ``acc_bits`` accumulators.
 
         Returns the accumulators (int64 values). On overflow, raises or wraps per policy.
         """
-        entry = self._record("gemm", tag, (a.shape[0], a.shape[1], b.shape[1]))
-        acc, count = self._gemm(a, b)
+        shape = (a.shape[0], a.shape[1], b.shape[1])
+        return self._gemm_done(tag, shape, lambda: self._gemm(a, b))
+
+    def _gemm_done(self, tag: OpTag, shape: tuple, compute):
+        """One GEMM of ``shape`` (M, K, N): ``compute()`` gives ``(acc, overflowed)``; trace,
+        overflow policy and the range unit's view of the result, for every GEMM route."""
+        entry = self._record("gemm", tag, shape)
+        acc, count = compute()
         if count:
             if self.overflow == "error":
                 raise AccumulatorOverflowError(tag, count, self.accumulator.bits)
@@ -114,8 +126,28 @@ class Backend:
             acc = self.accumulator.wrap(acc)  # a no-op on values a datapath already wrapped
         self._finish(entry)
         self._last_gemm = acc
-        self._last_gemm_shape = (int(a.shape[0]), int(b.shape[1]))
+        self._last_gemm_shape = (int(shape[0]), int(shape[2]))
         return acc
+
+    # ---- convolutions, lowered to GEMMs (numerics.md §3) -----------------------------------
+    def conv(self, x, weight, pad: int, tag: OpTag):
+        """A stride-1 convolution as one GEMM: ``(cols, acc, out_shape)``. ``cols`` are the
+        im2col rows of ``x`` (the weight gradient's operand), ``acc`` the GEMM's own result (one
+        row per output position: the range unit watched it drain) and ``out_shape`` the NHWC
+        shape it stands for. ``weight`` is ``[C_out, k, k, C_in]``."""
+        b, h, w, _ = x.shape
+        cout, k = weight.shape[0], weight.shape[1]
+        cols = self.im2col(x, k, pad)
+        acc = self.gemm(cols, weight.reshape(cout, -1).T, tag)
+        return cols, acc, (b, h + 2 * pad - k + 1, w + 2 * pad - k + 1, cout)
+
+    def conv_error(self, err, weight, pad: int, tag: OpTag):
+        """The backward error of :meth:`conv`: the full convolution of the NHWC ``err`` with the
+        flipped kernel (im2col of ``err`` padded by ``k - 1 - pad``), as the GEMM's own result
+        (one row per input position)."""
+        cout, k, _, cin = weight.shape
+        flipped = weight[:, ::-1, ::-1, :].transpose(1, 2, 0, 3).reshape(k * k * cout, cin)
+        return self.gemm(self.im2col(err, k, k - 1 - pad), flipped, tag)
 
     def _fed(self, x) -> bool:
         """Whether the range unit must be fed ``x`` (it only watched the last GEMM drain)."""
@@ -251,25 +283,32 @@ class ArrayHostOps:
 
     def maxpool(self, x, k: int):
         """k x k / k max-pool of NHWC int8. Returns ``(y, idx)``; ``idx`` is the FIRST maximum
-        of each window in row-major window order (ties are real with int8)."""
+        of each window in row-major window order (ties are real with int8).
+
+        One pass per window position over strided views: a later position takes over only
+        where it is strictly greater, so the first maximum keeps its index."""
         xp = self.xp
-        b, h, w, c = x.shape
+        h, w = x.shape[1:3]
         ho, wo = h // k, w // k
-        win = x[:, : ho * k, : wo * k, :].reshape(b, ho, k, wo, k, c)
-        win = win.transpose(0, 1, 3, 5, 2, 4).reshape(b, ho, wo, c, k * k)
-        idx = self.first_argmax(win)
-        y = xp.take_along_axis(win, idx[..., None], axis=-1)[..., 0]
-        return y, idx.astype(xp.int8)
+        views = [x[:, dy : ho * k : k, dx : wo * k : k, :] for dy in range(k) for dx in range(k)]
+        y = views[0].copy()
+        idx = xp.zeros(y.shape, dtype=xp.int8)
+        for j, v in enumerate(views[1:], 1):
+            later = v > y
+            idx[later] = j
+            xp.maximum(y, v, out=y)
+        return y, idx
 
     def maxpool_backward(self, err, idx, in_shape, k: int):
+        """Each window's error to its first maximum (``idx``); zero elsewhere."""
         xp = self.xp
-        b, h, w, c = in_shape
+        h, w = in_shape[1:3]
         ho, wo = h // k, w // k
-        onehot = idx[..., None] == xp.arange(k * k, dtype=xp.int8)
-        routed = xp.where(onehot, err[..., None], 0).astype(err.dtype)
-        routed = routed.reshape(b, ho, wo, c, k, k).transpose(0, 1, 4, 2, 5, 3)
         out = xp.zeros(in_shape, dtype=err.dtype)
-        out[:, : ho * k, : wo * k, :] = routed.reshape(b, ho * k, wo * k, c)
+        zero = xp.zeros((), dtype=err.dtype)
+        for j in range(k * k):
+            dy, dx = divmod(j, k)
+            out[:, dy : ho * k : k, dx : wo * k : k, :] = xp.where(idx == j, err, zero)
         return out
 
     def argmax(self, logits):
@@ -295,13 +334,35 @@ class NumpyBackend(ArrayHostOps, Backend):
     """The golden model: every operation in NumPy, exactly as numerics.md says.
 
     ``gemm_method`` forces one exact GEMM path (see :func:`nitihw.golden.gemm.exact_matmul`).
+    ``threads`` is the number of worker threads (default: one per core, see
+    :mod:`nitihw.golden.parallel`); BLAS itself runs single-threaded inside :meth:`session`.
+    The bits never depend on ``threads``.
+
+    The golden model computes the integers of each datapath operation by the cheapest exact
+    route, not necessarily the datapath's: a convolution keeps its im2col rows in float32 (the
+    float GEMM reads them as they are) and its backward error is one GEMM and a col2im
+    (``direct_convs``). The trace records the lowered GEMM the datapath would run either way.
     """
 
     name = "golden"
+    #: a subclass whose datapath runs the lowered GEMMs themselves sets this False
+    direct_convs = True
 
-    def __init__(self, acc_bits: int = 32, overflow: str = "error", gemm_method: str = "auto"):
+    def __init__(
+        self,
+        acc_bits: int = 32,
+        overflow: str = "error",
+        gemm_method: str = "auto",
+        threads: int | None = None,
+    ):
         super().__init__(acc_bits, overflow)
         self.gemm_method = gemm_method
+        self.workers = Workers(threads)
+        self._drained = None  # (acc, min, max) of the last GEMM, found as its result drained
+
+    def session(self):
+        """BLAS single-threaded while a run computes (the workers do the splitting)."""
+        return blas_threads(1)
 
     # ---- host side ------------------------------------------------------------------------
     def from_host(self, x: np.ndarray):
@@ -312,14 +373,121 @@ class NumpyBackend(ArrayHostOps, Backend):
 
     # ---- datapath -------------------------------------------------------------------------
     def _gemm(self, a, b):
-        exact = exact_matmul(a, b, self.gemm_method)
-        return exact, self.accumulator.overflows(exact)
+        exact, lo, hi = exact_matmul_range(a, b, self.gemm_method, self.workers)
+        return self._drain(exact, lo, hi)
+
+    def _drain(self, acc, lo: int, hi: int):
+        """``(acc, overflowed)`` for a GEMM result whose min and max are known."""
+        self._drained = (acc, lo, hi)
+        bits = self.accumulator
+        return acc, 0 if bits.min <= lo and hi <= bits.max else bits.overflows(acc)
+
+    def _range(self, x) -> tuple[int, int]:
+        """``(min, max)`` of ``x``: remembered for the last GEMM's result, else found in
+        blocks over the workers."""
+        d = self._drained
+        if d is not None and d[0] is x:
+            return d[1], d[2]
+        flat = np.asarray(x).reshape(-1)
+        if not flat.size:
+            return 0, 0
+
+        def block(lo, hi):
+            part = flat[lo:hi]
+            return int(part.min()), int(part.max())
+
+        parts = self.workers.run(block, self.workers.spans(flat.size, MIN_ELEMENTS))
+        return min(p[0] for p in parts), max(p[1] for p in parts)
 
     def _bitwidth(self, acc, fed) -> int:
-        return rounding.bitwidth(acc)
+        lo, hi = self._range(acc)
+        return rounding.magnitude_bitwidth(max(hi, -lo))
 
     def _max_magnitude(self, x, fed) -> int:
-        return rounding.max_abs(x)
+        lo, hi = self._range(x)
+        return max(hi, -lo)
+
+    def _rescale(self, acc, shift, mode, rand):
+        acc = np.asarray(acc)
+        spans = self.workers.spans(acc.size, MIN_ELEMENTS, BLOCK_ELEMENTS)
+        if len(spans) == 1:
+            return rounding.shift_round(acc, shift, mode, rand)
+        flat = acc.reshape(-1)
+        flat_rand = None if rand is None else np.asarray(rand).reshape(-1)
+        out = np.empty(flat.shape, np.int8)
+
+        def block(lo, hi):
+            r = None if flat_rand is None else flat_rand[lo:hi]
+            out[lo:hi] = rounding.shift_round(flat[lo:hi], shift, mode, r)
+
+        self.workers.run(block, spans)
+        return out.reshape(acc.shape)
+
+    # ---- convolutions by the golden model's own exact routes ------------------------------
+    def _direct(self) -> bool:
+        return self.direct_convs and self.gemm_method == "auto"
+
+    def conv(self, x, weight, pad: int, tag: OpTag):
+        """:meth:`Backend.conv` with the im2col rows built straight into float32 (exact small
+        integers), in batch blocks over the workers."""
+        if not self._direct() or x.shape[0] == 0:
+            return super().conv(x, weight, pad, tag)
+        b, h, w, c = x.shape
+        cout, k = weight.shape[0], weight.shape[1]
+        ho, wo = h + 2 * pad - k + 1, w + 2 * pad - k + 1
+        if pad:
+            x = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+        s = x.strides
+        win = np.lib.stride_tricks.as_strided(
+            x, shape=(b, ho, wo, k, k, c), strides=(s[0], s[1], s[2], s[1], s[2], s[3])
+        )
+        cols = np.empty((b, ho, wo, k, k, c), np.float32)
+
+        def block(lo, hi):
+            cols[lo:hi] = win[lo:hi]
+
+        self.workers.run(block, self.workers.spans(b, max(1, MIN_ELEMENTS // cols[0].size)))
+        cols = cols.reshape(b * ho * wo, k * k * c)
+        acc = self.gemm(cols, weight.reshape(cout, -1).T.astype(np.float32), tag)
+        return cols, acc, (b, ho, wo, cout)
+
+    def conv_error(self, err, weight, pad: int, tag: OpTag):
+        """:meth:`Backend.conv_error` as ``err @ W`` (one row per output position, K = C_out)
+        and a col2im: each kernel tap's block added into the padded input, in float32 while
+        every partial sum stays below 2^24 (float64 below 2^53, else the lowered GEMM)."""
+        b, ho, wo, cout = err.shape
+        _, k, _, cin = weight.shape
+        product = rounding.max_abs(err) * rounding.max_abs(weight)
+        bound = k * k * cout * product
+        if not self._direct() or err.size == 0 or cout * product >= 2**24 or bound >= 2**53:
+            return super().conv_error(err, weight, pad, tag)
+        h, w = ho - 2 * pad + k - 1, wo - 2 * pad + k - 1
+        shape = (b * h * w, k * k * cout, cin)
+        return self._gemm_done(tag, shape, lambda: self._col2im_error(err, weight, pad, bound))
+
+    def _col2im_error(self, err, weight, pad: int, bound: int):
+        b, ho, wo, cout = err.shape
+        _, k, _, cin = weight.shape
+        h, w = ho - 2 * pad + k - 1, wo - 2 * pad + k - 1
+        taps = weight.reshape(cout, k * k * cin).astype(np.float32)
+        full = np.zeros((b, ho + k - 1, wo + k - 1, cin), np.float32 if bound < 2**24 else float)
+        rows = err.reshape(b, ho * wo, cout)
+        out = np.empty((b, h, w, cin), np.int32 if bound < 2**31 else np.int64)
+
+        def block(lo, hi):
+            p = (rows[lo:hi].astype(np.float32) @ taps).reshape(hi - lo, ho, wo, k, k, cin)
+            f = full[lo:hi]
+            for kh in range(k):
+                for kw in range(k):
+                    f[:, kh : kh + ho, kw : kw + wo] += p[:, :, :, kh, kw]
+            part = out[lo:hi]
+            part[...] = f[:, pad : pad + h, pad : pad + w]
+            return int(part.min()), int(part.max())
+
+        per_image = ho * wo * cout * k * k * cin
+        parts = self.workers.run(block, self.workers.spans(b, max(1, MIN_MACS // per_image)))
+        acc = out.reshape(b * h * w, cin)
+        return self._drain(acc, min(p[0] for p in parts), max(p[1] for p in parts))
 
     def _divide(self, acc, divisor):
         return rounding.saturate(rounding.trunc_div(acc, divisor))
@@ -329,9 +497,6 @@ class NumpyBackend(ArrayHostOps, Backend):
         if decay_div:
             dw = dw + rounding.trunc_div(w, decay_div)
         return rounding.wrap(np.asarray(w, np.int64) - dw, 32).astype(np.int32)
-
-    def _rescale(self, acc, shift, mode, rand):
-        return rounding.shift_round(acc, shift, mode, rand)
 
     def _update(self, w, g, limit):
         return rounding.saturate(w.astype(np.int16) - g.astype(np.int16), limit)

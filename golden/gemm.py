@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from nitihw.golden.parallel import MIN_MACS, Workers
 from nitihw.golden.rounding import max_abs
 
 GEMM_METHODS = ("auto", "float32", "float64", "int64", "object")
@@ -35,40 +36,64 @@ def choose_method(bound: int, product_bound: int | None = None) -> str:
     return "object"
 
 
-def _float32_chunked(a: np.ndarray, b: np.ndarray, product_bound: int, out_type) -> np.ndarray:
-    """Sum of float32 GEMMs over K-chunks short enough that each is exact (< 2^24)."""
-    k = a.shape[1]
-    chunk = max(1, (2**24 - 1) // max(product_bound, 1))
+def _blas_gemm(a, b, dtype, product_bound: int, out_type, workers) -> tuple:
+    """``(a @ b, min, max)`` by BLAS in ``dtype`` (float32: K-chunks that each stay below 2^24,
+    summed in float64), spread over ``workers``: row blocks when the K dimension is one exact
+    chunk, groups of K-chunks otherwise. Each block's min and max are taken while it is in
+    cache (the range unit watches the result drain)."""
+    m, k = a.shape
+    n = b.shape[1]
+    chunk = k
+    if dtype == np.float32:
+        chunk = max(1, (2**24 - 1) // max(product_bound, 1))
+    big = m * k * n >= MIN_MACS
     if chunk >= k:
-        return (a.astype(np.float32) @ b.astype(np.float32)).astype(out_type)
-    out = None
-    for k0 in range(0, k, chunk):
-        part = a[:, k0 : k0 + chunk].astype(np.float32) @ b[k0 : k0 + chunk].astype(np.float32)
-        out = part.astype(np.float64) if out is None else out + part
-    return out.astype(out_type)
+        b_f = b.astype(dtype, copy=False)
+        out = np.empty((m, n), out_type)
+
+        def rows(lo, hi):
+            part = out[lo:hi]
+            part[...] = a[lo:hi].astype(dtype, copy=False) @ b_f
+            return (int(part.min()), int(part.max())) if part.size else None
+
+        spans = workers.spans(m, max(1, MIN_MACS // max(k * n, 1))) if big else [(0, m)]
+        ranges = [r for r in workers.run(rows, spans) if r is not None]
+    else:
+        cuts = [*range(0, k, chunk), k]
+
+        def chunks(lo, hi):
+            total = None
+            for k0, k1 in zip(cuts[lo:hi], cuts[lo + 1 : hi + 1], strict=True):
+                part = a[:, k0:k1].astype(dtype, copy=False) @ b[k0:k1].astype(dtype, copy=False)
+                total = part.astype(np.float64) if total is None else total + part
+            return total
+
+        parts = workers.run(
+            chunks, workers.spans(len(cuts) - 1, 1) if big else [(0, len(cuts) - 1)]
+        )
+        out = (parts[0] if len(parts) == 1 else sum(parts[1:], parts[0])).astype(out_type)
+        ranges = [(int(out.min()), int(out.max()))] if out.size else []
+    if not ranges:
+        return out, 0, 0
+    return out, min(r[0] for r in ranges), max(r[1] for r in ranges)
 
 
-def exact_matmul(a: np.ndarray, b: np.ndarray, method: str = "auto") -> np.ndarray:
-    """``a @ b`` computed exactly over the integers.
+def _integers(x: np.ndarray) -> np.ndarray:
+    """An operand as an integer array (the golden conv keeps its im2col rows in float32)."""
+    return x if x.dtype.kind in "iu" else x.astype(np.int64)
 
-    ``a`` is (M, K), ``b`` is (K, N), both integer arrays. ``method`` forces a path:
 
-    - ``float32``: float32 BLAS over K-chunks each below 2^24, chunks summed in float64
-      (needs ``max|a| * max|b| < 2^24`` and ``K * max|a| * max|b| < 2^53``);
-    - ``float64``: one float64 BLAS call (needs ``K * max|a| * max|b| < 2^53``);
-    - ``int64``: NumPy's integer matmul (needs the bound below 2^63);
-    - ``object``: Python integers, any size.
-
-    ``auto`` picks the cheapest exact one. Forcing a path whose bound does not hold raises
-    ``ValueError`` rather than return a rounded result. Results outside int64 raise
-    ``OverflowError``. The result is int32 when the bound guarantees it fits, else int64.
-    """
+def exact_matmul_range(a, b, method: str = "auto", workers=None) -> tuple:
+    """:func:`exact_matmul`, and the result's ``(min, max)`` found on the way (0, 0 if empty)."""
     a = np.asarray(a)
     b = np.asarray(b)
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]:
         raise ValueError(f"exact_matmul needs (M,K) @ (K,N), got {a.shape} @ {b.shape}")
     if method not in GEMM_METHODS:
         raise ValueError(f"unknown GEMM method {method!r}; expected one of {GEMM_METHODS}")
+    for x in (a, b):
+        if x.dtype.kind not in "iuf":
+            raise TypeError(f"exact_matmul needs integer operands, got dtype {x.dtype}")
     product_bound = max_abs(a) * max_abs(b)
     bound = a.shape[1] * product_bound
     best = choose_method(bound, product_bound)
@@ -77,16 +102,40 @@ def exact_matmul(a: np.ndarray, b: np.ndarray, method: str = "auto") -> np.ndarr
     elif GEMM_METHODS.index(method) < GEMM_METHODS.index(best):
         raise ValueError(f"GEMM bound {bound} is too large for the exact {method} path")
     out_type = np.int32 if bound < 2**31 else np.int64
-    if method == "float32":
-        return _float32_chunked(a, b, product_bound, out_type)
-    if method == "float64":
-        return (a.astype(np.float64) @ b.astype(np.float64)).astype(out_type)
+    if method in ("float32", "float64"):
+        dtype = np.float32 if method == "float32" else np.float64
+        return _blas_gemm(a, b, dtype, product_bound, out_type, workers or Workers(1))
     if method == "int64":
-        return a.astype(np.int64) @ b.astype(np.int64)
-    out = a.astype(object) @ b.astype(object)
-    if out.size and (max(out.flat) >= 2**63 or min(out.flat) < -(2**63)):
-        raise OverflowError("exact GEMM result does not fit in 64 bits")
-    return out.astype(np.int64)
+        out = _integers(a).astype(np.int64) @ _integers(b).astype(np.int64)
+    else:
+        out = _integers(a).astype(object) @ _integers(b).astype(object)
+        if out.size and (max(out.flat) >= 2**63 or min(out.flat) < -(2**63)):
+            raise OverflowError("exact GEMM result does not fit in 64 bits")
+        out = out.astype(np.int64)
+    if not out.size:
+        return out, 0, 0
+    return out, int(out.min()), int(out.max())
+
+
+def exact_matmul(a: np.ndarray, b: np.ndarray, method: str = "auto", workers=None) -> np.ndarray:
+    """``a @ b`` computed exactly over the integers.
+
+    ``a`` is (M, K), ``b`` is (K, N), both integer arrays (or float arrays holding integers).
+    ``method`` forces a path:
+
+    - ``float32``: float32 BLAS over K-chunks each below 2^24, chunks summed in float64
+      (needs ``max|a| * max|b| < 2^24`` and ``K * max|a| * max|b| < 2^53``);
+    - ``float64``: float64 BLAS (needs ``K * max|a| * max|b| < 2^53``);
+    - ``int64``: NumPy's integer matmul (needs the bound below 2^63);
+    - ``object``: Python integers, any size.
+
+    ``auto`` picks the cheapest exact one. Forcing a path whose bound does not hold raises
+    ``ValueError`` rather than return a rounded result. Results outside int64 raise
+    ``OverflowError``. The result is int32 when the bound guarantees it fits, else int64.
+    ``workers`` (a :class:`~nitihw.golden.parallel.Workers`) spreads a large float GEMM over
+    threads; the result is the same integers whatever their number.
+    """
+    return exact_matmul_range(a, b, method, workers)[0]
 
 
 @dataclass(frozen=True)

@@ -45,26 +45,6 @@ def requant(acc, ctx: StepContext, tag: OpTag, mode: str):
     return be.rescale(acc, sh, mode, tag), sh
 
 
-def conv_sums(be: Backend, x, weight, pad: int, tag: OpTag):
-    """A stride-1 convolution as one GEMM: ``(cols, acc, out_shape)``. ``acc`` is the GEMM's
-    own result (one row per output position: the range unit watched it drain) and
-    ``out_shape`` the NHWC shape it stands for. ``weight`` is ``[C_out, k, k, C_in]``."""
-    b, h, w, _ = x.shape
-    cout, k = weight.shape[0], weight.shape[1]
-    cols = be.im2col(x, k, pad)
-    acc = be.gemm(cols, weight.reshape(cout, -1).T, tag)
-    return cols, acc, (b, h + 2 * pad - k + 1, w + 2 * pad - k + 1, cout)
-
-
-def conv_error_sums(be: Backend, err, weight, pad: int, tag: OpTag):
-    """The backward error of :func:`conv_sums`: the full convolution of the NHWC ``err`` with
-    the flipped kernel (im2col of ``err`` padded by ``k - 1 - pad``), as the GEMM's own result
-    (one row per input position)."""
-    cout, k, _, cin = weight.shape
-    flipped = weight[:, ::-1, ::-1, :].transpose(1, 2, 0, 3).reshape(k * k * cout, cin)
-    return be.gemm(be.im2col(err, k, k - 1 - pad), flipped, tag)
-
-
 class WeightLayer:
     """Shared by Linear and Conv2d: int8 weights (and optional 16-bit masters) and the update."""
 
@@ -148,9 +128,7 @@ class Conv2d(WeightLayer):
         self.pad = pad
 
     def forward(self, x: Tensor, ctx: StepContext) -> Tensor:
-        self.cols, acc, shape = conv_sums(
-            ctx.backend, x.data, self.weight, self.pad, self.tag("forward")
-        )
+        self.cols, acc, shape = ctx.backend.conv(x.data, self.weight, self.pad, self.tag("forward"))
         a, sh = requant(acc, ctx, self.tag("forward"), ctx.profile.act_rounding)
         return Tensor(a.reshape(shape), x.exp + self.exp + sh)
 
@@ -160,7 +138,7 @@ class Conv2d(WeightLayer):
         prev = None
         if not self.first:
             k, cin = self.k, self.weight.shape[3]
-            e32 = conv_error_sums(be, err, self.weight, self.pad, self.tag("backward-error"))
+            e32 = be.conv_error(err, self.weight, self.pad, self.tag("backward-error"))
             prev, _ = requant(e32, ctx, self.tag("backward-error"), ctx.profile.err_rounding)
             h, w = ho - 2 * self.pad + k - 1, wo - 2 * self.pad + k - 1
             prev = prev.reshape(b, h, w, cin)

@@ -78,7 +78,7 @@ import numpy as np
 
 from nitihw.golden import models as M
 from nitihw.golden.backend import Backend, OpTag
-from nitihw.golden.layers import StepContext, conv_sums
+from nitihw.golden.layers import StepContext
 from nitihw.golden.profiles import Profile
 from nitihw.golden.rounding import trunc_div, wrap
 
@@ -267,7 +267,7 @@ class WeightUnit:
         """int8 ``x`` (NHWC for a conv, (B, in) for a linear) -> int8 scaling output."""
         w = self.weight
         if self.kind == "conv":
-            rows, acc, shape = conv_sums(be, x, w, self.pad, self.tag("forward"))
+            rows, acc, shape = be.conv(x, w, self.pad, self.tag("forward"))
             out = be.divide(acc, self.scale, self.tag("forward")).reshape(shape)
         else:
             rows = x

@@ -35,7 +35,11 @@ def bitwidth(x: np.ndarray) -> int:
 
     Example: ``bitwidth([1]) == 0``, ``bitwidth([-128]) == 7``, ``bitwidth([129]) == 8``.
     """
-    m = max_abs(x)
+    return magnitude_bitwidth(max_abs(x))
+
+
+def magnitude_bitwidth(m: int) -> int:
+    """:func:`bitwidth` of a tensor whose largest magnitude is ``m``."""
     return 0 if m == 0 else (m - 1).bit_length()
 
 
@@ -141,8 +145,7 @@ def shift_round(x, shift: int, mode: str, rand=None) -> np.ndarray:
     if s < 0:  # |x| << L <= 127 exactly when |x| <= 127 >> L
         big = np.abs(x.astype(np.int64))
         mag = np.where(big > (INT8_MAX >> -s), INT8_MAX, big << min(-s, 7)).astype(np.int8)
-        np.negative(mag, out=mag, where=x < 0)
-        return mag
+        return _signed(mag, x)
 
     x = _signed_work_type(x)
     ut = np.dtype(f"u{x.dtype.itemsize}").type
@@ -150,25 +153,37 @@ def shift_round(x, shift: int, mode: str, rand=None) -> np.ndarray:
         x = x.astype(np.int64)
         ut = np.uint64
     m = np.abs(x).view(ut.__name__)  # |INT_MIN| is right as unsigned
-    q = m >> ut(s)
-    r = m & ut((1 << s) - 1)
     if mode == "round":
-        up = r >= ut(1 << (s - 1))
-    elif mode == "psto":
-        h = s // 2
-        rr = r & ut((1 << h) - 1)
-        if s % 2:
-            rr <<= ut(1)
-        up = (r >> ut(h)) > rr
-    elif mode == "trunc":
-        up = None
-    elif mode == "sto":
-        up = r > rand.astype(ut)
-    else:  # rne
-        half = ut(1 << (s - 1))
-        up = (r > half) | ((r == half) & ((q & ut(1)) == 1))
-    if up is not None:
-        q += up
-    mag = np.minimum(q, ut(INT8_MAX)).astype(np.int8)
-    np.negative(mag, out=mag, where=x < 0)
+        # q + (r >= 2^(s-1)) == (m + 2^(s-1)) >> s, and m + 2^(s-1) < 2^bits as unsigned
+        q = m + ut(1 << (s - 1))
+        q >>= ut(s)
+    else:
+        q = m >> ut(s)
+        r = m & ut((1 << s) - 1)
+        if mode == "psto":
+            h = s // 2
+            rr = r & ut((1 << h) - 1)
+            if s % 2:
+                rr <<= ut(1)
+            up = (r >> ut(h)) > rr
+        elif mode == "trunc":
+            up = None
+        elif mode == "sto":
+            up = r > rand.astype(ut)
+        else:  # rne
+            half = ut(1 << (s - 1))
+            up = (r > half) | ((r == half) & ((q & ut(1)) == 1))
+        if up is not None:
+            q += up
+    np.minimum(q, ut(INT8_MAX), out=q)
+    return _signed(q.astype(np.int8), x)
+
+
+def _signed(mag: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """``sign(x) * mag`` for int8 magnitudes, in place and branch-free: with ``n = -1`` where
+    ``x < 0`` and ``0`` elsewhere, ``(mag ^ n) - n`` is ``-mag`` or ``mag``."""
+    n = (x < 0).view(np.int8)
+    np.negative(n, out=n)
+    mag ^= n
+    mag -= n
     return mag

@@ -7,6 +7,7 @@ exactly the batches an uninterrupted run would.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -323,7 +324,10 @@ def train(
             state.overflow_events = backend.overflow_events
             save_checkpoint(ckpt, cfg, net, state)
 
-    with _InterruptAfterStep() as interrupt:
+    # BLAS settings are the integer backends' own; the float twins keep BLAS's defaults (their
+    # float sums, so their weights, depend on how BLAS splits them)
+    session = backend.session() if profile.integer else contextlib.nullcontext()
+    with _InterruptAfterStep() as interrupt, session:
         while state.step < total:
             epoch, first = divmod(state.step, per_epoch)
             order = np.random.default_rng([cfg.seed, epoch]).permutation(n)

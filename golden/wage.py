@@ -43,7 +43,7 @@ import numpy as np
 
 from nitihw.golden import models as M
 from nitihw.golden.backend import OpTag
-from nitihw.golden.layers import StepContext, conv_error_sums, conv_sums
+from nitihw.golden.layers import StepContext
 from nitihw.golden.network import layer_name
 
 WEIGHT_LIMIT = 64  # W in [-0.5, 0.5] at 2^-7
@@ -106,7 +106,7 @@ class WageUnit:
         be = ctx.backend
         self.t = be.rescale(self.weight, TERNARY_SHIFT, "rne", self.tag("forward"))
         if self.k:
-            self.x, acc, shape = conv_sums(be, x, self.t, self.pad, self.tag("forward"))
+            self.x, acc, shape = be.conv(x, self.t, self.pad, self.tag("forward"))
             acc = acc.reshape(shape)
         else:
             self.x = x
@@ -137,7 +137,7 @@ class WageUnit:
         prev = None
         if not self.first:
             if self.k:
-                prev = conv_error_sums(be, e8, self.t, self.pad, self.tag("backward-error"))
+                prev = be.conv_error(e8, self.t, self.pad, self.tag("backward-error"))
                 prev = prev.reshape(self.in_shape)
             else:
                 prev = be.gemm(e2, self.t, self.tag("backward-error"))

@@ -23,6 +23,7 @@ class RtlBackend(NumpyBackend):
     """
 
     name = "rtl"
+    direct_convs = False  # the datapath runs the lowered GEMMs themselves
 
     def __init__(self, driver: DatapathDriver, call, acc_bits: int = 32, overflow: str = "error"):
         super().__init__(acc_bits, overflow)

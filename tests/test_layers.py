@@ -118,6 +118,29 @@ def test_maxpool_routes_to_first_maximum():
     assert back.reshape(-1).tolist() == [0, 9, 0, 0]
 
 
+@pytest.mark.parametrize("shape,k", [((3, 6, 6, 4), 2), ((2, 7, 5, 3), 2), ((2, 9, 10, 2), 3)])
+def test_maxpool_against_loops(shape, k):
+    """Windows full of ties (values in -2..2) and odd sizes (the last row/column is dropped):
+    the output, the first-maximum index and the routed error equal a plain loop's."""
+    from nitihw.golden import NumpyBackend
+
+    rng = np.random.default_rng(sum(shape) + k)
+    x = rng.integers(-2, 3, shape).astype(np.int8)
+    be = NumpyBackend()
+    y, idx = be.maxpool(x, k)
+    b, h, w, c = shape
+    ho, wo = h // k, w // k
+    err = rng.integers(-127, 128, (b, ho, wo, c)).astype(np.int8)
+    back = be.maxpool_backward(err, idx, shape, k)
+    want_back = np.zeros(shape, np.int8)
+    for n, i, j, ch in np.ndindex(b, ho, wo, c):
+        window = [int(x[n, i * k + dy, j * k + dx, ch]) for dy in range(k) for dx in range(k)]
+        first = window.index(max(window))
+        assert (y[n, i, j, ch], idx[n, i, j, ch]) == (max(window), first)
+        want_back[n, i * k + first // k, j * k + first % k, ch] = err[n, i, j, ch]
+    np.testing.assert_array_equal(back, want_back)
+
+
 def test_dropout_mask_shared_by_batch_and_identity_at_eval():
     x = np.full((3, 64), 7, np.int8)
     d = Dropout("d", stream_id=5)

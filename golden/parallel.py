@@ -1,0 +1,108 @@
+"""Threads for the golden model: BLAS single-threaded, and the model's own workers on top.
+
+OpenBLAS's worker threads spin while they wait for each other. When their cores are taken
+(another training, a sweep's other workers, any multi-threaded NumPy job), a step of many
+small GEMMs collapses: measured 0.10x of its idle speed next to one 2-thread NumPy process.
+So the golden model runs BLAS with one thread and spreads its own work instead: a large GEMM
+is cut into row (or K-chunk) blocks, a long rescale or range into element blocks, and each
+block is one single-threaded NumPy call on a :class:`Workers` thread (NumPy releases the GIL
+inside its loops and BLAS calls). A worker that finds its core taken simply waits in the
+kernel's run queue; nothing spins. Small operations run on the calling thread. Every block
+computes exactly what the whole operation would, so the bits never depend on the thread count
+(the tests run 1, 2 and 3 threads and compare).
+
+``threads=None`` picks the default, :func:`default_threads`; docs/benchmarks.md
+(section golden_speed) holds the measurements behind it.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor, wait
+
+#: Below this many elements an elementwise operation is not split (thread hand-off costs
+#: more than it saves).
+MIN_ELEMENTS = 1 << 16
+#: Elementwise work is cut into blocks of at most this many elements (they stay in cache).
+BLOCK_ELEMENTS = 1 << 16
+#: Below this many multiply-adds a GEMM is not split.
+MIN_MACS = 1 << 21
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity, else the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def default_threads() -> int:
+    """One worker per available core, at most 4 (the step's operations are too small to
+    split further)."""
+    return max(1, min(4, available_cores()))
+
+
+def check_threads(threads) -> int:
+    """``threads`` as an int >= 1 (``None``: :func:`default_threads`), or a ValueError."""
+    if threads is None:
+        return default_threads()
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"--threads must be an integer >= 1, got {threads!r}")
+    return threads
+
+
+class Workers:
+    """``threads`` workers for blocks of NumPy work; with one thread everything runs inline.
+
+    The pool starts on first use; :meth:`close` ends it (idle workers also end with the
+    interpreter).
+    """
+
+    def __init__(self, threads: int | None = None):
+        self.threads = check_threads(threads)
+        self._pool: ThreadPoolExecutor | None = None
+
+    def spans(self, n: int, min_size: int, max_size: int | None = None) -> list[tuple[int, int]]:
+        """``[lo, hi)`` blocks that cover ``0..n``: one per thread (more when ``max_size`` asks
+        for smaller blocks, to keep each in cache), none under ``min_size`` unless ``n`` is."""
+        parts = max(1, min(self.threads, n // max(min_size, 1)))
+        if max_size:
+            parts = max(parts, -(-n // max_size))
+        edges = [n * i // parts for i in range(parts + 1)]
+        return [(edges[i], edges[i + 1]) for i in range(parts)]
+
+    def run(self, fn, blocks: list) -> list:
+        """``[fn(*block) for block in blocks]``, the blocks dealt out over the workers (the
+        calling thread is one of them). An exception propagates once every block is done."""
+        if len(blocks) <= 1 or self.threads == 1:
+            return [fn(*b) for b in blocks]
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.threads - 1, thread_name_prefix="nitihw-golden")
+        results: list = [None] * len(blocks)
+
+        def work(ids):
+            for i in ids:
+                results[i] = fn(*blocks[i])
+
+        t = min(self.threads, len(blocks))
+        futures = [self._pool.submit(work, range(i, len(blocks), t)) for i in range(1, t)]
+        try:
+            work(range(0, len(blocks), t))
+        finally:
+            wait(futures)  # no block outlives the call, even when one raised
+        for f in futures:
+            f.result()
+        return results
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+
+def blas_threads(n: int):
+    """A context manager that holds every loaded BLAS at ``n`` threads (threadpoolctl)."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=n, user_api="blas")

@@ -1,0 +1,131 @@
+"""The golden model's fast routes give the datapath's bits: direct convolutions (float32 im2col
+rows, col2im backward error) against the lowered GEMMs, and any thread count against one."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from nitihw.golden import NumpyBackend, OpTag, exact_matmul
+from nitihw.golden.backend import AccumulatorOverflowError
+from nitihw.golden.datasets import load_dataset
+from nitihw.golden.parallel import Workers, check_threads
+from nitihw.golden.train import TrainConfig, train
+
+TAG = OpTag("l", "forward")
+
+
+class Lowered(NumpyBackend):
+    direct_convs = False
+
+
+def _pair(acc_bits=32, overflow="error", threads=2):
+    fast = NumpyBackend(acc_bits, overflow, threads=threads)
+    slow = Lowered(acc_bits, overflow, threads=1)
+    fast.trace, slow.trace = [], []
+    return fast, slow
+
+
+def _same_trace(a, b):
+    assert [(e.op, e.tag, e.shape) for e in a.trace] == [(e.op, e.tag, e.shape) for e in b.trace]
+
+
+@pytest.mark.parametrize(
+    "shape,cout,k,pad,lim",
+    [
+        ((3, 9, 9, 2), 4, 3, 1, 127),
+        ((2, 12, 12, 20), 50, 5, 0, 127),  # LeNet's conv2: float32 col2im needs float64 sums
+        ((2, 8, 7, 3), 5, 5, 2, 3),
+        ((40, 6, 6, 1), 3, 3, 1, 127),  # enough rows to split over the workers
+        ((1, 5, 5, 4), 2, 1, 0, 90),
+    ],
+)
+def test_direct_convs_equal_lowered(shape, cout, k, pad, lim):
+    rng = np.random.default_rng(k * 10 + pad + shape[0])
+    x = rng.integers(-lim, lim + 1, shape).astype(np.int8)
+    w = rng.integers(-127, 128, (cout, k, k, shape[3])).astype(np.int8)
+    fast, slow = _pair()
+    cols_f, acc_f, sh_f = fast.conv(x, w, pad, TAG)
+    cols_s, acc_s, sh_s = slow.conv(x, w, pad, TAG)
+    assert cols_f.dtype == np.float32 and cols_s.dtype == np.int8
+    np.testing.assert_array_equal(cols_f, cols_s)
+    np.testing.assert_array_equal(acc_f, acc_s)
+    assert acc_f.dtype == acc_s.dtype and sh_f == sh_s
+    err = rng.integers(-lim, lim + 1, sh_f).astype(np.int8)
+    e_f = fast.conv_error(err, w, pad, TAG)
+    e_s = slow.conv_error(err, w, pad, TAG)
+    np.testing.assert_array_equal(e_f, e_s)
+    assert e_f.dtype == e_s.dtype
+    assert fast.bitwidth(e_f, TAG) == slow.bitwidth(e_s, TAG)
+    g_f = fast.gemm(err.reshape(-1, cout).T, cols_f, TAG)
+    np.testing.assert_array_equal(g_f, slow.gemm(err.reshape(-1, cout).T, cols_s, TAG))
+    _same_trace(fast, slow)
+
+
+def test_direct_conv_error_overflow_policy():
+    """A 16-bit accumulator overflows in the col2im route exactly as in the lowered GEMM."""
+    rng = np.random.default_rng(3)
+    err = rng.integers(100, 128, (2, 6, 6, 8)).astype(np.int8)
+    w = rng.integers(100, 128, (8, 3, 3, 2)).astype(np.int8)
+    fast, slow = _pair(16, "wrap")
+    np.testing.assert_array_equal(fast.conv_error(err, w, 1, TAG), slow.conv_error(err, w, 1, TAG))
+    assert fast.overflow_events == slow.overflow_events > 0
+    with pytest.raises(AccumulatorOverflowError):
+        NumpyBackend(16).conv_error(err, w, 1, TAG)
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+@pytest.mark.parametrize("m,k,n,lim", [(700, 300, 40, 127), (30, 5000, 20, 127), (90, 90, 9, 3)])
+def test_threaded_gemm_equals_one_thread(threads, m, k, n, lim):
+    rng = np.random.default_rng(m + k)
+    a = rng.integers(-lim, lim + 1, (m, k)).astype(np.int8)
+    b = rng.integers(-lim, lim + 1, (k, n)).astype(np.int8)
+    want = exact_matmul(a, b, "int64")
+    got = exact_matmul(a, b, workers=Workers(threads))
+    np.testing.assert_array_equal(got, want)
+
+
+def test_rescale_and_range_in_blocks():
+    rng = np.random.default_rng(5)
+    acc = rng.integers(-(2**20), 2**20, (600, 300)).astype(np.int32)
+    rand = rng.integers(0, 2**9, acc.shape)
+    one, three = NumpyBackend(threads=1), NumpyBackend(threads=3)
+    for mode in ("round", "psto", "trunc", "rne"):
+        np.testing.assert_array_equal(
+            three.rescale(acc, 9, mode, TAG), one.rescale(acc, 9, mode, TAG)
+        )
+    np.testing.assert_array_equal(
+        three.rescale(acc, 9, "sto", TAG, rand), one.rescale(acc, 9, "sto", TAG, rand)
+    )
+    assert three.bitwidth(acc, TAG) == one.bitwidth(acc, TAG) == 20
+    assert three.max_magnitude(acc, TAG) == int(np.abs(acc).max())
+
+
+@pytest.mark.parametrize("profile", ["niti", "niti-2020", "wage", "nitro-d"])
+def test_training_bits_do_not_depend_on_threads(profile):
+    data = load_dataset("mnist5k")
+    data = dataclasses.replace(data, test_x=data.test_x[:64], test_y=data.test_y[:64])
+    cfg = dict(model="lenet", dataset="mnist5k", profile=profile, epochs=9, batch=64)
+    hashes = set()
+    for threads in (1, 2, 3):
+        be = NumpyBackend(overflow="wrap" if profile == "nitro-d" else "error", threads=threads)
+        hashes.add(train(TrainConfig(**cfg, steps=2), data, be)["weights_sha256"])
+    lowered = Lowered(overflow="wrap" if profile == "nitro-d" else "error", threads=1)
+    hashes.add(train(TrainConfig(**cfg, steps=2), data, lowered)["weights_sha256"])
+    assert len(hashes) == 1
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, "2", True])
+def test_threads_must_be_a_positive_integer(bad):
+    with pytest.raises(ValueError, match="--threads"):
+        check_threads(bad)
+
+
+def test_worker_errors_propagate():
+    def boom(lo, hi):
+        if lo:
+            raise RuntimeError(f"block {lo}")
+        return hi
+
+    with pytest.raises(RuntimeError, match="block"):
+        Workers(3).run(boom, [(0, 1), (1, 2), (2, 3)])
