@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from nitihw.golden import kernels, rounding
 from nitihw.golden import loss as _loss
-from nitihw.golden import rounding
 from nitihw.golden.gemm import Accumulator, exact_matmul_range
-from nitihw.golden.parallel import BLOCK_ELEMENTS, MIN_ELEMENTS, MIN_MACS, Workers, blas_threads
+from nitihw.golden.parallel import MIN_ELEMENTS, MIN_MACS, Workers, blas_threads
 from nitihw.golden.randomness import random_bits
 
 PHASES = ("forward", "backward-error", "weight-gradient", "update")
@@ -113,6 +113,12 @@ class Backend:
         """
         shape = (a.shape[0], a.shape[1], b.shape[1])
         return self._gemm_done(tag, shape, lambda: self._gemm(a, b))
+
+    def gemm_later(self, a, b, tag: OpTag):
+        """A GEMM whose result is wanted later: returns a function that gives it (as
+        :meth:`gemm` would, at the moment it is called: trace, overflow policy, range unit). A
+        backend may compute the product meanwhile; here it simply waits for the call."""
+        return lambda: self.gemm(a, b, tag)
 
     def _gemm_done(self, tag: OpTag, shape: tuple, compute):
         """One GEMM of ``shape`` (M, K, N): ``compute()`` gives ``(acc, overflowed)``; trace,
@@ -278,15 +284,16 @@ class ArrayHostOps:
         return self.xp.maximum(x, 0)
 
     def relu_backward(self, err, pre):
-        """Mask errors where the int8 pre-activation is <= 0."""
-        return self.xp.where(pre > 0, err, 0).astype(err.dtype)
+        """Mask errors where the int8 pre-activation is <= 0 (``err * (pre > 0)``: no branch)."""
+        return err * (pre > 0).view(self.xp.int8)
 
     def maxpool(self, x, k: int):
         """k x k / k max-pool of NHWC int8. Returns ``(y, idx)``; ``idx`` is the FIRST maximum
         of each window in row-major window order (ties are real with int8).
 
         One pass per window position over strided views: a later position takes over only
-        where it is strictly greater, so the first maximum keeps its index."""
+        where it is strictly greater, and since positions only grow, ``idx = max(idx, j *
+        later)`` records it without a branch."""
         xp = self.xp
         h, w = x.shape[1:3]
         ho, wo = h // k, w // k
@@ -294,8 +301,9 @@ class ArrayHostOps:
         y = views[0].copy()
         idx = xp.zeros(y.shape, dtype=xp.int8)
         for j, v in enumerate(views[1:], 1):
-            later = v > y
-            idx[later] = j
+            later = (v > y).view(xp.int8)
+            later *= j
+            xp.maximum(idx, later, out=idx)
             xp.maximum(y, v, out=y)
         return y, idx
 
@@ -305,10 +313,11 @@ class ArrayHostOps:
         h, w = in_shape[1:3]
         ho, wo = h // k, w // k
         out = xp.zeros(in_shape, dtype=err.dtype)
-        zero = xp.zeros((), dtype=err.dtype)
         for j in range(k * k):
             dy, dx = divmod(j, k)
-            out[:, dy : ho * k : k, dx : wo * k : k, :] = xp.where(idx == j, err, zero)
+            xp.multiply(
+                err, (idx == j).view(xp.int8), out=out[:, dy : ho * k : k, dx : wo * k : k, :]
+            )
         return out
 
     def argmax(self, logits):
@@ -359,6 +368,7 @@ class NumpyBackend(ArrayHostOps, Backend):
         self.gemm_method = gemm_method
         self.workers = Workers(threads)
         self._drained = None  # (acc, min, max) of the last GEMM, found as its result drained
+        self._magnitudes: list = []  # (operand, max |operand|) of recent im2col rows
 
     def session(self):
         """BLAS single-threaded while a run computes (the workers do the splitting)."""
@@ -373,8 +383,21 @@ class NumpyBackend(ArrayHostOps, Backend):
 
     # ---- datapath -------------------------------------------------------------------------
     def _gemm(self, a, b):
-        exact, lo, hi = exact_matmul_range(a, b, self.gemm_method, self.workers)
+        known = (self._magnitude(a), self._magnitude(b))
+        exact, lo, hi = exact_matmul_range(a, b, self.gemm_method, self.workers, known)
         return self._drain(exact, lo, hi)
+
+    def gemm_later(self, a, b, tag: OpTag):
+        """:meth:`Backend.gemm_later` computed on a worker while the caller goes on (a step's
+        error GEMM and its weight-gradient GEMM are independent); small products and a single
+        thread compute at the call."""
+        m, k = a.shape
+        n = b.shape[1]
+        if self.workers.threads == 1 or m * k * n < MIN_MACS or self.gemm_method != "auto":
+            return super().gemm_later(a, b, tag)
+        known = (self._magnitude(a), self._magnitude(b))
+        future = self.workers.submit(exact_matmul_range, a, b, "auto", None, known)
+        return lambda: self._gemm_done(tag, (m, k, n), lambda: self._drain(*future.result()))
 
     def _drain(self, acc, lo: int, hi: int):
         """``(acc, overflowed)`` for a GEMM result whose min and max are known."""
@@ -409,18 +432,28 @@ class NumpyBackend(ArrayHostOps, Backend):
 
     def _rescale(self, acc, shift, mode, rand):
         acc = np.asarray(acc)
-        spans = self.workers.spans(acc.size, MIN_ELEMENTS, BLOCK_ELEMENTS)
-        if len(spans) == 1:
-            return rounding.shift_round(acc, shift, mode, rand)
         flat = acc.reshape(-1)
         flat_rand = None if rand is None else np.asarray(rand).reshape(-1)
         out = np.empty(flat.shape, np.int8)
+        kernel = kernels.rescale_kernel(flat.dtype, shift)
+        if kernel is not None:
+            code = kernels.MODE_CODES[mode]
+            rand64 = np.zeros(1, np.int64) if rand is None else flat_rand.astype(np.int64)
 
-        def block(lo, hi):
-            r = None if flat_rand is None else flat_rand[lo:hi]
-            out[lo:hi] = rounding.shift_round(flat[lo:hi], shift, mode, r)
+            def block(lo, hi):
+                kernel(
+                    flat[lo:hi], shift, code, rand64 if rand is None else rand64[lo:hi], out[lo:hi]
+                )
 
-        self.workers.run(block, spans)
+        elif flat.size < 2 * MIN_ELEMENTS or self.workers.threads == 1:
+            return rounding.shift_round(acc, shift, mode, rand)
+        else:
+
+            def block(lo, hi):
+                r = None if flat_rand is None else flat_rand[lo:hi]
+                out[lo:hi] = rounding.shift_round(flat[lo:hi], shift, mode, r)
+
+        self.workers.run(block, self.workers.spans(flat.size, MIN_ELEMENTS))
         return out.reshape(acc.shape)
 
     # ---- convolutions by the golden model's own exact routes ------------------------------
@@ -429,7 +462,10 @@ class NumpyBackend(ArrayHostOps, Backend):
 
     def conv(self, x, weight, pad: int, tag: OpTag):
         """:meth:`Backend.conv` with the im2col rows built straight into float32 (exact small
-        integers), in batch blocks over the workers."""
+        integers) over the workers: window by window (rows in place) when a window row holds
+        many values, else tap by tap into a column-major matrix (few channels: one image row
+        at a time is the longest contiguous run). Their magnitude is the input's, so the GEMMs
+        that read them need not search them for it."""
         if not self._direct() or x.shape[0] == 0:
             return super().conv(x, weight, pad, tag)
         b, h, w, c = x.shape
@@ -437,24 +473,45 @@ class NumpyBackend(ArrayHostOps, Backend):
         ho, wo = h + 2 * pad - k + 1, w + 2 * pad - k + 1
         if pad:
             x = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-        s = x.strides
-        win = np.lib.stride_tricks.as_strided(
-            x, shape=(b, ho, wo, k, k, c), strides=(s[0], s[1], s[2], s[1], s[2], s[3])
-        )
-        cols = np.empty((b, ho, wo, k, k, c), np.float32)
+        if k * c >= wo:  # window rows are the long runs
+            s = x.strides
+            win = np.lib.stride_tricks.as_strided(
+                x, shape=(b, ho, wo, k, k, c), strides=(s[0], s[1], s[2], s[1], s[2], s[3])
+            )
+            cols = np.empty((b, ho, wo, k, k, c), np.float32)
 
-        def block(lo, hi):
-            cols[lo:hi] = win[lo:hi]
+            def images(lo, hi):
+                cols[lo:hi] = win[lo:hi]
 
-        self.workers.run(block, self.workers.spans(b, max(1, MIN_ELEMENTS // cols[0].size)))
-        cols = cols.reshape(b * ho * wo, k * k * c)
+            self.workers.run(images, self.workers.spans(b, max(1, MIN_ELEMENTS // cols[0].size)))
+            cols = cols.reshape(b * ho * wo, k * k * c)
+        else:  # image rows are: one (C, B, Ho, Wo) block per tap, the matrix is its transpose
+            planes = x.transpose(3, 0, 1, 2)
+            taps = np.empty((k, k, c, b, ho, wo), np.float32)
+
+            def tap_rows(lo, hi):
+                for t in range(lo, hi):
+                    kh, kw = divmod(t, k)
+                    taps[kh, kw] = planes[:, :, kh : kh + ho, kw : kw + wo]
+
+            self.workers.run(tap_rows, self.workers.spans(k * k, 1))
+            cols = taps.reshape(k * k * c, b * ho * wo).T
+        self._remember_magnitude(cols, rounding.max_abs(x))
         acc = self.gemm(cols, weight.reshape(cout, -1).T.astype(np.float32), tag)
         return cols, acc, (b, ho, wo, cout)
 
+    def _remember_magnitude(self, x, m: int) -> None:
+        """Note ``max|x|`` of an operand built here (the last few are kept)."""
+        self._magnitudes = [*self._magnitudes[-3:], (x, m)]
+
+    def _magnitude(self, x) -> int | None:
+        return next((m for y, m in self._magnitudes if y is x), None)
+
     def conv_error(self, err, weight, pad: int, tag: OpTag):
-        """:meth:`Backend.conv_error` as ``err @ W`` (one row per output position, K = C_out)
-        and a col2im: each kernel tap's block added into the padded input, in float32 while
-        every partial sum stays below 2^24 (float64 below 2^53, else the lowered GEMM)."""
+        """:meth:`Backend.conv_error` as a col2im: per kernel tap, ``err @ W[:, tap]`` (one row
+        per output position, K = C_out) added into the padded input, in float32 while every
+        partial sum stays below 2^24 (float64 below 2^53, else the lowered GEMM). Half the
+        multiply-adds of the lowered GEMM, whose rows are mostly padding."""
         b, ho, wo, cout = err.shape
         _, k, _, cin = weight.shape
         product = rounding.max_abs(err) * rounding.max_abs(weight)
@@ -469,23 +526,36 @@ class NumpyBackend(ArrayHostOps, Backend):
         b, ho, wo, cout = err.shape
         _, k, _, cin = weight.shape
         h, w = ho - 2 * pad + k - 1, wo - 2 * pad + k - 1
-        taps = weight.reshape(cout, k * k * cin).astype(np.float32)
+        out = np.empty((b, h, w, cin), np.int32 if bound < 2**31 else np.int64)
+        per_image = ho * wo * cout * k * k * cin
+        spans = self.workers.spans(b, max(1, MIN_MACS // per_image))
+        col2im = kernels.col2im_kernel()
+        if col2im is not None:  # one GEMM for every tap, then one gathering pass
+            taps = weight.reshape(cout, k * k * cin).astype(np.float32)
+            rows = err.reshape(b, ho * wo, cout)
+
+            def gathered(lo, hi):
+                p = rows[lo:hi].reshape(-1, cout).astype(np.float32) @ taps
+                return col2im(p.reshape(hi - lo, ho, wo, k, k, cin), pad, out[lo:hi])
+
+            parts = self.workers.run(gathered, spans)
+            acc = out.reshape(b * h * w, cin)
+            return self._drain(acc, min(p[0] for p in parts), max(p[1] for p in parts))
+        taps = weight.transpose(1, 2, 0, 3).astype(np.float32)  # [kh, kw] -> (C_out, C_in)
         full = np.zeros((b, ho + k - 1, wo + k - 1, cin), np.float32 if bound < 2**24 else float)
         rows = err.reshape(b, ho * wo, cout)
-        out = np.empty((b, h, w, cin), np.int32 if bound < 2**31 else np.int64)
 
         def block(lo, hi):
-            p = (rows[lo:hi].astype(np.float32) @ taps).reshape(hi - lo, ho, wo, k, k, cin)
+            e = rows[lo:hi].reshape(-1, cout).astype(np.float32)
             f = full[lo:hi]
             for kh in range(k):
-                for kw in range(k):
-                    f[:, kh : kh + ho, kw : kw + wo] += p[:, :, :, kh, kw]
+                for kw in range(k):  # one small GEMM per tap: contiguous blocks to add
+                    f[:, kh : kh + ho, kw : kw + wo] += (e @ taps[kh, kw]).reshape(-1, ho, wo, cin)
             part = out[lo:hi]
             part[...] = f[:, pad : pad + h, pad : pad + w]
             return int(part.min()), int(part.max())
 
-        per_image = ho * wo * cout * k * k * cin
-        parts = self.workers.run(block, self.workers.spans(b, max(1, MIN_MACS // per_image)))
+        parts = self.workers.run(block, spans)
         acc = out.reshape(b * h * w, cin)
         return self._drain(acc, min(p[0] for p in parts), max(p[1] for p in parts))
 

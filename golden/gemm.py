@@ -83,8 +83,10 @@ def _integers(x: np.ndarray) -> np.ndarray:
     return x if x.dtype.kind in "iu" else x.astype(np.int64)
 
 
-def exact_matmul_range(a, b, method: str = "auto", workers=None) -> tuple:
-    """:func:`exact_matmul`, and the result's ``(min, max)`` found on the way (0, 0 if empty)."""
+def exact_matmul_range(a, b, method: str = "auto", workers=None, magnitudes=(None, None)):
+    """:func:`exact_matmul`, and the result's ``(min, max)`` found on the way (0, 0 if empty):
+    ``(out, min, max)``. ``magnitudes`` may give ``max|a|`` and ``max|b|`` when the caller
+    already knows them (``None``: search the operand)."""
     a = np.asarray(a)
     b = np.asarray(b)
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]:
@@ -94,7 +96,8 @@ def exact_matmul_range(a, b, method: str = "auto", workers=None) -> tuple:
     for x in (a, b):
         if x.dtype.kind not in "iuf":
             raise TypeError(f"exact_matmul needs integer operands, got dtype {x.dtype}")
-    product_bound = max_abs(a) * max_abs(b)
+    ma, mb = (max_abs(x) if m is None else m for x, m in zip((a, b), magnitudes, strict=True))
+    product_bound = ma * mb
     bound = a.shape[1] * product_bound
     best = choose_method(bound, product_bound)
     if method == "auto":

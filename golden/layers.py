@@ -4,7 +4,9 @@ A layer is a small object with ``forward(x, ctx)`` and ``backward(err, ctx)``. E
 produces comes from a Backend operation: GEMMs, ranges, rescales and updates go to the datapath;
 im2col, ReLU, pooling and dropout masks are host operations. Activations are ``Tensor(data, exp)``
 with int8 data; errors are plain int8 arrays (their exponents are informational and not kept).
-Backward of a weight layer: error with the OLD weights, then the gradient, then the update.
+Backward of a weight layer: error with the OLD weights, then the gradient, then the update (the
+gradient GEMM is handed to ``gemm_later``: a backend may compute it alongside the error path, but
+it reaches the trace, the range unit and the update in this order).
 """
 
 from __future__ import annotations
@@ -100,10 +102,11 @@ class Linear(WeightLayer):
     def backward(self, err, ctx: StepContext):
         be = ctx.backend
         prev = None
+        grad = be.gemm_later(err.T, self.x, self.tag("weight-gradient"))
         if not self.first:
             e32 = be.gemm(err, self.weight, self.tag("backward-error"))
             prev, _ = requant(e32, ctx, self.tag("backward-error"), ctx.profile.err_rounding)
-        self.update_weights(be.gemm(err.T, self.x, self.tag("weight-gradient")), ctx)
+        self.update_weights(grad(), ctx)
         self.x = None
         return prev
 
@@ -136,14 +139,14 @@ class Conv2d(WeightLayer):
         be = ctx.backend
         b, ho, wo, cout = err.shape
         prev = None
+        grad = be.gemm_later(err.reshape(-1, cout).T, self.cols, self.tag("weight-gradient"))
         if not self.first:
             k, cin = self.k, self.weight.shape[3]
             e32 = be.conv_error(err, self.weight, self.pad, self.tag("backward-error"))
             prev, _ = requant(e32, ctx, self.tag("backward-error"), ctx.profile.err_rounding)
             h, w = ho - 2 * self.pad + k - 1, wo - 2 * self.pad + k - 1
             prev = prev.reshape(b, h, w, cin)
-        grad = be.gemm(err.reshape(-1, cout).T, self.cols, self.tag("weight-gradient"))
-        self.update_weights(grad, ctx)
+        self.update_weights(grad(), ctx)
         self.cols = None
         return prev
 

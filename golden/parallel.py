@@ -17,7 +17,9 @@ computes exactly what the whole operation would, so the bits never depend on the
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor, wait
 
 #: Below this many elements an elementwise operation is not split (thread hand-off costs
@@ -62,6 +64,8 @@ class Workers:
     def __init__(self, threads: int | None = None):
         self.threads = check_threads(threads)
         self._pool: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+        self._busy = 0  # workers running a submitted task
 
     def spans(self, n: int, min_size: int, max_size: int | None = None) -> list[tuple[int, int]]:
         """``[lo, hi)`` blocks that cover ``0..n``: one per thread (more when ``max_size`` asks
@@ -72,21 +76,38 @@ class Workers:
         edges = [n * i // parts for i in range(parts + 1)]
         return [(edges[i], edges[i + 1]) for i in range(parts)]
 
+    def _executor(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.threads - 1, thread_name_prefix="nitihw-golden")
+        return self._pool
+
+    def submit(self, fn, *args):
+        """``fn(*args)`` on a worker (needs ``threads >= 2``); returns its Future. Until it is
+        done, :meth:`run` counts that worker as taken (a block queued behind it would wait)."""
+        with self._lock:
+            self._busy += 1
+        future = self._executor().submit(fn, *args)
+        future.add_done_callback(self._release)
+        return future
+
+    def _release(self, _future) -> None:
+        with self._lock:
+            self._busy -= 1
+
     def run(self, fn, blocks: list) -> list:
         """``[fn(*block) for block in blocks]``, the blocks dealt out over the workers (the
         calling thread is one of them). An exception propagates once every block is done."""
-        if len(blocks) <= 1 or self.threads == 1:
+        t = min(self.threads - self._busy, len(blocks))
+        if t <= 1:
             return [fn(*b) for b in blocks]
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.threads - 1, thread_name_prefix="nitihw-golden")
+        pool = self._executor()
         results: list = [None] * len(blocks)
 
         def work(ids):
             for i in ids:
                 results[i] = fn(*blocks[i])
 
-        t = min(self.threads, len(blocks))
-        futures = [self._pool.submit(work, range(i, len(blocks), t)) for i in range(1, t)]
+        futures = [pool.submit(work, range(i, len(blocks), t)) for i in range(1, t)]
         try:
             work(range(0, len(blocks), t))
         finally:
@@ -102,7 +123,10 @@ class Workers:
 
 
 def blas_threads(n: int):
-    """A context manager that holds every loaded BLAS at ``n`` threads (threadpoolctl)."""
-    from threadpoolctl import threadpool_limits
-
+    """A context manager that holds every loaded BLAS at ``n`` threads (threadpoolctl, a
+    dependency; where it is missing, as in a bare GPU image, BLAS keeps its own settings)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return contextlib.nullcontext()
     return threadpool_limits(limits=n, user_api="blas")

@@ -249,6 +249,13 @@ def build_parser() -> argparse.ArgumentParser:
         "default), cocotb-verilator or icarus (the cocotb testbench; much slower)",
     )
     t.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="--backend golden: worker threads (default: one per CPU core, at most 4); BLAS "
+        "itself runs single-threaded; the bits do not depend on it (docs/training.md)",
+    )
+    t.add_argument(
         "--sim-instances",
         type=int,
         default=0,

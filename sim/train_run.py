@@ -17,6 +17,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from nitihw.golden.datasets import load_dataset
+from nitihw.golden.parallel import check_threads
 from nitihw.golden.profiles import get_profile
 from nitihw.golden.train import TrainConfig, atomic_write_json, check_input_shape, train
 from nitihw.sim.cycle_model import ArrayConfig, CycleReport
@@ -36,6 +37,10 @@ def check_options(opts: dict):
     cfg = TrainConfig(**{k: opts[k] for k in CONFIG_KEYS})
     opts["overflow"] = cfg.overflow  # resolved from the profile when not given
     cfg.validate()
+    if opts.get("threads") is not None:
+        check_threads(opts["threads"])
+        if opts.get("backend", "golden") != "golden":
+            raise ValueError("--threads sets the golden backend's worker threads")
     array = ArrayConfig.parse(opts.get("array", "8x8"), opts.get("kmax", 256))
     data = load_dataset(opts["dataset"])
     check_input_shape(cfg, data)
@@ -60,7 +65,7 @@ def run_training(opts: dict, backend=None, eval_backend=None) -> dict:
 
         backend = CupyBackend(cfg.acc_bits, cfg.overflow)
     elif backend is None:
-        backend = NumpyBackend(cfg.acc_bits, cfg.overflow)
+        backend = NumpyBackend(cfg.acc_bits, cfg.overflow, threads=opts.get("threads"))
     out = Path(opts["out"])
     if get_profile(cfg.profile).datapath:
         backend.trace = CycleReport(array, measured=backend.name == "rtl")
