@@ -26,7 +26,7 @@ import numpy as np
 from nitihw.golden import kernels, rounding
 from nitihw.golden import loss as _loss
 from nitihw.golden.gemm import Accumulator, exact_matmul_range
-from nitihw.golden.parallel import MIN_ELEMENTS, MIN_MACS, Workers, blas_threads
+from nitihw.golden.parallel import MIN_ELEMENTS, MIN_MACS, ThreadTuner, Workers, blas_threads
 from nitihw.golden.randomness import random_bits
 
 PHASES = ("forward", "backward-error", "weight-gradient", "update")
@@ -104,6 +104,9 @@ class Backend:
     def session(self):
         """A context manager a training run holds while it computes (thread settings)."""
         return contextlib.nullcontext()
+
+    def end_step(self, seconds: float) -> None:
+        """The training loop's word that a step is done and took ``seconds``."""
 
     # ---- datapath operations --------------------------------------------------------------
     def gemm(self, a, b, tag: OpTag):
@@ -343,9 +346,10 @@ class NumpyBackend(ArrayHostOps, Backend):
     """The golden model: every operation in NumPy, exactly as numerics.md says.
 
     ``gemm_method`` forces one exact GEMM path (see :func:`nitihw.golden.gemm.exact_matmul`).
-    ``threads`` is the number of worker threads (default: one per core, see
-    :mod:`nitihw.golden.parallel`); BLAS itself runs single-threaded inside :meth:`session`.
-    The bits never depend on ``threads``.
+    ``threads`` is the number of worker threads; the default (None) switches between one per
+    core and one, whichever its trial steps find faster (:class:`~nitihw.golden.parallel.
+    ThreadTuner`). BLAS itself runs single-threaded inside :meth:`session`. The bits never
+    depend on the thread count.
 
     The golden model computes the integers of each datapath operation by the cheapest exact
     route, not necessarily the datapath's: a convolution keeps its im2col rows in float32 (the
@@ -367,12 +371,18 @@ class NumpyBackend(ArrayHostOps, Backend):
         super().__init__(acc_bits, overflow)
         self.gemm_method = gemm_method
         self.workers = Workers(threads)
+        # the default measures whether splitting pays on this machine, now (ThreadTuner)
+        self._tuner = ThreadTuner(self.workers.threads) if threads is None else None
         self._drained = None  # (acc, min, max) of the last GEMM, found as its result drained
         self._magnitudes: list = []  # (operand, max |operand|) of recent im2col rows
 
     def session(self):
         """BLAS single-threaded while a run computes (the workers do the splitting)."""
         return blas_threads(1)
+
+    def end_step(self, seconds: float) -> None:
+        if self._tuner is not None:
+            self.workers.threads = self._tuner.next_threads(seconds)
 
     # ---- host side ------------------------------------------------------------------------
     def from_host(self, x: np.ndarray):

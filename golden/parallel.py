@@ -11,8 +11,10 @@ kernel's run queue; nothing spins. Small operations run on the calling thread. E
 computes exactly what the whole operation would, so the bits never depend on the thread count
 (the tests run 1, 2 and 3 threads and compare).
 
-``threads=None`` picks the default, :func:`default_threads`; docs/benchmarks.md
-(section golden_speed) holds the measurements behind it.
+The default thread count is measured, not fixed: :class:`ThreadTuner` times a few steps with
+one thread per core and a few with one, every 64 steps, and runs the faster (idle machine: one
+per core; next to another busy process: one). docs/benchmarks.md (section golden_speed) holds
+the measurements behind it.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ def available_cores() -> int:
 
 def default_threads() -> int:
     """One worker per available core, at most 4 (the step's operations are too small to
-    split further)."""
+    split further): the most threads the default setting uses."""
     return max(1, min(4, available_cores()))
 
 
@@ -130,3 +132,48 @@ def blas_threads(n: int):
     except ImportError:
         return contextlib.nullcontext()
     return threadpool_limits(limits=n, user_api="blas")
+
+
+class ThreadTuner:
+    """The default thread count: whichever of ``most`` and one worker thread ran the last
+    trial steps faster, tried again every ``period`` steps.
+
+    On an idle machine the split operations finish sooner with a thread per core; next to
+    another busy process a worker that waits for its core holds every split operation up,
+    and one thread is faster (docs/benchmarks.md, golden_speed). Which holds changes as
+    other jobs come and go, so it is measured, not guessed: each period starts with
+    ``trial`` timed steps of each setting (after one untimed step to settle), then runs the
+    faster one. The bits never depend on the choice.
+    """
+
+    def __init__(self, most: int, period: int = 64, trial: int = 3):
+        if period < 2 * (trial + 1) + 1:
+            raise ValueError("the tuning period must leave room for both trials")
+        self.most, self.period, self.trial = most, period, trial
+        self.choice = most
+        self._step = 0
+        self._times: dict[int, list[float]] = {most: [], 1: []}
+        self._timing: int | None = None  # the setting the current step is timed for
+
+    def next_threads(self, last_step_seconds: float | None) -> int:
+        """Record the last step's time (None: not a measured step), give the next step's
+        thread count."""
+        if self._timing is not None and last_step_seconds is not None:
+            self._times[self._timing].append(last_step_seconds)
+        phase = self._step % self.period
+        self._step += 1
+        self._timing = None
+        lap = self.trial + 1
+        if self.most == 1:
+            return 1
+        if phase < 2 * lap:
+            setting = self.most if phase < lap else 1
+            if phase % lap:  # the first step of each trial settles (caches, pool start)
+                self._timing = setting
+            return setting
+        if phase == 2 * lap:
+            many, one = sorted(self._times[self.most]), sorted(self._times[1])
+            if many and one:
+                self.choice = self.most if many[len(many) // 2] <= one[len(one) // 2] else 1
+            self._times = {self.most: [], 1: []}
+        return self.choice

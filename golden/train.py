@@ -340,12 +340,14 @@ def train(
                     break
                 idx = order[i * cfg.batch : (i + 1) * cfg.batch]
                 ctx.step = state.step
+                t_step = time.perf_counter()
                 try:
                     pred = net.train_step(data.train_x[idx], data.train_y[idx], ctx)
                 except AccumulatorOverflowError as exc:
                     raise AccumulatorOverflowError(
                         exc.tag, exc.count, exc.bits, f"model {cfg.model!r}, step {state.step}: "
                     ) from None
+                backend.end_step(time.perf_counter() - t_step)
                 state.step += 1
                 state.epoch_correct += int(np.sum(pred == data.train_y[idx]))
                 state.epoch_seen += len(idx)

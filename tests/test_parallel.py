@@ -129,3 +129,32 @@ def test_worker_errors_propagate():
 
     with pytest.raises(RuntimeError, match="block"):
         Workers(3).run(boom, [(0, 1), (1, 2), (2, 3)])
+
+
+def _tune(tuner, seconds_for, steps):
+    used, last = [], None
+    for _ in range(steps):
+        threads = tuner.next_threads(last)
+        used.append(threads)
+        last = seconds_for(threads)
+    return used
+
+
+def test_thread_tuner_runs_the_faster_setting_and_tries_again_each_period():
+    from nitihw.golden.parallel import ThreadTuner
+
+    tuner = ThreadTuner(2, period=12, trial=2)
+    busy = _tune(tuner, lambda t: {1: 0.010, 2: 0.015}[t], 12)
+    assert busy == [2, 2, 2, 1, 1, 1, 1, 1, 1, 1, 1, 1]  # trials, then one thread
+    idle = _tune(tuner, lambda t: {1: 0.010, 2: 0.006}[t], 12)
+    assert idle == [2, 2, 2, 1, 1, 1, 2, 2, 2, 2, 2, 2]  # the next period measures again
+    assert _tune(ThreadTuner(1), lambda t: 0.01, 5) == [1] * 5
+
+
+def test_default_backend_tunes_and_fixed_threads_do_not():
+    be = NumpyBackend()
+    assert be._tuner is not None
+    fixed = NumpyBackend(threads=2)
+    for _ in range(20):
+        fixed.end_step(0.01)
+    assert fixed._tuner is None and fixed.workers.threads == 2
