@@ -143,10 +143,15 @@ class ThreadTuner:
     and one thread is faster (docs/benchmarks.md, golden_speed). Which holds changes as
     other jobs come and go, so it is measured, not guessed: each period starts with
     ``trial`` timed steps of each setting (after one untimed step to settle), then runs the
-    faster one. The bits never depend on the choice.
+    faster one (one thread by a :attr:`MARGIN`, the step times being noisy). The bits never
+    depend on the choice.
     """
 
-    def __init__(self, most: int, period: int = 64, trial: int = 3):
+    #: one thread must be this much faster to win: splitting is the better bet on an idle
+    #: machine, and where a busy one makes it lose, it loses by far more (golden_speed)
+    MARGIN = 0.9
+
+    def __init__(self, most: int, period: int = 64, trial: int = 4):
         if period < 2 * (trial + 1) + 1:
             raise ValueError("the tuning period must leave room for both trials")
         self.most, self.period, self.trial = most, period, trial
@@ -174,6 +179,7 @@ class ThreadTuner:
         if phase == 2 * lap:
             many, one = sorted(self._times[self.most]), sorted(self._times[1])
             if many and one:
-                self.choice = self.most if many[len(many) // 2] <= one[len(one) // 2] else 1
+                faster = one[len(one) // 2] < self.MARGIN * many[len(many) // 2]
+                self.choice = 1 if faster else self.most
             self._times = {self.most: [], 1: []}
         return self.choice

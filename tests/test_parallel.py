@@ -148,6 +148,8 @@ def test_thread_tuner_runs_the_faster_setting_and_tries_again_each_period():
     assert busy == [2, 2, 2, 1, 1, 1, 1, 1, 1, 1, 1, 1]  # trials, then one thread
     idle = _tune(tuner, lambda t: {1: 0.010, 2: 0.006}[t], 12)
     assert idle == [2, 2, 2, 1, 1, 1, 2, 2, 2, 2, 2, 2]  # the next period measures again
+    close = _tune(tuner, lambda t: {1: 0.0095, 2: 0.010}[t], 12)
+    assert close[6:] == [2] * 6  # one thread must win by the margin
     assert _tune(ThreadTuner(1), lambda t: 0.01, 5) == [1] * 5
 
 
