@@ -12,7 +12,7 @@ computes exactly what the whole operation would, so the bits never depend on the
 (the tests run 1, 2 and 3 threads and compare).
 
 The default thread count is measured, not fixed: :class:`ThreadTuner` times a few steps with
-one thread per core and a few with one, every 64 steps, and runs the faster (idle machine: one
+one thread per core and a few with one, every 256 steps, and runs the faster (idle machine: one
 per core; next to another busy process: one). docs/benchmarks.md (section golden_speed) holds
 the measurements behind it.
 """
@@ -151,7 +151,7 @@ class ThreadTuner:
     #: machine, and where a busy one makes it lose, it loses by far more (golden_speed)
     MARGIN = 0.9
 
-    def __init__(self, most: int, period: int = 64, trial: int = 4):
+    def __init__(self, most: int, period: int = 256, trial: int = 4):
         if period < 2 * (trial + 1) + 1:
             raise ValueError("the tuning period must leave room for both trials")
         self.most, self.period, self.trial = most, period, trial
