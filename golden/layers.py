@@ -47,6 +47,15 @@ def requant(acc, ctx: StepContext, tag: OpTag, mode: str):
     return be.rescale(acc, sh, mode, tag), sh
 
 
+def _gradient(be: Backend, first: bool, a, b, tag: OpTag):
+    """The weight-gradient GEMM, to be taken after the error path: handed to ``gemm_later``
+    when there is an error path to overlap, computed at once in the first layer (none)."""
+    if first:
+        g = be.gemm(a, b, tag)
+        return lambda: g
+    return be.gemm_later(a, b, tag)
+
+
 class WeightLayer:
     """Shared by Linear and Conv2d: int8 weights (and optional 16-bit masters) and the update."""
 
@@ -102,7 +111,7 @@ class Linear(WeightLayer):
     def backward(self, err, ctx: StepContext):
         be = ctx.backend
         prev = None
-        grad = be.gemm_later(err.T, self.x, self.tag("weight-gradient"))
+        grad = _gradient(be, self.first, err.T, self.x, self.tag("weight-gradient"))
         if not self.first:
             e32 = be.gemm(err, self.weight, self.tag("backward-error"))
             prev, _ = requant(e32, ctx, self.tag("backward-error"), ctx.profile.err_rounding)
@@ -139,7 +148,9 @@ class Conv2d(WeightLayer):
         be = ctx.backend
         b, ho, wo, cout = err.shape
         prev = None
-        grad = be.gemm_later(err.reshape(-1, cout).T, self.cols, self.tag("weight-gradient"))
+        grad = _gradient(
+            be, self.first, err.reshape(-1, cout).T, self.cols, self.tag("weight-gradient")
+        )
         if not self.first:
             k, cin = self.k, self.weight.shape[3]
             e32 = be.conv_error(err, self.weight, self.pad, self.tag("backward-error"))
