@@ -125,7 +125,7 @@ def result(proc: subprocess.Popen) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--steps", type=int, default=80, help="timed steps per measurement")
+    ap.add_argument("--steps", type=int, default=300, help="timed steps per measurement")
     ap.add_argument("--no-write", action="store_true", help="print only")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
