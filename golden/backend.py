@@ -26,7 +26,14 @@ import numpy as np
 from nitihw.golden import kernels, rounding
 from nitihw.golden import loss as _loss
 from nitihw.golden.gemm import Accumulator, exact_matmul_range
-from nitihw.golden.parallel import MIN_ELEMENTS, MIN_MACS, ThreadTuner, Workers, blas_threads
+from nitihw.golden.parallel import (
+    KERNEL_MIN_ELEMENTS,
+    MIN_ELEMENTS,
+    MIN_MACS,
+    ThreadTuner,
+    Workers,
+    blas_threads,
+)
 from nitihw.golden.randomness import random_bits
 
 PHASES = ("forward", "backward-error", "weight-gradient", "update")
@@ -463,7 +470,9 @@ class NumpyBackend(ArrayHostOps, Backend):
                 r = None if flat_rand is None else flat_rand[lo:hi]
                 out[lo:hi] = rounding.shift_round(flat[lo:hi], shift, mode, r)
 
-        self.workers.run(block, self.workers.spans(flat.size, MIN_ELEMENTS))
+        # the compiled loop is memory-bound: splitting pays only on very large tensors
+        least = KERNEL_MIN_ELEMENTS if kernel is not None else MIN_ELEMENTS
+        self.workers.run(block, self.workers.spans(flat.size, least))
         return out.reshape(acc.shape)
 
     # ---- convolutions by the golden model's own exact routes ------------------------------

@@ -38,8 +38,9 @@ def choose_method(bound: int, product_bound: int | None = None) -> str:
 
 def _blas_gemm(a, b, dtype, product_bound: int, out_type, workers) -> tuple:
     """``(a @ b, min, max)`` by BLAS in ``dtype`` (float32: K-chunks that each stay below 2^24,
-    summed in float64), spread over ``workers``: row blocks when the K dimension is one exact
-    chunk, groups of K-chunks otherwise. Each block's min and max are taken while it is in
+    summed in float64). A single exact chunk is spread over ``workers`` in row blocks; the
+    K-chunked products (weight gradients: few rows, long K) run on the calling thread, where
+    splitting them was measured slower. Each block's min and max are taken while it is in
     cache (the range unit watches the result drain)."""
     m, k = a.shape
     n = b.shape[1]
@@ -59,19 +60,12 @@ def _blas_gemm(a, b, dtype, product_bound: int, out_type, workers) -> tuple:
         spans = workers.spans(m, max(1, MIN_MACS // max(k * n, 1))) if big else [(0, m)]
         ranges = [r for r in workers.run(rows, spans) if r is not None]
     else:
-        cuts = [*range(0, k, chunk), k]
-
-        def chunks(lo, hi):
-            total = None
-            for k0, k1 in zip(cuts[lo:hi], cuts[lo + 1 : hi + 1], strict=True):
-                part = a[:, k0:k1].astype(dtype, copy=False) @ b[k0:k1].astype(dtype, copy=False)
-                total = part.astype(np.float64) if total is None else total + part
-            return total
-
-        parts = workers.run(
-            chunks, workers.spans(len(cuts) - 1, 1) if big else [(0, len(cuts) - 1)]
-        )
-        out = (parts[0] if len(parts) == 1 else sum(parts[1:], parts[0])).astype(out_type)
+        total = None
+        for k0 in range(0, k, chunk):
+            part = a[:, k0 : k0 + chunk].astype(dtype, copy=False)
+            part = part @ b[k0 : k0 + chunk].astype(dtype, copy=False)
+            total = part.astype(np.float64) if total is None else total + part
+        out = total.astype(out_type)
         ranges = [(int(out.min()), int(out.max()))] if out.size else []
     if not ranges:
         return out, 0, 0

@@ -27,6 +27,9 @@ from concurrent.futures import ThreadPoolExecutor, wait
 #: Below this many elements an elementwise operation is not split (thread hand-off costs
 #: more than it saves).
 MIN_ELEMENTS = 1 << 16
+#: The same for a compiled one-pass loop (golden/kernels.py), which is memory-bound: measured
+#: slower split in two than whole at 737k elements (LeNet's largest rescale).
+KERNEL_MIN_ELEMENTS = 1 << 21
 #: Elementwise work is cut into blocks of at most this many elements (they stay in cache).
 BLOCK_ELEMENTS = 1 << 16
 #: Below this many multiply-adds a GEMM is not split.
