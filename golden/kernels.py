@@ -3,11 +3,11 @@ makes many.
 
 A NumPy expression walks memory once per operator: ``shift_round`` is about ten passes over
 its int32 input, a col2im is 25 strided adds. These kernels do each in one pass, element by
-element, with the GIL released (``nogil``), so :class:`~nitihw.golden.parallel.Workers` run
-them on several cores:
+element, with the GIL released (``nogil``), so :class:`~nitihw.golden.parallel.Workers` can
+run them on several cores (the col2im runs in batch blocks):
 
-- :func:`rescale_into`: :func:`nitihw.golden.rounding.shift_round` of int32 values;
-- :func:`col2im_into`: the backward error of a convolution from the per-tap products.
+- :func:`rescale_kernel`: :func:`nitihw.golden.rounding.shift_round` of int32 values;
+- :func:`col2im_kernel`: the backward error of a convolution from the per-tap products.
 
 (A max-pool kernel was tried and measured slower than the NumPy passes over strided views.)
 
@@ -16,7 +16,7 @@ NumPy, and ``tests/test_kernels.py`` checks every kernel against them element by
 (every rounding mode, every shift, extreme values). Without Numba (``available() is False``),
 or with ``NITIHW_KERNELS=numpy``, the golden model runs the NumPy code instead: same bits.
 Compiled code is cached next to this file (``__pycache__``), so only the first run on a
-machine pays the compilation (a few seconds).
+machine pays the compilation (about a second).
 """
 
 from __future__ import annotations

@@ -4,12 +4,13 @@ OpenBLAS's worker threads spin while they wait for each other. When their cores 
 (another training, a sweep's other workers, any multi-threaded NumPy job), a step of many
 small GEMMs collapses: measured 0.10x of its idle speed next to one 2-thread NumPy process.
 So the golden model runs BLAS with one thread and spreads its own work instead: a large GEMM
-is cut into row (or K-chunk) blocks, a long rescale or range into element blocks, and each
-block is one single-threaded NumPy call on a :class:`Workers` thread (NumPy releases the GIL
-inside its loops and BLAS calls). A worker that finds its core taken simply waits in the
-kernel's run queue; nothing spins. Small operations run on the calling thread. Every block
-computes exactly what the whole operation would, so the bits never depend on the thread count
-(the tests run 1, 2 and 3 threads and compare).
+is cut into row blocks, a long range into element blocks, a convolution's im2col and col2im
+into batch blocks, and a weight-gradient GEMM runs alongside its layer's error path; each is
+one single-threaded NumPy (or compiled, ``nogil``) call on a :class:`Workers` thread. A worker
+that finds its core taken simply waits in the kernel's run queue; nothing spins. Small
+operations run on the calling thread. Every block computes exactly what the whole operation
+would, so the bits never depend on the thread count (the tests run 1, 2 and 3 threads and
+compare).
 
 The default thread count is measured, not fixed: :class:`ThreadTuner` times a few steps with
 one thread per core and a few with one, every 256 steps, and runs the faster (idle machine: one
@@ -30,8 +31,6 @@ MIN_ELEMENTS = 1 << 16
 #: The same for a compiled one-pass loop (golden/kernels.py), which is memory-bound: measured
 #: slower split in two than whole at 737k elements (LeNet's largest rescale).
 KERNEL_MIN_ELEMENTS = 1 << 21
-#: Elementwise work is cut into blocks of at most this many elements (they stay in cache).
-BLOCK_ELEMENTS = 1 << 16
 #: Below this many multiply-adds a GEMM is not split.
 MIN_MACS = 1 << 21
 
@@ -72,18 +71,17 @@ class Workers:
         self._lock = threading.Lock()
         self._busy = 0  # workers running a submitted task
 
-    def spans(self, n: int, min_size: int, max_size: int | None = None) -> list[tuple[int, int]]:
-        """``[lo, hi)`` blocks that cover ``0..n``: one per thread (more when ``max_size`` asks
-        for smaller blocks, to keep each in cache), none under ``min_size`` unless ``n`` is."""
-        parts = max(1, min(self.threads, n // max(min_size, 1)))
-        if max_size:
-            parts = max(parts, -(-n // max_size))
+    def spans(self, n: int, min_size: int) -> list[tuple[int, int]]:
+        """``[lo, hi)`` blocks that cover ``0..n``: one per free thread, none under
+        ``min_size`` unless ``n`` is."""
+        parts = max(1, min(self.threads - self._busy, n // max(min_size, 1)))
         edges = [n * i // parts for i in range(parts + 1)]
         return [(edges[i], edges[i + 1]) for i in range(parts)]
 
     def _executor(self) -> ThreadPoolExecutor:
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.threads - 1, thread_name_prefix="nitihw-golden")
+            workers = max(1, self.threads - 1)
+            self._pool = ThreadPoolExecutor(workers, thread_name_prefix="nitihw-golden")
         return self._pool
 
     def submit(self, fn, *args):

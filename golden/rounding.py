@@ -142,6 +142,9 @@ def shift_round(x, shift: int, mode: str, rand=None) -> np.ndarray:
             raise ValueError(f"rand has shape {rand.shape}, expected {x.shape}")
     if s == 0:
         return saturate(x)
+    if x.ndim == 0:  # NumPy turns 0-d results into scalars, which cannot be written in place
+        one = None if rand is None else rand.reshape(1)
+        return shift_round(x.reshape(1), s, mode, one).reshape(())
     if s < 0:  # |x| << L <= 127 exactly when |x| <= 127 >> L
         big = np.abs(x.astype(np.int64))
         mag = np.where(big > (INT8_MAX >> -s), INT8_MAX, big << min(-s, 7)).astype(np.int8)

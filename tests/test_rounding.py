@@ -157,3 +157,12 @@ def test_wrap_is_twos_complement():
     x = np.array([2**31, 2**31 - 1, -(2**31) - 1, 2**32 + 5, -5])
     np.testing.assert_array_equal(wrap(x, 32), [-(2**31), 2**31 - 1, 2**31 - 1, 5, -5])
     np.testing.assert_array_equal(wrap(x, 32), x.astype(np.int32))
+
+
+def test_zero_dimensional_input():
+    for mode in ("round", "psto", "trunc", "rne"):
+        got = shift_round(np.array(-1004), 3, mode)
+        assert got.shape == () and got.dtype == np.int8
+        assert int(got) == int(shift_round(np.array([-1004]), 3, mode)[0])
+    assert int(shift_round(np.array(9), -3, "round")) == 72
+    assert int(shift_round(np.array(37), 4, "sto", np.array(3))) == 3  # 37 = 2*16 + 5 > 3: up
