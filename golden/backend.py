@@ -345,6 +345,9 @@ class ArrayHostOps:
         return (n - 1) - (best - x.max(axis=-1) * n)  # no division: no sign convention
 
 
+#: the golden col2im multiplies this many bytes of per-tap products at a time (kept in cache)
+COL2IM_BLOCK_BYTES = 1 << 19
+
 MASTER_FRACTION_BITS = 8
 MASTER_LIMIT = 2**15 - 1
 
@@ -553,9 +556,17 @@ class NumpyBackend(ArrayHostOps, Backend):
             taps = weight.reshape(cout, k * k * cin).astype(np.float32)
             rows = err.reshape(b, ho * wo, cout)
 
+            # a few images at a time, so that their products (B x Ho x Wo x k*k*C_in floats)
+            # are still in cache when the gathering pass reads them
+            step = max(1, COL2IM_BLOCK_BYTES // (4 * ho * wo * k * k * cin))
+
             def gathered(lo, hi):
-                p = rows[lo:hi].reshape(-1, cout).astype(np.float32) @ taps
-                return col2im(p.reshape(hi - lo, ho, wo, k, k, cin), pad, out[lo:hi])
+                lo_hi = []
+                for i in range(lo, hi, step):
+                    j = min(i + step, hi)
+                    p = rows[i:j].reshape(-1, cout).astype(np.float32) @ taps
+                    lo_hi.append(col2im(p.reshape(j - i, ho, wo, k, k, cin), pad, out[i:j]))
+                return min(r[0] for r in lo_hi), max(r[1] for r in lo_hi)
 
             parts = self.workers.run(gathered, spans)
             acc = out.reshape(b * h * w, cin)

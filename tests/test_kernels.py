@@ -49,6 +49,10 @@ def test_col2im_kernel_equals_numpy_route(pad, k, lim, monkeypatch):
     err = rng.integers(-lim, lim + 1, (3, 7, 6, 11)).astype(np.int8)
     w = rng.integers(-127, 128, (11, k, k, 4)).astype(np.int8)
     got = NumpyBackend(threads=2).conv_error(err, w, pad, TAG)
+    from nitihw.golden import backend
+
+    monkeypatch.setattr(backend, "COL2IM_BLOCK_BYTES", 1)  # one image at a time
+    np.testing.assert_array_equal(NumpyBackend(threads=1).conv_error(err, w, pad, TAG), got)
     monkeypatch.setattr(kernels, "_compiled", False)  # the NumPy route
     assert not kernels.available()
     np.testing.assert_array_equal(got, NumpyBackend(threads=1).conv_error(err, w, pad, TAG))
