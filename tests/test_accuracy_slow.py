@@ -17,4 +17,6 @@ def test_lenet_mnist5k_integer_matches_float32_twin():
     }
     integer, flt = res["niti"]["test_accuracy"], res["float32"]["test_accuracy"]
     assert integer >= 0.96
-    assert abs(integer - flt) <= 0.01, (integer, flt)
+    # within 1.0 point, compared in test images (0.978 - 0.968 is 0.010000000000000009)
+    n = len(data.test_y)
+    assert abs(round(integer * n) - round(flt * n)) <= n // 100, (integer, flt)
