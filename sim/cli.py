@@ -252,8 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--threads",
         type=int,
         default=None,
-        help="--backend golden: worker threads (default: one per CPU core, at most 4); BLAS "
-        "itself runs single-threaded; the bits do not depend on it (docs/training.md)",
+        help="--backend golden: worker threads (default: measured every 256 steps, one per "
+        "CPU core (at most 4) or one, whichever is faster now); BLAS itself runs "
+        "single-threaded; the bits do not depend on it (docs/golden_speed.md)",
     )
     t.add_argument(
         "--sim-instances",
