@@ -279,16 +279,22 @@ class ArrayHostOps:
         Row ``(b, y, x)`` holds the window at output position (y, x), ordered (kh, kw, c),
         matching weights stored as ``[C_out, kh, kw, C_in]``. Zero padding of ``pad``.
         """
+        win = self.windows(x, k, pad)
+        b, ho, wo = win.shape[:3]
+        return self.xp.ascontiguousarray(win).reshape(b * ho * wo, -1)
+
+    def windows(self, x, k: int, pad: int):
+        """The ``(B, Ho, Wo, k, k, C)`` strided view of every k x k window of the zero-padded
+        NHWC ``x`` (no copy but the padding): what :meth:`im2col` lays out as rows."""
         xp = self.xp
         b, h, w, c = x.shape
         if pad:
             x = xp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
         ho, wo = h + 2 * pad - k + 1, w + 2 * pad - k + 1
         s = x.strides
-        win = xp.lib.stride_tricks.as_strided(
+        return xp.lib.stride_tricks.as_strided(
             x, shape=(b, ho, wo, k, k, c), strides=(s[0], s[1], s[2], s[1], s[2], s[3])
         )
-        return xp.ascontiguousarray(win).reshape(b * ho * wo, k * k * c)
 
     def relu(self, x):
         return self.xp.maximum(x, 0)
@@ -403,8 +409,7 @@ class NumpyBackend(ArrayHostOps, Backend):
 
     # ---- datapath -------------------------------------------------------------------------
     def _gemm(self, a, b):
-        known = (self._magnitude(a), self._magnitude(b))
-        exact, lo, hi = exact_matmul_range(a, b, self.gemm_method, self.workers, known)
+        exact, lo, hi = exact_matmul_range(a, b, self.gemm_method, self.workers, self._known(a, b))
         return self._drain(exact, lo, hi)
 
     def gemm_later(self, a, b, tag: OpTag):
@@ -415,8 +420,7 @@ class NumpyBackend(ArrayHostOps, Backend):
         n = b.shape[1]
         if self.workers.threads == 1 or m * k * n < MIN_MACS or self.gemm_method != "auto":
             return super().gemm_later(a, b, tag)
-        known = (self._magnitude(a), self._magnitude(b))
-        future = self.workers.submit(exact_matmul_range, a, b, "auto", None, known)
+        future = self.workers.submit(exact_matmul_range, a, b, "auto", None, self._known(a, b))
         return lambda: self._gemm_done(tag, (m, k, n), lambda: self._drain(*future.result()))
 
     def _drain(self, acc, lo: int, hi: int):
@@ -490,16 +494,11 @@ class NumpyBackend(ArrayHostOps, Backend):
         that read them need not search them for it."""
         if not self._direct() or x.shape[0] == 0:
             return super().conv(x, weight, pad, tag)
-        b, h, w, c = x.shape
+        b, c = x.shape[0], x.shape[3]
         cout, k = weight.shape[0], weight.shape[1]
-        ho, wo = h + 2 * pad - k + 1, w + 2 * pad - k + 1
-        if pad:
-            x = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+        win = self.windows(x, k, pad)
+        ho, wo = win.shape[1:3]
         if k * c >= wo:  # window rows are the long runs
-            s = x.strides
-            win = np.lib.stride_tricks.as_strided(
-                x, shape=(b, ho, wo, k, k, c), strides=(s[0], s[1], s[2], s[1], s[2], s[3])
-            )
             cols = np.empty((b, ho, wo, k, k, c), np.float32)
 
             def images(lo, hi):
@@ -508,13 +507,12 @@ class NumpyBackend(ArrayHostOps, Backend):
             self.workers.run(images, self.workers.spans(b, max(1, MIN_ELEMENTS // cols[0].size)))
             cols = cols.reshape(b * ho * wo, k * k * c)
         else:  # image rows are: one (C, B, Ho, Wo) block per tap, the matrix is its transpose
-            planes = x.transpose(3, 0, 1, 2)
             taps = np.empty((k, k, c, b, ho, wo), np.float32)
 
             def tap_rows(lo, hi):
                 for t in range(lo, hi):
                     kh, kw = divmod(t, k)
-                    taps[kh, kw] = planes[:, :, kh : kh + ho, kw : kw + wo]
+                    taps[kh, kw] = win[:, :, :, kh, kw, :].transpose(3, 0, 1, 2)
 
             self.workers.run(tap_rows, self.workers.spans(k * k, 1))
             cols = taps.reshape(k * k * c, b * ho * wo).T
@@ -526,14 +524,17 @@ class NumpyBackend(ArrayHostOps, Backend):
         """Note ``max|x|`` of an operand built here (the last few are kept)."""
         self._magnitudes = [*self._magnitudes[-3:], (x, m)]
 
-    def _magnitude(self, x) -> int | None:
-        return next((m for y, m in self._magnitudes if y is x), None)
+    def _known(self, a, b) -> tuple:
+        """``(max|a|, max|b|)`` where noted by :meth:`_remember_magnitude`, else None."""
+        return tuple(next((m for y, m in self._magnitudes if y is x), None) for x in (a, b))
 
     def conv_error(self, err, weight, pad: int, tag: OpTag):
-        """:meth:`Backend.conv_error` as a col2im: per kernel tap, ``err @ W[:, tap]`` (one row
-        per output position, K = C_out) added into the padded input, in float32 while every
-        partial sum stays below 2^24 (float64 below 2^53, else the lowered GEMM). Half the
-        multiply-adds of the lowered GEMM, whose rows are mostly padding."""
+        """:meth:`Backend.conv_error` as a col2im: ``err @ W`` for every kernel tap (one row per
+        output position, K = C_out, exact in float32 while ``C_out * max|err| * max|W| <
+        2^24``), each tap's block then added into the input position it lands on (the compiled
+        gathering pass sums in float64; the NumPy route adds per tap in float32 while every
+        partial sum stays below 2^24, else float64). Sums of 2^53 or more take the lowered
+        GEMM. Half the multiply-adds of the lowered GEMM, whose rows are mostly padding."""
         b, ho, wo, cout = err.shape
         _, k, _, cin = weight.shape
         product = rounding.max_abs(err) * rounding.max_abs(weight)

@@ -73,7 +73,8 @@ def _blas_gemm(a, b, dtype, product_bound: int, out_type, workers) -> tuple:
 
 
 def _integers(x: np.ndarray) -> np.ndarray:
-    """An operand as an integer array (the golden conv keeps its im2col rows in float32)."""
+    """An operand as an integer array (the golden conv keeps its im2col rows in float32), so
+    that the object path multiplies Python ints, not floats."""
     return x if x.dtype.kind in "iu" else x.astype(np.int64)
 
 
@@ -102,8 +103,8 @@ def exact_matmul_range(a, b, method: str = "auto", workers=None, magnitudes=(Non
     if method in ("float32", "float64"):
         dtype = np.float32 if method == "float32" else np.float64
         return _blas_gemm(a, b, dtype, product_bound, out_type, workers or Workers(1))
-    if method == "int64":
-        out = _integers(a).astype(np.int64) @ _integers(b).astype(np.int64)
+    if method == "int64":  # exact for float operands too: they hold integers
+        out = a.astype(np.int64) @ b.astype(np.int64)
     else:
         out = _integers(a).astype(object) @ _integers(b).astype(object)
         if out.size and (max(out.flat) >= 2**63 or min(out.flat) < -(2**63)):
