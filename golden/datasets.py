@@ -253,7 +253,14 @@ def load_dataset(spec: str) -> Dataset:
     if kind in ("mnist", "fashion-mnist", "cifar10"):
         if not arg:
             raise DatasetError(f"dataset {kind!r} needs a directory: --dataset {kind}:DIR")
-        return load_cifar10(arg) if kind == "cifar10" else load_idx_dir(arg, kind)
+        data = load_cifar10(arg) if kind == "cifar10" else load_idx_dir(arg, kind)
+        for part in ("train", "test"):
+            if len(getattr(data, f"{part}_y")) == 0:
+                raise DatasetError(
+                    f"{arg}: the {part} set has 0 images (a run needs at least one to "
+                    f"{'train on' if part == 'train' else 'measure accuracy on'})"
+                )
+        return data
     raise DatasetError(
         f"unknown dataset {spec!r}; choose digits, mnist5k, mnist:DIR, "
         "fashion-mnist:DIR or cifar10:DIR"

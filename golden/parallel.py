@@ -50,12 +50,12 @@ def default_threads() -> int:
 
 
 def check_threads(threads) -> int:
-    """``threads`` as an int >= 1 (``None``: :func:`default_threads`), or a ValueError."""
+    """``threads`` within its limit (``None``: :func:`default_threads`), or a ValueError."""
     if threads is None:
         return default_threads()
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise ValueError(f"--threads must be an integer >= 1, got {threads!r}")
-    return threads
+    from nitihw.golden.limits import check
+
+    return check("threads", threads, "--threads")
 
 
 class Workers:

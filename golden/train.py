@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import json
 import os
 import signal
@@ -22,14 +21,23 @@ from pathlib import Path
 import numpy as np
 
 from nitihw.golden.backend import AccumulatorOverflowError, Backend, NumpyBackend
+from nitihw.golden.checkpoint import (
+    CHECKPOINT_NAME,
+    CheckpointError,
+    check_arrays_fit,
+    damaged,
+    encode_checkpoint,
+    read_checkpoint,
+    write_checkpoint,
+)
 from nitihw.golden.datasets import Dataset
 from nitihw.golden.layers import StepContext
+from nitihw.golden.limits import LIMITS, LimitError, check
 from nitihw.golden.models import get_model_spec
 from nitihw.golden.network import build_network
 from nitihw.golden.profiles import PROFILES, get_profile
 
 EVAL_BATCH = 256
-CHECKPOINT_NAME = "checkpoint.npz"
 
 
 class MuSchedule:
@@ -55,8 +63,11 @@ class MuSchedule:
                 )
             if entries and epoch <= entries[-1][0]:
                 raise ValueError(f"mu schedule {self.text!r}: epochs must increase")
-            if not -8 <= mu <= 15:
-                raise ValueError(f"mu schedule {self.text!r}: mu {mu} is outside -8..15")
+            if not LIMITS["mu"].ok(mu):
+                raise ValueError(
+                    f"mu schedule {self.text!r}: mu {mu} is outside -8..15 "
+                    f"(must be {LIMITS['mu'].describe()})"
+                )
             entries.append((epoch, mu))
         self.entries = entries
 
@@ -86,11 +97,12 @@ class TrainConfig:
         get_model_spec(self.model)
         get_profile(self.profile)
         MuSchedule(self.mu_text)
-        for name in ("epochs", "batch"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
-        if self.steps is not None and self.steps < 1:
-            raise ValueError(f"--steps must be >= 1, got {self.steps}")
+        for name in ("epochs", "batch", "seed", "acc_bits", "lr", "momentum", "weight_decay"):
+            check(name, getattr(self, name), "--" + name.replace("_", "-"))
+        if self.steps is not None:
+            check("steps", self.steps, "--steps")
+        if self.weight_bits not in (8, 16):
+            raise LimitError(f"--weight-bits must be 8 or 16, got {self.weight_bits!r}")
 
     def __post_init__(self):
         if self.overflow is None:
@@ -172,28 +184,29 @@ class RunState:
 
 
 def save_checkpoint(path: Path, cfg: TrainConfig, net, state: RunState) -> None:
-    meta = {"identity": cfg.identity(), "state": asdict(state)}
-    buf = io.BytesIO()
-    np.savez(buf, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8), **net.state())
-    atomic_write_bytes(path, buf.getvalue())
+    """Write the run's checkpoint (verified format, the previous one kept:
+    :mod:`nitihw.golden.checkpoint`)."""
+    write_checkpoint(path, encode_checkpoint(cfg.identity(), asdict(state), net.state()))
 
 
 def load_checkpoint(path: Path, cfg: TrainConfig, net) -> RunState:
-    if not path.is_file():
-        raise FileNotFoundError(f"--resume: no checkpoint at {path}")
-    try:
-        with np.load(path) as z:
-            meta = json.loads(bytes(z["meta"]).decode())
-            arrays = {k: z[k] for k in z.files if k != "meta"}
-    except (OSError, ValueError, KeyError) as exc:
-        raise ValueError(f"{path}: unreadable checkpoint ({exc})") from None
+    """Load a checkpoint into ``net`` once every part of it checks out: the archive, the
+    manifest, the checksum, this run's settings and the network's own state layout."""
+    meta, arrays = read_checkpoint(path)
     mine = cfg.identity()
-    for key, value in meta["identity"].items():
-        if mine.get(key) != value:
-            raise ValueError(
-                f"{path}: checkpoint field {key!r} is {value!r} but this run has {mine.get(key)!r}"
+    theirs = meta["identity"]
+    for key in sorted(set(mine) | set(theirs)):
+        if mine.get(key) != theirs.get(key):
+            raise CheckpointError(
+                f"{path}: checkpoint field {key!r} is {theirs.get(key)!r} but this run has "
+                f"{mine.get(key)!r} (resume with the same settings, or start a new run without "
+                "--resume)"
             )
-    net.load_state(arrays)
+    check_arrays_fit(path, arrays, net.state())
+    try:
+        net.load_state(arrays)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise damaged(path, f"the network refused its state: {exc}") from None
     return RunState(**meta["state"])
 
 
@@ -316,6 +329,7 @@ def train(
     total = per_epoch * cfg.epochs
     if cfg.steps is not None:
         total = min(total, cfg.steps)
+    float_method = profile.method == "float"  # no mu: a float learning rate
     ctx = StepContext(backend, profile, seed=cfg.seed)
     eval_ctx = ctx if eval_backend is None else StepContext(eval_backend, profile, seed=cfg.seed)
 
@@ -356,7 +370,7 @@ def train(
                     1,
                     {
                         "acc": state.epoch_correct / state.epoch_seen,
-                        "mu": ctx.mu,
+                        **({} if float_method else {"mu": ctx.mu}),
                         **backend.status(),
                     },
                 )
@@ -370,7 +384,7 @@ def train(
                     "epoch": epoch,
                     "train_accuracy": state.epoch_correct / state.epoch_seen,
                     "test_accuracy": test_acc,
-                    "mu": ctx.mu,
+                    **({} if float_method else {"mu": ctx.mu}),
                     # the epoch's training loop (evaluation apart; after a resume mid-epoch,
                     # only this session's part of it)
                     "seconds": round(part, 3),

@@ -76,8 +76,8 @@ from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
 from nitihw.rtl.divide import DIV_BITS, MAGIC_BITS, SHIFT_BITS, DivideLanes
-from nitihw.rtl.mac_array import WIDE_B_MAX, MacArray, check_array_params, max_exact_k
-from nitihw.rtl.params import reject, require_int
+from nitihw.rtl.mac_array import MacArray, check_array_params, max_exact_k
+from nitihw.rtl.params import reject, require
 from nitihw.rtl.range_unit import RangeUnit
 from nitihw.rtl.rescale import RescaleLanes, RoundingMode, rescale_max_shift
 from nitihw.rtl.schedule import QUEUE_DEPTH, default_result_rows
@@ -203,12 +203,15 @@ class Datapath(wiring.Component):
 
     Parameters
     ----------
-    rows, cols : MAC array shape; rescale, update and range lanes are ``cols`` wide.
-    op_bits : signed operand width (8 default, up to 16).
-    acc_bits : accumulator width (32 default).
+    Every parameter is limited by :data:`nitihw.golden.limits.LIMITS`, the table the commands
+    and config files use.
+
+    rows, cols : MAC array shape (1..256); rescale, update and range lanes are ``cols`` wide.
+    op_bits : signed operand width (8 default, or 16).
+    acc_bits : accumulator width (32 default; 8..48).
     guard_bits : extra accumulator bits for exact overflow detection (8 default).
     kmax : depth of each bank of the A and B operand buffers (the longest K of one COMPUTE).
-    b_bits : the B operand's width (default ``op_bits``, up to 32; above 16 the sums wrap and
+    b_bits : the B operand's width (default ``op_bits``; 8, 16 or 32; above 16 the sums wrap and
         ``acc_bits + guard_bits`` must hold one product, see :mod:`nitihw.rtl.mac_array`).
     divide : build the divide lanes (``DIVIDE``, ``UPDATE_DIV``; needs ``acc_bits <= 32``).
     result_rows : rows (of ``cols`` accumulators) of the result buffer, where a GEMM's drained
@@ -247,12 +250,15 @@ class Datapath(wiring.Component):
         divide: bool = False,
         result_rows: int | None = None,
     ):
-        require_int(self, "kmax", kmax, 1, 1 << 16)
+        for key, value in (("rows", rows), ("cols", cols), ("kmax", kmax)):
+            require(self, key, value)
         result_rows = default_result_rows(cols) if result_rows is None else result_rows
-        require_int(self, "result_rows", result_rows, 0, 1 << 20)
-        require_int(self, "op_bits", op_bits, 2, 16)
+        require(self, "result_rows", result_rows)
+        require(self, "op_bits", op_bits)
         b_bits = op_bits if b_bits is None else b_bits
-        require_int(self, "b_bits", b_bits, 2, WIDE_B_MAX)
+        require(self, "b_bits", b_bits)
+        require(self, "acc_bits", acc_bits)
+        require(self, "guard_bits", guard_bits)
         if not isinstance(divide, bool):
             reject(self, f"divide must be True or False, got {divide!r}")
         check_array_params(self, rows, cols, op_bits, b_bits, acc_bits, guard_bits)

@@ -1,6 +1,20 @@
-"""Parameter checks shared by the RTL components: precise ``ValueError`` messages."""
+"""Parameter checks shared by the RTL components: precise ``ValueError`` messages.
+
+The Datapath's own parameters are limited by :data:`nitihw.golden.limits.LIMITS`
+(:func:`require`), the table every command and config file uses; its blocks check the wider
+ranges they are built and tested for (:func:`require_int`).
+"""
 
 from __future__ import annotations
+
+from nitihw.golden.limits import LIMITS
+
+
+def require(owner, key: str, value) -> None:
+    """Raise ``ValueError`` unless ``value`` is within ``LIMITS[key]``."""
+    limit = LIMITS[key]
+    if not limit.ok(value) or not isinstance(value, int):
+        reject(owner, f"{key} must be {limit.describe()}, got {value!r}")
 
 
 def require_int(owner, name: str, value, lo: int, hi: int) -> None:

@@ -32,6 +32,8 @@ import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from nitihw.golden.limits import LimitError, check
+
 TABLES = Path(__file__).parent / "energy_tables"
 DEFAULT_TABLE = "horowitz-45nm"
 TABLE_KEYS = (
@@ -143,17 +145,27 @@ def load_table(
 
 def _read_toml(path: Path, what: str) -> dict:
     try:
-        return tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_bytes().decode("utf-8"))
     except OSError as exc:
-        raise ConfigError(f"{what}: cannot read ({exc.strerror})") from None
+        raise ConfigError(f"{what}: cannot read ({exc.strerror or exc})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{what}: not a text file (byte 0x{exc.object[exc.start]:02x} at offset "
+            f"{exc.start} is not UTF-8)"
+        ) from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{what}: not valid TOML ({exc})") from None
+        raise ConfigError(f"{what}: not valid TOML ({_one_line(exc)})") from None
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split())
 
 
 def _positive(value, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        raise ConfigError(f"{what} must be a non-negative number, got {value!r}")
-    return float(value)
+    try:
+        return check("energy_pj", value, what)
+    except LimitError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 @dataclass(frozen=True)
@@ -208,18 +220,18 @@ class Accelerator:
         }
 
 
-# (section, key, attribute, kind, lo, hi)
+# (section, key, attribute, limit): the limits are nitihw.golden.limits.LIMITS's
 _FIELDS = [
-    ("array", "rows", "rows", int, 1, 4096),
-    ("array", "cols", "cols", int, 1, 4096),
-    ("array", "kmax", "kmax", int, 1, 1 << 16),
-    ("precision", "operand_bits", "operand_bits", int, 2, 16),
-    ("precision", "accumulator_bits", "accumulator_bits", int, 8, 64),
-    ("buffers", "ifmap_kib", "ifmap_kib", float, 0, 1 << 30),
-    ("buffers", "filter_kib", "filter_kib", float, 0, 1 << 30),
-    ("buffers", "ofmap_kib", "ofmap_kib", float, 0, 1 << 30),
-    ("offchip", "bandwidth_bytes_per_cycle", "bandwidth", float, 1e-9, 1e12),
-    ("clock", "frequency_mhz", "frequency_mhz", float, 1e-6, 1e6),
+    ("array", "rows", "rows", "rows"),
+    ("array", "cols", "cols", "cols"),
+    ("array", "kmax", "kmax", "kmax"),
+    ("precision", "operand_bits", "operand_bits", "op_bits"),
+    ("precision", "accumulator_bits", "accumulator_bits", "acc_bits"),
+    ("buffers", "ifmap_kib", "ifmap_kib", "buffer_kib"),
+    ("buffers", "filter_kib", "filter_kib", "buffer_kib"),
+    ("buffers", "ofmap_kib", "ofmap_kib", "buffer_kib"),
+    ("offchip", "bandwidth_bytes_per_cycle", "bandwidth", "bandwidth"),
+    ("clock", "frequency_mhz", "frequency_mhz", "frequency_mhz"),
 ]
 
 
@@ -239,24 +251,13 @@ def load_accelerator(path: str | Path | None = None, energy: str | None = None) 
         if not isinstance(body, dict):
             raise ConfigError(f"{path}: {section} must be a table ([{section}])")
     values = {}
-    for section, key, attr, kind, lo, hi in _FIELDS:
+    for section, key, attr, limit in _FIELDS:
         body = doc.get(section, {})
-        if key not in body:
-            continue
-        v = body[key]
-        ok = (
-            (isinstance(v, int) and not isinstance(v, bool))
-            if kind is int
-            else (isinstance(v, int | float) and not isinstance(v, bool))
-        )
-        if not ok:
-            raise ConfigError(
-                f"{path}: {section}.{key} must be {'an integer' if kind is int else 'a number'}, "
-                f"got {v!r}"
-            )
-        if not lo <= v <= hi:
-            raise ConfigError(f"{path}: {section}.{key} must be in {lo}..{hi}, got {v!r}")
-        values[attr] = kind(v)
+        if key in body:
+            try:
+                values[attr] = check(limit, body[key], f"{path}: {section}.{key}")
+            except LimitError as exc:
+                raise ConfigError(str(exc)) from None
     for section, body in doc.items():
         if section == "energy":
             continue

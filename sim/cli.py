@@ -6,10 +6,12 @@ import argparse
 import sys
 from pathlib import Path
 
+from nitihw.golden import limits
 from nitihw.golden.backend import AccumulatorOverflowError
 from nitihw.golden.datasets import DatasetError
 from nitihw.golden.models import MODELS
 from nitihw.golden.profiles import PROFILES
+from nitihw.sim.cycle_model import ArrayConfig
 from nitihw.sim.workload import PROFILES as ESTIMATE_PROFILES
 
 BACKENDS = ("golden", "rtl", "gpu")
@@ -18,18 +20,44 @@ RTL_SIMULATORS = ("verilator", "cocotb-verilator", "icarus")
 
 
 def cmd_train(args) -> int:
-    from nitihw.sim.train_run import default_out, launch_rtl_training, run_training
+    from nitihw.golden.run_folder import (
+        RunLock,
+        check_output_file,
+        check_run_folder,
+        clear_run_folder,
+    )
+    from nitihw.sim.train_run import (
+        check_options,
+        check_settings,
+        default_out,
+        launch_rtl_training,
+        run_training,
+    )
 
     opts = {k: v for k, v in vars(args).items() if k != "func"}
     opts["out"] = opts["out"] or default_out(opts)
+    out = Path(opts["out"])
+    # settings, then output paths, then the dataset: all before any work starts
+    check_settings(opts)
+    check_run_folder(out, args.resume, args.overwrite)
+    if args.json:
+        check_output_file(Path(args.json), "--json")
+    checked = check_options(opts)
     try:
-        if args.backend == "rtl":
-            return launch_rtl_training(opts)
-        run_training(opts)
+        with RunLock(out):
+            if args.overwrite:
+                gone = clear_run_folder(out)
+                if gone:
+                    print(
+                        f"nitihw train: --overwrite: removed {', '.join(gone)} from {out}",
+                        file=sys.stderr,
+                    )
+            if args.backend == "rtl":
+                return launch_rtl_training(opts, checked)
+            run_training(opts, checked=checked)
     except KeyboardInterrupt:
         print(
-            f"\ninterrupted: checkpoint saved in {opts['out']}; continue with "
-            f"--resume --out {opts['out']}",
+            f"\ninterrupted: checkpoint saved in {out}; continue with --resume --out {out}",
             file=sys.stderr,
         )
         return 130
@@ -42,20 +70,23 @@ def _shape_list(text: str) -> list[tuple[int, int]]:
         r, sep, c = part.strip().lower().partition("x")
         if not sep or not r.isdigit() or not c.isdigit():
             raise ValueError(f"bad array shape {part.strip()!r}: expected ROWSxCOLS, e.g. 8x8")
-        shapes.append((int(r), int(c)))
+        a = ArrayConfig.parse(part, name="--shapes")
+        shapes.append((a.rows, a.cols))
     return shapes
 
 
-def _int_list(text: str, what: str) -> list[int]:
+def _int_list(text: str, what: str, key: str) -> list[int]:
     try:
-        return [int(x) for x in text.split(",")]
+        values = [int(x) for x in text.split(",")]
     except ValueError:
         raise ValueError(
             f"bad {what} list {text!r}: expected integers separated by commas"
         ) from None
+    return [limits.check(key, v, f"--{what} {v}") for v in values]
 
 
 def cmd_verilog(args) -> int:
+    from nitihw.golden.run_folder import check_writable_dir
     from nitihw.rtl.verilog import datapath_params, write_verilog
 
     params = datapath_params(
@@ -69,6 +100,7 @@ def cmd_verilog(args) -> int:
         divide=args.divide,
         result_rows=args.result_rows,
     )
+    check_writable_dir(Path(args.out), "--out")
     written = write_verilog(args.out, params, blocks=not args.top_only)
     for name, path in written.items():
         print(f"{name:20s} {path}")
@@ -77,17 +109,22 @@ def cmd_verilog(args) -> int:
 
 
 def cmd_verify(args) -> int:
+    from nitihw.golden.run_folder import check_writable_dir
     from nitihw.sim.verify import SIMULATORS, verify
 
     sims = [s.strip() for s in args.sims.split(",")]
     for s in sims:
         if s not in SIMULATORS:
             raise ValueError(f"unknown simulator {s!r}; choose from {', '.join(SIMULATORS)}")
+    shapes = _shape_list(args.shapes)
+    seeds = _int_list(args.seeds, "seeds", "seed")
+    acc_bits = _int_list(args.acc_bits, "acc-bits", "acc_bits")
+    check_writable_dir(Path(args.out), "--out")
     results = verify(
-        _shape_list(args.shapes),
-        _int_list(args.seeds, "seed"),
+        shapes,
+        seeds,
         sims,
-        acc_bits_list=_int_list(args.acc_bits, "acc-bits"),
+        acc_bits_list=acc_bits,
         waves=args.waves,
         out_dir=args.out,
         kmax=args.kmax,
@@ -95,6 +132,7 @@ def cmd_verify(args) -> int:
     )
     failed = [r for r in results if not r.passed]
     print(f"{len(results) - len(failed)} passed, {len(failed)} failed")
+    print(f"logs and waveforms: {args.out}")
     return 1 if failed else 0
 
 
@@ -112,25 +150,28 @@ DEFAULT_TRAIN_SAMPLES = {
 
 
 def cmd_estimate(args) -> int:
+    from nitihw.golden.run_folder import check_writable_dir
     from nitihw.sim.accelerator import load_accelerator
     from nitihw.sim.estimate import estimate, format_estimate, write_reports
     from nitihw.sim.workload import model_workload, topology_workload
 
     if (args.model is None) == (args.topology is None):
         raise ValueError("give exactly one of --model NAME or --topology FILE.csv")
+    check_writable_dir(Path(args.out), "--out")
     acc = load_accelerator(args.config, args.energy)
     if args.array:
         acc = acc.with_array(args.array)
+    samples = args.train_samples
     if args.model:
         layers = model_workload(args.model, args.batch)
         name = args.model
-        samples = args.train_samples or DEFAULT_TRAIN_SAMPLES.get(args.model, args.batch)
+        if samples is None:
+            samples = DEFAULT_TRAIN_SAMPLES.get(args.model, args.batch)
     else:
         layers = topology_workload(args.topology, args.batch)
         name = Path(args.topology).name
-        samples = args.train_samples or args.batch
-    if samples < 1:
-        raise ValueError(f"--train-samples must be >= 1, got {samples}")
+        if samples is None:
+            samples = args.batch
     result = estimate(layers, acc, args.batch, samples, name, args.profile)
     print(format_estimate(result))
     files = write_reports(result, args.out, plots=not args.no_plots)
@@ -139,11 +180,15 @@ def cmd_estimate(args) -> int:
 
 
 def cmd_synth(args) -> int:
+    from nitihw.golden.run_folder import check_output_file, check_writable_dir
     from nitihw.golden.train import atomic_write_json
     from nitihw.sim.synth import format_report, synthesize
     from nitihw.sim.synth.report import check_target
 
     check_target(args.target)
+    check_writable_dir(Path(args.out), "--out")
+    if args.json:
+        check_output_file(Path(args.json), "--json")
     params = None
     if args.verilog is None:
         if args.rows is None or args.cols is None:
@@ -174,22 +219,52 @@ def cmd_synth(args) -> int:
     return 1 if report["failed"] else 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """One line on stderr and exit 2 for a bad command line (no usage block): the line names
+    the option, the value and the limit."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+class _Help(argparse.RawDescriptionHelpFormatter):
+    """Help that shows every option's default (unless its text already says it)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        if (
+            "default" not in text
+            and default not in (None, False, argparse.SUPPRESS)
+            and action.option_strings
+        ):
+            text += f" (default: {default})"
+        return text
+
+
+def _limited(key: str):
+    return limits.arg(key)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="nitihw",
         description="Bit-exact simulator and RTL reference for integer-only (NITI) training.",
+        formatter_class=_Help,
     )
-    sub = p.add_subparsers(dest="command", required=True)
-    t = sub.add_parser(
-        "train", help="train a model with integer-only arithmetic (or its float32 twin)"
-    )
-    t.add_argument("--model", required=True, choices=sorted(MODELS))
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def command(name, **kw):
+        return sub.add_parser(name, formatter_class=_Help, **kw)
+
+    t = command("train", help="train a model with integer-only arithmetic (or its float32 twin)")
+    t.add_argument("--model", required=True, choices=sorted(MODELS), help="the network")
     t.add_argument(
         "--dataset",
         required=True,
         help="digits | mnist5k | mnist:DIR | fashion-mnist:DIR | cifar10:DIR",
     )
-    t.add_argument("--backend", default="golden", choices=BACKENDS)
+    t.add_argument("--backend", default="golden", choices=BACKENDS, help="where the GEMMs run")
     t.add_argument(
         "--profile",
         default="niti",
@@ -198,16 +273,20 @@ def build_parser() -> argparse.ArgumentParser:
         "model to those methods; float32 trains the float twin; dfp16 its DFP16 form (16-bit "
         "integer GEMMs)",
     )
-    t.add_argument("--epochs", type=int, default=1)
-    t.add_argument("--batch", type=int, default=64)
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--epochs", type=_limited("epochs"), default=1, help="epochs to train")
+    t.add_argument("--batch", type=_limited("batch"), default=64, help="mini-batch size")
+    t.add_argument(
+        "--seed", type=_limited("seed"), default=0, help="initial weights and batch order"
+    )
     t.add_argument(
         "--mu",
         default=None,
         help="learning rate in bits per epoch, e.g. '5,4@100,3@150' (default: the model's; "
         "wage: log2 lr, default '3,0@20,-3@25'; nitro-d: log2 lr_inv, default '9')",
     )
-    t.add_argument("--steps", type=int, default=None, help="stop after N steps in total")
+    t.add_argument(
+        "--steps", type=_limited("steps"), default=None, help="stop after N steps in total"
+    )
     t.add_argument(
         "--weight-bits",
         type=int,
@@ -215,7 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
         choices=(8, 16),
         help="16: keep 16-bit master weights with 8 fraction bits",
     )
-    t.add_argument("--acc-bits", type=int, default=32, help="accumulator width (default 32)")
+    t.add_argument(
+        "--acc-bits", type=_limited("acc_bits"), default=32, help="accumulator width in bits"
+    )
     t.add_argument(
         "--overflow",
         default=None,
@@ -223,24 +304,39 @@ def build_parser() -> argparse.ArgumentParser:
         help="on accumulator overflow: stop or wrap and count (default: stop; nitro-d wraps, "
         "as its reference's int32 arithmetic does)",
     )
-    t.add_argument("--lr", type=float, default=0.05, help="float32 twin: SGD learning rate")
-    t.add_argument("--momentum", type=float, default=0.9, help="float32 twin: SGD momentum")
-    t.add_argument("--weight-decay", type=float, default=0.0, help="float32 twin: weight decay")
+    t.add_argument("--lr", type=_limited("lr"), default=0.05, help="float32 twin: learning rate")
+    t.add_argument(
+        "--momentum", type=_limited("momentum"), default=0.9, help="float32 twin: SGD momentum"
+    )
+    t.add_argument(
+        "--weight-decay",
+        type=_limited("weight_decay"),
+        default=0.0,
+        help="float32 twin: weight decay",
+    )
     t.add_argument(
         "--out",
         default=None,
         help="run folder for checkpoints and result.json "
-        "(default: runs/MODEL_DATASET_PROFILE_sSEED)",
+        "(default: runs/MODEL-DATASET-PROFILE-sSEED)",
     )
     t.add_argument("--json", default=None, help="also write the result record here")
-    t.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out")
+    t.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run in --out (without it, a folder that holds a run is refused)",
+    )
     t.add_argument(
         "--array",
         default="8x8",
-        help="datapath array ROWSxCOLS: simulated with --backend rtl; on the other "
-        "backends, the array the cycle model reports for (default 8x8)",
+        type=ArrayConfig.arg,
+        help="datapath array ROWSxCOLS (1..256 each): simulated with --backend rtl; on the "
+        "other backends, the array the cycle model reports for",
     )
-    t.add_argument("--kmax", type=int, default=256, help="datapath operand buffer depth")
+    t.add_argument(
+        "--kmax", type=_limited("kmax"), default=256, help="datapath operand buffer depth"
+    )
     t.add_argument(
         "--sim",
         default="verilator",
@@ -250,7 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument(
         "--threads",
-        type=int,
+        type=_limited("threads"),
         default=None,
         help="--backend golden: worker threads (default: measured every 256 steps, one per "
         "CPU core (at most 4) or one, whichever is faster now); BLAS itself runs "
@@ -258,7 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument(
         "--sim-instances",
-        type=int,
+        type=_limited("sim_instances"),
         default=0,
         help="--sim verilator: simulated Datapaths that share each large operation, in "
         "threads (default 0: one per CPU core); results and cycles are one Datapath's",
@@ -277,35 +373,31 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--build-dir", default="build/rtl", help="--backend rtl: Verilog and models")
     t.set_defaults(func=cmd_train)
 
-    v = sub.add_parser("verilog", help="write the Verilog of the Datapath and its blocks")
-    v.add_argument("--rows", type=int, default=8)
-    v.add_argument("--cols", type=int, default=8)
-    v.add_argument("--op-bits", type=int, default=8, help="operand width (8..16)")
-    v.add_argument("--acc-bits", type=int, default=32, help="accumulator width")
-    v.add_argument("--guard-bits", type=int, default=8, help="extra bits for exact overflow flags")
-    v.add_argument("--kmax", type=int, default=256, help="operand buffer depth")
+    v = command("verilog", help="write the Verilog of the Datapath and its blocks")
+    _datapath_options(v)
     v.add_argument(
-        "--b-bits",
-        type=int,
-        default=None,
-        help="B operand width (default: --op-bits; up to 32, e.g. 32 for NITRO-D)",
+        "--guard-bits",
+        type=_limited("guard_bits"),
+        default=8,
+        help="extra bits for exact overflow flags",
     )
     v.add_argument(
-        "--divide",
-        action="store_true",
-        help="add the divide lanes (DIVIDE, UPDATE_DIV: NITRO-D's scaling and IntegerSGD)",
+        "--b-bits",
+        type=_limited("b_bits"),
+        default=None,
+        help="B operand width: 8, 16 or 32 (default: --op-bits; 32 for NITRO-D)",
     )
     v.add_argument(
         "--result-rows",
-        type=int,
+        type=_limited("result_rows"),
         default=None,
         help="result buffer rows of COLS accumulators (default 65536 / COLS: 256 KiB; 0: none)",
     )
     v.add_argument("--top-only", action="store_true", help="only datapath.v, not the blocks")
-    v.add_argument("--out", required=True, help="output directory")
+    v.add_argument("--out", required=True, help="output folder")
     v.set_defaults(func=cmd_verilog)
 
-    r = sub.add_parser(
+    r = command(
         "verify",
         help="RTL regression: cocotb testbenches against the golden "
         "model over array shapes, seeds and simulators",
@@ -318,32 +410,41 @@ def build_parser() -> argparse.ArgumentParser:
         default="32,16",
         help="accumulator widths (16 adds the accumulator-limit test)",
     )
-    r.add_argument("--kmax", type=int, default=32, help="operand buffer depth of the builds")
+    r.add_argument(
+        "--kmax", type=_limited("kmax"), default=32, help="operand buffer depth of the builds"
+    )
     r.add_argument("--waves", action="store_true", help="record waveforms (FST/VCD)")
     r.add_argument(
         "--divide",
         action="store_true",
         help="NITRO-D builds: 32-bit B operands and the divide lanes (adds their test)",
     )
-    r.add_argument("--out", default="build/verify", help="build and results directory")
+    r.add_argument("--out", default="build/verify", help="build and results folder")
     r.set_defaults(func=cmd_verify)
 
-    e = sub.add_parser(
+    e = command(
         "estimate",
         help="cycles, memory traffic and energy of one integer "
         "training step (and an epoch), per layer and phase",
     )
     e.add_argument("--model", choices=sorted(MODELS), help="a built-in model")
     e.add_argument("--topology", help="a SCALE-Sim topology CSV (conv or GEMM format)")
-    e.add_argument("--batch", type=int, default=64, help="mini-batch (default 64)")
-    e.add_argument("--array", default=None, help="ROWSxCOLS (overrides the config's array)")
+    e.add_argument("--batch", type=_limited("batch"), default=64, help="mini-batch size")
+    e.add_argument(
+        "--array",
+        default=None,
+        type=ArrayConfig.arg,
+        help="ROWSxCOLS, 1..256 each (default: the config's array, 8x8)",
+    )
     e.add_argument("--config", default=None, help="accelerator TOML file (see docs/estimate.md)")
     e.add_argument(
-        "--energy", default=None, help="energy table: a shipped name (horowitz-45nm) or a TOML file"
+        "--energy",
+        default=None,
+        help="energy table: a shipped name (horowitz-45nm, the default) or a TOML file",
     )
     e.add_argument(
         "--train-samples",
-        type=int,
+        type=_limited("train_samples"),
         default=None,
         help="training-set size for the per-epoch totals (default: the model's "
         "dataset; one batch for a topology)",
@@ -356,21 +457,16 @@ def build_parser() -> argparse.ArgumentParser:
         "GEMMs, float32 elsewhere)",
     )
     e.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
-    e.add_argument("--out", required=True, help="directory for the reports")
+    e.add_argument("--out", required=True, help="folder for the reports")
     e.set_defaults(func=cmd_estimate)
 
-    y = sub.add_parser(
+    y = command(
         "synth",
         help="synthesis report (Yosys): cells, flip-flops, multipliers, memories, "
         "transistors and the longest path of the Datapath and of each block",
     )
-    y.add_argument("--rows", type=int, default=None)
-    y.add_argument("--cols", type=int, default=None)
-    y.add_argument("--target", default="generic", help="generic (default), xilinx or ecp5")
-    y.add_argument("--op-bits", type=int, default=8, help="operand width (8..16)")
-    y.add_argument("--acc-bits", type=int, default=32, help="accumulator width")
-    y.add_argument("--kmax", type=int, default=256, help="operand buffer depth")
-    y.add_argument("--divide", action="store_true", help="with the divide lanes")
+    _datapath_options(y, required=False)
+    y.add_argument("--target", default="generic", help="generic, xilinx or ecp5")
     y.add_argument(
         "--verilog",
         default=None,
@@ -382,14 +478,39 @@ def build_parser() -> argparse.ArgumentParser:
     y.add_argument("--json", default=None, help="write the report here (default: under --out)")
     y.add_argument("--force", action="store_true", help="rerun Yosys even when cached")
     y.add_argument(
-        "--timeout", type=float, default=None, help="give up on a Yosys run after this many s"
+        "--timeout",
+        type=_limited("timeout"),
+        default=None,
+        help="give up on a Yosys run after this many s",
     )
     y.set_defaults(func=cmd_synth)
     return p
 
 
+def _datapath_options(p, required: bool = True) -> None:
+    """The Datapath parameters of ``verilog`` and ``synth`` (limits: nitihw.golden.limits)."""
+    default = 8 if required else None
+    p.add_argument("--rows", type=_limited("rows"), default=default, help="PE rows (1..256)")
+    p.add_argument("--cols", type=_limited("cols"), default=default, help="PE columns (1..256)")
+    p.add_argument("--op-bits", type=_limited("op_bits"), default=8, help="operand width: 8 or 16")
+    p.add_argument(
+        "--acc-bits", type=_limited("acc_bits"), default=32, help="accumulator width (8..48)"
+    )
+    p.add_argument(
+        "--kmax", type=_limited("kmax"), default=256, help="operand buffer depth (1..65536)"
+    )
+    p.add_argument(
+        "--divide",
+        action="store_true",
+        help="add the divide lanes (DIVIDE, UPDATE_DIV: NITRO-D's scaling and IntegerSGD)",
+    )
+
+
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # a bad command line (one line printed) or --help
+        return exc.code if isinstance(exc.code, int) else 2
     try:
         return args.func(args)
     except (
@@ -400,6 +521,10 @@ def main(argv=None) -> int:
         RuntimeError,
     ) as exc:
         print(f"nitihw: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a file the command could not read or write
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"nitihw: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 2
 
 

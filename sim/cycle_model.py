@@ -14,6 +14,7 @@ import itertools
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from nitihw.golden.limits import LimitError, check
 from nitihw.rtl.schedule import Command, default_result_rows, program_cycles, range_latency
 
 
@@ -26,17 +27,35 @@ class ArrayConfig:
     kmax: int = 256
     result_rows: int | None = None  # the result buffer's rows; None: the default
 
+    def __post_init__(self):
+        for key in ("rows", "cols", "kmax"):
+            check(key, getattr(self, key))
+
     @property
     def buffer_rows(self) -> int:
         """Rows (of ``cols`` accumulators) of the result buffer."""
         return default_result_rows(self.cols) if self.result_rows is None else self.result_rows
 
     @classmethod
-    def parse(cls, text: str, kmax: int = 256) -> ArrayConfig:
-        r, sep, c = str(text).lower().partition("x")
-        if not sep or not r.isdigit() or not c.isdigit() or int(r) < 1 or int(c) < 1:
-            raise ValueError(f"bad --array {text!r}: expected ROWSxCOLS, e.g. 8x8")
-        return cls(int(r), int(c), kmax)
+    def parse(cls, text: str, kmax: int = 256, name: str = "--array") -> ArrayConfig:
+        """``ROWSxCOLS`` (each within :data:`~nitihw.golden.limits.LIMITS`), e.g. ``8x8``."""
+        r, sep, c = str(text).strip().lower().partition("x")
+        if not sep or not r.isdigit() or not c.isdigit():
+            raise LimitError(f"bad {name} {text!r}: expected ROWSxCOLS, e.g. 8x8")
+        rows = check("rows", int(r), f"{name} rows")
+        cols = check("cols", int(c), f"{name} columns")
+        return cls(rows, cols, check("kmax", kmax, "--kmax"))
+
+    @staticmethod
+    def arg(text: str) -> str:
+        """The argparse ``type`` of ``--array``: checks ``ROWSxCOLS`` and keeps the text."""
+        import argparse
+
+        try:
+            ArrayConfig.parse(text)
+        except LimitError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        return text
 
     def __str__(self) -> str:
         return f"{self.rows}x{self.cols}"

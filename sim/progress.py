@@ -61,7 +61,8 @@ class ProgressBar:
             self.stream.write("\r" + self._line(time.perf_counter()) + "\n")
         self.stream.write(
             f"epoch {summary['epoch'] + 1}/{self.epochs}: train acc {summary['train_accuracy']:.4f}"
-            f"  test acc {summary['test_accuracy']:.4f}  mu {summary['mu']}"
+            f"  test acc {summary['test_accuracy']:.4f}"
+            + (f"  mu {summary['mu']}" if "mu" in summary else "")
             + (f"  {summary['seconds']:.1f} s" if "seconds" in summary else "")
             + "\n"
         )

@@ -16,9 +16,11 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
+from nitihw.golden.checkpoint import CHECKPOINT_NAME
 from nitihw.golden.datasets import load_dataset
 from nitihw.golden.parallel import check_threads
 from nitihw.golden.profiles import get_profile
+from nitihw.golden.run_folder import RESULT_NAME
 from nitihw.golden.train import TrainConfig, atomic_write_json, check_input_shape, train
 from nitihw.sim.cycle_model import ArrayConfig, CycleReport
 
@@ -32,34 +34,43 @@ def default_out(opts: dict) -> str:
     return str(Path("runs") / re.sub(r"[^A-Za-z0-9.-]+", "-", tag))
 
 
-def check_options(opts: dict):
-    """Validate a run before anything slow starts; returns ``(cfg, data, array)``."""
+def check_settings(opts: dict):
+    """Validate a run's settings (no data loaded yet); returns ``(cfg, array)``."""
     cfg = TrainConfig(**{k: opts[k] for k in CONFIG_KEYS})
     opts["overflow"] = cfg.overflow  # resolved from the profile when not given
     cfg.validate()
+    backend = opts.get("backend", "golden")
     if opts.get("threads") is not None:
         check_threads(opts["threads"])
-        if opts.get("backend", "golden") != "golden":
+        if backend != "golden":
             raise ValueError("--threads sets the golden backend's worker threads")
     array = ArrayConfig.parse(opts.get("array", "8x8"), opts.get("kmax", 256))
-    data = load_dataset(opts["dataset"])
-    check_input_shape(cfg, data)
-    if opts["backend"] != "golden" and not get_profile(cfg.profile).datapath:
+    if backend != "golden" and not get_profile(cfg.profile).datapath:
         raise ValueError("the float32 twin runs on the golden backend only")
-    if opts["backend"] == "gpu" and get_profile(cfg.profile).method == "nitro-d":
+    if backend == "gpu" and get_profile(cfg.profile).method == "nitro-d":
         raise ValueError(
             "profile nitro-d runs on the golden and rtl backends only: its host operations "
             "(LeakyReLU, the int8 loss, the head pooling) are written in NumPy"
         )
+    return cfg, array
+
+
+def check_options(opts: dict):
+    """Validate a run before anything slow starts: its settings, then its dataset (loaded
+    here) against the model; returns ``(cfg, data, array)``."""
+    cfg, array = check_settings(opts)
+    data = load_dataset(opts["dataset"])
+    check_input_shape(cfg, data)
     return cfg, data, array
 
 
-def run_training(opts: dict, backend=None, eval_backend=None) -> dict:
-    """Run ``nitihw train`` with options ``opts`` (the CLI's, as a dict) and print as it goes."""
+def run_training(opts: dict, backend=None, eval_backend=None, checked=None) -> dict:
+    """Run ``nitihw train`` with options ``opts`` (the CLI's, as a dict) and print as it goes.
+    ``checked``: what :func:`check_options` returned for ``opts``, if the caller called it."""
     from nitihw.golden.backend import NumpyBackend
     from nitihw.sim.progress import ProgressBar, format_cycles, format_summary
 
-    cfg, data, array = check_options(opts)
+    cfg, data, array = checked or check_options(opts)
     if backend is None and cfg.backend == "gpu":
         from nitihw.gpu.backend import CupyBackend
 
@@ -67,16 +78,10 @@ def run_training(opts: dict, backend=None, eval_backend=None) -> dict:
     elif backend is None:
         backend = NumpyBackend(cfg.acc_bits, cfg.overflow, threads=opts.get("threads"))
     out = Path(opts["out"])
-    if get_profile(cfg.profile).datapath:
+    profile = get_profile(cfg.profile)
+    if profile.datapath:
         backend.trace = CycleReport(array, measured=backend.name == "rtl")
-    where = f", array {array}" + (" (simulated)" if backend.name == "rtl" else " (cycle model)")
-    print(
-        f"nitihw train: {cfg.model} on {cfg.dataset} ({len(data.train_y)} train / "
-        f"{len(data.test_y)} test), backend {backend.name}, profile {cfg.profile}, "
-        f"batch {cfg.batch}, mu {cfg.mu_text}{where}; checkpoints in {out}",
-        file=sys.stderr,
-        flush=True,
-    )
+    print(run_header(cfg, data, backend.name, array, out), file=sys.stderr, flush=True)
     result = train(
         cfg,
         data,
@@ -86,14 +91,39 @@ def run_training(opts: dict, backend=None, eval_backend=None) -> dict:
         progress=ProgressBar(),
         eval_backend=eval_backend,
     )
-    atomic_write_json(out / "result.json", result)
+    atomic_write_json(out / RESULT_NAME, result)
     if opts.get("json"):
         atomic_write_json(Path(opts["json"]), result)
     print(format_summary(result))
     if "cycles" in result:
         print(format_cycles(result["cycles"]))
+    print(f"result: {out / RESULT_NAME}" + (f" and {opts['json']}" if opts.get("json") else ""))
+    print(f"checkpoint: {out / CHECKPOINT_NAME} (continue with --resume --out {out})")
     sys.stdout.flush()
     return result
+
+
+def run_header(cfg: TrainConfig, data, backend: str, array, out: Path) -> str:
+    """The line a run starts with: what it trains, and the settings its profile uses (the
+    float32 twin has a learning rate and no datapath; the integer methods a mu schedule)."""
+    profile = get_profile(cfg.profile)
+    parts = [
+        f"nitihw train: {cfg.model} on {cfg.dataset} ({len(data.train_y)} train / "
+        f"{len(data.test_y)} test)",
+        f"backend {backend}",
+        f"profile {cfg.profile}",
+        f"batch {cfg.batch}",
+    ]
+    if profile.method == "float":
+        parts.append(f"lr {cfg.lr:g}, momentum {cfg.momentum:g}")
+        if cfg.weight_decay:
+            parts.append(f"weight decay {cfg.weight_decay:g}")
+    else:
+        parts.append(f"mu {cfg.mu_text}")
+    if profile.datapath:
+        how = "simulated" if backend == "rtl" else "cycle model"
+        parts.append(f"array {array} ({how})")
+    return ", ".join(parts) + f"; run folder {out}"
 
 
 def build_name(array: str, params: dict) -> str:
@@ -113,7 +143,7 @@ def rtl_build(opts: dict) -> tuple[dict, Path]:
     directory its builds go to."""
     from nitihw.rtl.verilog import datapath_params
 
-    cfg, _data, array = check_options(opts)
+    cfg, array = check_settings(opts)
     profile = get_profile(cfg.profile)
     params = datapath_params(
         array.rows,
@@ -127,14 +157,14 @@ def rtl_build(opts: dict) -> tuple[dict, Path]:
     return params, Path(opts.get("build_dir") or "build/rtl") / build_name(str(array), params)
 
 
-def launch_rtl_training(opts: dict) -> int:
+def launch_rtl_training(opts: dict, checked=None) -> int:
     """Build the Datapath for ``--array`` and run the training on the simulated RTL."""
     from nitihw.sim.verify import build_datapath, sim_build_dir
 
     params, build = rtl_build(opts)
     sim = opts.get("sim", "verilator")
     if sim == "verilator":
-        return run_native_training(opts, params, build)
+        return run_native_training(opts, params, build, checked)
     if opts.get("waves"):
         raise ValueError("--waves records the native simulator (--sim verilator)")
     if opts.get("sim_instances"):
@@ -157,31 +187,90 @@ def launch_rtl_training(opts: dict) -> int:
     status = out / "rtl_status.json"
     status.unlink(missing_ok=True)
     run_dir = sim_build_dir(build, sim, False)
-    try:
-        runner.test(
-            hdl_toplevel="datapath",
-            test_module="nitihw.sim.testbench.train_tb",
-            build_dir=str(run_dir),
-            test_dir=str(run_dir),
-            results_xml=str((run_dir / "train_results.xml").resolve()),
-            extra_env={
-                "NITIHW_TRAIN": json.dumps(opts),
-                "NITIHW_PARAMS": json.dumps(params),
-                "NITIHW_STATUS": str(status.resolve()),
-                "COCOTB_LOG_LEVEL": os.environ.get("COCOTB_LOG_LEVEL", "WARNING"),
-            },
-        )
-    except SystemExit:
-        pass
+    log = out / "simulator.log"
+    # the simulator's own chatter goes to the log; the run's output comes back through the
+    # console files, relayed as it is written
+    console = {name: out / f".console.{name}" for name in ("out", "err")}
+    for path in console.values():
+        path.write_bytes(b"")
+    with _Relay(console["out"], sys.stdout), _Relay(console["err"], sys.stderr):
+        try:
+            runner.test(
+                hdl_toplevel="datapath",
+                test_module="nitihw.sim.testbench.train_tb",
+                build_dir=str(run_dir),
+                test_dir=str(run_dir),
+                results_xml=str((run_dir / "train_results.xml").resolve()),
+                log_file=str(log.resolve()),
+                extra_env={
+                    "NITIHW_TRAIN": json.dumps(opts),
+                    "NITIHW_PARAMS": json.dumps(params),
+                    "NITIHW_STATUS": str(status.resolve()),
+                    "NITIHW_CONSOLE_OUT": str(console["out"].resolve()),
+                    "NITIHW_CONSOLE_ERR": str(console["err"].resolve()),
+                    "COCOTB_LOG_LEVEL": os.environ.get("COCOTB_LOG_LEVEL", "WARNING"),
+                },
+            )
+        except SystemExit:
+            pass
+    for path in console.values():
+        path.unlink(missing_ok=True)
     if not status.exists():
-        raise RuntimeError(f"the simulation ended without a result; see {run_dir}")
+        raise RuntimeError(f"the simulation ended without a result{_log_tail(log)}")
     state = json.loads(status.read_text())
     if "error" in state:
         raise RuntimeError(state["error"])
+    print(f"simulator log: {log}")
     return 0
 
 
-def run_native_training(opts: dict, params: dict, build: Path) -> int:
+def _log_tail(log: Path, lines: int = 15) -> str:
+    """The end of the simulator's log, for an error message."""
+    try:
+        tail = log.read_text(errors="replace").splitlines()[-lines:]
+    except OSError:
+        return f" (no simulator log at {log})"
+    return f"; the end of {log}:\n" + "\n".join("  " + t for t in tail)
+
+
+class _Relay:
+    """Copies what another process appends to ``path`` onto ``stream`` while the block runs."""
+
+    def __init__(self, path: Path, stream, every: float = 0.2):
+        import threading
+
+        self.path, self.stream, self.every = path, stream, every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._pos = 0
+
+    def _copy(self) -> None:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self._pos)
+                data = f.read()
+        except OSError:
+            return
+        if data:
+            self._pos += len(data)
+            self.stream.write(data.decode(errors="replace"))
+            self.stream.flush()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            self._copy()
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self._copy()
+
+
+def run_native_training(opts: dict, params: dict, build: Path, checked=None) -> int:
     """``--backend rtl --sim verilator``: the training in this process, every datapath
     operation a program streamed through the compiled harness."""
     from nitihw.golden.backend import NumpyBackend
@@ -210,7 +299,7 @@ def run_native_training(opts: dict, params: dict, build: Path) -> int:
         golden_eval = (
             None if opts.get("eval_on_rtl") else NumpyBackend(opts["acc_bits"], opts["overflow"])
         )
-        run_training(opts, backend, eval_backend=golden_eval)
+        run_training(opts, backend, eval_backend=golden_eval, checked=checked)
     finally:
         if n > 1:
             driver.close()

@@ -356,6 +356,7 @@ def run_rescale_sweep(
             build_dir=str(build_dir / sim),
             test_dir=str(build_dir),
             results_xml=str(results),
+            log_file=str((build_dir / f"rescale_seed{seed}.log").resolve()),
             extra_env={
                 "NITIHW_LANES": str(lanes),
                 "NITIHW_ACC_BITS": str(acc_bits),

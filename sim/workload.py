@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from nitihw.golden import models as M
+from nitihw.golden.limits import LimitError, check
 from nitihw.golden.network import layer_name
 
 
@@ -152,12 +153,24 @@ def topology_workload(path: str | Path, batch: int = 1) -> list[LayerShape]:
     if batch < 1:
         raise WorkloadError(f"--batch must be >= 1, got {batch}")
     try:
-        text = path.read_text()
+        text = path.read_bytes().decode("utf-8-sig")
     except OSError as exc:
-        raise WorkloadError(f"{path}: cannot read topology ({exc.strerror})") from None
-    rows = [
-        [c.strip() for c in r] for r in csv.reader(text.splitlines()) if any(c.strip() for c in r)
-    ]
+        raise WorkloadError(f"{path}: cannot read topology ({exc.strerror or exc})") from None
+    except UnicodeDecodeError as exc:
+        raise WorkloadError(
+            f"{path}: not a text file (byte 0x{exc.object[exc.start]:02x} at offset "
+            f"{exc.start} is not UTF-8)"
+        ) from None
+    if "\x00" in text:
+        raise WorkloadError(f"{path}: not a text file (it holds NUL bytes)")
+    try:
+        rows = [
+            [c.strip() for c in r]
+            for r in csv.reader(text.splitlines())
+            if any(c.strip() for c in r)
+        ]
+    except csv.Error as exc:
+        raise WorkloadError(f"{path}: not a CSV file ({exc})") from None
     if not rows:
         raise WorkloadError(f"{path}: empty topology file")
     header = [c for c in rows[0] if c]
@@ -186,10 +199,10 @@ def topology_workload(path: str | Path, batch: int = 1) -> list[LayerShape]:
                 raise WorkloadError(
                     f"{path}, line {line}: field {col!r} is {cell!r}, not an integer"
                 ) from None
-            if values[col] < 1:
-                raise WorkloadError(
-                    f"{path}, line {line}: field {col!r} must be >= 1, got {values[col]}"
-                )
+            try:
+                check("topology_dim", values[col], f"{path}, line {line}: field {col!r}")
+            except LimitError as exc:
+                raise WorkloadError(str(exc)) from None
         name, first = cells[0], not layers
         if kind == "gemm":
             m, n, k = values["M"] * batch, values["N"], values["K"]

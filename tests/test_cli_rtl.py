@@ -51,15 +51,16 @@ def test_emitted_verilog_compiles_in_icarus(tmp_path):
 @pytest.mark.parametrize(
     "argv,message",
     [
-        (["verilog", "--rows", "0", "--out", "x"], "rows must be an integer in 1..256, got 0"),
-        (
-            ["verilog", "--op-bits", "20", "--out", "x"],
-            "op_bits must be an integer in 2..16, got 20",
-        ),
-        (["verilog", "--kmax", "0", "--out", "x"], "kmax must be an integer in 1..65536"),
+        (["verilog", "--rows", "0", "--out", "x"], "--rows: must be an integer in 1..256, got 0"),
+        (["verilog", "--op-bits", "20", "--out", "x"], "--op-bits: must be 8 or 16, got 20"),
+        (["verilog", "--op-bits", "3", "--out", "x"], "--op-bits: must be 8 or 16, got 3"),
+        (["verilog", "--kmax", "0", "--out", "x"], "--kmax: must be an integer in 1..65536"),
         (["verify", "--shapes", "8by8"], "bad array shape '8by8'"),
         (["verify", "--sims", "modelsim"], "unknown simulator 'modelsim'"),
-        (["verify", "--seeds", "a"], "bad seed list 'a'"),
+        (["verify", "--seeds", "a"], "bad seeds list 'a'"),
+        (["verify", "--seeds", "-1"], "--seeds -1 must be an integer in 0..4294967295"),
+        (["verify", "--shapes", "2x999"], "--shapes columns must be an integer in 1..256"),
+        (["verify", "--acc-bits", "4"], "--acc-bits 4 must be an integer in 8..48"),
     ],
 )
 def test_bad_arguments_are_named(tmp_path, capsys, argv, message):

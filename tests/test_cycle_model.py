@@ -149,7 +149,17 @@ def test_schedule_overlaps_loads_computes_and_drains():
     assert program_cycles([load0, comp0, Command("RESCALE", 1)], r, c) == base + 1 + 3 + 1
 
 
-@pytest.mark.parametrize("text", ["8", "0x4", "axb", "4x"])
-def test_bad_array_is_named(text):
-    with pytest.raises(ValueError, match="bad --array"):
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("8", "bad --array"),
+        ("axb", "bad --array"),
+        ("4x", "bad --array"),
+        ("0x4", "--array rows must be an integer in 1..256, got 0"),
+        ("1000000x1000000", "--array rows must be an integer in 1..256, got 1000000"),
+        ("4x257", "--array columns must be an integer in 1..256, got 257"),
+    ],
+)
+def test_bad_array_is_named(text, message):
+    with pytest.raises(ValueError, match=message):
         ArrayConfig.parse(text)

@@ -74,20 +74,25 @@ def test_energy_is_counts_times_table(tmp_path):
 @pytest.mark.parametrize(
     "text,message",
     [
-        ("[array]\nrows = 0\n", "array.rows must be in 1..4096, got 0"),
+        ("[array]\nrows = 0\n", "array.rows must be an integer in 1..256, got 0"),
+        ("[array]\nrows = 1000000\n", "array.rows must be an integer in 1..256, got 1000000"),
+        ("[precision]\noperand_bits = 12\n", "precision.operand_bits must be 8 or 16, got 12"),
+        ("[buffers]\nifmap_kib = 0\n", "buffers.ifmap_kib must be a number > 0"),
+        ("[clock]\nfrequency_mhz = nan\n", "clock.frequency_mhz must be a number > 0"),
+        ("[array]\nrows = \xff\n", "not a text file .byte 0xff at offset 15 is not UTF-8."),
         ("[array]\nrows = 'eight'\n", "array.rows must be an integer"),
         ("[array]\nrow = 8\n", "unknown key array.row"),
         ("[memory]\nx = 1\n", "unknown section [memory]"),
-        ("[buffers]\nifmap_kib = -1\n", "buffers.ifmap_kib must be in"),
+        ("[buffers]\nifmap_kib = -1\n", "buffers.ifmap_kib must be a number > 0"),
         ("[energy]\nint8_mul = 1\n", "unknown key energy.int8_mul"),
-        ("[energy]\nint8_mult = -1\n", "energy.int8_mult must be a non-negative number"),
+        ("[energy]\nint8_mult = -1\n", "energy.int8_mult must be a number >= 0"),
         ("[energy]\ntable = 'nosuch'\n", "unknown energy table 'nosuch'"),
         ("[array\nrows = 1", "not valid TOML"),
     ],
 )
 def test_bad_config_names_the_key(tmp_path, text, message):
     cfg = tmp_path / "bad.toml"
-    cfg.write_text(text)
+    cfg.write_bytes(text.encode("latin-1"))  # \xff: one byte that is not UTF-8
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
         load_accelerator(cfg)
 
@@ -134,14 +139,16 @@ def test_scalesim_topologies_match_the_builtin_layers(tmp_path):
         ("Name, A, B,\nx, 1, 2,\n", "neither SCALE-Sim's conv format"),
         ("Layer, M, N, K,\nfc, 1, 2,\n", "line 2: 3 fields, expected 4"),
         ("Layer, M, N, K,\nfc, 1, x, 3,\n", "line 2: field 'N' is 'x', not an integer"),
-        ("Layer, M, N, K,\nfc, 1, 0, 3,\n", "line 2: field 'N' must be >= 1"),
+        ("Layer, M, N, K,\nfc, 1, 0, 3,\n", "field 'N' must be an integer in 1..2147483647, got 0"),
+        ("Layer, M, N, K,\nfc, 1, 9" + "9" * 20 + ", 3,\n", "field 'N' must be an integer in 1.."),
+        ("Layer, M, N, K,\nfc, \xe9, 2, 3,\n", "not a text file .byte 0xe9 at offset"),
         ("Layer, M, N, K,\n", "no layers after the header"),
         (CONV_CSV.splitlines()[0] + "\nc, 3, 3, 5, 5, 1, 2, 1,\n", "filter larger than the IFMAP"),
     ],
 )
 def test_bad_topologies_are_named(tmp_path, text, message):
     path = tmp_path / "t.csv"
-    path.write_text(text)
+    path.write_bytes(text.encode("latin-1"))  # \xe9: one byte that is not UTF-8
     with pytest.raises(WorkloadError, match=message):
         topology_workload(path)
 
@@ -196,7 +203,18 @@ def test_cli_writes_scalesim_reports_json_and_plots(tmp_path, capsys):
     [
         (["estimate", "--out", "x"], "exactly one of --model NAME or --topology"),
         (["estimate", "--model", "lenet", "--array", "8", "--out", "x"], "bad --array '8'"),
-        (["estimate", "--model", "lenet", "--batch", "0", "--out", "x"], "--batch must be >= 1"),
+        (
+            ["estimate", "--model", "lenet", "--batch", "0", "--out", "x"],
+            "argument --batch: must be an integer in 1..65536, got 0",
+        ),
+        (
+            ["estimate", "--model", "lenet", "--train-samples", "0", "--out", "x"],
+            "argument --train-samples: must be an integer in 1..10000000000, got 0",
+        ),
+        (
+            ["estimate", "--model", "lenet", "--array", "1000000x1000000", "--out", "x"],
+            "--array rows must be an integer in 1..256, got 1000000",
+        ),
         (["estimate", "--topology", "/no/file.csv", "--out", "x"], "cannot read topology"),
         (
             ["estimate", "--model", "lenet", "--energy", "x45", "--out", "x"],

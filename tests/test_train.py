@@ -123,7 +123,7 @@ def test_cli_writes_the_record(tmp_path, capsys):
         (["--dataset", "digits", "--model", "mlp-digits", "--mu", "3,2@0"], "epochs must increase"),
         (
             ["--dataset", "digits", "--model", "mlp-digits", "--epochs", "0"],
-            "--epochs must be >= 1",
+            "argument --epochs: must be an integer in 1..1000000, got 0",
         ),
         (["--dataset", "digits", "--model", "mlp-digits", "--resume"], "no checkpoint at"),
         (

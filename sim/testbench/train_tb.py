@@ -4,11 +4,13 @@ The training loop is ordinary blocking code (the same :func:`nitihw.sim.train_ru
 the golden backend runs); it runs in a ``cocotb.bridge`` thread, and the RTL backend hands each
 datapath operation to the simulator with ``cocotb.resume``. ``NITIHW_TRAIN`` holds the run's
 options, ``NITIHW_PARAMS`` the Datapath's parameters, ``NITIHW_STATUS`` where to say how it
-ended.
+ended, and ``NITIHW_CONSOLE_OUT`` / ``_ERR`` where the run's own output goes (the launcher
+relays them; the simulator's stdout is its log file).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 
@@ -36,6 +38,21 @@ async def train_run(dut):
         return resume(coro_fn)(*args, **kw)
 
     def blocking():
+        # the run's own output goes to the files the launcher relays (the simulator's
+        # stdout is its log file)
+        with contextlib.ExitStack() as stack:
+            for var, name in (("NITIHW_CONSOLE_OUT", "stdout"), ("NITIHW_CONSOLE_ERR", "stderr")):
+                if os.environ.get(var):
+                    f = stack.enter_context(open(os.environ[var], "a", buffering=1))
+                    redirect = (
+                        contextlib.redirect_stdout
+                        if name == "stdout"
+                        else (contextlib.redirect_stderr)
+                    )
+                    stack.enter_context(redirect(f))
+            run(opts)
+
+    def run(opts):
         backend = RtlBackend(drv, call, opts["acc_bits"], opts["overflow"])
         golden_eval = (
             None if opts.get("eval_on_rtl") else NumpyBackend(opts["acc_bits"], opts["overflow"])

@@ -1,0 +1,139 @@
+"""The one table of limits: every option of every command, every accelerator config value and
+every Datapath parameter is checked against :data:`LIMITS`, and nowhere else.
+
+``nitihw train``, ``estimate``, ``verilog``, ``verify`` and ``synth`` build their argparse types
+from it (:meth:`Limit.arg`), so a bad value stops the command before any data is loaded or any
+work starts; the accelerator TOML (:mod:`nitihw.sim.accelerator`), the array of the cycle model
+(:class:`nitihw.sim.cycle_model.ArrayConfig`), the training configuration
+(:class:`nitihw.golden.train.TrainConfig`) and the RTL's top level
+(:class:`nitihw.rtl.datapath.Datapath`) call :func:`check` with the same entries. A value
+outside its limit is a :class:`LimitError` naming the option (``--kmax``), the key
+(``array.kmax``) or the parameter (``kmax``), the limit and the value.
+
+``docs/reliability.md`` prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from dataclasses import dataclass
+
+
+class LimitError(ValueError):
+    """A value outside its entry of :data:`LIMITS`; the message names it."""
+
+
+@dataclass(frozen=True)
+class Limit:
+    """The values one setting may take: integers or numbers in ``lo..hi`` (``open_lo`` /
+    ``open_hi``: the bound itself excluded), or one of ``choices``."""
+
+    what: str
+    lo: float = -math.inf
+    hi: float = math.inf
+    kind: type = int
+    choices: tuple = ()
+    open_lo: bool = False
+    open_hi: bool = False
+
+    def describe(self) -> str:
+        if self.choices:
+            *first, last = map(str, self.choices)
+            return f"{', '.join(first)} or {last}" if first else last
+        noun = "an integer" if self.kind is int else "a number"
+        if self.kind is int and not (self.open_lo or self.open_hi):
+            return f"{noun} in {self.lo}..{self.hi}"
+        lo = f"> {self.lo:g}" if self.open_lo else f">= {self.lo:g}"
+        hi = f"< {self.hi:g}" if self.open_hi else f"<= {self.hi:g}"
+        return f"{noun} {lo} and {hi}"
+
+    def ok(self, value) -> bool:
+        if isinstance(value, bool):
+            return False
+        if self.kind is int and not isinstance(value, int):
+            return False
+        if not isinstance(value, int | float) or not math.isfinite(value):
+            return False
+        if self.choices:
+            return value in self.choices
+        above = value > self.lo if self.open_lo else value >= self.lo
+        below = value < self.hi if self.open_hi else value <= self.hi
+        return above and below
+
+    def check(self, value, name: str):
+        """``value`` if it is within the limit, else :class:`LimitError` naming ``name``."""
+        if not self.ok(value):
+            raise LimitError(f"{name} must be {self.describe()}, got {value!r}")
+        return self.kind(value)
+
+    def arg(self, text: str):
+        """An argparse ``type``: the text as a number within the limit."""
+        try:
+            value = self.kind(text.strip())
+        except ValueError:
+            noun = "an integer" if self.kind is int else "a number"
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not {noun} (must be {self.describe()})"
+            ) from None
+        if not self.ok(value):
+            raise argparse.ArgumentTypeError(f"must be {self.describe()}, got {text.strip()}")
+        return value
+
+
+def _int(what, lo, hi):
+    return Limit(what, lo, hi)
+
+
+def _num(what, lo, hi, open_lo=False, open_hi=False):
+    return Limit(what, lo, hi, float, open_lo=open_lo, open_hi=open_hi)
+
+
+#: every limit, by name (the names are the Datapath parameters' and the option names'
+#: with hyphens as underscores)
+LIMITS: dict[str, Limit] = {
+    # the Datapath (RTL), the cycle model and the estimate's accelerator
+    "rows": _int("PE rows of the MAC array", 1, 256),
+    "cols": _int("PE columns of the MAC array", 1, 256),
+    "kmax": _int("operand buffer depth (products per chunk)", 1, 1 << 16),
+    "op_bits": Limit("operand width in bits", choices=(8, 16)),
+    "b_bits": Limit("B operand width in bits", choices=(8, 16, 32)),
+    "acc_bits": _int("accumulator width in bits", 8, 48),
+    "guard_bits": _int("extra accumulator bits that keep the overflow flags exact", 0, 32),
+    "result_rows": _int("result buffer rows", 0, 1 << 20),
+    "buffer_kib": _num("on-chip buffer size in KiB", 0, 1 << 30, open_lo=True),
+    "bandwidth": _num("off-chip bytes per cycle", 0, 1e12, open_lo=True),
+    "frequency_mhz": _num("clock frequency in MHz", 0, 1e6, open_lo=True),
+    "energy_pj": _num("energy of one operation in pJ", 0, 1e9),
+    # a training run
+    "epochs": _int("epochs", 1, 1_000_000),
+    "batch": _int("mini-batch size", 1, 1 << 16),
+    "seed": _int("random seed", 0, (1 << 32) - 1),
+    "steps": _int("steps in total", 1, 1 << 40),
+    "mu": _int("NITI learning rate in bits", -8, 15),
+    "lr": _num("SGD learning rate", 0, 100, open_lo=True),
+    "momentum": _num("SGD momentum", 0, 1, open_hi=True),
+    "weight_decay": _num("weight decay", 0, 1),
+    "threads": _int("worker threads", 1, 256),
+    "sim_instances": _int("simulated Datapath instances (0: one per core)", 0, 64),
+    # the estimate and synthesis
+    "train_samples": _int("training-set size", 1, 10**10),
+    "topology_dim": _int("a dimension in a topology file", 1, (1 << 31) - 1),
+    "timeout": _num("seconds", 0, 1e7, open_lo=True),
+}
+
+
+def check(key: str, value, name: str | None = None):
+    """``value`` checked against ``LIMITS[key]``; errors name it ``name`` (default: ``key``)."""
+    return LIMITS[key].check(value, name or key)
+
+
+def arg(key: str):
+    """The argparse ``type`` of an option limited by ``LIMITS[key]``."""
+    limit = LIMITS[key]
+
+    def parse(text: str):
+        return limit.arg(text)
+
+    parse.__name__ = key  # argparse names the type in some messages
+    return parse
