@@ -114,6 +114,7 @@ LIMITS: dict[str, Limit] = {
     "lr": _num("SGD learning rate", 0, 100, open_lo=True),
     "momentum": _num("SGD momentum", 0, 1, open_hi=True),
     "weight_decay": _num("weight decay", 0, 1),
+    "checkpoint_every": _int("steps between checkpoints (0: at each epoch's end)", 0, 1 << 40),
     "threads": _int("worker threads", 1, 256),
     "sim_instances": _int("simulated Datapath instances (0: one per core)", 0, 64),
     # the estimate and synthesis

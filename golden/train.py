@@ -92,6 +92,7 @@ class TrainConfig:
     lr: float = 0.05  # float32 twin only
     momentum: float = 0.9  # float32 twin only
     weight_decay: float = 0.0  # float32 twin only
+    checkpoint_every: int = 0  # also checkpoint every N steps (0: at each epoch's end only)
 
     def validate(self) -> None:
         get_model_spec(self.model)
@@ -101,6 +102,7 @@ class TrainConfig:
             check(name, getattr(self, name), "--" + name.replace("_", "-"))
         if self.steps is not None:
             check("steps", self.steps, "--steps")
+        check("checkpoint_every", self.checkpoint_every, "--checkpoint-every")
         if self.weight_bits not in (8, 16):
             raise LimitError(f"--weight-bits must be 8 or 16, got {self.weight_bits!r}")
 
@@ -333,10 +335,15 @@ def train(
     ctx = StepContext(backend, profile, seed=cfg.seed)
     eval_ctx = ctx if eval_backend is None else StepContext(eval_backend, profile, seed=cfg.seed)
 
-    def checkpoint():
+    def checkpoint(unfinished: float = 0.0):
+        """Save the run; ``unfinished``: seconds of the epoch's loop not yet in the state."""
         if ckpt is not None:
             state.overflow_events = backend.overflow_events
-            save_checkpoint(ckpt, cfg, net, state)
+            state.seconds += unfinished
+            try:
+                save_checkpoint(ckpt, cfg, net, state)
+            finally:
+                state.seconds -= unfinished
 
     # BLAS settings are the integer backends' own; the float twins keep BLAS's defaults (their
     # float sums, so their weights, depend on how BLAS splits them)
@@ -376,6 +383,9 @@ def train(
                 )
                 if interrupt.requested:
                     break
+                every = cfg.checkpoint_every
+                if every and state.step % every == 0 and state.step % per_epoch:
+                    checkpoint(time.perf_counter() - t0)
             part = time.perf_counter() - t0
             state.seconds += part
             if state.step % per_epoch == 0:

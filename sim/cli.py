@@ -323,6 +323,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--json", default=None, help="also write the result record here")
     t.add_argument("--resume", action="store_true", help="continue the run in --out")
     t.add_argument(
+        "--checkpoint-every",
+        type=_limited("checkpoint_every"),
+        default=0,
+        help="also write the checkpoint every N steps, for long epochs (default 0: at the end "
+        "of each epoch, and on Ctrl-C)",
+    )
+    t.add_argument(
         "--overwrite",
         action="store_true",
         help="replace the run in --out (without it, a folder that holds a run is refused)",

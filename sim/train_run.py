@@ -36,7 +36,7 @@ def default_out(opts: dict) -> str:
 
 def check_settings(opts: dict):
     """Validate a run's settings (no data loaded yet); returns ``(cfg, array)``."""
-    cfg = TrainConfig(**{k: opts[k] for k in CONFIG_KEYS})
+    cfg = TrainConfig(**{k: opts[k] for k in CONFIG_KEYS if k in opts})
     opts["overflow"] = cfg.overflow  # resolved from the profile when not given
     cfg.validate()
     backend = opts.get("backend", "golden")
