@@ -136,6 +136,9 @@ def write_checkpoint(path: Path, data: bytes) -> None:
             except OSError:  # a file system without hard links: copy
                 link.write_bytes(path.read_bytes())
             os.replace(link, prev)
+            # rename() does nothing when both names are links to one file (prev already is
+            # this checkpoint: a crash came between these steps before)
+            link.unlink(missing_ok=True)
             crash_point("checkpoint-prev")
         os.replace(tmp, path)
         _fsync_dir(path.parent)
