@@ -24,7 +24,6 @@ from pathlib import Path
 from nitihw.golden.checkpoint import (
     CHECKPOINT_NAME,
     PREVIOUS_NAME,
-    read_checkpoint,
     remove_leftovers,
 )
 
@@ -48,7 +47,7 @@ def check_writable_dir(path: Path, option: str) -> None:
         raise RunFolderError(f"{option} {path} is a file, not a folder")
     try:
         path.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:
+    except (FileExistsError, NotADirectoryError):
         blocker = next(p for p in [path, *path.parents] if p.exists() and not p.is_dir())
         raise RunFolderError(
             f"{option} {path}: {blocker} is a file, so no folder can be made there"
@@ -90,7 +89,6 @@ def check_run_folder(out: Path, resume: bool, overwrite: bool) -> None:
         if not (out / CHECKPOINT_NAME).is_file():
             extra = f" (the folder holds {', '.join(held)})" if held else ""
             raise RunFolderError(f"--resume: no checkpoint at {out / CHECKPOINT_NAME}{extra}")
-        read_checkpoint(out / CHECKPOINT_NAME)  # damage shows now, before the data loads
     elif held and not overwrite:
         raise RunFolderError(
             f"--out {out} already holds a run ({', '.join(held)}): continue it with --resume, "

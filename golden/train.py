@@ -195,6 +195,29 @@ def load_checkpoint(path: Path, cfg: TrainConfig, net) -> RunState:
     """Load a checkpoint into ``net`` once every part of it checks out: the archive, the
     manifest, the checksum, this run's settings and the network's own state layout."""
     meta, arrays = read_checkpoint(path)
+    _same_run(path, cfg, meta)
+    check_arrays_fit(path, arrays, net.state())
+    try:
+        net.load_state(arrays)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise damaged(path, f"the network refused its state: {exc}") from None
+    return RunState(**meta["state"])
+
+
+def check_resume(path: Path, cfg: TrainConfig) -> RunState:
+    """The checkpoint at ``path`` is whole, from this run, and fits the network ``cfg``
+    builds: checked before the dataset loads (:func:`train` loads it again, into the net)."""
+    spec, profile = get_model_spec(cfg.model), get_profile(cfg.profile)
+    kw = {"lr": cfg.lr, "momentum": cfg.momentum, "weight_decay": cfg.weight_decay}
+    net = build_network(spec, profile, cfg.seed, cfg.weight_bits, **kw)
+    net.to_backend(NumpyBackend(cfg.acc_bits, cfg.overflow, threads=1))
+    meta, arrays = read_checkpoint(path)
+    _same_run(path, cfg, meta)
+    check_arrays_fit(path, arrays, net.state())
+    return RunState(**meta["state"])
+
+
+def _same_run(path: Path, cfg: TrainConfig, meta: dict) -> None:
     mine = cfg.identity()
     theirs = meta["identity"]
     for key in sorted(set(mine) | set(theirs)):
@@ -204,12 +227,6 @@ def load_checkpoint(path: Path, cfg: TrainConfig, net) -> RunState:
                 f"{mine.get(key)!r} (resume with the same settings, or start a new run without "
                 "--resume)"
             )
-    check_arrays_fit(path, arrays, net.state())
-    try:
-        net.load_state(arrays)
-    except (ValueError, KeyError, TypeError) as exc:
-        raise damaged(path, f"the network refused its state: {exc}") from None
-    return RunState(**meta["state"])
 
 
 def evaluate(net, x: np.ndarray, y: np.ndarray, ctx: StepContext, batch: int = EVAL_BATCH) -> float:

@@ -20,12 +20,14 @@ RTL_SIMULATORS = ("verilator", "cocotb-verilator", "icarus")
 
 
 def cmd_train(args) -> int:
+    from nitihw.golden.checkpoint import CHECKPOINT_NAME
     from nitihw.golden.run_folder import (
         RunLock,
         check_output_file,
         check_run_folder,
         clear_run_folder,
     )
+    from nitihw.golden.train import check_resume
     from nitihw.sim.train_run import (
         check_options,
         check_settings,
@@ -38,8 +40,10 @@ def cmd_train(args) -> int:
     opts["out"] = opts["out"] or default_out(opts)
     out = Path(opts["out"])
     # settings, then output paths, then the dataset: all before any work starts
-    check_settings(opts)
+    cfg, _array = check_settings(opts)
     check_run_folder(out, args.resume, args.overwrite)
+    if args.resume:
+        check_resume(out / CHECKPOINT_NAME, cfg)
     if args.json:
         check_output_file(Path(args.json), "--json")
     checked = check_options(opts)
@@ -233,11 +237,8 @@ class _Help(argparse.RawDescriptionHelpFormatter):
     def _get_help_string(self, action):
         text = action.help or ""
         default = action.default
-        if (
-            "default" not in text
-            and default not in (None, False, argparse.SUPPRESS)
-            and action.option_strings
-        ):
+        hidden = default is None or default is False or default == argparse.SUPPRESS
+        if "default" not in text and not hidden and action.option_strings:
             text += f" (default: {default})"
         return text
 

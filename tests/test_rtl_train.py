@@ -76,17 +76,27 @@ def test_rtl_matches_golden_bit_for_bit(tmp_path, model, array, extra):
 
 
 @pytest.mark.parametrize("sim", ["icarus", "cocotb-verilator"])
-def test_rtl_run_on_cocotb(tmp_path, sim):
+def test_rtl_run_on_cocotb(tmp_path, capfd, sim):
     """The cocotb training testbench (train_tb.py) on Icarus and on Verilator, beside the
-    native default."""
+    native default. The simulator's chatter goes to simulator.log; the run's own output
+    (progress, summary) is relayed as the golden run prints it."""
     if sim == "icarus" and not simulator_available("icarus"):
         pytest.skip("iverilog not installed")
     args = ["--model", "mlp-digits", "--dataset", "digits", "--batch", "8", "--steps", "1"]
     args += ["--array", "2x2", "--kmax", "16"]
     gold = train(tmp_path, "golden", *args)
+    capfd.readouterr()
     rtl = train(tmp_path, "rtl", *args, "--backend", "rtl", "--sim", sim)
     assert rtl["weights_sha256"] == gold["weights_sha256"]
     assert rtl["cycles"]["model_mismatches"] == 0
+    shown = capfd.readouterr()
+    assert f"weights_sha256   {rtl['weights_sha256']}" in shown.out
+    assert "backend rtl" in shown.err
+    text = (shown.out + shown.err).replace(str(tmp_path), "").replace("(cocotb)", "")
+    for chatter in ("gpi", "$finish", "cocotb", "VPI"):
+        assert chatter not in text
+    log = tmp_path / "rtl" / "simulator.log"
+    assert f"simulator log: {log}" in shown.out and "gpi" in log.read_text()
 
 
 def test_rtl_run_split_over_instances(tmp_path):
