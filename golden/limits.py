@@ -36,6 +36,7 @@ class Limit:
     choices: tuple = ()
     open_lo: bool = False
     open_hi: bool = False
+    used: str = ""  # the options and config keys it limits (for the docs)
 
     def describe(self) -> str:
         if self.choices:
@@ -44,8 +45,8 @@ class Limit:
         noun = "an integer" if self.kind is int else "a number"
         if self.kind is int and not (self.open_lo or self.open_hi):
             return f"{noun} in {self.lo}..{self.hi}"
-        lo = f"> {self.lo:g}" if self.open_lo else f">= {self.lo:g}"
-        hi = f"< {self.hi:g}" if self.open_hi else f"<= {self.hi:g}"
+        lo = f"> {_num_text(self.lo)}" if self.open_lo else f">= {_num_text(self.lo)}"
+        hi = f"< {_num_text(self.hi)}" if self.open_hi else f"<= {_num_text(self.hi)}"
         return f"{noun} {lo} and {hi}"
 
     def ok(self, value) -> bool:
@@ -81,47 +82,90 @@ class Limit:
         return value
 
 
-def _int(what, lo, hi):
-    return Limit(what, lo, hi)
+def _num_text(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() and abs(x) < 1e15 else f"{x:g}"
 
 
-def _num(what, lo, hi, open_lo=False, open_hi=False):
-    return Limit(what, lo, hi, float, open_lo=open_lo, open_hi=open_hi)
+def _int(what, lo, hi, used):
+    return Limit(what, lo, hi, used=used)
 
 
+def _num(what, lo, hi, used, open_lo=False, open_hi=False):
+    return Limit(what, lo, hi, float, open_lo=open_lo, open_hi=open_hi, used=used)
+
+
+_ARRAY = "train/estimate `--array`, verilog/synth `--{0}`, verify `--shapes`, TOML `array.{0}`"
 #: every limit, by name (the names are the Datapath parameters' and the option names'
 #: with hyphens as underscores)
 LIMITS: dict[str, Limit] = {
     # the Datapath (RTL), the cycle model and the estimate's accelerator
-    "rows": _int("PE rows of the MAC array", 1, 256),
-    "cols": _int("PE columns of the MAC array", 1, 256),
-    "kmax": _int("operand buffer depth (products per chunk)", 1, 1 << 16),
-    "op_bits": Limit("operand width in bits", choices=(8, 16)),
-    "b_bits": Limit("B operand width in bits", choices=(8, 16, 32)),
-    "acc_bits": _int("accumulator width in bits", 8, 48),
-    "guard_bits": _int("extra accumulator bits that keep the overflow flags exact", 0, 32),
-    "result_rows": _int("result buffer rows", 0, 1 << 20),
-    "buffer_kib": _num("on-chip buffer size in KiB", 0, 1 << 30, open_lo=True),
-    "bandwidth": _num("off-chip bytes per cycle", 0, 1e12, open_lo=True),
-    "frequency_mhz": _num("clock frequency in MHz", 0, 1e6, open_lo=True),
-    "energy_pj": _num("energy of one operation in pJ", 0, 1e9),
+    "rows": _int("PE rows of the MAC array", 1, 256, _ARRAY.format("rows")),
+    "cols": _int("PE columns of the MAC array", 1, 256, _ARRAY.format("cols")),
+    "kmax": _int(
+        "operand buffer depth (products per chunk)", 1, 1 << 16, "`--kmax`, TOML `array.kmax`"
+    ),
+    "op_bits": Limit(
+        "operand width in bits",
+        choices=(8, 16),
+        used="verilog/synth `--op-bits`, TOML `precision.operand_bits`",
+    ),
+    "b_bits": Limit("B operand width in bits", choices=(8, 16, 32), used="verilog `--b-bits`"),
+    "acc_bits": _int(
+        "accumulator width in bits",
+        8,
+        48,
+        "`--acc-bits` (train, verilog, synth, verify), TOML `precision.accumulator_bits`",
+    ),
+    "guard_bits": _int(
+        "extra accumulator bits that keep the overflow flags exact", 0, 32, "verilog `--guard-bits`"
+    ),
+    "result_rows": _int("result buffer rows", 0, 1 << 20, "verilog `--result-rows`"),
+    "buffer_kib": _num(
+        "on-chip buffer size in KiB",
+        0,
+        1 << 30,
+        "TOML `buffers.ifmap_kib`, `filter_kib`, `ofmap_kib`",
+        open_lo=True,
+    ),
+    "bandwidth": _num(
+        "off-chip bytes per cycle", 0, 1e12, "TOML `offchip.bandwidth_bytes_per_cycle`", True
+    ),
+    "frequency_mhz": _num("clock frequency in MHz", 0, 1e6, "TOML `clock.frequency_mhz`", True),
+    "energy_pj": _num(
+        "energy of one operation in pJ", 0, 1e9, "TOML `energy.*`, energy table `pj.*`"
+    ),
     # a training run
-    "epochs": _int("epochs", 1, 1_000_000),
-    "batch": _int("mini-batch size", 1, 1 << 16),
-    "seed": _int("random seed", 0, (1 << 32) - 1),
-    "steps": _int("steps in total", 1, 1 << 40),
-    "mu": _int("NITI learning rate in bits", -8, 15),
-    "lr": _num("SGD learning rate", 0, 100, open_lo=True),
-    "momentum": _num("SGD momentum", 0, 1, open_hi=True),
-    "weight_decay": _num("weight decay", 0, 1),
-    "checkpoint_every": _int("steps between checkpoints (0: at each epoch's end)", 0, 1 << 40),
-    "threads": _int("worker threads", 1, 256),
-    "sim_instances": _int("simulated Datapath instances (0: one per core)", 0, 64),
+    "epochs": _int("epochs", 1, 1_000_000, "train `--epochs`"),
+    "batch": _int("mini-batch size", 1, 1 << 16, "train/estimate `--batch`"),
+    "seed": _int("random seed", 0, (1 << 32) - 1, "train `--seed`, verify `--seeds`"),
+    "steps": _int("steps in total", 1, 1 << 40, "train `--steps`"),
+    "mu": _int("NITI learning rate in bits", -8, 15, "train `--mu` (each entry)"),
+    "lr": _num("SGD learning rate", 0, 100, "train `--lr`", open_lo=True),
+    "momentum": _num("SGD momentum", 0, 1, "train `--momentum`", open_hi=True),
+    "weight_decay": _num("weight decay", 0, 1, "train `--weight-decay`"),
+    "checkpoint_every": _int(
+        "steps between checkpoints (0: at each epoch's end)",
+        0,
+        1 << 40,
+        "train `--checkpoint-every`",
+    ),
+    "threads": _int("worker threads", 1, 256, "train `--threads`"),
+    "sim_instances": _int(
+        "simulated Datapath instances (0: one per core)", 0, 64, "train `--sim-instances`"
+    ),
     # the estimate and synthesis
-    "train_samples": _int("training-set size", 1, 10**10),
-    "topology_dim": _int("a dimension in a topology file", 1, (1 << 31) - 1),
-    "timeout": _num("seconds", 0, 1e7, open_lo=True),
+    "train_samples": _int("training-set size", 1, 10**10, "estimate `--train-samples`"),
+    "topology_dim": _int("a dimension in a topology file", 1, (1 << 31) - 1, "topology CSV fields"),
+    "timeout": _num("seconds", 0, 1e7, "synth `--timeout`", open_lo=True),
 }
+
+
+def markdown_table() -> str:
+    """:data:`LIMITS` as the Markdown table of docs/reliability.md (a test keeps them equal)."""
+    rows = ["| limit | what | allowed | where |", "|---|---|---|---|"]
+    for key, lim in LIMITS.items():
+        rows.append(f"| `{key}` | {lim.what} | {lim.describe()} | {lim.used} |")
+    return "\n".join(rows) + "\n"
 
 
 def check(key: str, value, name: str | None = None):

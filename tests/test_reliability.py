@@ -330,3 +330,25 @@ def test_help_shows_defaults_and_the_real_folder_name(capsys):
     for option, default in (("--epochs", "1"), ("--batch", "64"), ("--seed", "0")):
         assert f"(default: {default})" in text.split(option, 2)[2].split("--", 1)[0]
     assert "runs/MODEL-DATASET-PROFILE-sSEED" in text
+
+
+def test_the_docs_print_the_table_of_limits():
+    from pathlib import Path
+
+    from nitihw.golden.limits import markdown_table
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "reliability.md").read_text()
+    assert markdown_table() in doc
+
+
+def test_a_version_1_checkpoint_still_resumes(run_dir, capsys):
+    """Checkpoints written before the format had a version, manifest and checksum."""
+    import io
+
+    meta, arrays = read_checkpoint(run_dir / CHECKPOINT_NAME)
+    old = {"identity": meta["identity"], "state": meta["state"]}
+    buf = io.BytesIO()
+    np.savez(buf, meta=np.frombuffer(json.dumps(old).encode(), np.uint8), **arrays)
+    (run_dir / CHECKPOINT_NAME).write_bytes(buf.getvalue())
+    assert train("--batch", "32", "--epochs", "3", "--out", str(run_dir), "--resume") == 0
+    assert json.loads((run_dir / "result.json").read_text())["steps"] == 135
