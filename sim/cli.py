@@ -39,14 +39,22 @@ def cmd_train(args) -> int:
     opts = {k: v for k, v in vars(args).items() if k != "func"}
     opts["out"] = opts["out"] or default_out(opts)
     out = Path(opts["out"])
-    # settings, then output paths, then the dataset: all before any work starts
-    cfg, _array = check_settings(opts)
-    check_run_folder(out, args.resume, args.overwrite)
-    if args.resume:
-        check_resume(out / CHECKPOINT_NAME, cfg)
-    if args.json:
-        check_output_file(Path(args.json), "--json")
-    checked = check_options(opts)
+    # the folders the checks below make (the run folder, and parents that are missing)
+    made = [p for p in [out, *out.parents] if not p.exists()]
+    try:
+        # settings, then output paths, then the dataset: all before any work starts
+        cfg, _array = check_settings(opts)
+        check_run_folder(out, args.resume, args.overwrite)
+        if args.resume:
+            check_resume(out / CHECKPOINT_NAME, cfg)
+        if args.json:
+            check_output_file(Path(args.json), "--json")
+        checked = check_options(opts)
+    except BaseException:
+        for p in made:  # a refused run leaves nothing behind
+            if p.is_dir() and not any(p.iterdir()):
+                p.rmdir()
+        raise
     try:
         with RunLock(out):
             if args.overwrite:
@@ -60,8 +68,11 @@ def cmd_train(args) -> int:
                 return launch_rtl_training(opts, checked)
             run_training(opts, checked=checked)
     except KeyboardInterrupt:
+        saved = (out / CHECKPOINT_NAME).is_file()
         print(
-            f"\ninterrupted: checkpoint saved in {out}; continue with --resume --out {out}",
+            f"\ninterrupted: checkpoint saved in {out}; continue with --resume --out {out}"
+            if saved
+            else f"\ninterrupted before the first checkpoint: nothing to resume in {out}",
             file=sys.stderr,
         )
         return 130
@@ -521,6 +532,9 @@ def main(argv=None) -> int:
         return exc.code if isinstance(exc.code, int) else 2
     try:
         return args.func(args)
+    except KeyboardInterrupt:
+        print("\nnitihw: interrupted", file=sys.stderr)
+        return 130
     except (
         ValueError,
         DatasetError,

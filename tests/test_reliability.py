@@ -294,7 +294,8 @@ def test_the_limits_are_the_same_everywhere(tmp_path):
         Datapath(2, 2, op_bits=12)
 
 
-def test_a_dataset_without_images_is_refused(tmp_path, capsys):
+def test_a_dataset_without_images_is_refused(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
     (tmp_path / "d").mkdir()
     (tmp_path / "e").mkdir()
     write_idx_dir(tmp_path / "d", n_train=0)
@@ -303,6 +304,7 @@ def test_a_dataset_without_images_is_refused(tmp_path, capsys):
     write_idx_dir(tmp_path / "e", n_test=0)
     assert main(["train", "--model", "lenet", "--dataset", f"mnist:{tmp_path / 'e'}"]) == 2
     assert "the test set has 0 images" in one_line_error(capsys)
+    assert not (tmp_path / "runs").exists()  # the refused runs left no folder behind
 
 
 # ---- what a run prints ----------------------------------------------------------------------
