@@ -114,7 +114,7 @@ def test_rtl_run_split_over_instances(tmp_path):
 @pytest.mark.parametrize(
     "extra,message",
     [
-        (["--sim-instances", "-1"], "--sim-instances must be 0"),
+        (["--sim-instances", "-1"], "--sim-instances: must be an integer in 0..64, got -1"),
         (["--sim", "icarus", "--waves"], "--waves records the native simulator"),
         (["--sim", "icarus", "--sim-instances", "2"], "cocotb runs one simulator"),
     ],
