@@ -7,7 +7,9 @@ A checkpoint is an ``.npz`` archive (NumPy's, no pickles) of the network's state
 - ``identity``: the settings a resuming run must share (:meth:`TrainConfig.identity`);
 - ``state``: the run's counters and history (:class:`~nitihw.golden.train.RunState`);
 - ``manifest``: model, profile, step, and each array's shape and dtype;
-- ``sha256``: the checksum of the arrays (:func:`arrays_sha256`: names, dtypes, shapes, bytes).
+- ``sha256``: the checksum of the arrays (:func:`arrays_sha256`: names, dtypes, shapes, bytes)
+  and of the identity, state and manifest above (:func:`checksum`), so an edited run state is
+  refused as surely as a flipped weight.
 
 :func:`read_checkpoint` checks all of it, and the arrays against the network the run builds,
 before a single weight is loaded; any damage is a :class:`CheckpointError` that says
@@ -25,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import os
 import signal
 import zipfile
@@ -86,6 +89,12 @@ def arrays_sha256(arrays: dict[str, np.ndarray]) -> str:
     return h.hexdigest()
 
 
+def checksum(meta: dict, arrays: dict[str, np.ndarray]) -> str:
+    """The checkpoint's ``sha256``: its arrays' and its identity, state and manifest's."""
+    about = json.dumps([meta.get(k) for k in ("identity", "state", "manifest")], sort_keys=True)
+    return hashlib.sha256((about + arrays_sha256(arrays)).encode()).hexdigest()
+
+
 def manifest(arrays: dict[str, np.ndarray], **about) -> dict:
     return {
         **about,
@@ -104,8 +113,8 @@ def encode_checkpoint(identity: dict, state: dict, arrays: dict[str, np.ndarray]
         "manifest": manifest(
             arrays, model=identity.get("model"), profile=identity.get("profile"), step=state["step"]
         ),
-        "sha256": arrays_sha256(arrays),
     }
+    meta["sha256"] = checksum(meta, arrays)
     buf = io.BytesIO()
     np.savez(buf, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8), **arrays)
     return buf.getvalue()
@@ -202,7 +211,7 @@ def read_checkpoint(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
         raise damaged(path, "the manifest is not a byte string")
     try:
         meta = json.loads(meta_raw.tobytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # not UTF-8/JSON, a 4301-digit integer, [[[...
         raise damaged(path, f"the manifest is not JSON: {_one_line(exc)}") from None
     _check_meta(path, meta, arrays)
     return meta, arrays
@@ -239,8 +248,8 @@ def _check_meta(path: Path, meta, arrays: dict) -> None:
                     path,
                     f"array {k!r} is {a.dtype.str}{list(a.shape)}, the manifest says {want!r}",
                 )
-        if meta.get("sha256") != arrays_sha256(arrays):
-            raise damaged(path, "checksum mismatch: the arrays are not the ones written")
+        if meta.get("sha256") != checksum(meta, arrays):
+            raise damaged(path, "checksum mismatch: the contents are not the ones written")
     elif version != 1:  # version 1: before checksums (read, with the checks below)
         raise damaged(
             path,
@@ -257,7 +266,10 @@ def _check_meta(path: Path, meta, arrays: dict) -> None:
         ok = (
             isinstance(value, list)
             if key == "history"
-            else isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
+            else isinstance(value, int | float)
+            and not isinstance(value, bool)
+            and (isinstance(value, int) or math.isfinite(value))  # no inf (isfinite(10**400) fails)
+            and value >= 0
         )
         if key not in ("history", "seconds") and not isinstance(value, int):
             ok = False

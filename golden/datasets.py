@@ -17,9 +17,12 @@ from __future__ import annotations
 import gzip
 import importlib.util
 import io
+import math
 import pickle
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -103,7 +106,7 @@ def _read_maybe_gzip(path: Path) -> bytes:
     if data[:2] == b"\x1f\x8b":
         try:
             return gzip.decompress(data)
-        except (OSError, EOFError) as exc:
+        except (OSError, EOFError, zlib.error) as exc:
             raise DatasetError(f"{path}: corrupt gzip data ({exc})") from None
     return data
 
@@ -123,7 +126,7 @@ def read_idx(path: Path, ndim: int) -> np.ndarray:
     if len(data) < header:
         raise DatasetError(f"{path}: header truncated ({len(data)} bytes)")
     dims = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    size = int(np.prod(dims, dtype=np.int64))
+    size = math.prod(dims)  # Python integers: an int64 product can wrap around to the file size
     if len(data) - header != size:
         raise DatasetError(
             f"{path}: dimensions {dims} need {size} data bytes, file has {len(data) - header}"
@@ -182,21 +185,62 @@ CIFAR_TRAIN = [f"data_batch_{i}" for i in range(1, 6)]
 CIFAR_TEST = "test_batch"
 
 
-class _NumpyOnlyUnpickler(pickle.Unpickler):
-    """CIFAR's batches are pickles; only the numpy classes they need may be loaded."""
+class _PickledDtype:
+    """A pickled ``numpy.dtype``, read as its type code and byte order only: numpy's own
+    unpickling of a dtype trusts its state (a state tuple one item short crashes the process;
+    its flags can make uint8 hold objects)."""
 
-    ALLOWED = frozenset(
-        {
-            ("numpy.core.multiarray", "_reconstruct"),
-            ("numpy._core.multiarray", "_reconstruct"),
-            ("numpy", "ndarray"),
-            ("numpy", "dtype"),
-        }
-    )
+    def __init__(self, code, *_align_copy):
+        if not isinstance(code, str | bytes):
+            raise pickle.UnpicklingError(f"refusing a dtype from a {type(code).__name__}")
+        self.dtype = np.dtype(code.decode("latin-1") if isinstance(code, bytes) else code)
+
+    def __setstate__(self, state):
+        order = state[1] if isinstance(state, tuple) and len(state) > 1 else None
+        order = order.decode("latin-1") if isinstance(order, bytes) else order
+        if order in ("<", ">"):
+            self.dtype = self.dtype.newbyteorder(order)
+
+
+class _PlainArray(np.ndarray):
+    """The class a dataset pickle's arrays are built as: arrays of plain numbers only, whose
+    pickled state numpy can check (an object array's state is trusted: a list shorter than its
+    shape crashes the process)."""
+
+    def __setstate__(self, state):
+        dtype = state[-3] if isinstance(state, tuple) and len(state) in (4, 5) else None
+        dtype = dtype.dtype if isinstance(dtype, _PickledDtype) else None
+        if dtype is None or dtype.kind not in "biuf" or dtype.names or dtype.subdtype:
+            raise pickle.UnpicklingError(f"refusing an array of dtype {dtype}")
+        super().__setstate__((*state[:-3], dtype, *state[-2:]))
+
+
+def _new_array(subtype, shape, typecode):
+    """numpy's ``_reconstruct`` for a dataset pickle: an empty array, which the pickled state
+    then fills (:class:`_PlainArray`)."""
+    return _PlainArray((0,), np.uint8)
+
+
+def _ndarray(*args):
+    """``numpy.ndarray`` in a dataset pickle: named as ``_reconstruct``'s argument, not called."""
+    raise pickle.UnpicklingError("refusing to call numpy.ndarray from a dataset file")
+
+
+class _NumpyOnlyUnpickler(pickle._Unpickler):
+    """CIFAR's batches are pickles; only the numpy classes they need may be loaded, and only as
+    the checked stand-ins above. The pure-Python unpickler: the C one sizes its memo by the
+    largest index a pickle names, so one damaged byte can make it fill gigabytes."""
+
+    ALLOWED: ClassVar[dict] = {
+        ("numpy.core.multiarray", "_reconstruct"): _new_array,
+        ("numpy._core.multiarray", "_reconstruct"): _new_array,
+        ("numpy", "ndarray"): _ndarray,
+        ("numpy", "dtype"): _PickledDtype,
+    }
 
     def find_class(self, module, name):
         if (module, name) in self.ALLOWED:
-            return super().find_class(module, name)
+            return self.ALLOWED[module, name]
         raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a dataset file")
 
 
@@ -204,14 +248,22 @@ def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         batch = _NumpyOnlyUnpickler(io.BytesIO(path.read_bytes()), encoding="bytes").load()
     except Exception as exc:
-        raise DatasetError(f"{path}: not a CIFAR-10 pickle batch ({exc})") from None
+        why = " ".join(str(exc).split())  # one line: some pickle errors span two
+        raise DatasetError(f"{path}: not a CIFAR-10 pickle batch ({why})") from None
     if not isinstance(batch, dict):
         raise DatasetError(f"{path}: expected a dict, got {type(batch).__name__}")
+    arrays = {}
     for field in (b"data", b"labels"):
         if field not in batch:
             raise DatasetError(f"{path}: missing field {field.decode()!r}")
-    data = np.asarray(batch[b"data"])
-    labels = np.asarray(batch[b"labels"])
+        try:
+            arrays[field] = np.asarray(batch[field])
+        except (ValueError, TypeError, OverflowError) as exc:  # a ragged list, ...
+            why = " ".join(str(exc).split())
+            raise DatasetError(
+                f"{path}: field {field.decode()!r} is not an array ({why})"
+            ) from None
+    data, labels = arrays[b"data"], arrays[b"labels"]
     if data.ndim != 2 or data.shape[1] != 3072:
         raise DatasetError(f"{path}: field 'data' has shape {data.shape}, expected (N, 3072)")
     if data.dtype != np.uint8:
@@ -220,8 +272,11 @@ def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise DatasetError(
             f"{path}: field 'labels' has {labels.size} entries for {len(data)} images"
         )
+    if labels.dtype.kind not in "iu":  # floats would be truncated, objects cannot be compared
+        raise DatasetError(f"{path}: field 'labels' has dtype {labels.dtype}, expected integers")
     if labels.size and (labels.min() < 0 or labels.max() > 9):
-        raise DatasetError(f"{path}: field 'labels' has value {int(labels.max())} outside 0..9")
+        bad = labels.min() if labels.min() < 0 else labels.max()
+        raise DatasetError(f"{path}: field 'labels' has value {int(bad)} outside 0..9")
     x = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
     return x, labels.astype(np.int64)
 

@@ -120,24 +120,29 @@ def load_table(
     path = Path(name_or_path)
     if not path.suffix:
         path = TABLES / f"{name_or_path}.toml"
-        if not path.is_file():
+        try:
+            found = path.is_file()
+        except OSError:  # a name too long for the file system
+            found = False
+        if not found:
             shipped = sorted(p.stem for p in TABLES.glob("*.toml"))
             raise ConfigError(
                 f"{where}unknown energy table {str(name_or_path)!r}; shipped: "
                 f"{', '.join(shipped)}, or give a .toml path"
             )
-    doc = _read_toml(path, f"energy table {path}")
+    what = f"{where}energy table {path}"  # a config's table: the config file named first
+    doc = _read_toml(path, what)
     pj = doc.get("pj")
     if not isinstance(pj, dict):
-        raise ConfigError(f"energy table {path}: missing the [pj] table")
+        raise ConfigError(f"{what}: missing the [pj] table")
     values = {}
     for key in TABLE_KEYS:
         if key not in pj:
-            raise ConfigError(f"energy table {path}: missing pj.{key}")
-        values[key] = _positive(pj[key], f"energy table {path}: pj.{key}")
+            raise ConfigError(f"{what}: missing pj.{key}")
+        values[key] = _positive(pj[key], f"{what}: pj.{key}")
     for key in pj:
         if key not in TABLE_KEYS:
-            raise ConfigError(f"energy table {path}: unknown key pj.{key}")
+            raise ConfigError(f"{what}: unknown key pj.{key}")
     for key, value in (overrides or {}).items():
         values[key] = value
     return EnergyTable(str(doc.get("name", path.stem)), str(doc.get("citation", "")), values)
@@ -153,7 +158,7 @@ def _read_toml(path: Path, what: str) -> dict:
             f"{what}: not a text file (byte 0x{exc.object[exc.start]:02x} at offset "
             f"{exc.start} is not UTF-8)"
         ) from None
-    except tomllib.TOMLDecodeError as exc:
+    except (ValueError, RecursionError) as exc:  # TOMLDecodeError, a 4301-digit integer, [[[...
         raise ConfigError(f"{what}: not valid TOML ({_one_line(exc)})") from None
 
 
@@ -282,6 +287,8 @@ def load_accelerator(path: str | Path | None = None, energy: str | None = None) 
     table_name = energy or e.get("table", DEFAULT_TABLE)
     if not isinstance(table_name, str):
         raise ConfigError(f"{path}: energy.table must be a string, got {table_name!r}")
+    if "\x00" in table_name:
+        raise ConfigError(f"{path}: energy.table {table_name!r} is not a file name (a NUL byte)")
     if not energy and isinstance(e.get("table"), str) and Path(table_name).suffix:
         table_name = str((path.parent / table_name).resolve())
     table = load_table(table_name, overrides, where=f"{path}: energy.table: ")

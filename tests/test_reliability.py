@@ -16,6 +16,7 @@ import pytest
 from nitihw.golden.checkpoint import (
     CHECKPOINT_NAME,
     PREVIOUS_NAME,
+    checksum,
     encode_checkpoint,
     read_checkpoint,
 )
@@ -57,8 +58,9 @@ def test_the_previous_checkpoint_is_kept(run_dir):
     assert meta["manifest"]["arrays"]["w0"] == {"shape": [128, 64], "dtype": "|i1"}
 
 
-def _rewrite(path, change_arrays=None, change_meta=None):
-    """A checkpoint re-encoded with consistent checksums but changed contents."""
+def _rewrite(path, change_arrays=None, change_meta=None, sign=True):
+    """A checkpoint re-encoded with changed contents; ``sign``: with the checksum of the
+    changed contents (else the original's)."""
     meta, arrays = read_checkpoint(path)
     if change_arrays:
         arrays = change_arrays(arrays)
@@ -73,7 +75,10 @@ def _rewrite(path, change_arrays=None, change_meta=None):
                 body = src.read(item)
                 if item.filename == "meta.npy":
                     m = json.loads(np.lib.format.read_array(io.BytesIO(body)).tobytes())
+                    old = m["sha256"]
                     change_meta(m)
+                    if sign and m["sha256"] == old:
+                        m["sha256"] = checksum(m, arrays)
                     b = io.BytesIO()
                     np.lib.format.write_array(b, np.frombuffer(json.dumps(m).encode(), np.uint8))
                     body = b.getvalue()
@@ -106,6 +111,11 @@ def _flip(path, at):
         (lambda p: _rewrite(p, change_meta=lambda m: m["state"].pop("step")), "run state fields"),
         (lambda p: _rewrite(p, change_meta=lambda m: m["state"].update(x=1)), "run state fields"),
         (lambda p: _rewrite(p, change_meta=lambda m: m.update(sha256="0" * 64)), "checksum"),
+        (
+            lambda p: _rewrite(p, change_meta=lambda m: m["state"].update(step=7), sign=False),
+            "checksum mismatch",
+        ),
+        (lambda p: _rewrite(p, change_meta=lambda m: m["state"].update(step=7)), "step"),
         (lambda p: _rewrite(p, change_meta=lambda m: m.update(version=99)), "format version 99"),
     ],
 )

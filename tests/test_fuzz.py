@@ -1,0 +1,891 @@
+"""Seeded fuzzing of the file readers: IDX, CIFAR-10 pickle batches, checkpoints, topology CSVs,
+the accelerator TOML and energy tables.
+
+The property, for every mutated input: the reader succeeds, or raises its own error class
+(DatasetError, CheckpointError, WorkloadError, ConfigError) with a message of one line that
+names the file. Any other exception fails, and so does a call over CALL_SECONDS or a checkpoint
+that loads into a fresh network anything but exactly the state that was saved.
+
+Each input is a valid seed file put through one or two random mutations: byte-level ones for
+every format (truncation, bit and byte flips, insertion, deletion, duplication and replacement
+of a span), token- and line-level ones for the text formats, object-level ones for the CIFAR
+pickle, and for gzipped IDX files mutations of the raw bytes before compressing as well as of
+the compressed ones. One seeded generator per reader makes the inputs; a failure names the
+reader, its seed, the input's index and the mutations, and keeps the input under tmp_path.
+The default run makes FAST_COUNT inputs per reader; ``-m slow`` makes SLOW_COUNT each, from
+other seeds. CRAFTED holds inputs made by hand to break a reader (each once did), and the CLI
+tests at the end check that damaged files reach the user as one line, without a traceback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import io
+import pickle
+import re
+import shutil
+import signal
+import struct
+import time
+import traceback
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import pytest
+
+from nitihw.golden.backend import NumpyBackend
+from nitihw.golden.checkpoint import CheckpointError
+from nitihw.golden.datasets import DatasetError, read_cifar_batch, read_idx
+from nitihw.golden.models import get_model_spec
+from nitihw.golden.network import build_network
+from nitihw.golden.profiles import get_profile
+from nitihw.golden.train import RunState, TrainConfig, load_checkpoint, save_checkpoint
+from nitihw.sim.accelerator import TABLE_KEYS, TABLES, ConfigError, load_accelerator, load_table
+from nitihw.sim.cli import main
+from nitihw.sim.workload import CONV_HEADER, GEMM_HEADER, WorkloadError, topology_workload
+
+# numpy reports some corruption only when an array is freed, as an "unraisable" exception
+pytestmark = pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
+
+FAST_COUNT = 200
+SLOW_COUNT = 10_000
+CALL_SECONDS = 5.0
+MAX_REPORTED = 5  # failures listed before a reader's run stops
+
+
+# ---- mutations ----------------------------------------------------------------------------------
+def _span(rng, n: int) -> tuple[int, int]:
+    """A random ``[start, end)`` of ``n > 0`` bytes: mostly short, sometimes up to the end."""
+    start = int(rng.integers(0, n))
+    longest = n - start
+    top = min(longest, 16) if rng.random() < 0.7 else longest
+    return start, start + int(rng.integers(1, top + 1))
+
+
+def _random_bytes(rng, n: int) -> bytes:
+    return rng.integers(0, 256, n, dtype=np.uint8).tobytes()
+
+
+def truncate(rng, data: bytes) -> bytes:
+    return b"" if rng.random() < 0.05 else data[: int(rng.integers(0, len(data)))]
+
+
+def flip_bits(rng, data: bytes) -> bytes:
+    out = bytearray(data)
+    for _ in range(int(rng.integers(1, 9))):
+        out[int(rng.integers(0, len(out)))] ^= 1 << int(rng.integers(0, 8))
+    return bytes(out)
+
+
+def set_bytes(rng, data: bytes) -> bytes:
+    out = bytearray(data)
+    for _ in range(int(rng.integers(1, 9))):
+        out[int(rng.integers(0, len(out)))] = int(rng.integers(0, 256))
+    return bytes(out)
+
+
+def insert_bytes(rng, data: bytes) -> bytes:
+    at = int(rng.integers(0, len(data) + 1))
+    return data[:at] + _random_bytes(rng, int(rng.integers(1, 17))) + data[at:]
+
+
+def delete_span(rng, data: bytes) -> bytes:
+    a, b = _span(rng, len(data))
+    return data[:a] + data[b:]
+
+
+def duplicate_span(rng, data: bytes) -> bytes:
+    a, b = _span(rng, len(data))
+    at = int(rng.integers(0, len(data) + 1))
+    return data[:at] + data[a:b] + data[at:]
+
+
+def replace_span(rng, data: bytes) -> bytes:
+    a, b = _span(rng, len(data))
+    return data[:a] + _random_bytes(rng, b - a) + data[b:]
+
+
+BYTE_MUTATIONS = (
+    truncate,
+    flip_bits,
+    set_bytes,
+    insert_bytes,
+    delete_span,
+    duplicate_span,
+    replace_span,
+)
+
+#: what a token of a text file is replaced with
+REPLACEMENTS = (
+    b"-1",
+    b"0",
+    b"1e309",
+    b"nan",
+    b"inf",
+    b'"x"',
+    b"true",
+    b"[1]",
+    b"99999999999999999999999",
+    b"",
+    "\u00e9".encode("latin-1"),  # one byte that is not UTF-8
+    b"1.5",
+    b"-0",
+    b"0x1f",
+    b"{}",
+    b'"1"',
+    b"1_0",
+)
+CSV_TOKEN = re.compile(rb"[^,\r\n]+")  # a cell, header cells included
+TOML_TOKEN = re.compile(rb'"[^"\r\n]*"|[-+]?[0-9][0-9_.eE+-]*|[A-Za-z_][A-Za-z0-9_-]*')
+
+
+def replace_token(pattern: re.Pattern):
+    """A mutation: one random match of ``pattern`` (a value, a key, a cell) replaced by one of
+    REPLACEMENTS."""
+
+    def replace_token(rng, data: bytes) -> bytes:
+        tokens = list(pattern.finditer(data))
+        if not tokens:
+            return data
+        t = tokens[int(rng.integers(0, len(tokens)))]
+        new = REPLACEMENTS[int(rng.integers(0, len(REPLACEMENTS)))]
+        return data[: t.start()] + new + data[t.end() :]
+
+    return replace_token
+
+
+def swap_lines(rng, data: bytes) -> bytes:
+    lines = data.split(b"\n")
+    i, j = (int(x) for x in rng.integers(0, len(lines), 2))
+    lines[i], lines[j] = lines[j], lines[i]
+    return b"\n".join(lines)
+
+
+def duplicate_line(rng, data: bytes) -> bytes:
+    lines = data.split(b"\n")
+    i = int(rng.integers(0, len(lines)))
+    lines.insert(int(rng.integers(0, len(lines) + 1)), lines[i])
+    return b"\n".join(lines)
+
+
+def delete_line(rng, data: bytes) -> bytes:
+    lines = data.split(b"\n")
+    del lines[int(rng.integers(0, len(lines)))]
+    return b"\n".join(lines)
+
+
+LINE_MUTATIONS = (swap_lines, duplicate_line, delete_line)
+
+
+def mutate(rng, data: bytes, kinds) -> tuple[bytes, list[str]]:
+    """One mutation of ``data`` (a second one a quarter of the time), and their names."""
+    names = []
+    for _ in range(1 + (rng.random() < 0.25)):
+        if not data:  # nothing left to cut or flip: start again from random bytes
+            data, kind = _random_bytes(rng, int(rng.integers(1, 33))), "random_bytes"
+        else:
+            kind = kinds[int(rng.integers(0, len(kinds)))]
+            data = kind(rng, data)
+            kind = kind.__name__
+        names.append(kind)
+    return data, names
+
+
+# ---- the readers --------------------------------------------------------------------------------
+@dataclass
+class Case:
+    """One mutated input: its bytes, the file name to give it, and how it was made."""
+
+    data: bytes
+    name: str
+    how: list[str]
+    extra: object = None
+
+
+class Reader:
+    """A reader under test: its valid seed files, mutated inputs made from them, how to read
+    one and what to check when that succeeds. ``work``: the folder the inputs are read from."""
+
+    error: type[Exception]
+
+    def __init__(self, work: Path):
+        self.work = work
+
+    def originals(self) -> list[Case]:
+        """The seed files unchanged: each must read, and pass :meth:`check`."""
+        raise NotImplementedError
+
+    def case(self, rng) -> Case:
+        raise NotImplementedError
+
+    def read(self, path: Path, case: Case):
+        raise NotImplementedError
+
+    def check(self, result, case: Case) -> str | None:
+        """What is wrong with a successful read (None: nothing)."""
+        return None
+
+
+def idx_bytes(a: np.ndarray) -> bytes:
+    dims = b"".join(d.to_bytes(4, "big") for d in a.shape)
+    return bytes([0, 0, 0x08, a.ndim]) + dims + a.astype(np.uint8).tobytes()
+
+
+class Idx(Reader):
+    """``read_idx``: images (3 dimensions) and labels (1), raw and gzipped."""
+
+    error = DatasetError
+
+    def __init__(self, work):
+        super().__init__(work)
+        rng = np.random.default_rng(0)
+        self.seeds = [
+            (idx_bytes(rng.integers(0, 256, (3, 5, 4))), 3, "train-images-idx3-ubyte"),
+            (idx_bytes(rng.integers(0, 10, 7)), 1, "train-labels-idx1-ubyte"),
+        ]
+
+    def originals(self):
+        return [Case(raw, name, [], ndim) for raw, ndim, name in self.seeds] + [
+            Case(gzip.compress(raw, mtime=0), name + ".gz", [], ndim)
+            for raw, ndim, name in self.seeds
+        ]
+
+    def case(self, rng):
+        raw, ndim, name = self.seeds[int(rng.integers(0, len(self.seeds)))]
+        way = int(rng.integers(0, 3))
+        if way == 0:  # raw
+            data, how = mutate(rng, raw, BYTE_MUTATIONS)
+        elif way == 1:  # the raw bytes, then gzip
+            data, how = mutate(rng, raw, BYTE_MUTATIONS)
+            data, how, name = gzip.compress(data, mtime=0), ["raw:", *how], name + ".gz"
+        else:  # gzip, then the compressed bytes
+            data, how = mutate(rng, gzip.compress(raw, mtime=0), BYTE_MUTATIONS)
+            how, name = ["gzip:", *how], name + ".gz"
+        return Case(data, name, how, ndim)
+
+    def read(self, path, case):
+        return read_idx(path, case.extra)
+
+    def check(self, result, case):
+        if not (isinstance(result, np.ndarray) and result.dtype == np.uint8):
+            return f"returned {type(result).__name__} {getattr(result, 'dtype', '')}"
+        if result.ndim != case.extra:
+            return f"returned {result.ndim} dimensions for ndim={case.extra}"
+        return None
+
+
+class Py2Pickler(pickle._Pickler):
+    """Pickles as Python 2's cPickle wrote CIFAR-10's batches (protocol 2, every ``str`` and
+    ``bytes`` a byte string: SHORT_BINSTRING / BINSTRING, read back as bytes with
+    ``encoding="bytes"``). Python 3's own protocol 2 writes bytes as ``_codecs.encode`` calls."""
+
+    dispatch: ClassVar[dict] = dict(pickle._Pickler.dispatch)
+
+    def save_byte_string(self, obj):
+        raw = obj.encode("latin-1") if isinstance(obj, str) else obj
+        if len(raw) < 256:
+            self.write(pickle.SHORT_BINSTRING + bytes([len(raw)]) + raw)
+        else:
+            self.write(pickle.BINSTRING + struct.pack("<i", len(raw)) + raw)
+        self.memoize(obj)
+
+    dispatch[bytes] = save_byte_string
+    dispatch[str] = save_byte_string
+
+
+def py2_pickle(obj) -> bytes:
+    buf = io.BytesIO()
+    Py2Pickler(buf, protocol=2).dump(obj)
+    return buf.getvalue()
+
+
+def cifar_pickle(rng, obj) -> tuple[bytes, str]:
+    """CIFAR's own pickle format mostly; now and then Python 3's protocol 4."""
+    if rng.random() < 0.8:
+        return py2_pickle(obj), "py2-protocol-2"
+    return pickle.dumps(obj, protocol=4), "protocol-4"
+
+
+def _cifar_seed() -> dict:
+    rng = np.random.default_rng(0)
+    return {
+        b"batch_label": b"training batch 1 of 5",
+        b"labels": [int(v) for v in rng.integers(0, 10, 4)],
+        b"data": rng.integers(0, 256, (4, 3072), dtype=np.uint8),
+        b"filenames": [b"a.png", b"b.png", b"c.png", b"d.png"],
+    }
+
+
+def _pick(rng, options):
+    return options[int(rng.integers(0, len(options)))]
+
+
+def structure_mutation(rng, obj: dict) -> tuple[object, str]:
+    """A CIFAR batch object made wrong before pickling, and what was done."""
+    obj = dict(obj)
+    obj[b"labels"] = list(obj[b"labels"])
+    data, labels = obj[b"data"], obj[b"labels"]
+    kind = int(rng.integers(0, 9))
+    if kind == 0:
+        dtype = _pick(rng, [np.int8, np.int16, np.uint16, np.int64, np.float32, np.float64, bool])
+        obj[b"data"] = data.astype(dtype)
+        return obj, f"data dtype {np.dtype(dtype)}"
+    if kind == 1:
+        shapes = {
+            "flat": data.reshape(-1),
+            "NCHW": data.reshape(-1, 3, 32, 32),
+            "3071 columns": data[:, :-1],
+            "0 rows": data[:0],
+            "3-d": data[None],
+            "transposed": data.T,
+        }
+        what = _pick(rng, sorted(shapes))
+        obj[b"data"] = shapes[what]
+        return obj, f"data shape {what}"
+    if kind == 2:
+        key = _pick(rng, [b"data", b"labels"])
+        del obj[key]
+        return obj, f"no {key!r}"
+    if kind == 3:
+        return {k.decode(): v for k, v in obj.items()}, "str keys"
+    if kind == 4:
+        bad = _pick(rng, [-1, 10, 255, 2**31, 2**63, 2**64, -(2**63) - 1, 3.5, "3", None, b"1"])
+        labels[int(rng.integers(0, len(labels)))] = bad
+        return obj, f"a label {bad!r}"
+    if kind == 5:
+        obj[b"labels"] = [*labels, 0] if rng.random() < 0.5 else labels[:-1]
+        return obj, f"{len(obj[b'labels'])} labels"
+    if kind == 6:
+        options = [
+            np.array(labels, np.uint8),
+            np.array(labels, np.float32),
+            np.array(labels, bool),
+            tuple(labels),
+            {},
+            b"\x00\x01\x02\x03",
+            "0123",
+            None,
+            7,
+            [[v] for v in labels],
+        ]
+        i = int(rng.integers(0, len(options)))
+        obj[b"labels"] = options[i]
+        return obj, f"labels as {type(options[i]).__name__} #{i}"
+    if kind == 7:
+        options = [data.tolist(), data.tobytes(), None, [[1, 2], [3]], data.astype(object)]
+        i = int(rng.integers(0, len(options)))
+        obj[b"data"] = options[i]
+        return obj, f"data as {type(options[i]).__name__} #{i}"
+    options = [list(obj.values()), tuple(obj.items()), None, 3, b"data", data, "batch"]
+    i = int(rng.integers(0, len(options)))
+    return options[i], f"not a dict: {type(options[i]).__name__} #{i}"
+
+
+class Cifar(Reader):
+    """``read_cifar_batch``: CIFAR-10's batch dict, pickled as the real files are."""
+
+    error = DatasetError
+
+    def __init__(self, work):
+        super().__init__(work)
+        self.seed = _cifar_seed()
+
+    def originals(self):
+        return [
+            Case(py2_pickle(self.seed), "data_batch_1", [], self.seed),
+            Case(pickle.dumps(self.seed, protocol=4), "data_batch_1", [], self.seed),
+        ]
+
+    def case(self, rng):
+        obj, how = self.seed, []
+        structured = rng.random() < 0.5
+        if structured:
+            obj, what = structure_mutation(rng, obj)
+            how.append(what)
+        data, protocol = cifar_pickle(rng, obj)
+        how.append(protocol)
+        if structured and rng.random() < 0.7:
+            # only the object was changed: what it reads must be exactly the object pickled
+            return Case(data, "data_batch_1", how, obj)
+        data, names = mutate(rng, data, BYTE_MUTATIONS)
+        return Case(data, "data_batch_1", how + names)
+
+    def read(self, path, case):
+        return read_cifar_batch(path)
+
+    def check(self, result, case):
+        x, y = result
+        if x.dtype != np.uint8 or x.shape[1:] != (32, 32, 3):
+            return f"images {x.dtype}{x.shape}"
+        if y.dtype != np.int64 or y.shape != (len(x),):
+            return f"labels {y.dtype}{y.shape} for {len(x)} images"
+        if y.size and not (0 <= y.min() and y.max() <= 9):
+            return f"labels {y.tolist()}"
+        if case.extra is None:
+            return None
+        # the batch must be the one pickled (str keys are bytes keys in a Python 2 pickle)
+        obj = {k.encode() if isinstance(k, str) else k: v for k, v in case.extra.items()}
+        try:
+            want = [w.item() if isinstance(w, np.generic) else w for w in obj[b"labels"]]
+        except TypeError:
+            return f"labels {y.tolist()} read from {obj[b'labels']!r}"
+        got = y.tolist()
+        if got != want or [type(v) for v in got] != [type(w) for w in want]:
+            return f"labels {got} read from {want!r}"
+        if not np.array_equal(x.transpose(0, 3, 1, 2).reshape(len(x), -1), obj[b"data"]):
+            return "images differ from the pickled data"
+        return None
+
+
+CFG = TrainConfig(model="mlp-digits", dataset="digits")
+
+
+def fresh_network():
+    net = build_network(get_model_spec(CFG.model), get_profile(CFG.profile), CFG.seed)
+    net.to_backend(NumpyBackend(CFG.acc_bits, CFG.overflow))
+    return net
+
+
+class Checkpoint(Reader):
+    """``load_checkpoint`` into a fresh network: it may only load exactly what was saved."""
+
+    error = CheckpointError
+
+    def __init__(self, work):
+        super().__init__(work)
+        net = fresh_network()
+        rng = np.random.default_rng(0)
+        # weights a fresh network does not have, so a load that changes nothing shows
+        net.load_state(
+            {k: rng.permutation(a.reshape(-1)).reshape(a.shape) for k, a in net.state().items()}
+        )
+        self.state = RunState(
+            step=23,
+            epoch_correct=150,
+            epoch_seen=192,
+            seconds=12.5,
+            samples=1472,
+            overflow_events=2,
+            history=[{"epoch": 1, "train_accuracy": 0.5, "test_accuracy": 0.75, "mu": 3}],
+        )
+        self.arrays = {k: a.copy() for k, a in net.state().items()}
+        assert any(
+            not np.array_equal(a, fresh_network().state()[k]) for k, a in self.arrays.items()
+        )
+        path = work / "seed" / "checkpoint.npz"
+        save_checkpoint(path, CFG, net, self.state)
+        self.seed = path.read_bytes()
+
+    def originals(self):
+        return [Case(self.seed, "checkpoint.npz", [])]
+
+    def case(self, rng):
+        data, how = mutate(rng, self.seed, BYTE_MUTATIONS)
+        return Case(data, "checkpoint.npz", how)
+
+    def read(self, path, case):
+        net = fresh_network()
+        state = load_checkpoint(path, CFG, net)
+        return state, net.state()
+
+    def check(self, result, case):
+        state, arrays = result
+        if asdict(state) != asdict(self.state):
+            return f"loaded {state}, saved {self.state}"
+        if set(arrays) != set(self.arrays):
+            return f"loaded arrays {sorted(arrays)}, saved {sorted(self.arrays)}"
+        for k, a in self.arrays.items():
+            if arrays[k].dtype != a.dtype or not np.array_equal(arrays[k], a):
+                return f"array {k!r} loaded differs from the one saved"
+        return None
+
+
+CONV_CSV = (
+    ", ".join(CONV_HEADER) + ",\n"
+    "conv1, 28, 28, 5, 5, 1, 20, 1,\n"
+    "conv2, 12, 12, 5, 5, 20, 50, 1, 1,\n"
+    "conv3, 8, 8, 3, 3, 50, 64, 2,\n"
+)
+GEMM_CSV = ", ".join(GEMM_HEADER) + ",\nfc1, 1, 500, 800,\nfc2, 1, 10, 500,\n"
+TEXT_MUTATIONS_CSV = (*BYTE_MUTATIONS, *[replace_token(CSV_TOKEN)] * 4, *LINE_MUTATIONS)
+TEXT_MUTATIONS_TOML = (*BYTE_MUTATIONS, *[replace_token(TOML_TOKEN)] * 4, *LINE_MUTATIONS)
+
+
+class Topology(Reader):
+    """``topology_workload``: SCALE-Sim conv and GEMM CSVs (one with a BOM and CRLFs)."""
+
+    error = WorkloadError
+
+    def __init__(self, work):
+        super().__init__(work)
+        self.seeds = [
+            CONV_CSV.encode(),
+            GEMM_CSV.encode(),
+            ("\ufeff" + GEMM_CSV.replace("\n", "\r\n")).encode(),
+        ]
+
+    def originals(self):
+        return [Case(seed, "topology.csv", [], 1) for seed in self.seeds]
+
+    def case(self, rng):
+        data, how = mutate(rng, _pick(rng, self.seeds), TEXT_MUTATIONS_CSV)
+        return Case(data, "topology.csv", how, int(_pick(rng, [1, 8])))
+
+    def read(self, path, case):
+        return topology_workload(path, case.extra)
+
+    def check(self, result, case):
+        for lay in result:
+            dims = [*lay.forward, *lay.gradient, *(lay.backward or ()), lay.weights]
+            if not all(isinstance(d, int) and d >= 1 for d in dims):
+                return f"layer {lay}"
+        return None
+
+
+def accelerator_toml(table: str) -> str:
+    overrides = "".join(f"{k} = {0.5 + i / 4}\n" for i, k in enumerate(TABLE_KEYS))
+    return (
+        "[array]\nrows = 8\ncols = 16\nkmax = 256\n"
+        "[precision]\noperand_bits = 8\naccumulator_bits = 32\n"
+        "[buffers]\nifmap_kib = 64\nfilter_kib = 64.5\nofmap_kib = 256\n"
+        "[offchip]\nbandwidth_bytes_per_cycle = 16\n"
+        "[clock]\nfrequency_mhz = 500.0\n"
+        f'[energy]\ntable = "{table}"\n{overrides}'
+    )
+
+
+class AcceleratorToml(Reader):
+    """``load_accelerator``: every key set; the table by name, or by a path beside the file."""
+
+    error = ConfigError
+
+    def __init__(self, work):
+        super().__init__(work)
+        shutil.copy(TABLES / "horowitz-45nm.toml", work / "e.toml")
+        self.seeds = [
+            accelerator_toml("horowitz-45nm").encode(),
+            accelerator_toml("e.toml").encode(),
+        ]
+
+    def originals(self):
+        return [Case(seed, "accelerator.toml", []) for seed in self.seeds]
+
+    def case(self, rng):
+        data, how = mutate(rng, _pick(rng, self.seeds), TEXT_MUTATIONS_TOML)
+        return Case(data, "accelerator.toml", how)
+
+    def read(self, path, case):
+        return load_accelerator(path)
+
+
+class EnergyTable(Reader):
+    """``load_table``: the shipped horowitz-45nm table, as a file."""
+
+    error = ConfigError
+
+    def __init__(self, work):
+        super().__init__(work)
+        self.seed = (TABLES / "horowitz-45nm.toml").read_bytes()
+
+    def originals(self):
+        return [Case(self.seed, "table.toml", [])]
+
+    def case(self, rng):
+        data, how = mutate(rng, self.seed, TEXT_MUTATIONS_TOML)
+        return Case(data, "table.toml", how)
+
+    def read(self, path, case):
+        return load_table(path)
+
+
+READERS = {
+    "idx": Idx,
+    "cifar": Cifar,
+    "checkpoint": Checkpoint,
+    "topology": Topology,
+    "accelerator": AcceleratorToml,
+    "energy-table": EnergyTable,
+}
+
+
+# ---- the property -------------------------------------------------------------------------------
+class _Timeout(BaseException):  # not an Exception: a reader's `except Exception` must not eat it
+    pass
+
+
+@contextlib.contextmanager
+def deadline(seconds: float):
+    """Interrupt the block after ``seconds`` (SIGALRM; where there is none, time it only)."""
+    if not hasattr(signal, "setitimer"):
+        yield
+        return
+
+    def expire(signum, frame):
+        raise _Timeout
+
+    old = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def violation(reader: Reader, path: Path, case: Case, must_read: bool = False) -> str | None:
+    """What is wrong with reading ``path`` (None: the property holds). ``must_read``: a valid
+    file, which the reader may not refuse."""
+    start = time.perf_counter()
+    try:
+        with deadline(CALL_SECONDS):
+            result = reader.read(path, case)
+    except _Timeout:
+        return f"still reading after {CALL_SECONDS} s"
+    except reader.error as exc:
+        msg, problem = str(exc), None
+        if must_read:
+            problem = f"refused a valid file: {msg}"
+        elif "\n" in msg:
+            problem = f"{type(exc).__name__} of more than one line: {msg!r}"
+        elif str(path) not in msg:
+            problem = f"{type(exc).__name__} that does not name the file: {msg!r}"
+    except Exception as exc:
+        where = "".join(traceback.format_tb(exc.__traceback__)[-2:])
+        kind = f"{type(exc).__module__}.{type(exc).__qualname__}".removeprefix("builtins.")
+        return f"unexpected {kind}: {exc}\n{where}"
+    else:
+        problem = reader.check(result, case)
+        if problem:
+            problem = "silent success on bad data: " + problem
+    elapsed = time.perf_counter() - start
+    if problem is None and elapsed > CALL_SECONDS:
+        problem = f"took {elapsed:.1f} s"
+    return problem
+
+
+def fuzz(name: str, count: int, seed: int, folder: Path) -> None:
+    """Read ``count`` mutated inputs with reader ``name``; fail listing the first violations."""
+    work = folder / "inputs"
+    work.mkdir()
+    reader = READERS[name](work)
+    for case in reader.originals():  # else the fuzzing would only ever reach the first check
+        path = work / case.name
+        path.write_bytes(case.data)
+        assert violation(reader, path, case, must_read=True) is None, f"{name}: {case.name}"
+    rng = np.random.default_rng(seed)
+    failures = []
+    for i in range(count):
+        case = reader.case(rng)
+        path = work / case.name
+        path.write_bytes(case.data)
+        problem = violation(reader, path, case)
+        if problem:
+            kept = folder / "failures" / f"{i}-{case.name}"
+            kept.parent.mkdir(exist_ok=True)
+            kept.write_bytes(case.data)
+            failures.append(
+                f"{name} seed {seed} input #{i} ({' '.join(case.how)}; {len(case.data)} bytes; "
+                f"kept as {kept}): {problem}"
+            )
+            if len(failures) == MAX_REPORTED:
+                break
+    assert not failures, "\n".join(failures)
+
+
+FUZZ_RUNS = [
+    pytest.param(name, FAST_COUNT, 100 + i, id=f"{name}-{FAST_COUNT}")
+    for i, name in enumerate(READERS)
+] + [
+    pytest.param(name, SLOW_COUNT, 200 + i, id=f"{name}-{SLOW_COUNT}", marks=pytest.mark.slow)
+    for i, name in enumerate(READERS)
+]
+
+
+@pytest.mark.parametrize("name,count,seed", FUZZ_RUNS)
+def test_reader_survives_mutated_files(name, count, seed, tmp_path):
+    fuzz(name, count, seed, tmp_path)
+
+
+# ---- inputs made to break a reader ------------------------------------------------------------
+class Reduce:
+    """Pickles as ``callable(*args)`` then ``__setstate__(state)``: any object numpy may build."""
+
+    def __init__(self, *reduce):
+        self.reduce = reduce
+
+    def __reduce__(self):
+        return self.reduce
+
+
+def numpy_array_state(state):
+    from numpy._core.multiarray import _reconstruct
+
+    return Reduce(_reconstruct, (np.ndarray, (0,), b"b"), state)
+
+
+def with_meta(seed: bytes, edit) -> bytes:
+    """A checkpoint whose manifest JSON is ``edit(text)``, re-zipped (so the CRCs hold)."""
+    with np.load(io.BytesIO(seed)) as z:
+        arrays = {k: z[k] for k in z.files}
+    text = edit(arrays.pop("meta").tobytes().decode())
+    buf = io.BytesIO()
+    np.savez(buf, meta=np.frombuffer(text.encode(), np.uint8), **arrays)
+    return buf.getvalue()
+
+
+def _meta(edit):
+    return lambda reader: with_meta(reader.seed, edit)
+
+
+# an object array's state with a list shorter than its shape: numpy reads past the list
+SHORT_OBJECTS = (1, (4, 3072), np.dtype("O"), False, [1] * 10)
+# a structured dtype with an object field whose state says it holds no objects: numpy would take
+# the raw bytes for pointers
+FAKE_PLAIN = Reduce(
+    np.dtype, ("V8", False, True), (3, "|", None, ("a",), {"a": (np.dtype("O"), 0)}, 8, 1, 0)
+)
+# a copy of the uint8 dtype whose state gives it the flags of an object dtype
+UINT8_OBJECTS = Reduce(np.dtype, ("u1", True, True), (3, "|", None, None, None, -1, -1, 63))
+# a dtype state one item short (the fields left out): numpy takes the -1 after it for them
+SHORT_DTYPE_STATE = Reduce(np.dtype, ("u1", False, True), (3, "|", None, -1, -1, 0))
+HUGE_INT = "9" * 5000  # past Python's 4300-digit limit of int(str)
+
+#: name: (reader, the file's bytes, or a function of the reader that makes them)
+CRAFTED = {
+    "idx-dims-product-wraps-in-int64": (  # 2**24 * 2**24 * 2**16 is 0 in int64
+        "idx",
+        bytes([0, 0, 8, 3]) + b"".join(d.to_bytes(4, "big") for d in (1 << 24, 1 << 24, 1 << 16)),
+    ),
+    "cifar-object-array-short-list": (
+        "cifar",
+        py2_pickle({b"data": numpy_array_state(SHORT_OBJECTS), b"labels": [0] * 4}),
+    ),
+    "cifar-dtype-hiding-objects": (
+        "cifar",
+        py2_pickle(
+            {
+                b"data": np.zeros((1, 3072), np.uint8),
+                b"labels": numpy_array_state((1, (1,), FAKE_PLAIN, False, b"abcdabcd")),
+            }
+        ),
+    ),
+    "cifar-uint8-with-object-flags": (
+        "cifar",
+        py2_pickle(
+            {
+                b"data": numpy_array_state((1, (1, 3072), UINT8_OBJECTS, False, [1] * 3072)),
+                b"labels": [0],
+            }
+        ),
+    ),
+    "cifar-dtype-state-one-short": (
+        "cifar",
+        py2_pickle({b"data": SHORT_DTYPE_STATE, b"labels": [0]}),
+    ),
+    "checkpoint-json-nested-deep": ("checkpoint", _meta(lambda t: "[" * 100_000)),
+    "checkpoint-json-5000-digit-int": (
+        "checkpoint",
+        _meta(lambda t: t.replace('"step": 23', f'"step": {HUGE_INT}')),
+    ),
+    "checkpoint-seconds-infinity": (
+        "checkpoint",
+        _meta(lambda t: t.replace('"seconds": 12.5', '"seconds": Infinity')),
+    ),
+    "accelerator-nested-deep": ("accelerator", b"[array]\nrows = " + b"[" * 100_000),
+    "accelerator-5000-digit-int": ("accelerator", f"[array]\nrows = {HUGE_INT}\n".encode()),
+    "accelerator-table-name-nul": ("accelerator", b'[energy]\ntable = "e\\u0000.toml"\n'),
+    "accelerator-table-name-too-long": (
+        "accelerator",
+        b'[energy]\ntable = "' + b"e" * 5000 + b'"\n',
+    ),
+    "accelerator-table-file-missing": ("accelerator", b'[energy]\ntable = "missing.toml"\n'),
+    "energy-table-nested-deep": (
+        "energy-table",
+        b"[pj]\nint8_add = " + b"{a=" * 5000 + b"1" + b"}" * 5000,
+    ),
+    "energy-table-5000-digit-int": ("energy-table", f"[pj]\nint8_add = {HUGE_INT}\n".encode()),
+}
+
+
+@pytest.mark.parametrize("what", CRAFTED)
+def test_reader_refuses_crafted_file(what, tmp_path):
+    name, data = CRAFTED[what]
+    reader = READERS[name](tmp_path)
+    data = data(reader) if callable(data) else data
+    case = replace(reader.originals()[0], data=data, how=[what])
+    path = tmp_path / case.name
+    path.write_bytes(case.data)
+    assert violation(reader, path, case) is None
+    with pytest.raises(reader.error):
+        reader.read(path, case)
+
+
+# ---- through the command line -------------------------------------------------------------------
+def assert_one_line_error(code: int, err: str, what: str) -> int:
+    """Exit code 2 and one line "nitihw...: error" on stderr, or 0 (the input is still valid)."""
+    assert "Traceback" not in err, f"{what}: {err}"
+    assert code in (0, 2), f"{what}: exit code {code}: {err}"
+    if code == 2:
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("nitihw"), f"{what}: {err!r}"
+    return code
+
+
+def test_cli_reports_a_mutated_topology_in_one_line(tmp_path, capsys):
+    rng = np.random.default_rng(300)
+    path = tmp_path / "topology.csv"
+    codes = []
+    for i in range(6):
+        data, how = mutate(
+            rng, _pick(rng, [CONV_CSV.encode(), GEMM_CSV.encode()]), TEXT_MUTATIONS_CSV
+        )
+        path.write_bytes(data)
+        code = main(
+            ["estimate", "--topology", str(path), "--out", str(tmp_path / "out"), "--no-plots"]
+        )
+        err = capsys.readouterr().err
+        codes.append(assert_one_line_error(code, err, f"input #{i} ({how}): {data!r}"))
+    assert 2 in codes, codes
+
+
+def test_cli_reports_a_mutated_config_in_one_line(tmp_path, capsys):
+    rng = np.random.default_rng(301)
+    shutil.copy(TABLES / "horowitz-45nm.toml", tmp_path / "e.toml")
+    seeds = [accelerator_toml("horowitz-45nm").encode(), accelerator_toml("e.toml").encode()]
+    path = tmp_path / "accelerator.toml"
+    codes = []
+    for i in range(6):
+        data, how = mutate(rng, _pick(rng, seeds), TEXT_MUTATIONS_TOML)
+        path.write_bytes(data)
+        argv = ["estimate", "--model", "mlp-digits", "--config", str(path)]
+        code = main([*argv, "--out", str(tmp_path / "out"), "--no-plots"])
+        err = capsys.readouterr().err
+        codes.append(assert_one_line_error(code, err, f"input #{i} ({how}): {data!r}"))
+    assert 2 in codes, codes
+
+
+def test_cli_reports_a_damaged_checkpoint_in_one_line(tmp_path, capsys):
+    out = tmp_path / "run"
+    train = ["train", "--model", "mlp-digits", "--dataset", "digits", "--out", str(out)]
+    assert main([*train, "--steps", "1"]) == 0
+    capsys.readouterr()
+    path = out / "checkpoint.npz"
+    good = path.read_bytes()
+    rng = np.random.default_rng(302)
+    damages = {
+        "truncated": good[: len(good) // 2],
+        "bits flipped": flip_bits(rng, good),
+        "bytes set": set_bytes(rng, good),
+        "span replaced": replace_span(rng, good),
+        "empty": b"",
+        "random bytes": _random_bytes(rng, len(good)),
+    }
+    codes = []
+    for what, data in damages.items():
+        path.write_bytes(data)
+        code = main([*train, "--resume", "--steps", "1"])
+        codes.append(assert_one_line_error(code, capsys.readouterr().err, what))
+    assert codes.count(2) >= 4, codes
