@@ -364,3 +364,14 @@ def test_a_version_1_checkpoint_still_resumes(run_dir, capsys):
     (run_dir / CHECKPOINT_NAME).write_bytes(buf.getvalue())
     assert train("--batch", "32", "--epochs", "3", "--out", str(run_dir), "--resume") == 0
     assert json.loads((run_dir / "result.json").read_text())["steps"] == 135
+
+
+def test_the_same_command_twice_keeps_the_first_run(tmp_path, monkeypatch, capsys):
+    """The README's command run again: its default folder holds a run, so it is refused."""
+    monkeypatch.chdir(tmp_path)
+    assert train("--steps", "2") == 0
+    first = (tmp_path / "runs" / "mlp-digits-digits-niti-s0" / "result.json").read_text()
+    capsys.readouterr()
+    assert train("--steps", "2") == 2
+    assert "--out runs/mlp-digits-digits-niti-s0 already holds a run" in one_line_error(capsys)
+    assert (tmp_path / "runs" / "mlp-digits-digits-niti-s0" / "result.json").read_text() == first
