@@ -157,6 +157,12 @@ LIMITS: dict[str, Limit] = {
     "train_samples": _int("training-set size", 1, 10**10, "estimate `--train-samples`"),
     "topology_dim": _int("a dimension in a topology file", 1, (1 << 31) - 1, "topology CSV fields"),
     "timeout": _num("seconds", 0, 1e7, "synth `--timeout`", open_lo=True),
+    "sweep_workers": _int(
+        "worker processes of an embedded Dask cluster (0: none, in-process)",
+        0,
+        256,
+        "sweep `--workers`",
+    ),
 }
 
 

@@ -258,6 +258,31 @@ def _limited(key: str):
     return limits.arg(key)
 
 
+def cmd_sweep(args) -> int:
+    from nitihw.golden.run_folder import check_writable_dir
+    from nitihw.sim.sweep import load_grid
+    from nitihw.sim.sweep.report import frame, summary, write_results
+    from nitihw.sim.sweep.run import run_sweep
+
+    grid = load_grid(args.grid)
+    check_writable_dir(Path(args.out), "--out")
+    where = args.scheduler or f"an embedded Dask cluster ({args.workers or 'one per core'} workers)"
+    if args.workers == 0 and not args.scheduler:
+        where = "this process (--workers 0)"
+    print(
+        f"nitihw sweep: {len(grid.points)} points of {', '.join(grid.compute)} from "
+        f"{args.grid}, on {where}; results in {args.out}",
+        file=sys.stderr,
+        flush=True,
+    )
+    rows = run_sweep(grid, Path(args.out), args.scheduler, args.workers)
+    df = frame(rows)
+    files = write_results(df, Path(args.out), plots=not args.no_plots)
+    print(summary(df))
+    print(f"results: {', '.join(f.name for f in files)} in {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="nitihw",
@@ -503,6 +528,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="give up on a Yosys run after this many s",
     )
     y.set_defaults(func=cmd_synth)
+
+    w = command(
+        "sweep",
+        help="co-design sweep: estimates over a grid of arrays, buffers, bandwidth, widths, "
+        "methods and models, on Dask, with the Pareto front (docs/dse.md)",
+    )
+    w.add_argument("--grid", required=True, help="the grid TOML (axes and what to compute)")
+    w.add_argument("--out", required=True, help="results folder (a rerun skips finished points)")
+    w.add_argument(
+        "--scheduler",
+        default=None,
+        help="a running Dask scheduler, e.g. tcp://HOST:8786 (default: an embedded cluster)",
+    )
+    w.add_argument(
+        "--workers",
+        type=_limited("sweep_workers"),
+        default=None,
+        help="embedded cluster's worker processes (default: one per core; 0: run in this process)",
+    )
+    w.add_argument("--no-plots", action="store_true", help="skip the PNG plot")
+    w.set_defaults(func=cmd_sweep)
     return p
 
 

@@ -1,0 +1,104 @@
+"""What one point of a sweep computes: plain functions of the point's settings, run on a Dask
+worker (or inline), returning the point's output columns.
+
+``estimate``: :func:`nitihw.sim.estimate.estimate` of one training step on the point's
+accelerator; the columns are the step's cycles, time at the clock, traffic and energy (with its
+components), utilisation, and the per-epoch energy and time.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import replace
+
+ESTIMATE_COLUMNS = (
+    "macs",
+    "total_cycles",
+    "array_cycles",
+    "stall_cycles",
+    "seconds_per_step",
+    "utilisation",
+    "sram_bytes",
+    "dram_bytes",
+    "energy_pj",
+    "energy_mac_pj",
+    "energy_buffers_pj",
+    "energy_offchip_pj",
+    "energy_rescale_pj",
+    "energy_update_pj",
+    "fp32_energy_pj",
+    "epoch_energy_j",
+    "epoch_seconds",
+)
+
+
+def accelerator(point: dict, energy: str | None):
+    """The :class:`~nitihw.sim.accelerator.Accelerator` a point describes."""
+    from nitihw.sim.accelerator import load_accelerator
+
+    acc = load_accelerator(None, energy)
+    return replace(
+        acc,
+        rows=point["rows"],
+        cols=point["cols"],
+        kmax=point["kmax"],
+        operand_bits=point["operand_bits"],
+        accumulator_bits=point["accumulator_bits"],
+        ifmap_kib=point["ifmap_kib"],
+        filter_kib=point["filter_kib"],
+        ofmap_kib=point["ofmap_kib"],
+        bandwidth=point["bandwidth"],
+        frequency_mhz=point["frequency_mhz"],
+        source="sweep",
+    )
+
+
+def estimate_point(point: dict, energy: str | None, train_samples: int | None) -> dict:
+    from nitihw.sim.cli import DEFAULT_TRAIN_SAMPLES
+    from nitihw.sim.estimate import estimate
+    from nitihw.sim.workload import model_workload, topology_workload
+
+    batch = point["batch"]
+    if point.get("topology"):
+        layers = topology_workload(point["topology"], batch)
+        name, samples = point["topology"], train_samples or batch
+    else:
+        layers = model_workload(point["model"], batch)
+        name = point["model"]
+        samples = train_samples or DEFAULT_TRAIN_SAMPLES.get(name, batch)
+    r = estimate(layers, accelerator(point, energy), batch, samples, name, point["profile"])
+    step, epoch = r["per_step"], r["per_epoch"]
+    out = {k: step[k] for k in ESTIMATE_COLUMNS if k in step}
+    out["seconds_per_step"] = step["seconds_at_clock"]
+    out["utilisation"] = (
+        step["macs"] / max(step["total_cycles"], 1) / (point["rows"] * point["cols"])
+    )
+    out["epoch_energy_j"] = epoch["energy_pj"] * 1e-12
+    out["epoch_seconds"] = epoch["seconds_at_clock"]
+    return out
+
+
+COMPUTE = {"estimate": estimate_point}
+
+
+def run_point(point: dict, compute: tuple[str, ...], energy, train_samples) -> dict:
+    """A point's record: its settings, its outputs, and ``error`` (empty when it worked);
+    never raises, so one bad point does not stop a sweep."""
+    t0 = time.perf_counter()
+    record = {"error": ""}
+    try:
+        for kind in compute:
+            record.update(COMPUTE[kind](point, energy, train_samples))
+    except Exception as exc:  # recorded with the point; the sweep goes on
+        last = traceback.extract_tb(exc.__traceback__)[-1]
+        record["error"] = f"{type(exc).__name__}: {' '.join(str(exc).split())} " + (
+            f"({last.filename.rsplit('/', 1)[-1]}:{last.lineno})"
+        )
+    record["point_seconds"] = time.perf_counter() - t0
+    return record
+
+
+def run_points(items: list, compute, energy, train_samples) -> list:
+    """A batch of ``(id, point)``, as one Dask task: ``[(id, record), ...]``."""
+    return [(pid, run_point(p, compute, energy, train_samples)) for pid, p in items]

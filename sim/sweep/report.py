@@ -1,0 +1,123 @@
+"""A sweep's results: ``results.csv`` and ``results.parquet`` (one row per point, every input
+and output column), ``pareto.csv`` (the points no other point beats on every objective), the
+plots, and a short table for the terminal. Every file is written atomically."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+
+from nitihw.golden.train import atomic_write_bytes
+
+#: minimised together: energy and cycles of one training step, and the hardware's size (its PEs
+#: and its on-chip buffer KiB: the inputs an area figure grows with)
+OBJECTIVES = ("energy_pj", "total_cycles", "pes", "buffer_kib")
+#: points are compared with the points of the same workload only
+WORKLOAD = ("model", "topology", "batch")
+
+
+def pareto_mask(values: np.ndarray) -> np.ndarray:
+    """Rows of ``values`` (points x objectives, all minimised) that no other row dominates
+    (as good in every objective and better in one)."""
+    n = len(values)
+    keep = np.ones(n, bool)
+    for i in range(n):
+        if not keep[i]:
+            continue
+        le = np.all(values <= values[i], axis=1)
+        lt = np.any(values < values[i], axis=1)
+        if np.any(le & lt):
+            keep[i] = False
+    return keep
+
+
+def frame(rows: list[dict]):
+    import pandas as pd
+
+    df = pd.DataFrame(rows)
+    df["pes"] = df["rows"] * df["cols"]
+    df["buffer_kib"] = df["ifmap_kib"] + df["filter_kib"] + df["ofmap_kib"]
+    df["pareto"] = False
+    ok = df["error"] == ""
+    if ok.any() and all(c in df for c in OBJECTIVES):
+        keys = [k for k in WORKLOAD if k in df]
+        parts = [df[k].fillna("").astype(str) for k in keys]
+        for _, group in df[ok].groupby(parts, sort=False, dropna=False):
+            vals = group[list(OBJECTIVES)].to_numpy(dtype=float)
+            df.loc[group.index, "pareto"] = pareto_mask(vals)
+    return df
+
+
+def write_results(df, out: Path, plots: bool = True) -> list[Path]:
+    out = Path(out)
+    written = []
+    for name, data in (
+        ("results.csv", df.to_csv(index=False).encode()),
+        ("pareto.csv", df[df["pareto"]].to_csv(index=False).encode()),
+    ):
+        atomic_write_bytes(out / name, data)
+        written.append(out / name)
+    buf = io.BytesIO()
+    df.to_parquet(buf, index=False)
+    atomic_write_bytes(out / "results.parquet", buf.getvalue())
+    written.append(out / "results.parquet")
+    ok = df[df["error"] == ""]
+    if plots and len(ok) and all(c in ok for c in OBJECTIVES):
+        written.append(plot_front(ok, out / "energy_vs_cycles.png"))
+    return written
+
+
+def plot_front(df, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    pes = df["pes"].to_numpy()
+    sc = ax.scatter(df["total_cycles"], df["energy_pj"] / 1e6, c=np.log2(pes), cmap="viridis", s=14)
+    front = df[df["pareto"]].sort_values("total_cycles")
+    ax.plot(front["total_cycles"], front["energy_pj"] / 1e6, "r.-", lw=1, label="Pareto front")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("cycles per training step")
+    ax.set_ylabel("energy per training step (uJ)")
+    cb = fig.colorbar(sc, ax=ax)
+    cb.set_label("log2(PEs) = log2(rows x cols)")
+    ax.legend()
+    ax.set_title(f"{len(df)} points, {len(front)} on the front")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+def summary(df, top: int = 8) -> str:
+    """The terminal's table: counts, then the Pareto points by energy."""
+    failed = int((df["error"] != "").sum())
+    lines = [f"{len(df)} points, {failed} failed, {int(df['pareto'].sum())} on the Pareto front"]
+    if failed:
+        first = df[df["error"] != ""].iloc[0]
+        lines.append(f"first failure (point {first['point']}): {first['error']}")
+    front = df[df["pareto"]].sort_values("energy_pj").head(top)
+    if len(front):
+        keys = ("model", "profile", "rows", "cols", "kmax", "operand_bits", "accumulator_bits")
+        keys = [k for k in keys if k in df and df[k].nunique(dropna=False) > 1] or ["rows", "cols"]
+        head = [*keys, "cycles/step", "energy/step (uJ)"]
+        body = [
+            [
+                *(str(r[k]) for k in keys),
+                f"{int(r['total_cycles']):,}",
+                f"{r['energy_pj'] / 1e6:.1f}",
+            ]
+            for _, r in front.iterrows()
+        ]
+        widths = [max(len(x) for x in col) for col in zip(head, *body, strict=True)]
+        lines.append("Pareto points, lowest energy first:")
+        for row in (head, *body):
+            lines.append("  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)))
+    return "\n".join(lines)
