@@ -70,7 +70,7 @@ def _client(scheduler: str | None, workers: int | None):
 
     if scheduler:
         try:
-            return Client(scheduler, timeout="10s"), None
+            return Client(scheduler, timeout="5s"), None
         except OSError as exc:
             raise RuntimeError(f"--scheduler {scheduler}: cannot connect ({exc})") from None
     cluster = LocalCluster(

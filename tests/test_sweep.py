@@ -1,0 +1,262 @@
+"""nitihw sweep: the grid's checks, the points, resuming, failures, the Pareto front, and the
+same results from an embedded Dask cluster and from an external one (a real `dask scheduler`
+and two `dask worker` processes on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from nitihw.sim.cli import main
+from nitihw.sim.sweep import GridError, load_grid, point_id
+from nitihw.sim.sweep.report import pareto_mask
+from nitihw.sim.sweep.run import run_sweep
+
+GRID = """
+compute = ["estimate"]
+[axes]
+model = ["mlp-digits", "cnn-digits"]
+profile = ["niti", "wage"]
+batch = 16
+rows = [2, 4, 8]
+cols = {from = 4, to = 8, step = 4}
+kmax = {from = 64, to = 128, times = 2}
+bandwidth = [4, 16]
+"""
+
+
+def write(tmp_path, text=GRID, name="grid.toml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_the_grid_spans_its_axes(tmp_path):
+    g = load_grid(write(tmp_path))
+    assert len(g.points) == 2 * 2 * 3 * 2 * 2 * 2 == 96
+    assert g.axes["cols"] == [4, 8] and g.axes["kmax"] == [64, 128]
+    assert g.axes["operand_bits"] == [8] and g.axes["ifmap_kib"] == [64.0]  # defaults
+    assert g.points[0] | {} == {
+        **{k: v[0] for k, v in g.axes.items()},
+    }
+    assert len({point_id(p) for p in g.points}) == 96
+
+
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("[axes]\nrows = [8, 0]\n", "axes.rows[1] must be an integer in 1..256, got 0"),
+        ("[axes]\noperand_bits = [12]\n", "axes.operand_bits[0] must be 8 or 16, got 12"),
+        ("[axes]\nifmap_kib = [0]\n", "axes.ifmap_kib[0] must be a number > 0"),
+        ("[axes]\nmodel = ['resnet']\n", "unknown model 'resnet'"),
+        ("[axes]\nprofile = ['fp8']\n", "unknown profile 'fp8'"),
+        ("[axes]\narray = [8]\n", "unknown axis 'array'"),
+        ("[axes]\nrows = {from = 8, to = 4, step = 1}\n", "to (4) is below from (8)"),
+        ("[axes]\nrows = {from = 1, to = 4}\n", "give one of step or times"),
+        ("[axes]\nrows = []\n", "axes.rows: an empty list"),
+        ("[axes]\ntopology = ['no.csv']\n", "no topology file"),
+        ("compute = ['synthesis']\n", "compute 'synthesis' is not a point kind"),
+        ("speed = 3\n", "unknown key 'speed'"),
+        ("[axes\n", "not valid TOML"),
+        (
+            "[axes]\nrows = {from = 1, to = 256, step = 1}\ncols = {from = 1, to = 256, step = 1}\n"
+            "kmax = {from = 1, to = 65536, step = 1}\n",
+            "points; at most 1,000,000",
+        ),
+    ],
+)
+def test_a_bad_grid_is_named_before_anything_runs(tmp_path, capsys, text, message):
+    path = write(tmp_path, text)
+    with pytest.raises(GridError, match=re.escape(message)):
+        load_grid(path)
+    assert main(["sweep", "--grid", str(path), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(path) in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_sweep_is_stored_point_by_point_and_resumes(tmp_path):
+    g = load_grid(write(tmp_path))
+    out = tmp_path / "o"
+    rows = run_sweep(g, out, workers=0, progress=False)
+    assert len(rows) == 96 and not any(r["error"] for r in rows)
+    assert len(list((out / "points").glob("*.json"))) == 96
+    # each row is the estimate of its point
+    from nitihw.sim.sweep.points import estimate_point
+
+    r = rows[17]
+    settings = {k: r[k] for k in g.axes}
+    assert {k: r[k] for k in ("energy_pj", "total_cycles")} == {
+        k: estimate_point(settings, None, None)[k] for k in ("energy_pj", "total_cycles")
+    }
+    # a rerun computes nothing: remove one point, and only it runs again
+    stamp = {p: p.stat().st_mtime_ns for p in (out / "points").glob("*.json")}
+    (out / "points" / f"{r['point']}.json").unlink()
+    again = run_sweep(g, out, workers=0, progress=False)
+    changed = [p for p in (out / "points").glob("*.json") if stamp.get(p) != p.stat().st_mtime_ns]
+    assert [p.stem for p in changed] == [r["point"]]
+    strip = [{k: v for k, v in x.items() if k != "point_seconds"} for x in again]
+    assert strip == [{k: v for k, v in x.items() if k != "point_seconds"} for x in rows]
+
+
+def test_a_failing_point_is_recorded_and_the_sweep_goes_on(tmp_path, capsys):
+    topo = tmp_path / "t.csv"
+    topo.write_text("Layer, M, N, K,\nfc1, 16, 32, 64,\nfc2, 16, 10, 32,\n")
+    path = write(tmp_path, "[axes]\ntopology = ['t.csv']\nprofile = ['niti', 'nitro-d']\n")
+    out = tmp_path / "o"
+    assert main(["sweep", "--grid", str(path), "--out", str(out), "--workers", "0"]) == 0
+    text = capsys.readouterr().out
+    assert "2 points, 1 failed" in text and "needs a built-in model" in text
+    df = pd.read_parquet(out / "results.parquet")
+    assert list(df["profile"]) == ["niti", "nitro-d"]
+    assert df["error"][0] == "" and "nitro-d estimate needs a built-in model" in df["error"][1]
+    assert pd.read_csv(out / "results.csv").shape[0] == 2
+
+
+def test_the_pareto_front():
+    v = np.array([[1, 5], [2, 2], [5, 1], [3, 3], [2, 2], [6, 6]], float)
+    assert list(pareto_mask(v)) == [True, True, True, False, True, False]
+
+
+def test_the_embedded_cluster_writes_every_report(tmp_path, capsys):
+    path = write(tmp_path)
+    out = tmp_path / "o"
+    assert main(["sweep", "--grid", str(path), "--out", str(out), "--workers", "2"]) == 0
+    captured = capsys.readouterr()
+    assert "96 points, 0 failed" in captured.out and "Pareto points" in captured.out
+    assert "sweep: 96/96 points (0 failed)" in captured.err
+    for name in ("results.csv", "results.parquet", "pareto.csv", "energy_vs_cycles.png"):
+        assert (out / name).stat().st_size > 0
+    df = pd.read_parquet(out / "results.parquet")
+    front = pd.read_csv(out / "pareto.csv")
+    assert len(front) == int(df["pareto"].sum()) > 0
+    # within a workload, no point beats a Pareto point on every objective
+    for _, g in df.groupby(["model"]):
+        for _, p in g[g["pareto"]].iterrows():
+            cols = ["energy_pj", "total_cycles", "pes", "buffer_kib"]
+            better = (g[cols] <= p[cols]).all(axis=1) & (g[cols] < p[cols]).any(axis=1)
+            assert not better.any()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_an_external_cluster_gives_the_embedded_results(tmp_path):
+    """A real scheduler and two worker processes, as on a cluster (here on 127.0.0.1)."""
+    dask = Path(sys.executable).with_name("dask")
+    if not dask.exists():
+        dask = shutil.which("dask")
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    procs = [
+        subprocess.Popen(
+            [
+                str(dask),
+                "scheduler",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--no-dashboard",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    ]
+    try:
+        for _ in range(2):
+            procs.append(
+                subprocess.Popen(
+                    [
+                        str(dask),
+                        "worker",
+                        address,
+                        "--nworkers",
+                        "1",
+                        "--nthreads",
+                        "1",
+                        "--no-dashboard",
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+        from dask.distributed import Client
+
+        with Client(address, timeout="30s") as c:
+            deadline = time.time() + 60
+            while len(c.scheduler_info()["workers"]) < 2:
+                assert time.time() < deadline, "the two dask workers did not start"
+                time.sleep(0.2)
+        path = write(tmp_path)
+        assert (
+            main(
+                [
+                    "sweep",
+                    "--grid",
+                    str(path),
+                    "--out",
+                    str(tmp_path / "ext"),
+                    "--scheduler",
+                    address,
+                    "--no-plots",
+                ]
+            )
+            == 0
+        )
+    finally:
+        for p in procs[::-1]:
+            p.terminate()
+        for p in procs:
+            p.wait(timeout=30)
+    assert (
+        main(
+            [
+                "sweep",
+                "--grid",
+                str(path),
+                "--out",
+                str(tmp_path / "emb"),
+                "--workers",
+                "0",
+                "--no-plots",
+            ]
+        )
+        == 0
+    )
+    a = pd.read_csv(tmp_path / "ext" / "results.csv").drop(columns="point_seconds")
+    b = pd.read_csv(tmp_path / "emb" / "results.csv").drop(columns="point_seconds")
+    pd.testing.assert_frame_equal(a, b, check_exact=True)
+    assert json.loads((tmp_path / "ext" / "points" / f"{a['point'][0]}.json").read_text())
+
+
+def test_an_unreachable_scheduler_is_one_line(tmp_path, capsys):
+    path = write(tmp_path, "[axes]\nrows = [8]\n")
+    port = _free_port()
+    rc = main(
+        [
+            "sweep",
+            "--grid",
+            str(path),
+            "--out",
+            str(tmp_path / "o"),
+            "--scheduler",
+            f"tcp://127.0.0.1:{port}",
+        ]
+    )
+    assert rc == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "cannot connect" in err[-1] and err[-1].startswith("nitihw: error:")
