@@ -78,8 +78,25 @@ def plot_front(df, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(7.5, 5))
     pes = df["pes"].to_numpy()
     sc = ax.scatter(df["total_cycles"], df["energy_pj"] / 1e6, c=np.log2(pes), cmap="viridis", s=14)
-    front = df[df["pareto"]].sort_values("total_cycles")
-    ax.plot(front["total_cycles"], front["energy_pj"] / 1e6, "r.-", lw=1, label="Pareto front")
+    front = df[df["pareto"]]
+    ax.scatter(
+        front["total_cycles"],
+        front["energy_pj"] / 1e6,
+        s=40,
+        facecolors="none",
+        edgecolors="r",
+        label="Pareto points (energy, cycles, PEs, buffer KiB)",
+    )
+    two = df[pareto_mask(df[["energy_pj", "total_cycles"]].to_numpy(float))]
+    two = two.sort_values("total_cycles")
+    ax.step(
+        two["total_cycles"],
+        two["energy_pj"] / 1e6,
+        "k-",
+        where="post",
+        lw=1,
+        label="energy/cycles front (any size)",
+    )
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("cycles per training step")
@@ -105,7 +122,9 @@ def summary(df, top: int = 8) -> str:
         lines.append(f"first failure (point {first['point']}): {first['error']}")
     front = df[df["pareto"]].sort_values("energy_pj").head(top)
     if len(front):
-        keys = ("model", "profile", "rows", "cols", "kmax", "operand_bits", "accumulator_bits")
+        keys = ("model", "topology", "profile", "batch", "rows", "cols", "kmax")
+        keys += ("ifmap_kib", "filter_kib", "ofmap_kib", "bandwidth", "frequency_mhz")
+        keys += ("operand_bits", "accumulator_bits")
         keys = [k for k in keys if k in df and df[k].nunique(dropna=False) > 1] or ["rows", "cols"]
         head = [*keys, "cycles/step", "energy/step (uJ)"]
         body = [
