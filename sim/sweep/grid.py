@@ -3,7 +3,7 @@ points they span.
 
 A grid file::
 
-    compute = ["estimate"]          # what each point computes (see POINT_KINDS)
+    compute = ["estimate", "area"]  # what each point computes (see POINT_KINDS)
     energy = "horowitz-45nm"        # energy table: a shipped name or a .toml path (optional)
     train_samples = 60000           # per-epoch totals (optional; default: the model's dataset)
 
@@ -41,7 +41,7 @@ from pathlib import Path
 from nitihw.golden.limits import LIMITS
 
 #: what a point can compute
-POINT_KINDS = ("estimate",)
+POINT_KINDS = ("estimate", "area")
 #: axis -> (limit key or None, the default value)
 AXES: dict[str, tuple[str | None, object]] = {
     "model": (None, "lenet"),

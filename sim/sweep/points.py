@@ -4,6 +4,8 @@ worker (or inline), returning the point's output columns.
 ``estimate``: :func:`nitihw.sim.estimate.estimate` of one training step on the point's
 accelerator; the columns are the step's cycles, time at the clock, traffic and energy (with its
 components), utilisation, and the per-epoch energy and time.
+``area``: the calibrated area model (:mod:`nitihw.sim.synth.area`): logic transistors, SRAM
+bits, and both in mm^2 at 45 nm.
 """
 
 from __future__ import annotations
@@ -79,7 +81,16 @@ def estimate_point(point: dict, energy: str | None, train_samples: int | None) -
     return out
 
 
-COMPUTE = {"estimate": estimate_point}
+def area_point(point: dict, energy, train_samples) -> dict:
+    """:func:`nitihw.sim.synth.area.area`: the Datapath's logic from the calibrated model,
+    the point's buffers as SRAM."""
+    from nitihw.sim.synth.area import area
+
+    kib = point["ifmap_kib"] + point["filter_kib"] + point["ofmap_kib"]
+    return area(point["rows"], point["cols"], point["operand_bits"], point["accumulator_bits"], kib)
+
+
+COMPUTE = {"estimate": estimate_point, "area": area_point}
 
 
 def run_point(point: dict, compute: tuple[str, ...], energy, train_samples) -> dict:

@@ -11,9 +11,16 @@ import numpy as np
 
 from nitihw.golden.train import atomic_write_bytes
 
-#: minimised together: energy and cycles of one training step, and the hardware's size (its PEs
-#: and its on-chip buffer KiB: the inputs an area figure grows with)
-OBJECTIVES = ("energy_pj", "total_cycles", "pes", "buffer_kib")
+#: minimised together: energy and cycles of one training step, and the hardware's area (its
+#: PEs and its on-chip buffer KiB, the inputs area grows with, when the sweep has no area)
+OBJECTIVES = ("energy_pj", "total_cycles", "area_mm2")
+SIZE_OBJECTIVES = ("energy_pj", "total_cycles", "pes", "buffer_kib")
+
+
+def objectives(df) -> tuple[str, ...]:
+    return OBJECTIVES if "area_mm2" in df else SIZE_OBJECTIVES
+
+
 #: points are compared with the points of the same workload only
 WORKLOAD = ("model", "topology", "batch")
 
@@ -41,11 +48,12 @@ def frame(rows: list[dict]):
     df["buffer_kib"] = df["ifmap_kib"] + df["filter_kib"] + df["ofmap_kib"]
     df["pareto"] = False
     ok = df["error"] == ""
-    if ok.any() and all(c in df for c in OBJECTIVES):
+    goals = objectives(df)
+    if ok.any() and all(c in df for c in goals):
         keys = [k for k in WORKLOAD if k in df]
         parts = [df[k].fillna("").astype(str) for k in keys]
         for _, group in df[ok].groupby(parts, sort=False, dropna=False):
-            vals = group[list(OBJECTIVES)].to_numpy(dtype=float)
+            vals = group[list(goals)].to_numpy(dtype=float)
             df.loc[group.index, "pareto"] = pareto_mask(vals)
     return df
 
@@ -64,7 +72,7 @@ def write_results(df, out: Path, plots: bool = True) -> list[Path]:
     atomic_write_bytes(out / "results.parquet", buf.getvalue())
     written.append(out / "results.parquet")
     ok = df[df["error"] == ""]
-    if plots and len(ok) and all(c in ok for c in OBJECTIVES):
+    if plots and len(ok) and all(c in ok for c in ("energy_pj", "total_cycles")):
         written.append(plot_front(ok, out / "energy_vs_cycles.png"))
     return written
 
@@ -76,8 +84,9 @@ def plot_front(df, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7.5, 5))
-    pes = df["pes"].to_numpy()
-    sc = ax.scatter(df["total_cycles"], df["energy_pj"] / 1e6, c=np.log2(pes), cmap="viridis", s=14)
+    by_area = "area_mm2" in df
+    colour = df["area_mm2"].to_numpy() if by_area else np.log2(df["pes"].to_numpy())
+    sc = ax.scatter(df["total_cycles"], df["energy_pj"] / 1e6, c=colour, cmap="viridis", s=14)
     front = df[df["pareto"]]
     ax.scatter(
         front["total_cycles"],
@@ -85,7 +94,7 @@ def plot_front(df, path: Path) -> Path:
         s=40,
         facecolors="none",
         edgecolors="r",
-        label="Pareto points (energy, cycles, PEs, buffer KiB)",
+        label=f"Pareto points ({', '.join(objectives(df))})",
     )
     two = df[pareto_mask(df[["energy_pj", "total_cycles"]].to_numpy(float))]
     two = two.sort_values("total_cycles")
@@ -102,7 +111,7 @@ def plot_front(df, path: Path) -> Path:
     ax.set_xlabel("cycles per training step")
     ax.set_ylabel("energy per training step (uJ)")
     cb = fig.colorbar(sc, ax=ax)
-    cb.set_label("log2(PEs) = log2(rows x cols)")
+    cb.set_label("area (mm$^2$, 45 nm)" if by_area else "log2(PEs) = log2(rows x cols)")
     ax.legend()
     ax.set_title(f"{len(df)} points, {len(front)} on the front")
     fig.tight_layout()
@@ -127,11 +136,14 @@ def summary(df, top: int = 8) -> str:
         keys += ("operand_bits", "accumulator_bits")
         keys = [k for k in keys if k in df and df[k].nunique(dropna=False) > 1] or ["rows", "cols"]
         head = [*keys, "cycles/step", "energy/step (uJ)"]
+        if "area_mm2" in df:
+            head.append("area mm2")
         body = [
             [
                 *(str(r[k]) for k in keys),
                 f"{int(r['total_cycles']):,}",
                 f"{r['energy_pj'] / 1e6:.1f}",
+                *([f"{r['area_mm2']:.2f}"] if "area_mm2" in df else []),
             ]
             for _, r in front.iterrows()
         ]
