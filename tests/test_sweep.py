@@ -97,7 +97,7 @@ def test_a_sweep_is_stored_point_by_point_and_resumes(tmp_path):
     r = rows[17]
     settings = {k: r[k] for k in g.axes}
     assert {k: r[k] for k in ("energy_pj", "total_cycles")} == {
-        k: estimate_point(settings, None, None)[k] for k in ("energy_pj", "total_cycles")
+        k: estimate_point(settings, {})[k] for k in ("energy_pj", "total_cycles")
     }
     # a rerun computes nothing: remove one point, and only it runs again
     stamp = {p: p.stat().st_mtime_ns for p in (out / "points").glob("*.json")}

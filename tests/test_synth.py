@@ -220,6 +220,9 @@ def test_zero_memory_inits_are_dropped_before_yosys_reads_them():
     text = f"module x(a);\n  reg [7:0] m [1:0];\n{zero}{other}endmodule\n"
     kept, dropped = flow.drop_zero_inits(text)
     assert dropped == 1 and zero not in kept and other in kept
+    # Amaranth writes some zeros in decimal (a 16-bit accumulator's 32-bit result buffer)
+    decimal = "  initial begin\n    result[0] = 32'd0;\n    result[1] = 32'd0;\n  end\n"
+    assert flow.drop_zero_inits(f"module y(a);\n{decimal}endmodule\n")[1] == 1
 
 
 def test_scripts_per_target():

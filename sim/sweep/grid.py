@@ -41,7 +41,14 @@ from pathlib import Path
 from nitihw.golden.limits import LIMITS
 
 #: what a point can compute
-POINT_KINDS = ("estimate", "area")
+POINT_KINDS = ("estimate", "area", "train")
+#: the ``[train]`` table of a grid that trains: key -> (limit key or choices, default)
+TRAIN_KEYS: dict[str, tuple] = {
+    "dataset": (None, "digits"),
+    "epochs": ("epochs", 1),
+    "seed": ("seed", 0),
+    "overflow": (("wrap", "error"), "wrap"),
+}
 #: axis -> (limit key or None, the default value)
 AXES: dict[str, tuple[str | None, object]] = {
     "model": (None, "lenet"),
@@ -59,7 +66,7 @@ AXES: dict[str, tuple[str | None, object]] = {
     "operand_bits": ("op_bits", 8),
     "accumulator_bits": ("acc_bits", 32),
 }
-TOP_KEYS = ("compute", "energy", "train_samples", "axes")
+TOP_KEYS = ("compute", "energy", "train_samples", "train", "axes")
 MAX_POINTS = 1_000_000
 
 
@@ -75,6 +82,11 @@ class Grid:
     energy: str | None = None
     train_samples: int | None = None
     points: list[dict] = field(default_factory=list)
+    train: dict = field(default_factory=dict)
+
+    def settings(self) -> dict:
+        """What every point shares (handed to each Dask task)."""
+        return {"energy": self.energy, "train_samples": self.train_samples, "train": self.train}
 
 
 def point_id(point: dict) -> str:
@@ -199,4 +211,30 @@ def load_grid(path: str | Path) -> Grid:
     if n > MAX_POINTS:
         raise GridError(f"{path}: the axes span {n:,} points; at most {MAX_POINTS:,}")
     points = [dict(zip(axes, combo, strict=True)) for combo in itertools.product(*axes.values())]
-    return Grid(path, tuple(compute), axes, energy, samples, points)
+    train = _train_table(path, doc.get("train"), "train" in compute)
+    return Grid(path, tuple(compute), axes, energy, samples, points, train)
+
+
+def _train_table(path: Path, raw, needed: bool) -> dict:
+    if raw is None:
+        raw = {}
+    elif not needed:
+        raise GridError(f"{path}: a [train] table, but compute has no 'train'")
+    if not isinstance(raw, dict):
+        raise GridError(f"{path}: train must be a table ([train])")
+    for key in raw:
+        if key not in TRAIN_KEYS:
+            raise GridError(
+                f"{path}: unknown key train.{key}; expected one of {', '.join(TRAIN_KEYS)}"
+            )
+    out = {}
+    for key, (rule, default) in TRAIN_KEYS.items():
+        value = raw.get(key, default)
+        if isinstance(rule, str) and not LIMITS[rule].ok(value):
+            raise GridError(f"{path}: train.{key} must be {LIMITS[rule].describe()}, got {value!r}")
+        if isinstance(rule, tuple) and value not in rule:
+            raise GridError(f"{path}: train.{key} must be {' or '.join(rule)}, got {value!r}")
+        if rule is None and not isinstance(value, str):
+            raise GridError(f"{path}: train.{key} must be a string, got {value!r}")
+        out[key] = value
+    return out

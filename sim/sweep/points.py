@@ -6,10 +6,13 @@ accelerator; the columns are the step's cycles, time at the clock, traffic and e
 components), utilisation, and the per-epoch energy and time.
 ``area``: the calibrated area model (:mod:`nitihw.sim.synth.area`): logic transistors, SRAM
 bits, and both in mm^2 at 45 nm.
+``train``: a golden training run (the grid's ``[train]`` table: dataset, epochs, seed,
+overflow policy) at the point's model, method, batch and accumulator width: its accuracy.
 """
 
 from __future__ import annotations
 
+import functools
 import time
 import traceback
 from dataclasses import replace
@@ -56,11 +59,12 @@ def accelerator(point: dict, energy: str | None):
     )
 
 
-def estimate_point(point: dict, energy: str | None, train_samples: int | None) -> dict:
+def estimate_point(point: dict, settings: dict) -> dict:
     from nitihw.sim.cli import DEFAULT_TRAIN_SAMPLES
     from nitihw.sim.estimate import estimate
     from nitihw.sim.workload import model_workload, topology_workload
 
+    energy, train_samples = settings.get("energy"), settings.get("train_samples")
     batch = point["batch"]
     if point.get("topology"):
         layers = topology_workload(point["topology"], batch)
@@ -81,7 +85,7 @@ def estimate_point(point: dict, energy: str | None, train_samples: int | None) -
     return out
 
 
-def area_point(point: dict, energy, train_samples) -> dict:
+def area_point(point: dict, settings: dict) -> dict:
     """:func:`nitihw.sim.synth.area.area`: the Datapath's logic from the calibrated model,
     the point's buffers as SRAM."""
     from nitihw.sim.synth.area import area
@@ -90,17 +94,59 @@ def area_point(point: dict, energy, train_samples) -> dict:
     return area(point["rows"], point["cols"], point["operand_bits"], point["accumulator_bits"], kib)
 
 
-COMPUTE = {"estimate": estimate_point, "area": area_point}
+@functools.lru_cache(maxsize=4)
+def _dataset(spec: str):
+    from nitihw.golden.datasets import load_dataset
+
+    return load_dataset(spec)  # once per worker process
 
 
-def run_point(point: dict, compute: tuple[str, ...], energy, train_samples) -> dict:
+def train_point(point: dict, settings: dict) -> dict:
+    """A golden training run with the point's model, method, batch and accumulator width
+    (``[train]``: dataset, epochs, seed, overflow policy); its accuracy and overflow count."""
+    from nitihw.golden.backend import NumpyBackend
+    from nitihw.golden.train import TrainConfig, train
+
+    t = settings["train"]
+    if point.get("topology"):
+        raise ValueError("a train point needs a built-in model, not a topology")
+    if point["operand_bits"] != 8:
+        raise ValueError(
+            f"a train point trains with 8-bit operands (the golden numerics), not "
+            f"{point['operand_bits']}"
+        )
+    cfg = TrainConfig(
+        model=point["model"],
+        dataset=t["dataset"],
+        profile=point["profile"],
+        epochs=t["epochs"],
+        batch=point["batch"],
+        seed=t["seed"],
+        acc_bits=point["accumulator_bits"],
+        overflow=t["overflow"],
+    )
+    backend = NumpyBackend(cfg.acc_bits, cfg.overflow, threads=1)
+    r = train(cfg, _dataset(t["dataset"]), backend)
+    return {
+        "train_accuracy": r["train_accuracy"],
+        "test_accuracy": r["test_accuracy"],
+        "overflow_events": r["overflow_events"],
+        "weights_sha256": r["weights_sha256"],
+        "train_seconds": r["seconds"],
+    }
+
+
+COMPUTE = {"estimate": estimate_point, "area": area_point, "train": train_point}
+
+
+def run_point(point: dict, compute: tuple[str, ...], settings: dict) -> dict:
     """A point's record: its settings, its outputs, and ``error`` (empty when it worked);
     never raises, so one bad point does not stop a sweep."""
     t0 = time.perf_counter()
     record = {"error": ""}
     try:
         for kind in compute:
-            record.update(COMPUTE[kind](point, energy, train_samples))
+            record.update(COMPUTE[kind](point, settings))
     except Exception as exc:  # recorded with the point; the sweep goes on
         last = traceback.extract_tb(exc.__traceback__)[-1]
         record["error"] = f"{type(exc).__name__}: {' '.join(str(exc).split())} " + (
@@ -110,6 +156,6 @@ def run_point(point: dict, compute: tuple[str, ...], energy, train_samples) -> d
     return record
 
 
-def run_points(items: list, compute, energy, train_samples) -> list:
+def run_points(items: list, compute, settings: dict) -> list:
     """A batch of ``(id, point)``, as one Dask task: ``[(id, record), ...]``."""
-    return [(pid, run_point(p, compute, energy, train_samples)) for pid, p in items]
+    return [(pid, run_point(p, compute, settings)) for pid, p in items]

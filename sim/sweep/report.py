@@ -74,7 +74,35 @@ def write_results(df, out: Path, plots: bool = True) -> list[Path]:
     ok = df[df["error"] == ""]
     if plots and len(ok) and all(c in ok for c in ("energy_pj", "total_cycles")):
         written.append(plot_front(ok, out / "energy_vs_cycles.png"))
+    if plots and "test_accuracy" in df and len(df):
+        written.append(plot_accuracy(df, out / "accuracy_vs_bits.png"))
     return written
+
+
+def plot_accuracy(df, path: Path) -> Path:
+    """Test accuracy against the accumulator width, one line per model, method and operand
+    width (a failed point, such as an overflow with ``overflow = "error"``, is left out)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ok = df[df["error"] == ""]
+    for key, g in ok.groupby(["model", "profile", "operand_bits"], sort=True):
+        g = g.groupby("accumulator_bits")["test_accuracy"].mean()
+        ax.plot(g.index, 100 * g.to_numpy(), "o-", label=f"{key[0]}, {key[1]}, int{key[2]}")
+    ax.set_xlabel("accumulator bits (sums wrap beyond them)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title("accuracy against accumulator width")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+    return path
 
 
 def plot_front(df, path: Path) -> Path:
@@ -122,6 +150,29 @@ def plot_front(df, path: Path) -> Path:
     return path
 
 
+def _table(head: list[str], body: list[list[str]]) -> list[str]:
+    widths = [max(len(x) for x in col) for col in zip(head, *body, strict=True)]
+    return [
+        "  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in (head, *body)
+    ]
+
+
+def _varying(df, keys) -> list[str]:
+    return [k for k in keys if k in df and df[k].nunique(dropna=False) > 1]
+
+
+def _accuracy_table(df) -> str:
+    """Test accuracy of each trained point (the first 40)."""
+    keys = _varying(df, ("model", "profile", "batch", "operand_bits", "accumulator_bits"))
+    keys = keys or ["model"]
+    ok = df[df["error"] == ""].head(40)
+    body = [
+        [*(str(r[k]) for k in keys), f"{100 * r['test_accuracy']:.1f}%", str(r["overflow_events"])]
+        for _, r in ok.iterrows()
+    ]
+    return "\n".join(["test accuracy:", *_table([*keys, "test acc", "overflows"], body)])
+
+
 def summary(df, top: int = 8) -> str:
     """The terminal's table: counts, then the Pareto points by energy."""
     failed = int((df["error"] != "").sum())
@@ -129,6 +180,8 @@ def summary(df, top: int = 8) -> str:
     if failed:
         first = df[df["error"] != ""].iloc[0]
         lines.append(f"first failure (point {first['point']}): {first['error']}")
+    if "test_accuracy" in df and "energy_pj" not in df:
+        return "\n".join([*lines, _accuracy_table(df)])
     front = df[df["pareto"]].sort_values("energy_pj").head(top)
     if len(front):
         keys = ("model", "topology", "profile", "batch", "rows", "cols", "kmax")

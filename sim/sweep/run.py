@@ -19,6 +19,8 @@ from nitihw.sim.sweep.points import run_points
 
 #: points per Dask task: a point's estimate takes about a millisecond, a task's round trip more
 BATCH = 25
+#: a training point takes seconds: one a task, so they spread over the workers
+TRAIN_BATCH = 1
 
 
 def default_workers() -> int:
@@ -98,9 +100,10 @@ def run_sweep(
     ids = [point_id(p) for p in grid.points]
     todo = [(pid, p) for pid, p in zip(ids, grid.points, strict=True) if not _done(store, pid)]
     bar = SweepProgress(len(ids), len(ids) - len(todo)) if progress else None
-    args = (grid.compute, grid.energy, grid.train_samples)
+    args = (grid.compute, grid.settings())
     if todo:
-        batches = [todo[i : i + BATCH] for i in range(0, len(todo), BATCH)]
+        size = TRAIN_BATCH if "train" in grid.compute else BATCH
+        batches = [todo[i : i + size] for i in range(0, len(todo), size)]
         if workers == 0:  # inline, no Dask (tests, debugging)
             for b in batches:
                 _store(store, run_points(b, *args), bar)
