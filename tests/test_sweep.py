@@ -260,3 +260,93 @@ def test_an_unreachable_scheduler_is_one_line(tmp_path, capsys):
     assert rc == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert "cannot connect" in err[-1] and err[-1].startswith("nitihw: error:")
+
+
+TRAIN_GRID = """
+compute = ["train"]
+[train]
+dataset = "digits"
+epochs = 1
+overflow = "wrap"
+[axes]
+model = ["mlp-digits"]
+accumulator_bits = [12, 32]
+"""
+
+
+def test_train_points_are_golden_training_runs(tmp_path, capsys):
+    from nitihw.golden.datasets import load_dataset
+    from nitihw.golden.train import TrainConfig, train
+
+    out = tmp_path / "o"
+    path = write(tmp_path, TRAIN_GRID)
+    assert main(["sweep", "--grid", str(path), "--out", str(out), "--workers", "0"]) == 0
+    assert "test accuracy:" in capsys.readouterr().out
+    df = pd.read_parquet(out / "results.parquet")
+    narrow, wide = df.iloc[0], df.iloc[1]
+    assert narrow["overflow_events"] > 0 and wide["overflow_events"] == 0
+    cfg = TrainConfig(model="mlp-digits", dataset="digits", epochs=1, overflow="wrap")
+    same = train(cfg, load_dataset("digits"))
+    assert wide["weights_sha256"] == same["weights_sha256"]
+    assert wide["test_accuracy"] == same["test_accuracy"] > narrow["test_accuracy"]
+    assert (out / "accuracy_vs_bits.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("[train]\nepochs = 2\n", "a [train] table, but compute has no 'train'"),
+        ("compute = ['train']\n[train]\nepochs = 0\n", "train.epochs must be an integer in"),
+        ("compute = ['train']\n[train]\noverflow = 'saturate'\n", "train.overflow must be wrap"),
+        ("compute = ['train']\n[train]\nlr = 1\n", "unknown key train.lr"),
+    ],
+)
+def test_a_bad_train_table_is_named(tmp_path, text, message):
+    with pytest.raises(GridError, match=re.escape(message)):
+        load_grid(write(tmp_path, text))
+
+
+def test_a_train_point_refuses_other_operand_widths(tmp_path):
+    path = write(tmp_path, TRAIN_GRID.replace("[12, 32]", "[32]") + "operand_bits = [16]\n")
+    (row,) = run_sweep(load_grid(path), tmp_path / "o", workers=0, progress=False)
+    assert "trains with 8-bit operands" in row["error"]
+
+
+def test_the_area_model_gives_back_what_it_was_fitted_from():
+    from nitihw.sim.synth.area import SHAPES, WIDTHS, load_calibration, logic_transistors
+
+    cal = load_calibration()
+    assert sorted(cal["per_width"]) == sorted(f"{o}/{a}" for o, a in WIDTHS)
+    for key, terms in cal["per_width"].items():
+        op, acc = map(int, key.split("/"))
+        for r, c in SHAPES:
+            model = logic_transistors(r, c, op, acc, cal)["total"]
+            assert model == pytest.approx(terms["synthesised"][f"{r}x{c}"], rel=1e-9)
+    # between calibrated widths: between their figures
+    lo, mid, hi = (logic_transistors(16, 16, 8, a, cal)["total"] for a in (24, 28, 32))
+    assert min(lo, hi) <= mid <= max(lo, hi)
+
+
+def test_area_points_and_a_pareto_front_on_area(tmp_path):
+    from nitihw.sim.synth.area import AreaModelError, area
+
+    with pytest.raises(AreaModelError, match="16-bit operands with accumulators of 32..48"):
+        area(8, 8, 16, 24, 64)
+    text = GRID.replace('["estimate"]', '["estimate", "area"]')
+    text = text.replace("[axes]", "[axes]\naccumulator_bits = [24, 32]\noperand_bits = [8, 16]")
+    rows = run_sweep(load_grid(write(tmp_path, text)), tmp_path / "o", workers=0, progress=False)
+    failed = [r for r in rows if r["error"]]
+    # 16-bit operands with a 24-bit accumulator: outside the calibration (and the Datapath)
+    assert failed and all(r["operand_bits"] == 16 and r["accumulator_bits"] == 24 for r in failed)
+    from nitihw.sim.sweep.report import frame
+
+    df = frame(rows)
+    ok = df[df["error"] == ""]
+    assert (ok["area_mm2"] > ok["sram_mm2"]).all() and (ok["logic_transistors"] > 0).all()
+    bigger = ok[(ok["rows"] == 8) & (ok["cols"] == 8)]["logic_transistors"].min()
+    assert bigger > ok[(ok["rows"] == 2) & (ok["cols"] == 4)]["logic_transistors"].max()
+    for _, g in ok.groupby("model"):
+        for _, p in g[g["pareto"]].iterrows():
+            cols = ["energy_pj", "total_cycles", "area_mm2"]
+            better = (g[cols] <= p[cols]).all(axis=1) & (g[cols] < p[cols]).any(axis=1)
+            assert not better.any()
