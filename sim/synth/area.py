@@ -30,6 +30,7 @@ SHAPES = ((2, 2), (4, 4))
 #: (operand bits, accumulator bits) calibrated; a 16-bit operand needs a 31-bit accumulator
 WIDTHS = ((8, 16), (8, 24), (8, 32), (8, 40), (8, 48), (16, 32), (16, 40), (16, 48))
 LANES = ("rescale_lanes", "update_lanes", "update_lanes_master", "range_unit")
+TERMS = ("a", "b", "l", "l0", "k", "k0")
 NAND2_UM2 = 0.798  # Nangate 45 nm Open Cell Library, NAND2_X1
 SRAM_BIT_UM2 = 0.346  # Intel 45 nm 6T SRAM cell (Mistry et al., IEDM 2007)
 TRANSISTORS_PER_NAND2 = 4
@@ -107,7 +108,7 @@ def coefficients(op_bits: int, acc_bits: int, cal: dict) -> dict:
     hi = min(w for w in have if w >= acc_bits)
     c_lo, c_hi = cal["per_width"][f"{op_bits}/{lo}"], cal["per_width"][f"{op_bits}/{hi}"]
     f = 0.0 if hi == lo else (acc_bits - lo) / (hi - lo)
-    return {k: c_lo[k] + f * (c_hi[k] - c_lo[k]) for k in c_lo}
+    return {k: c_lo[k] + f * (c_hi[k] - c_lo[k]) for k in TERMS}
 
 
 def logic_transistors(rows, cols, op_bits, acc_bits, cal: dict | None = None) -> dict:

@@ -100,7 +100,9 @@ def script(target: str, verilog_file: str, top: str) -> str:
 
 # an "initial" block that only zeroes memory words, as Amaranth writes a memory's init=[]
 _ZERO_INIT = re.compile(
-    r"^[ \t]*initial begin\n(?:[ \t]*(?:\\\S+ |[A-Za-z_][\w$]*)\[\d+\] = \d+'[hdb]0+;\n)+[ \t]*end\n",
+    r"^[ \t]*initial begin\n"
+    r"(?:[ \t]*(?:\\\S+ |[A-Za-z_][\w$]*)\[\d+\] = \d+'[hdb]0+;\n)+"
+    r"[ \t]*end\n",
     re.M,
 )
 
