@@ -266,7 +266,9 @@ def cmd_sweep(args) -> int:
 
     grid = load_grid(args.grid)
     check_writable_dir(Path(args.out), "--out")
-    where = args.scheduler or f"an embedded Dask cluster ({args.workers or 'one per core'} workers)"
+    n = args.workers
+    count = "one worker per core" if n is None else f"{n} worker" + ("s" if n != 1 else "")
+    where = args.scheduler or f"an embedded Dask cluster ({count})"
     if args.workers == 0 and not args.scheduler:
         where = "this process (--workers 0)"
     print(

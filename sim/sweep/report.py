@@ -176,7 +176,9 @@ def _accuracy_table(df) -> str:
 def summary(df, top: int = 8) -> str:
     """The terminal's table: counts, then the Pareto points by energy."""
     failed = int((df["error"] != "").sum())
-    lines = [f"{len(df)} points, {failed} failed, {int(df['pareto'].sum())} on the Pareto front"]
+    lines = [f"{len(df)} points, {failed} failed"]
+    if "energy_pj" in df:
+        lines[0] += f", {int(df['pareto'].sum())} on the Pareto front"
     if failed:
         first = df[df["error"] != ""].iloc[0]
         lines.append(f"first failure (point {first['point']}): {first['error']}")

@@ -104,7 +104,7 @@ def run_sweep(
     if todo:
         size = TRAIN_BATCH if "train" in grid.compute else BATCH
         batches = [todo[i : i + size] for i in range(0, len(todo), size)]
-        if workers == 0:  # inline, no Dask (tests, debugging)
+        if workers == 0 and not scheduler:  # inline, no Dask (tests, debugging)
             for b in batches:
                 _store(store, run_points(b, *args), bar)
         else:
