@@ -161,7 +161,7 @@ LIMITS: dict[str, Limit] = {
         "worker processes of an embedded Dask cluster (0: none, in-process)",
         0,
         256,
-        "sweep `--workers`",
+        "sweep, verify `--workers`",
     ),
 }
 

@@ -124,8 +124,9 @@ def cmd_verilog(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    from nitihw.golden.run_folder import check_writable_dir
-    from nitihw.sim.verify import SIMULATORS, verify
+    from nitihw.golden.run_folder import check_output_file, check_writable_dir
+    from nitihw.golden.train import atomic_write_bytes
+    from nitihw.sim.verify import SIMULATORS, junit_xml, verify
 
     sims = [s.strip() for s in args.sims.split(",")]
     for s in sims:
@@ -135,6 +136,8 @@ def cmd_verify(args) -> int:
     seeds = _int_list(args.seeds, "seeds", "seed")
     acc_bits = _int_list(args.acc_bits, "acc-bits", "acc_bits")
     check_writable_dir(Path(args.out), "--out")
+    if args.junit:
+        check_output_file(Path(args.junit), "--junit")
     results = verify(
         shapes,
         seeds,
@@ -144,7 +147,12 @@ def cmd_verify(args) -> int:
         out_dir=args.out,
         kmax=args.kmax,
         divide=args.divide,
+        scheduler=args.scheduler,
+        workers=args.workers,
     )
+    if args.junit:
+        atomic_write_bytes(Path(args.junit), junit_xml(results))
+        print(f"JUnit XML: {args.junit}")
     failed = [r for r in results if not r.passed]
     print(f"{len(results) - len(failed)} passed, {len(failed)} failed")
     print(f"logs and waveforms: {args.out}")
@@ -466,6 +474,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="NITRO-D builds: 32-bit B operands and the divide lanes (adds their test)",
     )
     r.add_argument("--out", default="build/verify", help="build and results folder")
+    r.add_argument("--junit", default=None, help="also write the results as JUnit XML here")
+    r.add_argument(
+        "--workers",
+        type=_limited("sweep_workers"),
+        default=None,
+        help="run the configurations on an embedded Dask cluster of N processes (default: "
+        "one after another in this process)",
+    )
+    r.add_argument(
+        "--scheduler",
+        default=None,
+        help="run the configurations on a running Dask scheduler, e.g. tcp://HOST:8786",
+    )
     r.set_defaults(func=cmd_verify)
 
     e = command(

@@ -255,21 +255,95 @@ def verify(
     kmax: int = 32,
     log=print,
     divide: bool = False,
+    scheduler: str | None = None,
+    workers: int | None = None,
 ) -> list[RunResult]:
     """Sweep shapes x accumulator widths x seeds x simulators; print a pass/fail table.
-    ``divide``: NITRO-D builds (32-bit B operands, divide lanes) instead."""
-    results = []
-    for params in regression_configs(shapes, acc_bits_list, kmax, divide):
-        for sim in sims:
-            for seed in seeds:
-                tag = config_tag(params)
-                bd = Path(out_dir) / tag
-                log(f"running {tag} seed {seed} on {sim}...")
-                results.append(
-                    run_datapath_tests(sim, params, seed, bd, regression_cases(params), waves)
-                )
+    ``divide``: NITRO-D builds (32-bit B operands, divide lanes) instead.
+
+    By default the runs go one after another in this process. With ``workers`` (an embedded
+    Dask cluster of that many processes) or ``scheduler`` (a running one) each configuration
+    is one task, its simulators and seeds in turn (so no two tasks share a build folder), on
+    the executor of ``nitihw sweep`` (:mod:`nitihw.sim.sweep.run`)."""
+    configs = regression_configs(shapes, acc_bits_list, kmax, divide)
+    if scheduler is None and not workers:
+        results = []
+        for params in configs:
+            results += verify_config(params, sims, seeds, out_dir, waves, log)
+        log(format_table(results))
+        return results
+    from dask.distributed import as_completed
+
+    from nitihw.sim.sweep.run import _client
+
+    client, cluster = _client(scheduler, workers)
+    done: dict[int, list[RunResult]] = {}
+    try:
+        futures = {
+            client.submit(verify_config, params, sims, seeds, out_dir, waves, None, pure=False): i
+            for i, params in enumerate(configs)
+        }
+        log(f"{len(futures)} configurations on {scheduler or f'{workers} Dask workers'}...")
+        for fut in as_completed(futures):
+            done[futures[fut]] = fut.result()
+            for r in done[futures[fut]]:
+                verdict = "PASS" if r.passed else f"FAIL ({r.failed})"
+                log(f"{config_tag(r.params)} seed {r.seed} on {r.sim}: {verdict}")
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+    results = [r for i in sorted(done) for r in done[i]]  # the order of the serial run
     log(format_table(results))
     return results
+
+
+def verify_config(params, sims, seeds, out_dir, waves=False, log=print) -> list[RunResult]:
+    """Every simulator and seed of one Datapath configuration, in its build folder."""
+    results = []
+    tag = config_tag(params)
+    bd = Path(out_dir) / tag
+    for sim in sims:
+        for seed in seeds:
+            if log:
+                log(f"running {tag} seed {seed} on {sim}...")
+            results.append(
+                run_datapath_tests(sim, params, seed, bd, regression_cases(params), waves)
+            )
+    return results
+
+
+def junit_xml(results: list[RunResult]) -> bytes:
+    """The regression as JUnit XML (one test case per configuration, simulator and seed),
+    for CI systems."""
+    from xml.etree import ElementTree as ET
+
+    failures = sum(not r.passed for r in results)
+    total = sum(r.seconds + r.build_seconds for r in results)
+    suites = ET.Element("testsuites", tests=str(len(results)), failures=str(failures))
+    suite = ET.SubElement(
+        suites,
+        "testsuite",
+        name="nitihw.verify",
+        tests=str(len(results)),
+        failures=str(failures),
+        time=f"{total:.3f}",
+    )
+    for r in results:
+        case = ET.SubElement(
+            suite,
+            "testcase",
+            classname=f"nitihw.verify.{r.sim}",
+            name=f"{config_tag(r.params)} seed {r.seed}",
+            time=f"{r.seconds + r.build_seconds:.3f}",
+        )
+        if not r.passed:
+            where = r.stats.get("build") or f"log: {Path(r.build_dir) / f'sim_seed{r.seed}.log'}"
+            ET.SubElement(
+                case, "failure", message=f"{r.failed} of {r.tests} cocotb tests failed"
+            ).text = str(where)
+    ET.indent(suites)
+    return ET.tostring(suites, encoding="utf-8", xml_declaration=True) + b"\n"
 
 
 def format_table(results: list[RunResult]) -> str:

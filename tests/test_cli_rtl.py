@@ -88,3 +88,36 @@ def test_verify_prints_a_table_and_passes(tmp_path, capsys):
     out = capsys.readouterr().out
     assert rc == 0, out
     assert "PASS" in out and "1 passed, 0 failed" in out
+
+
+@pytest.mark.skipif(not simulator_available("icarus"), reason="iverilog not installed")
+def test_verify_on_dask_writes_junit(tmp_path, capsys):
+    """The regression matrix on the sweep's executor (an embedded Dask cluster), as JUnit."""
+    from xml.etree import ElementTree as ET
+
+    junit = tmp_path / "junit.xml"
+    argv = ["verify", "--shapes", "2x2,3x2", "--sims", "icarus", "--seeds", "3"]
+    argv += ["--acc-bits", "32", "--out", str(tmp_path), "--workers", "2", "--junit", str(junit)]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "2 passed, 0 failed" in out and f"JUnit XML: {junit}" in out
+    table = out[out.index("array  acc") :]
+    assert table.index("2x2") < table.index("3x2")  # the serial run's order
+    suite = ET.parse(junit).getroot().find("testsuite")
+    cases = suite.findall("testcase")
+    assert suite.get("tests") == "2" and suite.get("failures") == "0"
+    assert [c.get("name") for c in cases] == ["2x2_acc32 seed 3", "3x2_acc32 seed 3"]
+    assert all(c.get("classname") == "nitihw.verify.icarus" and not list(c) for c in cases)
+
+
+def test_junit_names_a_failure():
+    from xml.etree import ElementTree as ET
+
+    from nitihw.sim.verify import RunResult, junit_xml
+
+    params = {"rows": 2, "cols": 2, "acc_bits": 32, "op_bits": 8}
+    bad = RunResult("verilator", params, 1, 5, 2, {}, 1.0, 2.0, "/b/2x2_acc32", None)
+    root = ET.fromstring(junit_xml([bad]))
+    (fail,) = root.iter("failure")
+    assert root.get("failures") == "1" and fail.get("message") == "2 of 5 cocotb tests failed"
+    assert fail.text == "log: /b/2x2_acc32/sim_seed1.log"
