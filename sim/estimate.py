@@ -511,7 +511,7 @@ def write_plots(result: dict, out: Path) -> list[Path]:
         title=f"Energy per layer (F fwd, B bwd-error, G weight-grad, U update)\n{title}",
     )
     ax.legend(title="component")
-    _save(fig, out / "energy_per_layer.png")
+    save_png(fig, out / "energy_per_layer.png")
     written.append(out / "energy_per_layer.png")
     # cycles per layer stacked by phase, stalls hatched
     fig, ax = plt.subplots(figsize=(max(7, 1.4 * len(layers)), 4.2))
@@ -542,12 +542,13 @@ def write_plots(result: dict, out: Path) -> list[Path]:
     ax.set(ylabel="million cycles per step (hatched: stalls)", title=f"Cycles per layer\n{title}")
     ax.tick_params(axis="x", rotation=30)
     ax.legend()
-    _save(fig, out / "cycles_per_layer.png")
+    save_png(fig, out / "cycles_per_layer.png")
     written.append(out / "cycles_per_layer.png")
     return written
 
 
-def _save(fig, path: Path) -> None:
+def save_png(fig, path: Path) -> None:
+    """Lay out, render and close a figure, and write the PNG atomically."""
     import matplotlib.pyplot as plt
 
     fig.tight_layout()

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from nitihw.golden.checkpoint import CHECKPOINT_NAME
 from nitihw.golden.datasets import load_dataset
-from nitihw.golden.parallel import check_threads
+from nitihw.golden.parallel import available_cores, check_threads
 from nitihw.golden.profiles import get_profile
 from nitihw.golden.run_folder import RESULT_NAME
 from nitihw.golden.train import TrainConfig, atomic_write_json, check_input_shape, train
@@ -317,8 +317,4 @@ def sim_instances(requested: int = 0) -> int:
         raise ValueError(f"--sim-instances must be 0 (one per core) or more, got {requested}")
     if requested:
         return requested
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(cores, 8))
+    return max(1, min(available_cores(), 8))

@@ -41,6 +41,20 @@ def write(tmp_path, text=GRID, name="grid.toml"):
     return path
 
 
+def sweep(path, out, *extra) -> int:
+    """``nitihw sweep --grid PATH --out OUT EXTRA...``: its exit status."""
+    return main(["sweep", "--grid", str(path), "--out", str(out), *extra])
+
+
+def assert_no_point_beats_the_front(df, cols):
+    """Within a workload, no point is as good as a Pareto point on every objective and better
+    on one."""
+    for _, g in df.groupby("model"):
+        for _, p in g[g["pareto"]].iterrows():
+            better = (g[cols] <= p[cols]).all(axis=1) & (g[cols] < p[cols]).any(axis=1)
+            assert not better.any()
+
+
 def test_the_grid_spans_its_axes(tmp_path):
     g = load_grid(write(tmp_path))
     assert len(g.points) == 2 * 2 * 3 * 2 * 2 * 2 == 96
@@ -79,7 +93,7 @@ def test_a_bad_grid_is_named_before_anything_runs(tmp_path, capsys, text, messag
     path = write(tmp_path, text)
     with pytest.raises(GridError, match=re.escape(message)):
         load_grid(path)
-    assert main(["sweep", "--grid", str(path), "--out", str(tmp_path / "o")]) == 2
+    assert sweep(path, tmp_path / "o") == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and str(path) in err
     assert not (tmp_path / "o").exists()
@@ -114,7 +128,7 @@ def test_a_failing_point_is_recorded_and_the_sweep_goes_on(tmp_path, capsys):
     topo.write_text("Layer, M, N, K,\nfc1, 16, 32, 64,\nfc2, 16, 10, 32,\n")
     path = write(tmp_path, "[axes]\ntopology = ['t.csv']\nprofile = ['niti', 'nitro-d']\n")
     out = tmp_path / "o"
-    assert main(["sweep", "--grid", str(path), "--out", str(out), "--workers", "0"]) == 0
+    assert sweep(path, out, "--workers", "0") == 0
     text = capsys.readouterr().out
     assert "2 points, 1 failed" in text and "needs a built-in model" in text
     df = pd.read_parquet(out / "results.parquet")
@@ -131,7 +145,7 @@ def test_the_pareto_front():
 def test_the_embedded_cluster_writes_every_report(tmp_path, capsys):
     path = write(tmp_path)
     out = tmp_path / "o"
-    assert main(["sweep", "--grid", str(path), "--out", str(out), "--workers", "2"]) == 0
+    assert sweep(path, out, "--workers", "2") == 0
     captured = capsys.readouterr()
     assert "96 points, 0 failed" in captured.out and "Pareto points" in captured.out
     assert "sweep: 96/96 points (0 failed)" in captured.err
@@ -140,12 +154,7 @@ def test_the_embedded_cluster_writes_every_report(tmp_path, capsys):
     df = pd.read_parquet(out / "results.parquet")
     front = pd.read_csv(out / "pareto.csv")
     assert len(front) == int(df["pareto"].sum()) > 0
-    # within a workload, no point beats a Pareto point on every objective
-    for _, g in df.groupby(["model"]):
-        for _, p in g[g["pareto"]].iterrows():
-            cols = ["energy_pj", "total_cycles", "pes", "buffer_kib"]
-            better = (g[cols] <= p[cols]).all(axis=1) & (g[cols] < p[cols]).any(axis=1)
-            assert not better.any()
+    assert_no_point_beats_the_front(df, ["energy_pj", "total_cycles", "pes", "buffer_kib"])
 
 
 def _free_port() -> int:
@@ -202,41 +211,13 @@ def test_an_external_cluster_gives_the_embedded_results(tmp_path):
                 assert time.time() < deadline, "the two dask workers did not start"
                 time.sleep(0.2)
         path = write(tmp_path)
-        assert (
-            main(
-                [
-                    "sweep",
-                    "--grid",
-                    str(path),
-                    "--out",
-                    str(tmp_path / "ext"),
-                    "--scheduler",
-                    address,
-                    "--no-plots",
-                ]
-            )
-            == 0
-        )
+        assert sweep(path, tmp_path / "ext", "--scheduler", address, "--no-plots") == 0
     finally:
         for p in procs[::-1]:
             p.terminate()
         for p in procs:
             p.wait(timeout=30)
-    assert (
-        main(
-            [
-                "sweep",
-                "--grid",
-                str(path),
-                "--out",
-                str(tmp_path / "emb"),
-                "--workers",
-                "0",
-                "--no-plots",
-            ]
-        )
-        == 0
-    )
+    assert sweep(path, tmp_path / "emb", "--workers", "0", "--no-plots") == 0
     a = pd.read_csv(tmp_path / "ext" / "results.csv").drop(columns="point_seconds")
     b = pd.read_csv(tmp_path / "emb" / "results.csv").drop(columns="point_seconds")
     pd.testing.assert_frame_equal(a, b, check_exact=True)
@@ -246,18 +227,7 @@ def test_an_external_cluster_gives_the_embedded_results(tmp_path):
 def test_an_unreachable_scheduler_is_one_line(tmp_path, capsys):
     path = write(tmp_path, "[axes]\nrows = [8]\n")
     port = _free_port()
-    rc = main(
-        [
-            "sweep",
-            "--grid",
-            str(path),
-            "--out",
-            str(tmp_path / "o"),
-            "--scheduler",
-            f"tcp://127.0.0.1:{port}",
-        ]
-    )
-    assert rc == 2
+    assert sweep(path, tmp_path / "o", "--scheduler", f"tcp://127.0.0.1:{port}") == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert "cannot connect" in err[-1] and err[-1].startswith("nitihw: error:")
 
@@ -280,7 +250,7 @@ def test_train_points_are_golden_training_runs(tmp_path, capsys):
 
     out = tmp_path / "o"
     path = write(tmp_path, TRAIN_GRID)
-    assert main(["sweep", "--grid", str(path), "--out", str(out), "--workers", "0"]) == 0
+    assert sweep(path, out, "--workers", "0") == 0
     assert "test accuracy:" in capsys.readouterr().out
     df = pd.read_parquet(out / "results.parquet")
     narrow, wide = df.iloc[0], df.iloc[1]
@@ -345,8 +315,4 @@ def test_area_points_and_a_pareto_front_on_area(tmp_path):
     assert (ok["area_mm2"] > ok["sram_mm2"]).all() and (ok["logic_transistors"] > 0).all()
     bigger = ok[(ok["rows"] == 8) & (ok["cols"] == 8)]["logic_transistors"].min()
     assert bigger > ok[(ok["rows"] == 2) & (ok["cols"] == 4)]["logic_transistors"].max()
-    for _, g in ok.groupby("model"):
-        for _, p in g[g["pareto"]].iterrows():
-            cols = ["energy_pj", "total_cycles", "area_mm2"]
-            better = (g[cols] <= p[cols]).all(axis=1) & (g[cols] < p[cols]).any(axis=1)
-            assert not better.any()
+    assert_no_point_beats_the_front(ok, ["energy_pj", "total_cycles", "area_mm2"])

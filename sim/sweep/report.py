@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from nitihw.golden.train import atomic_write_bytes
+from nitihw.sim.estimate import save_png
 
 #: minimised together: energy and cycles of one training step, and the hardware's area (its
 #: PEs and its on-chip buffer KiB, the inputs area grows with, when the sweep has no area)
@@ -97,11 +98,7 @@ def plot_accuracy(df, path: Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend()
     ax.set_title("accuracy against accumulator width")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    save_png(fig, path)
     return path
 
 
@@ -142,11 +139,7 @@ def plot_front(df, path: Path) -> Path:
     cb.set_label("area (mm$^2$, 45 nm)" if by_area else "log2(PEs) = log2(rows x cols)")
     ax.legend()
     ax.set_title(f"{len(df)} points, {len(front)} on the front")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    save_png(fig, path)
     return path
 
 
@@ -189,7 +182,7 @@ def summary(df, top: int = 8) -> str:
         keys = ("model", "topology", "profile", "batch", "rows", "cols", "kmax")
         keys += ("ifmap_kib", "filter_kib", "ofmap_kib", "bandwidth", "frequency_mhz")
         keys += ("operand_bits", "accumulator_bits")
-        keys = [k for k in keys if k in df and df[k].nunique(dropna=False) > 1] or ["rows", "cols"]
+        keys = _varying(df, keys) or ["rows", "cols"]
         head = [*keys, "cycles/step", "energy/step (uJ)"]
         if "area_mm2" in df:
             head.append("area mm2")
@@ -202,8 +195,5 @@ def summary(df, top: int = 8) -> str:
             ]
             for _, r in front.iterrows()
         ]
-        widths = [max(len(x) for x in col) for col in zip(head, *body, strict=True)]
-        lines.append("Pareto points, lowest energy first:")
-        for row in (head, *body):
-            lines.append("  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)))
+        lines += ["Pareto points, lowest energy first:", *_table(head, body)]
     return "\n".join(lines)

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 import time
 from pathlib import Path
 
+from nitihw.golden.parallel import available_cores
 from nitihw.golden.train import atomic_write_json
 from nitihw.sim.sweep.grid import Grid, point_id
 from nitihw.sim.sweep.points import run_points
@@ -21,13 +21,6 @@ from nitihw.sim.sweep.points import run_points
 BATCH = 25
 #: a training point takes seconds: one a task, so they spread over the workers
 TRAIN_BATCH = 1
-
-
-def default_workers() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:
-        return max(1, os.cpu_count() or 1)
 
 
 class SweepProgress:
@@ -76,7 +69,7 @@ def _client(scheduler: str | None, workers: int | None):
         except OSError as exc:
             raise RuntimeError(f"--scheduler {scheduler}: cannot connect ({exc})") from None
     cluster = LocalCluster(
-        n_workers=workers or default_workers(),
+        n_workers=workers or available_cores(),
         threads_per_worker=1,
         processes=True,
         dashboard_address=None,
