@@ -262,10 +262,6 @@ class _Help(argparse.RawDescriptionHelpFormatter):
         return text
 
 
-def _limited(key: str):
-    return limits.arg(key)
-
-
 def cmd_sweep(args) -> int:
     from nitihw.golden.run_folder import check_writable_dir
     from nitihw.sim.sweep import load_grid
@@ -320,10 +316,10 @@ def build_parser() -> argparse.ArgumentParser:
         "model to those methods; float32 trains the float twin; dfp16 its DFP16 form (16-bit "
         "integer GEMMs)",
     )
-    t.add_argument("--epochs", type=_limited("epochs"), default=1, help="epochs to train")
-    t.add_argument("--batch", type=_limited("batch"), default=64, help="mini-batch size")
+    t.add_argument("--epochs", type=limits.arg("epochs"), default=1, help="epochs to train")
+    t.add_argument("--batch", type=limits.arg("batch"), default=64, help="mini-batch size")
     t.add_argument(
-        "--seed", type=_limited("seed"), default=0, help="initial weights and batch order"
+        "--seed", type=limits.arg("seed"), default=0, help="initial weights and batch order"
     )
     t.add_argument(
         "--mu",
@@ -332,7 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
         "wage: log2 lr, default '3,0@20,-3@25'; nitro-d: log2 lr_inv, default '9')",
     )
     t.add_argument(
-        "--steps", type=_limited("steps"), default=None, help="stop after N steps in total"
+        "--steps", type=limits.arg("steps"), default=None, help="stop after N steps in total"
     )
     t.add_argument(
         "--weight-bits",
@@ -342,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="16: keep 16-bit master weights with 8 fraction bits",
     )
     t.add_argument(
-        "--acc-bits", type=_limited("acc_bits"), default=32, help="accumulator width in bits"
+        "--acc-bits", type=limits.arg("acc_bits"), default=32, help="accumulator width in bits"
     )
     t.add_argument(
         "--overflow",
@@ -351,13 +347,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="on accumulator overflow: stop or wrap and count (default: stop; nitro-d wraps, "
         "as its reference's int32 arithmetic does)",
     )
-    t.add_argument("--lr", type=_limited("lr"), default=0.05, help="float32 twin: learning rate")
+    t.add_argument("--lr", type=limits.arg("lr"), default=0.05, help="float32 twin: learning rate")
     t.add_argument(
-        "--momentum", type=_limited("momentum"), default=0.9, help="float32 twin: SGD momentum"
+        "--momentum", type=limits.arg("momentum"), default=0.9, help="float32 twin: SGD momentum"
     )
     t.add_argument(
         "--weight-decay",
-        type=_limited("weight_decay"),
+        type=limits.arg("weight_decay"),
         default=0.0,
         help="float32 twin: weight decay",
     )
@@ -371,7 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue the run in --out")
     t.add_argument(
         "--checkpoint-every",
-        type=_limited("checkpoint_every"),
+        type=limits.arg("checkpoint_every"),
         default=0,
         help="also write the checkpoint every N steps, for long epochs (default 0: at the end "
         "of each epoch, and on Ctrl-C)",
@@ -389,7 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
         "other backends, the array the cycle model reports for",
     )
     t.add_argument(
-        "--kmax", type=_limited("kmax"), default=256, help="datapath operand buffer depth"
+        "--kmax", type=limits.arg("kmax"), default=256, help="datapath operand buffer depth"
     )
     t.add_argument(
         "--sim",
@@ -400,7 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument(
         "--threads",
-        type=_limited("threads"),
+        type=limits.arg("threads"),
         default=None,
         help="--backend golden: worker threads (default: measured every 256 steps, one per "
         "CPU core (at most 4) or one, whichever is faster now); BLAS itself runs "
@@ -408,7 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument(
         "--sim-instances",
-        type=_limited("sim_instances"),
+        type=limits.arg("sim_instances"),
         default=0,
         help="--sim verilator: simulated Datapaths that share each large operation, in "
         "threads (default 0: one per CPU core); results and cycles are one Datapath's",
@@ -431,19 +427,19 @@ def build_parser() -> argparse.ArgumentParser:
     _datapath_options(v)
     v.add_argument(
         "--guard-bits",
-        type=_limited("guard_bits"),
+        type=limits.arg("guard_bits"),
         default=8,
         help="extra bits for exact overflow flags",
     )
     v.add_argument(
         "--b-bits",
-        type=_limited("b_bits"),
+        type=limits.arg("b_bits"),
         default=None,
         help="B operand width: 8, 16 or 32 (default: --op-bits; 32 for NITRO-D)",
     )
     v.add_argument(
         "--result-rows",
-        type=_limited("result_rows"),
+        type=limits.arg("result_rows"),
         default=None,
         help="result buffer rows of COLS accumulators (default 65536 / COLS: 256 KiB; 0: none)",
     )
@@ -465,7 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="accumulator widths (16 adds the accumulator-limit test)",
     )
     r.add_argument(
-        "--kmax", type=_limited("kmax"), default=32, help="operand buffer depth of the builds"
+        "--kmax", type=limits.arg("kmax"), default=32, help="operand buffer depth of the builds"
     )
     r.add_argument("--waves", action="store_true", help="record waveforms (FST/VCD)")
     r.add_argument(
@@ -477,7 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--junit", default=None, help="also write the results as JUnit XML here")
     r.add_argument(
         "--workers",
-        type=_limited("sweep_workers"),
+        type=limits.arg("sweep_workers"),
         default=None,
         help="run the configurations on an embedded Dask cluster of N processes (default: "
         "one after another in this process)",
@@ -496,7 +492,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     e.add_argument("--model", choices=sorted(MODELS), help="a built-in model")
     e.add_argument("--topology", help="a SCALE-Sim topology CSV (conv or GEMM format)")
-    e.add_argument("--batch", type=_limited("batch"), default=64, help="mini-batch size")
+    e.add_argument("--batch", type=limits.arg("batch"), default=64, help="mini-batch size")
     e.add_argument(
         "--array",
         default=None,
@@ -511,7 +507,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     e.add_argument(
         "--train-samples",
-        type=_limited("train_samples"),
+        type=limits.arg("train_samples"),
         default=None,
         help="training-set size for the per-epoch totals (default: the model's "
         "dataset; one batch for a topology)",
@@ -546,7 +542,7 @@ def build_parser() -> argparse.ArgumentParser:
     y.add_argument("--force", action="store_true", help="rerun Yosys even when cached")
     y.add_argument(
         "--timeout",
-        type=_limited("timeout"),
+        type=limits.arg("timeout"),
         default=None,
         help="give up on a Yosys run after this many s",
     )
@@ -566,7 +562,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     w.add_argument(
         "--workers",
-        type=_limited("sweep_workers"),
+        type=limits.arg("sweep_workers"),
         default=None,
         help="embedded cluster's worker processes (default: one per core; 0: run in this process)",
     )
@@ -578,14 +574,16 @@ def build_parser() -> argparse.ArgumentParser:
 def _datapath_options(p, required: bool = True) -> None:
     """The Datapath parameters of ``verilog`` and ``synth`` (limits: nitihw.golden.limits)."""
     default = 8 if required else None
-    p.add_argument("--rows", type=_limited("rows"), default=default, help="PE rows (1..256)")
-    p.add_argument("--cols", type=_limited("cols"), default=default, help="PE columns (1..256)")
-    p.add_argument("--op-bits", type=_limited("op_bits"), default=8, help="operand width: 8 or 16")
+    p.add_argument("--rows", type=limits.arg("rows"), default=default, help="PE rows (1..256)")
+    p.add_argument("--cols", type=limits.arg("cols"), default=default, help="PE columns (1..256)")
     p.add_argument(
-        "--acc-bits", type=_limited("acc_bits"), default=32, help="accumulator width (8..48)"
+        "--op-bits", type=limits.arg("op_bits"), default=8, help="operand width: 8 or 16"
     )
     p.add_argument(
-        "--kmax", type=_limited("kmax"), default=256, help="operand buffer depth (1..65536)"
+        "--acc-bits", type=limits.arg("acc_bits"), default=32, help="accumulator width (8..48)"
+    )
+    p.add_argument(
+        "--kmax", type=limits.arg("kmax"), default=256, help="operand buffer depth (1..65536)"
     )
     p.add_argument(
         "--divide",
