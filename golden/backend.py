@@ -80,6 +80,8 @@ class Backend:
     """
 
     name = "abstract"
+    #: the bound the rescale lanes saturate to by themselves (a narrower one is clamped again)
+    rescale_limit = 127
 
     def __init__(self, acc_bits: int = 32, overflow: str = "error"):
         if overflow not in OVERFLOW_POLICIES:
@@ -196,12 +198,20 @@ class Backend:
         self._finish(entry)
         return out
 
-    def rescale(self, acc, shift: int, mode: str, tag: OpTag, rand=None):
-        """Rescale lanes: ``shift_round(acc, shift, mode, rand)`` to int8."""
+    def rescale(self, acc, shift: int, mode: str, tag: OpTag, rand=None, limit: int = 127):
+        """Rescale lanes: ``shift_round(acc, shift, mode, rand, limit)`` to int8.
+
+        ``limit`` below 127 is a narrower operand width's bound (``value_limit(bits)``): lanes
+        built for that width saturate there; on int8 lanes the result is clamped once more,
+        which is the same integers (``min(min(v, 127), limit) == min(v, limit)``)."""
+        if not 1 <= limit <= 127:
+            raise ValueError(f"rescale limit must be in 1..127, got {limit}")
         entry = self._record(
             "rescale", tag, (acc.size,), shift=int(shift), mode=mode, kept=self._kept(acc, rand)
         )
         out = self._rescale(acc, shift, mode, rand)
+        if limit < self.rescale_limit:
+            out = self.xp.clip(out, -limit, limit)
         self._finish(entry)
         return out
 
@@ -613,5 +623,7 @@ class NumpyBackend(ArrayHostOps, Backend):
     def random_bits(self, seed: int, step: int, stream_id: int, shape, bits: int):
         return random_bits(seed, step, stream_id, shape, bits)
 
-    def cross_entropy_error(self, logits, exponent: int, labels, rounding_mode: str, rand=None):
-        return _loss.cross_entropy_error(logits, exponent, labels, rounding_mode, rand)
+    def cross_entropy_error(
+        self, logits, exponent: int, labels, rounding_mode: str, rand=None, bits: int = 8
+    ):
+        return _loss.cross_entropy_error(logits, exponent, labels, rounding_mode, rand, bits)

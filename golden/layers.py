@@ -18,7 +18,7 @@ import numpy as np
 
 from nitihw.golden.backend import Backend, OpTag
 from nitihw.golden.profiles import Profile
-from nitihw.golden.rounding import range_shift
+from nitihw.golden.rounding import range_shift, value_limit
 
 
 class Tensor(NamedTuple):
@@ -38,13 +38,20 @@ class StepContext:
     step: int = 0
     mu: int = 3
     training: bool = True
+    operand_bits: int = 8  # activations, errors and weights in +-(2^(b-1) - 1) (numerics.md §2)
+
+    @property
+    def limit(self) -> int:
+        """The operands' largest magnitude, ``value_limit(operand_bits)`` (127 for int8)."""
+        return value_limit(self.operand_bits)
 
 
 def requant(acc, ctx: StepContext, tag: OpTag, mode: str):
-    """``(A, sh)``: the range unit's shift, then rescale to int8 (numerics.md §3)."""
+    """``(A, sh)``: the range unit's shift, then rescale to the operand width (numerics.md §3):
+    ``sh = max(bitwidth - (b - 1), 0)``, 7 magnitude bits for int8."""
     be = ctx.backend
-    sh = ctx.profile.requant_shift(range_shift(be.bitwidth(acc, tag)))
-    return be.rescale(acc, sh, mode, tag), sh
+    sh = ctx.profile.requant_shift(range_shift(be.bitwidth(acc, tag), ctx.operand_bits - 1))
+    return be.rescale(acc, sh, mode, tag, limit=ctx.limit), sh
 
 
 def _gradient(be: Backend, first: bool, a, b, tag: OpTag):
@@ -80,17 +87,18 @@ class WeightLayer:
 
     def update_weights(self, grad_acc, ctx: StepContext) -> None:
         """``m = bitwidth(G)``; ``g = 0`` if ``m == 0``, ``G`` if ``m - mu < 1``, else
-        ``psto(G, m - mu)``; ``W = clamp(W - g, -127, 127)`` (or the master-weight update)."""
+        ``psto(G, m - mu)``; ``W = clamp(W - g, -127, 127)`` (or the master-weight update).
+        With ``b``-bit operands ``g`` and ``W`` are bounded by ``2^(b-1) - 1`` instead of 127."""
         be = ctx.backend
         tag = self.tag("weight-gradient")
         m = be.bitwidth(grad_acc, tag)
         if m == 0:
             return
         shift = m - ctx.mu if m - ctx.mu >= 1 else 0
-        g = be.rescale(grad_acc, shift, ctx.profile.grad_rounding, tag)
+        g = be.rescale(grad_acc, shift, ctx.profile.grad_rounding, tag, limit=ctx.limit)
         g = g.reshape(self.weight.shape)
         if self.master is None:
-            self.weight = be.update(self.weight, g, self.tag("update"))
+            self.weight = be.update(self.weight, g, self.tag("update"), ctx.limit)
         else:
             self.master, self.weight = be.update_master(self.master, g, self.tag("update"))
 

@@ -106,10 +106,12 @@ LIMITS: dict[str, Limit] = {
     ),
     "op_bits": Limit(
         "operand width in bits",
-        choices=(8, 16),
+        choices=(2, 3, 4, 5, 6, 7, 8, 16),
         used="verilog/synth `--op-bits`, TOML `precision.operand_bits`",
     ),
-    "b_bits": Limit("B operand width in bits", choices=(8, 16, 32), used="verilog `--b-bits`"),
+    "b_bits": Limit(
+        "B operand width in bits", choices=(2, 3, 4, 5, 6, 7, 8, 16, 32), used="verilog `--b-bits`"
+    ),
     "acc_bits": _int(
         "accumulator width in bits",
         8,
@@ -140,6 +142,9 @@ LIMITS: dict[str, Limit] = {
     "seed": _int("random seed", 0, (1 << 32) - 1, "train `--seed`, verify `--seeds`"),
     "steps": _int("steps in total", 1, 1 << 40, "train `--steps`"),
     "mu": _int("NITI learning rate in bits", -8, 15, "train `--mu` (each entry)"),
+    "operand_bits": _int(
+        "operand width of integer training (NITI profiles)", 2, 8, "train `--operand-bits`"
+    ),
     "lr": _num("SGD learning rate", 0, 100, "train `--lr`", open_lo=True),
     "momentum": _num("SGD momentum", 0, 1, "train `--momentum`", open_hi=True),
     "weight_decay": _num("weight decay", 0, 1, "train `--weight-decay`"),

@@ -15,7 +15,8 @@ from nitihw.golden.backend import Backend
 from nitihw.golden.init import quantize_weights, xavier_uniform
 from nitihw.golden.profiles import Profile
 from nitihw.golden.randomness import STREAM_LOSS
-from nitihw.golden.rounding import shift_round
+from nitihw.golden.loss import error_shift
+from nitihw.golden.rounding import shift_round, value_limit
 
 #: Exponent of every dataset's int8 input (see nitihw.golden.datasets).
 INPUT_EXP = -7
@@ -41,14 +42,28 @@ def layer_name(i: int, layer) -> str:
 class IntegerNetwork:
     """An integer network: a list of layers from :mod:`nitihw.golden.layers`."""
 
-    def __init__(self, spec: M.ModelSpec, profile: Profile, seed: int, weight_bits: int = 8):
+    def __init__(
+        self,
+        spec: M.ModelSpec,
+        profile: Profile,
+        seed: int,
+        weight_bits: int = 8,
+        operand_bits: int = 8,
+    ):
+        value_limit(operand_bits)  # checks it
+        if operand_bits != 8 and weight_bits != 8:
+            raise ValueError(
+                f"--weight-bits {weight_bits} keeps int16 masters rounded to int8: it needs "
+                f"8-bit operands, got --operand-bits {operand_bits}"
+            )
         self.spec, self.profile, self.weight_bits = spec, profile, weight_bits
+        self.operand_bits = operand_bits
         floats = iter(init_float_weights(spec, seed))
         self.layers: list = []
         for i, layer, _in, _out in M.layer_shapes(spec):
             name = layer_name(i, layer)
             if isinstance(layer, M.Conv | M.Linear):
-                w, e = quantize_weights(next(floats))
+                w, e = quantize_weights(next(floats), operand_bits)
                 if isinstance(layer, M.Conv):
                     self.layers.append(L.Conv2d(name, w, e, layer.pad, weight_bits))
                 else:
@@ -73,20 +88,35 @@ class IntegerNetwork:
             layer.to_backend(backend)
 
     def forward(self, x_int8: np.ndarray, ctx: L.StepContext) -> L.Tensor:
-        t = L.Tensor(ctx.backend.from_host(x_int8), INPUT_EXP)
+        t = L.Tensor(ctx.backend.from_host(self.narrow_input(x_int8)), self.input_exp)
         for layer in self.layers:
             t = layer.forward(t, ctx)
         return t
+
+    @property
+    def input_exp(self) -> int:
+        return INPUT_EXP + 8 - self.operand_bits
+
+    def narrow_input(self, x_int8: np.ndarray) -> np.ndarray:
+        """The dataset's int8 input at ``operand_bits``: rounded ``8 - b`` bits to the right
+        (a host step, like the datasets' own quantisation); unchanged for int8."""
+        if self.operand_bits == 8:
+            return x_int8
+        return shift_round(
+            x_int8, 8 - self.operand_bits, "round", limit=value_limit(self.operand_bits)
+        )
 
     def train_step(self, x_int8: np.ndarray, labels: np.ndarray, ctx: L.StepContext):
         """Forward, integer loss, backward with per-layer updates. Returns the predictions."""
         be = ctx.backend
         logits = self.forward(x_int8, ctx)
         rand = None
+        bits = self.operand_bits
         if self.profile.loss_rounding == "sto":
-            rand = be.random_bits(ctx.seed, ctx.step, STREAM_LOSS, logits.data.shape, 4)
+            shape = logits.data.shape
+            rand = be.random_bits(ctx.seed, ctx.step, STREAM_LOSS, shape, error_shift(bits))
         err = be.cross_entropy_error(
-            logits.data, logits.exp, be.from_host(labels), self.profile.loss_rounding, rand
+            logits.data, logits.exp, be.from_host(labels), self.profile.loss_rounding, rand, bits
         )
         for layer in reversed(self.layers):
             err = layer.backward(err, ctx)
@@ -118,10 +148,22 @@ class IntegerNetwork:
             self.to_backend(self.backend)
 
 
-def build_network(spec: M.ModelSpec, profile: Profile, seed: int, weight_bits: int = 8, **float_kw):
+def build_network(
+    spec: M.ModelSpec,
+    profile: Profile,
+    seed: int,
+    weight_bits: int = 8,
+    operand_bits: int = 8,
+    **float_kw,
+):
     """The network a profile trains: NITI's, WAGE's, NITRO-D's, or the float32 twin."""
     if profile.method in ("wage", "nitro-d") and weight_bits != 8:
         raise ValueError(f"--weight-bits {weight_bits}: profile {profile.name} has its own weights")
+    if profile.method != "niti" and operand_bits != 8:
+        raise ValueError(
+            f"--operand-bits {operand_bits}: profile {profile.name} has its own widths; "
+            "narrower operands are for the niti profiles"
+        )
     if profile.method == "wage":
         from nitihw.golden.wage import WageNetwork
 
@@ -131,7 +173,7 @@ def build_network(spec: M.ModelSpec, profile: Profile, seed: int, weight_bits: i
 
         return NitroNetwork(spec, profile, seed)
     if profile.integer:
-        return IntegerNetwork(spec, profile, seed, weight_bits)
+        return IntegerNetwork(spec, profile, seed, weight_bits, operand_bits)
     from nitihw.golden.float_twin import FloatNetwork
 
     return FloatNetwork(spec, seed, dfp16=profile.name == "dfp16", **float_kw)

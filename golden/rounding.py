@@ -11,6 +11,19 @@ import numpy as np
 #: The symmetric int8 range: -128 never appears.
 INT8_MAX = 127
 
+#: Operand widths the integer training profiles take (numerics.md §2, "Operand width").
+OPERAND_BITS = range(2, 9)
+
+
+def value_limit(bits: int = 8) -> int:
+    """The largest magnitude of a ``bits``-wide operand: ``2^(bits-1) - 1`` (127 for int8).
+
+    The range is symmetric, so the most negative two's-complement value never appears."""
+    if bits not in OPERAND_BITS:
+        raise ValueError(f"operand bits must be in 2..8, got {bits!r}")
+    return (1 << (bits - 1)) - 1
+
+
 #: Shift-rounding modes (numerics.md §2).
 ROUNDING_MODES = ("round", "psto", "trunc", "sto", "rne")
 
@@ -98,11 +111,12 @@ def _signed_work_type(x: np.ndarray) -> np.ndarray:
     return x.astype(np.int32)
 
 
-def shift_round(x, shift: int, mode: str, rand=None) -> np.ndarray:
+def shift_round(x, shift: int, mode: str, rand=None, limit: int = INT8_MAX) -> np.ndarray:
     """Shift right by ``shift`` with rounding, saturating to int8 (numerics.md §2).
 
     Works in sign-magnitude: ``m = |x|``, ``q = m >> s``, ``r = m & (2^s - 1)``, and the result
-    is ``sign(x) * min(q + up, 127)``. With ``s == 0`` the result is ``clamp(x, -127, 127)``.
+    is ``sign(x) * min(q + up, limit)``, ``limit`` 127 unless a narrower operand width asks for
+    less (:func:`value_limit`). With ``s == 0`` the result is ``clamp(x, -limit, limit)``.
     ``up`` is, per ``mode``:
 
     - ``round``: ``r >= 2^(s-1)`` (round half away from zero).
@@ -114,7 +128,7 @@ def shift_round(x, shift: int, mode: str, rand=None) -> np.ndarray:
     - ``rne``: round half to even.
 
     A negative ``shift`` is a left shift (WAGE scales small tensors up): exact, so the mode
-    does not matter, then saturated: ``sign(x) * min(|x| << -shift, 127)``.
+    does not matter, then saturated: ``sign(x) * min(|x| << -shift, limit)``.
 
     Parameters
     ----------
@@ -122,6 +136,7 @@ def shift_round(x, shift: int, mode: str, rand=None) -> np.ndarray:
     shift : int in -62..62 (negative: left shift)
     mode : one of :data:`ROUNDING_MODES`
     rand : integer array of ``x``'s shape, only for ``sto``
+    limit : int in 1..127, the saturation bound (``value_limit(bits)`` for ``bits``-wide operands)
 
     Examples: ``round(1004, 3) = 126``, ``round(-5, 1) = -3``, ``psto(1012, 4) = 64``,
     ``psto(7, 2) = 1``, ``psto(-1012, 4) = -64``.
@@ -134,20 +149,23 @@ def shift_round(x, shift: int, mode: str, rand=None) -> np.ndarray:
         raise ValueError(f"shift must be an integer in -62..62, got {shift!r}")
     if mode not in ROUNDING_MODES:
         raise ValueError(f"unknown rounding mode {mode!r}; expected one of {ROUNDING_MODES}")
+    if isinstance(limit, bool) or not isinstance(limit, int | np.integer) or not 0 < limit < 128:
+        raise ValueError(f"limit must be an integer in 1..127, got {limit!r}")
     if mode == "sto":
         if rand is None:
             raise ValueError("mode 'sto' needs rand: uniform integers in [0, 2**shift)")
         rand = np.asarray(rand)
         if rand.shape != x.shape:
             raise ValueError(f"rand has shape {rand.shape}, expected {x.shape}")
+    limit = int(limit)
     if s == 0:
-        return saturate(x)
+        return saturate(x, limit)
     if x.ndim == 0:  # NumPy turns 0-d results into scalars, which cannot be written in place
         one = None if rand is None else rand.reshape(1)
-        return shift_round(x.reshape(1), s, mode, one).reshape(())
-    if s < 0:  # |x| << L <= 127 exactly when |x| <= 127 >> L
+        return shift_round(x.reshape(1), s, mode, one, limit).reshape(())
+    if s < 0:  # |x| << L <= limit exactly when |x| <= limit >> L
         big = np.abs(x.astype(np.int64))
-        mag = np.where(big > (INT8_MAX >> -s), INT8_MAX, big << min(-s, 7)).astype(np.int8)
+        mag = np.where(big > (limit >> -s), limit, big << min(-s, 7)).astype(np.int8)
         return _signed(mag, x)
 
     x = _signed_work_type(x)
@@ -178,7 +196,7 @@ def shift_round(x, shift: int, mode: str, rand=None) -> np.ndarray:
             up = (r > half) | ((r == half) & ((q & ut(1)) == 1))
         if up is not None:
             q += up
-    np.minimum(q, ut(INT8_MAX), out=q)
+    np.minimum(q, ut(limit), out=q)
     return _signed(q.astype(np.int8), x)
 
 

@@ -87,6 +87,7 @@ class TrainConfig:
     mu: str | None = None  # None: the model's default schedule
     steps: int | None = None  # stop after this many steps in total
     weight_bits: int = 8
+    operand_bits: int = 8  # NITI profiles: activations, errors, weights in +-(2^(b-1) - 1)
     acc_bits: int = 32
     overflow: str | None = None  # None: the profile's policy ("error" except nitro-d)
     lr: float = 0.05  # float32 twin only
@@ -105,6 +106,18 @@ class TrainConfig:
         check("checkpoint_every", self.checkpoint_every, "--checkpoint-every")
         if self.weight_bits not in (8, 16):
             raise LimitError(f"--weight-bits must be 8 or 16, got {self.weight_bits!r}")
+        check("operand_bits", self.operand_bits, "--operand-bits")
+        if self.operand_bits != 8:
+            if get_profile(self.profile).method != "niti":
+                raise LimitError(
+                    f"--operand-bits {self.operand_bits}: profile {self.profile} has its own "
+                    "widths; narrower operands are for niti, niti-ref and niti-2020"
+                )
+            if self.weight_bits != 8:
+                raise LimitError(
+                    f"--operand-bits {self.operand_bits} needs --weight-bits 8 (16-bit masters "
+                    "are rounded to int8 weights)"
+                )
 
     def __post_init__(self):
         if self.overflow is None:
@@ -132,7 +145,8 @@ class TrainConfig:
             "momentum",
             "weight_decay",
         )
-        return {k: getattr(self, k) for k in keys} | {"mu": self.mu_text}
+        narrow = {"operand_bits": self.operand_bits} if self.operand_bits != 8 else {}
+        return {k: getattr(self, k) for k in keys} | {"mu": self.mu_text} | narrow
 
 
 def weights_sha256(weights: list[np.ndarray]) -> str:
@@ -209,7 +223,7 @@ def check_resume(path: Path, cfg: TrainConfig) -> RunState:
     builds: checked before the dataset loads (:func:`train` loads it again, into the net)."""
     spec, profile = get_model_spec(cfg.model), get_profile(cfg.profile)
     kw = {"lr": cfg.lr, "momentum": cfg.momentum, "weight_decay": cfg.weight_decay}
-    net = build_network(spec, profile, cfg.seed, cfg.weight_bits, **kw)
+    net = build_network(spec, profile, cfg.seed, cfg.weight_bits, cfg.operand_bits, **kw)
     net.to_backend(NumpyBackend(cfg.acc_bits, cfg.overflow, threads=1))
     meta, arrays = read_checkpoint(path)
     _same_run(path, cfg, meta)
@@ -329,6 +343,7 @@ def train(
         profile,
         cfg.seed,
         cfg.weight_bits,
+        cfg.operand_bits,
         lr=cfg.lr,
         momentum=cfg.momentum,
         weight_decay=cfg.weight_decay,
@@ -349,8 +364,10 @@ def train(
     if cfg.steps is not None:
         total = min(total, cfg.steps)
     float_method = profile.method == "float"  # no mu: a float learning rate
-    ctx = StepContext(backend, profile, seed=cfg.seed)
-    eval_ctx = ctx if eval_backend is None else StepContext(eval_backend, profile, seed=cfg.seed)
+    ctx = StepContext(backend, profile, seed=cfg.seed, operand_bits=cfg.operand_bits)
+    eval_ctx = ctx
+    if eval_backend is not None:
+        eval_ctx = StepContext(eval_backend, profile, seed=cfg.seed, operand_bits=cfg.operand_bits)
 
     def checkpoint(unfinished: float = 0.0):
         """Save the run; ``unfinished``: seconds of the epoch's loop not yet in the state."""
@@ -443,6 +460,7 @@ def train(
         "seed": cfg.seed,
         "mu": cfg.mu_text,
         "weight_bits": cfg.weight_bits,
+        "operand_bits": cfg.operand_bits,
         "acc_bits": cfg.acc_bits,
         "steps": state.step,
         "train_accuracy": train_acc,

@@ -18,7 +18,7 @@ import numpy as np
 from nitihw.golden import loss as golden_loss
 from nitihw.golden.backend import ArrayHostOps, Backend
 from nitihw.golden.randomness import stream_key
-from nitihw.golden.rounding import ROUNDING_MODES
+from nitihw.golden.rounding import ROUNDING_MODES, value_limit
 from nitihw.gpu import kernels
 
 CUDA_R_8I, CUDA_R_32I = 3, 10
@@ -226,7 +226,9 @@ class CupyBackend(ArrayHostOps, Backend):
     def keep_mask(self, seed: int, step: int, stream_id: int, n: int):
         return self.random_bits(seed, step, stream_id, (n,), 1).astype(self.xp.int8)
 
-    def cross_entropy_error(self, logits, exponent: int, labels, rounding_mode: str, rand=None):
+    def cross_entropy_error(
+        self, logits, exponent: int, labels, rounding_mode: str, rand=None, bits: int = 8
+    ):
         cp = self.xp
         if int(exponent) < -20:  # Python-integer branch of the golden loss: a few scalars
             err = golden_loss.cross_entropy_error(
@@ -235,6 +237,7 @@ class CupyBackend(ArrayHostOps, Backend):
                 cp.asnumpy(labels),
                 rounding_mode,
                 None if rand is None else cp.asnumpy(rand),
+                bits,
             )
             return cp.asarray(err)
         a = logits.astype(cp.int64)
@@ -249,4 +252,6 @@ class CupyBackend(ArrayHostOps, Backend):
         q = (p << golden_loss.SOFTMAX_BITS) // p.sum(axis=1, keepdims=True)
         rows = cp.arange(a.shape[0])
         q[rows, labels] -= q.sum(axis=1)
-        return self._rescale(q, golden_loss.ERROR_SHIFT, rounding_mode, rand)
+        err = self._rescale(q, golden_loss.error_shift(bits), rounding_mode, rand)
+        limit = value_limit(bits)
+        return err if limit == 127 else cp.clip(err, -limit, limit)

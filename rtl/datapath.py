@@ -79,7 +79,7 @@ from nitihw.rtl.divide import DIV_BITS, MAGIC_BITS, SHIFT_BITS, DivideLanes
 from nitihw.rtl.mac_array import MacArray, check_array_params, max_exact_k
 from nitihw.rtl.params import reject, require
 from nitihw.rtl.range_unit import RangeUnit
-from nitihw.rtl.rescale import RescaleLanes, RoundingMode, rescale_max_shift
+from nitihw.rtl.rescale import RescaleLanes, RoundingMode, rescale_limit, rescale_max_shift
 from nitihw.rtl.schedule import QUEUE_DEPTH, default_result_rows
 from nitihw.rtl.update import UpdateLanes
 
@@ -207,7 +207,9 @@ class Datapath(wiring.Component):
     and config files use.
 
     rows, cols : MAC array shape (1..256); rescale, update and range lanes are ``cols`` wide.
-    op_bits : signed operand width (8 default, or 16).
+    op_bits : signed operand width (8 default; 2..8 or 16). Below 8 the rescale lanes saturate
+        to that width's range, ``+-(2^(op_bits-1) - 1)`` (numerics.md §2); results stay int8
+        words.
     acc_bits : accumulator width (32 default; 8..48).
     guard_bits : extra accumulator bits for exact overflow detection (8 default).
     kmax : depth of each bank of the A and B operand buffers (the longest K of one COMPUTE).
@@ -262,6 +264,10 @@ class Datapath(wiring.Component):
         if not isinstance(divide, bool):
             reject(self, f"divide must be True or False, got {divide!r}")
         check_array_params(self, rows, cols, op_bits, b_bits, acc_bits, guard_bits)
+        if divide and op_bits < 8:
+            reject(
+                self, f"divide=True (NITRO-D) needs 8-bit operands or wider, got op_bits={op_bits}"
+            )
         if divide and acc_bits > DIV_BITS:
             reject(
                 self,
@@ -307,6 +313,7 @@ class Datapath(wiring.Component):
             "divide": self._divide,
             "result_rows": self._result_rows,
             "max_shift": rescale_max_shift(self._acc_bits),
+            "rescale_limit": rescale_limit(self._op_bits),
             "max_exact_k": max_exact_k(
                 self._acc_bits, self._guard_bits, self._op_bits, self._b_bits
             ),
@@ -328,7 +335,7 @@ class Datapath(wiring.Component):
             guard_bits=self._guard_bits,
         )
         m.submodules.range_unit = rng = RangeUnit(C, self._acc_bits)
-        m.submodules.rescale = rs = RescaleLanes(C, self._acc_bits)
+        m.submodules.rescale = rs = RescaleLanes(C, self._acc_bits, rescale_limit(self._op_bits))
         m.submodules.update8 = up8 = UpdateLanes(C, master=False)
         m.submodules.update16 = up16 = UpdateLanes(C, master=True)
         dv = None

@@ -2,7 +2,7 @@
 
 The hardware form of :func:`nitihw.golden.shift_round` (numerics.md §2). Sign-magnitude:
 ``m = |x|``, ``q = m >> s``, ``r = m & (2^s - 1)``, result ``sign(x) * min(q + up, 127)`` with
-``up`` decided by the rounding mode. With ``left`` set the lanes shift left instead (WAGE
+``up`` decided by the rounding mode (127, or a narrower operand width's bound: ``limit``). With ``left`` set the lanes shift left instead (WAGE
 scales small tensors up): ``sign(x) * min(|x| << s, 127)``, exact, so the mode is ignored.
 """
 
@@ -30,6 +30,13 @@ class RoundingMode(enum.Enum, shape=3):
 
 #: golden mode name -> RoundingMode
 MODE_BY_NAME = {m.name.lower(): m for m in RoundingMode}
+
+
+def rescale_limit(op_bits: int) -> int:
+    """The bound a Datapath's rescale lanes saturate to: ``2^(op_bits-1) - 1`` for operands of
+    8 bits or fewer (numerics.md §2: a narrower operand width's range), 127 for wider operands
+    (DFP16's 16-bit products still rescale to int8)."""
+    return (1 << (op_bits - 1)) - 1 if op_bits <= 8 else INT8_MAX
 
 
 def rescale_max_shift(acc_bits: int) -> int:
@@ -74,6 +81,9 @@ class RescaleLanes(wiring.Component):
         Elements per beat.
     acc_bits : int, 2..48
         Width of the signed accumulator inputs.
+    limit : int, 1..127
+        The saturation bound: results are in ``+-limit`` (127, or :func:`rescale_limit` of a
+        narrower operand width).
 
     Members
     -------
@@ -81,7 +91,7 @@ class RescaleLanes(wiring.Component):
         The shift ``s``, held for a whole tensor (sampled with each input beat).
     left : In(1)
         Shift left instead of right (sampled with each input beat): the result is
-        ``sign(x) * (127 if |x| > (127 >> s) else |x| << s)``, so ``s >= 7`` saturates every
+        ``sign(x) * (limit if |x| > (limit >> s) else |x| << s)``, so ``s >= 7`` saturates every
         nonzero value; ``mode`` and ``rand`` are ignored.
     mode : In(RoundingMode)
         Rounding mode, sampled with each input beat.
@@ -94,10 +104,11 @@ class RescaleLanes(wiring.Component):
 
     LATENCY = RESCALE_LATENCY
 
-    def __init__(self, lanes: int = 8, acc_bits: int = 32):
+    def __init__(self, lanes: int = 8, acc_bits: int = 32, limit: int = INT8_MAX):
         require_int(self, "lanes", lanes, 1, 1024)
         require_int(self, "acc_bits", acc_bits, 2, 48)
-        self._lanes, self._acc_bits = lanes, acc_bits
+        require_int(self, "limit", limit, 1, INT8_MAX)
+        self._lanes, self._acc_bits, self._limit = lanes, acc_bits, limit
         self._max_shift = rescale_max_shift(acc_bits)
         in_layout = data.StructLayout(
             {
@@ -127,9 +138,13 @@ class RescaleLanes(wiring.Component):
     def max_shift(self) -> int:
         return self._max_shift
 
+    @property
+    def limit(self) -> int:
+        return self._limit
+
     def elaborate(self, platform):
         m = Module()
-        n, w, ms = self._lanes, self._acc_bits, self._max_shift
+        n, w, ms, lim = self._lanes, self._acc_bits, self._max_shift, self._limit
         advance = ~self.o.valid | self.o.ready
         m.d.comb += self.i.ready.eq(advance)
 
@@ -144,16 +159,17 @@ class RescaleLanes(wiring.Component):
         # stage 2: q and up
         v2 = Signal()
         neg2 = Signal(n)
-        q2 = [Signal(unsigned(max(w, 7)), name=f"q2_{k}") for k in range(n)]  # 127: left
+        q2 = [Signal(unsigned(max(w, 7)), name=f"q2_{k}") for k in range(n)]  # limit: left
         up2 = Signal(n)
         # stage 3: saturated, signed result
         v3 = Signal()
         out3 = Signal(data.ArrayLayout(signed(8), n))
 
-        # left shifts: |x| << s fits 7 bits exactly when |x| <= 127 >> s (0 for s >= 7, where
-        # only x == 0 escapes saturation, and 0 << s[:3] is 0 whatever the low shift bits)
+        # left shifts: |x| << s stays within the limit exactly when |x| <= limit >> s (0 for
+        # s >= 7, where only x == 0 escapes saturation, and 0 << s[:3] is 0 whatever the low
+        # shift bits)
         left_limit = Signal(7)
-        m.d.comb += left_limit.eq(Const(INT8_MAX, 7) >> s1)
+        m.d.comb += left_limit.eq(Const(lim, 7) >> s1)
         with m.If(advance):
             m.d.sync += [
                 v1.eq(self.i.valid),
@@ -176,17 +192,17 @@ class RescaleLanes(wiring.Component):
                     for mode, bit in ups.items():
                         with m.Case(mode):
                             m.d.comb += up.eq(bit)
-                shifted = Mux(mag1[k] > left_limit, INT8_MAX, (mag1[k][: min(w, 7)] << s1[:3])[:7])
+                shifted = Mux(mag1[k] > left_limit, lim, (mag1[k][: min(w, 7)] << s1[:3])[:7])
                 m.d.sync += [
                     neg2[k].eq(neg1[k]),
                     q2[k].eq(Mux(left1, shifted, q)),
                     up2[k].eq(up & ~left1),
                 ]
                 total = q2[k] + up2[k]
-                mag = Mux(total > INT8_MAX, INT8_MAX, total)[:8]
+                mag = Mux(total > lim, lim, total)[:8]
                 m.d.sync += out3[k].eq(Mux(neg2[k], -mag, mag))
         m.d.comb += [self.o.valid.eq(v3), self.o.payload.eq(out3)]
         return m
 
 
-__all__ = ["MODE_BY_NAME", "RescaleLanes", "RoundingMode", "rescale_max_shift"]
+__all__ = ["MODE_BY_NAME", "RescaleLanes", "RoundingMode", "rescale_limit", "rescale_max_shift"]

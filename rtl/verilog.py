@@ -11,7 +11,7 @@ from nitihw.rtl.datapath import Datapath
 from nitihw.rtl.divide import DivideLanes
 from nitihw.rtl.mac_array import MacArray
 from nitihw.rtl.range_unit import RangeUnit
-from nitihw.rtl.rescale import RescaleLanes
+from nitihw.rtl.rescale import RescaleLanes, rescale_limit
 from nitihw.rtl.update import UpdateLanes
 
 TOP = "datapath"
@@ -69,7 +69,9 @@ def component_builders(params: dict) -> dict:
             guard_bits=p["guard_bits"],
         ),
         "range_unit": lambda: RangeUnit(p["cols"], p["acc_bits"]),
-        "rescale_lanes": lambda: RescaleLanes(p["cols"], p["acc_bits"]),
+        "rescale_lanes": lambda: RescaleLanes(
+            p["cols"], p["acc_bits"], rescale_limit(p["op_bits"])
+        ),
         "update_lanes": lambda: UpdateLanes(p["cols"], master=False),
         "update_lanes_master": lambda: UpdateLanes(p["cols"], master=True),
     }

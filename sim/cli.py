@@ -338,6 +338,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="16: keep 16-bit master weights with 8 fraction bits",
     )
     t.add_argument(
+        "--operand-bits",
+        type=limits.arg("operand_bits"),
+        default=8,
+        help="niti profiles: activations, errors and weights in +-(2^(b-1) - 1), shifts "
+        "max(bitwidth - (b - 1), 0) (numerics.md §2)",
+    )
+    t.add_argument(
         "--acc-bits", type=limits.arg("acc_bits"), default=32, help="accumulator width in bits"
     )
     t.add_argument(

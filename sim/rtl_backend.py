@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from nitihw.golden.backend import NumpyBackend
+from nitihw.rtl.rescale import rescale_limit
 from nitihw.sim.datapath_driver import DatapathDriver
 
 
@@ -33,6 +34,8 @@ class RtlBackend(NumpyBackend):
                 f"the datapath has {p['acc_bits']}-bit accumulators, the run asks for {acc_bits}"
             )
         self.driver, self._call = driver, call
+        # lanes built for narrower operands saturate to that width's bound themselves
+        self.rescale_limit = rescale_limit(p["op_bits"])
         self.sim_cycles = 0  # datapath cycles of every operation so far
         self._op_cycles = 0
         self._range: tuple | None = None  # (shape, range fields) of the last GEMM's tensor

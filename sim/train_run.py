@@ -120,6 +120,8 @@ def run_header(cfg: TrainConfig, data, backend: str, array, out: Path) -> str:
             parts.append(f"weight decay {cfg.weight_decay:g}")
     else:
         parts.append(f"mu {cfg.mu_text}")
+    if cfg.operand_bits != 8:
+        parts.append(f"{cfg.operand_bits}-bit operands")
     if profile.datapath:
         how = "simulated" if backend == "rtl" else "cycle model"
         parts.append(f"array {array} ({how})")
@@ -148,7 +150,7 @@ def rtl_build(opts: dict) -> tuple[dict, Path]:
     params = datapath_params(
         array.rows,
         array.cols,
-        op_bits=profile.operand_bits,
+        op_bits=cfg.operand_bits if cfg.operand_bits != 8 else profile.operand_bits,
         acc_bits=cfg.acc_bits,
         kmax=array.kmax,
         b_bits=profile.b_operand_bits,

@@ -238,8 +238,12 @@ def regression_configs(
 
 
 def config_tag(params: dict) -> str:
-    """``4x4_acc32`` (and ``_b32_div`` for a NITRO-D build): a build directory name."""
-    tag = f"{params['rows']}x{params['cols']}_acc{params['acc_bits']}"
+    """``4x4_acc32`` (``_op6`` for operands other than 8 bits, ``_b32_div`` for a NITRO-D
+    build): a build directory name."""
+    tag = f"{params['rows']}x{params['cols']}"
+    if params["op_bits"] != 8:
+        tag += f"_op{params['op_bits']}"
+    tag += f"_acc{params['acc_bits']}"
     if params.get("b_bits", params["op_bits"]) != params["op_bits"]:
         tag += f"_b{params['b_bits']}"
     return tag + ("_div" if params.get("divide") else "")

@@ -232,9 +232,11 @@ def _train(tmp_path, name, *args):
         ["--model", "mlp-digits", "--dataset", "digits", "--epochs", "3", "--profile", "wage"],
         ["--model", "cnn-digits", "--dataset", "digits", "--epochs", "2", "--profile", "wage"],
         ["--model", "mlp-digits", "--dataset", "digits", "--epochs", "2", "--profile", "dfp16"],
+        ["--model", "cnn-digits", "--dataset", "digits", "--epochs", "1", "--profile", "niti-ref",
+         "--operand-bits", "6"],
     ],
     ids=["mlp-niti", "cnn-niti-ref", "lenet-mnist5k", "mlp-16bit-weights", "mlp-wage", "cnn-wage",
-         "mlp-dfp16"],
+         "mlp-dfp16", "cnn-niti-ref-op6"],
 )  # fmt: skip
 def test_training_is_bit_exact_with_golden(device, tmp_path, args):
     gold = _train(tmp_path, "golden", *args)

@@ -8,7 +8,7 @@ from nitihw.golden import Accumulator, bitwidth, exact_matmul, shift_round
 from nitihw.golden.rounding import max_abs
 from nitihw.rtl.mac_array import MacArray
 from nitihw.rtl.range_unit import RangeUnit
-from nitihw.rtl.rescale import MODE_BY_NAME, RescaleLanes
+from nitihw.rtl.rescale import MODE_BY_NAME, RescaleLanes, rescale_limit
 from nitihw.rtl.schedule import range_latency
 from nitihw.rtl.update import UpdateLanes
 
@@ -43,14 +43,14 @@ async def stream_lanes(ctx, dut, beats, set_beat, read_beat, stall_every=0):
 # ---- rescale lanes ---------------------------------------------------------------------
 
 
-def rescale_jobs(acc_bits, lanes, values_for, shifts):
+def rescale_jobs(acc_bits, lanes, values_for, shifts, limit=127):
     jobs = []
     for mode in ("round", "psto", "trunc", "rne", "sto"):
         for s in shifts:
             xs = values_for(s)
             rng = np.random.default_rng(s + 100 * len(mode))
             rand = rng.integers(0, 1 << s, xs.shape) if mode == "sto" else np.zeros_like(xs)
-            want = shift_round(xs, s, mode, rand if mode == "sto" else None)
+            want = shift_round(xs, s, mode, rand if mode == "sto" else None, limit)
             for k in range(0, len(xs), lanes):
                 pad = lanes - len(xs[k : k + lanes])
                 jobs.append(
@@ -65,8 +65,8 @@ def rescale_jobs(acc_bits, lanes, values_for, shifts):
     return jobs
 
 
-def run_rescale(acc_bits, lanes, jobs, stall_every=0):
-    dut = RescaleLanes(lanes, acc_bits)
+def run_rescale(acc_bits, lanes, jobs, stall_every=0, limit=127):
+    dut = RescaleLanes(lanes, acc_bits, limit)
     got = []
 
     def set_beat(ctx, job):
@@ -125,6 +125,25 @@ def test_rescale_lanes_left_shifts_exhaustive(acc_bits):
     run_rescale(acc_bits, lanes, jobs, stall_every=7)
 
 
+@pytest.mark.parametrize("op_bits", [2, 6])
+def test_rescale_lanes_for_narrow_operands_exhaustive(op_bits):
+    """Lanes built for ``op_bits``-wide operands saturate to ``2^(op_bits-1) - 1``: every
+    9-bit value, every right and left shift, every mode, against ``shift_round(limit=...)``."""
+    acc_bits, lanes = 9, 16
+    limit = rescale_limit(op_bits)
+    assert limit == (1 << (op_bits - 1)) - 1
+    xs = np.arange(-(1 << (acc_bits - 1)), 1 << (acc_bits - 1))
+    jobs = rescale_jobs(acc_bits, lanes, lambda s: xs, range(0, acc_bits + 9), limit)
+    rng = np.random.default_rng(op_bits)
+    for s in range(1, 9):
+        rand = rng.integers(0, 1 << 17, xs.shape)
+        want = shift_round(xs, -s, "psto", None, limit)
+        assert set(want.tolist()) >= {-limit, limit}
+        for k in range(0, len(xs), lanes):
+            jobs.append(("psto", -s, xs[k : k + lanes], rand[k : k + lanes], want[k : k + lanes]))
+    run_rescale(acc_bits, lanes, jobs, stall_every=5, limit=limit)
+
+
 def test_rescale_lanes_32_bit_corners_with_backpressure():
     corners = np.array(
         [
@@ -167,6 +186,8 @@ def test_rescale_lanes_reject_bad_parameters():
         RescaleLanes(0)
     with pytest.raises(ValueError, match="acc_bits must be an integer in 2..48"):
         RescaleLanes(4, 64)
+    with pytest.raises(ValueError, match="limit must be an integer in 1..127"):
+        RescaleLanes(4, 32, 128)
 
 
 # ---- update lanes ----------------------------------------------------------------------

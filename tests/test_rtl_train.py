@@ -31,6 +31,14 @@ def train(tmp_path, name, *args):
         pytest.param(
             "mlp-digits", "3x5", ["--weight-bits", "16", "--mu", "9"], id="mlp-digits-3x5-master"
         ),
+        # narrower operands: the rescale lanes built to saturate at +-31 (+-15), sto loss bits
+        pytest.param("mlp-digits", "4x4", ["--operand-bits", "6"], id="mlp-digits-4x4-op6"),
+        pytest.param(
+            "cnn-digits",
+            "3x5",
+            ["--operand-bits", "5", "--profile", "niti-ref"],
+            id="cnn-digits-3x5-op5-niti-ref",
+        ),
         # 16-bit operands
         pytest.param("cnn-digits", "4x4", ["--profile", "dfp16"], id="cnn-digits-4x4-dfp16"),
         # fed ranges, sto, limit-64 updates; pooled int32 sums

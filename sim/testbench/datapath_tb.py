@@ -20,6 +20,7 @@ import numpy as np
 from nitihw.golden import Accumulator, bitwidth, exact_matmul, range_shift, shift_round
 from nitihw.golden.rounding import max_abs, saturate, trunc_div, wrap
 from nitihw.golden.train import atomic_write_json
+from nitihw.rtl.rescale import rescale_limit
 from nitihw.rtl.schedule import program_cycles
 from nitihw.sim.cocotb_port import CocotbPort, start_clock_and_reset
 from nitihw.sim.datapath_driver import DatapathDriver
@@ -90,9 +91,8 @@ class DatapathTB:
         """A negative ``shift`` is a left shift (the lanes ignore ``mode`` and ``rand``)."""
         rand = self.rng.integers(0, 1 << abs(shift), acc.shape) if mode == "sto" else None
         got = await self.drv.rescale(acc, shift, mode, rand)
-        np.testing.assert_array_equal(
-            got, shift_round(acc, shift, mode, rand), err_msg=f"rescale mode {mode} shift {shift}"
-        )
+        want = shift_round(acc, shift, mode, rand, rescale_limit(self.params["op_bits"]))
+        np.testing.assert_array_equal(got, want, err_msg=f"rescale mode {mode} shift {shift}")
 
     async def feed_and_check(self, x):
         """The range of a tensor that is not a GEMM's result: RANGE_CLEAR, RANGE_FEED,
