@@ -13,9 +13,9 @@ from nitihw.golden import layers as L
 from nitihw.golden import models as M
 from nitihw.golden.backend import Backend
 from nitihw.golden.init import quantize_weights, xavier_uniform
+from nitihw.golden.loss import error_shift
 from nitihw.golden.profiles import Profile
 from nitihw.golden.randomness import STREAM_LOSS
-from nitihw.golden.loss import error_shift
 from nitihw.golden.rounding import shift_round, value_limit
 
 #: Exponent of every dataset's int8 input (see nitihw.golden.datasets).
