@@ -286,6 +286,9 @@ def cmd_sweep(args) -> int:
     files = write_results(df, Path(args.out), plots=not args.no_plots)
     print(summary(df))
     print(f"results: {', '.join(f.name for f in files)} in {args.out}")
+    # an RTL point that disagrees with the golden model fails the sweep, as verify would
+    if "rtl_bit_exact" in df and not df.loc[df["error"] == "", "rtl_bit_exact"].all():
+        return 1
     return 0
 
 

@@ -70,7 +70,10 @@ def test_the_grid_spans_its_axes(tmp_path):
     "text,message",
     [
         ("[axes]\nrows = [8, 0]\n", "axes.rows[1] must be an integer in 1..256, got 0"),
-        ("[axes]\noperand_bits = [12]\n", "axes.operand_bits[0] must be 8 or 16, got 12"),
+        (
+            "[axes]\noperand_bits = [12]\n",
+            "axes.operand_bits[0] must be 2, 3, 4, 5, 6, 7, 8 or 16, got 12",
+        ),
         ("[axes]\nifmap_kib = [0]\n", "axes.ifmap_kib[0] must be a number > 0"),
         ("[axes]\nmodel = ['resnet']\n", "unknown model 'resnet'"),
         ("[axes]\nprofile = ['fp8']\n", "unknown profile 'fp8'"),
@@ -276,10 +279,86 @@ def test_a_bad_train_table_is_named(tmp_path, text, message):
         load_grid(write(tmp_path, text))
 
 
-def test_a_train_point_refuses_other_operand_widths(tmp_path):
-    path = write(tmp_path, TRAIN_GRID.replace("[12, 32]", "[32]") + "operand_bits = [16]\n")
-    (row,) = run_sweep(load_grid(path), tmp_path / "o", workers=0, progress=False)
-    assert "trains with 8-bit operands" in row["error"]
+def test_train_points_at_other_operand_widths(tmp_path):
+    """A 6-bit point is ``nitihw train --operand-bits 6``; 16-bit operands are DFP16's, not
+    NITI's: that point records the error and the others run."""
+    from nitihw.golden.datasets import load_dataset
+    from nitihw.golden.train import TrainConfig, train
+
+    grid = TRAIN_GRID.replace("[12, 32]", "[32]") + "operand_bits = [6, 16]\n"
+    six, sixteen = run_sweep(load_grid(write(tmp_path, grid)), tmp_path / "o", workers=0)
+    cfg = TrainConfig(
+        model="mlp-digits", dataset="digits", epochs=1, overflow="wrap", operand_bits=6
+    )
+    assert six["error"] == ""
+    assert six["weights_sha256"] == train(cfg, load_dataset("digits"))["weights_sha256"]
+    assert "--operand-bits" in sixteen["error"] and "2..8, got 16" in sixteen["error"]
+
+
+RTL_GRID = """
+compute = ["rtl"]
+[rtl]
+seed = 3
+[axes]
+model = "mlp-digits"
+rows = 2
+cols = 3
+kmax = 8
+operand_bits = [6]
+accumulator_bits = 16
+bandwidth = [8, 16]
+"""
+
+
+def test_rtl_points_build_and_check_their_datapath(tmp_path, capsys):
+    """Two points with one Datapath (2x3, 6-bit operands, 16-bit accumulators): one build,
+    the regression testbench on it for each, bit-exact with golden."""
+    from nitihw.sim.verify import simulator_available
+
+    if not simulator_available("verilator"):
+        pytest.skip("verilator not installed")
+    out = tmp_path / "o"
+    assert sweep(write(tmp_path, RTL_GRID), out, "--workers", "0") == 0
+    df = pd.read_parquet(out / "results.parquet")
+    assert list(df["rtl_bit_exact"]) == [True, True] and list(df["rtl_tests"]) == [3, 3]
+    assert (df["rtl_cycles"] > 0).all() and df["rtl_cycles"].nunique() == 1
+    (build,) = (out / "rtl").iterdir()
+    assert build.name == "2x3_op6_acc16_k8"
+    assert "rtl: 2 points checked, 2 bit-exact with the golden model" in capsys.readouterr().out
+
+
+def test_an_rtl_mismatch_is_a_result_and_a_failed_build_an_error(tmp_path, monkeypatch, capsys):
+    from nitihw.sim import verify
+
+    def fake(sim, params, seed, build_dir, cases, waves=False, env=None):
+        failed = 1 if params["op_bits"] == 6 else 0
+        stats = {"build": "verilator: exit 1"} if params["op_bits"] == 4 else {"t": {"cycles": 9}}
+        tests = 0 if params["op_bits"] == 4 else 3
+        return verify.RunResult(sim, params, seed, tests, int(failed or not tests), stats, 1.0, 2.0,
+                                str(build_dir), None)  # fmt: skip
+
+    monkeypatch.setattr(verify, "run_datapath_tests", fake)
+    grid = RTL_GRID.replace("[6]", "[4, 6, 8]").replace("[8, 16]", "8")
+    out = tmp_path / "o"
+    assert sweep(write(tmp_path, grid), out, "--workers", "0") == 1
+    df = pd.read_csv(out / "results.csv", keep_default_na=False)
+    assert "did not build or run (verilator: exit 1" in df["error"][0]
+    assert list(df["rtl_bit_exact"][1:]) == ["False", "True"]
+    text = capsys.readouterr().out
+    assert "rtl: 2 points checked, 1 bit-exact" in text and "mismatches:" in text
+
+
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("[rtl]\nseed = 2\n", "a [rtl] table, but compute has no 'rtl'"),
+        ("compute = ['rtl']\n[rtl]\nsimulator = 'vcs'\n", "rtl.simulator must be verilator or"),
+        ("compute = ['rtl']\n[rtl]\nseed = -1\n", "rtl.seed must be an integer in"),
+    ],
+)
+def test_a_bad_rtl_table_is_named(tmp_path, text, message):
+    with pytest.raises(GridError, match=re.escape(message)):
+        load_grid(write(tmp_path, text))
 
 
 def test_the_area_model_gives_back_what_it_was_fitted_from():

@@ -41,13 +41,18 @@ from pathlib import Path
 from nitihw.golden.limits import LIMITS
 
 #: what a point can compute
-POINT_KINDS = ("estimate", "area", "train")
+POINT_KINDS = ("estimate", "area", "train", "rtl")
 #: the ``[train]`` table of a grid that trains: key -> (limit key or choices, default)
 TRAIN_KEYS: dict[str, tuple] = {
     "dataset": (None, "digits"),
     "epochs": ("epochs", 1),
     "seed": ("seed", 0),
     "overflow": (("wrap", "error"), "wrap"),
+}
+#: the ``[rtl]`` table of a grid that checks RTL: key -> (limit key or choices, default)
+RTL_KEYS: dict[str, tuple] = {
+    "simulator": (("verilator", "icarus"), "verilator"),
+    "seed": ("seed", 0),
 }
 #: axis -> (limit key or None, the default value)
 AXES: dict[str, tuple[str | None, object]] = {
@@ -66,7 +71,7 @@ AXES: dict[str, tuple[str | None, object]] = {
     "operand_bits": ("op_bits", 8),
     "accumulator_bits": ("acc_bits", 32),
 }
-TOP_KEYS = ("compute", "energy", "train_samples", "train", "axes")
+TOP_KEYS = ("compute", "energy", "train_samples", "train", "rtl", "axes")
 MAX_POINTS = 1_000_000
 
 
@@ -83,10 +88,16 @@ class Grid:
     train_samples: int | None = None
     points: list[dict] = field(default_factory=list)
     train: dict = field(default_factory=dict)
+    rtl: dict = field(default_factory=dict)
 
     def settings(self) -> dict:
         """What every point shares (handed to each Dask task)."""
-        return {"energy": self.energy, "train_samples": self.train_samples, "train": self.train}
+        return {
+            "energy": self.energy,
+            "train_samples": self.train_samples,
+            "train": self.train,
+            "rtl": self.rtl,
+        }
 
 
 def point_id(point: dict) -> str:
@@ -211,30 +222,31 @@ def load_grid(path: str | Path) -> Grid:
     if n > MAX_POINTS:
         raise GridError(f"{path}: the axes span {n:,} points; at most {MAX_POINTS:,}")
     points = [dict(zip(axes, combo, strict=True)) for combo in itertools.product(*axes.values())]
-    train = _train_table(path, doc.get("train"), "train" in compute)
-    return Grid(path, tuple(compute), axes, energy, samples, points, train)
+    train = _table(path, "train", TRAIN_KEYS, doc.get("train"), "train" in compute)
+    rtl = _table(path, "rtl", RTL_KEYS, doc.get("rtl"), "rtl" in compute)
+    return Grid(path, tuple(compute), axes, energy, samples, points, train, rtl)
 
 
-def _train_table(path: Path, raw, needed: bool) -> dict:
+def _table(path: Path, name: str, keys: dict, raw, needed: bool) -> dict:
+    """The ``[train]`` or ``[rtl]`` table: every key of ``keys`` checked, defaults filled in."""
     if raw is None:
         raw = {}
     elif not needed:
-        raise GridError(f"{path}: a [train] table, but compute has no 'train'")
+        raise GridError(f"{path}: a [{name}] table, but compute has no {name!r}")
     if not isinstance(raw, dict):
-        raise GridError(f"{path}: train must be a table ([train])")
+        raise GridError(f"{path}: {name} must be a table ([{name}])")
     for key in raw:
-        if key not in TRAIN_KEYS:
-            raise GridError(
-                f"{path}: unknown key train.{key}; expected one of {', '.join(TRAIN_KEYS)}"
-            )
+        if key not in keys:
+            raise GridError(f"{path}: unknown key {name}.{key}; expected one of {', '.join(keys)}")
     out = {}
-    for key, (rule, default) in TRAIN_KEYS.items():
+    for key, (rule, default) in keys.items():
         value = raw.get(key, default)
+        where = f"{path}: {name}.{key}"
         if isinstance(rule, str) and not LIMITS[rule].ok(value):
-            raise GridError(f"{path}: train.{key} must be {LIMITS[rule].describe()}, got {value!r}")
+            raise GridError(f"{where} must be {LIMITS[rule].describe()}, got {value!r}")
         if isinstance(rule, tuple) and value not in rule:
-            raise GridError(f"{path}: train.{key} must be {' or '.join(rule)}, got {value!r}")
+            raise GridError(f"{where} must be {' or '.join(rule)}, got {value!r}")
         if rule is None and not isinstance(value, str):
-            raise GridError(f"{path}: train.{key} must be a string, got {value!r}")
+            raise GridError(f"{where} must be a string, got {value!r}")
         out[key] = value
     return out

@@ -7,15 +7,22 @@ components), utilisation, and the per-epoch energy and time.
 ``area``: the calibrated area model (:mod:`nitihw.sim.synth.area`): logic transistors, SRAM
 bits, and both in mm^2 at 45 nm.
 ``train``: a golden training run (the grid's ``[train]`` table: dataset, epochs, seed,
-overflow policy) at the point's model, method, batch and accumulator width: its accuracy.
+overflow policy) at the point's model, method, batch, operand and accumulator widths: its
+accuracy.
+``rtl``: the point's Datapath (rows, cols, kmax, operand and accumulator bits) built for a
+simulator (the grid's ``[rtl]`` table: simulator, seed) and ``nitihw verify``'s regression
+testbench run on it: random GEMMs in every rounding mode, corners and, at 16-bit accumulators or
+narrower, sums at the accumulator's limits, each compared bit for bit with the golden model.
 """
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import time
 import traceback
 from dataclasses import replace
+from pathlib import Path
 
 ESTIMATE_COLUMNS = (
     "macs",
@@ -102,19 +109,18 @@ def _dataset(spec: str):
 
 
 def train_point(point: dict, settings: dict) -> dict:
-    """A golden training run with the point's model, method, batch and accumulator width
-    (``[train]``: dataset, epochs, seed, overflow policy); its accuracy and overflow count."""
+    """A golden training run with the point's model, method, batch, operand and accumulator
+    widths (``[train]``: dataset, epochs, seed, overflow policy); its accuracy and overflow
+    count. The profile's own operand width (8, or DFP16's 16) trains as the profile does."""
     from nitihw.golden.backend import NumpyBackend
+    from nitihw.golden.profiles import get_profile
     from nitihw.golden.train import TrainConfig, train
 
     t = settings["train"]
     if point.get("topology"):
         raise ValueError("a train point needs a built-in model, not a topology")
-    if point["operand_bits"] != 8:
-        raise ValueError(
-            f"a train point trains with 8-bit operands (the golden numerics), not "
-            f"{point['operand_bits']}"
-        )
+    bits = point["operand_bits"]
+    own = get_profile(point["profile"]).operand_bits  # 8, or DFP16's 16
     cfg = TrainConfig(
         model=point["model"],
         dataset=t["dataset"],
@@ -122,9 +128,11 @@ def train_point(point: dict, settings: dict) -> dict:
         epochs=t["epochs"],
         batch=point["batch"],
         seed=t["seed"],
+        operand_bits=8 if bits == own else bits,
         acc_bits=point["accumulator_bits"],
         overflow=t["overflow"],
     )
+    cfg.validate()
     backend = NumpyBackend(cfg.acc_bits, cfg.overflow, threads=1)
     r = train(cfg, _dataset(t["dataset"]), backend)
     return {
@@ -136,7 +144,41 @@ def train_point(point: dict, settings: dict) -> dict:
     }
 
 
-COMPUTE = {"estimate": estimate_point, "area": area_point, "train": train_point}
+def rtl_point(point: dict, settings: dict) -> dict:
+    """Build the point's Datapath and run the RTL regression on it (``[rtl]``: simulator,
+    seed). Points that share a Datapath share its build (``DIR/rtl/<shape, widths, kmax>``),
+    one worker at a time (a file lock); a testbench mismatch is a result (``rtl_failed``), a
+    failed build an error."""
+    from nitihw.rtl.verilog import datapath_params
+    from nitihw.sim.verify import config_tag, regression_cases, run_datapath_tests
+
+    r = settings["rtl"]
+    params = datapath_params(
+        point["rows"],
+        point["cols"],
+        op_bits=point["operand_bits"],
+        acc_bits=point["accumulator_bits"],
+        kmax=point["kmax"],
+    )
+    build = Path(settings["build_dir"]) / f"{config_tag(params)}_k{params['kmax']}"
+    build.mkdir(parents=True, exist_ok=True)
+    with open(build / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        res = run_datapath_tests(r["simulator"], params, r["seed"], build, regression_cases(params))
+    if res.tests == 0:
+        why = res.stats.get("build", "no test ran")
+        raise RuntimeError(f"the RTL of this point did not build or run ({why}; see {build})")
+    return {
+        "rtl_tests": res.tests,
+        "rtl_failed": res.failed,
+        "rtl_bit_exact": res.passed,
+        "rtl_cycles": sum(s.get("cycles", 0) for s in res.stats.values()),
+        "rtl_build_seconds": res.build_seconds,
+        "rtl_sim_seconds": res.seconds,
+    }
+
+
+COMPUTE = {"estimate": estimate_point, "area": area_point, "train": train_point, "rtl": rtl_point}
 
 
 def run_point(point: dict, compute: tuple[str, ...], settings: dict) -> dict:

@@ -166,6 +166,20 @@ def _accuracy_table(df) -> str:
     return "\n".join(["test accuracy:", *_table([*keys, "test acc", "overflows"], body)])
 
 
+def _rtl_lines(df) -> str:
+    """How many points' RTL matched the golden model, and the Datapaths that did not."""
+    ran = df[df["error"] == ""]
+    exact = ran["rtl_bit_exact"].astype(bool)
+    text = f"rtl: {len(ran)} points checked, {int(exact.sum())} bit-exact with the golden model"
+    keys = ["rows", "cols", "kmax", "operand_bits", "accumulator_bits"]
+    bad = ran[~exact].drop_duplicates(keys)
+    if len(bad):
+        body = [[*(str(r[k]) for k in keys), f"{int(r['rtl_failed'])}/{int(r['rtl_tests'])}"]
+                for _, r in bad.head(20).iterrows()]  # fmt: skip
+        text += "\n" + "\n".join(["mismatches:", *_table([*keys, "failed tests"], body)])
+    return text
+
+
 def summary(df, top: int = 8) -> str:
     """The terminal's table: counts, then the Pareto points by energy."""
     failed = int((df["error"] != "").sum())
@@ -175,8 +189,12 @@ def summary(df, top: int = 8) -> str:
     if failed:
         first = df[df["error"] != ""].iloc[0]
         lines.append(f"first failure (point {first['point']}): {first['error']}")
-    if "test_accuracy" in df and "energy_pj" not in df:
-        return "\n".join([*lines, _accuracy_table(df)])
+    if "rtl_bit_exact" in df:
+        lines.append(_rtl_lines(df))
+    if "energy_pj" not in df:  # no estimate: no Pareto front to show
+        if "test_accuracy" in df:
+            lines.append(_accuracy_table(df))
+        return "\n".join(lines)
     front = df[df["pareto"]].sort_values("energy_pj").head(top)
     if len(front):
         keys = ("model", "topology", "profile", "batch", "rows", "cols", "kmax")

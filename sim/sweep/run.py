@@ -19,8 +19,9 @@ from nitihw.sim.sweep.points import run_points
 
 #: points per Dask task: a point's estimate takes about a millisecond, a task's round trip more
 BATCH = 25
-#: a training point takes seconds: one a task, so they spread over the workers
-TRAIN_BATCH = 1
+#: a training or RTL point takes seconds to minutes: one a task, so they spread over workers
+SLOW_BATCH = 1
+SLOW_KINDS = ("train", "rtl")
 
 
 class SweepProgress:
@@ -49,9 +50,11 @@ class SweepProgress:
     def line(self, now: float) -> str:
         rate = (self.done - self.start_done) / max(now - self.t0, 1e-9)
         eta = (self.total - self.done) / rate if rate else 0.0
+        # slow points (training, RTL) read better as seconds per point
+        speed = f"{rate:.1f} points/s" if rate >= 1 or not rate else f"{1 / rate:.1f} s/point"
         return (
             f"sweep: {self.done}/{self.total} points ({self.failed} failed)  "
-            f"{rate:.1f} points/s  eta {eta:.0f}s"
+            f"{speed}  eta {eta:.0f}s"
         )
 
     def close(self) -> None:
@@ -93,9 +96,10 @@ def run_sweep(
     ids = [point_id(p) for p in grid.points]
     todo = [(pid, p) for pid, p in zip(ids, grid.points, strict=True) if not _done(store, pid)]
     bar = SweepProgress(len(ids), len(ids) - len(todo)) if progress else None
-    args = (grid.compute, grid.settings())
+    # RTL points build into DIR/rtl (absolute: a worker's working folder may differ)
+    args = (grid.compute, {**grid.settings(), "build_dir": str((out / "rtl").resolve())})
     if todo:
-        size = TRAIN_BATCH if "train" in grid.compute else BATCH
+        size = SLOW_BATCH if set(SLOW_KINDS) & set(grid.compute) else BATCH
         batches = [todo[i : i + size] for i in range(0, len(todo), size)]
         if workers == 0 and not scheduler:  # inline, no Dask (tests, debugging)
             for b in batches:

@@ -28,7 +28,20 @@ from pathlib import Path
 CALIBRATION = Path(__file__).with_name("area_calibration.json")
 SHAPES = ((2, 2), (4, 4))
 #: (operand bits, accumulator bits) calibrated; a 16-bit operand needs a 31-bit accumulator
-WIDTHS = ((8, 16), (8, 24), (8, 32), (8, 40), (8, 48), (16, 32), (16, 40), (16, 48))
+WIDTHS = (
+    (4, 16),
+    (4, 32),
+    (6, 16),
+    (6, 32),
+    (8, 16),
+    (8, 24),
+    (8, 32),
+    (8, 40),
+    (8, 48),
+    (16, 32),
+    (16, 40),
+    (16, 48),
+)
 LANES = ("rescale_lanes", "update_lanes", "update_lanes_master", "range_unit")
 TERMS = ("a", "b", "l", "l0", "k", "k0")
 NAND2_UM2 = 0.798  # Nangate 45 nm Open Cell Library, NAND2_X1
