@@ -7,7 +7,7 @@ A config file (every section optional; defaults in brackets)::
     cols = 8            # [8]  PE columns
     kmax = 256          # [256] operand buffer depth of the datapath
     [precision]
-    operand_bits = 8        # [8]  8 or 16
+    operand_bits = 8        # [8]  2..8 or 16 (multiplies narrower than 8 bits priced as int8)
     accumulator_bits = 32   # [32]
     [buffers]              # on-chip SRAM, KiB
     ifmap_kib = 64          # [64]  A operands (activations, errors)

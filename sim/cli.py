@@ -587,7 +587,10 @@ def _datapath_options(p, required: bool = True) -> None:
     p.add_argument("--rows", type=limits.arg("rows"), default=default, help="PE rows (1..256)")
     p.add_argument("--cols", type=limits.arg("cols"), default=default, help="PE columns (1..256)")
     p.add_argument(
-        "--op-bits", type=limits.arg("op_bits"), default=8, help="operand width: 8 or 16"
+        "--op-bits",
+        type=limits.arg("op_bits"),
+        default=8,
+        help="operand width: 2..8 (rescale lanes saturate at +-(2^(b-1) - 1)) or 16",
     )
     p.add_argument(
         "--acc-bits", type=limits.arg("acc_bits"), default=32, help="accumulator width (8..48)"

@@ -93,11 +93,13 @@ def plot_accuracy(df, path: Path) -> Path:
     for key, g in ok.groupby(["model", "profile", "operand_bits"], sort=True):
         g = g.groupby("accumulator_bits")["test_accuracy"].mean()
         ax.plot(g.index, 100 * g.to_numpy(), "o-", label=f"{key[0]}, {key[1]}, int{key[2]}")
+    if len(ok):
+        ax.set_xticks(sorted(int(a) for a in ok["accumulator_bits"].unique()))
     ax.set_xlabel("accumulator bits (sums wrap beyond them)")
     ax.set_ylabel("test accuracy (%)")
     ax.grid(alpha=0.3)
     ax.legend()
-    ax.set_title("accuracy against accumulator width")
+    ax.set_title("accuracy against operand and accumulator width")
     save_png(fig, path)
     return path
 
