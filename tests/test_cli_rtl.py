@@ -52,8 +52,14 @@ def test_emitted_verilog_compiles_in_icarus(tmp_path):
     "argv,message",
     [
         (["verilog", "--rows", "0", "--out", "x"], "--rows: must be an integer in 1..256, got 0"),
-        (["verilog", "--op-bits", "20", "--out", "x"], "--op-bits: must be 8 or 16, got 20"),
-        (["verilog", "--op-bits", "3", "--out", "x"], "--op-bits: must be 8 or 16, got 3"),
+        (
+            ["verilog", "--op-bits", "20", "--out", "x"],
+            "--op-bits: must be 2, 3, 4, 5, 6, 7, 8 or 16, got 20",
+        ),
+        (
+            ["verilog", "--op-bits", "1", "--out", "x"],
+            "--op-bits: must be 2, 3, 4, 5, 6, 7, 8 or 16, got 1",
+        ),
         (["verilog", "--kmax", "0", "--out", "x"], "--kmax: must be an integer in 1..65536"),
         (["verify", "--shapes", "8by8"], "bad array shape '8by8'"),
         (["verify", "--sims", "modelsim"], "unknown simulator 'modelsim'"),

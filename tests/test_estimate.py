@@ -76,7 +76,10 @@ def test_energy_is_counts_times_table(tmp_path):
     [
         ("[array]\nrows = 0\n", "array.rows must be an integer in 1..256, got 0"),
         ("[array]\nrows = 1000000\n", "array.rows must be an integer in 1..256, got 1000000"),
-        ("[precision]\noperand_bits = 12\n", "precision.operand_bits must be 8 or 16, got 12"),
+        (
+            "[precision]\noperand_bits = 12\n",
+            "precision.operand_bits must be 2, 3, 4, 5, 6, 7, 8 or 16, got 12",
+        ),
         ("[buffers]\nifmap_kib = 0\n", "buffers.ifmap_kib must be a number > 0"),
         ("[clock]\nfrequency_mhz = nan\n", "clock.frequency_mhz must be a number > 0"),
         ("[array]\nrows = \xff\n", "not a text file .byte 0xff at offset 15 is not UTF-8."),

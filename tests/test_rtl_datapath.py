@@ -408,7 +408,7 @@ def test_divide_needs_the_divide_lanes():
 
 
 def test_bad_wide_parameters_are_named():
-    with pytest.raises(ValueError, match="b_bits must be 8, 16 or 32, got 33"):
+    with pytest.raises(ValueError, match="b_bits must be 2, 3, 4, 5, 6, 7, 8, 16 or 32, got 33"):
         Datapath(2, 2, b_bits=33)
     with pytest.raises(ValueError, match=r"acc_bits \+ guard_bits \(32 \+ 4\) must hold one"):
         Datapath(2, 2, b_bits=32, guard_bits=4)
