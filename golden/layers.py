@@ -16,6 +16,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from nitihw.golden import niti_compat
 from nitihw.golden.backend import Backend, OpTag
 from nitihw.golden.profiles import Profile
 from nitihw.golden.rounding import range_shift, value_limit
@@ -46,12 +47,30 @@ class StepContext:
         return value_limit(self.operand_bits)
 
 
+def bitwidth(acc, ctx: StepContext, tag: OpTag) -> int:
+    """The range unit's bit-width of ``acc`` (``niti-compat``: NITI's float32 one)."""
+    be = ctx.backend
+    if ctx.profile.float32_range:
+        return niti_compat.float32_bitwidth(be.max_magnitude(acc, tag))
+    return be.bitwidth(acc, tag)
+
+
 def requant(acc, ctx: StepContext, tag: OpTag, mode: str):
     """``(A, sh)``: the range unit's shift, then rescale to the operand width (numerics.md §3):
-    ``sh = max(bitwidth - (b - 1), 0)``, 7 magnitude bits for int8."""
+    ``sh = max(bitwidth - (b - 1), 0)``, 7 magnitude bits for int8. (``niti-compat``: a shift
+    of 0 casts without saturating, as NITI's ``act_calc`` does.)"""
     be = ctx.backend
-    sh = ctx.profile.requant_shift(range_shift(be.bitwidth(acc, tag), ctx.operand_bits - 1))
+    sh = ctx.profile.requant_shift(range_shift(bitwidth(acc, ctx, tag), ctx.operand_bits - 1))
+    if sh == 0 and ctx.profile.wrap_int8_casts:
+        return niti_compat.wrap_int8(acc, be.xp), 0
     return be.rescale(acc, sh, mode, tag, limit=ctx.limit), sh
+
+
+def conv_sums(acc, ctx: StepContext):
+    """A convolution's sums as the profile sees them (``niti-compat``: through float32)."""
+    if ctx.profile.float32_conv_sums:
+        return niti_compat.float32_sums(acc, ctx.backend.xp)
+    return acc
 
 
 def _gradient(be: Backend, first: bool, a, b, tag: OpTag):
@@ -91,11 +110,14 @@ class WeightLayer:
         With ``b``-bit operands ``g`` and ``W`` are bounded by ``2^(b-1) - 1`` instead of 127."""
         be = ctx.backend
         tag = self.tag("weight-gradient")
-        m = be.bitwidth(grad_acc, tag)
+        m = bitwidth(grad_acc, ctx, tag)
         if m == 0:
             return
         shift = m - ctx.mu if m - ctx.mu >= 1 else 0
-        g = be.rescale(grad_acc, shift, ctx.profile.grad_rounding, tag, limit=ctx.limit)
+        if shift == 0 and ctx.profile.wrap_int8_casts:  # NITI's grad_calc: G.type(int8)
+            g = niti_compat.wrap_int8(grad_acc, be.xp)
+        else:
+            g = be.rescale(grad_acc, shift, ctx.profile.grad_rounding, tag, limit=ctx.limit)
         g = g.reshape(self.weight.shape)
         if self.master is None:
             self.weight = be.update(self.weight, g, self.tag("update"), ctx.limit)
@@ -149,6 +171,7 @@ class Conv2d(WeightLayer):
 
     def forward(self, x: Tensor, ctx: StepContext) -> Tensor:
         self.cols, acc, shape = ctx.backend.conv(x.data, self.weight, self.pad, self.tag("forward"))
+        acc = conv_sums(acc, ctx)
         a, sh = requant(acc, ctx, self.tag("forward"), ctx.profile.act_rounding)
         return Tensor(a.reshape(shape), x.exp + self.exp + sh)
 
@@ -162,10 +185,11 @@ class Conv2d(WeightLayer):
         if not self.first:
             k, cin = self.k, self.weight.shape[3]
             e32 = be.conv_error(err, self.weight, self.pad, self.tag("backward-error"))
+            e32 = conv_sums(e32, ctx)
             prev, _ = requant(e32, ctx, self.tag("backward-error"), ctx.profile.err_rounding)
             h, w = ho - 2 * self.pad + k - 1, wo - 2 * self.pad + k - 1
             prev = prev.reshape(b, h, w, cin)
-        self.update_weights(grad(), ctx)
+        self.update_weights(conv_sums(grad(), ctx), ctx)
         self.cols = None
         return prev
 

@@ -11,6 +11,7 @@ import numpy as np
 
 from nitihw.golden import layers as L
 from nitihw.golden import models as M
+from nitihw.golden import niti_compat
 from nitihw.golden.backend import Backend
 from nitihw.golden.init import quantize_weights, xavier_uniform
 from nitihw.golden.loss import error_shift
@@ -115,9 +116,20 @@ class IntegerNetwork:
         if self.profile.loss_rounding == "sto":
             shape = logits.data.shape
             rand = be.random_bits(ctx.seed, ctx.step, STREAM_LOSS, shape, error_shift(bits))
-        err = be.cross_entropy_error(
-            logits.data, logits.exp, be.from_host(labels), self.profile.loss_rounding, rand, bits
-        )
+        if self.profile.float32_loss:  # niti-compat: NITI 2021's float32 loss, on the host
+            host = niti_compat.loss_2021(
+                be.to_host(logits.data), logits.exp, labels, be.to_host(rand)
+            )
+            err = be.from_host(host)
+        else:
+            err = be.cross_entropy_error(
+                logits.data,
+                logits.exp,
+                be.from_host(labels),
+                self.profile.loss_rounding,
+                rand,
+                bits,
+            )
         for layer in reversed(self.layers):
             err = layer.backward(err, ctx)
             if err is None:

@@ -6,6 +6,10 @@
   as the reference code did with ``torch.randint``.
 - ``niti-2020``: the 2020 code (arXiv v1): ``psto`` everywhere, and a requantisation shift of 1
   is raised to 2 (a 1-bit pseudo-random field is degenerate).
+- ``niti-compat``: what NITI's 2021 code computes, quirks included (:mod:`nitihw.golden.
+  niti_compat`): ranges through float32 ``log2``, unsaturated int8 casts where the shift is 0,
+  the float32 loss with ``sto`` (``counter_hash`` bits), convolution sums rounded to float32.
+  Not the integer contract: it exists to say "this is what NITI's code computes".
 - ``float32``: not an integer profile: the float32 twin (SGD with momentum) used as the
   accuracy baseline.
 - ``wage``: WAGE's 2-8-8-8 integer training (:mod:`nitihw.golden.wage`): ternary weights,
@@ -39,6 +43,19 @@ class Profile:
     method: str = "niti"  # which network the profile builds: niti | wage | nitro-d | float
     default_mu: str | None = None  # its own --mu schedule (else the model's)
     overflow: str = "error"  # the accumulator overflow policy the method assumes
+    # niti-compat: NITI 2021's departures from the integer contract (golden/niti_compat.py)
+    float32_range: bool = False  # bit-widths from float32 ceil(log2(float32(max|x|)))
+    wrap_int8_casts: bool = False  # shift 0: int32 -> int8 without saturation (128 -> -128)
+    float32_loss: bool = False  # ti_loss.py's "/" in float32, then sto(Q, 4)
+    float32_conv_sums: bool = False  # convolution sums rounded to float32 (CUTLASS epilogue)
+
+    @property
+    def exact(self) -> bool:
+        """Whether the profile keeps the exact integer contract (every backend, the RTL)."""
+        return not (
+            self.float32_range or self.wrap_int8_casts or self.float32_loss
+            or self.float32_conv_sums
+        )  # fmt: skip
 
     def requant_shift(self, shift: int) -> int:
         return 2 if self.raise_shift_one and shift == 1 else shift
@@ -49,6 +66,14 @@ PROFILES: dict[str, Profile] = {
     "niti-ref": Profile("niti-ref", loss_rounding="sto"),
     "niti-2020": Profile(
         "niti-2020", act_rounding="psto", err_rounding="psto", raise_shift_one=True
+    ),
+    "niti-compat": Profile(
+        "niti-compat",
+        loss_rounding="sto",
+        float32_range=True,
+        wrap_int8_casts=True,
+        float32_loss=True,
+        float32_conv_sums=True,
     ),
     "wage": Profile("wage", method="wage", default_mu="3,0@20,-3@25"),
     "nitro-d": Profile(

@@ -107,6 +107,11 @@ class TrainConfig:
         if self.weight_bits not in (8, 16):
             raise LimitError(f"--weight-bits must be 8 or 16, got {self.weight_bits!r}")
         check("operand_bits", self.operand_bits, "--operand-bits")
+        if not get_profile(self.profile).exact and (self.operand_bits, self.weight_bits) != (8, 8):
+            raise LimitError(
+                f"profile {self.profile} reproduces NITI's 2021 code: it has 8-bit operands and "
+                "int8 weights only (no --operand-bits or --weight-bits)"
+            )
         if self.operand_bits != 8:
             if get_profile(self.profile).method != "niti":
                 raise LimitError(

@@ -315,9 +315,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--profile",
         default="niti",
         choices=sorted(PROFILES),
-        help="numerics profile: niti (default), niti-ref, niti-2020; wage and nitro-d adapt the "
-        "model to those methods; float32 trains the float twin; dfp16 its DFP16 form (16-bit "
-        "integer GEMMs)",
+        help="numerics profile: niti (default), niti-ref, niti-2020; niti-compat reproduces "
+        "NITI's 2021 code, float32 quirks included (docs/numerics.md); wage and nitro-d adapt "
+        "the model to those methods; float32 trains the float twin; dfp16 its DFP16 form "
+        "(16-bit integer GEMMs)",
     )
     t.add_argument("--epochs", type=limits.arg("epochs"), default=1, help="epochs to train")
     t.add_argument("--batch", type=limits.arg("batch"), default=64, help="mini-batch size")

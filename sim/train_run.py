@@ -47,6 +47,11 @@ def check_settings(opts: dict):
     array = ArrayConfig.parse(opts.get("array", "8x8"), opts.get("kmax", 256))
     if backend != "golden" and not get_profile(cfg.profile).datapath:
         raise ValueError("the float32 twin runs on the golden backend only")
+    if backend == "rtl" and not get_profile(cfg.profile).exact:
+        raise ValueError(
+            f"profile {cfg.profile} reproduces NITI's float32 quirks, which no datapath has: "
+            "it runs on the golden and gpu backends only"
+        )
     if backend == "gpu" and get_profile(cfg.profile).method == "nitro-d":
         raise ValueError(
             "profile nitro-d runs on the golden and rtl backends only: its host operations "

@@ -234,9 +234,11 @@ def _train(tmp_path, name, *args):
         ["--model", "mlp-digits", "--dataset", "digits", "--epochs", "2", "--profile", "dfp16"],
         ["--model", "cnn-digits", "--dataset", "digits", "--epochs", "1", "--profile", "niti-ref",
          "--operand-bits", "6"],
+        ["--model", "cnn-digits", "--dataset", "digits", "--epochs", "2", "--profile",
+         "niti-compat"],
     ],
     ids=["mlp-niti", "cnn-niti-ref", "lenet-mnist5k", "mlp-16bit-weights", "mlp-wage", "cnn-wage",
-         "mlp-dfp16", "cnn-niti-ref-op6"],
+         "mlp-dfp16", "cnn-niti-ref-op6", "cnn-niti-compat"],
 )  # fmt: skip
 def test_training_is_bit_exact_with_golden(device, tmp_path, args):
     gold = _train(tmp_path, "golden", *args)
