@@ -22,7 +22,7 @@ from amaranth.lib.wiring import In, Out
 from nitihw.rtl.params import require_int
 from nitihw.rtl.schedule import range_levels
 
-TARGET_BITS = 7  # requantisation keeps 7 magnitude bits
+TARGET_BITS = 7  # requantisation keeps 7 magnitude bits (int8; b - 1 for b-bit operands)
 
 
 def bit_length(m, x, name: str):
@@ -50,6 +50,8 @@ class RangeUnit(wiring.Component):
     ----------
     lanes : elements observed per cycle.
     acc_bits : accumulator width.
+    target_bits : magnitude bits the requantisation keeps (7 for int8 operands; ``b - 1`` for
+        ``b``-bit ones), the ``shift`` output's target.
 
     Members
     -------
@@ -67,7 +69,7 @@ class RangeUnit(wiring.Component):
         Bit-width of everything observed since ``clear`` (a register; final once ``busy`` is
         low).
     shift : Out(range(acc_bits + 1))
-        ``max(bitwidth - 7, 0)``: the requantisation shift.
+        ``max(bitwidth - target_bits, 0)``: the requantisation shift.
     overflow_count : Out(32)
         Number of overflowed elements observed since ``clear`` (saturates at 2^32 - 1).
     max_magnitude : Out(unsigned(acc_bits))
@@ -75,10 +77,11 @@ class RangeUnit(wiring.Component):
         length, e.g. WAGE's ``round(log2 max)``).
     """
 
-    def __init__(self, lanes: int, acc_bits: int = 32):
+    def __init__(self, lanes: int, acc_bits: int = 32, target_bits: int = TARGET_BITS):
         require_int(self, "lanes", lanes, 1, 1024)
         require_int(self, "acc_bits", acc_bits, 2, 48)
-        self._lanes, self._acc_bits = lanes, acc_bits
+        require_int(self, "target_bits", target_bits, 1, TARGET_BITS)
+        self._lanes, self._acc_bits, self._target = lanes, acc_bits, target_bits
         super().__init__(
             {
                 "clear": In(1),
@@ -167,7 +170,7 @@ class RangeUnit(wiring.Component):
         m.d.comb += [
             self.busy.eq(busy),
             self.bitwidth.eq(bw),
-            self.shift.eq(Mux(bw > TARGET_BITS, bw - TARGET_BITS, 0)),
+            self.shift.eq(Mux(bw > self._target, bw - self._target, 0)),
             self.overflow_count.eq(count),
             self.max_magnitude.eq(maxr),
         ]

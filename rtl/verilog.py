@@ -68,7 +68,9 @@ def component_builders(params: dict) -> dict:
             acc_bits=p["acc_bits"],
             guard_bits=p["guard_bits"],
         ),
-        "range_unit": lambda: RangeUnit(p["cols"], p["acc_bits"]),
+        "range_unit": lambda: RangeUnit(
+            p["cols"], p["acc_bits"], rescale_limit(p["op_bits"]).bit_length()
+        ),
         "rescale_lanes": lambda: RescaleLanes(
             p["cols"], p["acc_bits"], rescale_limit(p["op_bits"])
         ),

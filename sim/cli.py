@@ -147,6 +147,7 @@ def cmd_verify(args) -> int:
         out_dir=args.out,
         kmax=args.kmax,
         divide=args.divide,
+        op_bits=args.op_bits,
         scheduler=args.scheduler,
         workers=args.workers,
     )
@@ -473,6 +474,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument(
         "--kmax", type=limits.arg("kmax"), default=32, help="operand buffer depth of the builds"
+    )
+    r.add_argument(
+        "--op-bits",
+        type=limits.arg("op_bits"),
+        default=8,
+        help="operand width of the builds: 2..8 (rescale lanes saturate at +-(2^(b-1) - 1)) "
+        "or 16 (needs --acc-bits of 31 or more)",
     )
     r.add_argument("--waves", action="store_true", help="record waveforms (FST/VCD)")
     r.add_argument(

@@ -223,15 +223,15 @@ def regression_cases(params: dict) -> list[str]:
 
 
 def regression_configs(
-    shapes, acc_bits_list=(32,), kmax: int = 32, divide: bool = False
+    shapes, acc_bits_list=(32,), kmax: int = 32, divide: bool = False, op_bits: int = 8
 ) -> list[dict]:
     """Datapath parameters of the sweep; ``divide`` builds NITRO-D's configuration (32-bit B
-    operands and the divide lanes)."""
+    operands and the divide lanes); ``op_bits`` the operand width of every build."""
     from nitihw.rtl.verilog import datapath_params
 
     wide = {"b_bits": 32, "divide": True} if divide else {}
     return [
-        datapath_params(rows=r, cols=c, acc_bits=a, kmax=kmax, **wide)
+        datapath_params(rows=r, cols=c, op_bits=op_bits, acc_bits=a, kmax=kmax, **wide)
         for (r, c) in shapes
         for a in acc_bits_list
     ]
@@ -261,6 +261,7 @@ def verify(
     divide: bool = False,
     scheduler: str | None = None,
     workers: int | None = None,
+    op_bits: int = 8,
 ) -> list[RunResult]:
     """Sweep shapes x accumulator widths x seeds x simulators; print a pass/fail table.
     ``divide``: NITRO-D builds (32-bit B operands, divide lanes) instead.
@@ -269,7 +270,7 @@ def verify(
     Dask cluster of that many processes) or ``scheduler`` (a running one) each configuration
     is one task, its simulators and seeds in turn (so no two tasks share a build folder), on
     the executor of ``nitihw sweep`` (:mod:`nitihw.sim.sweep.run`)."""
-    configs = regression_configs(shapes, acc_bits_list, kmax, divide)
+    configs = regression_configs(shapes, acc_bits_list, kmax, divide, op_bits)
     if scheduler is None and not workers:
         results = []
         for params in configs:
@@ -372,7 +373,8 @@ def format_table(results: list[RunResult]) -> str:
         secs = sum(s["seconds"] for s in runs)
         rows.append(
             [
-                f"{r.params['rows']}x{r.params['cols']}",
+                f"{r.params['rows']}x{r.params['cols']}"
+                + (f" op{r.params['op_bits']}" if r.params["op_bits"] != 8 else ""),
                 r.params["acc_bits"],
                 r.sim,
                 r.seed,

@@ -97,6 +97,17 @@ def test_verify_prints_a_table_and_passes(tmp_path, capsys):
 
 
 @pytest.mark.skipif(not simulator_available("icarus"), reason="iverilog not installed")
+def test_verify_at_six_bit_operands(tmp_path, capsys):
+    """--op-bits 6: the Datapath's rescale lanes saturate at +-31 and its range unit shifts to
+    5 magnitude bits; the regression checks both against golden."""
+    argv = ["verify", "--shapes", "2x3", "--sims", "icarus", "--seeds", "1", "--acc-bits", "32"]
+    assert main([*argv, "--op-bits", "6", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "2x3 op6" in out and "1 passed, 0 failed" in out
+    assert (tmp_path / "2x3_op6_acc32").is_dir()
+
+
+@pytest.mark.skipif(not simulator_available("icarus"), reason="iverilog not installed")
 def test_verify_on_dask_writes_junit(tmp_path, capsys):
     """The regression matrix on the sweep's executor (an embedded Dask cluster), as JUnit."""
     from xml.etree import ElementTree as ET

@@ -261,11 +261,14 @@ def test_update_lanes_master_weights():
 # ---- range unit ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("acc_bits,lanes", [(8, 4), (32, 4), (32, 1), (32, 3), (16, 5), (32, 16)])
-def test_range_unit_over_tiles(acc_bits, lanes):
-    """Tensors of several tiles, each after a clear: bit-width, shift, overflow count and
-    max |x| once the pipeline is empty, which is exactly range_latency(lanes) cycles after the
-    last observation (busy high until then)."""
+@pytest.mark.parametrize(
+    "acc_bits,lanes,target",
+    [(8, 4, 7), (32, 4, 7), (32, 1, 7), (32, 3, 7), (16, 5, 7), (32, 16, 7), (16, 4, 5)],
+)
+def test_range_unit_over_tiles(acc_bits, lanes, target):
+    """Tensors of several tiles, each after a clear: bit-width, shift (to ``target`` magnitude
+    bits: 5 for 6-bit operands), overflow count and max |x| once the pipeline is empty, which is
+    exactly range_latency(lanes) cycles after the last observation (busy high until then)."""
     rng = np.random.default_rng(acc_bits + lanes)
     lo, hi = -(1 << (acc_bits - 1)), (1 << (acc_bits - 1)) - 1
 
@@ -285,7 +288,7 @@ def test_range_unit_over_tiles(acc_bits, lanes):
         rng.integers(-300, 301, (9, lanes)).clip(lo, hi),
     ]
     flags = [rng.integers(0, 2, t.shape) for t in tensors]
-    dut = RangeUnit(lanes, acc_bits)
+    dut = RangeUnit(lanes, acc_bits, target)
     seen = []
 
     async def tb(ctx):
@@ -318,7 +321,7 @@ def test_range_unit_over_tiles(acc_bits, lanes):
     for t, f, (bw, sh, count, mx, waited) in zip(tensors, flags, seen, strict=True):
         assert bw == bitwidth(t), t
         assert mx == max_abs(t), t
-        assert sh == max(bitwidth(t) - 7, 0)
+        assert sh == max(bitwidth(t) - target, 0)
         assert count == int(f.sum())
         assert waited == range_latency(lanes)
 

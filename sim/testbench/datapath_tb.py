@@ -35,6 +35,8 @@ class DatapathTB:
     def __init__(self, dut):
         self.dut = dut
         self.params = json.loads(os.environ["NITIHW_PARAMS"])
+        # the range unit's shift keeps the operand width's magnitude bits (7 for int8)
+        self.target_bits = rescale_limit(self.params["op_bits"]).bit_length()
         self.seed = int(os.environ.get("NITIHW_SEED", "0"))
         self.rng = np.random.default_rng(self.seed)
         self.acc = Accumulator(self.params["acc_bits"])
@@ -82,7 +84,7 @@ class DatapathTB:
         np.testing.assert_array_equal(acc, wrapped, err_msg=f"GEMM {a.shape} @ {b.shape}")
         np.testing.assert_array_equal(ovf, (exact < self.acc.min) | (exact > self.acc.max))
         assert rng["bitwidth"] == bitwidth(wrapped), (rng, bitwidth(wrapped))
-        assert rng["shift"] == range_shift(bitwidth(wrapped))
+        assert rng["shift"] == range_shift(bitwidth(wrapped), self.target_bits)
         assert rng["overflow_count"] == int(ovf.sum())
         assert rng["max_magnitude"] == max_abs(wrapped)
         return wrapped, rng
@@ -99,7 +101,7 @@ class DatapathTB:
         RANGE_READ, against the golden bit-width and max |x|."""
         rng = await self.drv.feed_tensor(x)
         assert rng["bitwidth"] == bitwidth(x), (rng, bitwidth(x))
-        assert rng["shift"] == range_shift(bitwidth(x))
+        assert rng["shift"] == range_shift(bitwidth(x), self.target_bits)
         assert rng["max_magnitude"] == max_abs(x), (rng, max_abs(x))
         assert rng["overflow_count"] == 0
         return rng
