@@ -31,13 +31,14 @@ def train(tmp_path, name, *args):
         pytest.param(
             "mlp-digits", "3x5", ["--weight-bits", "16", "--mu", "9"], id="mlp-digits-3x5-master"
         ),
-        # narrower operands: the rescale lanes built to saturate at +-31 (+-15), sto loss bits
+        # 6-bit operands: rescale lanes built to saturate at +-31, 6-bit sto loss bits (one
+        # build for both)
         pytest.param("mlp-digits", "4x4", ["--operand-bits", "6"], id="mlp-digits-4x4-op6"),
         pytest.param(
             "cnn-digits",
-            "3x5",
-            ["--operand-bits", "5", "--profile", "niti-ref"],
-            id="cnn-digits-3x5-op5-niti-ref",
+            "4x4",
+            ["--operand-bits", "6", "--profile", "niti-ref"],
+            id="cnn-digits-4x4-op6-niti-ref",
         ),
         # 16-bit operands
         pytest.param("cnn-digits", "4x4", ["--profile", "dfp16"], id="cnn-digits-4x4-dfp16"),
