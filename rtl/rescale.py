@@ -2,9 +2,9 @@
 
 The hardware form of :func:`nitihw.golden.shift_round` (numerics.md §2). Sign-magnitude:
 ``m = |x|``, ``q = m >> s``, ``r = m & (2^s - 1)``, result ``sign(x) * min(q + up, 127)`` with
-``up`` decided by the rounding mode (127, or a narrower operand width's bound:
-``limit``). With ``left`` set the lanes shift left instead (WAGE
-scales small tensors up): ``sign(x) * min(|x| << s, 127)``, exact, so the mode is ignored.
+``up`` decided by the rounding mode (``limit`` instead of 127 for a narrower operand width).
+With ``left`` set the lanes shift left instead (WAGE scales small tensors up):
+``sign(x) * min(|x| << s, 127)``, exact, so the mode is ignored.
 """
 
 from __future__ import annotations
