@@ -7,7 +7,7 @@ A config file (every section optional; defaults in brackets)::
     cols = 8            # [8]  PE columns
     kmax = 256          # [256] operand buffer depth of the datapath
     [precision]
-    operand_bits = 8        # [8]  2..8 or 16 (multiplies narrower than 8 bits priced as int8)
+    operand_bits = 8        # [8]  2..8 or 16
     accumulator_bits = 32   # [32]
     [buffers]              # on-chip SRAM, KiB
     ifmap_kib = 64          # [64]  A operands (activations, errors)
@@ -67,6 +67,11 @@ class EnergyTable:
     pj: dict
 
     def mult(self, bits: int) -> float:
+        """A ``bits`` x ``bits`` multiply: the table's entry for the next width up; below 8
+        bits the int8 entry scaled by ``(bits / 8)^2`` (an array multiplier's partial products,
+        the same area rule as the mixed-width multiply of :mod:`nitihw.sim.estimate`)."""
+        if bits < 8:
+            return self.pj["int8_mult"] * bits * bits / 64
         return (
             self.pj["int8_mult"]
             if bits <= 8

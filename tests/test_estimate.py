@@ -302,3 +302,21 @@ def test_every_model_has_a_default_epoch_size():
     from nitihw.sim.cli import DEFAULT_TRAIN_SAMPLES
 
     assert set(DEFAULT_TRAIN_SAMPLES) == set(MODELS)
+
+
+def test_narrow_operands_scale_the_multiply():
+    """Below 8 bits the multiply is the int8 entry x (bits/8)^2; cycles and traffic stay put
+    (operands still move as bytes)."""
+    from dataclasses import replace
+
+    acc = load_accelerator(None)
+    table = acc.energy
+    assert table.mult(6) == pytest.approx(table.mult(8) * 36 / 64)
+    assert table.mult(2) == pytest.approx(table.mult(8) / 16) and table.mult(8) == 0.2
+    layers = model_workload("lenet", 64)
+    eight = estimate(layers, acc, 64, 64, "lenet")["per_step"]
+    six = estimate(layers, replace(acc, operand_bits=6), 64, 64, "lenet")["per_step"]
+    assert six["total_cycles"] == eight["total_cycles"]
+    assert six["dram_bytes"] == eight["dram_bytes"]
+    per_mac = (eight["energy_mac_pj"] - six["energy_mac_pj"]) / eight["macs"]
+    assert per_mac == pytest.approx(0.2 * 28 / 64)
