@@ -26,6 +26,8 @@ backend) except :func:`loss_2021`, which runs on the host.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from nitihw.golden import loss as _loss
@@ -47,21 +49,18 @@ def float32_round_int(m: int) -> int:
     return q << drop
 
 
+@functools.cache
 def _log2_threshold(j: int) -> int:
     """The largest integer ``X`` whose float32 ``log2`` rounds to ``j`` (not above it): the
     correctly rounded float32 of ``log2 X`` is ``j`` while ``log2 X - j <= ulp(j) / 2``, with
     ``ulp(j) = 2^(floor(log2 j) - 23)``."""
-    from decimal import Decimal, getcontext
+    from decimal import ROUND_FLOOR, Decimal, localcontext
 
-    getcontext().prec = 60
-    half_ulp = Decimal(2) ** (j.bit_length() - 1 - 24)
-    # X <= 2^j * 2^half_ulp; ties are impossible (2^half_ulp is irrational)
-    return int(
-        (Decimal(2) ** j * (Decimal(2) ** half_ulp)).to_integral_value(rounding="ROUND_FLOOR")
-    )
-
-
-_THRESHOLDS = {j: _log2_threshold(j) for j in range(1, 64)}
+    with localcontext() as ctx:  # 60 digits here only, not for the caller's decimals
+        ctx.prec = 60
+        half_ulp = Decimal(2) ** (j.bit_length() - 1 - 24)
+        # X <= 2^j * 2^half_ulp; ties are impossible (2^half_ulp is irrational)
+        return int((Decimal(2) ** j * Decimal(2) ** half_ulp).to_integral_value(ROUND_FLOOR))
 
 
 def float32_bitwidth(m: int) -> int:
@@ -81,7 +80,7 @@ def float32_bitwidth(m: int) -> int:
         return 0
     x = float32_round_int(m)
     j = x.bit_length() - 1  # 2^j <= x < 2^(j+1)
-    if x == 1 << j or x <= _THRESHOLDS.get(j, 0):
+    if x == 1 << j or x <= _log2_threshold(j):
         return j
     return j + 1
 

@@ -334,10 +334,9 @@ class Datapath(wiring.Component):
             acc_bits=self._acc_bits,
             guard_bits=self._guard_bits,
         )
-        m.submodules.range_unit = rng = RangeUnit(
-            C, self._acc_bits, rescale_limit(self._op_bits).bit_length()
-        )
-        m.submodules.rescale = rs = RescaleLanes(C, self._acc_bits, rescale_limit(self._op_bits))
+        limit = rescale_limit(self._op_bits)  # the operand width's bound (127 for int8)
+        m.submodules.range_unit = rng = RangeUnit(C, self._acc_bits, limit.bit_length())
+        m.submodules.rescale = rs = RescaleLanes(C, self._acc_bits, limit)
         m.submodules.update8 = up8 = UpdateLanes(C, master=False)
         m.submodules.update16 = up16 = UpdateLanes(C, master=True)
         dv = None

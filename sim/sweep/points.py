@@ -132,7 +132,6 @@ def train_point(point: dict, settings: dict) -> dict:
         acc_bits=point["accumulator_bits"],
         overflow=t["overflow"],
     )
-    cfg.validate()
     backend = NumpyBackend(cfg.acc_bits, cfg.overflow, threads=1)
     r = train(cfg, _dataset(t["dataset"]), backend)
     return {
