@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from nitihw.golden import kernels, rounding
+from nitihw.golden import int8_gemm, kernels, rounding
 from nitihw.golden import loss as _loss
 from nitihw.golden.gemm import Accumulator, exact_matmul_range
 from nitihw.golden.parallel import (
@@ -508,8 +508,10 @@ class NumpyBackend(ArrayHostOps, Backend):
         cout, k = weight.shape[0], weight.shape[1]
         win = self.windows(x, k, pad)
         ho, wo = win.shape[1:3]
+        # int8 rows for the int8 GEMM where it applies, else float32 rows for BLAS
+        dtype = np.int8 if self._int8(x, weight, k * k * c) else np.float32
         if k * c >= wo:  # window rows are the long runs
-            cols = np.empty((b, ho, wo, k, k, c), np.float32)
+            cols = np.empty((b, ho, wo, k, k, c), dtype)
 
             def images(lo, hi):
                 cols[lo:hi] = win[lo:hi]
@@ -517,7 +519,7 @@ class NumpyBackend(ArrayHostOps, Backend):
             self.workers.run(images, self.workers.spans(b, max(1, MIN_ELEMENTS // cols[0].size)))
             cols = cols.reshape(b * ho * wo, k * k * c)
         else:  # image rows are: one (C, B, Ho, Wo) block per tap, the matrix is its transpose
-            taps = np.empty((k, k, c, b, ho, wo), np.float32)
+            taps = np.empty((k, k, c, b, ho, wo), dtype)
 
             def tap_rows(lo, hi):
                 for t in range(lo, hi):
@@ -527,8 +529,13 @@ class NumpyBackend(ArrayHostOps, Backend):
             self.workers.run(tap_rows, self.workers.spans(k * k, 1))
             cols = taps.reshape(k * k * c, b * ho * wo).T
         self._remember_magnitude(cols, rounding.max_abs(x))
-        acc = self.gemm(cols, weight.reshape(cout, -1).T.astype(np.float32), tag)
+        acc = self.gemm(cols, weight.reshape(cout, -1).T.astype(dtype, copy=False), tag)
         return cols, acc, (b, ho, wo, cout)
+
+    @staticmethod
+    def _int8(x, weight, k: int) -> bool:
+        """Whether a product of ``x`` and ``weight`` over ``k`` terms takes the int8 GEMM."""
+        return x.dtype == weight.dtype == np.int8 and k <= int8_gemm.MAX_K and int8_gemm.available()
 
     def _remember_magnitude(self, x, m: int) -> None:
         """Note ``max|x|`` of an operand built here (the last few are kept)."""
@@ -549,7 +556,8 @@ class NumpyBackend(ArrayHostOps, Backend):
         _, k, _, cin = weight.shape
         product = rounding.max_abs(err) * rounding.max_abs(weight)
         bound = k * k * cout * product
-        if not self._direct() or err.size == 0 or cout * product >= 2**24 or bound >= 2**53:
+        exact_taps = self._int8(err, weight, cout) or cout * product < 2**24
+        if not self._direct() or err.size == 0 or not exact_taps or bound >= 2**53:
             return super().conv_error(err, weight, pad, tag)
         h, w = ho - 2 * pad + k - 1, wo - 2 * pad + k - 1
         shape = (b * h * w, k * k * cout, cin)
@@ -564,7 +572,9 @@ class NumpyBackend(ArrayHostOps, Backend):
         spans = self.workers.spans(b, max(1, MIN_MACS // per_image))
         col2im = kernels.col2im_kernel()
         if col2im is not None:  # one GEMM for every tap, then one gathering pass
-            taps = weight.reshape(cout, k * k * cin).astype(np.float32)
+            int8 = self._int8(err, weight, cout)  # the products in int32, else float32
+            taps = weight.reshape(cout, k * k * cin)
+            taps = taps if int8 else taps.astype(np.float32)
             rows = err.reshape(b, ho * wo, cout)
 
             # a few images at a time, so that their products (B x Ho x Wo x k*k*C_in floats)
@@ -575,7 +585,11 @@ class NumpyBackend(ArrayHostOps, Backend):
                 lo_hi = []
                 for i in range(lo, hi, step):
                     j = min(i + step, hi)
-                    p = rows[i:j].reshape(-1, cout).astype(np.float32) @ taps
+                    e = rows[i:j].reshape(-1, cout)
+                    if int8:
+                        p = int8_gemm.matmul_range(e, taps)[0]
+                    else:
+                        p = e.astype(np.float32) @ taps
                     lo_hi.append(col2im(p.reshape(j - i, ho, wo, k, k, cin), pad, out[i:j]))
                 return min(r[0] for r in lo_hi), max(r[1] for r in lo_hi)
 

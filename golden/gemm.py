@@ -3,7 +3,9 @@
 A float matrix product of integers is exact while every partial sum is an integer the float
 format holds exactly: ``K * max|a| * max|b| < 2^24`` for float32, ``< 2^53`` for float64. Behind
 that bound check, BLAS is a fast exact integer GEMM (float32 over K-chunks short enough to stay
-exact, summed in float64); past it, int64 (then Python ints) take over.
+exact, summed in float64); past it, int64 (then Python ints) take over. Faster still, where the
+CPU has AVX-512 VNNI: int8 operands go to the compiled int8 GEMM (golden/int8_gemm.py), exact
+in int32 for ``K <= 131071``.
 All paths give the same integers; the tests force each path and compare.
 """
 
@@ -13,10 +15,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from nitihw.golden import int8_gemm
 from nitihw.golden.parallel import MIN_MACS, Workers
 from nitihw.golden.rounding import max_abs
 
-GEMM_METHODS = ("auto", "float32", "float64", "int64", "object")
+GEMM_METHODS = ("auto", "int8", "float32", "float64", "int64", "object")
+#: the paths :func:`choose_method` picks by the bound alone (``int8`` also needs int8 operands)
+BOUND_METHODS = GEMM_METHODS[2:]
 
 
 def choose_method(bound: int, product_bound: int | None = None) -> str:
@@ -91,13 +96,18 @@ def exact_matmul_range(a, b, method: str = "auto", workers=None, magnitudes=(Non
     for x in (a, b):
         if x.dtype.kind not in "iuf":
             raise TypeError(f"exact_matmul needs integer operands, got dtype {x.dtype}")
+    if method == "int8" or (method == "auto" and a.size * b.shape[1] >= int8_gemm.MIN_INT8_MACS):
+        if int8_gemm.applies(a, b):
+            return int8_gemm.matmul_range(a, b, workers)
+        if method == "int8":
+            int8_gemm.matmul_range(a, b)  # raises, saying why not
     ma, mb = (max_abs(x) if m is None else m for x, m in zip((a, b), magnitudes, strict=True))
     product_bound = ma * mb
     bound = a.shape[1] * product_bound
     best = choose_method(bound, product_bound)
     if method == "auto":
         method = best
-    elif GEMM_METHODS.index(method) < GEMM_METHODS.index(best):
+    elif BOUND_METHODS.index(method) < BOUND_METHODS.index(best):
         raise ValueError(f"GEMM bound {bound} is too large for the exact {method} path")
     out_type = np.int32 if bound < 2**31 else np.int64
     if method in ("float32", "float64"):
@@ -121,15 +131,18 @@ def exact_matmul(a: np.ndarray, b: np.ndarray, method: str = "auto", workers=Non
     ``a`` is (M, K), ``b`` is (K, N), both integer arrays (or float arrays holding integers).
     ``method`` forces a path:
 
+    - ``int8``: the compiled int8 GEMM (needs int8 operands, ``K <= 131071`` and AVX-512 VNNI;
+      see :mod:`nitihw.golden.int8_gemm`);
     - ``float32``: float32 BLAS over K-chunks each below 2^24, chunks summed in float64
       (needs ``max|a| * max|b| < 2^24`` and ``K * max|a| * max|b| < 2^53``);
     - ``float64``: float64 BLAS (needs ``K * max|a| * max|b| < 2^53``);
     - ``int64``: NumPy's integer matmul (needs the bound below 2^63);
     - ``object``: Python integers, any size.
 
-    ``auto`` picks the cheapest exact one. Forcing a path whose bound does not hold raises
-    ``ValueError`` rather than return a rounded result. Results outside int64 raise
-    ``OverflowError``. The result is int32 when the bound guarantees it fits, else int64.
+    ``auto`` picks the cheapest exact one (the int8 GEMM wherever it applies). Forcing a path
+    whose bound does not hold raises ``ValueError`` rather than return a rounded result.
+    Results outside int64 raise ``OverflowError``. The result is int32 when the bound
+    guarantees it fits, else int64.
     ``workers`` (a :class:`~nitihw.golden.parallel.Workers`) spreads a large float GEMM over
     threads; the result is the same integers whatever their number.
     """

@@ -1,12 +1,14 @@
-"""The golden model's fast routes give the datapath's bits: direct convolutions (float32 im2col
-rows, col2im backward error) against the lowered GEMMs, and any thread count against one."""
+"""The golden model's fast routes give the datapath's bits: direct convolutions (int8 or float32
+im2col rows, col2im backward error) against the lowered GEMMs, and any thread count against
+one."""
 
+import contextlib
 import dataclasses
 
 import numpy as np
 import pytest
 
-from nitihw.golden import NumpyBackend, OpTag, exact_matmul
+from nitihw.golden import NumpyBackend, OpTag, exact_matmul, int8_gemm
 from nitihw.golden.backend import AccumulatorOverflowError
 from nitihw.golden.datasets import load_dataset
 from nitihw.golden.parallel import Workers, check_threads
@@ -26,6 +28,23 @@ def _pair(acc_bits=32, overflow="error", threads=2):
     return fast, slow
 
 
+#: the GEMM engines the golden model's own routes may take: the int8 GEMM (where this CPU has
+#: AVX-512 VNNI) and float32 BLAS
+ENGINES = [
+    pytest.param(
+        "int8",
+        marks=pytest.mark.skipif(
+            not int8_gemm.available(), reason=f"int8 GEMM: {int8_gemm.status()}"
+        ),
+    ),
+    "float32",
+]
+
+
+def _engine(name):
+    return contextlib.nullcontext() if name == "int8" else int8_gemm.turned_off()
+
+
 def _same_trace(a, b):
     assert [(e.op, e.tag, e.shape) for e in a.trace] == [(e.op, e.tag, e.shape) for e in b.trace]
 
@@ -40,48 +59,67 @@ def _same_trace(a, b):
         ((1, 5, 5, 4), 2, 1, 0, 90),
     ],
 )
-def test_direct_convs_equal_lowered(shape, cout, k, pad, lim):
+@pytest.mark.parametrize("engine", ENGINES)
+def test_direct_convs_equal_lowered(engine, shape, cout, k, pad, lim):
     rng = np.random.default_rng(k * 10 + pad + shape[0])
     x = rng.integers(-lim, lim + 1, shape).astype(np.int8)
     w = rng.integers(-127, 128, (cout, k, k, shape[3])).astype(np.int8)
     fast, slow = _pair()
+    with int8_gemm.turned_off():  # the reference: lowered GEMMs on float32 BLAS
+        cols_s, acc_s, sh_s = slow.conv(x, w, pad, TAG)
+    with _engine(engine):
+        _check_direct_convs(fast, slow, x, w, pad, lim, rng, (cols_s, acc_s, sh_s))
+
+
+def _check_direct_convs(fast, slow, x, w, pad, lim, rng, lowered):
+    cout = w.shape[0]
+    cols_s, acc_s, sh_s = lowered
     cols_f, acc_f, sh_f = fast.conv(x, w, pad, TAG)
-    cols_s, acc_s, sh_s = slow.conv(x, w, pad, TAG)
-    assert cols_f.dtype == np.float32 and cols_s.dtype == np.int8
+    assert cols_f.dtype == (np.int8 if int8_gemm.available() else np.float32)
+    assert cols_s.dtype == np.int8
     np.testing.assert_array_equal(cols_f, cols_s)
     np.testing.assert_array_equal(acc_f, acc_s)
     assert acc_f.dtype == acc_s.dtype and sh_f == sh_s
     err = rng.integers(-lim, lim + 1, sh_f).astype(np.int8)
     e_f = fast.conv_error(err, w, pad, TAG)
-    e_s = slow.conv_error(err, w, pad, TAG)
+    with int8_gemm.turned_off():
+        e_s = slow.conv_error(err, w, pad, TAG)
     np.testing.assert_array_equal(e_f, e_s)
     assert e_f.dtype == e_s.dtype
     assert fast.bitwidth(e_f, TAG) == slow.bitwidth(e_s, TAG)
     g_f = fast.gemm(err.reshape(-1, cout).T, cols_f, TAG)
-    np.testing.assert_array_equal(g_f, slow.gemm(err.reshape(-1, cout).T, cols_s, TAG))
+    with int8_gemm.turned_off():
+        g_s = slow.gemm(err.reshape(-1, cout).T, cols_s, TAG)
+    np.testing.assert_array_equal(g_f, g_s)
     _same_trace(fast, slow)
 
 
-def test_direct_conv_error_overflow_policy():
+@pytest.mark.parametrize("engine", ENGINES)
+def test_direct_conv_error_overflow_policy(engine):
     """A 16-bit accumulator overflows in the col2im route exactly as in the lowered GEMM."""
     rng = np.random.default_rng(3)
     err = rng.integers(100, 128, (2, 6, 6, 8)).astype(np.int8)
     w = rng.integers(100, 128, (8, 3, 3, 2)).astype(np.int8)
     fast, slow = _pair(16, "wrap")
-    np.testing.assert_array_equal(fast.conv_error(err, w, 1, TAG), slow.conv_error(err, w, 1, TAG))
-    assert fast.overflow_events == slow.overflow_events > 0
-    with pytest.raises(AccumulatorOverflowError):
-        NumpyBackend(16).conv_error(err, w, 1, TAG)
+    with int8_gemm.turned_off():
+        want = slow.conv_error(err, w, 1, TAG)
+    with _engine(engine):
+        np.testing.assert_array_equal(fast.conv_error(err, w, 1, TAG), want)
+        assert fast.overflow_events == slow.overflow_events > 0
+        with pytest.raises(AccumulatorOverflowError):
+            NumpyBackend(16).conv_error(err, w, 1, TAG)
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("threads", [2, 3])
 @pytest.mark.parametrize("m,k,n,lim", [(700, 300, 40, 127), (30, 5000, 20, 127), (90, 90, 9, 3)])
-def test_threaded_gemm_equals_one_thread(threads, m, k, n, lim):
+def test_threaded_gemm_equals_one_thread(engine, threads, m, k, n, lim):
     rng = np.random.default_rng(m + k)
     a = rng.integers(-lim, lim + 1, (m, k)).astype(np.int8)
     b = rng.integers(-lim, lim + 1, (k, n)).astype(np.int8)
     want = exact_matmul(a, b, "int64")
-    got = exact_matmul(a, b, workers=Workers(threads))
+    with _engine(engine):
+        got = exact_matmul(a, b, workers=Workers(threads))
     np.testing.assert_array_equal(got, want)
 
 
@@ -107,11 +145,16 @@ def test_training_bits_do_not_depend_on_threads(profile):
     data = dataclasses.replace(data, test_x=data.test_x[:64], test_y=data.test_y[:64])
     cfg = dict(model="lenet", dataset="mnist5k", profile=profile, epochs=9, batch=64)
     hashes = set()
+    overflow = "wrap" if profile == "nitro-d" else "error"
     for threads in (1, 2, 3):
-        be = NumpyBackend(overflow="wrap" if profile == "nitro-d" else "error", threads=threads)
+        be = NumpyBackend(overflow=overflow, threads=threads)
         hashes.add(train(TrainConfig(**cfg, steps=2), data, be)["weights_sha256"])
-    lowered = Lowered(overflow="wrap" if profile == "nitro-d" else "error", threads=1)
-    hashes.add(train(TrainConfig(**cfg, steps=2), data, lowered)["weights_sha256"])
+    with int8_gemm.turned_off():  # the float32 BLAS routes, direct and lowered
+        for be in (
+            NumpyBackend(overflow=overflow, threads=2),
+            Lowered(overflow=overflow, threads=1),
+        ):
+            hashes.add(train(TrainConfig(**cfg, steps=2), data, be)["weights_sha256"])
     assert len(hashes) == 1
 
 

@@ -1,0 +1,162 @@
+"""The compiled int8 GEMM (golden/int8_gemm.c) against NumPy's int64 matmul, element by element:
+every kernel (panel widths 1-4, direct and flipped), every padding case (K, N and M tails),
+operand layouts, the int32 extremes, thread splits; and the golden model's fallbacks when it is
+not available."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from nitihw.golden import exact_matmul, int8_gemm
+from nitihw.golden.gemm import exact_matmul_range
+from nitihw.golden.parallel import Workers
+
+needs_int8 = pytest.mark.skipif(
+    not int8_gemm.available(), reason=f"int8 GEMM: {int8_gemm.status()}"
+)
+
+PLANS = [(flip, nv) for flip in (False, True) for nv in (1, 2, 3, 4)]
+
+
+def _want(a, b):
+    out = a.astype(np.int64) @ b.astype(np.int64)
+    return out, (int(out.min()), int(out.max())) if out.size else (0, 0)
+
+
+def _check(a, b, **kw):
+    got, lo, hi = int8_gemm.matmul_range(a, b, **kw)
+    want, (wlo, whi) = _want(a, b)
+    assert got.dtype == np.int32 and got.flags.c_contiguous and got.shape == want.shape
+    np.testing.assert_array_equal(got, want)
+    assert (lo, hi) == (wlo, whi)
+
+
+@needs_int8
+@pytest.mark.parametrize("plan", PLANS)
+@pytest.mark.parametrize(
+    "m,k,n",
+    [(1, 1, 1), (5, 3, 7), (17, 4, 16), (16, 5, 17), (33, 6, 48), (49, 7, 65), (6, 257, 100)],
+)
+def test_every_kernel_and_padding(plan, m, k, n):
+    rng = np.random.default_rng(m * 1000 + k * 10 + n)
+    a = rng.integers(-128, 128, (m, k)).astype(np.int8)
+    b = rng.integers(-128, 128, (k, n)).astype(np.int8)
+    _check(a, b, plan=plan)
+
+
+@needs_int8
+@pytest.mark.parametrize("plan", PLANS)
+def test_operand_layouts(plan):
+    """C order, Fortran order, transposed views, slices with gaps and reversed axes."""
+    rng = np.random.default_rng(7)
+    big_a = rng.integers(-128, 128, (40, 90)).astype(np.int8)
+    big_b = rng.integers(-128, 128, (90, 60)).astype(np.int8)
+    layouts_a = [big_a[:37, :41], np.asfortranarray(big_a[:37, :41]), big_a[1:38:1, ::2][:, :41]]
+    layouts_a.append(big_a[::-1][:37, :41])
+    layouts_b = [big_b[:41, :50], np.asfortranarray(big_b[:41, :50]), big_b[::2, ::-1][:41, :50]]
+    layouts_b.append(np.ascontiguousarray(big_b[:50, :41].T))
+    for a in layouts_a:
+        for b in layouts_b:
+            _check(a, b, plan=plan)
+
+
+@needs_int8
+@pytest.mark.parametrize("plan", [(False, 1), (True, 4)])
+def test_int32_extremes(plan):
+    """The longest K whose sums all fit int32 (MAX_K), with -128 and 127 everywhere: the offset
+    of the unsigned operand wraps the int32 lanes on the way, the result must not."""
+    k = int8_gemm.MAX_K
+    a = np.full((3, k), -128, np.int8)
+    a[1] = 127
+    a[2, ::2] = -128
+    a[2, 1::2] = 127
+    b = np.full((k, 3), -128, np.int8)
+    b[:, 1] = 127
+    b[::3, 2] = 0
+    _check(a, b, plan=plan)
+    got = int8_gemm.matmul_range(a, b, plan=plan)[0]
+    assert got[0, 0] == k * 128 * 128 and got[0, 0] < 2**31
+
+
+@needs_int8
+def test_zero_sizes():
+    for m, k, n in [(0, 5, 3), (4, 0, 3), (4, 5, 0)]:
+        got, lo, hi = int8_gemm.matmul_range(np.ones((m, k), np.int8), np.ones((k, n), np.int8))
+        assert got.shape == (m, n) and not got.any() and (lo, hi) == (0, 0)
+
+
+@needs_int8
+@pytest.mark.parametrize("threads", [2, 3])
+@pytest.mark.parametrize("m,k,n", [(4096, 50, 500), (50, 4096, 500), (20, 25, 9000)])
+def test_row_blocks_over_workers(threads, m, k, n):
+    rng = np.random.default_rng(threads + m)
+    a = rng.integers(-128, 128, (m, k)).astype(np.int8)
+    b = rng.integers(-128, 128, (k, n)).astype(np.int8)
+    _check(a, b, workers=Workers(threads))
+
+
+@needs_int8
+def test_exact_matmul_takes_it_and_can_be_forced():
+    rng = np.random.default_rng(2)
+    a = rng.integers(-128, 128, (64, 300)).astype(np.int8)
+    b = rng.integers(-128, 128, (300, 70)).astype(np.int8)
+    want = a.astype(np.int64) @ b
+    for method in ("auto", "int8"):
+        out, lo, hi = exact_matmul_range(a, b, method)
+        np.testing.assert_array_equal(out, want)
+        assert out.dtype == np.int32 and (lo, hi) == (want.min(), want.max())
+    with int8_gemm.turned_off():
+        assert not int8_gemm.available() and "turned off" in int8_gemm.status()
+        np.testing.assert_array_equal(exact_matmul(a, b), want)  # float32 BLAS
+        with pytest.raises(ValueError, match="turned off"):
+            exact_matmul(a, b, "int8")
+    assert int8_gemm.available()
+
+
+def test_int8_needs_int8_operands_and_short_k():
+    a16 = np.ones((4, 8), np.int16)
+    with pytest.raises(ValueError, match="int8 operands"):
+        exact_matmul(a16, np.ones((8, 2), np.int8), "int8")
+    # past MAX_K the int32 result is not guaranteed: auto takes an exact float route
+    k = int8_gemm.MAX_K + 1
+    a = np.full((1, k), -128, np.int8)
+    out = exact_matmul(a, np.full((k, 1), -128, np.int8))
+    assert out.dtype == np.int64 and out[0, 0] == k * 128 * 128
+
+
+def _fresh_status(env) -> str:
+    code = "from nitihw.golden import int8_gemm; print(int8_gemm.status())"
+    done = subprocess.run(
+        [sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_turned_off_by_environment():
+    assert _fresh_status({"NITIHW_KERNELS": "numpy"}) == "turned off (NITIHW_KERNELS=numpy)"
+
+
+@needs_int8
+def test_a_failing_compiler_falls_back(tmp_path):
+    """A compiler that fails leaves the golden model on its float routes, saying why."""
+    cc = tmp_path / "broken-cc"
+    cc.write_text("#!/bin/sh\necho 'broken-cc 1.0'\n[ \"$1\" = --version ] && exit 0\nexit 1\n")
+    cc.chmod(0o755)
+    status = _fresh_status({"CC": str(cc), "NITIHW_CACHE_DIR": str(tmp_path / "cache")})
+    assert status.startswith("could not build it:") and "broken-cc failed" in status
+    assert not list((tmp_path / "cache").glob("*.so"))  # nothing half-written left behind
+
+
+@needs_int8
+def test_compiled_once_into_the_cache(tmp_path):
+    env = {"NITIHW_CACHE_DIR": str(tmp_path)}
+    assert _fresh_status(env) == "in use"
+    built = list(tmp_path.glob("int8_gemm-*.so"))
+    assert len(built) == 1
+    stamp = built[0].stat().st_mtime_ns
+    assert _fresh_status(env) == "in use"
+    assert built[0].stat().st_mtime_ns == stamp and len(list(tmp_path.iterdir())) == 1
