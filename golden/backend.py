@@ -547,20 +547,25 @@ class NumpyBackend(ArrayHostOps, Backend):
 
     def conv_error(self, err, weight, pad: int, tag: OpTag):
         """:meth:`Backend.conv_error` as a col2im: ``err @ W`` for every kernel tap (one row per
-        output position, K = C_out, exact in float32 while ``C_out * max|err| * max|W| <
-        2^24``), each tap's block then added into the input position it lands on (the compiled
-        gathering pass sums in float64; the NumPy route adds per tap in float32 while every
+        output position, K = C_out), each tap's block then added into the input position it
+        lands on. Half the multiply-adds of the lowered GEMM, whose rows are mostly padding.
+        With the int8 GEMM, both passes are compiled (:func:`~nitihw.golden.int8_gemm.
+        conv_error_range`, int32 sums, exact for ``k * k * C_out <= MAX_K``); else the products
+        are float32 (exact while ``C_out * max|err| * max|W| < 2^24``) and the compiled
+        gathering pass sums in float64 (the NumPy route adds per tap in float32 while every
         partial sum stays below 2^24, else float64). Sums of 2^53 or more take the lowered
-        GEMM. Half the multiply-adds of the lowered GEMM, whose rows are mostly padding."""
+        GEMM."""
         b, ho, wo, cout = err.shape
         _, k, _, cin = weight.shape
-        product = rounding.max_abs(err) * rounding.max_abs(weight)
-        bound = k * k * cout * product
-        exact_taps = self._int8(err, weight, cout) or cout * product < 2**24
-        if not self._direct() or err.size == 0 or not exact_taps or bound >= 2**53:
-            return super().conv_error(err, weight, pad, tag)
         h, w = ho - 2 * pad + k - 1, wo - 2 * pad + k - 1
         shape = (b * h * w, k * k * cout, cin)
+        if self._direct() and err.size and self._int8(err, weight, k * k * cout):
+            done = int8_gemm.conv_error_range(err, weight, pad, self.workers)
+            return self._gemm_done(tag, shape, lambda: self._drain(*done))
+        product = rounding.max_abs(err) * rounding.max_abs(weight)
+        bound = k * k * cout * product
+        if not self._direct() or err.size == 0 or cout * product >= 2**24 or bound >= 2**53:
+            return super().conv_error(err, weight, pad, tag)
         return self._gemm_done(tag, shape, lambda: self._col2im_error(err, weight, pad, bound))
 
     def _col2im_error(self, err, weight, pad: int, bound: int):
@@ -572,9 +577,7 @@ class NumpyBackend(ArrayHostOps, Backend):
         spans = self.workers.spans(b, max(1, MIN_MACS // per_image))
         col2im = kernels.col2im_kernel()
         if col2im is not None:  # one GEMM for every tap, then one gathering pass
-            int8 = self._int8(err, weight, cout)  # the products in int32, else float32
-            taps = weight.reshape(cout, k * k * cin)
-            taps = taps if int8 else taps.astype(np.float32)
+            taps = weight.reshape(cout, k * k * cin).astype(np.float32)
             rows = err.reshape(b, ho * wo, cout)
 
             # a few images at a time, so that their products (B x Ho x Wo x k*k*C_in floats)
@@ -585,11 +588,7 @@ class NumpyBackend(ArrayHostOps, Backend):
                 lo_hi = []
                 for i in range(lo, hi, step):
                     j = min(i + step, hi)
-                    e = rows[i:j].reshape(-1, cout)
-                    if int8:
-                        p = int8_gemm.matmul_range(e, taps)[0]
-                    else:
-                        p = e.astype(np.float32) @ taps
+                    p = rows[i:j].reshape(-1, cout).astype(np.float32) @ taps
                     lo_hi.append(col2im(p.reshape(j - i, ho, wo, k, k, cin), pad, out[i:j]))
                 return min(r[0] for r in lo_hi), max(r[1] for r in lo_hi)
 

@@ -240,3 +240,61 @@ int nitihw_int8_gemm(int64_t m_n, int64_t n_n, int64_t k_n, int nv, const int8_t
     minmax[1] = _mm512_reduce_max_epi32(hi);
     return 0;
 }
+
+/* The backward error of a stride-1 convolution, a few images at a time: the products of every
+   output position's error with every kernel tap (one GEMM, K = C_out, into `p`: per image
+   Ho*Wo x k*k*C_in int32), then each input position's sum of the taps that land on it.
+   err: NHWC int8 (B, Ho, Wo, C_out), contiguous; taps packed by nitihw_int8_pack_b from the
+   (C_out, k*k*C_in) weights; out: NHWC int32 (B, H, W, C_in), H = Ho - 2*pad + k - 1.
+   `block` images per GEMM (their products stay in cache for the gathering pass). Returns 0,
+   or -1 when no memory could be had. */
+int nitihw_int8_conv_error(int64_t b_n, int64_t ho, int64_t wo, int64_t cout, int64_t k,
+                           int64_t cin, int64_t pad, const int8_t *err, int nv,
+                           const int8_t *taps, const int32_t *corr, int64_t block, int32_t *out,
+                           int32_t *minmax) {
+    const int64_t h = ho - 2 * pad + k - 1, w = wo - 2 * pad + k - 1, kkc = k * k * cin;
+    int32_t *p = (int32_t *)malloc(sizeof(int32_t) * block * ho * wo * kkc);
+    if (p == NULL) return -1;
+    __m512i lo = _mm512_set1_epi32(INT32_MAX), hi = _mm512_set1_epi32(INT32_MIN);
+    for (int64_t b0 = 0; b0 < b_n; b0 += block) {
+        const int64_t nb = b_n - b0 < block ? b_n - b0 : block;
+        int32_t mm[2];
+        if (nitihw_int8_gemm(nb * ho * wo, kkc, cout, nv, err + b0 * ho * wo * cout, cout, 1,
+                             taps, corr, p, kkc, 1, mm) != 0) {
+            free(p);
+            return -1;
+        }
+        for (int64_t b = 0; b < nb; b++) {
+            const int32_t *pb = p + b * ho * wo * kkc;
+            for (int64_t y = 0; y < h; y++) {
+                const int64_t kh0 = y + pad - ho + 1 > 0 ? y + pad - ho + 1 : 0;
+                const int64_t kh1 = y + pad + 1 < k ? y + pad + 1 : k;
+                for (int64_t x = 0; x < w; x++) {
+                    const int64_t kw0 = x + pad - wo + 1 > 0 ? x + pad - wo + 1 : 0;
+                    const int64_t kw1 = x + pad + 1 < k ? x + pad + 1 : k;
+                    int32_t *dst = out + (((b0 + b) * h + y) * w + x) * cin;
+                    for (int64_t c0 = 0; c0 < cin; c0 += 16) {
+                        const __mmask16 keep = first_lanes(cin - c0);
+                        __m512i acc = _mm512_setzero_si512();
+                        for (int64_t kh = kh0; kh < kh1; kh++) {
+                            const int64_t oy = y + pad - kh;
+                            for (int64_t kw = kw0; kw < kw1; kw++) {
+                                const int64_t ox = x + pad - kw;
+                                const int32_t *src =
+                                    pb + (oy * wo + ox) * kkc + (kh * k + kw) * cin + c0;
+                                acc = _mm512_add_epi32(acc, _mm512_maskz_loadu_epi32(keep, src));
+                            }
+                        }
+                        lo = _mm512_mask_min_epi32(lo, keep, lo, acc);
+                        hi = _mm512_mask_max_epi32(hi, keep, hi, acc);
+                        _mm512_mask_storeu_epi32(dst + c0, keep, acc);
+                    }
+                }
+            }
+        }
+    }
+    free(p);
+    minmax[0] = _mm512_reduce_min_epi32(lo);
+    minmax[1] = _mm512_reduce_max_epi32(hi);
+    return 0;
+}

@@ -146,6 +146,8 @@ def _declare(lib) -> None:
     lib.nitihw_int8_gemm.argtypes = [i64, i64, i64, cint, ptr, i64, i64, ptr, ptr, ptr, i64, i64]
     lib.nitihw_int8_gemm.argtypes += [ptr]
     lib.nitihw_int8_gemm.restype = cint
+    lib.nitihw_int8_conv_error.argtypes = [i64] * 7 + [ptr, cint, ptr, ptr, i64, ptr, ptr]
+    lib.nitihw_int8_conv_error.restype = cint
 
 
 def available() -> bool:
@@ -208,6 +210,65 @@ def _plan(m: int, k: int, n: int, sa: tuple, sb: tuple) -> tuple[float, int]:
     return best
 
 
+def _packed(b: np.ndarray, nv: int) -> tuple:
+    """``(packed, corr)``: ``b`` (K x N) in panels of ``16 * nv`` columns, and its column sums
+    times 128."""
+    k, n = b.shape
+    k4, nr = -(-k // 4), 16 * nv
+    panels = -(-n // nr)
+    packed = np.empty(panels * k4 * nr * 4, np.int8)
+    corr = np.empty(panels * nr, np.int32)
+    sbk, sbn = _strides(b)
+    _load().nitihw_int8_pack_b(
+        k, n, nv, b.ctypes.data, sbk, sbn, packed.ctypes.data, corr.ctypes.data
+    )
+    return packed, corr
+
+
+def conv_error_range(err, weight, pad: int, workers: Workers | None = None, block_bytes=1 << 19):
+    """The backward error of a stride-1 convolution, ``(out, min, max)``: NHWC int8 ``err``
+    (B, Ho, Wo, C_out) and int8 weights (C_out, k, k, C_in) give the int32 sums (B*H*W, C_in)
+    of the full convolution with the flipped kernel. One GEMM of the error with every kernel
+    tap (K = C_out) a few images at a time (their products, ``block_bytes`` at most, stay in
+    cache), then each input position's sum of the taps landing on it; the images are split
+    over ``workers``. Needs int8 operands, the library, and ``C_out <= MAX_K``; the caller
+    makes sure the sums fit int32."""
+    b, ho, wo, cout = err.shape
+    _, k, _, cin = weight.shape
+    rows = np.ascontiguousarray(err).reshape(-1, cout)
+    taps = np.ascontiguousarray(weight).reshape(cout, k * k * cin)
+    if not applies(rows, taps):
+        raise ValueError(
+            f"the int8 conv error needs int8 operands, C_out <= {MAX_K} and the library "
+            f"({status()}); got {err.dtype} {err.shape} and {weight.dtype} {weight.shape}"
+        )
+    h, w = ho - 2 * pad + k - 1, wo - 2 * pad + k - 1
+    out = np.empty((b * h * w, cin), np.int32)
+    if out.size == 0 or cout == 0:
+        out[...] = 0
+        return out, 0, 0
+    nv = _plan(b * ho * wo, cout, k * k * cin, (cout, 1), (k * k * cin, 1))[1]
+    packed, corr = _packed(taps, nv)
+    lib = _load()
+    block = max(1, block_bytes // (4 * ho * wo * k * k * cin))
+
+    def images(lo, hi):
+        mm = np.empty(2, np.int32)
+        rc = lib.nitihw_int8_conv_error(
+            hi - lo, ho, wo, cout, k, cin, pad, rows[lo * ho * wo :].ctypes.data, nv,
+            packed.ctypes.data, corr.ctypes.data, block, out[lo * h * w :].ctypes.data,
+            mm.ctypes.data,
+        )  # fmt: skip
+        if rc != 0:
+            raise MemoryError("the int8 conv error could not allocate its products")
+        return int(mm[0]), int(mm[1])
+
+    workers = workers or Workers(1)
+    per_image = ho * wo * cout * k * k * cin
+    parts = workers.run(images, workers.spans(b, max(1, MIN_MACS // per_image)))
+    return out, min(p[0] for p in parts), max(p[1] for p in parts)
+
+
 def matmul_range(
     a: np.ndarray, b: np.ndarray, workers: Workers | None = None, plan: tuple | None = None
 ) -> tuple:
@@ -240,12 +301,7 @@ def matmul_range(
         a, b, (m, n), (scm, scn) = b.T, a.T, (n, m), (1, n)
     else:
         scm, scn = n, 1
-    k4, nr = -(-k // 4), 16 * nv
-    panels = -(-n // nr)
-    packed = np.empty(panels * k4 * nr * 4, np.int8)
-    corr = np.empty(panels * nr, np.int32)
-    sbk, sbn = _strides(b)
-    lib.nitihw_int8_pack_b(k, n, nv, b.ctypes.data, sbk, sbn, packed.ctypes.data, corr.ctypes.data)
+    packed, corr = _packed(b, nv)
     sam, sak = _strides(a)
     base = out.ctypes.data
 

@@ -160,3 +160,37 @@ def test_compiled_once_into_the_cache(tmp_path):
     stamp = built[0].stat().st_mtime_ns
     assert _fresh_status(env) == "in use"
     assert built[0].stat().st_mtime_ns == stamp and len(list(tmp_path.iterdir())) == 1
+
+
+def _conv_error_want(err, weight, pad):
+    """The full convolution with the flipped kernel, in int64 loops over the taps."""
+    b, ho, wo, cout = err.shape
+    _, k, _, cin = weight.shape
+    h, w = ho - 2 * pad + k - 1, wo - 2 * pad + k - 1
+    full = np.zeros((b, ho + k - 1, wo + k - 1, cin), np.int64)
+    for kh in range(k):
+        for kw in range(k):
+            part = err.reshape(-1, cout).astype(np.int64) @ weight[:, kh, kw, :].astype(np.int64)
+            full[:, kh : kh + ho, kw : kw + wo] += part.reshape(b, ho, wo, cin)
+    return full[:, pad : pad + h, pad : pad + w].reshape(b * h * w, cin)
+
+
+@needs_int8
+@pytest.mark.parametrize(
+    "shape,k,cin,pad,block_bytes,threads",
+    [
+        ((64, 8, 8, 50), 5, 20, 0, 1 << 19, 2),  # LeNet's conv2
+        ((3, 6, 5, 7), 3, 17, 1, 1, 1),  # one image a block, C_in past one vector
+        ((5, 12, 11, 33), 5, 3, 4, 4000, 3),  # the largest padding
+        ((2, 3, 3, 1), 1, 40, 0, 1 << 19, 1),
+    ],
+)
+def test_conv_error(shape, k, cin, pad, block_bytes, threads):
+    rng = np.random.default_rng(k + cin + pad)
+    err = rng.integers(-128, 128, shape).astype(np.int8)
+    weight = rng.integers(-128, 128, (shape[3], k, k, cin)).astype(np.int8)
+    got, lo, hi = int8_gemm.conv_error_range(err, weight, pad, Workers(threads), block_bytes)
+    want = _conv_error_want(err, weight, pad)
+    assert got.dtype == np.int32
+    np.testing.assert_array_equal(got, want)
+    assert (lo, hi) == (want.min(), want.max())
