@@ -26,6 +26,7 @@ import numpy as np
 from nitihw.golden import int8_gemm, kernels, rounding
 from nitihw.golden import loss as _loss
 from nitihw.golden.gemm import Accumulator, exact_matmul_range
+from nitihw.golden.memory import retain_freed_memory
 from nitihw.golden.parallel import (
     KERNEL_MIN_ELEMENTS,
     MIN_ELEMENTS,
@@ -403,7 +404,9 @@ class NumpyBackend(ArrayHostOps, Backend):
         self._magnitudes: list = []  # (operand, max |operand|) of recent im2col rows
 
     def session(self):
-        """BLAS single-threaded while a run computes (the workers do the splitting)."""
+        """BLAS single-threaded while a run computes (the workers do the splitting); freed
+        memory kept for the next step (:func:`~nitihw.golden.memory.retain_freed_memory`)."""
+        retain_freed_memory()
         return blas_threads(1)
 
     def end_step(self, seconds: float) -> None:
@@ -413,6 +416,17 @@ class NumpyBackend(ArrayHostOps, Backend):
     # ---- host side ------------------------------------------------------------------------
     def from_host(self, x: np.ndarray):
         return x
+
+    def relu(self, x):
+        """``max(x, 0)`` of integers as ``x & ~(x >> (bits - 1))`` (the shift is -1 exactly
+        where ``x < 0``): NumPy's own ``maximum`` of int8 is an element-at-a-time loop,
+        measured 5x slower than these two vectorised passes."""
+        if x.dtype.kind != "i":
+            return super().relu(x)
+        out = np.right_shift(x, x.dtype.itemsize * 8 - 1)
+        np.invert(out, out=out)
+        out &= x
+        return out
 
     def to_host(self, x) -> np.ndarray:
         return np.asarray(x)

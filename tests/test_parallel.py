@@ -203,3 +203,21 @@ def test_default_backend_tunes_and_fixed_threads_do_not():
     for _ in range(20):
         fixed.end_step(0.01)
     assert fixed._tuner is None and fixed.workers.threads == 2
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.int16, np.int32, np.float32])
+def test_relu_equals_maximum(dtype):
+    """The golden ReLU's bit trick against NumPy's maximum, extremes included."""
+    info = np.iinfo(dtype) if np.dtype(dtype).kind == "i" else np.finfo(dtype)
+    x = np.array([info.min, info.min + 1, -1, 0, 1, info.max - 1, info.max], dtype)
+    x = np.concatenate([x, np.random.default_rng(1).integers(-100, 100, 994).astype(dtype)])
+    got = NumpyBackend(threads=1).relu(x.reshape(-1, 7, 1))
+    assert got.dtype == x.dtype
+    np.testing.assert_array_equal(got.reshape(-1), np.maximum(x, 0))
+
+
+def test_freed_memory_is_kept_once_a_run_starts():
+    from nitihw.golden import memory
+
+    with NumpyBackend(threads=1).session():
+        assert memory.retain_freed_memory() is True  # glibc (the Linux machines CI runs on)
