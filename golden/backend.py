@@ -379,9 +379,10 @@ class NumpyBackend(ArrayHostOps, Backend):
     depend on the thread count.
 
     The golden model computes the integers of each datapath operation by the cheapest exact
-    route, not necessarily the datapath's: a convolution keeps its im2col rows in float32 (the
-    float GEMM reads them as they are) and its backward error is one GEMM and a col2im
-    (``direct_convs``). The trace records the lowered GEMM the datapath would run either way.
+    route, not necessarily the datapath's: int8 GEMMs on the compiled int8 GEMM where the CPU
+    has AVX-512 VNNI (:mod:`~nitihw.golden.int8_gemm`), else float BLAS; a convolution builds
+    its im2col rows in that GEMM's operand type and its backward error is one GEMM and a
+    col2im (``direct_convs``). The trace records the lowered GEMM the datapath would run either way.
     """
 
     name = "golden"
@@ -511,11 +512,12 @@ class NumpyBackend(ArrayHostOps, Backend):
         return self.direct_convs and self.gemm_method == "auto"
 
     def conv(self, x, weight, pad: int, tag: OpTag):
-        """:meth:`Backend.conv` with the im2col rows built straight into float32 (exact small
-        integers) over the workers: window by window (rows in place) when a window row holds
-        many values, else tap by tap into a column-major matrix (few channels: one image row
-        at a time is the longest contiguous run). Their magnitude is the input's, so the GEMMs
-        that read them need not search them for it."""
+        """:meth:`Backend.conv` with the im2col rows built straight into the GEMM's operand type
+        (int8 for the int8 GEMM, else float32: exact small integers) over the workers: window
+        by window (rows in place) when a window row holds many values, else tap by tap into a
+        column-major matrix (few channels: one image row at a time is the longest contiguous
+        run). Their magnitude is the input's, so the GEMMs that read them need not search them
+        for it."""
         if not self._direct() or x.shape[0] == 0:
             return super().conv(x, weight, pad, tag)
         b, c = x.shape[0], x.shape[3]
