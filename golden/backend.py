@@ -525,7 +525,7 @@ class NumpyBackend(ArrayHostOps, Backend):
         win = self.windows(x, k, pad)
         ho, wo = win.shape[1:3]
         # int8 rows for the int8 GEMM where it applies, else float32 rows for BLAS
-        dtype = np.int8 if self._int8(x, weight, k * k * c) else np.float32
+        dtype = np.int8 if int8_gemm.takes(x.dtype, weight.dtype, k * k * c) else np.float32
         if k * c >= wo:  # window rows are the long runs
             cols = np.empty((b, ho, wo, k, k, c), dtype)
 
@@ -547,11 +547,6 @@ class NumpyBackend(ArrayHostOps, Backend):
         self._remember_magnitude(cols, rounding.max_abs(x))
         acc = self.gemm(cols, weight.reshape(cout, -1).T.astype(dtype, copy=False), tag)
         return cols, acc, (b, ho, wo, cout)
-
-    @staticmethod
-    def _int8(x, weight, k: int) -> bool:
-        """Whether a product of ``x`` and ``weight`` over ``k`` terms takes the int8 GEMM."""
-        return x.dtype == weight.dtype == np.int8 and k <= int8_gemm.MAX_K and int8_gemm.available()
 
     def _remember_magnitude(self, x, m: int) -> None:
         """Note ``max|x|`` of an operand built here (the last few are kept)."""
@@ -575,7 +570,7 @@ class NumpyBackend(ArrayHostOps, Backend):
         _, k, _, cin = weight.shape
         h, w = ho - 2 * pad + k - 1, wo - 2 * pad + k - 1
         shape = (b * h * w, k * k * cout, cin)
-        if self._direct() and err.size and self._int8(err, weight, k * k * cout):
+        if self._direct() and err.size and int8_gemm.takes(err.dtype, weight.dtype, k * k * cout):
             done = int8_gemm.conv_error_range(err, weight, pad, self.workers)
             return self._gemm_done(tag, shape, lambda: self._drain(*done))
         product = rounding.max_abs(err) * rounding.max_abs(weight)

@@ -143,8 +143,8 @@ def exact_matmul(a: np.ndarray, b: np.ndarray, method: str = "auto", workers=Non
     whose bound does not hold raises ``ValueError`` rather than return a rounded result.
     Results outside int64 raise ``OverflowError``. The result is int32 when the bound
     guarantees it fits, else int64.
-    ``workers`` (a :class:`~nitihw.golden.parallel.Workers`) spreads a large float GEMM over
-    threads; the result is the same integers whatever their number.
+    ``workers`` (a :class:`~nitihw.golden.parallel.Workers`) spreads a large int8 or float
+    GEMM over threads; the result is the same integers whatever their number.
     """
     return exact_matmul_range(a, b, method, workers)[0]
 

@@ -68,8 +68,9 @@ def _cpu_has_vnni() -> bool:
 
 def _compiler() -> str | None:
     for name in (os.environ.get("CC"), "cc", "gcc"):
-        if name and shutil.which(name):
-            return shutil.which(name)
+        path = shutil.which(name) if name else None
+        if path:
+            return path
     return None
 
 
@@ -180,17 +181,19 @@ def status() -> str:
     return "turned off (turned_off())" if _off and _lib else _why
 
 
+def takes(a_dtype, b_dtype, k: int) -> bool:
+    """Whether a product of operands of these dtypes over ``k`` terms can take the int8 route:
+    int8 operands, ``k <= MAX_K``, the library in use."""
+    return a_dtype == b_dtype == np.int8 and k <= MAX_K and available()
+
+
 def applies(a: np.ndarray, b: np.ndarray) -> bool:
-    """Whether ``a @ b`` can take the int8 route: int8 operands, ``K <= MAX_K``, the library
-    in use."""
+    """Whether the GEMM ``a @ b`` can take the int8 route (:func:`takes`)."""
     return (
-        a.dtype == np.int8
-        and b.dtype == np.int8
-        and a.ndim == 2
+        a.ndim == 2
         and b.ndim == 2
         and a.shape[1] == b.shape[0]
-        and a.shape[1] <= MAX_K
-        and available()
+        and takes(a.dtype, b.dtype, a.shape[1])
     )
 
 
@@ -269,7 +272,9 @@ def conv_error_range(err, weight, pad: int, workers: Workers | None = None, bloc
             raise MemoryError("the int8 conv error could not allocate its products")
         return int(mm[0]), int(mm[1])
 
-    workers = workers or Workers(1)
+    if workers is None:
+        lo, hi = images(0, b)
+        return out, lo, hi
     per_image = ho * wo * cout * k * k * cin
     parts = workers.run(images, workers.spans(b, max(1, MIN_MACS // per_image)))
     return out, min(p[0] for p in parts), max(p[1] for p in parts)
