@@ -1,17 +1,23 @@
 #!/usr/bin/env bash
-# The GPU checks, on a machine with an NVIDIA GPU and no network: the device tool's H100/H200
-# machines have CuPy, PyTorch, NumPy, scikit-learn and pytest installed; nitihw is not, and
-# nothing can be fetched there. From the repository root:
+# The GPU checks, sized for a lent GPU machine (minutes of device time, no network). The device
+# tool's H100/H200 machines have CuPy, PyTorch, NumPy, scikit-learn and pytest; nitihw is not
+# installed there and nothing can be fetched. From the repository root:
 #
-#   ./run gpu-wheels                    # here, with network: the wheels the GPU machine lacks
-#   bash bench/gpu_session.sh tests     # there, carrying .wheelhouse: GPU tests against golden
-#   bash bench/gpu_session.sh bench     # there: bench/gpu_speed.py (writes docs/benchmarks.md)
+#   ./run gpu-wheels                    # here, with network: mlxtend into .wheelhouse/
+#   # there, carrying .wheelhouse (the device tool's carry), from the repository root:
+#   NITIHW_GIT_REV=<commit> bash bench/gpu_session.sh [all|tests|bench]
 #
-# "all" (the default) does both. Logs, and docs/benchmarks.md after a bench, are copied to $OUT
-# (the device tool's result folder), or ./gpu-results elsewhere. A copied checkout has no .git:
-# pass the commit as NITIHW_GIT_REV=$(git rev-parse --short HEAD) so that results name it.
-# Exits non-zero when the GPU is not usable (so that skipped GPU tests are never taken for
-# passed ones) or a step fails.
+# What it does, in order, each step under its own time limit (the whole well under 8 minutes):
+#   1. environment.txt: nvidia-smi, versions (Python, NumPy, CuPy, CUDA runtime, NVRTC, cuBLAS,
+#      PyTorch), the commit;
+#   2. smoke check: gpu_available() builds one kernel with NVRTC and runs one int8 cuBLAS GEMM;
+#      exit 3 ("GPU unusable") if that fails, so that skipped GPU tests are never read as passed;
+#   3. tests.txt: the `cuda` tests only (-k cuda). Golden's side is not trained here: the
+#      training tests compare with tests/gpu_golden.json, computed on the CPU beforehand;
+#   4. bench.txt, profile.txt, gpu_speed.md: bench/gpu_speed.py (speed against PyTorch, int8
+#      GEMM TOPS, a profile of one step); benchmarks.md, the updated docs file.
+# Results go to $OUT (the device tool's result folder), or ./gpu-results elsewhere. A copied
+# checkout has no .git: NITIHW_GIT_REV names the commit in the results.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 what="${1:-all}"
@@ -19,6 +25,12 @@ case "$what" in tests | bench | all) ;; *) echo "usage: $0 [tests|bench|all]" >&
 OUT="${OUT:-$PWD/gpu-results}"
 mkdir -p "$OUT"
 PY="${PYTHON:-python3}"
+export PYTHONUNBUFFERED=1
+TESTS_LIMIT="${NITIHW_GPU_TESTS_LIMIT:-300}"  # seconds
+BENCH_LIMIT="${NITIHW_GPU_BENCH_LIMIT:-240}"
+for d in /usr/local/cuda/bin /usr/local/cuda-*/bin; do  # nvcc, for the CUDA compile test
+    [ -x "$d/nvcc" ] && ! command -v nvcc >/dev/null && export PATH="$d:$PATH"
+done
 
 # The repository root is the package nitihw: make it importable without installing it.
 site="$(mktemp -d)"
@@ -33,29 +45,55 @@ if ! "$PY" -c "import mlxtend" 2>/dev/null; then
     fi
 fi
 
+t0=$SECONDS
 {
+    date -u
     nvidia-smi || echo "nvidia-smi: not found"
-    "$PY" -c 'import sys, numpy; print("python", sys.version.split()[0], "numpy", numpy.__version__)'
-    "$PY" -c 'import cupy; print("cupy", cupy.__version__)' || true
-    "$PY" -c 'import torch; print("torch", torch.__version__)' || true
+    "$PY" - <<'EOF' || true
+import sys, numpy
+print("python", sys.version.split()[0], "numpy", numpy.__version__)
+try:
+    import cupy
+    from cupy_backends.cuda.libs import cublas
+    rt = cupy.cuda.runtime
+    print("cupy", cupy.__version__, "CUDA runtime", rt.runtimeGetVersion(),
+          "driver", rt.driverGetVersion(), "NVRTC", cupy.cuda.nvrtc.getVersion(),
+          "cuBLAS", cublas.getVersion(cupy.cuda.device.get_cublas_handle()))
+    print("device", rt.getDeviceProperties(0)["name"].decode())
+except Exception as exc:
+    print("cupy:", type(exc).__name__, exc)
+try:
+    import torch
+    print("torch", torch.__version__, "cuda", torch.version.cuda, "cudnn",
+          torch.backends.cudnn.version())
+except Exception as exc:
+    print("torch:", type(exc).__name__, exc)
+EOF
+    command -v nvcc >/dev/null && nvcc --version | tail -2
     echo "commit ${NITIHW_GIT_REV:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}"
 } 2>&1 | tee "$OUT/environment.txt"
-"$PY" -c '
+timeout 120 "$PY" -c '
 from nitihw.gpu.backend import gpu_available
 ok, why = gpu_available()
-print("GPU usable" if ok else f"GPU not usable: {why}")
+print("GPU usable (NVRTC kernel build and int8 cuBLAS GEMM checked)" if ok else
+      f"GPU not usable: {why}")
 raise SystemExit(0 if ok else 3)' 2>&1 | tee -a "$OUT/environment.txt"
-[ "${PIPESTATUS[0]}" -eq 0 ] || exit 3
+smoke=${PIPESTATUS[0]}
+echo "smoke check: exit $smoke after $((SECONDS - t0)) s" | tee -a "$OUT/environment.txt"
+[ "$smoke" -eq 0 ] || exit 3
 
 rc=0
 if [ "$what" != bench ]; then
-    "$PY" -m pytest tests/test_gpu.py tests/test_cupy_standin.py -p no:cacheprovider -rs -q \
-        2>&1 | tee "$OUT/tests.txt"
+    timeout "$TESTS_LIMIT" "$PY" -m pytest tests/test_gpu.py tests/test_cupy_standin.py -k cuda \
+        -p no:cacheprovider -rs -q --durations=15 2>&1 | tee "$OUT/tests.txt"
     rc=${PIPESTATUS[0]}
+    echo "tests: exit $rc after $((SECONDS - t0)) s" | tee -a "$OUT/tests.txt"
 fi
 if [ "$what" != tests ]; then
-    "$PY" bench/gpu_speed.py 2>&1 | tee "$OUT/bench.txt"
+    timeout "$BENCH_LIMIT" "$PY" bench/gpu_speed.py --profile-out "$OUT/profile.txt" \
+        --md-out "$OUT/gpu_speed.md" 2>&1 | tee "$OUT/bench.txt"
     r=${PIPESTATUS[0]}
+    echo "bench: exit $r after $((SECONDS - t0)) s" | tee -a "$OUT/bench.txt"
     [ "$rc" -eq 0 ] && rc=$r
     cp docs/benchmarks.md "$OUT/"
 fi

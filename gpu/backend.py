@@ -13,6 +13,8 @@
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 
 from nitihw.golden import loss as golden_loss
@@ -32,7 +34,12 @@ INT8_MAGNITUDE = 128  # |-128|: the largest magnitude an int8 operand can hold
 
 
 def gpu_available() -> tuple[bool, str]:
-    """``(True, "")`` when a CUDA GPU can be used, else ``(False, why)``."""
+    """``(True, "")`` when a CUDA GPU can be used, else ``(False, why)``.
+
+    Counting devices is not enough: a machine with a GPU but without CUDA's headers or NVRTC
+    (which CuPy needs to build kernels) or without cuBLAS would fail every step. So the first
+    call per CuPy module also builds and runs one of our kernels and one int8 cuBLAS GEMM
+    (:func:`smoke_check`), and remembers the answer."""
     try:
         import cupy
     except ImportError:
@@ -43,11 +50,82 @@ def gpu_available() -> tuple[bool, str]:
         cupy.cuda.runtime.getDeviceCount()
     except Exception as exc:  # the CUDA runtime explains what is missing
         return False, f"CUDA is not usable: {exc}"
-    return True, ""
+    if cupy not in _SMOKE:
+        _SMOKE[cupy] = smoke_check()
+    why = _SMOKE[cupy]
+    return not why, why
+
+
+#: the smoke check's answer per CuPy module ("" when it passed)
+_SMOKE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def smoke_check() -> str:
+    """Build (NVRTC) and run the rescale kernel and one int8 cuBLAS GEMM on a few values;
+    ``""`` when both give golden's integers, else what went wrong."""
+    import cupy as cp
+
+    from nitihw.golden.rounding import shift_round
+
+    x = np.array([0, 1, -1, 5, -6, 1000, -1001, 2**31 - 1, -(2**31)], np.int32)
+    a = np.arange(-8, 8, dtype=np.int8).reshape(4, 4)
+    try:
+        got = cp.asnumpy(
+            kernels.rescale_kernel()(
+                cp.asarray(x), np.int32(2), np.int32(0), cp.zeros((), cp.int64)
+            )
+        )
+        if not np.array_equal(got, shift_round(x, 2, "round")):
+            return f"the rescale kernel gave {got.tolist()}, not golden's (kernel build broken?)"
+        c = cp.asnumpy(_cublas_int8_gemm(cp.asarray(a), cp.asarray(a.T.copy()), 4, 4, 4))
+        if not np.array_equal(c, a.astype(np.int32) @ a.astype(np.int32)):
+            return "cuBLAS's int8 GEMM gave wrong integers on a 4x4 check"
+    except Exception as exc:  # NVRTC, missing headers, cuBLAS: each says what failed
+        return f"CUDA kernels or cuBLAS do not work here: {type(exc).__name__}: {exc}"
+    return ""
 
 
 def _pad_to(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
+
+
+#: int8 operand rows are padded to this many bytes (the alignment int8 tensor-core loads want)
+ROW_ALIGN = 16
+
+
+def _cublas_int8_gemm(a_rows, bt_rows, m: int, n: int, k: int):
+    """``C = A B`` as int32 ``(m, n)`` from ``a_rows`` (``A``, C-contiguous ``(m, k)`` int8)
+    and ``bt_rows`` (``B.T``, C-contiguous ``(n, k)`` int8): cuBLAS ``gemmEx``, int32
+    accumulation. Row-major ``C = A B`` is column-major ``C^T = B^T A^T``: cuBLAS's first
+    operand, column-major ``k x n`` read transposed, is ``bt_rows``; its second, column-major
+    ``k x m``, is ``a_rows``."""
+    import cupy as cp
+    from cupy_backends.cuda.libs import cublas
+
+    c = cp.empty((m, n), cp.int32)
+    one, zero = np.array(1, np.int32), np.array(0, np.int32)
+    cublas.gemmEx(
+        cp.cuda.device.get_cublas_handle(),
+        CUBLAS_OP_T,
+        CUBLAS_OP_N,
+        n,
+        m,
+        k,
+        one.ctypes.data,
+        bt_rows.data.ptr,
+        CUDA_R_8I,
+        k,
+        a_rows.data.ptr,
+        CUDA_R_8I,
+        k,
+        zero.ctypes.data,
+        c.data.ptr,
+        CUDA_R_32I,
+        n,
+        CUBLAS_COMPUTE_32I,
+        CUBLAS_GEMM_DEFAULT,
+    )
+    return c
 
 
 class CupyBackend(ArrayHostOps, Backend):
@@ -124,51 +202,23 @@ class CupyBackend(ArrayHostOps, Backend):
             return (a.astype(cp.float64) @ b.astype(cp.float64)).astype(cp.int64)
         if path == "float32":
             return (a.astype(cp.float32) @ b.astype(cp.float32)).astype(cp.int32)
-        from cupy_backends.cuda.libs import cublas
-
         m, k = a.shape
         n = b.shape[1]
-        # int8 tensor cores take both operands contiguous along K (cuBLAS's "TN" layout) with
-        # leading dimensions that are multiples of 4: A as rows of K, B transposed, also rows of
-        # K. Copy (and zero-pad) only what is not already so: the forward GEMM's weight operand
-        # is W.T, whose transpose is W itself.
-        k4, n4 = _pad_to(k, 4), _pad_to(n, 4)
-        a_rows = self._int8_rows(a, m, k4)
-        bt_rows = self._int8_rows(b.T, n4, k4)
-        c = cp.empty((m, n4), cp.int32)
-        one, zero = np.array(1, np.int32), np.array(0, np.int32)
-        handle = cp.cuda.device.get_cublas_handle()
-        # Row-major C = A B is column-major C^T = B^T A^T. cuBLAS's first operand, column-major
-        # K x n4 read transposed, is bt_rows; its second, column-major K x m, is a_rows.
-        cublas.gemmEx(
-            handle,
-            CUBLAS_OP_T,
-            CUBLAS_OP_N,
-            n4,
-            m,
-            k4,
-            one.ctypes.data,
-            bt_rows.data.ptr,
-            CUDA_R_8I,
-            k4,
-            a_rows.data.ptr,
-            CUDA_R_8I,
-            k4,
-            zero.ctypes.data,
-            c.data.ptr,
-            CUDA_R_32I,
-            n4,
-            CUBLAS_COMPUTE_32I,
-            CUBLAS_GEMM_DEFAULT,
-        )
-        return c[:, :n]
+        # int8 tensor cores take both operands contiguous along K (cuBLAS's "TN" layout). Rows
+        # are padded to 16 bytes (K to a multiple of 16), the alignment Hopper's int8 kernels
+        # load at, and C's rows to 4 int32s. Copy (and zero-pad) only what is not already so:
+        # the forward GEMM's weight operand is W.T, whose transpose is W itself.
+        k16, n4 = _pad_to(k, ROW_ALIGN), _pad_to(n, 4)
+        a_rows = self._int8_rows(a, m, k16)
+        bt_rows = self._int8_rows(b.T, n4, k16)
+        return _cublas_int8_gemm(a_rows, bt_rows, m, n4, k16)[:, :n]
 
     def _int8_rows(self, x, rows: int, cols: int):
         """``x`` as a C-contiguous int8 ``(rows, cols)`` array, zero-padded; copied only when
         its shape, type or layout is not already that."""
         cp = self.xp
-        if x.shape == (rows, cols) and x.dtype == cp.int8 and x.flags.c_contiguous:
-            return x
+        if x.shape == (rows, cols):
+            return cp.ascontiguousarray(x, cp.int8)  # no copy when already so
         out = cp.zeros((rows, cols), cp.int8)
         out[: x.shape[0], : x.shape[1]] = x
         return out

@@ -15,7 +15,7 @@ from nitihw.golden.backend import AccumulatorOverflowError
 from nitihw.golden.loss import cross_entropy_error
 from nitihw.gpu.backend import gpu_available
 from nitihw.sim.cli import main
-from tests import cupy_standin
+from tests import cupy_standin, gpu_golden
 
 HAVE_GPU, WHY = gpu_available()
 TAG = OpTag("t", "forward")
@@ -203,49 +203,24 @@ def test_loss(be, e, mode):
     np.testing.assert_array_equal(host(be, got), cross_entropy_error(a, e, labels, mode, rand))
 
 
-def _train(tmp_path, name, *args):
-    import json
-
-    out = tmp_path / name
-    assert main(["train", *args, "--out", str(out)]) == 0
-    return json.loads((out / "result.json").read_text())
-
-
-@pytest.mark.parametrize(
-    "args",
-    [
-        ["--model", "mlp-digits", "--dataset", "digits", "--epochs", "3"],
-        ["--model", "cnn-digits", "--dataset", "digits", "--epochs", "2", "--profile", "niti-ref"],
-        ["--model", "lenet", "--dataset", "mnist5k", "--epochs", "1"],
-        [
-            "--model",
-            "mlp-digits",
-            "--dataset",
-            "digits",
-            "--epochs",
-            "2",
-            "--weight-bits",
-            "16",
-            "--mu",
-            "9",
-        ],
-        ["--model", "mlp-digits", "--dataset", "digits", "--epochs", "3", "--profile", "wage"],
-        ["--model", "cnn-digits", "--dataset", "digits", "--epochs", "2", "--profile", "wage"],
-        ["--model", "mlp-digits", "--dataset", "digits", "--epochs", "2", "--profile", "dfp16"],
-        ["--model", "cnn-digits", "--dataset", "digits", "--epochs", "1", "--profile", "niti-ref",
-         "--operand-bits", "6"],
-        ["--model", "cnn-digits", "--dataset", "digits", "--epochs", "2", "--profile",
-         "niti-compat"],
-    ],
-    ids=["mlp-niti", "cnn-niti-ref", "lenet-mnist5k", "mlp-16bit-weights", "mlp-wage", "cnn-wage",
-         "mlp-dfp16", "cnn-niti-ref-op6", "cnn-niti-compat"],
-)  # fmt: skip
-def test_training_is_bit_exact_with_golden(device, tmp_path, args):
-    gold = _train(tmp_path, "golden", *args)
-    gpu_run = _train(tmp_path, "gpu", *args, "--backend", "gpu")
+@pytest.mark.parametrize("case", gpu_golden.CASES)
+def test_training_is_bit_exact_with_golden(device, tmp_path, case):
+    """Whole training runs on the GPU against golden's, as tests/gpu_golden.json records them
+    (computed on the CPU; ``test_golden_table_is_current`` keeps the table honest)."""
+    gold = gpu_golden.load_table()[case]
+    gpu_run = gpu_golden.run_case(case, "gpu", tmp_path)
     assert gpu_run["backend"] == "gpu"
-    assert gpu_run["weights_sha256"] == gold["weights_sha256"]
-    assert gpu_run["test_accuracy"] == gold["test_accuracy"]
+    assert gpu_golden.summary(gpu_run) == {k: gold[k] for k in gpu_golden.summary(gpu_run)}
+
+
+@pytest.mark.parametrize("case", gpu_golden.CASES)
+def test_golden_table_is_current(tmp_path, case):
+    """The golden model still gives what tests/gpu_golden.json says (else: regenerate it with
+    ``python -m tests.gpu_golden`` and say why the numbers moved)."""
+    table = gpu_golden.load_table()
+    assert table[case]["args"] == gpu_golden.CLI_CASES.get(case)
+    got = gpu_golden.summary(gpu_golden.run_case(case, "golden", tmp_path))
+    assert got == {k: table[case][k] for k in got}
 
 
 def test_no_gpu_is_reported_clearly(tmp_path, capsys):
@@ -295,10 +270,11 @@ def test_a_training_step_stays_on_the_device(model, dataset, profile):
         from nitihw.gpu.backend import CupyBackend
 
         for steps in (3, 6):
+            be = CupyBackend()  # its first construction runs the smoke check: not counted
             cupy_standin.traffic.reset()
             cfg = TrainConfig(model=model, dataset=dataset, backend="gpu", epochs=99, batch=batch,
                               steps=steps, profile=profile)  # fmt: skip
-            train(cfg, data, CupyBackend())
+            train(cfg, data, be)
             t = cupy_standin.traffic
             counts.append((t.to_device_bytes, t.to_host_bytes, t.syncs))
     up, down, syncs = ((b - a) / 3 for a, b in zip(*counts, strict=True))
@@ -308,24 +284,3 @@ def test_a_training_step_stays_on_the_device(model, dataset, profile):
     # at most one read per GEMM (NITI's bit-width; WAGE's ranges): int8 operands need no bound
     assert syncs <= gemms, f"{syncs} scalar reads per step for {gemms} GEMMs"
     assert down == batch * 8 + 8 * syncs  # int64 predictions, 8-byte scalars
-
-
-def test_cifar_scale_model_is_bit_exact_with_golden(device):
-    """vgg-small-7 (the benchmark's CIFAR-10 network) on random CIFAR-shaped data: 2 steps."""
-    from nitihw.golden import NumpyBackend
-    from nitihw.golden.datasets import Dataset
-    from nitihw.golden.train import TrainConfig, train
-    from nitihw.gpu.backend import CupyBackend
-
-    rng = np.random.default_rng(0)
-    x = rng.integers(-127, 128, (64, 32, 32, 3)).astype(np.int8)
-    y = rng.integers(0, 10, 64)
-    data = Dataset("random-cifar", x, y, x[:16], y[:16])
-    results = []
-    for backend in (NumpyBackend(), CupyBackend()):
-        cfg = TrainConfig(model="vgg-small-7", dataset="random-cifar", backend=backend.name,
-                          epochs=9, batch=16, steps=2)  # fmt: skip
-        results.append(train(cfg, data, backend))
-    gold, gpu_run = results
-    assert gpu_run["weights_sha256"] == gold["weights_sha256"]
-    assert gpu_run["test_accuracy"] == gold["test_accuracy"]
