@@ -26,8 +26,8 @@ OUT="${OUT:-$PWD/gpu-results}"
 mkdir -p "$OUT"
 PY="${PYTHON:-python3}"
 export PYTHONUNBUFFERED=1
-TESTS_LIMIT="${NITIHW_GPU_TESTS_LIMIT:-300}"  # seconds
-BENCH_LIMIT="${NITIHW_GPU_BENCH_LIMIT:-240}"
+TESTS_LIMIT="${NITIHW_GPU_TESTS_LIMIT:-240}"  # seconds
+BENCH_LIMIT="${NITIHW_GPU_BENCH_LIMIT:-200}"
 for d in /usr/local/cuda/bin /usr/local/cuda-*/bin; do  # nvcc, for the CUDA compile test
     [ -x "$d/nvcc" ] && ! command -v nvcc >/dev/null && export PATH="$d:$PATH"
 done
