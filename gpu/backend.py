@@ -217,11 +217,26 @@ class CupyBackend(ArrayHostOps, Backend):
         """``x`` as a C-contiguous int8 ``(rows, cols)`` array, zero-padded; copied only when
         its shape, type or layout is not already that."""
         cp = self.xp
+        if x.dtype == cp.int8 and x.T.flags.c_contiguous and x.shape[1] % 8 == 0:
+            x = kernels.transpose_int8(x.T)  # a weight-gradient operand: the fast transpose
         if x.shape == (rows, cols):
             return cp.ascontiguousarray(x, cp.int8)  # no copy when already so
         out = cp.zeros((rows, cols), cp.int8)
         out[: x.shape[0], : x.shape[1]] = x
         return out
+
+    def im2col(self, x, k: int, pad: int):
+        """Golden's im2col, moving whole words: the channels of a pixel are contiguous, so the
+        NHWC ``x`` is viewed as 8-, 4- or 2-byte elements (as many channels each) where its
+        channel bytes divide evenly, and the rows come out as the same bytes."""
+        cp = self.xp
+        nbytes = x.shape[3] * x.dtype.itemsize
+        if x.flags.c_contiguous:
+            for wide in (cp.int64, cp.int32, cp.int16):
+                size = cp.dtype(wide).itemsize
+                if size > x.dtype.itemsize and nbytes % size == 0:
+                    return super().im2col(x.view(wide), k, pad).view(x.dtype)
+        return super().im2col(x, k, pad)
 
     def _bitwidth(self, acc, fed) -> int:
         m = self._max_abs(acc)

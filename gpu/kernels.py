@@ -2,9 +2,10 @@
 
 Each kernel is the CUDA form of one golden primitive and is tested element by element against
 it (tests/test_gpu.py): ``RESCALE`` is :func:`nitihw.golden.shift_round`, ``UPDATE`` and
-``UPDATE_MASTER`` the update rule, ``COUNTER_HASH`` :func:`nitihw.golden.counter_hash`,
-``RELU_BACKWARD`` the ReLU mask. Kernels are built on first use (CuPy compiles them with
-NVRTC), so importing this module needs no GPU.
+``UPDATE_MASTER`` the update rule, ``COUNTER_HASH`` :func:`nitihw.golden.counter_hash`;
+``TRANSPOSE8`` lays int8 GEMM operands out along K (the same bytes as a transposed copy).
+Kernels are built on first use (CuPy compiles them with NVRTC), so importing this module
+needs no GPU.
 """
 
 from __future__ import annotations
@@ -70,6 +71,21 @@ _UPDATE_MASTER = r"""
     w8 = (signed char)(d < 0 ? -(int)mag : (int)mag);
 """
 
+# Byte transpose for the int8 GEMM's operands (cuBLAS's int8 kernels read both along K): the
+# C-contiguous (rows, cols) int8 ``x`` as its (cols, rows) transpose, written 8 bytes per thread
+# (one int64 ``y`` of the (cols, rows / 8) output), so that the writes are whole words in a row
+# and the 8 reads of a thread come from 8 consecutive rows of one column, which neighbouring
+# columns (the next output rows) read again from the L2 cache. rows % 8 == 0.
+_TRANSPOSE8 = r"""
+    long long r8 = rows >> 3;
+    long long c = i / r8;
+    long long r = (i - c * r8) << 3;
+    unsigned long long v = 0;
+    for (int j = 0; j < 8; ++j)
+        v |= (unsigned long long)(unsigned char)x[(r + j) * cols + c] << (8 * j);
+    y = (long long)v;
+"""
+
 _COUNTER_HASH = r"""
     unsigned int v = x;
     v ^= v >> 16; v *= 0x7feb352dU;
@@ -106,6 +122,25 @@ def update_master_kernel():
     return cp.ElementwiseKernel(
         "int16 w16, int8 g", "int16 w16_out, int8 w8", _UPDATE_MASTER, "nitihw_update_master"
     )
+
+
+@functools.cache
+def transpose8_kernel():
+    """``y`` (int64, shape ``(cols, rows // 8)``, passed in) holds the bytes of ``x.T``."""
+    cp = _cupy()
+    return cp.ElementwiseKernel(
+        "raw int8 x, int64 rows, int64 cols", "int64 y", _TRANSPOSE8, "nitihw_transpose8"
+    )
+
+
+def transpose_int8(x):
+    """The C-contiguous transpose of the C-contiguous 2-D int8 ``x`` whose row count is a
+    multiple of 8 (a pure data movement: the same bytes as ``ascontiguousarray(x.T)``)."""
+    cp = _cupy()
+    rows, cols = x.shape
+    out = cp.empty((cols, rows // 8), cp.int64)
+    transpose8_kernel()(x.reshape(-1), rows, cols, out)
+    return out.view(cp.int8)
 
 
 @functools.cache

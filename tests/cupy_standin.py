@@ -290,8 +290,11 @@ def _compile(source: str):
 class _Param:
     def __init__(self, text: str):
         words = text.split()
+        self.raw = words[:1] == ["raw"]  # indexed by the kernel itself: x[flat C-order index]
+        if self.raw:
+            words = words[1:]
         if len(words) != 2:
-            raise ValueError(f"stand-in kernels take 'type name' parameters, got {text!r}")
+            raise ValueError(f"stand-in kernels take '[raw] type name' parameters, got {text!r}")
         t, self.name = words
         self.generic = len(t) == 1  # a type placeholder such as T
         self.type = t if self.generic else np.dtype(t)
@@ -360,7 +363,9 @@ class ElementwiseKernel(_Kernel):
         loads = []
         for p in self.ins:
             ct = self._ctype(p)
-            if p.name in array_params:
+            if p.raw:  # CuPy's raw CArray, indexed with a flat C-order index
+                sig.append(f"const {ct} *{p.name}")
+            elif p.name in array_params:
                 sig.append(f"const {ct} *_raw_{p.name}")
                 loads.append(f"const {ct} &{p.name} = _raw_{p.name}[i];")
             else:
@@ -377,9 +382,14 @@ class ElementwiseKernel(_Kernel):
         )
 
     def __call__(self, *args):
-        typemap, values = self._bind(args)
-        arrays = [v for v in values if isinstance(v, np.ndarray)]
-        if not arrays:
+        given = args[len(self.ins) :]  # outputs passed in, as CuPy allows
+        if given and len(given) != len(self.outs):
+            raise TypeError(f"{self.name}: pass all {len(self.outs)} outputs or none")
+        typemap, values = self._bind(args[: len(self.ins)])
+        arrays = [v for p, v in zip(self.ins, values, strict=True)
+                  if isinstance(v, np.ndarray) and not p.raw]  # fmt: skip
+        arrays += [g._a for g in given]
+        if not arrays:  # raw arrays do not decide the loop size
             raise ValueError("Loop size is undecided.")
         shape = np.broadcast_shapes(*(a.shape for a in arrays))
         array_params = {
@@ -387,12 +397,19 @@ class ElementwiseKernel(_Kernel):
         }
         lib = _compile(self.source(typemap, array_params))
         outs = [np.empty(shape, self._dtype(p, typemap)) for p in self.outs]
+        for p, g in zip(self.outs, given, strict=False):
+            if g._a.dtype != self._dtype(p, typemap) or g._a.shape != shape:
+                raise TypeError(f"{self.name}: output {p.name} must be {shape} {p.type}")
         n = int(np.prod(shape, dtype=np.int64))
         cargs = [ctypes.c_longlong(n)]
         keep = []
         for p, v in zip(self.ins, values, strict=True):
             dt = self._dtype(p, typemap)
-            if isinstance(v, np.ndarray):
+            if isinstance(v, np.ndarray) and p.raw:
+                a = np.ascontiguousarray(v)  # flat C order, as CuPy's CArray indexes it
+                keep.append(a)
+                cargs.append(ctypes.c_void_p(a.ctypes.data))
+            elif isinstance(v, np.ndarray):
                 a = np.ascontiguousarray(np.broadcast_to(v, shape))
                 keep.append(a)
                 cargs.append(ctypes.c_void_p(a.ctypes.data))
@@ -400,7 +417,9 @@ class ElementwiseKernel(_Kernel):
                 cargs.append(_CT[dt](np.array(v).astype(dt).item()))
         cargs += [ctypes.c_void_p(o.ctypes.data) for o in outs]
         getattr(lib, self.name)(*cargs)
-        wrapped = [DeviceArray(o) for o in outs]
+        for o, g in zip(outs, given, strict=False):
+            g._a[...] = o
+        wrapped = list(given) or [DeviceArray(o) for o in outs]
         return wrapped[0] if len(wrapped) == 1 else tuple(wrapped)
 
 

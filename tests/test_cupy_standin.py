@@ -201,6 +201,7 @@ def test_kernel_sources_compile_as_cuda(tmp_path):
             (kernels.update_kernel(), {}, {"w", "g"}),
             (kernels.update_master_kernel(), {}, {"w16", "g"}),
             (kernels.counter_hash_kernel(), {}, {"x"}),
+            (kernels.transpose8_kernel(), {}, set()),
         ]
         reduce = kernels.max_abs_kernel()
     parts = [

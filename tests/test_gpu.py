@@ -189,6 +189,27 @@ def test_host_operations_on_the_device(be):
     )
 
 
+def test_operand_layout_moves_the_same_bytes(be):
+    """The word-wide im2col and the 8-byte transpose kernel against plain copies."""
+    from nitihw.gpu.kernels import transpose_int8
+
+    gold = NumpyBackend()
+    rng = np.random.default_rng(9)
+    for rows, cols in [(8, 1), (16, 5), (264, 1152), (24, 7), (4096, 33)]:
+        x = rng.integers(-128, 128, (rows, cols)).astype(np.int8)
+        np.testing.assert_array_equal(host(be, transpose_int8(be.from_host(x))), x.T)
+        rows_t = host(be, be._int8_rows(be.from_host(x).T, cols + 3, rows + 16))
+        np.testing.assert_array_equal(rows_t[:cols, :rows], x.T)  # zero-padded as before
+        assert not rows_t[cols:].any() and not rows_t[:, rows:].any()
+    for c, dtype in [(1, np.int8), (2, np.int8), (3, np.int8), (4, np.int8), (8, np.int8),
+                     (24, np.int8), (128, np.int8), (3, np.int16), (4, np.int16)]:  # fmt: skip
+        x = rng.integers(-128, 128, (2, 6, 5, c)).astype(dtype)
+        for k, pad in [(3, 1), (5, 2), (2, 0)]:
+            got = host(be, be.im2col(be.from_host(x), k, pad))
+            np.testing.assert_array_equal(got, gold.im2col(x, k, pad), err_msg=f"{c} {k} {pad}")
+            assert got.dtype == dtype
+
+
 @pytest.mark.parametrize("e", [-40, -21, -20, -8, -7, -6, -1, 0, 3, 30])
 @pytest.mark.parametrize("mode", ["psto", "sto"])
 def test_loss(be, e, mode):
