@@ -76,7 +76,7 @@ from report import git_rev, machine, markdown_table, print_table, write_section
 
 from nitihw.golden import models as M
 from nitihw.golden.datasets import Dataset, load_dataset
-from nitihw.golden.train import TrainConfig, train
+from nitihw.golden.train import TrainConfig, atomic_write_bytes, train
 
 #: the networks measured, with their batch sizes
 BATCH = {"lenet": 64, "vgg-small-7": 256}
@@ -498,7 +498,7 @@ def run(opt: Options) -> int:
         time limit still leaves what it measured)."""
         if opt.md_out:
             text = markdown(opt, env, headers, rows, data_notes, gemm_line, profiles)
-            opt.md_out.write_text(text + "\n")
+            atomic_write_bytes(opt.md_out, (text + "\n").encode())
 
     for model in opt.models:
         batch = opt.batch[model]
@@ -574,7 +574,7 @@ def run(opt: Options) -> int:
         else:
             profile_chunks.append(f"== profile of {model}: failed: {p.error} ==\n")
         if opt.profile_out:
-            opt.profile_out.write_text("\n".join(profile_chunks))
+            atomic_write_bytes(opt.profile_out, "\n".join(profile_chunks).encode())
         save_md()
     if opt.profile_out:
         log(f"wrote {opt.profile_out}")
