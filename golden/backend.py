@@ -12,8 +12,18 @@ Two kinds of operation live here:
 - host operations, the ones a controller core does around the array: conv lowering (im2col),
   ReLU, max-pool, dropout masks and the integer loss.
 
-:class:`NumpyBackend` is the golden implementation. The RTL backend overrides the datapath
-operations; the GPU backend overrides all of them.
+:data:`DATAPATH_OPERATIONS` names the first kind. Every backend is composed of the same two
+parts: :class:`Backend` (the datapath operations' bookkeeping: trace, overflow policy, range
+unit, :class:`Ledger`) with its own datapath, and a host-operations component
+(:class:`ArrayHostOps`, :class:`NumpyHostOps`):
+
+- :class:`NumpyBackend`, the golden model: NumPy host operations and the golden model's own
+  exact routes for the datapath operations (int8 GEMM, float BLAS, direct convolutions,
+  worker threads);
+- the RTL backend (:mod:`nitihw.sim.rtl_backend`): NumPy host operations and the simulated
+  Datapath. It does not inherit the golden model, so none of the golden model's routes can
+  take a datapath operation off the RTL; its ledger stops the run if one ever ran elsewhere;
+- the GPU backend (:mod:`nitihw.gpu.backend`): CuPy host operations and CUDA kernels.
 """
 
 from __future__ import annotations
@@ -25,6 +35,7 @@ import numpy as np
 
 from nitihw.golden import int8_gemm, kernels, rounding
 from nitihw.golden import loss as _loss
+from nitihw.golden.errors import DatapathLeak, UserError
 from nitihw.golden.gemm import Accumulator, exact_matmul_range
 from nitihw.golden.memory import retain_freed_memory
 from nitihw.golden.parallel import (
@@ -39,6 +50,26 @@ from nitihw.golden.randomness import random_bits
 
 PHASES = ("forward", "backward-error", "weight-gradient", "update")
 OVERFLOW_POLICIES = ("error", "wrap")
+
+#: The datapath operations of the :class:`Backend` interface: what an accelerator executes, and
+#: what a simulating or device backend must run on its own datapath. ``conv`` and
+#: ``conv_error`` are a host lowering (im2col) around one ``gemm``. Each is counted by where it
+#: ran (:class:`Ledger`); every other method of a backend is a host operation.
+DATAPATH_OPERATIONS = (
+    "gemm",
+    "gemm_later",
+    "conv",
+    "conv_error",
+    "bitwidth",
+    "max_magnitude",
+    "rescale",
+    "update",
+    "update_master",
+    "divide",
+    "update_div",
+)
+#: where a datapath operation ran when its backend did not say otherwise: on the host CPU
+HOST = "host"
 
 
 @dataclass(frozen=True)
@@ -59,7 +90,7 @@ class TraceEntry:
     extra: dict = field(default_factory=dict)
 
 
-class AccumulatorOverflowError(ArithmeticError):
+class AccumulatorOverflowError(UserError, ArithmeticError):
     """An exact sum fell outside the ``acc_bits`` signed range (numerics.md §4)."""
 
     def __init__(self, tag: OpTag, count: int, bits: int, where: str = ""):
@@ -68,6 +99,36 @@ class AccumulatorOverflowError(ArithmeticError):
             f"{where}{count} accumulator(s) overflowed {bits} bits in layer {tag.layer!r}, "
             f"phase {tag.phase!r}"
         )
+
+
+class Ledger:
+    """Where each datapath operation of a run ran: a count per place (``"host"`` and the
+    backend's own datapath, e.g. ``"rtl"`` or ``"device"``).
+
+    A backend whose :attr:`Backend.place` is not the host is *strict*: the first datapath
+    operation that did not run there stops the run with :class:`~nitihw.golden.errors.
+    DatapathLeak`, naming the operation, its layer and phase, and what it was."""
+
+    def __init__(self, place: str):
+        self.place = place
+        self.strict = place != HOST
+        self.counts = {place: 0, HOST: 0}
+
+    def count(self, op: str, tag: OpTag, shape: tuple, place: str | None) -> None:
+        """One operation ``op`` done; ``place`` is where the backend says it ran (None: the
+        host, nobody said otherwise)."""
+        place = place or HOST
+        self.counts[place] = self.counts.get(place, 0) + 1
+        if self.strict and place != self.place:
+            raise DatapathLeak(
+                f"datapath operation {op} {tuple(shape)} of layer {tag.layer!r}, phase "
+                f"{tag.phase!r} ran on the {place}, not on the {self.place} (operation "
+                f"{sum(self.counts.values())} of this run; a backend route that bypasses the "
+                f"{self.place} is a bug in nitihw)"
+            )
+
+    def as_dict(self) -> dict:
+        return dict(self.counts)
 
 
 class Backend:
@@ -81,6 +142,8 @@ class Backend:
     """
 
     name = "abstract"
+    #: where this backend's datapath operations run (its :class:`Ledger` counts them there)
+    place = HOST
     #: the bound the rescale lanes saturate to by themselves (a narrower one is clamped again)
     rescale_limit = 127
 
@@ -93,18 +156,27 @@ class Backend:
         self.overflow = overflow
         self.overflow_events = 0
         self.trace: list[TraceEntry] | None = None
+        self.ledger = Ledger(self.place)
+        self._ran_on: str | None = None  # where the operation in progress ran, once known
         self._last_gemm = None  # the range unit watched this tensor drain
         self._last_gemm_shape = None  # its (M, N)
 
-    def _record(self, op: str, tag: OpTag, shape: tuple, **extra) -> TraceEntry | None:
-        """Start a trace entry; it reaches the trace in :meth:`_finish`, once the operation
-        is done (a simulating backend adds the cycles it measured)."""
-        if self.trace is None:
-            return None
+    def _record(self, op: str, tag: OpTag, shape: tuple, **extra) -> TraceEntry:
+        """Start a datapath operation's entry; it reaches the trace (when one is attached) and
+        the ledger in :meth:`_finish`, once the operation is done (a simulating backend adds
+        the cycles it measured)."""
+        self._ran_on = None
         return TraceEntry(op, tag, tuple(int(s) for s in shape), extra)
 
-    def _finish(self, entry: TraceEntry | None) -> None:
-        if entry is not None:
+    def _ran(self, place: str) -> None:
+        """The operation in progress ran on ``place`` (a datapath backend says so where its
+        datapath computed the result; nothing said means the host)."""
+        self._ran_on = place
+
+    def _finish(self, entry: TraceEntry) -> None:
+        place, self._ran_on = self._ran_on, None
+        self.ledger.count(entry.op, entry.tag, entry.shape, place)
+        if self.trace is not None:
             self.trace.append(entry)
 
     def status(self) -> dict:
@@ -362,6 +434,40 @@ class ArrayHostOps:
         return (n - 1) - (best - x.max(axis=-1) * n)  # no division: no sign convention
 
 
+class NumpyHostOps(ArrayHostOps):
+    """The host operations in NumPy, on the host CPU: what the golden model and the RTL
+    backend (whose controller core runs them) both use. No datapath operation lives here."""
+
+    def from_host(self, x: np.ndarray):
+        return x
+
+    def to_host(self, x) -> np.ndarray:
+        return np.asarray(x)
+
+    def relu(self, x):
+        """``max(x, 0)`` of integers as ``x & ~(x >> (bits - 1))`` (the shift is -1 exactly
+        where ``x < 0``): NumPy's own ``maximum`` of int8 is an element-at-a-time loop,
+        measured 5x slower than these two vectorised passes."""
+        if x.dtype.kind != "i":
+            return super().relu(x)
+        out = np.right_shift(x, x.dtype.itemsize * 8 - 1)
+        np.invert(out, out=out)
+        out &= x
+        return out
+
+    def keep_mask(self, seed: int, step: int, stream_id: int, n: int):
+        """Dropout keep-mask of ``n`` features (p = 1/2): the top bit of the counter hash."""
+        return random_bits(seed, step, stream_id, (n,), 1).astype(np.int8)
+
+    def random_bits(self, seed: int, step: int, stream_id: int, shape, bits: int):
+        return random_bits(seed, step, stream_id, shape, bits)
+
+    def cross_entropy_error(
+        self, logits, exponent: int, labels, rounding_mode: str, rand=None, bits: int = 8
+    ):
+        return _loss.cross_entropy_error(logits, exponent, labels, rounding_mode, rand, bits)
+
+
 #: the golden col2im multiplies this many bytes of per-tap products at a time (kept in cache)
 COL2IM_BLOCK_BYTES = 1 << 19
 
@@ -369,7 +475,7 @@ MASTER_FRACTION_BITS = 8
 MASTER_LIMIT = 2**15 - 1
 
 
-class NumpyBackend(ArrayHostOps, Backend):
+class NumpyBackend(NumpyHostOps, Backend):
     """The golden model: every operation in NumPy, exactly as numerics.md says.
 
     ``gemm_method`` forces one exact GEMM path (see :func:`nitihw.golden.gemm.exact_matmul`).
@@ -382,12 +488,15 @@ class NumpyBackend(ArrayHostOps, Backend):
     route, not necessarily the datapath's: int8 GEMMs on the compiled int8 GEMM where the CPU
     has AVX-512 VNNI (:mod:`~nitihw.golden.int8_gemm`), else float BLAS; a convolution builds
     its im2col rows in that GEMM's operand type and its backward error is one GEMM and a
-    col2im (``direct_convs``). The trace records the lowered GEMM the datapath would run either way.
+    col2im. The trace records the lowered GEMM the datapath would run either way;
+    ``lowered_convs=True`` computes that GEMM itself (the reference the direct routes are
+    tested against).
+
+    These routes are the golden model's own: no other backend inherits them (a simulating
+    backend composes :class:`NumpyHostOps` with its own datapath instead).
     """
 
     name = "golden"
-    #: a subclass whose datapath runs the lowered GEMMs themselves sets this False
-    direct_convs = True
 
     def __init__(
         self,
@@ -395,9 +504,11 @@ class NumpyBackend(ArrayHostOps, Backend):
         overflow: str = "error",
         gemm_method: str = "auto",
         threads: int | None = None,
+        lowered_convs: bool = False,
     ):
         super().__init__(acc_bits, overflow)
         self.gemm_method = gemm_method
+        self.lowered_convs = lowered_convs
         self.workers = Workers(threads)
         # the default measures whether splitting pays on this machine, now (ThreadTuner)
         self._tuner = ThreadTuner(self.workers.threads) if threads is None else None
@@ -413,24 +524,6 @@ class NumpyBackend(ArrayHostOps, Backend):
     def end_step(self, seconds: float) -> None:
         if self._tuner is not None:
             self.workers.threads = self._tuner.next_threads(seconds)
-
-    # ---- host side ------------------------------------------------------------------------
-    def from_host(self, x: np.ndarray):
-        return x
-
-    def relu(self, x):
-        """``max(x, 0)`` of integers as ``x & ~(x >> (bits - 1))`` (the shift is -1 exactly
-        where ``x < 0``): NumPy's own ``maximum`` of int8 is an element-at-a-time loop,
-        measured 5x slower than these two vectorised passes."""
-        if x.dtype.kind != "i":
-            return super().relu(x)
-        out = np.right_shift(x, x.dtype.itemsize * 8 - 1)
-        np.invert(out, out=out)
-        out &= x
-        return out
-
-    def to_host(self, x) -> np.ndarray:
-        return np.asarray(x)
 
     # ---- datapath -------------------------------------------------------------------------
     def _gemm(self, a, b):
@@ -509,7 +602,7 @@ class NumpyBackend(ArrayHostOps, Backend):
 
     # ---- convolutions by the golden model's own exact routes ------------------------------
     def _direct(self) -> bool:
-        return self.direct_convs and self.gemm_method == "auto"
+        return not self.lowered_convs and self.gemm_method == "auto"
 
     def conv(self, x, weight, pad: int, tag: OpTag):
         """:meth:`Backend.conv` with the im2col rows built straight into the GEMM's operand type
@@ -639,15 +732,3 @@ class NumpyBackend(ArrayHostOps, Backend):
     def _update_master(self, w16, g):
         w16 = np.clip(w16.astype(np.int32) - g, -MASTER_LIMIT, MASTER_LIMIT).astype(np.int16)
         return w16, rounding.shift_round(w16, MASTER_FRACTION_BITS, "psto")
-
-    def keep_mask(self, seed: int, step: int, stream_id: int, n: int):
-        """Dropout keep-mask of ``n`` features (p = 1/2): the top bit of the counter hash."""
-        return random_bits(seed, step, stream_id, (n,), 1).astype(np.int8)
-
-    def random_bits(self, seed: int, step: int, stream_id: int, shape, bits: int):
-        return random_bits(seed, step, stream_id, shape, bits)
-
-    def cross_entropy_error(
-        self, logits, exponent: int, labels, rounding_mode: str, rand=None, bits: int = 8
-    ):
-        return _loss.cross_entropy_error(logits, exponent, labels, rounding_mode, rand, bits)

@@ -31,6 +31,7 @@ from nitihw.golden.checkpoint import (
     write_checkpoint,
 )
 from nitihw.golden.datasets import Dataset
+from nitihw.golden.errors import InternalError, UserError
 from nitihw.golden.layers import StepContext
 from nitihw.golden.limits import LIMITS, LimitError, check
 from nitihw.golden.models import get_model_spec
@@ -407,6 +408,12 @@ def train(
                     raise AccumulatorOverflowError(
                         exc.tag, exc.count, exc.bits, f"model {cfg.model!r}, step {state.step}: "
                     ) from None
+                except (UserError, InternalError, KeyboardInterrupt):
+                    raise
+                except Exception as exc:  # validated input: nitihw's own fault
+                    raise InternalError(
+                        f"model {cfg.model!r}, step {state.step}: {type(exc).__name__}: {exc}"
+                    ) from exc
                 backend.end_step(time.perf_counter() - t_step)
                 state.step += 1
                 state.epoch_correct += int(np.sum(pred == data.train_y[idx]))
@@ -474,6 +481,14 @@ def train(
         "seconds": state.seconds,
         "samples_per_second": state.samples / state.seconds if state.seconds else 0.0,
         "overflow_events": backend.overflow_events,
+        # where this session's datapath operations ran (evaluation's too when it runs on the
+        # same backend; on another, as eval_datapath_ops)
+        "datapath_ops": backend.ledger.as_dict(),
+        **(
+            {"eval_datapath_ops": eval_backend.ledger.as_dict()}
+            if eval_backend is not None and eval_backend is not backend
+            else {}
+        ),
         "history": state.history,
         **({"cycles": backend.trace.as_dict()} if hasattr(backend.trace, "as_dict") else {}),
     }

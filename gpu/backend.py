@@ -18,7 +18,8 @@ import weakref
 import numpy as np
 
 from nitihw.golden import loss as golden_loss
-from nitihw.golden.backend import ArrayHostOps, Backend
+from nitihw.golden.backend import HOST, ArrayHostOps, Backend
+from nitihw.golden.errors import DatapathLimitError, ToolError
 from nitihw.golden.randomness import stream_key
 from nitihw.golden.rounding import ROUNDING_MODES, value_limit
 from nitihw.gpu import kernels
@@ -133,11 +134,12 @@ class CupyBackend(ArrayHostOps, Backend):
     exact float32 GEMM over K-chunks (the golden trick, for GPUs without int8 tensor cores)."""
 
     name = "gpu"
+    place = "device"
 
     def __init__(self, acc_bits: int = 32, overflow: str = "error", gemm: str = "int8"):
         ok, why = gpu_available()
         if not ok:
-            raise RuntimeError(f"--backend gpu: {why}")
+            raise ToolError(f"--backend gpu: {why}")
         if gemm not in ("int8", "float32"):
             raise ValueError(f"gemm must be 'int8' or 'float32', got {gemm!r}")
         super().__init__(acc_bits, overflow)
@@ -154,7 +156,14 @@ class CupyBackend(ArrayHostOps, Backend):
         return self.xp.asnumpy(x)
 
     # ---- datapath --------------------------------------------------------------------------
+    def _on_device(self, x):
+        """The ledger's word for the operation in progress: it ran on the device when its
+        result (or, for the range unit, its input) ``x`` is a device array; returns ``x``."""
+        self._ran(self.place if isinstance(x, self.xp.ndarray) else HOST)
+        return x
+
     def _max_abs(self, x) -> int:
+        self._on_device(x)
         return int(kernels.max_abs_kernel()(x)) if x.size else 0
 
     def _gemm(self, a, b):
@@ -171,11 +180,11 @@ class CupyBackend(ArrayHostOps, Backend):
         bound = max_a * max_b
         if bound == 0:
             acc = cp.zeros((m, n), cp.int32)
-            return acc, 0
+            return self._on_device(acc), 0
         fits_int8 = (int8_a or max_a <= 127) and (int8_b or max_b <= 127)
         path = self.gemm_path if fits_int8 else "float64"  # int8-sized: bound <= 2^14
         if bound >= EXACT_BELOW[path]:
-            raise ValueError(
+            raise DatapathLimitError(
                 f"GEMM operands up to {max_a} and {max_b}: one product does not fit the GPU "
                 "backend's exact float64 GEMM (2^53)"
             )
@@ -193,7 +202,7 @@ class CupyBackend(ArrayHostOps, Backend):
             if acc.dtype == cp.int64 or self.accumulator.bits < 32
             else 0
         )
-        return acc, over
+        return self._on_device(acc), over
 
     def _gemm_exact(self, a, b, path: str = "int8"):
         """One GEMM whose every partial sum is exact on ``path`` (see ``EXACT_BELOW``)."""
@@ -252,14 +261,15 @@ class CupyBackend(ArrayHostOps, Backend):
         return self.xp.where(x < 0, -q, q)
 
     def _divide(self, acc, divisor):
-        return self.xp.clip(self._trunc_div(acc, divisor), -127, 127).astype(self.xp.int8)
+        out = self.xp.clip(self._trunc_div(acc, divisor), -127, 127).astype(self.xp.int8)
+        return self._on_device(out)
 
     def _update_div(self, w, g, lr_div, decay_div):
         dw = self._trunc_div(g, lr_div)
         if decay_div:
             dw = dw + self._trunc_div(w, decay_div)
         # int64 -> int32 keeps the low 32 bits: the two's-complement wrap of the golden model
-        return (w.astype(self.xp.int64) - dw).astype(self.xp.int32)
+        return self._on_device((w.astype(self.xp.int64) - dw).astype(self.xp.int32))
 
     def _rescale(self, acc, shift, mode, rand):
         if mode not in ROUNDING_MODES:
@@ -270,13 +280,16 @@ class CupyBackend(ArrayHostOps, Backend):
         u = cp.asarray(rand, cp.int64) if rand is not None else cp.zeros((), cp.int64)
         if mode == "sto" and rand is None:
             raise ValueError("mode 'sto' needs rand: uniform integers in [0, 2**shift)")
-        return kernels.rescale_kernel()(acc, np.int32(shift), np.int32(kernels.MODE_CODES[mode]), u)
+        code = np.int32(kernels.MODE_CODES[mode])
+        return self._on_device(kernels.rescale_kernel()(acc, np.int32(shift), code, u))
 
     def _update(self, w, g, limit):
-        return kernels.update_kernel()(w, g.astype(self.xp.int8), np.int32(limit))
+        return self._on_device(kernels.update_kernel()(w, g.astype(self.xp.int8), np.int32(limit)))
 
     def _update_master(self, w16, g):
-        return kernels.update_master_kernel()(w16, g.astype(self.xp.int8))
+        w16, w8 = kernels.update_master_kernel()(w16, g.astype(self.xp.int8))
+        self._on_device(w8)
+        return w16, w8
 
     # ---- host operations, on the device (im2col, ReLU, pooling: ArrayHostOps) ----------
     def random_bits(self, seed: int, step: int, stream_id: int, shape, bits: int):

@@ -9,6 +9,7 @@ from pathlib import Path
 from nitihw.golden import limits
 from nitihw.golden.backend import AccumulatorOverflowError
 from nitihw.golden.datasets import DatasetError
+from nitihw.golden.errors import EXIT_INTERNAL, EXIT_USER, InternalError, UserError
 from nitihw.golden.models import MODELS
 from nitihw.golden.profiles import PROFILES
 from nitihw.sim.cycle_model import ArrayConfig
@@ -302,7 +303,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def command(name, **kw):
-        return sub.add_parser(name, formatter_class=_Help, **kw)
+        c = sub.add_parser(name, formatter_class=_Help, **kw)
+        c.add_argument(
+            "--debug",
+            action="store_true",
+            help="print the traceback of an internal error on stderr (it is also kept in the "
+            "run folder)",
+        )
+        return c
 
     t = command("train", help="train a model with integer-only arithmetic (or its float32 twin)")
     t.add_argument("--model", required=True, choices=sorted(MODELS), help="the network")
@@ -615,6 +623,9 @@ def _datapath_options(p, required: bool = True) -> None:
 
 
 def main(argv=None) -> int:
+    """Run one command. A user error (bad input, a setting or a tool that cannot run) is one
+    line on stderr and exit 2; anything else is an internal error, exit 70, with its traceback
+    kept (:func:`report_internal_error`; :mod:`nitihw.golden.errors`)."""
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # a bad command line (one line printed) or --help
@@ -624,19 +635,52 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("\nnitihw: interrupted", file=sys.stderr)
         return 130
-    except (
-        ValueError,
-        DatasetError,
-        FileNotFoundError,
-        AccumulatorOverflowError,
-        RuntimeError,
-    ) as exc:
+    except InternalError as exc:
+        return report_internal_error(args, exc)
+    except USER_ERRORS as exc:
         print(f"nitihw: error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USER
     except OSError as exc:  # a file the command could not read or write
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"nitihw: error: {where}{exc.strerror or exc}", file=sys.stderr)
-        return 2
+        return EXIT_USER
+    except Exception as exc:  # nobody expected it: nitihw's own fault
+        return report_internal_error(args, exc)
+
+
+#: the exceptions that are the user's (exit 2): bad input and settings, tools that fail
+USER_ERRORS = (UserError, ValueError, DatasetError, FileNotFoundError, AccumulatorOverflowError)
+
+TRACEBACK_NAME = "internal-error.txt"
+
+
+def report_internal_error(args, exc: BaseException) -> int:
+    """Say that ``exc`` is nitihw's fault, not the user's; keep its traceback in the command's
+    ``--out`` folder (``internal-error.txt``, written atomically) when there is one, and print
+    it with ``--debug``. Returns the exit status, 70."""
+    import traceback
+
+    from nitihw.golden.train import atomic_write_bytes
+
+    text = "".join(traceback.format_exception(exc))
+    kept = ""
+    out = getattr(args, "out", None)
+    if out and Path(out).is_dir():
+        path = Path(out) / TRACEBACK_NAME
+        try:
+            atomic_write_bytes(path, f"nitihw {' '.join(sys.argv[1:])}\n{text}".encode())
+            kept = f"; traceback in {path}"
+        except OSError:
+            pass
+    if getattr(args, "debug", False):
+        sys.stderr.write(text)
+    print(
+        f"nitihw: internal error (a fault in nitihw, not in your input): "
+        f"{type(exc).__name__}: {exc}{kept}"
+        + ("" if getattr(args, "debug", False) else "; rerun with --debug to print it"),
+        file=sys.stderr,
+    )
+    return EXIT_INTERNAL
 
 
 if __name__ == "__main__":

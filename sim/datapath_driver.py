@@ -18,6 +18,7 @@ import numpy as np
 from amaranth.hdl import Shape
 from amaranth.lib import data
 
+from nitihw.golden.errors import InternalError
 from nitihw.rtl.datapath import Op, command_layout, din_layout, dout_layout
 from nitihw.rtl.divide import DIV_BITS, divider_constants
 from nitihw.rtl.rescale import MODE_BY_NAME
@@ -261,7 +262,7 @@ class AmaranthPort:
 # ---- the driver ---------------------------------------------------------------------------
 
 
-class DatapathError(RuntimeError):
+class DatapathError(InternalError):
     """The Datapath flagged a command it could not run (its ``error`` output)."""
 
 

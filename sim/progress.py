@@ -83,8 +83,17 @@ def format_summary(result: dict) -> str:
         ("overflow events", result["overflow_events"]),
         ("weights_sha256", result["weights_sha256"]),
     ]
+    if "datapath_ops" in result:
+        rows.insert(-1, ("datapath ops", format_ledger(result["datapath_ops"])))
+    if "eval_datapath_ops" in result:
+        rows.insert(-1, ("evaluation ops", format_ledger(result["eval_datapath_ops"])))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def format_ledger(counts: dict) -> str:
+    """``{"rtl": 61234, "host": 0}`` as ``61,234 on the rtl, 0 on the host``."""
+    return ", ".join(f"{n:,} on the {place}" for place, n in counts.items())
 
 
 def format_cycles(report: dict) -> str:

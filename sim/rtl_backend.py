@@ -1,8 +1,16 @@
 """The RTL backend: every GEMM, range, rescale, update and (NITRO-D) divide of a training step
 executed by the simulated Datapath (the Verilog of :mod:`nitihw.rtl`), tile by tile.
 
-The host side (im2col, ReLU, pooling, the loss, exponents) stays in NumPy, as a controller
-core would run it. The backend is synchronous, like every Backend; it reaches the simulator
+The backend is composed of two parts, and inherits neither from the golden model:
+:class:`~nitihw.golden.backend.Backend` (trace, overflow policy, ledger) whose datapath
+operations (:data:`~nitihw.golden.backend.DATAPATH_OPERATIONS`) are implemented here on the
+driver and nowhere else, and :class:`~nitihw.golden.backend.NumpyHostOps`, the host side
+(im2col, ReLU, pooling, the loss), in NumPy as a controller core would run it. None of the
+golden model's own routes (its int8 GEMM, float BLAS, direct convolutions, worker threads) is
+in reach, and the ledger stops the run at the first datapath operation whose result did not
+come from the Datapath (:class:`~nitihw.golden.errors.DatapathLeak`).
+
+The backend is synchronous, like every Backend; it reaches the simulator
 through ``call(coroutine_function, *args)``, which runs one driver coroutine to completion
 (inside cocotb: ``cocotb.resume``; the training loop runs in a ``cocotb.bridge`` thread).
 """
@@ -11,20 +19,21 @@ from __future__ import annotations
 
 import numpy as np
 
-from nitihw.golden.backend import NumpyBackend
+from nitihw.golden.backend import Backend, NumpyHostOps
+from nitihw.golden.errors import DatapathLimitError, InternalError
 from nitihw.rtl.rescale import rescale_limit
 from nitihw.sim.datapath_driver import DatapathDriver
 
 
-class RtlBackend(NumpyBackend):
-    """Datapath operations on the simulated RTL; host operations from the golden model.
+class RtlBackend(NumpyHostOps, Backend):
+    """Datapath operations on the simulated RTL; host operations in NumPy.
 
     Each operation ends with the datapath idle, so the cycles its commands took are exact;
     they are added to the trace entry (``extra['cycles']``) and to ``sim_cycles``.
     """
 
     name = "rtl"
-    direct_convs = False  # the datapath runs the lowered GEMMs themselves
+    place = "rtl"
 
     def __init__(self, driver: DatapathDriver, call, acc_bits: int = 32, overflow: str = "error"):
         super().__init__(acc_bits, overflow)
@@ -38,11 +47,12 @@ class RtlBackend(NumpyBackend):
         self.rescale_limit = rescale_limit(p["op_bits"])
         self.sim_cycles = 0  # datapath cycles of every operation so far
         self._op_cycles = 0
-        self._range: tuple | None = None  # (shape, range fields) of the last GEMM's tensor
+        self._gemm_range: tuple | None = None  # (shape, range fields) of the last GEMM's tensor
 
     def _run(self, coro_fn, *args, **kw):
         first = len(self.driver.log)
         out = self._call(coro_fn, *args, **kw)
+        self._ran(self.place)  # the result came from the Datapath
         self._op_cycles = sum(r.cycles for r in self.driver.log[first:])
         self.sim_cycles += self._op_cycles
         del self.driver.log[:]  # records are summed per operation; keep memory flat
@@ -59,7 +69,7 @@ class RtlBackend(NumpyBackend):
 
     def _gemm(self, a, b):
         acc, ovf, rng = self._run(self.driver.gemm_tensor, a, b)
-        self._range = (acc.shape, rng)
+        self._gemm_range = (acc.shape, rng)
         return acc, int(ovf.sum())
 
     def _range_of(self, x, fed: bool) -> dict:
@@ -68,9 +78,14 @@ class RtlBackend(NumpyBackend):
         if fed:
             return self._run(self.driver.feed_tensor, x)
         # the range unit watched the GEMM's tiles drain; its result belongs to that tensor
-        if self._range is None or self._range[0] != x.shape:
-            raise RuntimeError("the RTL range unit only knows the range of the last GEMM")
-        return self._range[1]
+        if self._gemm_range is None or self._gemm_range[0] != x.shape:
+            raise InternalError(
+                f"the RTL range unit was asked for the range of a {x.shape} tensor as the last "
+                "GEMM's result, but it watched "
+                + ("no GEMM" if self._gemm_range is None else f"a {self._gemm_range[0]} one")
+            )
+        self._ran(self.place)  # read from the range unit's registers
+        return self._gemm_range[1]
 
     def _bitwidth(self, acc, fed) -> int:
         return int(self._range_of(acc, fed)["bitwidth"])
@@ -86,7 +101,7 @@ class RtlBackend(NumpyBackend):
     def _rescale(self, acc, shift, mode, rand):
         shift = max(shift, -8)  # any left shift of 7 or more saturates every nonzero value
         if abs(shift) > self.driver.params["max_shift"]:
-            raise ValueError(
+            raise DatapathLimitError(
                 f"shift {shift} exceeds the rescale lanes' {self.driver.params['max_shift']}"
             )
         buffered = self._in_buffer(acc, rand)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from nitihw.golden.checkpoint import CHECKPOINT_NAME
 from nitihw.golden.datasets import load_dataset
+from nitihw.golden.errors import InternalError, UserError
 from nitihw.golden.parallel import available_cores, check_threads
 from nitihw.golden.profiles import get_profile
 from nitihw.golden.run_folder import RESULT_NAME
@@ -223,10 +224,14 @@ def launch_rtl_training(opts: dict, checked=None) -> int:
     for path in console.values():
         path.unlink(missing_ok=True)
     if not status.exists():
-        raise RuntimeError(f"the simulation ended without a result{_log_tail(log)}")
+        raise InternalError(f"the simulation ended without a result{_log_tail(log)}")
     state = json.loads(status.read_text())
     if "error" in state:
-        raise RuntimeError(state["error"])
+        if state.get("internal", True):
+            err = InternalError(f"{state['error']} (in the simulation)")
+            err.add_note("the simulation's traceback:\n" + state.get("traceback", "(none)"))
+            raise err
+        raise UserError(state["error"])
     print(f"simulator log: {log}")
     return 0
 

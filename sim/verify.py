@@ -10,6 +10,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from nitihw.golden.errors import ToolError
+
 SIMULATORS = ("verilator", "icarus")
 TESTBENCH = "nitihw.sim.testbench.datapath_tb"
 TESTCASES = ("random_gemms_all_modes", "corners", "accumulator_limits")  # the regression
@@ -125,7 +127,7 @@ def build_design(
         # never reuse a half-built model
         shutil.rmtree(sim_build_dir(build_dir, sim, waves_requested), ignore_errors=True)
         if isinstance(exc, Exception):
-            raise RuntimeError(f"{sim} build of {source} failed ({exc}); see {log}") from exc
+            raise ToolError(f"{sim} build of {source} failed ({exc}); see {log}") from exc
         raise
     return runner
 

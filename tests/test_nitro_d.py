@@ -403,10 +403,8 @@ class CheckedBackend(NumpyBackend):
     """Asserts the datapath contract of every GEMM: A int8, B within int32 (on the lowered
     GEMMs the datapath runs, not the golden model's own float32 conv routes)."""
 
-    direct_convs = False
-
     def __init__(self):
-        super().__init__(32, "wrap")
+        super().__init__(32, "wrap", lowered_convs=True)
         self.trace = []
         self.gemms = 0
 

@@ -17,13 +17,9 @@ from nitihw.golden.train import TrainConfig, train
 TAG = OpTag("l", "forward")
 
 
-class Lowered(NumpyBackend):
-    direct_convs = False
-
-
 def _pair(acc_bits=32, overflow="error", threads=2):
     fast = NumpyBackend(acc_bits, overflow, threads=threads)
-    slow = Lowered(acc_bits, overflow, threads=1)
+    slow = NumpyBackend(acc_bits, overflow, threads=1, lowered_convs=True)
     fast.trace, slow.trace = [], []
     return fast, slow
 
@@ -152,7 +148,7 @@ def test_training_bits_do_not_depend_on_threads(profile):
     with int8_gemm.turned_off():  # the float32 BLAS routes, direct and lowered
         for be in (
             NumpyBackend(overflow=overflow, threads=2),
-            Lowered(overflow=overflow, threads=1),
+            NumpyBackend(overflow=overflow, threads=1, lowered_convs=True),
         ):
             hashes.add(train(TrainConfig(**cfg, steps=2), data, be)["weights_sha256"])
     assert len(hashes) == 1

@@ -14,11 +14,13 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from nitihw.golden.errors import ToolError
+
 HARNESS = Path(__file__).with_name("harness.cpp")
 LIBRARY = "libnitihw_datapath.so"
 
 
-class NativeBuildError(RuntimeError):
+class NativeBuildError(ToolError):
     """The native simulator could not be built (a missing tool, or a failed compile)."""
 
 

@@ -8,13 +8,15 @@ from pathlib import Path
 
 import numpy as np
 
+from nitihw.golden.errors import InternalError, ToolError
+
 _U64 = ctypes.c_uint64
 _PTR = ctypes.c_void_p
 #: cycles without any transfer before a program is declared stuck
 WATCHDOG_CYCLES = 1 << 22
 
 
-class NativeStall(RuntimeError):
+class NativeStall(InternalError):
     """A program stopped moving: the Datapath took no command or beat and returned no dout
     beat for ``watchdog`` cycles (:data:`WATCHDOG_CYCLES`; the host expected more output than
     its commands produce), or (``checked``) an output moved with its own cycle's inputs."""
@@ -89,7 +91,7 @@ class NativeDatapath:
         self.waves = str(waves) if waves else None
         self._h = self._dll.nh_open((self.waves or "").encode())
         if not self._h:
-            raise RuntimeError("the native simulator could not start")
+            raise ToolError("the native simulator could not start")
         self._dll.nh_reset(self._h, 2)
         self._info = (_U64 * 4)()
 

@@ -24,6 +24,8 @@ import traceback
 from dataclasses import replace
 from pathlib import Path
 
+from nitihw.golden.errors import ToolError
+
 ESTIMATE_COLUMNS = (
     "macs",
     "total_cycles",
@@ -166,7 +168,7 @@ def rtl_point(point: dict, settings: dict) -> dict:
         res = run_datapath_tests(r["simulator"], params, r["seed"], build, regression_cases(params))
     if res.tests == 0:
         why = res.stats.get("build", "no test ran")
-        raise RuntimeError(f"the RTL of this point did not build or run ({why}; see {build})")
+        raise ToolError(f"the RTL of this point did not build or run ({why}; see {build})")
     return {
         "rtl_tests": res.tests,
         "rtl_failed": res.failed,

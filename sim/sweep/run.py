@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+from nitihw.golden.errors import ToolError
 from nitihw.golden.parallel import available_cores
 from nitihw.golden.train import atomic_write_json
 from nitihw.sim.sweep.grid import Grid, point_id
@@ -70,7 +71,7 @@ def _client(scheduler: str | None, workers: int | None):
         try:
             return Client(scheduler, timeout="5s"), None
         except OSError as exc:
-            raise RuntimeError(f"--scheduler {scheduler}: cannot connect ({exc})") from None
+            raise ToolError(f"--scheduler {scheduler}: cannot connect ({exc})") from None
     cluster = LocalCluster(
         n_workers=workers or available_cores(),
         threads_per_worker=1,

@@ -25,6 +25,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from nitihw.golden.errors import ToolError
+
 CALIBRATION = Path(__file__).with_name("area_calibration.json")
 SHAPES = ((2, 2), (4, 4))
 #: (operand bits, accumulator bits) calibrated; a 16-bit operand needs a 31-bit accumulator
@@ -93,7 +95,7 @@ def calibrate(out_root: Path = Path("build/synth"), progress=None) -> dict:
             params = datapath_params(rows, cols, op_bits=op, acc_bits=acc, kmax=256)
             rep = synthesize("generic", params=params, out_root=out_root, progress=progress)
             if rep["failed"]:
-                raise RuntimeError(f"synthesis of {rep['design']} failed: {rep['failed']}")
+                raise ToolError(f"synthesis of {rep['design']} failed: {rep['failed']}")
             reports[(rows, cols)] = rep
             yosys = rep["yosys"]
         per_width[f"{op}/{acc}"] = _terms(reports)

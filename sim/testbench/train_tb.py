@@ -60,7 +60,19 @@ async def train_run(dut):
         try:
             result = run_training(opts, backend, eval_backend=golden_eval)
         except BaseException as exc:
-            atomic_write_json(status, {"error": f"{type(exc).__name__}: {exc}"})
+            import traceback
+
+            from nitihw.sim.cli import USER_ERRORS
+
+            user = isinstance(exc, (*USER_ERRORS, OSError))
+            atomic_write_json(
+                status,
+                {
+                    "error": str(exc) if user else f"{type(exc).__name__}: {exc}",
+                    "internal": not user,
+                    "traceback": "".join(traceback.format_exception(exc)),
+                },
+            )
             raise
         atomic_write_json(
             status,
