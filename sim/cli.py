@@ -674,9 +674,9 @@ def report_internal_error(args, exc: BaseException) -> int:
             pass
     if getattr(args, "debug", False):
         sys.stderr.write(text)
+    what = str(exc) if isinstance(exc, InternalError) else f"{type(exc).__name__}: {exc}"
     print(
-        f"nitihw: internal error (a fault in nitihw, not in your input): "
-        f"{type(exc).__name__}: {exc}{kept}"
+        f"nitihw: internal error (a fault in nitihw, not in your input): {what}{kept}"
         + ("" if getattr(args, "debug", False) else "; rerun with --debug to print it"),
         file=sys.stderr,
     )

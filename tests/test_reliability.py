@@ -378,3 +378,66 @@ def test_the_same_command_twice_keeps_the_first_run(tmp_path, monkeypatch, capsy
     assert train("--steps", "2") == 2
     assert "--out runs/mlp-digits-digits-niti-s0 already holds a run" in one_line_error(capsys)
     assert (tmp_path / "runs" / "mlp-digits-digits-niti-s0" / "result.json").read_text() == first
+
+
+# ---- internal errors ------------------------------------------------------------------------
+
+
+def _fault_in_step(monkeypatch, after: int):
+    """Make the golden ReLU fail (an IndexError: nitihw's own fault) from its ``after``-th call."""
+    from nitihw.golden.backend import NumpyHostOps
+
+    calls = {"n": 0}
+    relu = NumpyHostOps.relu
+
+    def faulty(self, x):
+        calls["n"] += 1
+        if calls["n"] > after:
+            raise IndexError("index 7 is out of bounds (injected)")
+        return relu(self, x)
+
+    monkeypatch.setattr(NumpyHostOps, "relu", faulty)
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_an_internal_fault_is_not_a_user_error(tmp_path, monkeypatch, capsys, debug):
+    """Exit 70, said to be nitihw's fault, the traceback kept in the run folder (and on stderr
+    with --debug), and the last checkpoint whole: the run resumes to the uninterrupted bits."""
+    out = tmp_path / "run"
+    argv = ["--batch", "32", "--epochs", "2", "--checkpoint-every", "10", "--out", str(out)]
+    _fault_in_step(monkeypatch, after=25)  # one ReLU a step: step 25, after step 20's checkpoint
+    rc = train(*argv, *(["--debug"] if debug else []))
+    err = capsys.readouterr().err
+    assert rc == 70
+    line = next(x for x in err.splitlines() if x.startswith("nitihw: internal error"))
+    assert "a fault in nitihw, not in your input" in line
+    assert "input): model 'mlp-digits', step 25: IndexError: index 7 is out of bounds" in line
+    kept = out / "internal-error.txt"
+    assert f"traceback in {kept}" in line
+    assert "Traceback (most recent call last)" in kept.read_text()
+    assert "faulty" in kept.read_text()
+    assert ("Traceback (most recent call last)" in err) == debug
+    assert read_checkpoint(out / CHECKPOINT_NAME)[0]["state"]["step"] == 20
+    monkeypatch.undo()
+    assert train(*argv, "--resume") == 0
+    capsys.readouterr()
+    assert train("--batch", "32", "--epochs", "2", "--out", str(tmp_path / "whole")) == 0
+    resumed = json.loads((out / "result.json").read_text())
+    whole = json.loads((tmp_path / "whole" / "result.json").read_text())
+    assert resumed["weights_sha256"] == whole["weights_sha256"]
+
+
+def test_an_unexpected_error_outside_a_step_is_internal_too(monkeypatch, capsys, tmp_path):
+    import nitihw.sim.train_run as train_run
+
+    def broken(*a, **k):
+        raise KeyError("settings")
+
+    monkeypatch.setattr(train_run, "run_training", broken)
+    assert train("--steps", "1", "--out", str(tmp_path / "r")) == 70
+    assert "nitihw: internal error" in capsys.readouterr().err
+
+
+def test_bad_input_stays_a_one_line_user_error(tmp_path, capsys):
+    assert train("--batch", "0", "--out", str(tmp_path / "r")) == 2
+    one_line_error(capsys)
