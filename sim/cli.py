@@ -42,6 +42,8 @@ def cmd_train(args) -> int:
     out = Path(opts["out"])
     # the folders the checks below make (the run folder, and parents that are missing)
     made = [p for p in [out, *out.parents] if not p.exists()]
+    if args.segments is not None:
+        return _train_segments(opts, out, made)
     try:
         # settings, then output paths, then the dataset: all before any work starts
         cfg, _array = check_settings(opts)
@@ -78,6 +80,50 @@ def cmd_train(args) -> int:
         )
         return 130
     return 0
+
+
+def _train_segments(opts: dict, out: Path, made: list[Path]) -> int:
+    """``nitihw train --segments``: the run checked on the RTL epoch by epoch
+    (:mod:`nitihw.sim.segments`). ``--resume`` reuses the segments already checked in ``out``,
+    ``--overwrite`` checks them all again."""
+    import shutil
+
+    from nitihw.golden.run_folder import RunFolderError, RunLock, check_writable_dir
+    from nitihw.sim.segments import SEGMENTS_NAME, parse_segments, run_segments
+    from nitihw.sim.train_run import check_options, check_settings
+
+    try:
+        if opts["backend"] != "rtl" or opts.get("sim", "verilator") != "verilator":
+            raise ValueError(
+                "--segments checks a run on the native RTL: --backend rtl --sim verilator"
+            )
+        for flag in ("waves", "eval_on_rtl", "json"):
+            if opts.get(flag):
+                raise ValueError(f"--{flag.replace('_', '-')} does not apply to --segments")
+        if opts["steps"] is not None:
+            raise ValueError("--segments checks whole epochs: drop --steps")
+        if opts["resume"] and opts["overwrite"]:
+            raise RunFolderError("give --resume or --overwrite, not both")
+        check_settings(opts)
+        parse_segments(opts["segments"], opts["epochs"])
+        check_writable_dir(out, "--out")
+        held = [p.name for p in (out / SEGMENTS_NAME, out / "segments") if p.exists()]
+        if held and not (opts["resume"] or opts["overwrite"]):
+            raise RunFolderError(
+                f"--out {out} already holds segments ({', '.join(held)}): reuse the checked ones "
+                "with --resume, check them all again with --overwrite, or choose another --out"
+            )
+        check_options(opts)
+    except BaseException:
+        for p in made:
+            if p.is_dir() and not any(p.iterdir()):
+                p.rmdir()
+        raise
+    with RunLock(out):
+        if opts["overwrite"]:
+            shutil.rmtree(out / "segments", ignore_errors=True)
+            (out / SEGMENTS_NAME).unlink(missing_ok=True)
+        return run_segments(opts)
 
 
 def _shape_list(text: str) -> list[tuple[int, int]]:
@@ -441,6 +487,27 @@ def build_parser() -> argparse.ArgumentParser:
         "model evaluates the same weights, bit for bit, faster)",
     )
     t.add_argument("--build-dir", default="build/rtl", help="--backend rtl: Verilog and models")
+    t.add_argument(
+        "--segments",
+        default=None,
+        metavar="EPOCHS",
+        help="--backend rtl: check the run on the RTL in epoch segments (e.g. 1-30): segment k "
+        "resumes golden's checkpoint after epoch k-1 and must end with golden's after epoch k; "
+        "segments run side by side on Dask (docs/simulation.md)",
+    )
+    t.add_argument(
+        "--scheduler",
+        default=None,
+        help="--segments: a running Dask scheduler, e.g. tcp://HOST:8786 (default: an embedded "
+        "cluster)",
+    )
+    t.add_argument(
+        "--workers",
+        type=limits.arg("sweep_workers"),
+        default=None,
+        help="--segments: embedded cluster's worker processes (default: one per core; 0: one "
+        "segment after another in this process)",
+    )
     t.set_defaults(func=cmd_train)
 
     v = command("verilog", help="write the Verilog of the Datapath and its blocks")

@@ -281,9 +281,9 @@ def verify(
         return results
     from dask.distributed import as_completed
 
-    from nitihw.sim.sweep.run import _client
+    from nitihw.sim.sweep.run import dask_client
 
-    client, cluster = _client(scheduler, workers)
+    client, cluster = dask_client(scheduler, workers)
     done: dict[int, list[RunResult]] = {}
     try:
         futures = {

@@ -141,11 +141,22 @@ def build_native(
 ) -> Path:
     """Build (or reuse) the native simulator of the Datapath ``params``; returns the shared
     library. The build is redone only when the Verilog, the harness or the options change.
-    ``log`` (e.g. ``print``) hears when a build starts and how long it took."""
+    ``log`` (e.g. ``print``) hears when a build starts and how long it took. Processes that
+    build into the same folder at once (segments, sweep points) take turns: the second finds
+    the first's build."""
+    import fcntl
+
+    build_dir = Path(build_dir)
+    build_dir.mkdir(parents=True, exist_ok=True)
+    with open(build_dir / ".build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        return _build_native(params, build_dir, options, log)
+
+
+def _build_native(params: dict, build_dir: Path, options: NativeOptions | None, log) -> Path:
     from nitihw.rtl.verilog import TOP, write_if_changed, write_verilog
 
     options = options or NativeOptions()
-    build_dir = Path(build_dir)
     verilog = Path(write_verilog(build_dir / "rtl", params, blocks=False)[TOP])
     out = build_dir / options.tag
     lib = out / LIBRARY

@@ -63,7 +63,7 @@ class SweepProgress:
         self.stream.flush()
 
 
-def _client(scheduler: str | None, workers: int | None):
+def dask_client(scheduler: str | None, workers: int | None):
     """A Dask client, and the embedded cluster it owns (None for ``--scheduler``)."""
     from dask.distributed import Client, LocalCluster
 
@@ -108,7 +108,7 @@ def run_sweep(
         else:
             from dask.distributed import as_completed
 
-            client, cluster = _client(scheduler, workers)
+            client, cluster = dask_client(scheduler, workers)
             try:
                 futures = [client.submit(run_points, b, *args, pure=False) for b in batches]
                 for fut in as_completed(futures):
