@@ -99,11 +99,33 @@ def main() -> None:
         default=0,
         help="only LeNet/mnist5k, batch 64, 16x16, this many epochs (section 'rtl_lenet')",
     )
+    ap.add_argument(
+        "--harness",
+        type=int,
+        default=0,
+        metavar="STEPS",
+        help="only the native harness against itself: LeNet/mnist5k, batch 64, 16x16, this many "
+        "steps, with today's build (GCC) and the default (clang where installed), each with "
+        "the split over two instances and on one instance, rounds interleaved (section "
+        "'rtl_harness')",
+    )
+    ap.add_argument("--rounds", type=int, default=2, help="--harness: interleaved rounds")
+    ap.add_argument(
+        "--segments-record",
+        default=None,
+        metavar="DIR",
+        help="write the segments checked by `nitihw train --segments ... --out DIR` (its "
+        "segments.json) into docs/benchmarks.md (section 'rtl_lenet_segments')",
+    )
     ap.add_argument("--keep-builds", action="store_true", help="reuse earlier builds")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
     if not args.keep_builds:
         shutil.rmtree(MODELS, ignore_errors=True)  # build seconds of fresh builds
+    if args.harness:
+        return compare_harness(args.harness, args.rounds, not args.no_write)
+    if args.segments_record:
+        return segments_record(Path(args.segments_record), not args.no_write)
     cases = METHOD_CASES if args.methods else CASES
     section = "rtl_methods" if args.methods else "rtl_train"
     if args.lenet_epochs:
@@ -176,6 +198,112 @@ def main() -> None:
         "run.\n\n" + markdown_table(HEADERS, rows)
     )
     write_section(section, body)
+
+
+def segments_record(out: Path, write: bool) -> None:
+    """The segments of a ``nitihw train --segments`` run, as a table for the docs."""
+    summary = json.loads((out / "segments.json").read_text())
+    headers = ["epoch", "steps", "simulated cycles", "seconds", "machine", "weights_sha256"]
+    headers += ["golden's", "cycle-model mismatches", "host datapath ops"]
+    rows = [
+        [
+            r["epoch"],
+            r["steps"],
+            f"{r['cycles']:,}",
+            f"{r['seconds']:.0f}",
+            r["host"],
+            r["weights_sha256"][:16],
+            "same" if r["matches_golden"] else "DIFFERS",
+            r["model_mismatches"],
+            r["datapath_ops"].get("host", 0),
+        ]
+        for r in summary["records"]
+    ]
+    print_table(headers, rows)
+    if not write:
+        return
+    done, total = len(rows), summary["epochs"]
+    proved = (
+        f"All {total} segments match: the whole run on the RTL ends with golden's "
+        f"weights_sha256 `{summary['golden_weights_sha256']}`."
+        if summary["whole_run_proved"]
+        else f"{done} of the {total} segments checked so far (the others: the same command "
+        "with `--resume`, which reuses these)."
+    )
+    body = (
+        "## The 30-epoch NITI LeNet run on the 16x16 RTL, in epoch segments\n\n"
+        f"`nitihw train --model {summary['model']} --dataset {summary['dataset']} --epochs "
+        f"{total} --batch {summary['batch']} --backend rtl --array {summary['array']} "
+        f"--segments ...` (commit {summary['commit']}, {machine()}; segments on the embedded "
+        "Dask cluster, one native instance each). Segment k resumes golden's checkpoint after "
+        "epoch k-1 on the RTL and must end with golden's checkpoint after epoch k (weights "
+        f"and every checkpoint array). {proved}\n\n" + markdown_table(headers, rows)
+    )
+    write_section("rtl_lenet_segments", body)
+
+
+#: ``--harness``: (label, nitihw train options); the first is today's harness
+HARNESSES = [
+    ("GCC build (before), 2 instances sharing each operation", ["--cxx", "gcc"], 2),
+    ("default build (clang), 2 instances sharing each operation", ["--cxx", "auto"], 2),
+    ("GCC build (before), 1 instance", ["--cxx", "gcc"], 1),
+    ("default build (clang), 1 instance", ["--cxx", "auto"], 1),
+]
+
+
+def compare_harness(steps: int, rounds: int, write: bool) -> None:
+    """The same LeNet steps on the native harness built each way, rounds interleaved so that
+    every row saw the same machine; the best round of each kept. Every run must end with
+    golden's weights and the cycle model's cycles."""
+    from nitihw.sim.native.build import cxx_compiler
+
+    targs = [*_LENET, "--batch", "64", "--steps", str(steps)]
+    gold, _ = run("harness-golden", targs)
+    best: dict[str, dict] = {}
+    for rnd in range(rounds):
+        for label, extra, n in HARNESSES:
+            rtl, _total = run(
+                f"harness-{rnd}", [*targs, "--backend", "rtl", "--sim-instances", str(n), *extra]
+            )
+            if rtl["weights_sha256"] != gold["weights_sha256"]:
+                raise SystemExit(f"{label}: the RTL run's weights differ from golden's")
+            if rtl["cycles"]["model_mismatches"]:
+                raise SystemExit(f"{label}: cycles differ from the cycle model")
+            rate = rtl["cycles"]["total_cycles"] / rtl["seconds"]
+            print(f"round {rnd + 1}: {label}: {rate:,.0f} cycles/s", flush=True)
+            if label not in best or rate > best[label]["rate"]:
+                best[label] = {"rate": rate, "seconds": rtl["seconds"], "result": rtl}
+    base = best[HARNESSES[0][0]]["rate"]
+    cycles = best[HARNESSES[0][0]]["result"]["cycles"]["total_cycles"]
+    headers = ["native harness", "train s", "cycles/s", "vs before", "LeNet epoch (63 steps)"]
+    rows = []
+    for label, _extra, _n in HARNESSES:
+        b = best[label]
+        epoch = 63 * cycles / steps / b["rate"]
+        rows.append(
+            [
+                label,
+                f"{b['seconds']:.1f}",
+                f"{b['rate']:,.0f}",
+                f"{b['rate'] / base:.2f}",
+                f"{epoch / 60:.1f} min",
+            ]
+        )
+    print_table(headers, rows)
+    if not write:
+        return
+    body = (
+        "## The native harness against itself, side by side\n\n"
+        f"`.venv/bin/python bench/rtl_train.py --harness {steps}` (commit {git_rev()}, "
+        f"{machine()}; compilers: default {cxx_compiler('auto')}, before g++). "
+        f"LeNet/mnist5k, batch 64, {steps} steps ({cycles:,} simulated cycles) on the 16x16 "
+        f"Datapath, each way {rounds} times, rounds interleaved, the best kept; every run "
+        f"ends with golden's weights_sha256 ({gold['weights_sha256'][:16]}) and 0 "
+        "cycle-model mismatches. *before*: the build of the commits before issue 27 (GCC). "
+        "*LeNet epoch*: 63 steps at that rate (the steps' cycles scaled).\n\n"
+        + markdown_table(headers, rows)
+    )
+    write_section("rtl_harness", body)
 
 
 HEADERS = [

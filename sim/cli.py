@@ -476,6 +476,13 @@ def build_parser() -> argparse.ArgumentParser:
         "threads (default 0: one per CPU core); results and cycles are one Datapath's",
     )
     t.add_argument(
+        "--cxx",
+        default="auto",
+        choices=("auto", "clang", "gcc"),
+        help="--sim verilator: the C++ compiler of the native model (auto: clang++ where "
+        "installed, its model runs 1.1-1.3x faster; the same bits and cycles)",
+    )
+    t.add_argument(
         "--waves",
         action="store_true",
         help="--backend rtl: record a VCD waveform of the whole run (datapath.vcd in --out; large)",

@@ -297,7 +297,8 @@ def run_native_training(opts: dict, params: dict, build: Path, checked=None) -> 
     waves = bool(opts.get("waves"))
     # one waveform shows one Datapath: a traced run simulates on one instance
     n = 1 if waves else sim_instances(opts.get("sim_instances") or 0)
-    lib = build_native(params, build, NativeOptions(waves=waves), log=say)
+    compiler = opts.get("cxx") or "auto"
+    lib = build_native(params, build, NativeOptions(waves=waves, compiler=compiler), log=say)
     out = Path(opts["out"])
     out.mkdir(parents=True, exist_ok=True)
     wave_file = out / "datapath.vcd" if waves else None

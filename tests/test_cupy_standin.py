@@ -128,6 +128,24 @@ def test_a_host_round_trip_in_the_backend_fails(cp):
         be.bitwidth(acc, TAG)
 
 
+def test_a_datapath_operation_computed_on_the_host_stops_the_run(cp):
+    """An update lanes' result computed by NumPy (a host array) is not a device operation: the
+    ledger stops the run there and names it."""
+    from nitihw.golden.errors import DatapathLeak
+    from nitihw.gpu.backend import CupyBackend
+
+    class Leaky(CupyBackend):
+        def _update(self, w, g, limit):
+            return self._on_device(np.clip(self.to_host(w) - self.to_host(g), -limit, limit))
+
+    be = Leaky()
+    w = be.from_host(np.ones(4, np.int8))
+    be.rescale(be.from_host(np.arange(8, dtype=np.int32)), 1, "round", TAG)
+    with pytest.raises(DatapathLeak, match=r"update \(4,\) of layer 't', phase 'forward' ran on"):
+        be.update(w, w, TAG)
+    assert be.ledger.as_dict() == {"device": 1, "host": 1}
+
+
 _UB_RUN = """
 import numpy as np
 from nitihw.golden import OpTag, NumpyBackend

@@ -233,6 +233,8 @@ def test_training_is_bit_exact_with_golden(device, tmp_path, case):
     assert gpu_run["backend"] == "gpu"
     got = gpu_golden.summary(gpu_run)
     assert got == {k: gold[k] for k in got}
+    # the ledger: every datapath operation of the run on the device
+    assert gpu_run["datapath_ops"]["host"] == 0 and gpu_run["datapath_ops"]["device"] > 0
 
 
 @pytest.mark.parametrize("case", gpu_golden.CASES)

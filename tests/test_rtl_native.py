@@ -99,6 +99,19 @@ def test_native_matches_cocotb(sim, params, request):
     assert len(native["programs"]) > 10
 
 
+def test_either_compiler_computes_the_same(lib4):
+    """The default build (clang++ where installed) and a GCC build give the same outputs,
+    ranges and program cycles, program for program (the fallback where clang is missing)."""
+    gcc = build_native(P4, BUILD / "4x4", NativeOptions(compiler="gcc"))
+    assert gcc.parent.name == "native-gcc" and lib4.parent.name == "native"
+    assert "g++" in json.loads((gcc.parent / "build.json").read_text())["cxx"]
+    want = "clang++" if shutil.which("clang++") else "g++"
+    assert json.loads((lib4.parent / "build.json").read_text())["cxx"] == want
+    plain = json.loads(json.dumps(call_sync(run_ops, native_driver(gcc, P4), 7)))
+    default = json.loads(json.dumps(call_sync(run_ops, native_driver(lib4, P4), 7)))
+    assert default == plain
+
+
 @pytest.mark.parametrize("instances", [2, 3])
 def test_split_equals_one_datapath(lib4, instances):
     """Row tiles and beats over several instances: the values, ranges, result-buffer reads
