@@ -38,7 +38,7 @@ def cmd_train(args) -> int:
     )
 
     opts = {k: v for k, v in vars(args).items() if k != "func"}
-    opts["out"] = opts["out"] or default_out(opts)
+    opts["out"] = args.out = opts["out"] or default_out(opts)  # internal errors keep here
     out = Path(opts["out"])
     # the folders the checks below make (the run folder, and parents that are missing)
     made = [p for p in [out, *out.parents] if not p.exists()]
