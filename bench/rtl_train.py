@@ -203,11 +203,13 @@ def main() -> None:
 def segments_record(out: Path, write: bool) -> None:
     """The segments of a ``nitihw train --segments`` run, as a table for the docs."""
     summary = json.loads((out / "segments.json").read_text())
-    headers = ["epoch", "steps", "simulated cycles", "seconds", "machine", "weights_sha256"]
+    headers = ["epoch", "commit", "steps", "simulated cycles", "seconds", "machine"]
+    headers += ["weights_sha256"]
     headers += ["golden's", "cycle-model mismatches", "host datapath ops"]
     rows = [
         [
             r["epoch"],
+            r.get("commit", "82d49f6+"),  # the records made before they carried one
             r["steps"],
             f"{r['cycles']:,}",
             f"{r['seconds']:.0f}",
@@ -237,7 +239,10 @@ def segments_record(out: Path, write: bool) -> None:
         f"--segments ...` (commit {summary['commit']}, {machine()}; segments on the embedded "
         "Dask cluster, one native instance each). Segment k resumes golden's checkpoint after "
         "epoch k-1 on the RTL and must end with golden's checkpoint after epoch k (weights "
-        f"and every checkpoint array). {proved}\n\n" + markdown_table(headers, rows)
+        f"and every checkpoint array). {proved} *commit*: where the segment was computed "
+        "(82d49f6+: at 82d49f6 or a later commit of the same session that changed no path a "
+        "segment takes). *seconds*: the epoch's training loop on one instance (segments 1 and "
+        "2 ran next to the test suite).\n\n" + markdown_table(headers, rows)
     )
     write_section("rtl_lenet_segments", body)
 

@@ -156,6 +156,7 @@ def run_segment(opts: dict, epoch: int, start: bytes | None, build_dir: str) -> 
         "model_mismatches": cycles["model_mismatches"],
         "datapath_ops": result["datapath_ops"],
         "host": socket.gethostname(),
+        "commit": _commit(),
         "log": log.getvalue()[-2000:],
     }
 
