@@ -480,7 +480,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         choices=("auto", "clang", "gcc"),
         help="--sim verilator: the C++ compiler of the native model (auto: clang++ where "
-        "installed, its model runs 1.1-1.3x faster; the same bits and cycles)",
+        "installed, its model runs about 1.1x faster; the same bits and cycles)",
     )
     t.add_argument(
         "--waves",

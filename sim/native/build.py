@@ -36,8 +36,8 @@ class NativeOptions:
     #: ``--x-assign`` (``fast``: X assignments become whatever is cheapest)
     x_assign: str = "fast"
     #: the C++ compiler: ``auto`` (clang++ where it is installed, else the system's c++),
-    #: ``clang`` or ``gcc``. Clang's code of this model runs 1.1-1.3x faster than GCC's
-    #: (bench/rtl_sim_speed.py); the bits and cycles are the same.
+    #: ``clang`` or ``gcc``. Clang's model ran LeNet's steps 1.08-1.09x faster than GCC's
+    #: (``bench/rtl_train.py --harness``); the bits and cycles are the same.
     compiler: str = "auto"
     #: ``--threads``: model threads (1: single-threaded model)
     threads: int = 1
