@@ -3,49 +3,17 @@ docs/benchmarks.md (between ``<!-- bench:NAME -->`` markers), written atomically
 
 from __future__ import annotations
 
-import os
-import platform
 import re
-import subprocess
 from pathlib import Path
 
 from nitihw.golden.train import atomic_write_bytes
+from nitihw.sim.provenance import git_rev, machine  # noqa: F401  (the bench scripts' import)
 
 BENCHMARKS_MD = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 HEADER = (
     "# Benchmarks\n\nEvery number here was written by a script under `bench/`; "
     "rerun it to refresh.\n"
 )
-
-
-def machine() -> str:
-    try:
-        cpu = next(
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        )
-    except (OSError, StopIteration):
-        cpu = platform.processor() or "unknown CPU"
-    return f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}"
-
-
-def git_rev() -> str:
-    """The commit measured: ``$NITIHW_GIT_REV`` where set (a copied checkout without .git, as
-    on the GPU machines), else git's."""
-    if os.environ.get("NITIHW_GIT_REV"):
-        return os.environ["NITIHW_GIT_REV"]
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            cwd=BENCHMARKS_MD.parent,
-            check=False,
-        )
-        return out.stdout.strip() or "unknown"
-    except OSError:
-        return "unknown"
 
 
 def markdown_table(headers: list[str], rows: list[list]) -> str:

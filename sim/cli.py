@@ -113,7 +113,7 @@ def _train_segments(opts: dict, out: Path, made: list[Path]) -> int:
                 f"--out {out} already holds segments ({', '.join(held)}): reuse the checked ones "
                 "with --resume, check them all again with --overwrite, or choose another --out"
             )
-        check_options(opts)
+        checked = check_options(opts)
     except BaseException:
         for p in made:
             if p.is_dir() and not any(p.iterdir()):
@@ -123,7 +123,7 @@ def _train_segments(opts: dict, out: Path, made: list[Path]) -> int:
         if opts["overwrite"]:
             shutil.rmtree(out / "segments", ignore_errors=True)
             (out / SEGMENTS_NAME).unlink(missing_ok=True)
-        return run_segments(opts)
+        return run_segments(opts, checked)
 
 
 def _shape_list(text: str) -> list[tuple[int, int]]:
@@ -502,19 +502,7 @@ def build_parser() -> argparse.ArgumentParser:
         "resumes golden's checkpoint after epoch k-1 and must end with golden's after epoch k; "
         "segments run side by side on Dask (docs/simulation.md)",
     )
-    t.add_argument(
-        "--scheduler",
-        default=None,
-        help="--segments: a running Dask scheduler, e.g. tcp://HOST:8786 (default: an embedded "
-        "cluster)",
-    )
-    t.add_argument(
-        "--workers",
-        type=limits.arg("sweep_workers"),
-        default=None,
-        help="--segments: embedded cluster's worker processes (default: one per core; 0: one "
-        "segment after another in this process)",
-    )
+    _executor_options(t, "--segments: ", "one segment after another in this process")
     t.set_defaults(func=cmd_train)
 
     v = command("verilog", help="write the Verilog of the Datapath and its blocks")
@@ -656,20 +644,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     w.add_argument("--grid", required=True, help="the grid TOML (axes and what to compute)")
     w.add_argument("--out", required=True, help="results folder (a rerun skips finished points)")
-    w.add_argument(
-        "--scheduler",
-        default=None,
-        help="a running Dask scheduler, e.g. tcp://HOST:8786 (default: an embedded cluster)",
-    )
-    w.add_argument(
-        "--workers",
-        type=limits.arg("sweep_workers"),
-        default=None,
-        help="embedded cluster's worker processes (default: one per core; 0: run in this process)",
-    )
+    _executor_options(w, "", "run in this process")
     w.add_argument("--no-plots", action="store_true", help="skip the PNG plot")
     w.set_defaults(func=cmd_sweep)
     return p
+
+
+def _executor_options(p, scope: str, inline: str) -> None:
+    """``--scheduler`` and ``--workers``: the Dask executor of sweeps and segments
+    (:func:`nitihw.sim.sweep.run.dask_client`); ``scope`` prefixes the help, ``inline`` says
+    what ``--workers 0`` does."""
+    p.add_argument(
+        "--scheduler",
+        default=None,
+        help=f"{scope}a running Dask scheduler, e.g. tcp://HOST:8786 (default: an embedded "
+        "cluster)",
+    )
+    p.add_argument(
+        "--workers",
+        type=limits.arg("sweep_workers"),
+        default=None,
+        help=f"{scope}embedded cluster's worker processes (default: one per core; 0: {inline})",
+    )
 
 
 def _datapath_options(p, required: bool = True) -> None:

@@ -59,8 +59,7 @@ class RtlBackend(NumpyHostOps, Backend):
         return out
 
     def _finish(self, entry) -> None:
-        if entry is not None:
-            entry.extra["cycles"] = self._op_cycles
+        entry.extra["cycles"] = self._op_cycles
         self._op_cycles = 0
         super()._finish(entry)
 

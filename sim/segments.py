@@ -22,6 +22,7 @@ them all, with the machine and the commit.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import io
 import json
@@ -38,6 +39,7 @@ from nitihw.golden.checkpoint import CHECKPOINT_NAME, read_checkpoint
 from nitihw.golden.errors import InternalError
 from nitihw.golden.run_folder import RESULT_NAME
 from nitihw.golden.train import atomic_write_bytes, atomic_write_json
+from nitihw.sim.provenance import git_rev, machine
 
 SEGMENTS_NAME = "segments.json"
 #: a segment record's format (a rerun reuses records of this version only)
@@ -75,13 +77,13 @@ def state_sha256(arrays: dict[str, np.ndarray]) -> str:
     return h.hexdigest()
 
 
-def golden_checkpoints(opts: dict, last: int, folder: Path, say) -> list[dict]:
-    """Golden's run, epoch by epoch up to ``last``: its checkpoint after each epoch kept in
-    ``folder`` (``epoch-KK.npz``). Returns ``[{epoch, path, weights_sha256, state_sha256,
-    test_accuracy}]`` for epochs 1..last (epoch 0 is a fresh start: no checkpoint)."""
+def golden_checkpoints(cfg, data, last: int, folder: Path, say) -> list[dict]:
+    """Golden's run of ``cfg`` on ``data``, epoch by epoch up to ``last``: its checkpoint after
+    each epoch kept in ``folder`` (``epoch-KK.npz``). Returns ``[{epoch, path, weights_sha256,
+    state_sha256, test_accuracy}]`` for epochs 1..last (epoch 0 is a fresh start: no
+    checkpoint)."""
     from nitihw.golden.backend import NumpyBackend
     from nitihw.golden.train import train
-    from nitihw.sim.train_run import check_options
 
     folder.mkdir(parents=True, exist_ok=True)
     run = folder / "run"
@@ -92,9 +94,9 @@ def golden_checkpoints(opts: dict, last: int, folder: Path, say) -> list[dict]:
     marks = []
     t0 = time.perf_counter()
     for e in range(1, last + 1):
-        o = {**opts, "backend": "golden", "epochs": e}
-        cfg, data, _ = check_options(o)
-        result = train(cfg, data, NumpyBackend(cfg.acc_bits, cfg.overflow), run, resume=e > 1)
+        upto = dataclasses.replace(cfg, backend="golden", epochs=e)
+        backend = NumpyBackend(cfg.acc_bits, cfg.overflow)
+        result = train(upto, data, backend, run, resume=e > 1)
         path = folder / f"epoch-{e:02d}.npz"
         atomic_write_bytes(path, (run / CHECKPOINT_NAME).read_bytes())
         _meta, arrays = read_checkpoint(path)
@@ -156,24 +158,16 @@ def run_segment(opts: dict, epoch: int, start: bytes | None, build_dir: str) -> 
         "model_mismatches": cycles["model_mismatches"],
         "datapath_ops": result["datapath_ops"],
         "host": socket.gethostname(),
-        "commit": _commit(),
+        "commit": git_rev(),
         "log": log.getvalue()[-2000:],
     }
 
 
-def _identity(opts: dict, params: dict) -> dict:
-    """What a stored segment record must share with this run to be reused."""
-    from nitihw.golden.train import TrainConfig
-    from nitihw.sim.train_run import CONFIG_KEYS
-
-    cfg = TrainConfig(**{k: opts[k] for k in CONFIG_KEYS if k in opts})
-    return {**cfg.identity(), "datapath": params}
-
-
-def run_segments(opts: dict, say=None) -> int:
+def run_segments(opts: dict, checked: tuple, say=None) -> int:
     """Check ``opts["segments"]`` of the run ``opts`` (``--backend rtl``) on the RTL against
     golden; returns 0 when every segment ends with golden's checkpoint. A segment that does
-    not is a fault of nitihw (:class:`InternalError`), raised once every record is stored."""
+    not is a fault of nitihw (:class:`InternalError`), raised once every record is stored.
+    ``checked``: what :func:`~nitihw.sim.train_run.check_options` returned for ``opts``."""
     from nitihw.sim.native import build_native
     from nitihw.sim.train_run import rtl_build
 
@@ -184,9 +178,11 @@ def run_segments(opts: dict, say=None) -> int:
     store.mkdir(parents=True, exist_ok=True)
     build_dir = str(Path(opts.get("build_dir") or "build/rtl").resolve())
     params, build = rtl_build({**opts, "build_dir": build_dir})
-    identity = _identity(opts, params)
+    cfg, data, _array = checked
+    # what a stored segment record must share with this run to be reused
+    identity = {**cfg.identity(), "datapath": params}
 
-    marks = golden_checkpoints(opts, max(epochs), store / "golden", say)
+    marks = golden_checkpoints(cfg, data, max(epochs), store / "golden", say)
     golden = {m["epoch"]: m for m in marks}
 
     def start_of(e: int) -> bytes | None:
@@ -267,22 +263,6 @@ def _stored(path: Path, identity: dict, start: str | None) -> dict | None:
     return rec
 
 
-def _commit() -> str:
-    import subprocess
-
-    try:
-        done = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            cwd=Path(__file__).resolve().parent.parent,
-            check=False,
-        )
-    except OSError:
-        return "unknown"
-    return done.stdout.strip() or "unknown"
-
-
 def _report(opts, epochs, records, golden, out: Path, say) -> int:
     rows = [records[e] for e in epochs]
     bad = [r["epoch"] for r in rows if not r["matches_golden"] or r["model_mismatches"]]
@@ -296,8 +276,8 @@ def _report(opts, epochs, records, golden, out: Path, say) -> int:
         "batch": opts["batch"],
         "epochs": opts["epochs"],
         "segments": epochs,
-        "commit": _commit(),
-        "machine": f"{platform.node()}: {platform.processor() or platform.machine()}",
+        "commit": git_rev(),
+        "machine": f"{platform.node()}: {machine()}",
         "golden_weights_sha256": golden[max(epochs)]["weights_sha256"],
         "whole_run_proved": whole,
         "records": rows,
