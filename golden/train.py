@@ -98,8 +98,19 @@ class TrainConfig:
 
     def validate(self) -> None:
         get_model_spec(self.model)
-        get_profile(self.profile)
-        MuSchedule(self.mu_text)
+        profile = get_profile(self.profile)
+        schedule = MuSchedule(self.mu_text)
+        if profile.method == "nitro-d":
+            for epoch, mu in schedule.entries:
+                if not 0 <= mu <= 30:
+                    raise LimitError(
+                        f"--mu {self.mu_text}: nitro-d's mu is log2(lr_inv) and must be in "
+                        f"0..30, got {mu} from epoch {epoch}"
+                    )
+        if profile.method in ("wage", "nitro-d") and self.weight_bits != 8:
+            raise LimitError(
+                f"--weight-bits {self.weight_bits}: profile {self.profile} has its own weights"
+            )
         for name in ("epochs", "batch", "seed", "acc_bits", "lr", "momentum", "weight_decay"):
             check(name, getattr(self, name), "--" + name.replace("_", "-"))
         if self.steps is not None:
@@ -178,9 +189,11 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         mode = path.stat().st_mode & 0o777 if path.exists() else 0o666 & ~_umask()
         os.chmod(tmp, mode)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.filename is None:  # a write: name the file
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
         raise
 
 
@@ -270,16 +283,17 @@ def evaluate(net, x: np.ndarray, y: np.ndarray, ctx: StepContext, batch: int = E
 
 
 class _InterruptAfterStep:
-    """Holds a Ctrl-C until the current step is complete, so the checkpoint written on the way
-    out is consistent (a step updates layers one by one); a second Ctrl-C stops at once, and
-    then the last checkpoint written is the one that stays."""
+    """Holds a Ctrl-C (SIGINT, or SIGTERM: a kill is a Ctrl-C) until the current step is
+    complete, so the checkpoint written on the way out is consistent (a step updates layers one
+    by one); a second one stops at once, and then the last checkpoint written stays."""
 
     requested = False
 
     def __enter__(self):
-        self._old = None
+        self._old = {}
         if threading.current_thread() is threading.main_thread():
-            self._old = signal.signal(signal.SIGINT, self._handler)
+            for sig in (signal.SIGINT, signal.SIGTERM):  # a kill is a Ctrl-C
+                self._old[sig] = signal.signal(sig, self._handler)
         return self
 
     def _handler(self, signum, frame):
@@ -288,8 +302,8 @@ class _InterruptAfterStep:
         self.requested = True
 
     def __exit__(self, *exc):
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
 
 
 class _Silent:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -26,6 +27,7 @@ def cmd_train(args) -> int:
         RunLock,
         check_output_file,
         check_run_folder,
+        check_writable_dir,
         clear_run_folder,
     )
     from nitihw.golden.train import check_resume
@@ -51,7 +53,9 @@ def cmd_train(args) -> int:
         if args.resume:
             check_resume(out / CHECKPOINT_NAME, cfg)
         if args.json:
-            check_output_file(Path(args.json), "--json")
+            check_output_file(Path(args.json), "--json", own=out)
+        if args.backend == "rtl":
+            check_writable_dir(Path(args.build_dir), "--build-dir")
         checked = check_options(opts)
     except BaseException:
         for p in made:  # a refused run leaves nothing behind
@@ -148,7 +152,7 @@ def _int_list(text: str, what: str, key: str) -> list[int]:
 
 
 def cmd_verilog(args) -> int:
-    from nitihw.golden.run_folder import check_writable_dir
+    from nitihw.golden.run_folder import check_output_dir
     from nitihw.rtl.verilog import datapath_params, write_verilog
 
     params = datapath_params(
@@ -162,7 +166,7 @@ def cmd_verilog(args) -> int:
         divide=args.divide,
         result_rows=args.result_rows,
     )
-    check_writable_dir(Path(args.out), "--out")
+    check_output_dir(Path(args.out))
     written = write_verilog(args.out, params, blocks=not args.top_only)
     for name, path in written.items():
         print(f"{name:20s} {path}")
@@ -171,7 +175,7 @@ def cmd_verilog(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    from nitihw.golden.run_folder import check_output_file, check_writable_dir
+    from nitihw.golden.run_folder import check_output_dir, check_output_file
     from nitihw.golden.train import atomic_write_bytes
     from nitihw.sim.verify import SIMULATORS, junit_xml, verify
 
@@ -182,9 +186,9 @@ def cmd_verify(args) -> int:
     shapes = _shape_list(args.shapes)
     seeds = _int_list(args.seeds, "seeds", "seed")
     acc_bits = _int_list(args.acc_bits, "acc-bits", "acc_bits")
-    check_writable_dir(Path(args.out), "--out")
+    check_output_dir(Path(args.out))
     if args.junit:
-        check_output_file(Path(args.junit), "--junit")
+        check_output_file(Path(args.junit), "--junit", kind="xml")
     results = verify(
         shapes,
         seeds,
@@ -221,14 +225,14 @@ DEFAULT_TRAIN_SAMPLES = {
 
 
 def cmd_estimate(args) -> int:
-    from nitihw.golden.run_folder import check_writable_dir
+    from nitihw.golden.run_folder import check_output_dir
     from nitihw.sim.accelerator import load_accelerator
     from nitihw.sim.estimate import estimate, format_estimate, write_reports
     from nitihw.sim.workload import model_workload, topology_workload
 
     if (args.model is None) == (args.topology is None):
         raise ValueError("give exactly one of --model NAME or --topology FILE.csv")
-    check_writable_dir(Path(args.out), "--out")
+    check_output_dir(Path(args.out))
     acc = load_accelerator(args.config, args.energy)
     if args.array:
         acc = acc.with_array(args.array)
@@ -251,13 +255,13 @@ def cmd_estimate(args) -> int:
 
 
 def cmd_synth(args) -> int:
-    from nitihw.golden.run_folder import check_output_file, check_writable_dir
+    from nitihw.golden.run_folder import check_output_dir, check_output_file
     from nitihw.golden.train import atomic_write_json
     from nitihw.sim.synth import format_report, synthesize
     from nitihw.sim.synth.report import check_target
 
     check_target(args.target)
-    check_writable_dir(Path(args.out), "--out")
+    check_output_dir(Path(args.out))
     if args.json:
         check_output_file(Path(args.json), "--json")
     params = None
@@ -700,6 +704,7 @@ def main(argv=None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # a bad command line (one line printed) or --help
         return exc.code if isinstance(exc.code, int) else 2
+    old_term = _term_as_interrupt()
     try:
         return args.func(args)
     except KeyboardInterrupt:
@@ -716,12 +721,28 @@ def main(argv=None) -> int:
         return EXIT_USER
     except Exception as exc:  # nobody expected it: nitihw's own fault
         return report_internal_error(args, exc)
+    finally:
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _term_as_interrupt():
+    """SIGTERM (``kill``, a batch system's stop) is handled as Ctrl-C: a run checkpoints its
+    step and releases its lock. Returns the handler it replaced (None off the main thread)."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _interrupt)
 
 
 #: the exceptions that are the user's (exit 2): bad input and settings, tools that fail
 USER_ERRORS = (UserError, ValueError, DatasetError, FileNotFoundError, AccumulatorOverflowError)
 
-TRACEBACK_NAME = "internal-error.txt"
 
 
 def report_internal_error(args, exc: BaseException) -> int:
@@ -730,6 +751,7 @@ def report_internal_error(args, exc: BaseException) -> int:
     it with ``--debug``. Returns the exit status, 70."""
     import traceback
 
+    from nitihw.golden.run_folder import TRACEBACK_NAME
     from nitihw.golden.train import atomic_write_bytes
 
     text = "".join(traceback.format_exception(exc))

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from nitihw.golden.checkpoint import CHECKPOINT_NAME
 from nitihw.golden.datasets import load_dataset
-from nitihw.golden.errors import InternalError, UserError
+from nitihw.golden.errors import InternalError, ToolError, UserError
 from nitihw.golden.parallel import available_cores, check_threads
 from nitihw.golden.profiles import get_profile
 from nitihw.golden.run_folder import RESULT_NAME
@@ -58,6 +58,12 @@ def check_settings(opts: dict):
             "profile nitro-d runs on the golden and rtl backends only: its host operations "
             "(LeakyReLU, the int8 loss, the head pooling) are written in NumPy"
         )
+    if backend == "gpu":  # no GPU: said before the data loads, not after
+        from nitihw.gpu.backend import gpu_available
+
+        ok, why = gpu_available()
+        if not ok:
+            raise ToolError(f"--backend gpu: {why}")
     return cfg, array
 
 
@@ -285,20 +291,27 @@ class _Relay:
 def run_native_training(opts: dict, params: dict, build: Path, checked=None) -> int:
     """``--backend rtl --sim verilator``: the training in this process, every datapath
     operation a program streamed through the compiled harness."""
-    from nitihw.golden.backend import NumpyBackend
-    from nitihw.sim.datapath_driver import DatapathDriver
-    from nitihw.sim.native import NativeDatapath, NativeOptions, build_native, call_sync
-    from nitihw.sim.native.split import SplitDriver
-    from nitihw.sim.rtl_backend import RtlBackend
+    from nitihw.sim.native import NativeOptions, native_in_use
 
     def say(msg):
         print(f"nitihw train: {msg}", file=sys.stderr, flush=True)
 
     waves = bool(opts.get("waves"))
+    options = NativeOptions(waves=waves, compiler=opts.get("cxx") or "auto")
+    # the build stays this run's until it ends: no other run rebuilds it meanwhile
+    with native_in_use(params, build, options, log=say) as lib:
+        return _simulate_training(opts, params, lib, waves, say, checked)
+
+
+def _simulate_training(opts: dict, params: dict, lib, waves: bool, say, checked) -> int:
+    from nitihw.golden.backend import NumpyBackend
+    from nitihw.sim.datapath_driver import DatapathDriver
+    from nitihw.sim.native import NativeDatapath, call_sync
+    from nitihw.sim.native.split import SplitDriver
+    from nitihw.sim.rtl_backend import RtlBackend
+
     # one waveform shows one Datapath: a traced run simulates on one instance
     n = 1 if waves else sim_instances(opts.get("sim_instances") or 0)
-    compiler = opts.get("cxx") or "auto"
-    lib = build_native(params, build, NativeOptions(waves=waves, compiler=compiler), log=say)
     out = Path(opts["out"])
     out.mkdir(parents=True, exist_ok=True)
     wave_file = out / "datapath.vcd" if waves else None

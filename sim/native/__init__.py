@@ -6,14 +6,15 @@ beats, the number of dout beats) and the cycle loop runs in C++ (``harness.cpp``
 Verilator model of the same generated Verilog the cocotb testbenches verify.
 
 * :func:`build_native` builds the model and the harness into a shared library, once per
-  parameter set and set of options (cached in the build directory);
+  parameter set and set of options (cached in the build directory); :func:`native_in_use`
+  holds it for a run, so no other run rebuilds it meanwhile;
 * :class:`NativeDatapath` loads it with ctypes and is a program port for
   :class:`nitihw.sim.datapath_driver.DatapathDriver` (``run_program``);
 * :func:`call_sync` runs a driver coroutine to completion without an event loop (nothing
   the native port does waits on a simulator event).
 """
 
-from nitihw.sim.native.build import NativeBuildError, NativeOptions, build_native
+from nitihw.sim.native.build import NativeBuildError, NativeOptions, build_native, native_in_use
 from nitihw.sim.native.port import NativeDatapath, NativeStall, call_sync
 
 __all__ = [
@@ -23,4 +24,5 @@ __all__ = [
     "NativeStall",
     "build_native",
     "call_sync",
+    "native_in_use",
 ]

@@ -3,6 +3,7 @@ linked into one shared library that :class:`nitihw.sim.native.NativeDatapath` lo
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -160,26 +161,72 @@ def _need_tools() -> str:
 
 
 def build_native(
-    params: dict, build_dir: str | Path, options: NativeOptions | None = None, log=None
+    params: dict,
+    build_dir: str | Path,
+    options: NativeOptions | None = None,
+    log=None,
+    use=None,
 ) -> Path:
     """Build (or reuse) the native simulator of the Datapath ``params``; returns the shared
     library. The build is redone only when the Verilog, the harness or the options change.
     ``log`` (e.g. ``print``) hears when a build starts and how long it took. Processes that
     build into the same folder at once (segments, sweep points) take turns: the second finds
-    the first's build."""
+    the first's build. A rebuild is refused while another process simulates from the folder
+    (:func:`native_in_use`); ``use``: that function's lock file, held shared on return."""
     import fcntl
 
     build_dir = Path(build_dir)
     build_dir.mkdir(parents=True, exist_ok=True)
     with open(build_dir / ".build.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
-        return _build_native(params, build_dir, options, log)
+        return _build_native(params, build_dir, options or NativeOptions(), log, use)
 
 
-def _build_native(params: dict, build_dir: Path, options: NativeOptions | None, log) -> Path:
+@contextlib.contextmanager
+def native_in_use(
+    params: dict, build_dir: str | Path, options: NativeOptions | None = None, log=None
+):
+    """``with native_in_use(...) as lib:`` the library of :func:`build_native`, held for the
+    block (a shared lock on ``BUILD/.use.TAG.lock``): runs that share a build folder and its
+    parameters simulate side by side, and none of them can rebuild it under another."""
+    options = options or NativeOptions()
+    build_dir = Path(build_dir)
+    build_dir.mkdir(parents=True, exist_ok=True)
+    with open(build_dir / f".use.{options.tag}.lock", "a") as use:
+        yield build_native(params, build_dir, options, log, use)
+
+
+def _hold_for_rebuild(out: Path, use, why: str):
+    """An exclusive hold of ``out``'s use lock for a rebuild (``use``, or a file opened here
+    and returned): refused while another process simulates from ``out``."""
+    import fcntl
+
+    held = use or open(out.parent / f".use.{out.name}.lock", "a")
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        if use is None:
+            held.close()
+        raise NativeBuildError(
+            f"{out} must be rebuilt ({why}), but another run is simulating from it: wait for "
+            "that run to end, or give this one another --build-dir"
+        ) from None
+    return held
+
+
+def _release(use, held) -> None:
+    """After a build: keep the caller's hold shared, drop one taken for the build."""
+    import fcntl
+
+    if use is not None:
+        fcntl.flock(use, fcntl.LOCK_SH)
+    elif held is not None:
+        held.close()
+
+
+def _build_native(params: dict, build_dir: Path, options: NativeOptions, log, use) -> Path:
     from nitihw.rtl.verilog import TOP, write_if_changed, write_verilog
 
-    options = options or NativeOptions()
     verilog = Path(write_verilog(build_dir / "rtl", params, blocks=False)[TOP])
     out = build_dir / options.tag
     lib = out / LIBRARY
@@ -191,14 +238,27 @@ def _build_native(params: dict, build_dir: Path, options: NativeOptions | None, 
     ).hexdigest()
     cxx = cxx_compiler(options.compiler)
     want = {"sources": digest, "options": asdict(options), "cxx": cxx}
+    why = "no build yet"
     if lib.exists() and stamp.exists():
         try:
             saved = json.loads(stamp.read_text())
-            if {k: saved.get(k) for k in want} == want:
+            changed = [k for k in want if saved.get(k) != want[k]]
+            if not changed:
+                _release(use, None)
                 return lib
+            why = f"its {', '.join(changed)} changed"
         except (OSError, ValueError):
-            pass  # an unreadable stamp: build again
+            why = "its stamp is unreadable"
     verilator = _need_tools()
+    held = _hold_for_rebuild(out, use, why) if out.exists() else None
+    try:
+        _compile(verilator, options, out, lib, stamp, want, verilog, wrapper, cxx, log)
+    finally:
+        _release(use, held)
+    return lib
+
+
+def _compile(verilator, options, out, lib, stamp, want, verilog, wrapper, cxx, log) -> None:
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
