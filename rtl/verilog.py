@@ -10,6 +10,7 @@ from amaranth.back import verilog
 from nitihw.rtl.datapath import Datapath
 from nitihw.rtl.divide import DivideLanes
 from nitihw.rtl.mac_array import MacArray
+from nitihw.rtl.params import cost_line, generation_cost
 from nitihw.rtl.range_unit import RangeUnit
 from nitihw.rtl.rescale import RescaleLanes, rescale_limit
 from nitihw.rtl.update import UpdateLanes
@@ -91,11 +92,12 @@ def write_if_changed(path: Path, text: bytes) -> None:
         atomic_write_bytes(path, text)
 
 
-def write_verilog(out_dir: str | Path, params: dict, blocks: bool = True) -> dict:
+def write_verilog(out_dir: str | Path, params: dict, blocks: bool = True, log=None) -> dict:
     """Write ``datapath.v`` (and each block's ``NAME.v`` when ``blocks``) and ``params.json``.
 
     Every file is written whole to a temporary name first, then renamed. Returns
-    ``{module: path}``.
+    ``{module: path}``. ``log`` (e.g. ``print``) hears, before a generation starts, what it
+    will cost (:func:`cost_line`).
     """
     from nitihw.golden.train import atomic_write_json
 
@@ -114,6 +116,10 @@ def write_verilog(out_dir: str | Path, params: dict, blocks: bool = True) -> dic
             return written
     except (OSError, ValueError):
         pass
+    if log:
+        seconds, nbytes = generation_cost(params)
+        what = f"generating the Verilog of the {params['rows']}x{params['cols']} Datapath"
+        log(cost_line(what, seconds, nbytes))
     for name, build in component_builders(params).items():
         if name not in names:
             continue

@@ -167,7 +167,8 @@ def cmd_verilog(args) -> int:
         result_rows=args.result_rows,
     )
     check_output_dir(Path(args.out))
-    written = write_verilog(args.out, params, blocks=not args.top_only)
+    say = lambda msg: print(f"nitihw verilog: {msg}", file=sys.stderr, flush=True)  # noqa: E731
+    written = write_verilog(args.out, params, blocks=not args.top_only, log=say)
     for name, path in written.items():
         print(f"{name:20s} {path}")
     print(f"{'parameters':20s} {Path(args.out) / 'params.json'}")

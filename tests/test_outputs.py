@@ -274,3 +274,31 @@ def test_a_build_in_use_is_never_rebuilt_under_its_run(tmp_path, monkeypatch):
         assert lib.read_bytes() == b"library"
     build.build_native(params, where)  # free now: rebuilt
     assert built == ["c++-one", "c++-two"]
+
+
+# ---- long work says so first ----------------------------------------------------------------
+def test_large_designs_warn_with_time_and_memory():
+    from nitihw.rtl.params import cost_line, generation_cost
+
+    small = cost_line("x", *generation_cost({"rows": 8, "cols": 8}))
+    big = cost_line("x", *generation_cost({"rows": 256, "cols": 256}))
+    assert not small.startswith("warning") and "GB of memory" in small
+    assert big.startswith("warning: large design") and "this machine has" in big
+    assert "min" in big or " h " in big
+
+
+def test_a_256x256_verilog_says_what_it_will_cost_before_it_starts(tmp_path):
+    """The first line comes before the minutes of elaboration (the process is stopped there)."""
+    cmd = [sys.executable, "-m", "nitihw", "verilog", "--rows", "256", "--cols", "256"]
+    env = {**os.environ, "PYTHONPATH": str(REPO.parent)}
+    proc = subprocess.Popen(
+        [*cmd, "--top-only", "--out", str(tmp_path / "v")], stderr=subprocess.PIPE, env=env
+    )
+    try:
+        line = proc.stderr.readline().decode()
+    finally:
+        proc.kill()
+        proc.wait()
+    assert line.startswith("nitihw verilog: warning: large design: generating the Verilog of the "
+                           "256x256 Datapath (about"), line  # fmt: skip
+    assert "GB of memory" in line

@@ -16,9 +16,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from nitihw.golden.errors import ToolError
+from nitihw.rtl.params import cost_line
 
 HARNESS = Path(__file__).with_name("harness.cpp")
 LIBRARY = "libnitihw_datapath.so"
+#: what a build costs (Verilator and clang++ at -O2, the stamps' ``seconds`` on the 2-core x86
+#: machine: 2x2 11 s, 4x4 and 8x8 20 s, 16x16 31-47 s): a fixed part and a part per PE
+BUILD_SECONDS = (15.0, 0.12)
 
 
 class NativeBuildError(ToolError):
@@ -227,7 +231,7 @@ def _release(use, held) -> None:
 def _build_native(params: dict, build_dir: Path, options: NativeOptions, log, use) -> Path:
     from nitihw.rtl.verilog import TOP, write_if_changed, write_verilog
 
-    verilog = Path(write_verilog(build_dir / "rtl", params, blocks=False)[TOP])
+    verilog = Path(write_verilog(build_dir / "rtl", params, blocks=False, log=log)[TOP])
     out = build_dir / options.tag
     lib = out / LIBRARY
     stamp = out / "build.json"
@@ -252,13 +256,13 @@ def _build_native(params: dict, build_dir: Path, options: NativeOptions, log, us
     verilator = _need_tools()
     held = _hold_for_rebuild(out, use, why) if out.exists() else None
     try:
-        _compile(verilator, options, out, lib, stamp, want, verilog, wrapper, cxx, log)
+        _compile(verilator, options, out, lib, stamp, want, verilog, wrapper, cxx, log, params)
     finally:
         _release(use, held)
     return lib
 
 
-def _compile(verilator, options, out, lib, stamp, want, verilog, wrapper, cxx, log) -> None:
+def _compile(verilator, options, out, lib, stamp, want, verilog, wrapper, cxx, log, params):
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
@@ -302,7 +306,9 @@ def _compile(verilator, options, out, lib, stamp, want, verilog, wrapper, cxx, l
     ).strip()
     log_path = out / "build.log"
     if log:
-        log(f"building the native simulator in {out} with {cxx} (a minute or so, once) ...")
+        pes = params["rows"] * params["cols"]
+        seconds = BUILD_SECONDS[0] + BUILD_SECONDS[1] * pes
+        log(cost_line(f"building the native simulator in {out} with {cxx}, once", seconds))
     t0 = time.perf_counter()
     with open(log_path, "w") as f:
         f.write(" ".join(cmd) + "\n")
