@@ -9,6 +9,7 @@ either way. :func:`launch_rtl_training` starts it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -173,7 +174,6 @@ def rtl_build(opts: dict) -> tuple[dict, Path]:
 
 def launch_rtl_training(opts: dict, checked=None) -> int:
     """Build the Datapath for ``--array`` and run the training on the simulated RTL."""
-    from nitihw.sim.verify import build_datapath, sim_build_dir
 
     params, build = rtl_build(opts)
     sim = opts.get("sim", "verilator")
@@ -189,6 +189,31 @@ def launch_rtl_training(opts: dict, checked=None) -> int:
     sim = {"cocotb-verilator": "verilator", "icarus": "icarus"}.get(sim)
     if sim is None:
         raise ValueError(f"unknown --sim {opts['sim']!r}")
+    with _cocotb_build_held(build, sim):
+        return _run_cocotb_training(opts, params, build, sim)
+
+
+@contextlib.contextmanager
+def _cocotb_build_held(build: Path, sim: str):
+    """A cocotb run builds and runs its simulator in the build folder (its model, its results
+    file): it holds the folder's cocotb build alone, and a second run on it is refused."""
+    import fcntl
+
+    build.mkdir(parents=True, exist_ok=True)
+    with open(build / f".use.cocotb-{sim}.lock", "a") as held:
+        try:
+            fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ToolError(
+                f"--build-dir: {build} is in use by another --sim cocotb-{sim} run: wait for it "
+                "to end, or give this one another --build-dir"
+            ) from None
+        yield
+
+
+def _run_cocotb_training(opts: dict, params: dict, build: Path, sim: str) -> int:
+    from nitihw.sim.verify import build_datapath, sim_build_dir
+
     print(
         f"nitihw train: building the {params['rows']}x{params['cols']} Datapath for "
         f"{sim} (cocotb) in {build} ...",

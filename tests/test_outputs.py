@@ -302,3 +302,18 @@ def test_a_256x256_verilog_says_what_it_will_cost_before_it_starts(tmp_path):
     assert line.startswith("nitihw verilog: warning: large design: generating the Verilog of the "
                            "256x256 Datapath (about"), line  # fmt: skip
     assert "GB of memory" in line
+
+
+def test_a_cocotb_build_is_one_runs_at_a_time(tmp_path):
+    """A cocotb run builds and runs in its build folder (model, results file): a second run on
+    the same folder and simulator is refused, another simulator's run is not."""
+    from nitihw.golden.errors import ToolError
+
+    with train_run._cocotb_build_held(tmp_path, "icarus"):
+        with pytest.raises(ToolError, match="in use by another --sim cocotb-icarus run"):
+            with train_run._cocotb_build_held(tmp_path, "icarus"):
+                pass
+        with train_run._cocotb_build_held(tmp_path, "verilator"):
+            pass
+    with train_run._cocotb_build_held(tmp_path, "icarus"):  # free again
+        pass
