@@ -15,6 +15,13 @@ A checkpoint is an ``.npz`` archive (NumPy's, no pickles) of the network's state
 before a single weight is loaded; any damage is a :class:`CheckpointError` that says
 "checkpoint PATH is damaged (why): start again without --resume or restore a copy".
 
+The checksum finds damage, not tampering: anyone can recompute it. So the contents are also
+checked for sense against the run resuming them: :func:`check_state_sense` (the run state's
+counters and history are what :func:`~nitihw.golden.train.train` can have written) and
+:func:`check_arrays_range` with :func:`state_ranges` (every state array holds values the
+network's own arithmetic can produce: a 4-bit run's weights in +-7; float arrays, whose
+arithmetic can reach inf and NaN, are any float).
+
 :func:`write_checkpoint` writes a new checkpoint beside the old one, then keeps the old one as
 ``checkpoint.prev.npz`` (a hard link, so ``checkpoint.npz`` never disappears) and renames the
 new one into place: a crash at any point leaves ``checkpoint.npz`` whole, old or new, and the
@@ -31,8 +38,10 @@ import math
 import os
 import signal
 import zipfile
+from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -42,6 +51,8 @@ CHECKPOINT_NAME = "checkpoint.npz"
 PREVIOUS_NAME = "checkpoint.prev.npz"
 #: points of :func:`write_checkpoint` that ``NITIHW_CRASH_AT=POINT[:N]`` can kill the process at
 CRASH_POINTS = ("checkpoint-half", "checkpoint-written", "checkpoint-prev", "checkpoint-done")
+#: what only version 2 writes: a file claiming version 1 with any of these is damaged
+V2_ONLY = ("format", "manifest", "sha256")
 
 
 class CheckpointError(ValueError):
@@ -227,6 +238,17 @@ def _check_meta(path: Path, meta, arrays: dict) -> None:
     if not isinstance(meta, dict):
         raise damaged(path, "the manifest is not an object")
     version = meta.get("version", 1)
+    if type(version) is not int:  # true == 1 and 2.0 == 2 in Python: no version by accident
+        raise damaged(path, f"format version {version!r} is not an integer")
+    if version == 1:  # no downgrade past the checksum: version 1 wrote identity and state only
+        carried = ", ".join(k for k in V2_ONLY if k in meta)
+        if carried:
+            raise damaged(
+                path, f"claims version 1 but carries a version-2 checksum/manifest ({carried})"
+            )
+        unknown = sorted(set(meta) - {"version", "identity", "state"})
+        if unknown:
+            raise damaged(path, f"version 1 with fields it never had: {unknown}")
     if version == FORMAT_VERSION:
         if meta.get("format") != FORMAT:
             raise damaged(path, f"format {meta.get('format')!r}, expected {FORMAT!r}")
@@ -294,4 +316,212 @@ def check_arrays_fit(path: Path, arrays: dict, expected: dict[str, np.ndarray]) 
                 path,
                 f"array {k!r} is {a.dtype}{list(a.shape)}, this model's is "
                 f"{want.dtype}{list(want.shape)}",
+            )
+
+
+# ---- sense: what a run can have written -------------------------------------------------------
+#: the keys of a history record (train()'s epoch summary): always these...
+RECORD_KEYS = ("epoch", "train_accuracy", "test_accuracy")
+#: ...``mu`` unless the method is a float one (versions before 2 wrote it for every method), and
+#: ``seconds`` (records written before it existed lack it, and a resumed run keeps them)
+RECORD_OPTIONAL = ("mu", "seconds")
+INT64_MAX = 2**63 - 1
+
+
+def _number(x) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool)
+
+
+def check_state_sense(
+    path: Path,
+    state: dict,
+    *,
+    batch: int,
+    mu: Callable[[int], int],
+    float_method: bool,
+    overflow: str,
+    version: int = FORMAT_VERSION,
+) -> None:
+    """The run state of a checkpoint :func:`read_checkpoint` passed is one
+    :func:`~nitihw.golden.train.train` can have written for a run with these settings (``batch``,
+    its ``mu`` schedule, whether its method is a float one (no ``mu`` in its records), its
+    ``overflow`` policy); else a :class:`CheckpointError` naming the field and value.
+
+    The dataset is not loaded yet, so its size is not known; the state itself says it. train()
+    runs epochs of ``P = ceil(n / batch)`` steps over ``n`` images, every batch full but an
+    epoch's last, adds a history record at each epoch's end and sets the epoch's counters to 0.
+    A state after ``k`` finished epochs and ``r`` steps of the next is therefore exactly
+    ``len(history) == k``, ``epoch_seen == r * batch``, ``samples == k * n + r * batch`` with
+    ``r < P``, and ``step == k * P + r``: ``P`` and ``n`` follow from the state and must fit
+    (``(P - 1) * batch < n <= P * batch``). Before version 2 the first train() could save a
+    step half-counted on Ctrl-C, so version 1 states get the bounds but not this accounting.
+    Bounds for every version: ``step`` at most ``--steps``'s limit, ``epoch_correct <=
+    epoch_seen <= samples <= step * batch``, at most one record per step, no overflow events
+    under the "error" policy (the first overflow stops the run), counters within int64, each
+    record an epoch summary (keys, types, its epoch's mu, accuracies in 0..1; test accuracy NaN
+    for an empty test set), their seconds no more than the state's.
+    """
+    from nitihw.golden.limits import LIMITS
+
+    def bad(why: str) -> CheckpointError:
+        return damaged(path, f"run state {why}")
+
+    step, correct, seen = state["step"], state["epoch_correct"], state["epoch_seen"]
+    samples, events, history = state["samples"], state["overflow_events"], state["history"]
+    max_steps = int(LIMITS["steps"].hi)
+    if step > max_steps:
+        raise bad(f"step {step}: more than any run takes (at most {max_steps})")
+    if correct > seen:
+        raise bad(f"epoch_correct {correct} is more than epoch_seen {seen}")
+    if seen > samples:
+        raise bad(f"epoch_seen {seen} is more than samples {samples}")
+    if samples > step * batch:
+        raise bad(f"samples {samples} in {step} steps of at most {batch} (--batch)")
+    if events > INT64_MAX:
+        raise bad(f"overflow_events {events} is beyond int64")
+    if events and overflow == "error":
+        raise bad(
+            f"overflow_events {events} in a run whose overflow policy is 'error' "
+            "(its first overflow stops it)"
+        )
+    max_epochs = int(LIMITS["epochs"].hi)
+    if len(history) > min(step, max_epochs):
+        raise bad(f"history has {len(history)} epochs after {step} steps")
+    last = -1
+    for i, record in enumerate(history):
+        _check_record(path, i, record, last, mu, float_method, version, step)
+        last = record["epoch"]
+    spent = math.fsum(r.get("seconds", 0) for r in history)
+    # each record's seconds are round(part, 3) of a part the state's seconds hold
+    if spent > state["seconds"] + 0.001 * len(history) + 1e-9 * spent + 1e-6:
+        raise bad(f"seconds {state['seconds']!r} is less than its epochs' {spent:.3f}")
+    if version < 2:
+        return
+    k = len(history)
+    counted = f"step {step}, epoch_seen {seen}, samples {samples} and {k} epoch records"
+    if k == 0:
+        if not seen == samples == step * batch:
+            raise bad(f"{counted} do not add up: {step} steps of {batch} in the first epoch")
+        return
+    r, part = divmod(seen, batch)
+    if part:
+        raise bad(f"epoch_seen {seen} is not a whole number of batches of {batch}")
+    per_epoch, part = divmod(step - r, k)
+    if part or per_epoch <= r:
+        raise bad(f"{counted} do not add up: no epoch length fits")
+    n, part = divmod(samples - seen, k)
+    if part or not (per_epoch - 1) * batch < n <= per_epoch * batch:
+        images = f"{(per_epoch - 1) * batch + 1}..{per_epoch * batch}"
+        raise bad(
+            f"{counted} do not add up: epochs of {per_epoch} steps at batch {batch} are "
+            f"{images} images, these {(samples - seen) / k:g}"
+        )
+
+
+def _check_record(path, i, record, last, mu, float_method, version, step) -> None:
+    def bad(why: str) -> CheckpointError:
+        return damaged(path, f"run state history[{i}] {why}")
+
+    if not isinstance(record, dict):
+        raise bad(f"is {_short(record)}, not an epoch record")
+    keys = set(record)
+    want = set(RECORD_KEYS) | (set() if float_method else {"mu"})
+    if not want <= keys <= set(RECORD_KEYS) | set(RECORD_OPTIONAL):
+        raise bad(f"has keys {sorted(keys)}: an epoch record has {sorted(want)} and seconds")
+    epoch = record["epoch"]
+    if not isinstance(epoch, int) or isinstance(epoch, bool):
+        raise bad(f"epoch is {_short(epoch)}")
+    if version >= 2 and epoch != i:  # epochs 0, 1, 2, ...
+        raise bad(f"epoch is {epoch}, expected {i}")
+    if not last < epoch < step:  # version 1: a Ctrl-C during an evaluation could lose a record
+        raise bad(f"epoch is {epoch}, expected {last + 1}..{step - 1}")
+    for key in ("train_accuracy", "test_accuracy"):
+        value = record[key]
+        nan_ok = key == "test_accuracy"  # evaluate() of an empty test set
+        if not _number(value) or not (0 <= value <= 1 or (nan_ok and value != value)):
+            raise bad(f"{key} is {_short(value)}, not an accuracy in 0..1")
+    if "mu" in record:
+        value = record["mu"]
+        expected = mu(epoch)
+        if not isinstance(value, int) or isinstance(value, bool) or value != expected:
+            raise bad(f"mu is {_short(value)}; this run's schedule has {expected} at epoch {epoch}")
+    if "seconds" in record:
+        value = record["seconds"]
+        if not _number(value) or not (math.isfinite(value) and value >= 0):
+            raise bad(f"seconds is {_short(value)}")
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+# ---- range: what the network's arithmetic can have produced ----------------------------------
+class ValueRange(NamedTuple):
+    """The values an integer state array can hold: ``lo..hi``; ``why`` says where the range
+    comes from."""
+
+    lo: int
+    hi: int
+    why: str
+
+
+def state_ranges(net) -> dict[str, ValueRange]:
+    """For each array of ``net.state()``, the values the network's own arithmetic can produce
+    (derived from its layers and constants, in the order ``state()`` lists the arrays):
+
+    - NITI networks (``niti*``, ``niti-compat``): int8 weights in ``+-(2^(b-1) - 1)`` for
+      ``b``-bit operands (127 for 8): the initial quantisation maps the largest to it, every
+      update saturates to it; 16-bit masters in ``+-MASTER_LIMIT`` (the master update's clamp);
+    - WAGE: ``+-WEIGHT_LIMIT`` (64: the update's limit; the initial weights are 0 or +-64);
+    - NITRO-D: int32 weights wrap (any int32); the input statistics are the mean (int8) and
+      mean absolute deviation (1..255, raised to 1) of int8 images;
+    - the float32 twin and DFP16: none (their float arithmetic can reach inf and NaN: a
+      diverged run's checkpoint is what it wrote, not damage).
+
+    Arrays of other networks: none."""
+    from nitihw.golden.backend import MASTER_LIMIT
+    from nitihw.golden.network import IntegerNetwork
+    from nitihw.golden.nitro_d import NitroNetwork
+    from nitihw.golden.rounding import value_limit
+    from nitihw.golden.wage import WEIGHT_LIMIT, WageNetwork
+
+    state = net.state()
+    if isinstance(net, IntegerNetwork):
+        b = net.operand_bits
+        lim = value_limit(b)
+        master = ValueRange(-MASTER_LIMIT, MASTER_LIMIT, f"16-bit masters lie in +-{MASTER_LIMIT}")
+        weight = ValueRange(-lim, lim, f"the weights of a {b}-bit run lie in +-{lim}")
+        ranges = [weight if x.master is None else master for x in net.weight_layers]
+    elif isinstance(net, WageNetwork):
+        w = ValueRange(-WEIGHT_LIMIT, WEIGHT_LIMIT, f"WAGE weights lie in +-{WEIGHT_LIMIT}")
+        ranges = [w] * len(net.units)
+    elif isinstance(net, NitroNetwork):
+        i8, i32 = np.iinfo(np.int8), np.iinfo(np.int32)
+        w = ValueRange(int(i32.min), int(i32.max), "NITRO-D's int32 weights wrap")
+        ranges = [w] * len(net.units) + [
+            ValueRange(int(i8.min), int(i8.max), "the input mean of int8 images"),
+            ValueRange(1, int(i8.max) - int(i8.min), "the input MAD of int8 images (at least 1)"),
+        ]
+    else:  # the float twin, DFP16 (FloatNetwork), anything else: float arrays, no range
+        return {}
+    return dict(zip(state, ranges, strict=True))
+
+
+def check_arrays_range(path: Path, arrays: dict, ranges: dict[str, ValueRange]) -> None:
+    """Every array named in ``ranges`` holds only values in its range (:func:`state_ranges`),
+    else :class:`CheckpointError` naming the array, the first value outside and where it is."""
+    for name, want in ranges.items():
+        a = np.asarray(arrays[name])
+        limits = f"{want.lo}..{want.hi}"
+        if a.dtype.kind in "iub":
+            outside = (a < want.lo) | (a > want.hi)
+        else:  # check_arrays_fit gave it the network's dtype: integer; never a float here
+            outside = ~np.isfinite(a) | (a < want.lo) | (a > want.hi)
+        if outside.any():
+            at = tuple(int(i) for i in np.argwhere(outside)[0])
+            raise damaged(
+                path,
+                f"array {name!r} holds {a[at].item()!r} at {list(at)}, {int(outside.sum())} "
+                f"value(s) outside {limits} ({want.why})",
             )

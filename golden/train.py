@@ -25,9 +25,12 @@ from nitihw.golden.checkpoint import (
     CHECKPOINT_NAME,
     CheckpointError,
     check_arrays_fit,
+    check_arrays_range,
+    check_state_sense,
     damaged,
     encode_checkpoint,
     read_checkpoint,
+    state_ranges,
     write_checkpoint,
 )
 from nitihw.golden.datasets import Dataset
@@ -226,10 +229,10 @@ def save_checkpoint(path: Path, cfg: TrainConfig, net, state: RunState) -> None:
 
 def load_checkpoint(path: Path, cfg: TrainConfig, net) -> RunState:
     """Load a checkpoint into ``net`` once every part of it checks out: the archive, the
-    manifest, the checksum, this run's settings and the network's own state layout."""
+    manifest, the checksum, this run's settings, the sense of its state and the network's own
+    state layout and value ranges (:func:`_check_for_run`)."""
     meta, arrays = read_checkpoint(path)
-    _same_run(path, cfg, meta)
-    check_arrays_fit(path, arrays, net.state())
+    _check_for_run(path, cfg, net, meta, arrays)
     try:
         net.load_state(arrays)
     except (ValueError, KeyError, TypeError) as exc:
@@ -245,16 +248,44 @@ def check_resume(path: Path, cfg: TrainConfig) -> RunState:
     net = build_network(spec, profile, cfg.seed, cfg.weight_bits, cfg.operand_bits, **kw)
     net.to_backend(NumpyBackend(cfg.acc_bits, cfg.overflow, threads=1))
     meta, arrays = read_checkpoint(path)
-    _same_run(path, cfg, meta)
-    check_arrays_fit(path, arrays, net.state())
+    _check_for_run(path, cfg, net, meta, arrays)
     return RunState(**meta["state"])
+
+
+def _check_for_run(path: Path, cfg: TrainConfig, net, meta: dict, arrays: dict) -> None:
+    """What the checksum cannot say (anyone can recompute it): the checkpoint is this run's
+    (:func:`_same_run`), its state is one train() can have written with these settings
+    (:func:`check_state_sense`), and its arrays are the state of ``net`` (the network ``cfg``
+    builds): names, shapes and dtypes, and values its arithmetic can produce."""
+    _same_run(path, cfg, meta)
+    check_state_sense(
+        path,
+        meta["state"],
+        batch=cfg.batch,
+        mu=MuSchedule(cfg.mu_text),
+        float_method=get_profile(cfg.profile).method == "float",
+        overflow=cfg.overflow,
+        version=meta.get("version", 1),
+    )
+    expected = net.state()
+    check_arrays_fit(path, arrays, expected)
+    check_arrays_range(path, arrays, state_ranges(net))
+
+
+def _same_value(a, b) -> bool:
+    """Equal as JSON values: 64 is not 64.0, and true is not 1 (a JSON round trip keeps each)."""
+
+    def kind(x):
+        return bool if isinstance(x, bool) else float if isinstance(x, float) else type(x)
+
+    return kind(a) is kind(b) and a == b
 
 
 def _same_run(path: Path, cfg: TrainConfig, meta: dict) -> None:
     mine = cfg.identity()
     theirs = meta["identity"]
     for key in sorted(set(mine) | set(theirs)):
-        if mine.get(key) != theirs.get(key):
+        if key not in mine or key not in theirs or not _same_value(mine[key], theirs[key]):
             raise CheckpointError(
                 f"{path}: checkpoint field {key!r} is {theirs.get(key)!r} but this run has "
                 f"{mine.get(key)!r} (resume with the same settings, or start a new run without "

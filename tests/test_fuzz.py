@@ -14,14 +14,22 @@ the compressed ones. One seeded generator per reader makes the inputs; a failure
 reader, its seed, the input's index and the mutations, and keeps the input under tmp_path.
 The default run makes FAST_COUNT inputs per reader; ``-m slow`` makes SLOW_COUNT each, from
 other seeds. CRAFTED holds inputs made by hand to break a reader (each once did), and the CLI
-tests at the end check that damaged files reach the user as one line, without a traceback.
+tests check that damaged files reach the user as one line, without a traceback.
+
+The checkpoint's semantics are fuzzed apart (``test_checkpoint_state_semantics``): a real
+checkpoint's state, identity, history and arrays mutated as values and signed again, so that
+only the checks of sense can catch them; refused exactly when this file's own oracle
+(``senseless``) says no run can have written it, else loaded exactly as written.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import gzip
 import io
+import json
+import math
 import pickle
 import re
 import shutil
@@ -37,12 +45,25 @@ import numpy as np
 import pytest
 
 from nitihw.golden.backend import NumpyBackend
-from nitihw.golden.checkpoint import CheckpointError
+from nitihw.golden.checkpoint import (
+    FORMAT,
+    FORMAT_VERSION,
+    CheckpointError,
+    checksum,
+    manifest,
+)
 from nitihw.golden.datasets import DatasetError, read_cifar_batch, read_idx
 from nitihw.golden.models import get_model_spec
 from nitihw.golden.network import build_network
 from nitihw.golden.profiles import get_profile
-from nitihw.golden.train import RunState, TrainConfig, load_checkpoint, save_checkpoint
+from nitihw.golden.train import (
+    MuSchedule,
+    RunState,
+    TrainConfig,
+    load_checkpoint,
+    save_checkpoint,
+    train,
+)
 from nitihw.sim.accelerator import TABLE_KEYS, TABLES, ConfigError, load_accelerator, load_table
 from nitihw.sim.cli import main
 from nitihw.sim.workload import CONV_HEADER, GEMM_HEADER, WorkloadError, topology_workload
@@ -462,14 +483,18 @@ class Checkpoint(Reader):
         net.load_state(
             {k: rng.permutation(a.reshape(-1)).reshape(a.shape) for k, a in net.state().items()}
         )
+        # a state train() can have written (the checkpoint is checked for sense): 3 steps into
+        # the second epoch of 23 steps (1437 images at batch 64)
         self.state = RunState(
-            step=23,
+            step=26,
             epoch_correct=150,
             epoch_seen=192,
             seconds=12.5,
-            samples=1472,
-            overflow_events=2,
-            history=[{"epoch": 1, "train_accuracy": 0.5, "test_accuracy": 0.75, "mu": 3}],
+            samples=1437 + 192,
+            overflow_events=0,
+            history=[
+                {"epoch": 0, "train_accuracy": 0.5, "test_accuracy": 0.75, "mu": 3, "seconds": 1.5}
+            ],
         )
         self.arrays = {k: a.copy() for k, a in net.state().items()}
         assert any(
@@ -788,7 +813,7 @@ CRAFTED = {
     "checkpoint-json-nested-deep": ("checkpoint", _meta(lambda t: "[" * 100_000)),
     "checkpoint-json-5000-digit-int": (
         "checkpoint",
-        _meta(lambda t: t.replace('"step": 23', f'"step": {HUGE_INT}')),
+        _meta(lambda t: t.replace('"step": 26', f'"step": {HUGE_INT}')),
     ),
     "checkpoint-seconds-infinity": (
         "checkpoint",
@@ -889,3 +914,393 @@ def test_cli_reports_a_damaged_checkpoint_in_one_line(tmp_path, capsys):
         code = main([*train, "--resume", "--steps", "1"])
         codes.append(assert_one_line_error(code, capsys.readouterr().err, what))
     assert codes.count(2) >= 4, codes
+
+
+# ---- checkpoint semantics: a recomputed checksum, contents that make no sense --------------------
+# The readers above mutate bytes, and the checksum catches nearly all of it. Here a real
+# checkpoint's run state, identity, history and arrays are mutated as values and the file is
+# signed again (manifest and checksum recomputed), so only the checks of sense can tell. The
+# oracle, `senseless`, is this file's own statement of what a run can have written; a mutant must
+# be refused with a CheckpointError (one line, naming the file) exactly when it says so, and
+# otherwise load exactly what was written. Any other exception fails.
+
+#: the runs whose checkpoints are mutated: their settings, and the values each state array (by
+#: name without its layer number) can hold, from the layers' arithmetic: b-bit NITI weights in
+#: +-(2^(b-1) - 1), NITRO-D's int32 weights wrapping, its input statistics of int8 images, the
+#: float twin's floats, any value (None: its arithmetic reaches inf and NaN)
+SENSE_RUNS = {
+    "niti-4bit": ({"operand_bits": 4}, {"w": (-7, 7)}),
+    "nitro-d": (
+        {"profile": "nitro-d"},
+        {"w": (-(2**31), 2**31 - 1), "norm_mean": (-128, 127), "norm_mad": (1, 255)},
+    ),
+    "float32": ({"profile": "float32"}, {"w": None, "v": None}),
+}
+SENSE_FAST, SENSE_SLOW = 150, 5_000
+STATE_FIELDS = ("step", "epoch_correct", "epoch_seen", "seconds", "samples", "overflow_events")
+RECORD_REQUIRED = ("epoch", "train_accuracy", "test_accuracy")
+MOST_STEPS = 2**40  # LIMITS["steps"]: no run takes more
+
+
+@dataclass
+class SenseSeed:
+    cfg: TrainConfig
+    identity: dict
+    state: dict
+    arrays: dict
+    ranges: dict
+    n: int  # the training set's size
+
+
+def json_kind(x):
+    return bool if isinstance(x, bool) else float if isinstance(x, float) else type(x)
+
+
+def is_count(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x >= 0
+
+
+def is_number(x) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool)
+
+
+def replay(n: int, batch: int, steps: int) -> tuple[int, int, int]:
+    """``(finished epochs, samples, epoch_seen)`` after ``steps`` steps of train()'s loop over
+    ``n`` images: epochs of ``ceil(n / batch)`` batches, each ``batch`` images but the last."""
+    per_epoch = -(-n // batch)
+    finished, into = divmod(steps, per_epoch)
+    this_epoch = min(into * batch, n)
+    return finished, finished * n + this_epoch, this_epoch
+
+
+def senseless(seed: SenseSeed, identity, state, arrays) -> str | None:
+    """Why no run with ``seed.cfg``'s settings can have written this (None: one can).
+
+    The identity is the run's (same keys, same JSON kinds and values). The state has exactly
+    RunState's fields: counts (integers >= 0), seconds (a finite number >= 0), a history list;
+    step at most 2^40; no overflow events under the "error" policy, at most int64's under
+    "wrap". Some training set of n >= 1 images replays to the counters: with k records,
+    n = (samples - epoch_seen) / k (k > 0) or any n > step * batch (k == 0), and train()'s loop
+    over n images for `step` steps finishes k epochs with these samples and epoch_seen;
+    epoch_correct <= epoch_seen. Record i is a dict with epoch i, accuracies in 0..1 (test's
+    NaN allowed), mu (required unless the method is a float one) the schedule's at epoch i,
+    optional seconds (finite, >= 0); no other keys; their seconds sum to at most the state's
+    plus 1 ms each. The arrays have the fresh network's names, dtypes and shapes, and values
+    in SENSE_RUNS's ranges."""
+    cfg = seed.cfg
+    mine = cfg.identity()
+    if not isinstance(identity, dict) or set(identity) != set(mine):
+        return "identity keys"
+    for key, value in mine.items():
+        if json_kind(value) is not json_kind(identity[key]) or value != identity[key]:
+            return f"identity {key}"
+    if not isinstance(state, dict) or set(state) != {*STATE_FIELDS, "history"}:
+        return "state fields"
+    for key in STATE_FIELDS:
+        value = state[key]
+        ok = is_number(value) and math.isfinite(value) and value >= 0
+        if not (ok if key == "seconds" else is_count(value)):
+            return f"state {key} {value!r}"
+    history = state["history"]
+    if not isinstance(history, list):
+        return "history not a list"
+    step, seen, samples = state["step"], state["epoch_seen"], state["samples"]
+    if step > MOST_STEPS:
+        return "step beyond any run"
+    events = state["overflow_events"]
+    if events > (0 if cfg.overflow == "error" else 2**63 - 1):
+        return "overflow events"
+    k = len(history)
+    if k:
+        n, part = divmod(samples - seen, k)
+        if part or n < 1:
+            return "no training set size fits"
+    else:
+        n = step * cfg.batch + 1
+    if replay(n, cfg.batch, step) != (k, samples, seen):
+        return f"counters do not replay (n {n})"
+    if state["epoch_correct"] > seen:
+        return "epoch_correct above epoch_seen"
+    float_method = get_profile(cfg.profile).method == "float"
+    schedule = MuSchedule(cfg.mu_text)
+    for i, record in enumerate(history):
+        if not isinstance(record, dict):
+            return f"record {i} not a dict"
+        keys = set(record)
+        if not {*RECORD_REQUIRED, *(() if float_method else ("mu",))} <= keys:
+            return f"record {i} misses keys"
+        if not keys <= {*RECORD_REQUIRED, "mu", "seconds"}:
+            return f"record {i} has other keys"
+        if not is_count(record["epoch"]) or record["epoch"] != i:
+            return f"record {i} epoch"
+        for key in ("train_accuracy", "test_accuracy"):
+            a = record[key]
+            if not is_number(a) or not (0 <= a <= 1 or (key == "test_accuracy" and a != a)):
+                return f"record {i} {key}"
+        if "mu" in record:
+            mu = record["mu"]
+            if not isinstance(mu, int) or isinstance(mu, bool) or mu != schedule(i):
+                return f"record {i} mu"
+        if "seconds" in record:
+            s = record["seconds"]
+            if not (is_number(s) and math.isfinite(s) and s >= 0):
+                return f"record {i} seconds"
+    spent = math.fsum(r.get("seconds", 0) for r in history)
+    if spent > state["seconds"] + 0.001 * k + 1e-9 * spent + 1e-6:
+        return "records' seconds above the state's"
+    fresh = fresh_sense_network(cfg).state()
+    if set(arrays) != set(fresh):
+        return "array names"
+    for name, a in arrays.items():
+        if a.dtype != fresh[name].dtype or a.shape != fresh[name].shape:
+            return f"array {name} dtype/shape"
+        lo_hi = seed.ranges[re.sub(r"\d+$", "", name)]
+        if lo_hi is None:
+            continue
+        if a.size and not lo_hi[0] <= int(a.min()) <= int(a.max()) <= lo_hi[1]:
+            return f"array {name} out of range"
+    return None
+
+
+def fresh_sense_network(cfg: TrainConfig):
+    spec, profile = get_model_spec(cfg.model), get_profile(cfg.profile)
+    net = build_network(spec, profile, cfg.seed, cfg.weight_bits, cfg.operand_bits)
+    net.to_backend(NumpyBackend(cfg.acc_bits, cfg.overflow))
+    return net
+
+
+def signed(identity, state, arrays) -> bytes:
+    """A version-2 checkpoint of these contents, manifest and checksum made for them."""
+    step = state.get("step") if isinstance(state, dict) else None
+    meta = {"format": FORMAT, "version": FORMAT_VERSION, "identity": identity, "state": state}
+    meta["manifest"] = manifest(arrays, step=step)
+    meta["sha256"] = checksum(meta, arrays)
+    buf = io.BytesIO()
+    np.savez(buf, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8), **arrays)
+    return buf.getvalue()
+
+
+def _values(rng, v, batch):
+    """Replacement values for a number ``v``: near it, far, the limits, other JSON kinds."""
+    v = v if is_number(v) else 1
+    pool = [-1, 0, 1, v - 1, v + 1, v + batch, v - batch, 2 * v, v * batch, 10**15]
+    pool += [MOST_STEPS, MOST_STEPS + 1, 2**63, float(v), 0.5, True, None, str(v), [v]]
+    pool += [float("nan"), float("inf"), -0.0]
+    return pool[int(rng.integers(0, len(pool)))]
+
+
+def _record(rng, seed, epoch):
+    rec = {"epoch": epoch, "train_accuracy": float(rng.random()), "test_accuracy": rng.random()}
+    if get_profile(seed.cfg.profile).method != "float":
+        rec["mu"] = MuSchedule(seed.cfg.mu_text)(epoch)
+    rec["seconds"] = round(float(rng.random()), 3)
+    return rec
+
+
+def m_counter(rng, seed, identity, state, arrays):
+    key = STATE_FIELDS[int(rng.integers(0, len(STATE_FIELDS)))]
+    state[key] = _values(rng, state[key], seed.cfg.batch)
+    return f"state {key}={state[key]!r}"
+
+
+def m_field(rng, seed, identity, state, arrays):
+    if rng.random() < 0.5:
+        key = [*STATE_FIELDS, "history"][int(rng.integers(0, len(STATE_FIELDS) + 1))]
+        del state[key]
+        return f"state without {key}"
+    state["epoch"] = 1
+    return "state with an epoch field"
+
+
+def m_consistent(rng, seed, identity, state, arrays):
+    """Counters and history of another point of a run over n (or a nearby n) images: valid."""
+    batch = seed.cfg.batch
+    n = seed.n if rng.random() < 0.6 else max(1, seed.n + int(rng.integers(-80, 81)))
+    step = int(rng.integers(0, 3 * -(-n // batch) + 3))
+    k, samples, seen = replay(n, batch, step)
+    history = [_record(rng, seed, e) for e in range(k)]
+    state.update(step=step, samples=samples, epoch_seen=seen, history=history)
+    state["epoch_correct"] = int(rng.integers(0, seen + 2))  # seen + 1: one too many
+    state["seconds"] = math.fsum(r["seconds"] for r in history) + float(rng.random())
+    return f"consistent n={n} step={step} correct={state['epoch_correct']}"
+
+
+TRACE = "Traceback (most recent call last):\n  ...\nValueError: boom"
+
+
+def m_history(rng, seed, identity, state, arrays):
+    h = state["history"]
+    what = int(rng.integers(0, 9))
+    i = int(rng.integers(0, len(h))) if h else 0
+    rec = h[i] if h and isinstance(h[i], dict) else None  # a record to edit
+    keys = [*RECORD_REQUIRED, "mu", "seconds"]
+    key = keys[int(rng.integers(0, len(keys)))]
+    if what == 0 and h:
+        h.pop(i)
+        return f"history drop {i}"
+    if what == 1 and h:
+        h.insert(i, copy.deepcopy(h[i]))
+        return f"history duplicate {i}"
+    if what == 3:
+        h.append(_record(rng, seed, len(h)))
+        return "history one more record"
+    if what == 4 and h:
+        h[i] = [None, 0, "x", 1.5, {}][int(rng.integers(0, 5))]
+        return f"history[{i}] not a record"
+    if what == 5 and rec is not None:
+        rec.pop(key, None)
+        return f"history[{i}] without {key}"
+    if what == 6 and rec is not None:
+        rec["loss"] = 0.1
+        return f"history[{i}] with loss"
+    if what >= 7 and rec is not None:
+        rec[key] = _values(rng, rec.get(key, 0), 1) if rng.random() < 0.7 else rng.random()
+        return f"history[{i}] {key}={rec[key]!r}"
+    h.append(TRACE)
+    return "history traceback"
+
+
+def m_identity(rng, seed, identity, state, arrays):
+    key = sorted(identity)[int(rng.integers(0, len(identity)))]
+    what = int(rng.integers(0, 4))
+    if what == 0:
+        del identity[key]
+        return f"identity without {key}"
+    if what == 1:
+        identity["threads"] = 4
+        return "identity with threads"
+    v = identity[key]
+    if what == 2 and is_number(v):
+        identity[key] = float(v) if isinstance(v, int) else int(v) if v == int(v) else v * 2
+        return f"identity {key}={identity[key]!r}"
+    identity[key] = _values(rng, v, 1)
+    return f"identity {key}={identity[key]!r}"
+
+
+def m_array(rng, seed, identity, state, arrays):
+    name = sorted(arrays)[int(rng.integers(0, len(arrays)))]
+    a = arrays[name]
+    what = int(rng.integers(0, 10))
+    if what == 0:
+        del arrays[name]
+        return f"array {name} dropped"
+    if what == 1:
+        with np.errstate(over="ignore"):  # 1e30 as float16 is inf: refused either way
+            arrays[name] = a.astype(np.float64 if a.dtype.kind != "f" else np.float16)
+        return f"array {name} as {arrays[name].dtype}"
+    if what == 2:
+        arrays[name] = a.reshape(-1)
+        return f"array {name} flattened"
+    if what == 3:
+        arrays["w99"] = a.copy()
+        return "array w99 added"
+    lo_hi = seed.ranges[re.sub(r"\d+$", "", name)]
+    if a.dtype.kind == "f":  # the float twin's, or cast by an earlier mutation
+        options = [np.nan, np.inf, -np.inf, 1e30, -0.0, float(rng.normal())]
+    else:
+        info = np.iinfo(a.dtype)
+        lo, hi = lo_hi
+        options = [lo, hi, lo - 1, hi + 1, info.min, info.max, 0]
+        options = [x for x in options if info.min <= x <= info.max]
+    value = options[int(rng.integers(0, len(options)))]
+    at = tuple(int(rng.integers(0, s)) for s in a.shape)
+    with np.errstate(over="ignore"):
+        a[at] = value
+    return f"array {name}{list(at)}={value!r}"
+
+
+SENSE_MUTATIONS = (
+    m_counter,
+    m_counter,
+    m_field,
+    m_consistent,
+    m_consistent,
+    m_history,
+    m_history,
+    m_identity,
+    m_array,
+    m_array,
+)
+
+
+@pytest.fixture(scope="module")
+def sense_seeds(tmp_path_factory):
+    from nitihw.golden.datasets import load_digits
+
+    data = load_digits()
+    seeds = {}
+    for name, (settings, ranges) in SENSE_RUNS.items():
+        out = tmp_path_factory.mktemp(name)
+        cfg = TrainConfig(model="mlp-digits", dataset="digits", epochs=2, steps=26, **settings)
+        train(cfg, data, out_dir=out)  # 3 steps into the second epoch
+        with np.load(out / "checkpoint.npz") as z:
+            meta = json.loads(z["meta"].tobytes())
+            arrays = {k: z[k] for k in z.files if k != "meta"}
+        n = len(data.train_y)
+        seeds[name] = SenseSeed(cfg, meta["identity"], meta["state"], arrays, ranges, n)
+    return seeds
+
+
+def sense_problem(seed: SenseSeed, path: Path, identity, state, arrays) -> str | None:
+    why = senseless(seed, identity, state, arrays)
+    try:
+        with deadline(CALL_SECONDS):
+            net = fresh_sense_network(seed.cfg)
+            loaded = load_checkpoint(path, seed.cfg, net)
+    except _Timeout:
+        return f"still loading after {CALL_SECONDS} s"
+    except CheckpointError as exc:
+        msg = str(exc)
+        if "\n" in msg or str(path) not in msg:
+            return f"a CheckpointError of more than one line or not naming the file: {msg!r}"
+        return f"refused what a run can write: {msg}" if why is None else None
+    except Exception as exc:
+        where = "".join(traceback.format_tb(exc.__traceback__)[-2:])
+        return f"unexpected {type(exc).__name__}: {exc}\n{where}"
+    if why is not None:
+        return f"accepted, but {why}"
+    if json.dumps(asdict(loaded), sort_keys=True) != json.dumps(state, sort_keys=True):
+        return f"loaded state {asdict(loaded)}, written {state}"
+    got = net.state()
+    for name, a in arrays.items():
+        if not np.array_equal(got[name], a, equal_nan=a.dtype.kind == "f"):  # NaN is NaN
+            return f"array {name} loaded differs from the one written"
+    return None
+
+
+SENSE_FUZZ = [
+    pytest.param(name, SENSE_FAST, 400 + i, id=f"{name}-{SENSE_FAST}")
+    for i, name in enumerate(SENSE_RUNS)
+] + [
+    pytest.param(name, SENSE_SLOW, 500 + i, id=f"{name}-{SENSE_SLOW}", marks=pytest.mark.slow)
+    for i, name in enumerate(SENSE_RUNS)
+]
+
+
+@pytest.mark.parametrize("name,count,seed", SENSE_FUZZ)
+def test_checkpoint_state_semantics(sense_seeds, name, count, seed, tmp_path):
+    base = sense_seeds[name]
+    path = tmp_path / "checkpoint.npz"
+    path.write_bytes(signed(base.identity, base.state, base.arrays))
+    assert senseless(base, base.identity, base.state, base.arrays) is None
+    assert sense_problem(base, path, base.identity, base.state, base.arrays) is None
+    rng = np.random.default_rng(seed)
+    failures, outcomes = [], {"refused": 0, "loaded": 0}
+    for i in range(count):
+        identity, state = copy.deepcopy(base.identity), copy.deepcopy(base.state)
+        arrays = {k: a.copy() for k, a in base.arrays.items()}
+        how = []
+        for _ in range(1 + (rng.random() < 0.3)):
+            if set(state) != {*STATE_FIELDS, "history"} or not isinstance(state["history"], list):
+                break  # a field gone or added: the next mutation would need it
+            kind = SENSE_MUTATIONS[int(rng.integers(0, len(SENSE_MUTATIONS)))]
+            how.append(kind(rng, base, identity, state, arrays))
+        path.write_bytes(signed(identity, state, arrays))
+        problem = sense_problem(base, path, identity, state, arrays)
+        outcomes["loaded" if senseless(base, identity, state, arrays) is None else "refused"] += 1
+        if problem:
+            failures.append(f"{name} seed {seed} mutant #{i} ({'; '.join(how)}): {problem}")
+            if len(failures) == MAX_REPORTED:
+                break
+    assert not failures, "\n".join(failures)
+    assert min(outcomes.values()) >= count // 10, outcomes  # both sides of the oracle reached
