@@ -316,29 +316,37 @@ class _Help(argparse.RawDescriptionHelpFormatter):
 
 
 def cmd_sweep(args) -> int:
-    from nitihw.golden.run_folder import check_writable_dir
+    from nitihw.golden.run_folder import check_output_dir
     from nitihw.sim.sweep import load_grid
     from nitihw.sim.sweep.report import frame, summary, write_results
-    from nitihw.sim.sweep.run import run_sweep
+    from nitihw.sim.sweep.run import SweepFolder, check_scheduler, run_sweep
 
-    grid = load_grid(args.grid)
-    check_writable_dir(Path(args.out), "--out")
+    grid = load_grid(args.grid)  # every check of the grid, before anything runs (fast: the
+    # points are made as they are needed)
+    # the address, and a Dask scheduler answering there, checked before any work (5 s at most)
+    scheduler = check_scheduler(args.scheduler) if args.scheduler else None
+    out = Path(args.out)
+    check_output_dir(out)
     n = args.workers
     count = "one worker per core" if n is None else f"{n} worker" + ("s" if n != 1 else "")
-    where = args.scheduler or f"an embedded Dask cluster ({count})"
-    if args.workers == 0 and not args.scheduler:
+    where = scheduler or f"an embedded Dask cluster ({count})"
+    if args.workers == 0 and not scheduler:
         where = "this process (--workers 0)"
     print(
-        f"nitihw sweep: {len(grid.points)} points of {', '.join(grid.compute)} from "
+        f"nitihw sweep: {len(grid.points):,} points of {', '.join(grid.compute)} from "
         f"{args.grid}, on {where}; results in {args.out}",
         file=sys.stderr,
         flush=True,
     )
-    rows = run_sweep(grid, Path(args.out), args.scheduler, args.workers)
-    df = frame(rows)
-    files = write_results(df, Path(args.out), plots=not args.no_plots)
+    # one sweep writes the folder at a time, and it holds this grid's sweep (or --overwrite)
+    with SweepFolder(out, grid, overwrite=args.overwrite) as folder:
+        rows = run_sweep(grid, out, scheduler, args.workers, folder=folder)
+        df = frame(rows)
+        files = write_results(df, out, plots=not args.no_plots)
     print(summary(df))
     print(f"results: {', '.join(f.name for f in files)} in {args.out}")
+    if len(df) and (df["error"] != "").all():  # nothing worked: the sweep failed
+        return 1
     # an RTL point that disagrees with the golden model fails the sweep, as verify would
     if "rtl_bit_exact" in df and not df.loc[df["error"] == "", "rtl_bit_exact"].all():
         return 1
@@ -651,6 +659,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--out", required=True, help="results folder (a rerun skips finished points)")
     _executor_options(w, "", "run in this process")
     w.add_argument("--no-plots", action="store_true", help="skip the PNG plot")
+    w.add_argument("--overwrite", action="store_true", help="replace another grid's sweep")
     w.set_defaults(func=cmd_sweep)
     return p
 
@@ -743,7 +752,6 @@ def _term_as_interrupt():
 
 #: the exceptions that are the user's (exit 2): bad input and settings, tools that fail
 USER_ERRORS = (UserError, ValueError, DatasetError, FileNotFoundError, AccumulatorOverflowError)
-
 
 
 def report_internal_error(args, exc: BaseException) -> int:

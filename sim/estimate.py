@@ -215,8 +215,9 @@ def estimate(
             fe["mac"] += m * k * n * fp32_mac_pj
         elif op.op == "update":
             fe["update"] += op.shape[0] * fp32_update_pj
+    where = _layer_positions(layers)
     ordered = sorted(
-        rows.values(), key=lambda r: (_layer_index(r.layer, layers), PHASES.index(r.phase))
+        rows.values(), key=lambda r: (_layer_index(r.layer, where), PHASES.index(r.phase))
     )
     steps_per_epoch = -(-train_samples // batch)
     step = _totals(ordered)
@@ -238,16 +239,24 @@ def estimate(
     return result
 
 
-def _layer_index(name: str, layers: list[LayerShape]) -> tuple:
+def _layer_positions(layers: list[LayerShape]) -> tuple[dict, dict, int]:
+    """Each layer name's position, each block prefix's (``"3"`` of ``"3:conv"``), and the
+    count: built once, so ordering the rows is linear in the layers, not quadratic."""
+    exact: dict[str, int] = {}
+    block: dict[str, int] = {}
+    for i, lay in enumerate(layers):
+        exact.setdefault(lay.name, i)
+        block.setdefault(lay.name.split(":", 1)[0], i)
+    return exact, block, len(layers)
+
+
+def _layer_index(name: str, where: tuple[dict, dict, int]) -> tuple:
     """Rows in layer order; a NITRO-D head (``"3:head"``) right after its block's layer."""
-    for i, lay in enumerate(layers):
-        if lay.name == name:
-            return (i, 0)
-    idx = name.split(":", 1)[0]
-    for i, lay in enumerate(layers):
-        if lay.name.split(":", 1)[0] == idx:
-            return (i, 1)
-    return (len(layers), 0)
+    exact, block, n = where
+    if name in exact:
+        return (exact[name], 0)
+    i = block.get(name.split(":", 1)[0])
+    return (i, 1) if i is not None else (n, 0)
 
 
 def _mixed_mult(table, a_bits: int, b_bits: int) -> float:

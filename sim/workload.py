@@ -164,11 +164,12 @@ def topology_workload(path: str | Path, batch: int = 1) -> list[LayerShape]:
     if "\x00" in text:
         raise WorkloadError(f"{path}: not a text file (it holds NUL bytes)")
     try:
-        rows = [
-            [c.strip() for c in r]
-            for r in csv.reader(text.splitlines())
-            if any(c.strip() for c in r)
-        ]
+        reader = csv.reader(text.splitlines())
+        rows, lines = [], []  # the non-blank rows, and the line each ends on
+        for r in reader:
+            if any(c.strip() for c in r):
+                rows.append([c.strip() for c in r])
+                lines.append(reader.line_num)
     except csv.Error as exc:
         raise WorkloadError(f"{path}: not a CSV file ({exc})") from None
     if not rows:
@@ -179,12 +180,16 @@ def topology_workload(path: str | Path, batch: int = 1) -> list[LayerShape]:
     elif header[: len(CONV_HEADER)] == CONV_HEADER:
         kind, need = "conv", CONV_HEADER
     else:
+        shown = ", ".join(header)
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."  # never a whole foreign file
         raise WorkloadError(
-            f"{path}: header {', '.join(header)!r} is neither SCALE-Sim's conv format "
-            f"({', '.join(CONV_HEADER)}) nor its GEMM format ({', '.join(GEMM_HEADER)})"
+            f"{path}, line {lines[0]}: not a topology: header {shown!r} is neither SCALE-Sim's "
+            f"conv format ({', '.join(CONV_HEADER)}) nor its GEMM format "
+            f"({', '.join(GEMM_HEADER)})"
         )
     layers = []
-    for line, row in enumerate(rows[1:], start=2):
+    seen: dict[str, int] = {}  # layer name -> its line: a second row of a name is an error
+    for line, row in zip(lines[1:], rows[1:], strict=True):
         cells = [c for c in row if c != ""]
         if len(cells) < len(need):
             raise WorkloadError(
@@ -204,6 +209,12 @@ def topology_workload(path: str | Path, batch: int = 1) -> list[LayerShape]:
             except LimitError as exc:
                 raise WorkloadError(str(exc)) from None
         name, first = cells[0], not layers
+        if name in seen:
+            raise WorkloadError(
+                f"{path}, line {line}: layer name {name!r} is used again (first on line "
+                f"{seen[name]}); each layer needs its own name"
+            )
+        seen[name] = line
         if kind == "gemm":
             m, n, k = values["M"] * batch, values["N"], values["K"]
             layers.append(

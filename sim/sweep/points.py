@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import fcntl
 import functools
+import math
+import re
 import time
 import traceback
 from dataclasses import replace
@@ -45,6 +47,96 @@ ESTIMATE_COLUMNS = (
     "epoch_energy_j",
     "epoch_seconds",
 )
+AREA_COLUMNS = (
+    "logic_transistors",
+    "array_transistors",
+    "sram_bits",
+    "logic_mm2",
+    "sram_mm2",
+    "area_mm2",
+)
+TRAIN_COLUMNS = (
+    "train_accuracy",
+    "test_accuracy",
+    "overflow_events",
+    "weights_sha256",
+    "train_seconds",
+)
+RTL_COLUMNS = (
+    "rtl_tests",
+    "rtl_failed",
+    "rtl_bit_exact",
+    "rtl_cycles",
+    "rtl_build_seconds",
+    "rtl_sim_seconds",
+)
+#: each kind's output columns
+COLUMNS = {"estimate": ESTIMATE_COLUMNS, "area": AREA_COLUMNS, "train": TRAIN_COLUMNS,
+           "rtl": RTL_COLUMNS}  # fmt: skip
+#: the columns that are counts (integers); every other number is a float or an integer
+COUNTS = {
+    "macs", "total_cycles", "array_cycles", "stall_cycles", "sram_bytes", "dram_bytes",
+    "logic_transistors", "array_transistors", "sram_bits", "overflow_events", "rtl_tests",
+    "rtl_failed", "rtl_cycles",
+}  # fmt: skip
+#: fractions (0..1)
+FRACTIONS = {"train_accuracy", "test_accuracy"}
+#: no count or figure of a point comes near this; a bigger one is damage, not a result
+HUGE = 2**63
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _bad_value(name: str, v) -> str | None:
+    """Why ``v`` cannot be the output column ``name`` (None: it can)."""
+    if name == "weights_sha256":
+        return None if isinstance(v, str) and _SHA256.fullmatch(v) else "not a SHA-256"
+    if name == "rtl_bit_exact":
+        return None if isinstance(v, bool) else "not true or false"
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return f"not a number ({type(v).__name__})"
+    if name in COUNTS and not isinstance(v, int):
+        return "not an integer"
+    if isinstance(v, int) and not -HUGE < v < HUGE:
+        return "out of range"
+    if not math.isfinite(v):
+        return "not finite"
+    if v < 0:
+        return "negative"
+    if name in FRACTIONS and v > 1:
+        return "above 1"
+    return None
+
+
+def check_outputs(record, compute) -> str | None:
+    """Why ``record`` is not a finished point's record for ``compute`` (None: it is): a dict
+    with ``error`` empty, ``point_seconds``, and every output column of each kind, each of its
+    type and within its limits, and nothing else (so no field can stand in for a setting)."""
+    if not isinstance(record, dict):
+        return f"the record is a {type(record).__name__}, not an object"
+    error = record.get("error")
+    if not isinstance(error, str):
+        return "no error field (a string)"
+    if error:
+        return "the point failed"
+    want = {"error", "point_seconds", *(c for kind in compute for c in COLUMNS[kind])}
+    missing = [c for c in output_columns(compute) if c not in record]
+    if missing:
+        return f"missing {', '.join(missing[:3])}"
+    extra = sorted(k for k in record if k not in want)
+    if extra:
+        return f"unexpected field {extra[0]!r}"
+    for name in want - {"error"}:
+        why = _bad_value(name, record[name])
+        if why:
+            return f"{name} is {why}"
+    if "rtl" in compute and record["rtl_failed"] > record["rtl_tests"]:
+        return "rtl_failed is above rtl_tests"
+    return None
+
+
+def output_columns(compute) -> list[str]:
+    """Every output column of ``compute``, in the order of the results."""
+    return ["point_seconds", *(c for kind in compute for c in COLUMNS[kind])]
 
 
 def accelerator(point: dict, energy: str | None):
@@ -189,13 +281,19 @@ def run_point(point: dict, compute: tuple[str, ...], settings: dict) -> dict:
     record = {"error": ""}
     try:
         for kind in compute:
-            record.update(COMPUTE[kind](point, settings))
+            out = COMPUTE[kind](point, settings)
+            record.update({c: out[c] for c in COLUMNS[kind] if c in out})
     except Exception as exc:  # recorded with the point; the sweep goes on
         last = traceback.extract_tb(exc.__traceback__)[-1]
         record["error"] = f"{type(exc).__name__}: {' '.join(str(exc).split())} " + (
             f"({last.filename.rsplit('/', 1)[-1]}:{last.lineno})"
         )
     record["point_seconds"] = time.perf_counter() - t0
+    if not record["error"]:
+        # the same checks a stored record passes before reuse: a NaN energy, say, is a failure
+        why = check_outputs(record, compute)
+        if why:
+            record["error"] = f"the point's outputs failed their checks: {why}"
     return record
 
 
