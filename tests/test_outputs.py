@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from nitihw.golden import train as golden_train
-from nitihw.golden.checkpoint import CHECKPOINT_NAME, read_checkpoint
+from nitihw.golden.checkpoint import CHECKPOINT_NAME, read_checkpoint, write_checkpoint
 from nitihw.golden.run_folder import (
     LOCK_NAME,
     OWNED_NAMES,
@@ -170,6 +170,12 @@ def test_a_full_disk_names_the_file_and_leaves_nothing(tmp_path, monkeypatch, ca
     with pytest.raises(OSError) as info:
         golden_train.atomic_write_json(path, {"a": 1})
     assert info.value.errno == errno.ENOSPC and info.value.filename == str(path)
+    assert list((tmp_path / "out").iterdir()) == []
+    # a checkpoint: the same
+    with pytest.raises(OSError) as info:
+        write_checkpoint(tmp_path / "out" / CHECKPOINT_NAME, b"data")
+    assert info.value.errno == errno.ENOSPC
+    assert info.value.filename == str(tmp_path / "out" / CHECKPOINT_NAME)
     assert list((tmp_path / "out").iterdir()) == []
     # the run's lock: named, and no temporary left beside it
     monkeypatch.undo()
