@@ -24,7 +24,7 @@ from pathlib import Path
 from nitihw.golden.errors import ToolError
 from nitihw.golden.parallel import available_cores
 from nitihw.golden.run_folder import SWEEP_NAME, RunFolderError, RunLock, check_writable_dir
-from nitihw.golden.train import atomic_write_json
+from nitihw.golden.train import atomic_write_bytes, atomic_write_json
 from nitihw.sim.sweep.grid import Grid, canonical
 from nitihw.sim.sweep.points import check_outputs, output_columns, run_points
 
@@ -264,14 +264,7 @@ def write_record(path: Path, doc: dict) -> None:
     fsync of :func:`~nitihw.golden.train.atomic_write_json`: the fsync was most of a point's
     cost (about 4 ms against an estimate's 1 ms), and a record a power cut leaves empty or
     torn fails :func:`load_record`'s checks and is computed again."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w") as f:
-            f.write(json.dumps(doc, indent=1) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, (json.dumps(doc, indent=1) + "\n").encode(), fsync=False)
 
 
 FILE_KEYS = {"id", "point", "settings_sha256", "record", "sha256"}
