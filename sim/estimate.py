@@ -23,6 +23,7 @@ from pathlib import Path
 from nitihw.golden.train import atomic_write_bytes
 from nitihw.sim.accelerator import Accelerator
 from nitihw.sim.cycle_model import ArrayConfig, drained_rows, op_cycles
+from nitihw.sim.mapping import GemmShape, Hierarchy, lower_bound_bytes, search
 from nitihw.sim.workload import LayerShape, StepOp, step_ops
 
 COMPONENTS = ("mac", "buffers", "offchip", "rescale", "update")
@@ -45,6 +46,9 @@ class Row:
     dram: dict = field(default_factory=lambda: defaultdict(int))  # bytes
     energy: dict = field(default_factory=lambda: defaultdict(float))  # pJ, int8 datapath
     fp32_energy: dict = field(default_factory=lambda: defaultdict(float))  # pJ, fp32 datapath
+    dram_searched: int = 0  # bytes off chip with each GEMM's searched mapping (sim/mapping)
+    dram_bound: int = 0  # their lower bound
+    mappings: list = field(default_factory=list)  # each GEMM's searched mapping
 
     @property
     def key(self) -> str:
@@ -54,6 +58,37 @@ class Row:
 def result_buffer_rows(acc: Accelerator) -> int:
     """The ``ofmap`` buffer as the Datapath's result buffer: rows of ``cols`` accumulators."""
     return int(acc.ofmap_kib * 1024) // (acc.cols * acc.acc_bytes)
+
+
+def hierarchy(acc: Accelerator) -> Hierarchy:
+    """The accelerator's buffers and array, as :mod:`nitihw.sim.mapping` sees them."""
+    return Hierarchy(
+        int(acc.ifmap_kib * 1024),
+        int(acc.filter_kib * 1024),
+        int(acc.ofmap_kib * 1024),
+        acc.rows,
+        acc.cols,
+        acc.kmax,
+    )
+
+
+def gemm_shape(op: StepOp, acc: Accelerator) -> GemmShape:
+    """A step's GEMM as the memory sees it: the datapath's operand and accumulator bytes, the
+    tensors behind A and B, and whether its result is held (and fits the result buffer)."""
+    m, k, n = op.shape
+    ob, bb = acc.operand_bytes, -(-op.b_bits // 8) or acc.operand_bytes
+    return GemmShape(
+        m,
+        k,
+        n,
+        ob,
+        bb,
+        acc.acc_bytes,
+        a_mem=op.operands[0] * ob,
+        b_mem=op.operands[1] * bb,
+        held=op.held,
+        c_fits=drained_rows(m, n, acc.cols) <= result_buffer_rows(acc),
+    )
 
 
 def _op_traffic(op: StepOp, acc: Accelerator, second_pass: bool = True):
@@ -165,6 +200,17 @@ def estimate(
         cyc = op_cycles(op.op, op.shape, array, extra) if on_array else 0  # the rest is host
         (sram, dram), _ = _op_traffic(op, acc, second_pass=op.held)
         dram_bytes = sum(dram.values())
+        if op.op == "gemm":  # beside the fixed order: the searched mapping and the bound
+            g, h = gemm_shape(op, acc), hierarchy(acc)
+            best = search(g, h)
+            bound = lower_bound_bytes(g, h)
+            row.dram_searched += best.total
+            row.dram_bound += bound
+            row.mappings.append({"shape": [g.m, g.k, g.n], "fixed_order_bytes": dram_bytes,
+                                 "lower_bound_bytes": bound, **best.as_dict()})  # fmt: skip
+        else:  # what the rest moves is compulsory
+            row.dram_searched += dram_bytes
+            row.dram_bound += dram_bytes
         stall = max(0, math.ceil(dram_bytes / acc.bandwidth) - cyc)
         row.cycles += cyc
         row.stall += stall
@@ -280,6 +326,9 @@ def _row_dict(r: Row, acc: Accelerator) -> dict:
         "mapping_efficiency_pct": 100 * r.mapped / r.cycles if r.cycles and r.macs else 0.0,
         "sram_bytes": dict(r.sram),
         "dram_bytes": dict(r.dram),
+        "dram_searched_bytes": r.dram_searched,
+        "dram_bound_bytes": r.dram_bound,
+        "mappings": r.mappings,
         "energy_pj": {k: r.energy.get(k, 0.0) for k in COMPONENTS},
         "fp32_energy_pj": {k: r.fp32_energy.get(k, 0.0) for k in COMPONENTS},
     }
@@ -295,6 +344,8 @@ def _totals(rows: list[Row]) -> dict:
         "total_cycles": cyc + stall,
         "sram_bytes": sum(sum(r.sram.values()) for r in rows),
         "dram_bytes": sum(sum(r.dram.values()) for r in rows),
+        "dram_searched_bytes": sum(r.dram_searched for r in rows),
+        "dram_bound_bytes": sum(r.dram_bound for r in rows),
         "energy_pj": sum(sum(r.energy.values()) for r in rows),
         "fp32_energy_pj": sum(sum(r.fp32_energy.values()) for r in rows),
         **{f"energy_{k}_pj": sum(r.energy.get(k, 0.0) for r in rows) for k in COMPONENTS},
@@ -456,10 +507,45 @@ def write_reports(result: dict, out: str | Path, plots: bool = True) -> list[Pat
             ],
         ),
     )
+    put("MAPPING_REPORT.csv", mapping_csv(rows))
     put("estimate.json", (json.dumps(result, indent=2) + "\n").encode())
     if plots:
         files += write_plots(result, out)
     return files
+
+
+def mapping_csv(rows: list[dict]) -> bytes:
+    """MAPPING_REPORT.csv: each GEMM's searched mapping (loop order outer to inner, the
+    buffer-level tile), its off-chip bytes beside the fixed order's and the lower bound, and
+    how far each is from the bound."""
+    body = []
+    for r in rows:
+        for g in r["mappings"]:
+            bound = g["lower_bound_bytes"] or 1
+            body.append(
+                [
+                    f"{r['layer']}/{r['phase']}",
+                    *g["shape"],
+                    g["order"],
+                    g["tm"],
+                    g["tn"],
+                    g["tk"],
+                    g["a_reads"],
+                    g["b_reads"],
+                    g["c_writes"],
+                    g["c_reads"],
+                    g["total"],
+                    g["fixed_order_bytes"],
+                    g["lower_bound_bytes"],
+                    g["total"] / bound,
+                    g["fixed_order_bytes"] / bound,
+                ]
+            )
+    head = ["LayerID", "M", "K", "N", "Loop Order", "Tile M", "Tile N", "Tile K"]
+    head += ["DRAM A Reads", "DRAM B Reads", "DRAM Result Writes", "DRAM Result Reads"]
+    head += ["Searched DRAM Bytes", "Fixed Order DRAM Bytes", "Lower Bound Bytes"]
+    head += ["Searched / Bound", "Fixed Order / Bound"]
+    return _csv(head, body)
 
 
 def write_plots(result: dict, out: Path) -> list[Path]:
@@ -642,5 +728,8 @@ def format_estimate(result: dict) -> str:
         f"{acc['clock']['frequency_mhz']:g} MHz), {ep['energy_pj'] / 1e12:,.4f} J "
         f"{result.get('profile', 'niti')}, "
         f"{ep['fp32_energy_pj'] / 1e12:,.4f} J fp32",
+        f"off chip per step: {s['dram_bytes'] / 1e6:,.1f} MB with the fixed loop order (priced "
+        f"above), {s['dram_searched_bytes'] / 1e6:,.1f} MB with each GEMM's searched mapping, "
+        f"lower bound {s['dram_bound_bytes'] / 1e6:,.1f} MB (MAPPING_REPORT.csv)",
     ]
     return "\n".join(lines)

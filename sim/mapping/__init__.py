@@ -1,0 +1,18 @@
+"""Mappings of the step's GEMMs onto the accelerator's memory hierarchy (:mod:`.search`: the
+searched DRAM-level tiling and loop order with the fewest off-chip bytes) and the lower bounds
+on that traffic (:mod:`.bounds`), reported by ``nitihw estimate`` beside its figures."""
+
+from nitihw.sim.mapping.bounds import compulsory_bytes, io_lower_bound_bytes, lower_bound_bytes
+from nitihw.sim.mapping.search import ORDERS, GemmShape, Hierarchy, Mapping, evaluate, search
+
+__all__ = [
+    "ORDERS",
+    "GemmShape",
+    "Hierarchy",
+    "Mapping",
+    "compulsory_bytes",
+    "evaluate",
+    "io_lower_bound_bytes",
+    "lower_bound_bytes",
+    "search",
+]
