@@ -176,10 +176,24 @@ def cycle_model_lenet():
     fig.savefig(OUT / "cycles_lenet.png", dpi=110)
 
 
+def traffic_vgg():
+    """Off-chip bytes per layer of a vgg-small-7 step (batch 256, 16x16, 64/64/256 KiB): the
+    fixed loop order, the searched mappings and the lower bound (docs/estimate.md)."""
+    from nitihw.sim.accelerator import load_accelerator
+    from nitihw.sim.estimate import estimate, plot_traffic
+    from nitihw.sim.workload import model_workload
+
+    acc = load_accelerator().with_array("16x16")
+    r = estimate(model_workload("vgg-small-7", 256), acc, 256, 50000, "vgg-small-7")
+    title = "vgg-small-7, batch 256, 16x16 array, 64/64/256 KiB buffers"
+    plot_traffic(r, OUT / "traffic_vgg_small_7.png", title)
+
+
 if __name__ == "__main__":
     OUT.mkdir(exist_ok=True)
     rounding_modes()
     psto_table()
     datapath_timing()
     cycle_model_lenet()
+    traffic_vgg()
     print(f"wrote figures to {OUT}")

@@ -639,7 +639,43 @@ def write_plots(result: dict, out: Path) -> list[Path]:
     ax.legend()
     save_png(fig, out / "cycles_per_layer.png")
     written.append(out / "cycles_per_layer.png")
+    written.append(plot_traffic(result, out / "traffic_vs_bound.png", title))
     return written
+
+
+def plot_traffic(result: dict, path: Path, title: str) -> Path:
+    """Off-chip bytes per layer: the fixed order (priced), the searched mappings and the lower
+    bound, on a log scale, each searched bar labelled with its distance from the bound."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    rows = result["rows"]
+    layers = list(dict.fromkeys(r["layer"] for r in rows))
+
+    def per_layer(get) -> np.ndarray:
+        return np.array([sum(get(r) for r in rows if r["layer"] == lay) for lay in layers], float)
+
+    fixed = per_layer(lambda r: sum(r["dram_bytes"].values())) / 1e6
+    searched = per_layer(lambda r: r["dram_searched_bytes"]) / 1e6
+    bound = per_layer(lambda r: r["dram_bound_bytes"]) / 1e6
+    fig, ax = plt.subplots(figsize=(max(7, 1.4 * len(layers)), 4.2))
+    x, w = np.arange(len(layers)), 0.27
+    ax.bar(x - w, fixed, w, label="fixed loop order (priced)", color="tab:red")
+    ax.bar(x, searched, w, label="searched mappings", color="tab:blue")
+    ax.bar(x + w, bound, w, label="lower bound", color="tab:gray")
+    for xi, s_, b_ in zip(x, searched, bound, strict=True):
+        if b_ > 0:
+            ax.text(xi, s_, f"{s_ / b_:.2f}x", ha="center", va="bottom", fontsize=7)
+    ax.set_yscale("log")
+    ax.set_xticks(x)
+    ax.set_xticklabels(layers, rotation=30, ha="right")
+    ax.set(ylabel="MB off chip per step", title=f"Off-chip traffic per layer\n{title}")
+    ax.legend()
+    save_png(fig, path)
+    return path
 
 
 def save_png(fig, path: Path) -> None:

@@ -128,7 +128,8 @@ def test_the_mapping_report(tmp_path):
 
     acc = load_accelerator().with_array("8x8")
     r = estimate(model_workload("lenet", 16), acc, 16, 1000, "lenet")
-    write_reports(r, tmp_path, plots=False)
+    written = write_reports(r, tmp_path)
+    assert tmp_path / "traffic_vs_bound.png" in written
     lines = (tmp_path / "MAPPING_REPORT.csv").read_text().splitlines()
     assert lines[0].startswith("LayerID, M, K, N, Loop Order, Tile M, Tile N, Tile K")
     assert len(lines) - 1 == sum(len(row["mappings"]) for row in r["rows"])
