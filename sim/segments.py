@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import io
 import json
@@ -112,12 +113,21 @@ def golden_checkpoints(cfg, data, last: int, folder: Path, say) -> list[dict]:
     return marks
 
 
+@functools.cache
+def code_rev() -> str:
+    """The commit of the code this process runs: git's HEAD when first asked, which a worker
+    does as its first segment starts, having just imported nitihw (a long run's later
+    segments would otherwise name commits made while it ran, whose code it never loaded)."""
+    return git_rev()
+
+
 def run_segment(opts: dict, epoch: int, start: bytes | None, build_dir: str) -> dict:
     """One segment, on whatever machine runs it: resume ``start`` (golden's checkpoint after
     epoch ``epoch - 1``; None for epoch 1) on the native RTL, train epoch ``epoch``, and return
     what it ended with. The run's own output is returned as ``log`` (its tail)."""
     from nitihw.sim.train_run import rtl_build, run_native_training
 
+    commit = code_rev()  # the commit this process loaded its code at, not today's HEAD
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix=f"nitihw-segment-{epoch}-") as tmp:
         out = Path(tmp) / "run"
@@ -157,7 +167,7 @@ def run_segment(opts: dict, epoch: int, start: bytes | None, build_dir: str) -> 
         "model_mismatches": cycles["model_mismatches"],
         "datapath_ops": result["datapath_ops"],
         "host": socket.gethostname(),
-        "commit": git_rev(),
+        "commit": commit,
         "log": log.getvalue()[-2000:],
     }
 
