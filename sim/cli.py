@@ -14,6 +14,7 @@ from nitihw.golden.errors import EXIT_INTERNAL, EXIT_USER, InternalError, UserEr
 from nitihw.golden.models import MODELS
 from nitihw.golden.profiles import PROFILES
 from nitihw.sim.cycle_model import ArrayConfig
+from nitihw.sim.mapping.dataflow import DATAFLOWS
 from nitihw.sim.workload import PROFILES as ESTIMATE_PROFILES
 
 BACKENDS = ("golden", "rtl", "gpu")
@@ -248,7 +249,7 @@ def cmd_estimate(args) -> int:
         name = Path(args.topology).name
         if samples is None:
             samples = args.batch
-    result = estimate(layers, acc, args.batch, samples, name, args.profile)
+    result = estimate(layers, acc, args.batch, samples, name, args.profile, args.dataflow)
     print(format_estimate(result))
     files = write_reports(result, args.out, plots=not args.no_plots)
     print(f"reports: {', '.join(f.name for f in files)} in {args.out}")
@@ -620,6 +621,14 @@ def build_parser() -> argparse.ArgumentParser:
         choices=ESTIMATE_PROFILES,
         help="the training method priced: niti (default), wage, nitro-d, or dfp16 (16-bit "
         "GEMMs, float32 elsewhere)",
+    )
+    e.add_argument(
+        "--dataflow",
+        default="os",
+        choices=DATAFLOWS,
+        help="the array's dataflow: os (output stationary, the Datapath's; cycles checked "
+        "against the RTL), ws or is (weight or input stationary: no RTL, SCALE-Sim 3.0's "
+        "cycles; docs/estimate.md)",
     )
     e.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     e.add_argument("--out", required=True, help="folder for the reports")

@@ -24,6 +24,13 @@ from nitihw.golden.train import atomic_write_bytes
 from nitihw.sim.accelerator import Accelerator
 from nitihw.sim.cycle_model import ArrayConfig, drained_rows, op_cycles
 from nitihw.sim.mapping import GemmShape, Hierarchy, lower_bound_bytes, search
+from nitihw.sim.mapping.dataflow import (
+    DATAFLOW_NAMES,
+    buffer_reads,
+    check_dataflow,
+    folds,
+    scalesim_cycles,
+)
 from nitihw.sim.workload import LayerShape, StepOp, step_ops
 
 COMPONENTS = ("mac", "buffers", "offchip", "rescale", "update")
@@ -89,6 +96,20 @@ def gemm_shape(op: StepOp, acc: Accelerator) -> GemmShape:
         held=op.held,
         c_fits=drained_rows(m, n, acc.cols) <= result_buffer_rows(acc),
     )
+
+
+def _dataflow_sram(dataflow: str, op: StepOp, acc: Accelerator) -> dict:
+    """The buffer bytes of a GEMM on a ``ws`` or ``is`` array (dataflow.buffer_reads)."""
+    ob, bb, ab = acc.operand_bytes, -(-op.b_bits // 8) or acc.operand_bytes, acc.acc_bytes
+    e = buffer_reads(dataflow, *op.shape, acc.rows, acc.cols)
+    out = {
+        "ifmap_reads": e["a"] * ob,
+        "filter_reads": e["b"] * bb,
+        "ofmap_writes": e["out_writes"] * ab,
+    }
+    if e["out_reads"]:
+        out["ofmap_reads"] = e["out_reads"] * ab
+    return out
 
 
 def _op_traffic(op: StepOp, acc: Accelerator, second_pass: bool = True):
@@ -164,6 +185,7 @@ def estimate(
     train_samples: int,
     workload: str,
     profile: str = "niti",
+    dataflow: str = "os",
 ) -> dict:
     """The estimate of one training step of ``layers`` and of an epoch of ``train_samples``.
 
@@ -172,7 +194,12 @@ def estimate(
     step. A multiplier of an ``a``-bit by a ``b``-bit operand is priced as the table's
     multiply at the wider width scaled by ``narrow / wide`` (array multipliers grow with the
     product of the widths: Horowitz's int8/int16/int32 multiplies follow it within 25%).
+
+    ``dataflow``: ``os`` (the Datapath's, cycles from the RTL-checked cycle model), ``ws`` or
+    ``is`` (no RTL: SCALE-Sim 3.0's cycles and the buffer reads of what stays in the PEs,
+    :mod:`nitihw.sim.mapping.dataflow`).
     """
+    check_dataflow(dataflow)
     t0 = time.perf_counter()
     if profile == "dfp16":
         from dataclasses import replace
@@ -199,6 +226,9 @@ def estimate(
         extra = {"fed": op.fed, "divide": op.divide, "kept": op.kept}
         cyc = op_cycles(op.op, op.shape, array, extra) if on_array else 0  # the rest is host
         (sram, dram), _ = _op_traffic(op, acc, second_pass=op.held)
+        if op.op == "gemm" and dataflow != "os":  # no RTL: SCALE-Sim's cycles, its reads
+            cyc = scalesim_cycles(dataflow, *op.shape, acc.rows, acc.cols)
+            sram = _dataflow_sram(dataflow, op, acc)
         dram_bytes = sum(dram.values())
         if op.op == "gemm":  # beside the fixed order: the searched mapping and the bound
             g, h = gemm_shape(op, acc), hierarchy(acc)
@@ -230,8 +260,10 @@ def estimate(
                 e["mac"] += m * k * n * (mixed + table.add(acc.accumulator_bits))
             else:
                 e["mac"] += m * k * n * mac_pj
-            t_r, t_c = -(-m // acc.rows), -(-n // acc.cols)
-            row.mapped += cyc * (m * n) / (t_r * acc.rows * t_c * acc.cols)
+            # the PEs the stationary block maps (for os: the results of a tile)
+            f_r, f_c = folds(dataflow, m, k, n, acc.rows, acc.cols)
+            held = {"os": m * n, "ws": k * n, "is": k * m}[dataflow]
+            row.mapped += cyc * held / (f_r * acc.rows * f_c * acc.cols)
         elif op.op == "range":
             e["rescale"] += op.shape[0] * table.add(acc.accumulator_bits)  # |x|-1 and the OR
         elif op.op == "rescale":
@@ -270,6 +302,7 @@ def estimate(
     result = {
         "workload": workload,
         "profile": profile,
+        "dataflow": dataflow,
         "batch": batch,
         "train_samples": train_samples,
         "steps_per_epoch": steps_per_epoch,
@@ -740,7 +773,8 @@ def format_estimate(result: dict) -> str:
         f"batch {result['batch']}, "
         f"{acc['array']['rows']}x{acc['array']['cols']} array, "
         f"int{acc['precision']['operand_bits']}/int{acc['precision']['accumulator_bits']}, "
-        f"energy table {acc['energy']['table']}"
+        f"energy table {acc['energy']['table']}; dataflow "
+        f"{DATAFLOW_NAMES[result.get('dataflow', 'os')]}"
     ]
     for j, row in enumerate((head, *body)):
         lines.append(

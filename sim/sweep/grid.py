@@ -21,6 +21,7 @@ A grid file::
     frequency_mhz = [500]
     operand_bits = [8, 16]
     accumulator_bits = [32]
+    dataflow = ["os", "ws"]          # os (the Datapath's), ws, is (estimate only)
 
 Every value is checked against :data:`nitihw.golden.limits.LIMITS` (the limits of ``nitihw
 estimate`` and the accelerator TOML); a bad one is a :class:`GridError` naming the file, the
@@ -77,6 +78,7 @@ AXES: dict[str, tuple[str | None, object]] = {
     "frequency_mhz": ("frequency_mhz", 500.0),
     "operand_bits": ("op_bits", 8),
     "accumulator_bits": ("acc_bits", 32),
+    "dataflow": (None, "os"),
 }
 TOP_KEYS = ("compute", "energy", "train_samples", "train", "rtl", "axes")
 MAX_POINTS = 1_000_000
@@ -268,6 +270,11 @@ def _check_value(path: Path, key: str, i: int, value, base: Path):
             raise GridError(f"{where}: unknown profile {value!r}; choose from {list(PROFILES)}")
     elif key == "topology":
         return _topology(where, value, base)
+    elif key == "dataflow":
+        from nitihw.sim.mapping.dataflow import DATAFLOWS
+
+        if value not in DATAFLOWS:
+            raise GridError(f"{where}: unknown dataflow {value!r}; choose from {list(DATAFLOWS)}")
     return value
 
 
@@ -385,6 +392,11 @@ def load_grid(path: str | Path) -> Grid:
     if "train" in compute:
         _check_dataset(path, train["dataset"])
     rtl = _table(path, "rtl", RTL_KEYS, doc.get("rtl"), "rtl" in compute)
+    if "rtl" in compute and axes["dataflow"] != ["os"]:
+        raise GridError(
+            f"{path}: axes.dataflow {axes['dataflow']!r} with compute 'rtl': the Datapath is "
+            "output stationary (os) only"
+        )
     files = {t: _sha256_file(Path(t)) for t in axes["topology"] if t is not None}
     return Grid(path, tuple(compute), axes, energy, samples, train, rtl, energy_sha256, files)
 

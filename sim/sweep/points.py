@@ -174,7 +174,8 @@ def estimate_point(point: dict, settings: dict) -> dict:
         layers = model_workload(point["model"], batch)
         name = point["model"]
         samples = train_samples or DEFAULT_TRAIN_SAMPLES.get(name, batch)
-    r = estimate(layers, accelerator(point, energy), batch, samples, name, point["profile"])
+    acc, dataflow = accelerator(point, energy), point.get("dataflow", "os")
+    r = estimate(layers, acc, batch, samples, name, point["profile"], dataflow)
     step, epoch = r["per_step"], r["per_epoch"]
     out = {k: step[k] for k in ESTIMATE_COLUMNS if k in step}
     out["seconds_per_step"] = step["seconds_at_clock"]
