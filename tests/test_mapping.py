@@ -116,8 +116,13 @@ def test_every_gemm_of_a_step_is_between_its_bound_and_the_fixed_order(model, ba
     )
     for m in gemms:
         assert m["lower_bound_bytes"] <= m["total"] <= m["fixed_order_bytes"], m
+        today = m["datapath"]  # what today's Datapath can execute: never better than the rest
+        assert m["total"] <= today["total"] and today["order"].endswith("k")
+        array_tile = today["tm"] <= acc.rows and today["tn"] <= acc.cols
+        assert today["tk"] == m["shape"][1] or array_tile, today
     s = r["per_step"]
-    assert s["dram_bound_bytes"] <= s["dram_searched_bytes"] <= s["dram_bytes"]
+    assert s["dram_bound_bytes"] <= s["dram_searched_bytes"] <= s["dram_datapath_bytes"]
+    assert s["dram_searched_bytes"] <= s["dram_bytes"]
     # the search and the estimate see the same GEMM
     op = next(op for op in step_ops(model_workload(model, batch), "niti") if op.op == "gemm")
     assert search(gemm_shape(op, acc), hierarchy(acc)).as_dict().items() <= gemms[0].items()

@@ -1,9 +1,9 @@
-"""Mappings of the step's GEMMs onto the accelerator's memory hierarchy (:mod:`.search`: the
+"""Mappings of the step's GEMMs onto the accelerator's memory hierarchy (:mod:`.mapper`: the
 searched DRAM-level tiling and loop order with the fewest off-chip bytes) and the lower bounds
 on that traffic (:mod:`.bounds`), reported by ``nitihw estimate`` beside its figures."""
 
 from nitihw.sim.mapping.bounds import compulsory_bytes, io_lower_bound_bytes, lower_bound_bytes
-from nitihw.sim.mapping.search import ORDERS, GemmShape, Hierarchy, Mapping, evaluate, search
+from nitihw.sim.mapping.mapper import ORDERS, GemmShape, Hierarchy, Mapping, evaluate, search
 
 __all__ = [
     "ORDERS",

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 
-from nitihw.sim.mapping.search import GemmShape, Hierarchy, result_fits
+from nitihw.sim.mapping.mapper import GemmShape, Hierarchy, result_fits
 
 
 def compulsory_bytes(g: GemmShape, h: Hierarchy) -> int:

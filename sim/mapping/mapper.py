@@ -150,10 +150,21 @@ def result_fits(g: GemmShape, h: Hierarchy) -> bool:
     return g.c_tensor <= h.ofmap if g.c_fits is None else g.c_fits
 
 
+#: the orders today's Datapath can follow: k innermost (a tile's sums never leave the PEs)
+DATAPATH_ORDERS = ("mnk", "nmk")
+
+
 @functools.lru_cache(maxsize=4096)
-def search(g: GemmShape, h: Hierarchy) -> Mapping:
+def search(g: GemmShape, h: Hierarchy, datapath: bool = False) -> Mapping:
     """The mapping of ``g`` on ``h`` that moves the fewest bytes off chip (module docstring).
-    Sweeps ask for the same GEMMs on the same buffers often: the answers are cached."""
+    Sweeps ask for the same GEMMs on the same buffers often: the answers are cached.
+
+    ``datapath``: only the mappings today's Datapath can execute. Its PEs keep one array
+    tile's sums until the tile's last product, and it never reads partial sums back: so the
+    k loop is innermost (:data:`DATAPATH_ORDERS`), and a buffer tile either holds the whole of
+    K (``tk = K``) or is one array tile (``tm <= rows``, ``tn <= cols``), whose sums stay in
+    the PEs while K streams in slices. Without it, partial sums may wait in the result buffer
+    (an RTL change: the Datapath would have to add a drained tile to what the buffer holds)."""
     tm_c = _candidates(g.m, h.rows)
     tn_c = _candidates(g.n, h.cols)
     tk_c = _candidates(g.k, h.kmax)
@@ -163,6 +174,8 @@ def search(g: GemmShape, h: Hierarchy) -> Mapping:
         & (tk * tn * g.b_bytes <= h.filter)
         & (tm * tn * g.c_bytes <= h.ofmap)
     )
+    if datapath:
+        fits &= (tk == g.k) | ((tm <= h.rows) & (tn <= h.cols))
     if not fits.any():  # not even a 1x1x1 tile: every element streams through
         tm, tn, tk = (np.array([1], dtype=np.int64),) * 3
     else:
@@ -171,7 +184,7 @@ def search(g: GemmShape, h: Hierarchy) -> Mapping:
     held_out = g.c_tensor if (g.held and not result_fits(g, h)) else 0
     written_once = 0 if g.held else g.c_tensor
     best = None
-    for order in ORDERS:
+    for order in DATAPATH_ORDERS if datapath else ORDERS:
         a, b, cw, cr = evaluate(g, order, tm, tn, tk)
         cw = cw + held_out + written_once
         cr = cr + held_out
