@@ -39,7 +39,7 @@ import os
 import signal
 import zipfile
 from collections.abc import Callable
-from dataclasses import fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import NamedTuple
 
@@ -53,6 +53,20 @@ PREVIOUS_NAME = "checkpoint.prev.npz"
 CRASH_POINTS = ("checkpoint-half", "checkpoint-written", "checkpoint-prev", "checkpoint-done")
 #: what only version 2 writes: a file claiming version 1 with any of these is damaged
 V2_ONLY = ("format", "manifest", "sha256")
+
+
+@dataclass
+class RunState:
+    """A run's counters and history: what a checkpoint carries besides the network's arrays
+    (:func:`~nitihw.golden.train.train` keeps it; :func:`check_state_sense` checks it)."""
+
+    step: int = 0  # steps done in total
+    epoch_correct: int = 0  # running training accuracy of the current epoch
+    epoch_seen: int = 0
+    seconds: float = 0.0
+    samples: int = 0
+    overflow_events: int = 0
+    history: list = field(default_factory=list)  # per finished epoch
 
 
 class CheckpointError(ValueError):
@@ -235,8 +249,6 @@ def _one_line(exc: Exception) -> str:
 
 
 def _check_meta(path: Path, meta, arrays: dict) -> None:
-    from nitihw.golden.train import RunState
-
     if not isinstance(meta, dict):
         raise damaged(path, "the manifest is not an object")
     version = meta.get("version", 1)

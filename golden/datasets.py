@@ -26,6 +26,8 @@ from typing import ClassVar
 
 import numpy as np
 
+#: the exponent of every dataset's int8 input: 127 stands for 1.0 (grey_to_int8), so x * 2^-7
+INPUT_EXP = -7
 SPLIT_SEED = 0  # the fixed shuffle of the single-file datasets; independent of the run seed
 
 

@@ -12,7 +12,9 @@ import numpy as np
 
 from nitihw.golden import models as M
 from nitihw.golden.backend import NumpyBackend
-from nitihw.golden.network import INPUT_EXP, init_float_weights, layer_name
+from nitihw.golden.datasets import INPUT_EXP
+from nitihw.golden.init import init_float_weights
+from nitihw.golden.models import layer_name
 from nitihw.golden.randomness import random_bits
 
 _host = NumpyBackend()  # im2col and pooling are dtype-agnostic host operations

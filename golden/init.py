@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 
+from nitihw.golden import models as M
 from nitihw.golden.rounding import value_limit
 
 
@@ -27,3 +28,16 @@ def quantize_weights(w: np.ndarray, bits: int = 8) -> tuple[np.ndarray, int]:
         return np.zeros(w.shape, np.int8), 0
     e_w = math.ceil(math.log2(r)) - (bits - 1)
     return np.rint(w / r * value_limit(bits)).astype(np.int8), e_w
+
+
+def init_float_weights(spec: M.ModelSpec, seed: int) -> list[np.ndarray]:
+    """Xavier-uniform float weights of every weight layer, in layer order, from ``seed``."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _i, layer, in_shape, out_shape in M.layer_shapes(spec):
+        if isinstance(layer, M.Conv):
+            k, cin, cout = layer.kernel, in_shape[2], layer.out_channels
+            out.append(xavier_uniform(rng, (cout, k, k, cin), cin * k * k, cout * k * k))
+        elif isinstance(layer, M.Linear):
+            out.append(xavier_uniform(rng, (out_shape[0], in_shape[0]), in_shape[0], out_shape[0]))
+    return out

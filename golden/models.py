@@ -158,3 +158,8 @@ def layer_shapes(spec: ModelSpec):
             out = shape
         yield i, layer, shape, out
         shape = out
+
+
+def layer_name(i: int, layer) -> str:
+    """A layer's name in reports and checkpoints: ``"3:conv"``."""
+    return f"{i}:{type(layer).__name__.lower()}"

@@ -13,31 +13,13 @@ from nitihw.golden import layers as L
 from nitihw.golden import models as M
 from nitihw.golden import niti_compat
 from nitihw.golden.backend import Backend
-from nitihw.golden.init import quantize_weights, xavier_uniform
+from nitihw.golden.datasets import INPUT_EXP
+from nitihw.golden.init import init_float_weights, quantize_weights
 from nitihw.golden.loss import error_shift
+from nitihw.golden.models import layer_name
 from nitihw.golden.profiles import Profile
 from nitihw.golden.randomness import STREAM_LOSS
 from nitihw.golden.rounding import shift_round, value_limit
-
-#: Exponent of every dataset's int8 input (see nitihw.golden.datasets).
-INPUT_EXP = -7
-
-
-def init_float_weights(spec: M.ModelSpec, seed: int) -> list[np.ndarray]:
-    """Xavier-uniform float weights of every weight layer, in layer order, from ``seed``."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for _i, layer, in_shape, out_shape in M.layer_shapes(spec):
-        if isinstance(layer, M.Conv):
-            k, cin, cout = layer.kernel, in_shape[2], layer.out_channels
-            out.append(xavier_uniform(rng, (cout, k, k, cin), cin * k * k, cout * k * k))
-        elif isinstance(layer, M.Linear):
-            out.append(xavier_uniform(rng, (out_shape[0], in_shape[0]), in_shape[0], out_shape[0]))
-    return out
-
-
-def layer_name(i: int, layer) -> str:
-    return f"{i}:{type(layer).__name__.lower()}"
 
 
 class IntegerNetwork:

@@ -15,7 +15,7 @@ import signal
 import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +24,7 @@ from nitihw.golden.backend import AccumulatorOverflowError, Backend, NumpyBacken
 from nitihw.golden.checkpoint import (
     CHECKPOINT_NAME,
     CheckpointError,
+    RunState,
     check_arrays_fit,
     check_arrays_range,
     check_state_sense,
@@ -211,17 +212,6 @@ def _umask() -> int:
 
 def atomic_write_json(path: Path, obj) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
-
-
-@dataclass
-class RunState:
-    step: int = 0  # steps done in total
-    epoch_correct: int = 0  # running training accuracy of the current epoch
-    epoch_seen: int = 0
-    seconds: float = 0.0
-    samples: int = 0
-    overflow_events: int = 0
-    history: list = field(default_factory=list)  # per finished epoch
 
 
 def save_checkpoint(path: Path, cfg: TrainConfig, net, state: RunState) -> None:

@@ -44,7 +44,7 @@ import numpy as np
 from nitihw.golden import models as M
 from nitihw.golden.backend import OpTag
 from nitihw.golden.layers import StepContext
-from nitihw.golden.network import layer_name
+from nitihw.golden.models import layer_name
 
 WEIGHT_LIMIT = 64  # W in [-0.5, 0.5] at 2^-7
 TERNARY_SHIFT = 6  # Q(W, 2) = RNE(W * 2) on the 2^-7 grid

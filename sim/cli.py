@@ -15,6 +15,7 @@ from nitihw.golden.models import MODELS
 from nitihw.golden.profiles import PROFILES
 from nitihw.sim.cycle_model import ArrayConfig
 from nitihw.sim.mapping.dataflow import DATAFLOWS
+from nitihw.sim.workload import DEFAULT_TRAIN_SAMPLES
 from nitihw.sim.workload import PROFILES as ESTIMATE_PROFILES
 
 BACKENDS = ("golden", "rtl", "gpu")
@@ -213,19 +214,6 @@ def cmd_verify(args) -> int:
     return 1 if failed else 0
 
 
-#: training-set sizes the estimate uses for "per epoch" with a built-in model
-DEFAULT_TRAIN_SAMPLES = {
-    "mlp-digits": 1437,
-    "cnn-digits": 1437,
-    "mlp-mnist": 60000,
-    "lenet": 60000,
-    "vgg8b": 60000,
-    "vgg-small-7": 50000,
-    "vgg-small-8": 50000,
-    "vgg-small-9": 50000,
-}
-
-
 def cmd_estimate(args) -> int:
     from nitihw.golden.run_folder import check_output_dir
     from nitihw.sim.accelerator import load_accelerator
@@ -318,9 +306,10 @@ class _Help(argparse.RawDescriptionHelpFormatter):
 
 def cmd_sweep(args) -> int:
     from nitihw.golden.run_folder import check_output_dir
+    from nitihw.sim.cluster import check_scheduler
     from nitihw.sim.sweep import load_grid
     from nitihw.sim.sweep.report import frame, summary, write_results
-    from nitihw.sim.sweep.run import SweepFolder, check_scheduler, run_sweep
+    from nitihw.sim.sweep.run import SweepFolder, run_sweep
 
     grid = load_grid(args.grid)  # every check of the grid, before anything runs (fast: the
     # points are made as they are needed)
@@ -675,7 +664,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _executor_options(p, scope: str, inline: str) -> None:
     """``--scheduler`` and ``--workers``: the Dask executor of sweeps and segments
-    (:func:`nitihw.sim.sweep.run.dask_client`); ``scope`` prefixes the help, ``inline`` says
+    (:func:`nitihw.sim.cluster.dask_client`); ``scope`` prefixes the help, ``inline`` says
     what ``--workers 0`` does."""
     p.add_argument(
         "--scheduler",

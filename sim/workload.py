@@ -16,7 +16,7 @@ from pathlib import Path
 
 from nitihw.golden import models as M
 from nitihw.golden.limits import LimitError, check
-from nitihw.golden.network import layer_name
+from nitihw.golden.models import layer_name
 
 
 @dataclass(frozen=True)
@@ -399,3 +399,16 @@ def nitro_step_ops(model: str, batch: int) -> list[StepOp]:
         update(head)
         update(block.fwd)
     return ops
+
+
+#: training-set sizes the estimate uses for "per epoch" with a built-in model
+DEFAULT_TRAIN_SAMPLES = {
+    "mlp-digits": 1437,
+    "cnn-digits": 1437,
+    "mlp-mnist": 60000,
+    "lenet": 60000,
+    "vgg8b": 60000,
+    "vgg-small-7": 50000,
+    "vgg-small-8": 50000,
+    "vgg-small-9": 50000,
+}

@@ -7,7 +7,7 @@ import subprocess
 import pytest
 
 from nitihw.sim.cli import main
-from nitihw.sim.verify import simulator_available
+from nitihw.sim.tools import simulator_available
 
 
 def test_verilog_writes_datapath_blocks_and_parameters(tmp_path, capsys):

@@ -299,7 +299,7 @@ def test_nitro_estimate_needs_a_built_in_model(tmp_path):
 
 
 def test_every_model_has_a_default_epoch_size():
-    from nitihw.sim.cli import DEFAULT_TRAIN_SAMPLES
+    from nitihw.sim.workload import DEFAULT_TRAIN_SAMPLES
 
     assert set(DEFAULT_TRAIN_SAMPLES) == set(MODELS)
 

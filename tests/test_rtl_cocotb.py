@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
+from nitihw.sim.tools import simulator_available
 from nitihw.sim.verify import (
     config_tag,
     regression_cases,
     regression_configs,
     run_datapath_tests,
     run_rescale_sweep,
-    simulator_available,
 )
 
 BUILD = Path(__file__).resolve().parent.parent / "build" / "pytest-rtl"

@@ -30,7 +30,7 @@ from nitihw.sim.datapath_driver import DatapathDriver
 from nitihw.sim.native import NativeDatapath, build_native, call_sync
 from nitihw.sim.native.split import SplitDriver
 from nitihw.sim.rtl_backend import RtlBackend
-from nitihw.sim.verify import simulator_available
+from nitihw.sim.tools import simulator_available
 
 BUILD = Path(__file__).resolve().parent.parent / "build" / "pytest-native"
 HAVE_NATIVE = (

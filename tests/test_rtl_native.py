@@ -24,7 +24,8 @@ from nitihw.sim.native import (
 )
 from nitihw.sim.native.crosscheck import run_ops
 from nitihw.sim.native.split import SplitDriver, combine_ranges
-from nitihw.sim.verify import run_datapath_tests, simulator_available
+from nitihw.sim.tools import simulator_available
+from nitihw.sim.verify import run_datapath_tests
 
 BUILD = Path(__file__).resolve().parent.parent / "build" / "pytest-native"
 HAVE_CXX = shutil.which("c++") is not None or shutil.which("g++") is not None

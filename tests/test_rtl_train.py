@@ -7,7 +7,7 @@ import json
 import pytest
 
 from nitihw.sim.cli import main
-from nitihw.sim.verify import simulator_available
+from nitihw.sim.tools import simulator_available
 
 pytestmark = pytest.mark.skipif(
     not simulator_available("verilator"), reason="verilator not installed"

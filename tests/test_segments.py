@@ -9,7 +9,7 @@ import pytest
 import nitihw.sim.segments as segments
 from nitihw.sim.cli import main
 from nitihw.sim.segments import parse_segments
-from nitihw.sim.verify import simulator_available
+from nitihw.sim.tools import simulator_available
 
 pytestmark = pytest.mark.skipif(
     not simulator_available("verilator"), reason="verilator not installed"

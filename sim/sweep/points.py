@@ -161,9 +161,8 @@ def accelerator(point: dict, energy: str | None):
 
 
 def estimate_point(point: dict, settings: dict) -> dict:
-    from nitihw.sim.cli import DEFAULT_TRAIN_SAMPLES
     from nitihw.sim.estimate import estimate
-    from nitihw.sim.workload import model_workload, topology_workload
+    from nitihw.sim.workload import DEFAULT_TRAIN_SAMPLES, model_workload, topology_workload
 
     energy, train_samples = settings.get("energy"), settings.get("train_samples")
     batch = point["batch"]

@@ -1,0 +1,114 @@
+"""The package's shape: no import loop between its modules, counting the imports inside
+functions too (they hide loops from Python, not from a reader)."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PARTS = ("golden", "rtl", "sim", "gpu")
+
+
+def modules() -> dict[str, Path]:
+    """``nitihw.X.Y`` -> its file, for every module of the package's parts."""
+    out = {"nitihw": ROOT / "__init__.py"}
+    for part in PARTS:
+        for path in (ROOT / part).rglob("*.py"):
+            dotted = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+            out["nitihw." + dotted.removesuffix(".__init__")] = path
+    return out
+
+
+def _owner(name: str, known: dict) -> str | None:
+    """The module ``name`` lives in (``a.b.c`` may be a name inside module ``a.b``)."""
+    while name and name not in known:
+        name = name.rpartition(".")[0]
+    return name or None
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the package's modules it imports, wherever the import statement is."""
+    known = modules()
+    graph: dict[str, set[str]] = {m: set() for m in known}
+    for mod, path in known.items():
+        package = mod if path.name == "__init__.py" else mod.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text())):
+            targets = []
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    up = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    base = ".".join([*up, *([base] if base else [])])
+                targets = [f"{base}.{a.name}" for a in node.names]
+            for t in targets:
+                owner = _owner(t, known) if t.startswith("nitihw") else None
+                if owner and owner != mod and not mod.startswith(owner + "."):
+                    graph[mod].add(owner)  # a module importing its own package is not a loop
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one module (Tarjan's algorithm)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                found.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_no_import_loops():
+    graph = import_graph()
+    loops = cycles(graph)
+    assert not loops, "import loops:\n" + "\n".join(
+        f"{c}: " + "; ".join(f"{m} -> {sorted(graph[m] & set(c))}" for m in c) for c in loops
+    )
+
+
+def test_the_walk_finds_a_loop():
+    """The check can fail: a loop made on paper is found."""
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert cycles(graph) == [["a", "b", "c"]]
+
+
+def test_the_graph_sees_imports_inside_functions():
+    graph = import_graph()
+    # sim/native/build.py imports the tools inside a function only
+    assert "nitihw.sim.tools" in graph["nitihw.sim.native.build"]
+    assert len(graph) == len(modules()) > 60
+
+
+def test_every_module_imports():
+    for name in modules():
+        if name.startswith(("nitihw.sim.testbench", "nitihw.gpu")) or name.endswith("__main__"):
+            continue  # cocotb testbenches run inside a simulator; CuPy is optional
+        importlib.import_module(name)
