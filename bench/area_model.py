@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from report import git_rev, machine, markdown_table, print_table, write_section
 
-from nitihw.golden.train import atomic_write_json
+from nitihw.golden.files import atomic_write_json
 from nitihw.rtl.verilog import datapath_params
 from nitihw.sim.synth import synthesize
 from nitihw.sim.synth.area import CALIBRATION, calibrate, logic_transistors

@@ -76,7 +76,8 @@ from report import git_rev, machine, markdown_table, print_table, write_section
 
 from nitihw.golden import models as M
 from nitihw.golden.datasets import Dataset, load_dataset
-from nitihw.golden.train import TrainConfig, atomic_write_bytes, train
+from nitihw.golden.files import atomic_write_bytes
+from nitihw.golden.train import TrainConfig, train
 
 #: the networks measured, with their batch sizes
 BATCH = {"lenet": 64, "vgg-small-7": 256}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from nitihw.golden.train import atomic_write_bytes
+from nitihw.golden.files import atomic_write_bytes
 from nitihw.sim.provenance import git_rev, machine  # noqa: F401  (the bench scripts' import)
 
 BENCHMARKS_MD = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"

@@ -86,7 +86,7 @@ def component_builders(params: dict) -> dict:
 def write_if_changed(path: Path, text: bytes) -> None:
     """Write generated Verilog atomically, but leave an identical file alone so its timestamp
     does not make the simulators rebuild."""
-    from nitihw.golden.train import atomic_write_bytes
+    from nitihw.golden.files import atomic_write_bytes
 
     if not (path.exists() and path.read_bytes() == text):
         atomic_write_bytes(path, text)
@@ -99,7 +99,7 @@ def write_verilog(out_dir: str | Path, params: dict, blocks: bool = True, log=No
     ``{module: path}``. ``log`` (e.g. ``print``) hears, before a generation starts, what it
     will cost (:func:`cost_line`).
     """
-    from nitihw.golden.train import atomic_write_json
+    from nitihw.golden.files import atomic_write_json
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

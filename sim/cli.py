@@ -178,8 +178,8 @@ def cmd_verilog(args) -> int:
 
 
 def cmd_verify(args) -> int:
+    from nitihw.golden.files import atomic_write_bytes
     from nitihw.golden.run_folder import check_output_dir, check_output_file
-    from nitihw.golden.train import atomic_write_bytes
     from nitihw.sim.verify import SIMULATORS, junit_xml, verify
 
     sims = [s.strip() for s in args.sims.split(",")]
@@ -245,8 +245,8 @@ def cmd_estimate(args) -> int:
 
 
 def cmd_synth(args) -> int:
+    from nitihw.golden.files import atomic_write_json
     from nitihw.golden.run_folder import check_output_dir, check_output_file
-    from nitihw.golden.train import atomic_write_json
     from nitihw.sim.synth import format_report, synthesize
     from nitihw.sim.synth.report import check_target
 
@@ -758,8 +758,8 @@ def report_internal_error(args, exc: BaseException) -> int:
     it with ``--debug``. Returns the exit status, 70."""
     import traceback
 
+    from nitihw.golden.files import atomic_write_bytes
     from nitihw.golden.run_folder import TRACEBACK_NAME
-    from nitihw.golden.train import atomic_write_bytes
 
     text = "".join(traceback.format_exception(exc))
     kept = ""

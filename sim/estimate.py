@@ -20,7 +20,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nitihw.golden.train import atomic_write_bytes
+from nitihw.golden.files import atomic_write_bytes
 from nitihw.sim.accelerator import Accelerator
 from nitihw.sim.cycle_model import ArrayConfig, drained_rows, op_cycles
 from nitihw.sim.mapping import GemmShape, Hierarchy, lower_bound_bytes, search

@@ -38,8 +38,8 @@ import numpy as np
 
 from nitihw.golden.checkpoint import CHECKPOINT_NAME, read_checkpoint
 from nitihw.golden.errors import InternalError
+from nitihw.golden.files import atomic_write_bytes, atomic_write_json
 from nitihw.golden.run_folder import RESULT_NAME, SEGMENTS_NAME
-from nitihw.golden.train import atomic_write_bytes, atomic_write_json
 from nitihw.sim.provenance import git_rev, machine
 
 #: a segment record's format (a rerun reuses records of this version only)

@@ -20,10 +20,11 @@ from pathlib import Path
 from nitihw.golden.checkpoint import CHECKPOINT_NAME
 from nitihw.golden.datasets import load_dataset
 from nitihw.golden.errors import InternalError, ToolError, UserError
+from nitihw.golden.files import atomic_write_json
 from nitihw.golden.parallel import available_cores, check_threads
 from nitihw.golden.profiles import get_profile
 from nitihw.golden.run_folder import RESULT_NAME
-from nitihw.golden.train import TrainConfig, atomic_write_json, check_input_shape, train
+from nitihw.golden.train import TrainConfig, check_input_shape, train
 from nitihw.sim.cycle_model import ArrayConfig, CycleReport
 
 CONFIG_KEYS = tuple(f.name for f in fields(TrainConfig))

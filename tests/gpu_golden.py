@@ -104,7 +104,7 @@ def load_table() -> dict:
 
 
 def main() -> int:
-    from nitihw.golden.train import atomic_write_json
+    from nitihw.golden.files import atomic_write_json
 
     table = {}
     with tempfile.TemporaryDirectory() as tmp:

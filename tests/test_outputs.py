@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from nitihw.golden import train as golden_train
+from nitihw.golden import files as golden_files
 from nitihw.golden.checkpoint import CHECKPOINT_NAME, read_checkpoint, write_checkpoint
 from nitihw.golden.run_folder import (
     LOCK_NAME,
@@ -168,7 +168,7 @@ def test_a_full_disk_names_the_file_and_leaves_nothing(tmp_path, monkeypatch, ca
     monkeypatch.setattr(os, "fsync", full)
     path = tmp_path / "out" / "result.json"
     with pytest.raises(OSError) as info:
-        golden_train.atomic_write_json(path, {"a": 1})
+        golden_files.atomic_write_json(path, {"a": 1})
     assert info.value.errno == errno.ENOSPC and info.value.filename == str(path)
     assert list((tmp_path / "out").iterdir()) == []
     # a checkpoint: the same

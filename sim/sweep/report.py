@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nitihw.golden.train import atomic_write_bytes
+from nitihw.golden.files import atomic_write_bytes
 from nitihw.sim.estimate import save_png
 
 #: minimised together: energy and cycles of one training step, and the hardware's area (its

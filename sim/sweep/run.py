@@ -18,9 +18,9 @@ import sys
 import time
 from pathlib import Path
 
+from nitihw.golden.files import atomic_write_bytes, atomic_write_json
 from nitihw.golden.parallel import available_cores
 from nitihw.golden.run_folder import SWEEP_NAME, RunFolderError, RunLock, check_writable_dir
-from nitihw.golden.train import atomic_write_bytes, atomic_write_json
 from nitihw.sim.cluster import dask_client
 from nitihw.sim.sweep.grid import Grid, canonical
 from nitihw.sim.sweep.points import check_outputs, output_columns, run_points
@@ -123,7 +123,7 @@ def record_file(pid: str, point: dict, key: str, record: dict) -> dict:
 
 def write_record(path: Path, doc: dict) -> None:
     """Write a record file atomically (a temporary file renamed over it) but without the
-    fsync of :func:`~nitihw.golden.train.atomic_write_json`: the fsync was most of a point's
+    fsync of :func:`~nitihw.golden.files.atomic_write_json`: the fsync was most of a point's
     cost (about 4 ms against an estimate's 1 ms), and a record a power cut leaves empty or
     torn fails :func:`load_record`'s checks and is computed again."""
     atomic_write_bytes(path, (json.dumps(doc, indent=1) + "\n").encode(), fsync=False)

@@ -151,7 +151,7 @@ def synth_module(
         result.setdefault("memory_list", verilog_memories(text.decode(errors="replace"), name))
         result["cached"] = True
         return result
-    from nitihw.golden.train import atomic_write_json
+    from nitihw.golden.files import atomic_write_json
 
     workdir = design_dir / name / key
     workdir.mkdir(parents=True, exist_ok=True)

@@ -18,8 +18,8 @@ import cocotb
 import numpy as np
 
 from nitihw.golden import Accumulator, bitwidth, exact_matmul, range_shift, shift_round
+from nitihw.golden.files import atomic_write_json
 from nitihw.golden.rounding import max_abs, saturate, trunc_div, wrap
-from nitihw.golden.train import atomic_write_json
 from nitihw.rtl.rescale import rescale_limit
 from nitihw.rtl.schedule import program_cycles
 from nitihw.sim.cocotb_port import CocotbPort, start_clock_and_reset

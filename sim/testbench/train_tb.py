@@ -18,7 +18,7 @@ import cocotb
 from cocotb.task import bridge, resume
 
 from nitihw.golden.backend import NumpyBackend
-from nitihw.golden.train import atomic_write_json
+from nitihw.golden.files import atomic_write_json
 from nitihw.sim.cocotb_port import CocotbPort, start_clock_and_reset
 from nitihw.sim.datapath_driver import DatapathDriver
 from nitihw.sim.rtl_backend import RtlBackend
