@@ -43,3 +43,21 @@ def _umask() -> int:
 
 def atomic_write_json(path: Path, obj) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
+
+
+def read_text(path: Path, what: str, error: type[Exception] = ValueError, sig: bool = False) -> str:
+    """The UTF-8 text of ``path`` (``sig``: a byte-order mark dropped), or ``error`` naming
+    ``what`` and why: it cannot be read, or it is not a text file (the first byte that is not
+    UTF-8 and where; NUL bytes)."""
+    try:
+        text = Path(path).read_bytes().decode("utf-8-sig" if sig else "utf-8")
+    except OSError as exc:
+        raise error(f"{what}: cannot read ({exc.strerror or exc})") from None
+    except UnicodeDecodeError as exc:
+        raise error(
+            f"{what}: not a text file (byte 0x{exc.object[exc.start]:02x} at offset "
+            f"{exc.start} is not UTF-8)"
+        ) from None
+    if "\x00" in text:
+        raise error(f"{what}: not a text file (it holds NUL bytes)")
+    return text

@@ -32,6 +32,7 @@ import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from nitihw.golden.files import read_text
 from nitihw.golden.limits import LimitError, check
 
 TABLES = Path(__file__).parent / "energy_tables"
@@ -154,15 +155,9 @@ def load_table(
 
 
 def _read_toml(path: Path, what: str) -> dict:
+    text = read_text(path, what, ConfigError)
     try:
-        return tomllib.loads(path.read_bytes().decode("utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"{what}: cannot read ({exc.strerror or exc})") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(
-            f"{what}: not a text file (byte 0x{exc.object[exc.start]:02x} at offset "
-            f"{exc.start} is not UTF-8)"
-        ) from None
+        return tomllib.loads(text)
     except (ValueError, RecursionError) as exc:  # TOMLDecodeError, a 4301-digit integer, [[[...
         raise ConfigError(f"{what}: not valid TOML ({_one_line(exc)})") from None
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from nitihw.golden import models as M
+from nitihw.golden.files import read_text
 from nitihw.golden.limits import LimitError, check
 from nitihw.golden.models import layer_name
 
@@ -152,17 +153,7 @@ def topology_workload(path: str | Path, batch: int = 1) -> list[LayerShape]:
     path = Path(path)
     if batch < 1:
         raise WorkloadError(f"--batch must be >= 1, got {batch}")
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except OSError as exc:
-        raise WorkloadError(f"{path}: cannot read topology ({exc.strerror or exc})") from None
-    except UnicodeDecodeError as exc:
-        raise WorkloadError(
-            f"{path}: not a text file (byte 0x{exc.object[exc.start]:02x} at offset "
-            f"{exc.start} is not UTF-8)"
-        ) from None
-    if "\x00" in text:
-        raise WorkloadError(f"{path}: not a text file (it holds NUL bytes)")
+    text = read_text(path, f"{path}: topology", WorkloadError, sig=True)
     try:
         reader = csv.reader(text.splitlines())
         rows, lines = [], []  # the non-blank rows, and the line each ends on

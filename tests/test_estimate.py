@@ -218,7 +218,7 @@ def test_cli_writes_scalesim_reports_json_and_plots(tmp_path, capsys):
             ["estimate", "--model", "lenet", "--array", "1000000x1000000", "--out", "x"],
             "--array rows must be an integer in 1..256, got 1000000",
         ),
-        (["estimate", "--topology", "/no/file.csv", "--out", "x"], "cannot read topology"),
+        (["estimate", "--topology", "/no/file.csv", "--out", "x"], "topology: cannot read"),
         (
             ["estimate", "--model", "lenet", "--energy", "x45", "--out", "x"],
             "unknown energy table 'x45'",

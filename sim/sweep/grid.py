@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
+from nitihw.golden.files import read_text
 from nitihw.golden.limits import LIMITS
 
 #: what a point can compute
@@ -341,14 +342,9 @@ def _check_dataset(path: Path, spec: str) -> None:
 def load_grid(path: str | Path) -> Grid:
     """Read and check a grid file, and expand its points."""
     path = Path(path)
+    text = read_text(path, f"{path}: the grid", GridError)
     try:
-        doc = tomllib.loads(path.read_bytes().decode("utf-8"))
-    except OSError as exc:
-        raise GridError(f"{path}: cannot read the grid ({exc.strerror or exc})") from None
-    except UnicodeDecodeError as exc:
-        raise GridError(
-            f"{path}: not a text file (byte at offset {exc.start} is not UTF-8)"
-        ) from None
+        doc = tomllib.loads(text)
     except (ValueError, RecursionError) as exc:
         raise GridError(f"{path}: not valid TOML ({' '.join(str(exc).split())})") from None
     for key in doc:
