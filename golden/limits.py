@@ -107,7 +107,7 @@ LIMITS: dict[str, Limit] = {
     "op_bits": Limit(
         "operand width in bits",
         choices=(2, 3, 4, 5, 6, 7, 8, 16),
-        used="verilog/synth `--op-bits`, TOML `precision.operand_bits`",
+        used="verilog/synth/verify `--operand-bits`, TOML `precision.operand_bits`",
     ),
     "b_bits": Limit(
         "B operand width in bits", choices=(2, 3, 4, 5, 6, 7, 8, 16, 32), used="verilog `--b-bits`"

@@ -292,6 +292,20 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+class _Renamed(argparse.Action):
+    """An option with a new name and its old one (``--operand-bits``, formerly ``--op-bits``):
+    the old one keeps working, with a note on stderr."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if option_string != self.option_strings[0]:
+            print(
+                f"nitihw: note: {option_string} is now {self.option_strings[0]} (the same "
+                "option everywhere); the old name keeps working",
+                file=sys.stderr,
+            )
+        setattr(namespace, self.dest, values)
+
+
 class _Help(argparse.RawDescriptionHelpFormatter):
     """Help that shows every option's default (unless its text already says it)."""
 
@@ -549,7 +563,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--kmax", type=limits.arg("kmax"), default=32, help="operand buffer depth of the builds"
     )
     r.add_argument(
+        "--operand-bits",
         "--op-bits",
+        dest="op_bits",
+        action=_Renamed,
         type=limits.arg("op_bits"),
         default=8,
         help="operand width of the builds: 2..8 (rescale lanes saturate at +-(2^(b-1) - 1)) "
@@ -686,7 +703,10 @@ def _datapath_options(p, required: bool = True) -> None:
     p.add_argument("--rows", type=limits.arg("rows"), default=default, help="PE rows (1..256)")
     p.add_argument("--cols", type=limits.arg("cols"), default=default, help="PE columns (1..256)")
     p.add_argument(
+        "--operand-bits",
         "--op-bits",
+        dest="op_bits",
+        action=_Renamed,
         type=limits.arg("op_bits"),
         default=8,
         help="operand width: 2..8 (rescale lanes saturate at +-(2^(b-1) - 1)) or 16",

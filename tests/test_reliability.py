@@ -270,8 +270,8 @@ def test_a_bad_json_is_refused_before_the_run(tmp_path, capsys, where, message):
             "--array rows must be an integer in 1..256",
         ),
         (
-            ["verilog", "--op-bits", "9", "--out", "x"],
-            "argument --op-bits: must be 2, 3, 4, 5, 6, 7, 8 or 16",
+            ["verilog", "--operand-bits", "9", "--out", "x"],
+            "argument --operand-bits/--op-bits: must be 2, 3, 4, 5, 6, 7, 8 or 16",
         ),
         (["verilog", "--rows", "257", "--out", "x"], "argument --rows: must be an integer in"),
         (["synth", "--rows", "2", "--cols", "2", "--acc-bits", "64"], "--acc-bits: must be"),
