@@ -17,12 +17,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# Pipeline depths of the lane blocks: cycles from an input beat to its result when not stalled.
-# The blocks (rescale.py, update.py, divide.py) are built to these and their tests measure
-# them; they live here so that the cycle model needs no HDL library.
-RESCALE_LATENCY = 3
-UPDATE_LATENCY = 2
-DIVIDE_LATENCY = 3
+from nitihw.rtl.commands import (  # noqa: F401 (the lanes' latencies, re-exported for them)
+    COMMANDS,
+    DIVIDE_LATENCY,
+    RESCALE_LATENCY,
+    UPDATE_LATENCY,
+)
 
 QUEUE_DEPTH = 4  # commands the Datapath holds before cmd.ready drops
 RESULT_BUFFER_WORDS = 65536  # default result buffer: 256 KiB of int32 (rows of `cols` words)
@@ -33,16 +33,12 @@ def default_result_rows(cols: int) -> int:
     return RESULT_BUFFER_WORDS // cols
 
 
-LOADS = {"LOAD_A": (1, 0), "LOAD_B": (0, 1), "LOAD_AB": (1, 1)}  # op -> (writes A, writes B)
-LANES = {  # serial commands with din beats in and (latency) dout beats out
-    "RESCALE": RESCALE_LATENCY,
-    "UPDATE": UPDATE_LATENCY,
-    "DIVIDE": DIVIDE_LATENCY,
-    "UPDATE_DIV": DIVIDE_LATENCY,
-}
-SERIAL = ("RANGE_CLEAR", "RANGE_READ", "RANGE_FEED", *LANES)
-FROM_BUFFER = ("RESCALE", "DIVIDE")  # the commands that can read the result buffer
-OPS = (*LOADS, "COMPUTE", *SERIAL)
+# the units' commands, from the command table (rtl/commands.py)
+LOADS = {c.name: c.writes for c in COMMANDS if c.unit == "loader"}  # -> (writes A, writes B)
+LANES = {c.name: c.latency for c in COMMANDS if c.latency is not None}  # din in, dout out
+SERIAL = tuple(c.name for c in COMMANDS if c.unit == "serial")
+FROM_BUFFER = tuple(c.name for c in COMMANDS if c.from_buffer)  # can read the result buffer
+OPS = tuple(c.name for c in COMMANDS)
 
 
 def range_levels(lanes: int) -> int:

@@ -19,6 +19,7 @@ from amaranth.hdl import Shape
 from amaranth.lib import data
 
 from nitihw.golden.errors import InternalError
+from nitihw.rtl.commands import COMMANDS
 from nitihw.rtl.datapath import Op, command_layout, din_layout, dout_layout
 from nitihw.rtl.divide import DIV_BITS, divider_constants
 from nitihw.rtl.rescale import MODE_BY_NAME
@@ -345,18 +346,19 @@ class DatapathDriver:
         else:
             out, start, end, failed, op = await self._cycle_loop(cmds, din, n_out)
         if failed:
-            known = {o.value: o.name for o in Op}
-            if op in (Op.LOAD_A.value, Op.LOAD_B.value, Op.LOAD_AB.value, Op.COMPUTE.value):
+            spec = next((c for c in COMMANDS if c.opcode == op), None)
+            if spec is None:
+                why = "unknown opcode"
+            elif spec.unit in ("loader", "array"):
                 why = f"count larger than the operand banks (kmax {self.kmax})"
-            elif op in (Op.DIVIDE.value, Op.UPDATE_DIV.value) and not self.has_divide:
+            elif spec.divide and not self.has_divide:
                 why = "this build has no divide lanes (build it with divide=True)"
-            elif op in (Op.RESCALE.value, Op.DIVIDE.value):
+            elif spec.from_buffer:
                 why = "from_buffer, but this build has no result buffer (result_rows=0)"
             else:
-                why = "unknown opcode"
-            raise DatapathError(
-                f"the Datapath dropped command {known.get(op, op)!r} (opcode {op}): {why}"
-            )
+                why = "unknown cause"
+            name = spec.name if spec else op
+            raise DatapathError(f"the Datapath dropped command {name!r} (opcode {op}): {why}")
         self.log.append(ProgramRecord(name, commands, end - start, start))
         return out
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nitihw.golden.files import atomic_write_bytes
+from nitihw.rtl.commands import DATAPATH_TRACE_OPS
 from nitihw.sim.accelerator import Accelerator
 from nitihw.sim.cycle_model import ArrayConfig, drained_rows, op_cycles
 from nitihw.sim.mapping import GemmShape, Hierarchy, lower_bound_bytes, search
@@ -223,7 +224,7 @@ def estimate(
     clock = 0
     for op in step_ops(layers, profile, model=workload, batch=batch):
         row = rows.setdefault((op.layer, op.phase), Row(op.layer, op.phase, start=clock))
-        on_array = op.op in ("gemm", "range", "rescale", "update", "divide")
+        on_array = op.op in DATAPATH_TRACE_OPS  # the command table's (rtl/commands.py)
         extra = {"fed": op.fed, "divide": op.divide, "kept": op.kept}
         cyc = op_cycles(op.op, op.shape, array, extra) if on_array else 0  # the rest is host
         (sram, dram), _ = _op_traffic(op, acc, second_pass=op.held)
