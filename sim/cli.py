@@ -375,6 +375,20 @@ def build_parser() -> argparse.ArgumentParser:
         )
         return c
 
+    for add in (
+        _train_command,
+        _verilog_command,
+        _verify_command,
+        _estimate_command,
+        _synth_command,
+        _sweep_command,
+    ):
+        add(command)
+    return p
+
+
+def _train_command(command) -> None:
+    """``nitihw train`` and its options (``command`` makes the sub-parser)."""
     t = command("train", help="train a model with integer-only arithmetic (or its float32 twin)")
     t.add_argument("--model", required=True, choices=sorted(MODELS), help="the network")
     t.add_argument(
@@ -392,6 +406,15 @@ def build_parser() -> argparse.ArgumentParser:
         "the model to those methods; float32 trains the float twin; dfp16 its DFP16 form "
         "(16-bit integer GEMMs)",
     )
+    _train_method_options(t)
+    _train_folder_options(t)
+    _train_datapath_options(t)
+    t.set_defaults(func=cmd_train)
+
+
+def _train_method_options(t) -> None:
+    """``nitihw train``: the method and its numerics (epochs, batch, seed, mu, widths,
+    overflow, the float twin's SGD)."""
     t.add_argument("--epochs", type=limits.arg("epochs"), default=1, help="epochs to train")
     t.add_argument("--batch", type=limits.arg("batch"), default=64, help="mini-batch size")
     t.add_argument(
@@ -440,6 +463,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.0,
         help="float32 twin: weight decay",
     )
+
+
+def _train_folder_options(t) -> None:
+    """``nitihw train``: the run folder (--out, --json, --resume, --checkpoint-every,
+    --overwrite)."""
     t.add_argument(
         "--out",
         default=None,
@@ -460,6 +488,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="replace the run in --out (without it, a folder that holds a run is refused)",
     )
+
+
+def _train_datapath_options(t) -> None:
+    """``nitihw train``: where the datapath runs (the array, the simulators, threads, builds
+    and segments)."""
     t.add_argument(
         "--array",
         default="8x8",
@@ -520,8 +553,10 @@ def build_parser() -> argparse.ArgumentParser:
         "segments run side by side on Dask (docs/simulation.md)",
     )
     _executor_options(t, "--segments: ", "one segment after another in this process")
-    t.set_defaults(func=cmd_train)
 
+
+def _verilog_command(command) -> None:
+    """``nitihw verilog`` and its options (``command`` makes the sub-parser)."""
     v = command("verilog", help="write the Verilog of the Datapath and its blocks")
     _datapath_options(v)
     v.add_argument(
@@ -546,6 +581,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--out", required=True, help="output folder")
     v.set_defaults(func=cmd_verilog)
 
+
+def _verify_command(command) -> None:
+    """``nitihw verify`` and its options (``command`` makes the sub-parser)."""
     r = command(
         "verify",
         help="RTL regression: cocotb testbenches against the golden "
@@ -594,6 +632,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.set_defaults(func=cmd_verify)
 
+
+def _estimate_command(command) -> None:
+    """``nitihw estimate`` and its options (``command`` makes the sub-parser)."""
     e = command(
         "estimate",
         help="cycles, memory traffic and energy of one integer "
@@ -640,6 +681,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", required=True, help="folder for the reports")
     e.set_defaults(func=cmd_estimate)
 
+
+def _synth_command(command) -> None:
+    """``nitihw synth`` and its options (``command`` makes the sub-parser)."""
     y = command(
         "synth",
         help="synthesis report (Yosys): cells, flip-flops, multipliers, memories, "
@@ -665,6 +709,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     y.set_defaults(func=cmd_synth)
 
+
+def _sweep_command(command) -> None:
+    """``nitihw sweep`` and its options (``command`` makes the sub-parser)."""
     w = command(
         "sweep",
         help="co-design sweep: estimates over a grid of arrays, buffers, bandwidth, widths, "
@@ -676,7 +723,6 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--no-plots", action="store_true", help="skip the PNG plot")
     w.add_argument("--overwrite", action="store_true", help="replace another grid's sweep")
     w.set_defaults(func=cmd_sweep)
-    return p
 
 
 def _executor_options(p, scope: str, inline: str) -> None:
