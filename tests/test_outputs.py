@@ -30,20 +30,9 @@ from nitihw.golden.run_folder import (
 )
 from nitihw.sim import train_run
 from nitihw.sim.cli import main
+from tests.test_reliability import DIGITS, one_line_error, train
 
-DIGITS = ["--model", "mlp-digits", "--dataset", "digits"]
 REPO = Path(__file__).resolve().parents[1]
-
-
-def train(*argv):
-    return main(["train", *DIGITS, *argv])
-
-
-def one_line_error(capsys) -> str:
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and err.startswith("nitihw"), err
-    assert "Traceback" not in err
-    return err
 
 
 @pytest.fixture
