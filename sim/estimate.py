@@ -100,6 +100,40 @@ def gemm_shape(op: StepOp, acc: Accelerator) -> GemmShape:
     )
 
 
+def _add_mappings(row: Row, op: StepOp, acc: Accelerator, fixed_bytes: int) -> None:
+    """Beside the fixed order's ``fixed_bytes``: a GEMM's searched mappings (today's Datapath;
+    partial sums in the result buffer) and its lower bound; what the rest moves is
+    compulsory, the same in all."""
+    if op.op != "gemm":
+        row.dram_searched += fixed_bytes
+        row.dram_datapath += fixed_bytes
+        row.dram_bound += fixed_bytes
+        return
+    g, h = gemm_shape(op, acc), hierarchy(acc)
+    best, today = search(g, h), search(g, h, datapath=True)
+    bound = lower_bound_bytes(g, h)
+    row.dram_searched += best.total
+    row.dram_datapath += today.total
+    row.dram_bound += bound
+    row.mappings.append(
+        {
+            "shape": [g.m, g.k, g.n],
+            "fixed_order_bytes": fixed_bytes,
+            "lower_bound_bytes": bound,
+            **best.as_dict(),
+            "datapath": today.as_dict(),
+        }
+    )
+
+
+def _mapped_fraction(dataflow: str, shape: tuple, acc: Accelerator) -> float:
+    """The fraction of the PEs the stationary block maps (for os: a tile's results)."""
+    m, k, n = shape
+    f_r, f_c = folds(dataflow, m, k, n, acc.rows, acc.cols)
+    held = {"os": m * n, "ws": k * n, "is": k * m}[dataflow]
+    return held / (f_r * acc.rows * f_c * acc.cols)
+
+
 def _dataflow_sram(dataflow: str, op: StepOp, acc: Accelerator) -> dict:
     """The buffer bytes of a GEMM on a ``ws`` or ``is`` array (dataflow.buffer_reads)."""
     ob, bb, ab = acc.operand_bytes, -(-op.b_bits // 8) or acc.operand_bytes, acc.acc_bytes
@@ -232,20 +266,7 @@ def estimate(
             cyc = scalesim_cycles(dataflow, *op.shape, acc.rows, acc.cols)
             sram = _dataflow_sram(dataflow, op, acc)
         dram_bytes = sum(dram.values())
-        if op.op == "gemm":  # beside the fixed order: the searched mapping and the bound
-            g, h = gemm_shape(op, acc), hierarchy(acc)
-            best, today = search(g, h), search(g, h, datapath=True)
-            bound = lower_bound_bytes(g, h)
-            row.dram_searched += best.total
-            row.dram_datapath += today.total
-            row.dram_bound += bound
-            row.mappings.append({"shape": [g.m, g.k, g.n], "fixed_order_bytes": dram_bytes,
-                                 "lower_bound_bytes": bound, **best.as_dict(),
-                                 "datapath": today.as_dict()})  # fmt: skip
-        else:  # what the rest moves is compulsory
-            row.dram_searched += dram_bytes
-            row.dram_datapath += dram_bytes
-            row.dram_bound += dram_bytes
+        _add_mappings(row, op, acc, dram_bytes)
         stall = max(0, math.ceil(dram_bytes / acc.bandwidth) - cyc)
         row.cycles += cyc
         row.stall += stall
@@ -265,10 +286,7 @@ def estimate(
                 e["mac"] += m * k * n * (mixed + table.add(acc.accumulator_bits))
             else:
                 e["mac"] += m * k * n * mac_pj
-            # the PEs the stationary block maps (for os: the results of a tile)
-            f_r, f_c = folds(dataflow, m, k, n, acc.rows, acc.cols)
-            held = {"os": m * n, "ws": k * n, "is": k * m}[dataflow]
-            row.mapped += cyc * held / (f_r * acc.rows * f_c * acc.cols)
+            row.mapped += cyc * _mapped_fraction(dataflow, op.shape, acc)
         elif op.op == "range":
             e["rescale"] += op.shape[0] * table.add(acc.accumulator_bits)  # |x|-1 and the OR
         elif op.op == "rescale":
