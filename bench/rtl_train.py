@@ -239,10 +239,14 @@ def segments_record(out: Path, write: bool) -> None:
         f"--segments ...` (commit {summary['commit']}, {machine()}; segments on the embedded "
         "Dask cluster, one native instance each). Segment k resumes golden's checkpoint after "
         "epoch k-1 on the RTL and must end with golden's checkpoint after epoch k (weights "
-        f"and every checkpoint array). {proved} *commit*: where the segment was computed "
+        f"and every checkpoint array). {proved} *commit*: the code that computed the segment "
         "(82d49f6+: at 82d49f6 or a later commit of the same session that changed no path a "
-        "segment takes). *seconds*: the epoch's training loop on one instance (segments 1 and "
-        "2 ran next to the test suite).\n\n" + markdown_table(headers, rows)
+        "segment takes; segments 11-30 ran in worker processes that loaded e7f217c as the run "
+        "started, and their records, which then named the HEAD of the moment they were "
+        "written, were corrected to it: since 4926b7b a record names the code its worker "
+        "loaded). *seconds*: the epoch's training loop on one instance (segments 1 and 2 ran "
+        "next to the test suite; 11-30 two at a time, next to other work on the same 2 "
+        "cores).\n\n" + markdown_table(headers, rows)
     )
     write_section("rtl_lenet_segments", body)
 
