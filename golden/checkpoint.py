@@ -45,6 +45,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from nitihw.golden.files import raise_named
+
 FORMAT = "nitihw-checkpoint"
 FORMAT_VERSION = 2
 CHECKPOINT_NAME = "checkpoint.npz"
@@ -179,8 +181,7 @@ def write_checkpoint(path: Path, data: bytes) -> None:
         crash_point("checkpoint-done")
     except BaseException as exc:
         tmp.unlink(missing_ok=True)
-        if isinstance(exc, OSError) and exc.filename is None:  # a write (a full disk): name it
-            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
+        raise_named(exc, path)
         raise
 
 

@@ -10,6 +10,14 @@ import tempfile
 from pathlib import Path
 
 
+def raise_named(exc: BaseException, path: Path) -> None:
+    """Raise ``exc`` again as an OSError naming ``path`` when it is one that names no file (a
+    failed write, a full disk: ``open`` names its file, ``write`` and ``fsync`` do not);
+    otherwise return, for the caller's ``raise``."""
+    if isinstance(exc, OSError) and exc.filename is None:
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
+
+
 def atomic_write_bytes(path: Path, data: bytes, fsync: bool = True) -> None:
     """Write ``data`` to ``path`` so a reader sees the old file or the new one, never a torn one.
     ``fsync=False`` skips the flush to disk (a file a power cut may leave empty or torn, for
@@ -30,8 +38,7 @@ def atomic_write_bytes(path: Path, data: bytes, fsync: bool = True) -> None:
     except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
-        if isinstance(exc, OSError) and exc.filename is None:  # a write: name the file
-            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
+        raise_named(exc, path)
         raise
 
 

@@ -81,11 +81,17 @@ def hierarchy(acc: Accelerator) -> Hierarchy:
     )
 
 
+def b_operand_bytes(op: StepOp, acc: Accelerator) -> int:
+    """Bytes of a GEMM's B operand: the datapath's operand, unless the op says its width
+    (NITRO-D's int32 weights and errors)."""
+    return -(-op.b_bits // 8) or acc.operand_bytes
+
+
 def gemm_shape(op: StepOp, acc: Accelerator) -> GemmShape:
     """A step's GEMM as the memory sees it: the datapath's operand and accumulator bytes, the
     tensors behind A and B, and whether its result is held (and fits the result buffer)."""
     m, k, n = op.shape
-    ob, bb = acc.operand_bytes, -(-op.b_bits // 8) or acc.operand_bytes
+    ob, bb = acc.operand_bytes, b_operand_bytes(op, acc)
     return GemmShape(
         m,
         k,
@@ -100,7 +106,7 @@ def gemm_shape(op: StepOp, acc: Accelerator) -> GemmShape:
     )
 
 
-def _add_mappings(row: Row, op: StepOp, acc: Accelerator, fixed_bytes: int) -> None:
+def _add_mappings(row: Row, op: StepOp, acc: Accelerator, h: Hierarchy, fixed_bytes: int) -> None:
     """Beside the fixed order's ``fixed_bytes``: a GEMM's searched mappings (today's Datapath;
     partial sums in the result buffer) and its lower bound; what the rest moves is
     compulsory, the same in all."""
@@ -109,7 +115,7 @@ def _add_mappings(row: Row, op: StepOp, acc: Accelerator, fixed_bytes: int) -> N
         row.dram_datapath += fixed_bytes
         row.dram_bound += fixed_bytes
         return
-    g, h = gemm_shape(op, acc), hierarchy(acc)
+    g = gemm_shape(op, acc)
     best, today = search(g, h), search(g, h, datapath=True)
     bound = lower_bound_bytes(g, h)
     row.dram_searched += best.total
@@ -136,7 +142,7 @@ def _mapped_fraction(dataflow: str, shape: tuple, acc: Accelerator) -> float:
 
 def _dataflow_sram(dataflow: str, op: StepOp, acc: Accelerator) -> dict:
     """The buffer bytes of a GEMM on a ``ws`` or ``is`` array (dataflow.buffer_reads)."""
-    ob, bb, ab = acc.operand_bytes, -(-op.b_bits // 8) or acc.operand_bytes, acc.acc_bytes
+    ob, bb, ab = acc.operand_bytes, b_operand_bytes(op, acc), acc.acc_bytes
     e = buffer_reads(dataflow, *op.shape, acc.rows, acc.cols)
     out = {
         "ifmap_reads": e["a"] * ob,
@@ -176,7 +182,7 @@ def _op_traffic(op: StepOp, acc: Accelerator, second_pass: bool = True):
         return sram, dram
 
     if op.op == "gemm":
-        int8 = gemm(acc.operand_bytes, acc.acc_bytes, second_pass, -(-op.b_bits // 8))
+        int8 = gemm(acc.operand_bytes, acc.acc_bytes, second_pass, b_operand_bytes(op, acc))
         fp32 = gemm(FP32_BYTES, FP32_BYTES, False)
         return int8, fp32
     if op.op == "range" and op.fed:  # the masked int32 tensor, read once more
@@ -244,6 +250,7 @@ def estimate(
 
         acc = replace(acc, operand_bits=DFP_BITS)  # DFP16 runs on a 16-bit datapath
     array = ArrayConfig(acc.rows, acc.cols, acc.kmax, result_buffer_rows(acc))
+    memory = hierarchy(acc)  # the buffers the searched mappings fit in
     table = acc.energy
     mac_pj = table.mac(acc.operand_bits, acc.accumulator_bits)
     fp32_mac_pj = table.pj["fp32_mult"] + table.pj["fp32_add"]
@@ -266,7 +273,7 @@ def estimate(
             cyc = scalesim_cycles(dataflow, *op.shape, acc.rows, acc.cols)
             sram = _dataflow_sram(dataflow, op, acc)
         dram_bytes = sum(dram.values())
-        _add_mappings(row, op, acc, dram_bytes)
+        _add_mappings(row, op, acc, memory, dram_bytes)
         stall = max(0, math.ceil(dram_bytes / acc.bandwidth) - cyc)
         row.cycles += cyc
         row.stall += stall

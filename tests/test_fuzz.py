@@ -720,13 +720,18 @@ def fuzz(name: str, count: int, seed: int, folder: Path) -> None:
     assert not failures, "\n".join(failures)
 
 
-FUZZ_RUNS = [
-    pytest.param(name, FAST_COUNT, 100 + i, id=f"{name}-{FAST_COUNT}")
-    for i, name in enumerate(READERS)
-] + [
-    pytest.param(name, SLOW_COUNT, 200 + i, id=f"{name}-{SLOW_COUNT}", marks=pytest.mark.slow)
-    for i, name in enumerate(READERS)
-]
+def fast_and_slow(names, fast: int, slow: int, seed: int) -> list:
+    """``(name, count, seed)`` parameters: ``fast`` cases per name in the default run (seeds
+    from ``seed``), ``slow`` ones under ``-m slow`` (seeds from ``seed + 100``)."""
+    return [
+        pytest.param(name, fast, seed + i, id=f"{name}-{fast}") for i, name in enumerate(names)
+    ] + [
+        pytest.param(name, slow, seed + 100 + i, id=f"{name}-{slow}", marks=pytest.mark.slow)
+        for i, name in enumerate(names)
+    ]
+
+
+FUZZ_RUNS = fast_and_slow(READERS, FAST_COUNT, SLOW_COUNT, 100)
 
 
 @pytest.mark.parametrize("name,count,seed", FUZZ_RUNS)
@@ -1268,13 +1273,7 @@ def sense_problem(seed: SenseSeed, path: Path, identity, state, arrays) -> str |
     return None
 
 
-SENSE_FUZZ = [
-    pytest.param(name, SENSE_FAST, 400 + i, id=f"{name}-{SENSE_FAST}")
-    for i, name in enumerate(SENSE_RUNS)
-] + [
-    pytest.param(name, SENSE_SLOW, 500 + i, id=f"{name}-{SENSE_SLOW}", marks=pytest.mark.slow)
-    for i, name in enumerate(SENSE_RUNS)
-]
+SENSE_FUZZ = fast_and_slow(SENSE_RUNS, SENSE_FAST, SENSE_SLOW, 400)
 
 
 @pytest.mark.parametrize("name,count,seed", SENSE_FUZZ)

@@ -30,8 +30,6 @@ BATCH = 25
 #: a training or RTL point takes seconds to minutes: one a task, so they spread over workers
 SLOW_BATCH = 1
 SLOW_KINDS = ("train", "rtl")
-#: the file that says which grid a sweep folder holds
-SWEEP_FILE = SWEEP_NAME  # run_folder.OWNED_NAMES: no output option may name it
 #: the reports of a sweep (removed with the records by ``--overwrite``)
 RESULT_FILES = (
     "results.csv",
@@ -230,7 +228,7 @@ class SweepFolder:
         self.lock.__exit__(*exc)
 
     def _claim(self) -> None:
-        path = self.out / SWEEP_FILE
+        path = self.out / SWEEP_NAME
         new = self.fingerprint()
         old = None
         if path.exists():
@@ -287,7 +285,7 @@ class SweepFolder:
         for p in [*self.store.glob("*.json"), *self.store.glob(".*.tmp")]:
             p.unlink(missing_ok=True)
             gone += 1
-        for name in (*RESULT_FILES, SWEEP_FILE):
+        for name in (*RESULT_FILES, SWEEP_NAME):
             if (self.out / name).is_file():
                 (self.out / name).unlink()
                 gone += 1
