@@ -105,9 +105,9 @@ def main() -> None:
         default=0,
         metavar="STEPS",
         help="only the native harness against itself: LeNet/mnist5k, batch 64, 16x16, this many "
-        "steps, with today's build (GCC) and the default (clang where installed), each with "
-        "the split over two instances and on one instance, rounds interleaved (section "
-        "'rtl_harness')",
+        f"steps, with the code of commit {BEFORE} (before the netlist passes) and this tree's, "
+        "each with the split over two instances and on one instance, rounds interleaved "
+        "(section 'rtl_harness')",
     )
     ap.add_argument("--rounds", type=int, default=2, help="--harness: interleaved rounds")
     ap.add_argument(
@@ -251,28 +251,82 @@ def segments_record(out: Path, write: bool) -> None:
     write_section("rtl_lenet_segments", body)
 
 
-#: ``--harness``: (label, nitihw train options); the first is today's harness
+#: ``--harness``'s baseline: the last commit before the netlist passes of issue 27
+#: (Amaranth's own Verilog; the MAC array as it was; clang++)
+BEFORE = "1b64b43"
+#: ``--harness``: (label, commit (None: this tree), nitihw train options, instances); the
+#: first is the baseline
 HARNESSES = [
-    ("GCC build (before), 2 instances sharing each operation", ["--cxx", "gcc"], 2),
-    ("default build (clang), 2 instances sharing each operation", ["--cxx", "auto"], 2),
-    ("GCC build (before), 1 instance", ["--cxx", "gcc"], 1),
-    ("default build (clang), 1 instance", ["--cxx", "auto"], 1),
+    ("before ({rev}), 2 instances sharing each operation", BEFORE, [], 2),
+    ("now, 2 instances sharing each operation", None, [], 2),
+    (
+        "now with Amaranth's netlist (--netlist amaranth), 2 instances",
+        None,
+        ["--netlist", "amaranth"],
+        2,
+    ),
+    ("before ({rev}), 1 instance", BEFORE, [], 1),
+    ("now, 1 instance", None, [], 1),
 ]
 
 
-def compare_harness(steps: int, rounds: int, write: bool) -> None:
-    """The same LeNet steps on the native harness built each way, rounds interleaved so that
-    every row saw the same machine; the best round of each kept. Every run must end with
-    golden's weights and the cycle model's cycles."""
-    from nitihw.sim.native.build import cxx_compiler
+def checkout(rev: str) -> Path:
+    """A work tree of ``rev`` that imports as ``nitihw`` (``PYTHONPATH`` = the returned
+    folder), made once under build/bench-rtl-train."""
+    import subprocess
 
+    top = ROOT / f"before-{rev}"
+    tree = top / "nitihw"
+    if not (tree / "__init__.py").is_file():
+        shutil.rmtree(top, ignore_errors=True)
+        top.mkdir(parents=True)
+        repo = Path(__file__).resolve().parent.parent
+        subprocess.run(["git", "-C", str(repo), "worktree", "prune"], check=True)
+        subprocess.run(
+            ["git", "-C", str(repo), "worktree", "add", "--detach", "-f", str(tree), rev],
+            check=True,
+            capture_output=True,
+        )
+    return top
+
+
+def run_at(name: str, args: list[str], rev: str | None) -> dict:
+    """``nitihw train ARGS`` in a process of its own, with this tree's code or ``rev``'s (its
+    own build folder: another netlist)."""
+    import os
+    import subprocess
+
+    out = ROOT / name
+    shutil.rmtree(out, ignore_errors=True)
+    env = dict(os.environ)
+    models = MODELS
+    if rev:
+        env["PYTHONPATH"] = str(checkout(rev))
+        models = ROOT / f"models-{rev}"
+    cmd = [sys.executable, "-m", "nitihw", "train", *args, "--out", str(out)]
+    rc = subprocess.call([*cmd, "--build-dir", str(models)], env=env, stdout=subprocess.DEVNULL)
+    if rc != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed ({rc})")
+    return json.loads((out / "result.json").read_text())
+
+
+def compare_harness(steps: int, rounds: int, write: bool) -> None:
+    """The same LeNet steps on the native harness of ``BEFORE`` and of this tree, rounds
+    interleaved so that every row saw the same machine; the best round of each kept. Every
+    run must end with golden's weights and the cycle model's cycles."""
     targs = [*_LENET, "--batch", "64", "--steps", str(steps)]
     gold, _ = run("harness-golden", targs)
+    builds = {(rev, tuple(extra)) for _label, rev, extra, _n in HARNESSES}
+    for rev, extra in sorted(builds, key=str):  # each build first, not timed
+        run_at("harness-build", [*targs[:-1], "1", "--backend", "rtl", *extra], rev)
     best: dict[str, dict] = {}
+    labels = [label.format(rev=BEFORE) for label, *_ in HARNESSES]
     for rnd in range(rounds):
-        for label, extra, n in HARNESSES:
-            rtl, _total = run(
-                f"harness-{rnd}", [*targs, "--backend", "rtl", "--sim-instances", str(n), *extra]
+        for label, (_l, rev, extra, n) in zip(labels, HARNESSES, strict=True):
+            rtl = run_at(
+                f"harness-{rnd}",
+                [*targs, "--backend", "rtl", "--sim-instances", str(n), *extra],
+                rev,
             )
             if rtl["weights_sha256"] != gold["weights_sha256"]:
                 raise SystemExit(f"{label}: the RTL run's weights differ from golden's")
@@ -282,11 +336,11 @@ def compare_harness(steps: int, rounds: int, write: bool) -> None:
             print(f"round {rnd + 1}: {label}: {rate:,.0f} cycles/s", flush=True)
             if label not in best or rate > best[label]["rate"]:
                 best[label] = {"rate": rate, "seconds": rtl["seconds"], "result": rtl}
-    base = best[HARNESSES[0][0]]["rate"]
-    cycles = best[HARNESSES[0][0]]["result"]["cycles"]["total_cycles"]
+    base = best[labels[0]]["rate"]
+    cycles = best[labels[0]]["result"]["cycles"]["total_cycles"]
     headers = ["native harness", "train s", "cycles/s", "vs before", "LeNet epoch (63 steps)"]
     rows = []
-    for label, _extra, _n in HARNESSES:
+    for label in labels:
         b = best[label]
         epoch = 63 * cycles / steps / b["rate"]
         rows.append(
@@ -304,13 +358,15 @@ def compare_harness(steps: int, rounds: int, write: bool) -> None:
     body = (
         "## The native harness against itself, side by side\n\n"
         f"`.venv/bin/python bench/rtl_train.py --harness {steps}` (commit {git_rev()}, "
-        f"{machine()}; compilers: default {cxx_compiler('auto')}, before g++). "
-        f"LeNet/mnist5k, batch 64, {steps} steps ({cycles:,} simulated cycles) on the 16x16 "
-        f"Datapath, each way {rounds} times, rounds interleaved, the best kept; every run "
-        f"ends with golden's weights_sha256 ({gold['weights_sha256'][:16]}) and 0 "
-        "cycle-model mismatches. *before*: the build of the commits before issue 27 (GCC). "
-        "*LeNet epoch*: 63 steps at that rate (the steps' cycles scaled).\n\n"
-        + markdown_table(headers, rows)
+        f"{machine()}). LeNet/mnist5k, batch 64, {steps} steps ({cycles:,} simulated cycles) "
+        f"on the 16x16 Datapath, each way {rounds} times, rounds interleaved, each run a "
+        "process of its own, the best kept; every run ends with golden's weights_sha256 "
+        f"({gold['weights_sha256'][:16]}) and 0 cycle-model mismatches. *before*: commit "
+        f"{BEFORE}, the code before the netlist passes (Amaranth's own Verilog), run from a "
+        "work tree of that commit with its own build. *now*: this tree, Verilog through "
+        "`rtl/verilog.py`'s `NETLIST_PASSES`; *with Amaranth's netlist*: this tree's RTL "
+        "written as Amaranth writes it (what the passes alone bring). *LeNet epoch*: 63 steps "
+        "at that rate (the steps' cycles scaled).\n\n" + markdown_table(headers, rows)
     )
     write_section("rtl_harness", body)
 

@@ -29,7 +29,7 @@ let the next tile compute while the last one drains.
 
 from __future__ import annotations
 
-from amaranth import Module, Mux, Signal, signed
+from amaranth import Cat, Module, Mux, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -145,17 +145,15 @@ class MacArray(wiring.Component):
         m = Module()
         rows, cols = self._rows, self._cols
         acc_bits, wide = self._acc_bits, self._acc_bits + self._guard_bits
-        lo, hi = -(1 << (acc_bits - 1)), (1 << (acc_bits - 1)) - 1
-        wlo, whi = -(1 << (wide - 1)), (1 << (wide - 1)) - 1
 
-        def grid(shape, name):
+        def grid(shape, name, **kw):
             return [
-                [Signal(shape, name=f"{name}_{i}_{j}") for j in range(cols)] for i in range(rows)
+                [Signal(shape, name=f"{name}_{i}_{j}", **kw) for j in range(cols)]
+                for i in range(rows)
             ]
 
         a_reg = grid(signed(self._a_width), "a")
-        v_reg = grid(1, "v")
-        f_reg = grid(1, "f")
+        vf_reg = grid(2, "vf")  # valid, first
         b_reg = grid(signed(self._b_width), "b")
         acc = grid(signed(wide), "acc")
         sticky = grid(1, "sticky")  # the exact sum outgrew even the guard bits
@@ -165,8 +163,8 @@ class MacArray(wiring.Component):
         for i in range(rows):
             for j in range(cols):
                 a_in = self.a[i] if j == 0 else a_reg[i][j - 1]
-                v_in = self.a_valid[i] if j == 0 else v_reg[i][j - 1]
-                f_in = self.a_first[i] if j == 0 else f_reg[i][j - 1]
+                vf_in = Cat(self.a_valid[i], self.a_first[i]) if j == 0 else vf_reg[i][j - 1]
+                v_in, f_in = vf_in[0], vf_in[1]
                 b_in = self.b[j] if i == 0 else b_reg[i - 1][j]
                 base = Mux(f_in, 0, acc[i][j])
                 total = Signal(signed(wide + 1), name=f"sum_{i}_{j}")
@@ -174,22 +172,24 @@ class MacArray(wiring.Component):
                 with m.If(self.en):
                     m.d.sync += [
                         a_reg[i][j].eq(a_in),
-                        v_reg[i][j].eq(v_in),
-                        f_reg[i][j].eq(f_in),
+                        vf_reg[i][j].eq(vf_in),
                         b_reg[i][j].eq(b_in),
                     ]
                     with m.If(v_in):
+                        # ``total`` is one bit wider than the sum it checks: the sum left the
+                        # ``wide`` range exactly when its two top bits differ
                         m.d.sync += [
                             acc[i][j].eq(total[:wide]),
                             sticky[i][j].eq(
-                                Mux(f_in, 0, sticky[i][j]) | (total < wlo) | (total > whi)
+                                Mux(f_in, 0, sticky[i][j]) | (total[wide] ^ total[wide - 1])
                             ),
                         ]
                 # drain shadows
+                top = acc[i][j][acc_bits - 1 :]  # all equal: the sum fits acc_bits
                 with m.If(self.capture):
                     m.d.sync += [
                         shadow[i][j].eq(acc[i][j][:acc_bits]),
-                        shadow_ovf[i][j].eq(sticky[i][j] | (acc[i][j] < lo) | (acc[i][j] > hi)),
+                        shadow_ovf[i][j].eq(sticky[i][j] | (top.any() & ~top.all())),
                     ]
                 with m.Elif(self.shift):
                     if i + 1 < rows:

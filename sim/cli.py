@@ -533,6 +533,14 @@ def _train_datapath_options(t) -> None:
         "installed, its model runs about 1.1x faster; the same bits and cycles)",
     )
     t.add_argument(
+        "--netlist",
+        default="optimized",
+        choices=("optimized", "amaranth"),
+        help="--sim verilator: the Verilog simulated (optimized: after Yosys's logic-preserving "
+        "clean-ups, about 1.7x faster at 16x16; amaranth: as Amaranth writes it, to check "
+        "them against; the same bits and cycles)",
+    )
+    t.add_argument(
         "--waves",
         action="store_true",
         help="--backend rtl: record a VCD waveform of the whole run (datapath.vcd in --out; large)",

@@ -117,10 +117,12 @@ def drained_rows(m: int, n: int, cols: int) -> int:
 
 
 def gemm_program(
-    m: int, k: int, n: int, rows: int, cols: int, kmax: int, keep: bool = False
+    m: int, k: int, n: int, rows: int, cols: int, kmax: int, keep: bool = False, tiles=None
 ) -> list[Command]:
-    """A GEMM as one tensor: ``RANGE_CLEAR``, the tiles, ``RANGE_READ``."""
-    tiles = [c for c, _ in gemm_tiles(m, k, n, rows, cols, kmax, keep)] if m and n else []
+    """A GEMM as one tensor: ``RANGE_CLEAR``, the tiles, ``RANGE_READ``. ``tiles``: the
+    commands of ``gemm_tiles(m, k, n, rows, cols, kmax, keep)``, when the caller has them."""
+    if tiles is None:
+        tiles = [c for c, _ in gemm_tiles(m, k, n, rows, cols, kmax, keep)] if m and n else []
     return [Command("RANGE_CLEAR"), *tiles, Command("RANGE_READ")]
 
 

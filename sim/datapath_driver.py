@@ -443,13 +443,14 @@ class DatapathDriver:
         bp[:, :n] = b
         return ap, bp, m, k, n
 
-    def _gemm_beats(self, ap, bp, m, k, n):
-        """din beats of the tiles of :func:`gemm_tiles`, in order (a byte matrix), and where
-        each drained row goes: ``(rows, j0s)`` arrays, one entry per drained row. ``ap`` is
-        A transposed and padded, ``bp`` B padded (:meth:`_gemm_operands`)."""
+    def _gemm_beats(self, ap, bp, m, k, n, tiles):
+        """din beats of ``tiles`` (:func:`gemm_tiles`'s ``(command, where)`` pairs), in order
+        (a byte matrix), and where each drained row goes: ``(rows, j0s)`` arrays, one entry
+        per drained row. ``ap`` is A transposed and padded, ``bp`` B padded
+        (:meth:`_gemm_operands`)."""
         R, C = self.rows, self.cols
         loads, drains = [], []  # (i0, j0, k0, count, with_b); (i0, j0, drain_rows)
-        for cmd, (i0, j0, k0) in gemm_tiles(m, k, n, R, C, self.kmax):
+        for cmd, (i0, j0, k0) in tiles:
             if cmd.op == "COMPUTE":
                 if cmd.drain_rows:
                     drains.append((i0, j0, cmd.drain_rows))
@@ -493,8 +494,9 @@ class DatapathDriver:
         :func:`nitihw.sim.cycle_model.gemm_tiles`. Returns ``(acc int64 (M,N), overflow bool)``.
         """
         ap, bp, m, k, n = self._gemm_operands(a, b)
-        beats, rows_out = self._gemm_beats(ap, bp, m, k, n)
-        cmds = [c for c, _ in gemm_tiles(m, k, n, self.rows, self.cols, self.kmax)]
+        tiles = list(gemm_tiles(m, k, n, self.rows, self.cols, self.kmax))
+        beats, rows_out = self._gemm_beats(ap, bp, m, k, n, tiles)
+        cmds = [c for c, _ in tiles]
         words = await self.execute("gemm tiles", cmds, beats, len(rows_out[0]))
         return self._unpack_drain(words, rows_out, m, n)
 
@@ -504,11 +506,13 @@ class DatapathDriver:
         the result fits the result buffer its rows stay there too (``self.kept``), for a
         :meth:`rescale` or :meth:`divide` ``from_buffer``."""
         ap, bp, m, k, n = self._gemm_operands(a, b)
-        empty = (np.zeros((0, self.pay.din_bytes), np.uint8), (np.zeros(0, int),) * 2)
-        beats, rows_out = self._gemm_beats(ap, bp, m, k, n) if m and n else empty
         keep = keep and m * n > 0 and drained_rows(m, n, self.cols) <= self.result_rows
+        R, C, kmax = self.rows, self.cols, self.kmax
+        tiles = list(gemm_tiles(m, k, n, R, C, kmax, keep)) if m and n else []
+        empty = (np.zeros((0, self.pay.din_bytes), np.uint8), (np.zeros(0, int),) * 2)
+        beats, rows_out = self._gemm_beats(ap, bp, m, k, n, tiles) if m and n else empty
         self.kept = None
-        cmds = gemm_program(m, k, n, self.rows, self.cols, self.kmax, keep)
+        cmds = gemm_program(m, k, n, R, C, kmax, keep, [c for c, _ in tiles])
         words = await self.execute("gemm", cmds, beats, len(rows_out[0]) + 1)
         if keep:
             self.kept = (m, n, rows_out)

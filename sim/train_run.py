@@ -323,7 +323,11 @@ def run_native_training(opts: dict, params: dict, build: Path, checked=None) -> 
         print(f"nitihw train: {msg}", file=sys.stderr, flush=True)
 
     waves = bool(opts.get("waves"))
-    options = NativeOptions(waves=waves, compiler=opts.get("cxx") or "auto")
+    options = NativeOptions(
+        waves=waves,
+        compiler=opts.get("cxx") or "auto",
+        netlist=opts.get("netlist") or "optimized",
+    )
     # the build stays this run's until it ends: no other run rebuilds it meanwhile
     with native_in_use(params, build, options, log=say) as lib:
         return _simulate_training(opts, params, lib, waves, say, checked)

@@ -388,18 +388,15 @@ def run_rescale_sweep(
 
     Returns ``(tests, failed, stats)``; stats has ``values``, ``cycles`` and ``seconds``.
     """
-    from amaranth.back import verilog
     from cocotb_tools.check_results import get_results
 
     from nitihw.rtl.rescale import RescaleLanes
-    from nitihw.rtl.verilog import write_if_changed
+    from nitihw.rtl.verilog import to_verilog, write_if_changed
 
     build_dir = Path(build_dir)
     src = build_dir / "rtl" / "rescale_lanes.v"
     src.parent.mkdir(parents=True, exist_ok=True)
-    text = verilog.convert(
-        RescaleLanes(lanes, acc_bits), name="rescale_lanes", emit_src=False
-    ).encode()
+    text = to_verilog(RescaleLanes(lanes, acc_bits), "rescale_lanes").encode()
     write_if_changed(src, text)
     runner = build_design(sim, src, "rescale_lanes", build_dir)
     stats_path = (build_dir / f"rescale_stats_{seed}.json").resolve()
