@@ -14,6 +14,8 @@ import itertools
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from nitihw.golden.limits import LimitError, check
 from nitihw.rtl.schedule import Command, default_result_rows, program_cycles, range_latency
 
@@ -103,6 +105,32 @@ def gemm_tiles(m: int, k: int, n: int, rows: int, cols: int, kmax: int, keep: bo
                 )
 
 
+def gemm_tile_arrays(m: int, k: int, n: int, rows: int, cols: int, kmax: int):
+    """:func:`gemm_tiles`' loads and drains as arrays, in the same order, without walking the
+    tiles in Python (the native driver builds a GEMM's din beats from them).
+
+    Returns ``(loads, drains)``: ``loads`` int64 ``(n_loads, 5)``, one row per load: ``i0, j0,
+    k0, count, with_b`` (1: ``LOAD_AB``, 0: ``LOAD_A``); ``drains`` int64 ``(n_tiles, 3)``,
+    one row per draining ``COMPUTE``: ``i0, j0, drain_rows``.
+    """
+    if k < 1:
+        raise ValueError(f"a GEMM needs K >= 1, got {k}")
+    chunks = np.array(k_chunks(k, kmax), np.int64)
+    starts = np.cumsum(chunks) - chunks
+    n_i, n_j, n_c = -(-m // rows), -(-n // cols), len(chunks)
+    # column tiles outermost, then row tiles, then K chunks
+    jj = np.repeat(np.arange(n_j, dtype=np.int64), n_i * n_c)
+    ii = np.tile(np.repeat(np.arange(n_i, dtype=np.int64), n_c), n_j)
+    cc = np.tile(np.arange(n_c, dtype=np.int64), n_i * n_j)
+    i0 = ii * rows
+    with_b = (n_c > 1) | (i0 == 0)
+    loads = np.stack([i0, jj * cols, starts[cc], chunks[cc], with_b.astype(np.int64)], axis=1)
+    ti = np.tile(np.arange(n_i, dtype=np.int64), n_j) * rows
+    tj = np.repeat(np.arange(n_j, dtype=np.int64), n_i) * cols
+    drains = np.stack([ti, tj, np.minimum(rows, m - ti)], axis=1)
+    return loads.reshape(-1, 5), drains.reshape(-1, 3)
+
+
 def k_chunks(k: int, kmax: int) -> list[int]:
     """K cut into ``ceil(k / kmax)`` chunks as equal as can be (the longer ones first): the
     next chunk's load then always fits beside the current chunk's compute."""
@@ -117,12 +145,10 @@ def drained_rows(m: int, n: int, cols: int) -> int:
 
 
 def gemm_program(
-    m: int, k: int, n: int, rows: int, cols: int, kmax: int, keep: bool = False, tiles=None
+    m: int, k: int, n: int, rows: int, cols: int, kmax: int, keep: bool = False
 ) -> list[Command]:
-    """A GEMM as one tensor: ``RANGE_CLEAR``, the tiles, ``RANGE_READ``. ``tiles``: the
-    commands of ``gemm_tiles(m, k, n, rows, cols, kmax, keep)``, when the caller has them."""
-    if tiles is None:
-        tiles = [c for c, _ in gemm_tiles(m, k, n, rows, cols, kmax, keep)] if m and n else []
+    """A GEMM as one tensor: ``RANGE_CLEAR``, the tiles, ``RANGE_READ``."""
+    tiles = [c for c, _ in gemm_tiles(m, k, n, rows, cols, kmax, keep)] if m and n else []
     return [Command("RANGE_CLEAR"), *tiles, Command("RANGE_READ")]
 
 

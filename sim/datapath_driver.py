@@ -24,7 +24,7 @@ from nitihw.rtl.datapath import Op, command_layout, din_layout, dout_layout
 from nitihw.rtl.divide import DIV_BITS, divider_constants
 from nitihw.rtl.rescale import MODE_BY_NAME
 from nitihw.rtl.schedule import Command
-from nitihw.sim.cycle_model import drained_rows, gemm_program, gemm_tiles
+from nitihw.sim.cycle_model import drained_rows, gemm_program, gemm_tile_arrays, gemm_tiles
 
 # ---- bit packing of the stream payloads ---------------------------------------------------
 
@@ -443,20 +443,12 @@ class DatapathDriver:
         bp[:, :n] = b
         return ap, bp, m, k, n
 
-    def _gemm_beats(self, ap, bp, m, k, n, tiles):
-        """din beats of ``tiles`` (:func:`gemm_tiles`'s ``(command, where)`` pairs), in order
-        (a byte matrix), and where each drained row goes: ``(rows, j0s)`` arrays, one entry
-        per drained row. ``ap`` is A transposed and padded, ``bp`` B padded
-        (:meth:`_gemm_operands`)."""
+    def _gemm_beats(self, ap, bp, m, k, n):
+        """din beats of the tiles of :func:`gemm_tiles`, in order (a byte matrix), and where
+        each drained row goes: ``(rows, j0s)`` arrays, one entry per drained row. ``ap`` is
+        A transposed and padded, ``bp`` B padded (:meth:`_gemm_operands`)."""
         R, C = self.rows, self.cols
-        loads, drains = [], []  # (i0, j0, k0, count, with_b); (i0, j0, drain_rows)
-        for cmd, (i0, j0, k0) in tiles:
-            if cmd.op == "COMPUTE":
-                if cmd.drain_rows:
-                    drains.append((i0, j0, cmd.drain_rows))
-            else:
-                loads.append((i0, j0, k0, cmd.count, cmd.op == "LOAD_AB"))
-        ld = np.array(loads, np.int64).reshape(-1, 5)
+        ld, dr = gemm_tile_arrays(m, k, n, R, C, self.kmax)
         counts = ld[:, 3]
         first = np.repeat(np.cumsum(counts) - counts, counts)
         bk = np.repeat(ld[:, 2], counts) + np.arange(int(counts.sum())) - first
@@ -472,7 +464,6 @@ class DatapathDriver:
         part = np.zeros((len(bk), C), bp.dtype)
         part[with_b] = b_rows
         self.pay.din_b.put(beats, part)
-        dr = np.array(drains, np.int64).reshape(-1, 3)
         rows = np.repeat(dr[:, 0], dr[:, 2])
         rows += np.arange(len(rows)) - np.repeat(np.cumsum(dr[:, 2]) - dr[:, 2], dr[:, 2])
         return beats, (rows, np.repeat(dr[:, 1], dr[:, 2]))
@@ -494,9 +485,8 @@ class DatapathDriver:
         :func:`nitihw.sim.cycle_model.gemm_tiles`. Returns ``(acc int64 (M,N), overflow bool)``.
         """
         ap, bp, m, k, n = self._gemm_operands(a, b)
-        tiles = list(gemm_tiles(m, k, n, self.rows, self.cols, self.kmax))
-        beats, rows_out = self._gemm_beats(ap, bp, m, k, n, tiles)
-        cmds = [c for c, _ in tiles]
+        beats, rows_out = self._gemm_beats(ap, bp, m, k, n)
+        cmds = [c for c, _ in gemm_tiles(m, k, n, self.rows, self.cols, self.kmax)]
         words = await self.execute("gemm tiles", cmds, beats, len(rows_out[0]))
         return self._unpack_drain(words, rows_out, m, n)
 
@@ -507,12 +497,10 @@ class DatapathDriver:
         :meth:`rescale` or :meth:`divide` ``from_buffer``."""
         ap, bp, m, k, n = self._gemm_operands(a, b)
         keep = keep and m * n > 0 and drained_rows(m, n, self.cols) <= self.result_rows
-        R, C, kmax = self.rows, self.cols, self.kmax
-        tiles = list(gemm_tiles(m, k, n, R, C, kmax, keep)) if m and n else []
         empty = (np.zeros((0, self.pay.din_bytes), np.uint8), (np.zeros(0, int),) * 2)
-        beats, rows_out = self._gemm_beats(ap, bp, m, k, n, tiles) if m and n else empty
+        beats, rows_out = self._gemm_beats(ap, bp, m, k, n) if m and n else empty
         self.kept = None
-        cmds = gemm_program(m, k, n, R, C, kmax, keep, [c for c, _ in tiles])
+        cmds = gemm_program(m, k, n, self.rows, self.cols, self.kmax, keep)
         words = await self.execute("gemm", cmds, beats, len(rows_out[0]) + 1)
         if keep:
             self.kept = (m, n, rows_out)

@@ -12,6 +12,7 @@ from nitihw.sim.cycle_model import (
     CycleReport,
     gemm_cycles,
     gemm_program,
+    gemm_tile_arrays,
     gemm_tiles,
     op_cycles,
 )
@@ -163,3 +164,29 @@ def test_schedule_overlaps_loads_computes_and_drains():
 def test_bad_array_is_named(text, message):
     with pytest.raises(ValueError, match=message):
         ArrayConfig.parse(text)
+
+
+@pytest.mark.parametrize(
+    "m, k, n, rows, cols, kmax",
+    [
+        (11, 70, 9, 4, 3, 32),
+        (11, 20, 9, 4, 3, 32),
+        (1, 1, 1, 2, 2, 8),
+        (64, 800, 500, 16, 16, 256),
+        (33, 257, 17, 16, 16, 256),
+        (5, 9, 40, 8, 4, 4),
+    ],
+)
+def test_tile_arrays_are_the_tiles(m, k, n, rows, cols, kmax):
+    """gemm_tile_arrays (the native driver's din beats) lists gemm_tiles' loads and drains,
+    in order."""
+    loads, drains = [], []
+    for cmd, (i0, j0, k0) in gemm_tiles(m, k, n, rows, cols, kmax):
+        if cmd.op == "COMPUTE":
+            if cmd.drain_rows:
+                drains.append((i0, j0, cmd.drain_rows))
+        else:
+            loads.append((i0, j0, k0, cmd.count, int(cmd.op == "LOAD_AB")))
+    got_loads, got_drains = gemm_tile_arrays(m, k, n, rows, cols, kmax)
+    np.testing.assert_array_equal(got_loads, np.array(loads).reshape(-1, 5))
+    np.testing.assert_array_equal(got_drains, np.array(drains).reshape(-1, 3))
