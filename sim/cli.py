@@ -170,7 +170,9 @@ def cmd_verilog(args) -> int:
     )
     check_output_dir(Path(args.out))
     say = lambda msg: print(f"nitihw verilog: {msg}", file=sys.stderr, flush=True)  # noqa: E731
-    written = write_verilog(args.out, params, blocks=not args.top_only, log=say)
+    written = write_verilog(
+        args.out, params, blocks=not args.top_only, log=say, netlist=args.netlist
+    )
     for name, path in written.items():
         print(f"{name:20s} {path}")
     print(f"{'parameters':20s} {Path(args.out) / 'params.json'}")
@@ -586,6 +588,13 @@ def _verilog_command(command) -> None:
         help="result buffer rows of COLS accumulators (default 65536 / COLS: 256 KiB; 0: none)",
     )
     v.add_argument("--top-only", action="store_true", help="only datapath.v, not the blocks")
+    v.add_argument(
+        "--netlist",
+        default="optimized",
+        choices=("optimized", "amaranth"),
+        help="optimized: Amaranth's netlist through Yosys's logic-preserving clean-ups (what "
+        "the simulators run); amaranth: as Amaranth writes it",
+    )
     v.add_argument("--out", required=True, help="output folder")
     v.set_defaults(func=cmd_verilog)
 

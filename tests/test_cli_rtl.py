@@ -35,6 +35,23 @@ def test_verilog_writes_datapath_blocks_and_parameters(tmp_path, capsys):
     assert "datapath.v" in capsys.readouterr().out
 
 
+def test_verilog_netlists(tmp_path):
+    """--netlist amaranth writes Amaranth's own Verilog (each register behind always-@*
+    chains); the default folds them into enables and resets, names kept."""
+    texts = {}
+    for netlist in ("optimized", "amaranth"):
+        out = tmp_path / netlist
+        argv = ["verilog", "--rows", "2", "--cols", "2", "--top-only", "--netlist", netlist]
+        assert main([*argv, "--out", str(out)]) == 0
+        texts[netlist] = (out / "datapath.v").read_text()
+    opt, plain = texts["optimized"], texts["amaranth"]
+    assert plain.count("always @*") > 2 * opt.count("always @*")
+    assert "else if (vf_0_0[0]) acc_0_1 <=" in opt  # an enable, in the register's own block
+    for name in ("reg [39:0] acc_1_1", "reg [1:0] vf_1_0", "reg [31:0] shadow_1_1"):
+        assert name in opt and name in plain
+    assert "\\$" not in opt  # Yosys's own names written plain (Icarus reads \$x as a call)
+
+
 @pytest.mark.skipif(not shutil.which("iverilog"), reason="iverilog not installed")
 def test_emitted_verilog_compiles_in_icarus(tmp_path):
     assert (
