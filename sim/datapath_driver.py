@@ -13,6 +13,7 @@ recorded in ``driver.log`` (:class:`ProgramRecord`), for checks against
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 from amaranth.hdl import Shape
@@ -278,6 +279,18 @@ class ProgramRecord:
     start: int = 0  # the simulator cycle its first command was accepted
 
 
+class _GemmPlan(NamedTuple):
+    """The shape-only part of a GEMM's program (:meth:`DatapathDriver._gemm_plan`)."""
+
+    cmds: list  # the commands
+    words: np.ndarray  # their words, uint8 (n, cmd_bytes)
+    bk: np.ndarray  # each din beat's K index
+    a_tile: np.ndarray  # each beat's row tile of A
+    with_b: np.ndarray  # which beats carry B (LOAD_AB)
+    b_tile: np.ndarray  # those beats' column tile of B
+    rows_out: tuple  # (rows, j0s): where each drained row goes
+
+
 @dataclass
 class DatapathDriver:
     """Drives one Datapath. ``params`` is ``Datapath.parameters()``; ``port`` a port object.
@@ -305,6 +318,7 @@ class DatapathDriver:
         self.pay = Payloads(
             p["rows"], p["cols"], p["op_bits"], p["acc_bits"], self.b_bits, self.has_divide
         )
+        self._plans: dict = {}  # (M, K, N, keep) -> _GemmPlan
 
     async def reset_streams(self) -> None:
         if hasattr(self.port, "run_program"):
@@ -334,12 +348,15 @@ class DatapathDriver:
     # A port with ``run_program`` (the native harness, :mod:`nitihw.sim.native`) runs this
     # same loop in compiled code over a whole program.
 
-    async def execute(self, name: str, commands, beats=(), n_out: int = 0) -> np.ndarray:
+    async def execute(
+        self, name: str, commands, beats=(), n_out: int = 0, words: np.ndarray | None = None
+    ) -> np.ndarray:
         """Run one program: ``commands`` (:class:`Command`), ``beats`` (din payloads: a byte
         matrix ``uint8 (n, din_bytes)`` or ints) in order, ``n_out`` dout payloads back, once
-        the Datapath is idle again, as ``uint8 (n_out, dout_bytes)``."""
+        the Datapath is idle again, as ``uint8 (n_out, dout_bytes)``. ``words``: the
+        commands' words (:meth:`Payloads.command_matrix`), when the caller has them."""
         commands = list(commands)
-        cmds = self.pay.command_matrix(commands)
+        cmds = self.pay.command_matrix(commands) if words is None else words
         din = self._din_matrix(beats)
         if hasattr(self.port, "run_program"):
             out, start, end, failed, op = self.port.run_program(cmds, din, n_out)
@@ -443,30 +460,55 @@ class DatapathDriver:
         bp[:, :n] = b
         return ap, bp, m, k, n
 
-    def _gemm_beats(self, ap, bp, m, k, n):
-        """din beats of the tiles of :func:`gemm_tiles`, in order (a byte matrix), and where
-        each drained row goes: ``(rows, j0s)`` arrays, one entry per drained row. ``ap`` is
-        A transposed and padded, ``bp`` B padded (:meth:`_gemm_operands`)."""
-        R, C = self.rows, self.cols
-        ld, dr = gemm_tile_arrays(m, k, n, R, C, self.kmax)
+    def _gemm_plan(self, m: int, k: int, n: int, keep: bool | None) -> _GemmPlan:
+        """What a GEMM's program needs that depends only on its shape, computed once per
+        shape (a training run repeats a few shapes every step): the commands and their words
+        (``keep`` None: the tiles alone, :meth:`gemm`; else :func:`gemm_program`), where each
+        din beat's operands come from, and where each drained row goes."""
+        key = (m, k, n, keep)
+        plan = self._plans.get(key)
+        if plan is not None:
+            return plan
+        R, C, kmax = self.rows, self.cols, self.kmax
+        if keep is None:
+            cmds = [c for c, _ in gemm_tiles(m, k, n, R, C, kmax)]
+        else:
+            cmds = gemm_program(m, k, n, R, C, kmax, keep)
+        ld, dr = gemm_tile_arrays(m, k, n, R, C, kmax) if m and n else (np.zeros((0, 5), int),) * 2
         counts = ld[:, 3]
         first = np.repeat(np.cumsum(counts) - counts, counts)
         bk = np.repeat(ld[:, 2], counts) + np.arange(int(counts.sum())) - first
-        # only the low words of the payload that hold A and B (the harness zero-fills)
-        end = max(f.offset + f.length * f.width for f in (self.pay.din_a, self.pay.din_b))
-        beats = np.zeros((len(bk), -(-end // 32) * 4), np.uint8)
-        # a beat: A[i0:i0+R, kk] (a row of the (K, M/R, R) view of A transposed), and for
-        # LOAD_AB B[kk, j0:j0+C] (a row of the (K, N/C, C) view of B)
-        a_rows = ap.reshape(k, -1, R)[bk, np.repeat(ld[:, 0] // R, counts)]
-        self.pay.din_a.put(beats, a_rows)
         with_b = np.repeat(ld[:, 4].astype(bool), counts)
-        b_rows = bp.reshape(k, -1, C)[bk[with_b], np.repeat(ld[:, 1] // C, counts)[with_b]]
-        part = np.zeros((len(bk), C), bp.dtype)
-        part[with_b] = b_rows
-        self.pay.din_b.put(beats, part)
         rows = np.repeat(dr[:, 0], dr[:, 2])
         rows += np.arange(len(rows)) - np.repeat(np.cumsum(dr[:, 2]) - dr[:, 2], dr[:, 2])
-        return beats, (rows, np.repeat(dr[:, 1], dr[:, 2]))
+        plan = _GemmPlan(
+            cmds,
+            self.pay.command_matrix(cmds),
+            bk,
+            np.repeat(ld[:, 0] // R, counts),
+            with_b,
+            np.repeat(ld[:, 1] // C, counts)[with_b],
+            (rows, np.repeat(dr[:, 1], dr[:, 2])),
+        )
+        if len(self._plans) >= 64:  # a bounded memory: the oldest shape goes
+            del self._plans[next(iter(self._plans))]
+        self._plans[key] = plan
+        return plan
+
+    def _gemm_beats(self, ap, bp, k: int, plan: _GemmPlan) -> np.ndarray:
+        """din beats of the tiles of :func:`gemm_tiles`, in order (a byte matrix). ``ap`` is
+        A transposed and padded, ``bp`` B padded (:meth:`_gemm_operands`)."""
+        R, C = self.rows, self.cols
+        # only the low words of the payload that hold A and B (the harness zero-fills)
+        end = max(f.offset + f.length * f.width for f in (self.pay.din_a, self.pay.din_b))
+        beats = np.zeros((len(plan.bk), -(-end // 32) * 4), np.uint8)
+        # a beat: A[i0:i0+R, kk] (a row of the (K, M/R, R) view of A transposed), and for
+        # LOAD_AB B[kk, j0:j0+C] (a row of the (K, N/C, C) view of B)
+        self.pay.din_a.put(beats, ap.reshape(k, -1, R)[plan.bk, plan.a_tile])
+        part = np.zeros((len(plan.bk), C), bp.dtype)
+        part[plan.with_b] = bp.reshape(k, -1, C)[plan.bk[plan.with_b], plan.b_tile]
+        self.pay.din_b.put(beats, part)
+        return beats
 
     def _unpack_drain(self, words, rows_out, m, n):
         """Scatter drained tile rows into ``(acc, overflow)`` of ``(m, n)``."""
@@ -485,9 +527,10 @@ class DatapathDriver:
         :func:`nitihw.sim.cycle_model.gemm_tiles`. Returns ``(acc int64 (M,N), overflow bool)``.
         """
         ap, bp, m, k, n = self._gemm_operands(a, b)
-        beats, rows_out = self._gemm_beats(ap, bp, m, k, n)
-        cmds = [c for c, _ in gemm_tiles(m, k, n, self.rows, self.cols, self.kmax)]
-        words = await self.execute("gemm tiles", cmds, beats, len(rows_out[0]))
+        plan = self._gemm_plan(m, k, n, None)
+        beats = self._gemm_beats(ap, bp, k, plan)
+        rows_out = plan.rows_out
+        words = await self.execute("gemm tiles", plan.cmds, beats, len(rows_out[0]), plan.words)
         return self._unpack_drain(words, rows_out, m, n)
 
     async def gemm_tensor(self, a: np.ndarray, b: np.ndarray, keep: bool = True):
@@ -497,11 +540,12 @@ class DatapathDriver:
         :meth:`rescale` or :meth:`divide` ``from_buffer``."""
         ap, bp, m, k, n = self._gemm_operands(a, b)
         keep = keep and m * n > 0 and drained_rows(m, n, self.cols) <= self.result_rows
-        empty = (np.zeros((0, self.pay.din_bytes), np.uint8), (np.zeros(0, int),) * 2)
-        beats, rows_out = self._gemm_beats(ap, bp, m, k, n) if m and n else empty
+        plan = self._gemm_plan(m, k, n, keep)
+        empty = np.zeros((0, self.pay.din_bytes), np.uint8)
+        beats = self._gemm_beats(ap, bp, k, plan) if m and n else empty
+        rows_out = plan.rows_out
         self.kept = None
-        cmds = gemm_program(m, k, n, self.rows, self.cols, self.kmax, keep)
-        words = await self.execute("gemm", cmds, beats, len(rows_out[0]) + 1)
+        words = await self.execute("gemm", plan.cmds, beats, len(rows_out[0]) + 1, plan.words)
         if keep:
             self.kept = (m, n, rows_out)
         acc, ovf = self._unpack_drain(words[:-1], rows_out, m, n)
