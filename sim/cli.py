@@ -239,7 +239,9 @@ def cmd_estimate(args) -> int:
         name = Path(args.topology).name
         if samples is None:
             samples = args.batch
-    result = estimate(layers, acc, args.batch, samples, name, args.profile, args.dataflow)
+    result = estimate(
+        layers, acc, args.batch, samples, name, args.profile, args.dataflow, args.traffic
+    )
     print(format_estimate(result))
     files = write_reports(result, args.out, plots=not args.no_plots)
     print(f"reports: {', '.join(f.name for f in files)} in {args.out}")
@@ -693,6 +695,15 @@ def _estimate_command(command) -> None:
         help="the array's dataflow: os (output stationary, the Datapath's; cycles checked "
         "against the RTL), ws or is (weight or input stationary: no RTL, SCALE-Sim 3.0's "
         "cycles; docs/estimate.md)",
+    )
+    e.add_argument(
+        "--traffic",
+        default="datapath",
+        choices=("datapath", "searched", "fixed"),
+        help="the off-chip traffic that prices energy and stalls: datapath (each GEMM's best "
+        "mapping today's Datapath can execute), searched (partial sums kept in the result "
+        "buffer: an RTL change), fixed (the one loop order of the estimates before); the "
+        "reports show all three and the lower bound (docs/estimate.md)",
     )
     e.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     e.add_argument("--out", required=True, help="folder for the reports")

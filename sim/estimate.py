@@ -54,6 +54,7 @@ class Row:
     dram: dict = field(default_factory=lambda: defaultdict(int))  # bytes
     energy: dict = field(default_factory=lambda: defaultdict(float))  # pJ, int8 datapath
     fp32_energy: dict = field(default_factory=lambda: defaultdict(float))  # pJ, fp32 datapath
+    dram_fixed: int = 0  # bytes off chip with the fixed loop order (before issue 29)
     dram_searched: int = 0  # bytes off chip with each GEMM's searched mapping (sim/mapping)
     dram_datapath: int = 0  # ... with the best mapping today's Datapath can execute
     dram_bound: int = 0  # their lower bound
@@ -106,10 +107,52 @@ def gemm_shape(op: StepOp, acc: Accelerator) -> GemmShape:
     )
 
 
+#: which off-chip traffic prices a GEMM's energy and stalls (``estimate(traffic=...)``):
+#: ``datapath`` the best mapping today's Datapath can execute (the default), ``searched`` the
+#: best of all (partial sums kept in the result buffer: an RTL change), ``fixed`` the one loop
+#: order of the estimates before issue 29
+TRAFFIC = ("datapath", "searched", "fixed")
+TRAFFIC_NAMES = {
+    "datapath": "searched mappings today's Datapath can execute",
+    "searched": "searched mappings, partial sums in the result buffer",
+    "fixed": "the fixed loop order",
+}
+
+
+def check_traffic(traffic: str) -> str:
+    if traffic not in TRAFFIC:
+        raise ValueError(f"traffic must be one of {', '.join(TRAFFIC)}, got {traffic!r}")
+    return traffic
+
+
+def mapped_dram(g: GemmShape, h: Hierarchy, traffic: str, fixed: dict) -> dict:
+    """A GEMM's off-chip bytes by stream under ``traffic`` (:data:`TRAFFIC`); ``fixed``: the
+    fixed loop order's (:func:`_op_traffic`)."""
+    if traffic == "fixed":
+        return fixed
+    best = search(g, h, datapath=traffic == "datapath")
+    return {
+        "ifmap_reads": best.a_reads,
+        "filter_reads": best.b_reads,
+        "ofmap_writes": best.c_writes,
+        "ofmap_reads": best.c_reads,
+    }
+
+
+def fp32_gemm_shape(op: StepOp) -> GemmShape:
+    """The same GEMM on the fp32 datapath: 4-byte operands and results, written once."""
+    m, k, n = op.shape
+    b = FP32_BYTES
+    return GemmShape(
+        m, k, n, b, b, b, a_mem=op.operands[0] * b, b_mem=op.operands[1] * b, held=False
+    )
+
+
 def _add_mappings(row: Row, op: StepOp, acc: Accelerator, h: Hierarchy, fixed_bytes: int) -> None:
     """Beside the fixed order's ``fixed_bytes``: a GEMM's searched mappings (today's Datapath;
     partial sums in the result buffer) and its lower bound; what the rest moves is
     compulsory, the same in all."""
+    row.dram_fixed += fixed_bytes
     if op.op != "gemm":
         row.dram_searched += fixed_bytes
         row.dram_datapath += fixed_bytes
@@ -228,6 +271,7 @@ def estimate(
     workload: str,
     profile: str = "niti",
     dataflow: str = "os",
+    traffic: str = "datapath",
 ) -> dict:
     """The estimate of one training step of ``layers`` and of an epoch of ``train_samples``.
 
@@ -240,8 +284,14 @@ def estimate(
     ``dataflow``: ``os`` (the Datapath's, cycles from the RTL-checked cycle model), ``ws`` or
     ``is`` (no RTL: SCALE-Sim 3.0's cycles and the buffer reads of what stays in the PEs,
     :mod:`nitihw.sim.mapping.dataflow`).
+
+    ``traffic``: the off-chip traffic that prices each GEMM's energy and stalls
+    (:data:`TRAFFIC`): the searched mapping today's Datapath can execute (default), the best
+    searched mapping, or the fixed loop order. Every row also reports the other two and the
+    lower bound.
     """
     check_dataflow(dataflow)
+    check_traffic(traffic)
     t0 = time.perf_counter()
     if profile == "dfp16":
         from dataclasses import replace
@@ -272,8 +322,10 @@ def estimate(
         if op.op == "gemm" and dataflow != "os":  # no RTL: SCALE-Sim's cycles, its reads
             cyc = scalesim_cycles(dataflow, *op.shape, acc.rows, acc.cols)
             sram = _dataflow_sram(dataflow, op, acc)
+        _add_mappings(row, op, acc, memory, sum(dram.values()))
+        if op.op == "gemm":
+            dram = mapped_dram(gemm_shape(op, acc), memory, traffic, dram)
         dram_bytes = sum(dram.values())
-        _add_mappings(row, op, acc, memory, dram_bytes)
         stall = max(0, math.ceil(dram_bytes / acc.bandwidth) - cyc)
         row.cycles += cyc
         row.stall += stall
@@ -315,6 +367,8 @@ def estimate(
     for op in step_ops(layers, "niti"):
         row = rows.setdefault((op.layer, op.phase), Row(op.layer, op.phase, start=clock))
         _, (fsram, fdram) = _op_traffic(op, acc)
+        if op.op == "gemm":  # the same choice of mapping, for fp32 tensors
+            fdram = mapped_dram(fp32_gemm_shape(op), memory, traffic, fdram)
         fe = row.fp32_energy
         fe["buffers"] += sum(v * sram_pj[k.split("_")[0]] for k, v in fsram.items())
         fe["offchip"] += sum(fdram.values()) * dram_pj
@@ -333,6 +387,7 @@ def estimate(
         "workload": workload,
         "profile": profile,
         "dataflow": dataflow,
+        "traffic": traffic,
         "batch": batch,
         "train_samples": train_samples,
         "steps_per_epoch": steps_per_epoch,
@@ -389,6 +444,7 @@ def _row_dict(r: Row, acc: Accelerator) -> dict:
         "mapping_efficiency_pct": 100 * r.mapped / r.cycles if r.cycles and r.macs else 0.0,
         "sram_bytes": dict(r.sram),
         "dram_bytes": dict(r.dram),
+        "dram_fixed_bytes": r.dram_fixed,
         "dram_searched_bytes": r.dram_searched,
         "dram_datapath_bytes": r.dram_datapath,
         "dram_bound_bytes": r.dram_bound,
@@ -408,6 +464,7 @@ def _totals(rows: list[Row]) -> dict:
         "total_cycles": cyc + stall,
         "sram_bytes": sum(sum(r.sram.values()) for r in rows),
         "dram_bytes": sum(sum(r.dram.values()) for r in rows),
+        "dram_fixed_bytes": sum(r.dram_fixed for r in rows),
         "dram_searched_bytes": sum(r.dram_searched for r in rows),
         "dram_datapath_bytes": sum(r.dram_datapath for r in rows),
         "dram_bound_bytes": sum(r.dram_bound for r in rows),
@@ -843,9 +900,11 @@ def format_estimate(result: dict) -> str:
         f"{acc['clock']['frequency_mhz']:g} MHz), {ep['energy_pj'] / 1e12:,.4f} J "
         f"{result.get('profile', 'niti')}, "
         f"{ep['fp32_energy_pj'] / 1e12:,.4f} J fp32",
-        f"off chip per step: {s['dram_bytes'] / 1e6:,.1f} MB with the fixed loop order (priced "
-        f"above); searched mappings: {s['dram_datapath_bytes'] / 1e6:,.1f} MB on today's "
-        f"Datapath, {s['dram_searched_bytes'] / 1e6:,.1f} MB with partial sums kept in the "
-        f"result buffer; lower bound {s['dram_bound_bytes'] / 1e6:,.1f} MB (MAPPING_REPORT.csv)",
+        f"off chip per step: {s['dram_bytes'] / 1e6:,.1f} MB priced above "
+        f"({TRAFFIC_NAMES[result.get('traffic', 'fixed')]}); "
+        f"{s['dram_datapath_bytes'] / 1e6:,.1f} MB with the best mapping today's Datapath "
+        f"can execute, {s['dram_searched_bytes'] / 1e6:,.1f} MB with partial sums kept in "
+        f"the result buffer, {s['dram_fixed_bytes'] / 1e6:,.1f} MB with the fixed loop order; "
+        f"lower bound {s['dram_bound_bytes'] / 1e6:,.1f} MB (MAPPING_REPORT.csv)",
     ]
     return "\n".join(lines)

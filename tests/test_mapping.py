@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from nitihw.sim.accelerator import load_accelerator
-from nitihw.sim.estimate import estimate, gemm_shape, hierarchy
+from nitihw.sim.estimate import TRAFFIC, estimate, gemm_shape, hierarchy
 from nitihw.sim.mapping import (
     ORDERS,
     GemmShape,
@@ -138,3 +138,48 @@ def test_the_mapping_report(tmp_path):
     lines = (tmp_path / "MAPPING_REPORT.csv").read_text().splitlines()
     assert lines[0].startswith("LayerID, M, K, N, Loop Order, Tile M, Tile N, Tile K")
     assert len(lines) - 1 == sum(len(row["mappings"]) for row in r["rows"])
+
+
+@pytest.mark.parametrize("model,batch,array", STEPS[:2])
+def test_energy_and_stalls_are_priced_from_the_chosen_traffic(model, batch, array):
+    """--traffic: the off-chip energy is the chosen traffic's bytes at the table's DRAM cost,
+    stalls follow them, and the three choices rank as the mappings do; every choice reports
+    the same four totals."""
+    acc = load_accelerator().with_array(array)
+    layers = model_workload(model, batch)
+    runs = {t: estimate(layers, acc, batch, 50000, model, traffic=t) for t in TRAFFIC}
+    s = {t: r["per_step"] for t, r in runs.items()}
+    for key in ("dram_fixed_bytes", "dram_datapath_bytes", "dram_searched_bytes"):
+        assert len({s[t][key] for t in TRAFFIC}) == 1  # the same report whatever is priced
+    assert s["fixed"]["dram_bytes"] == s["fixed"]["dram_fixed_bytes"]
+    assert s["datapath"]["dram_bytes"] == s["datapath"]["dram_datapath_bytes"]
+    assert s["searched"]["dram_bytes"] == s["searched"]["dram_searched_bytes"]
+    dram_pj = acc.energy.dram_per_byte
+    for t in TRAFFIC:
+        assert s[t]["energy_offchip_pj"] == pytest.approx(s[t]["dram_bytes"] * dram_pj)
+        assert runs[t]["traffic"] == t
+    assert s["searched"]["energy_pj"] < s["datapath"]["energy_pj"] < s["fixed"]["energy_pj"]
+    assert s["searched"]["stall_cycles"] <= s["datapath"]["stall_cycles"]
+    assert s["datapath"]["stall_cycles"] <= s["fixed"]["stall_cycles"]
+    # what does not move off chip is the same
+    for key in ("macs", "array_cycles", "sram_bytes", "energy_mac_pj", "energy_buffers_pj"):
+        assert len({s[t][key] for t in TRAFFIC}) == 1, key
+    with pytest.raises(ValueError, match="traffic must be one of"):
+        estimate(layers, acc, batch, 50000, model, traffic="best")
+
+
+def test_traffic_on_the_command_line_and_in_grids(tmp_path, capsys):
+    from nitihw.sim.cli import main
+    from nitihw.sim.sweep.grid import GridError, load_grid
+
+    out = tmp_path / "est"
+    argv = ["estimate", "--model", "lenet", "--batch", "16", "--array", "8x8", "--no-plots"]
+    assert main([*argv, "--traffic", "fixed", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "priced above (the fixed loop order)" in text
+    assert main([*argv, "--traffic", "best", "--out", str(out)]) == 2
+    assert "--traffic: invalid choice: 'best'" in capsys.readouterr().err
+    grid = tmp_path / "g.toml"
+    grid.write_text('[axes]\nmodel = ["lenet"]\ntraffic = ["datapath", "nearest"]\n')
+    with pytest.raises(GridError, match="unknown traffic 'nearest'"):
+        load_grid(grid)

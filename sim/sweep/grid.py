@@ -22,6 +22,7 @@ A grid file::
     operand_bits = [8, 16]
     accumulator_bits = [32]
     dataflow = ["os", "ws"]          # os (the Datapath's), ws, is (estimate only)
+    traffic = ["datapath", "fixed"]  # the off-chip traffic priced: datapath, searched, fixed
 
 Every value is checked against :data:`nitihw.golden.limits.LIMITS` (the limits of ``nitihw
 estimate`` and the accelerator TOML); a bad one is a :class:`GridError` naming the file, the
@@ -80,6 +81,7 @@ AXES: dict[str, tuple[str | None, object]] = {
     "operand_bits": ("op_bits", 8),
     "accumulator_bits": ("acc_bits", 32),
     "dataflow": (None, "os"),
+    "traffic": (None, "datapath"),
 }
 TOP_KEYS = ("compute", "energy", "train_samples", "train", "rtl", "axes")
 MAX_POINTS = 1_000_000
@@ -276,6 +278,11 @@ def _check_value(path: Path, key: str, i: int, value, base: Path):
 
         if value not in DATAFLOWS:
             raise GridError(f"{where}: unknown dataflow {value!r}; choose from {list(DATAFLOWS)}")
+    elif key == "traffic":
+        from nitihw.sim.estimate import TRAFFIC
+
+        if value not in TRAFFIC:
+            raise GridError(f"{where}: unknown traffic {value!r}; choose from {list(TRAFFIC)}")
     return value
 
 
