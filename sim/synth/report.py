@@ -84,9 +84,7 @@ def generate_verilog(params: dict, out_root: Path, progress: Progress) -> Path:
 
     Returns the folder. A folder written from the same sources and parameters is reused.
     """
-    from amaranth.back import verilog
-
-    from nitihw.rtl.verilog import component_builders, write_if_changed, write_verilog
+    from nitihw.rtl.verilog import component_builders, to_verilog, write_if_changed, write_verilog
 
     folder = Path(out_root) / "verilog" / f"{design_name(params, 'design')}-"
     folder = folder.with_name(folder.name + _rtl_source_hash(params))
@@ -96,7 +94,7 @@ def generate_verilog(params: dict, out_root: Path, progress: Progress) -> Path:
     write_verilog(folder, params, blocks=True)
     # a processing element: the MAC array of one row and one column
     one = component_builders({**params, "rows": 1, "cols": 1})["mac_array"]()
-    text = verilog.convert(one, name=PE, emit_src=False).encode()
+    text = to_verilog(one, PE).encode()
     write_if_changed(folder / f"{PE}.v", text)
     return folder
 

@@ -1,0 +1,149 @@
+"""Off-chip traffic side by side with SCALE-Sim 3.0, on the same GEMMs and buffer sizes.
+
+For each forward GEMM of LeNet (batch 8) and vgg-small-7 (batch 4; its second convolution is
+issue 29's GEMM, M 4,096, K 1,152, N 128) on a 16x16 output-stationary array with 64/64/256
+KiB buffers: SCALE-Sim's DRAM reads of A (ifmap) and B (filter) and its DRAM writes of the
+results (DETAILED_ACCESS_REPORT.csv, one-byte words), next to nitihw's for the same GEMM seen
+the way SCALE-Sim sees it (A is the M x K matrix itself, not a tensor behind an im2col; the
+results written once, one byte each, nothing held for a range): the fixed loop order of the
+estimates before issue 29, the best mapping today's Datapath can execute, the best searched
+mapping, and the lower bound. SCALE-Sim crashes with NumPy 2: run it from its own venv
+(``python3 -m venv V && V/bin/pip install 'numpy<2' scalesim==3.0.0``) and pass ``--scalesim
+V/bin/python``. Prints the table and writes the 'traffic_scalesim' section of
+docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from report import git_rev, machine, markdown_table, print_table, write_section
+from scalesim_check import CONFIG
+
+from nitihw.sim.estimate import _op_traffic
+from nitihw.sim.mapping import GemmShape, Hierarchy, lower_bound_bytes, search
+from nitihw.sim.workload import StepOp, model_workload, step_ops
+
+ROWS = COLS = 16
+KMAX = 256
+IFMAP, FILTER, OFMAP = 64 * 1024, 64 * 1024, 256 * 1024
+WORKLOADS = [("lenet", 8), ("vgg-small-7", 4)]
+
+
+def gemms() -> list[tuple[str, int, int, int]]:
+    """(name, M, K, N) of every forward GEMM of :data:`WORKLOADS`."""
+    out = []
+    for model, batch in WORKLOADS:
+        for op in step_ops(model_workload(model, batch), "niti"):
+            if op.op == "gemm" and op.phase == "forward":
+                out.append((f"{model} {op.layer}", *op.shape))
+    return out
+
+
+def run_scalesim(python: str, shapes, work: Path) -> list[dict]:
+    """SCALE-Sim's DRAM ifmap reads, filter reads and ofmap writes (words) of each GEMM."""
+    name = f"os_{ROWS}x{COLS}"
+    cfg = work / f"{name}.cfg"
+    cfg.write_text(CONFIG.format(name=name, rows=ROWS, cols=COLS, dataflow="os"))
+    topo = work / "gemm.csv"
+    lines = [f"g{i}, {m}, {n}, {k},\n" for i, (_, m, k, n) in enumerate(shapes)]
+    topo.write_text("Layer, M, N, K,\n" + "".join(lines))
+    layout = work / "layout.csv"
+    layout.write_text("Layer name, IFMAP Height, IFMAP Width, Filter Height, Filter Width, "
+                      "Channels, Num Filter, Strides,\n")  # fmt: skip
+    cmd = [python, "-m", "scalesim.scale", "-c", str(cfg), "-t", str(topo), "-l", str(layout)]
+    cmd += ["-p", str(work / "out"), "-i", "gemm", "-s", "N"]
+    subprocess.run(cmd, check=True, capture_output=True, cwd=work)
+    path = work / "out" / name / "DETAILED_ACCESS_REPORT.csv"
+    with open(path, newline="") as f:
+        rows = [{k.strip(): v.strip() for k, v in r.items() if k} for r in csv.DictReader(f)]
+    return [
+        {
+            "a": int(r["DRAM IFMAP Reads"]),
+            "b": int(r["DRAM Filter Reads"]),
+            "c": int(r["DRAM OFMAP Writes"]),
+        }
+        for r in rows
+    ]
+
+
+def ours(m: int, k: int, n: int) -> dict:
+    """nitihw's traffic (bytes, one-byte elements) for the GEMM as SCALE-Sim sees it."""
+    g = GemmShape(m, k, n, 1, 1, 1, held=False)
+    h = Hierarchy(IFMAP, FILTER, OFMAP, ROWS, COLS, KMAX)
+    op = StepOp("x", "forward", "gemm", (m, k, n), operands=(m * k, k * n), held=False)
+    acc = SimpleNamespace(  # what the fixed order reads of an accelerator
+        rows=ROWS, cols=COLS, kmax=KMAX, ifmap_kib=IFMAP / 1024, filter_kib=FILTER / 1024,
+        operand_bytes=1, acc_bytes=1,
+    )  # fmt: skip
+    (_, fixed), _ = _op_traffic(op, acc, second_pass=False)
+    out = {"fixed": (fixed["ifmap_reads"], fixed["filter_reads"], fixed["ofmap_writes"])}
+    for label, datapath in (("datapath", True), ("searched", False)):
+        mp = search(g, h, datapath=datapath)
+        out[label] = (mp.a_reads, mp.b_reads, mp.c_writes + mp.c_reads)
+    out["bound"] = lower_bound_bytes(g, h)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--scalesim", required=True, help="the python of a venv with scalesim 3.0")
+    ap.add_argument("--no-write", action="store_true")
+    args = ap.parse_args()
+    shapes = gemms()
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        theirs = run_scalesim(args.scalesim, shapes, Path(tmp))
+    seconds = time.perf_counter() - t0
+    headers = ["GEMM", "M x K x N", "SCALE-Sim A / B / C", "fixed order A / B / C",
+               "today's Datapath A / B / C", "searched", "bound", "SCALE-Sim / today's",
+               "today's / bound"]  # fmt: skip
+    rows = []
+    for (name, m, k, n), s in zip(shapes, theirs, strict=True):
+        o = ours(m, k, n)
+        s_total, d_total = s["a"] + s["b"] + s["c"], sum(o["datapath"])
+        rows.append(
+            [
+                name,
+                f"{m}x{k}x{n}",
+                f"{s['a']:,} / {s['b']:,} / {s['c']:,}",
+                " / ".join(f"{x:,}" for x in o["fixed"]),
+                " / ".join(f"{x:,}" for x in o["datapath"]),
+                f"{sum(o['searched']):,}",
+                f"{o['bound']:,}",
+                f"{s_total / d_total:.2f}",
+                f"{d_total / o['bound']:.2f}",
+            ]
+        )
+    print_table(headers, rows)
+    if args.no_write:
+        return
+    body = (
+        "## Off-chip traffic against SCALE-Sim 3.0, side by side\n\n"
+        f"`.venv/bin/python bench/traffic.py --scalesim V/bin/python` (commit {git_rev()}, "
+        f"{machine()}; SCALE-Sim 3.0.0 in its own venv with NumPy 1.26, {seconds:.0f} s). "
+        "Every forward GEMM of LeNet (batch 8) and vgg-small-7 (batch 4) on a 16x16 "
+        "output-stationary array, 64/64/256 KiB buffers, one-byte elements; bytes moved off "
+        "chip: A reads / B reads / results written (nitihw's searched and today's mappings "
+        "count partial sums spilled and read back with the results). nitihw sees each GEMM "
+        "as SCALE-Sim does here: A is the M x K matrix (no tensor behind an im2col), results "
+        "written once. *fixed order*: the estimates before issue 29; *today's Datapath*: the "
+        "best mapping it can execute (k innermost), what `nitihw estimate` prices by default; "
+        "*searched*: partial sums in the result buffer (an RTL change); *bound*: every "
+        "tensor once, or the I/O bound where the buffers are too small.\n\n"
+        + markdown_table(headers, rows)
+    )
+    write_section("traffic_scalesim", body)
+
+
+if __name__ == "__main__":
+    main()
