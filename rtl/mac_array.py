@@ -146,10 +146,9 @@ class MacArray(wiring.Component):
         rows, cols = self._rows, self._cols
         acc_bits, wide = self._acc_bits, self._acc_bits + self._guard_bits
 
-        def grid(shape, name, **kw):
+        def grid(shape, name):
             return [
-                [Signal(shape, name=f"{name}_{i}_{j}", **kw) for j in range(cols)]
-                for i in range(rows)
+                [Signal(shape, name=f"{name}_{i}_{j}") for j in range(cols)] for i in range(rows)
             ]
 
         a_reg = grid(signed(self._a_width), "a")

@@ -123,9 +123,10 @@ def wrapper_verilog(verilog_text: str, top: str) -> str:
     """A top module around ``top`` (the same generated Verilog, untouched) that takes the
     synchronous reset from a register instead of straight from a port.
 
-    Amaranth's registers compute their next value with the reset in it (``if (rst) next =
-    init``), so with ``rst`` a top-level input, Verilator treats the whole design's next-state
-    logic as input-dependent and evaluates it again, on every eval, in its input phase. With
+    In Amaranth's own netlist (``--netlist amaranth``) registers compute their next value with
+    the reset in it (``if (rst) next = init``), so with ``rst`` a top-level input, Verilator
+    treats the whole design's next-state logic as input-dependent and evaluates it again, on
+    every eval, in its input phase (the default netlist's resets sit in the clocked blocks). With
     the reset registered, that phase keeps only the logic the streams' ports really drive.
     The register delays the reset by one clock edge; ``nh_reset`` gives it that edge.
     """
