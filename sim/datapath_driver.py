@@ -474,7 +474,10 @@ class DatapathDriver:
             cmds = [c for c, _ in gemm_tiles(m, k, n, R, C, kmax)]
         else:
             cmds = gemm_program(m, k, n, R, C, kmax, keep)
-        ld, dr = gemm_tile_arrays(m, k, n, R, C, kmax) if m and n else (np.zeros((0, 5), int),) * 2
+        if m and n:
+            ld, dr = gemm_tile_arrays(m, k, n, R, C, kmax)
+        else:  # an empty GEMM: no loads, no drains
+            ld, dr = np.zeros((0, 5), np.int64), np.zeros((0, 3), np.int64)
         counts = ld[:, 3]
         first = np.repeat(np.cumsum(counts) - counts, counts)
         bk = np.repeat(ld[:, 2], counts) + np.arange(int(counts.sum())) - first
