@@ -1,4 +1,4 @@
-"""Off-chip traffic side by side with SCALE-Sim 3.0, on the same GEMMs and buffer sizes.
+"""Off-chip traffic side by side with SCALE-Sim 3.0 and ZigZag, on the same GEMMs and buffers.
 
 For each forward GEMM of LeNet (batch 8) and vgg-small-7 (batch 1) on a 16x16
 output-stationary array with 64/64/256
@@ -7,16 +7,19 @@ results (DETAILED_ACCESS_REPORT.csv, one-byte words), next to nitihw's for the s
 the way SCALE-Sim sees it (A is the M x K matrix itself, not a tensor behind an im2col; the
 results written once, one byte each, nothing held for a range): the fixed loop order of the
 estimates before issue 29, the best mapping today's Datapath can execute, the best searched
-mapping, and the lower bound. SCALE-Sim crashes with NumPy 2: run it from its own venv
+mapping, and the lower bound; and ZigZag's best mapping for the same array, buffers and DRAM
+(bench/zigzag_worker.py). SCALE-Sim crashes with NumPy 2: run it from its own venv
 (``python3 -m venv V && V/bin/pip install 'numpy<2' scalesim==3.0.0``) and pass ``--scalesim
-V/bin/python``. Prints the table and writes the 'traffic_scalesim' section of
-docs/benchmarks.md.
+V/bin/python``; ZigZag likewise (``python3 -m venv Z && Z/bin/pip install zigzag-dse six``:
+it imports ``six`` without declaring it), ``--zigzag Z/bin/python``. Prints the table and
+writes the 'traffic_scalesim' section of docs/benchmarks.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import subprocess
 import sys
 import tempfile
@@ -78,6 +81,30 @@ def run_scalesim(python: str, shapes, work: Path) -> list[dict]:
     ]
 
 
+def run_zigzag(python: str, shapes, work: Path) -> list[dict]:
+    """ZigZag's best mapping (its energy search, DRAM accesses costed far above the buffers')
+    of each GEMM on the same array and buffers: elements across the DRAM boundary, A reads / B
+    reads / results written plus partial sums read back (bench/zigzag_worker.py, run in
+    ZigZag's venv)."""
+    spec = {"rows": ROWS, "cols": COLS, "acc_bits": 32, "ifmap": IFMAP, "filter": FILTER,
+            "ofmap": OFMAP, "gemms": [list(g) for g in shapes]}  # fmt: skip
+    (work / "gemms.json").write_text(json.dumps(spec))
+    worker = Path(__file__).with_name("zigzag_worker.py")
+    cmd = [python, str(worker), "gemms.json", "out.json", "work"]
+    subprocess.run(cmd, check=True, capture_output=True, cwd=work)
+    out = []
+    for moved in json.loads((work / "out.json").read_text()):
+        o = moved["O"]
+        out.append(
+            {
+                "a": moved["I"]["RD_OUT_TO_LOW"],
+                "b": moved["W"]["RD_OUT_TO_LOW"],
+                "c": o["WR_IN_BY_LOW"] + o["RD_OUT_TO_LOW"],
+            }
+        )
+    return out
+
+
 def ours(m: int, k: int, n: int) -> dict:
     """nitihw's traffic (bytes, one-byte elements) for the GEMM as SCALE-Sim sees it."""
     g = GemmShape(m, k, n, 1, 1, 1, held=False)
@@ -99,6 +126,7 @@ def ours(m: int, k: int, n: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--scalesim", required=True, help="the python of a venv with scalesim 3.0")
+    ap.add_argument("--zigzag", required=True, help="the python of a venv with zigzag-dse")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
     shapes = gemms()
@@ -106,23 +134,32 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         theirs = run_scalesim(args.scalesim, shapes, Path(tmp))
     seconds = time.perf_counter() - t0
-    headers = ["GEMM", "M x K x N", "SCALE-Sim A / B / C", "fixed order A / B / C",
-               "today's Datapath A / B / C", "searched", "bound", "SCALE-Sim / today's",
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        zz = run_zigzag(args.zigzag, shapes, Path(tmp))
+    zz_seconds = time.perf_counter() - t0
+    headers = ["GEMM", "M x K x N", "SCALE-Sim A / B / C", "ZigZag A / B / C",
+               "fixed order A / B / C", "today's Datapath A / B / C", "searched", "bound",
+               "SCALE-Sim / today's", "today's / ZigZag", "searched / ZigZag",
                "today's / bound"]  # fmt: skip
     rows = []
-    for (name, m, k, n), s in zip(shapes, theirs, strict=True):
+    for (name, m, k, n), s, z in zip(shapes, theirs, zz, strict=True):
         o = ours(m, k, n)
         s_total, d_total = s["a"] + s["b"] + s["c"], sum(o["datapath"])
+        z_total = z["a"] + z["b"] + z["c"]
         rows.append(
             [
                 name,
                 f"{m}x{k}x{n}",
                 f"{s['a']:,} / {s['b']:,} / {s['c']:,}",
+                f"{z['a']:,} / {z['b']:,} / {z['c']:,}",
                 " / ".join(f"{x:,}" for x in o["fixed"]),
                 " / ".join(f"{x:,}" for x in o["datapath"]),
                 f"{sum(o['searched']):,}",
                 f"{o['bound']:,}",
                 f"{s_total / d_total:.2f}",
+                f"{d_total / z_total:.2f}",
+                f"{sum(o['searched']) / z_total:.2f}",
                 f"{d_total / o['bound']:.2f}",
             ]
         )
@@ -130,18 +167,21 @@ def main() -> None:
     if args.no_write:
         return
     body = (
-        "## Off-chip traffic against SCALE-Sim 3.0, side by side\n\n"
+        "## Off-chip traffic against SCALE-Sim 3.0 and ZigZag, side by side\n\n"
         f"`.venv/bin/python bench/traffic.py --scalesim V/bin/python` (commit {git_rev()}, "
-        f"{machine()}; SCALE-Sim 3.0.0 in its own venv with NumPy 1.26, {seconds:.0f} s). "
+        f"{machine()}; SCALE-Sim 3.0.0 in its own venv with NumPy 1.26, {seconds:.0f} s; "
+        f"ZigZag (zigzag-dse 3.9.1, its own venv, {zz_seconds:.0f} s): its energy-optimal "
+        "mapping with DRAM accesses costed 1,000x the buffers', counted in elements). "
         "Every forward GEMM of LeNet (batch 8) and vgg-small-7 (batch 1) on a 16x16 "
         "output-stationary array, 64/64/256 KiB buffers, one-byte elements; bytes moved off "
         "chip: A reads / B reads / results written (nitihw's searched and today's mappings "
         "count partial sums spilled and read back with the results). nitihw sees each GEMM "
         "as SCALE-Sim does here: A is the M x K matrix (no tensor behind an im2col), results "
-        "written once. *fixed order*: the estimates before issue 29; *today's Datapath*: the "
-        "best mapping it can execute (k innermost), what `nitihw estimate` prices by default; "
-        "*searched*: partial sums in the result buffer (an RTL change); *bound*: every "
-        "tensor once, or the I/O bound where the buffers are too small.\n\n"
+        "written once, every element one byte (partial sums too: SCALE-Sim counts words, and "
+        "ZigZag is given the same precision). *fixed order*: the estimates before issue 29; "
+        "*today's Datapath*: the best mapping it can execute (k innermost), what `nitihw "
+        "estimate` prices by default; *searched*: partial sums in the result buffer (an RTL "
+        "change); *bound*: every tensor once, or the I/O bound where the buffers are too small.\n\n"
         + markdown_table(headers, rows)
     )
     write_section("traffic_scalesim", body)
