@@ -69,21 +69,28 @@ UseRamulatorTrace: False
 """
 
 
-def run_scalesim(python: str, dataflow: str, rows: int, cols: int, work: Path) -> list[int]:
-    """SCALE-Sim's ``Total Cycles`` of every GEMM of :data:`GEMMS`."""
+def run_gemms(python: str, dataflow: str, rows: int, cols: int, gemms, work: Path) -> Path:
+    """SCALE-Sim on ``gemms`` (``(M, N, K)``, its order) with :data:`CONFIG`; returns the
+    folder of its reports (``COMPUTE_REPORT.csv``, ``DETAILED_ACCESS_REPORT.csv``, ...)."""
     name = f"{dataflow}_{rows}x{cols}"
     cfg = work / f"{name}.cfg"
     cfg.write_text(CONFIG.format(name=name, rows=rows, cols=cols, dataflow=dataflow))
     topo = work / "gemm.csv"
-    topo.write_text("Layer, M, N, K,\n" + "".join(f"g{i}, {m}, {n}, {k},\n"
-                                                 for i, (m, n, k) in enumerate(GEMMS)))  # fmt: skip
+    lines = [f"g{i}, {m}, {n}, {k},\n" for i, (m, n, k) in enumerate(gemms)]
+    topo.write_text("Layer, M, N, K,\n" + "".join(lines))
     layout = work / "layout.csv"
     layout.write_text("Layer name, IFMAP Height, IFMAP Width, Filter Height, Filter Width, "
                       "Channels, Num Filter, Strides,\n")  # fmt: skip
     cmd = [python, "-m", "scalesim.scale", "-c", str(cfg), "-t", str(topo), "-l", str(layout)]
     cmd += ["-p", str(work / "out"), "-i", "gemm", "-s", "N"]
     subprocess.run(cmd, check=True, capture_output=True, cwd=work)
-    report = (work / "out" / name / "COMPUTE_REPORT.csv").read_text().splitlines()[1:]
+    return work / "out" / name
+
+
+def run_scalesim(python: str, dataflow: str, rows: int, cols: int, work: Path) -> list[int]:
+    """SCALE-Sim's ``Total Cycles`` of every GEMM of :data:`GEMMS`."""
+    reports = run_gemms(python, dataflow, rows, cols, GEMMS, work)
+    report = (reports / "COMPUTE_REPORT.csv").read_text().splitlines()[1:]
     return [int(line.split(",")[2]) for line in report if line.strip()]
 
 

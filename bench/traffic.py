@@ -30,7 +30,7 @@ from types import SimpleNamespace
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from report import git_rev, machine, markdown_table, print_table, write_section
-from scalesim_check import CONFIG
+from scalesim_check import run_gemms
 
 from nitihw.sim.estimate import _op_traffic
 from nitihw.sim.mapping import GemmShape, Hierarchy, lower_bound_bytes, search
@@ -56,19 +56,8 @@ def gemms() -> list[tuple[str, int, int, int]]:
 
 def run_scalesim(python: str, shapes, work: Path) -> list[dict]:
     """SCALE-Sim's DRAM ifmap reads, filter reads and ofmap writes (words) of each GEMM."""
-    name = f"os_{ROWS}x{COLS}"
-    cfg = work / f"{name}.cfg"
-    cfg.write_text(CONFIG.format(name=name, rows=ROWS, cols=COLS, dataflow="os"))
-    topo = work / "gemm.csv"
-    lines = [f"g{i}, {m}, {n}, {k},\n" for i, (_, m, k, n) in enumerate(shapes)]
-    topo.write_text("Layer, M, N, K,\n" + "".join(lines))
-    layout = work / "layout.csv"
-    layout.write_text("Layer name, IFMAP Height, IFMAP Width, Filter Height, Filter Width, "
-                      "Channels, Num Filter, Strides,\n")  # fmt: skip
-    cmd = [python, "-m", "scalesim.scale", "-c", str(cfg), "-t", str(topo), "-l", str(layout)]
-    cmd += ["-p", str(work / "out"), "-i", "gemm", "-s", "N"]
-    subprocess.run(cmd, check=True, capture_output=True, cwd=work)
-    path = work / "out" / name / "DETAILED_ACCESS_REPORT.csv"
+    gemms = [(m, n, k) for _, m, k, n in shapes]
+    path = run_gemms(python, "os", ROWS, COLS, gemms, work) / "DETAILED_ACCESS_REPORT.csv"
     with open(path, newline="") as f:
         rows = [{k.strip(): v.strip() for k, v in r.items() if k} for r in csv.DictReader(f)]
     return [

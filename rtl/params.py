@@ -12,6 +12,16 @@ import os
 
 from nitihw.golden.limits import LIMITS
 
+#: the Verilog netlists the RTL is written as (:data:`nitihw.rtl.verilog.NETLIST_PASSES_BY_NAME`
+#: holds their Yosys passes): ``optimized`` (the default) or ``amaranth`` (Amaranth's own)
+NETLISTS = ("optimized", "amaranth")
+
+
+def check_netlist(netlist: str) -> str:
+    if netlist not in NETLISTS:
+        raise ValueError(f"netlist must be one of {', '.join(NETLISTS)}, got {netlist!r}")
+    return netlist
+
 
 def require(owner, key: str, value) -> None:
     """Raise ``ValueError`` unless ``value`` is within ``LIMITS[key]``."""

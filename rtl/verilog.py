@@ -10,7 +10,7 @@ from amaranth.back import rtlil
 from nitihw.rtl.datapath import Datapath
 from nitihw.rtl.divide import DivideLanes
 from nitihw.rtl.mac_array import MacArray
-from nitihw.rtl.params import cost_line, generation_cost
+from nitihw.rtl.params import check_netlist, cost_line, generation_cost
 from nitihw.rtl.range_unit import RangeUnit
 from nitihw.rtl.rescale import RescaleLanes, rescale_limit
 from nitihw.rtl.update import UpdateLanes
@@ -39,24 +39,18 @@ NETLIST_PASSES = (
 )
 #: Amaranth's own conversion, exactly (``netlist="amaranth"``: to check the passes against)
 AMARANTH_PASSES = ("proc -nomux -norom", "memory_collect", "write_verilog -norename")
-#: the netlists :func:`to_verilog` writes
-NETLISTS = {"optimized": NETLIST_PASSES, "amaranth": AMARANTH_PASSES}
-
-
-def check_netlist(netlist: str) -> str:
-    if netlist not in NETLISTS:
-        raise ValueError(f"netlist must be one of {', '.join(NETLISTS)}, got {netlist!r}")
-    return netlist
+#: the passes of each netlist :func:`to_verilog` writes (:data:`nitihw.rtl.params.NETLISTS`)
+NETLIST_PASSES_BY_NAME = {"optimized": NETLIST_PASSES, "amaranth": AMARANTH_PASSES}
 
 
 def to_verilog(component, name: str, netlist: str = "optimized") -> str:
     """The Verilog of ``component`` as module ``name``: Amaranth's RTLIL through the Yosys
-    passes of ``netlist`` (:data:`NETLISTS`; Amaranth's pinned Yosys, as
+    passes of ``netlist`` (:data:`NETLIST_PASSES_BY_NAME`; Amaranth's pinned Yosys, as
     ``amaranth.back.verilog`` uses). ``"amaranth"`` is exactly ``amaranth.back.verilog``'s
     output."""
     from amaranth._toolchain.yosys import find_yosys
 
-    passes = NETLISTS[check_netlist(netlist)]
+    passes = NETLIST_PASSES_BY_NAME[check_netlist(netlist)]
     text = rtlil.convert(component, name=name, emit_src=False)
     yosys = find_yosys(lambda version: version >= (0, 40))
     script = [f"read_rtlil <<rtlil\n{text}\nrtlil", *passes]
@@ -145,7 +139,7 @@ def write_verilog(
 
     Every file is written whole to a temporary name first, then renamed. Returns
     ``{module: path}``. ``log`` (e.g. ``print``) hears, before a generation starts, what it
-    will cost (:func:`cost_line`). ``netlist``: which passes (:data:`NETLISTS`).
+    will cost (:func:`cost_line`). ``netlist``: which passes (:data:`NETLIST_PASSES_BY_NAME`).
     """
     from nitihw.golden.files import atomic_write_json
 

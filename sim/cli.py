@@ -13,7 +13,9 @@ from nitihw.golden.datasets import DatasetError
 from nitihw.golden.errors import EXIT_INTERNAL, EXIT_USER, InternalError, UserError
 from nitihw.golden.models import MODELS
 from nitihw.golden.profiles import PROFILES
+from nitihw.rtl.params import NETLISTS
 from nitihw.sim.cycle_model import ArrayConfig
+from nitihw.sim.estimate import TRAFFIC
 from nitihw.sim.mapping.dataflow import DATAFLOWS
 from nitihw.sim.workload import DEFAULT_TRAIN_SAMPLES
 from nitihw.sim.workload import PROFILES as ESTIMATE_PROFILES
@@ -539,7 +541,7 @@ def _train_datapath_options(t) -> None:
     t.add_argument(
         "--netlist",
         default="optimized",
-        choices=("optimized", "amaranth"),
+        choices=NETLISTS,
         help="--sim verilator: the Verilog simulated (optimized: after Yosys's logic-preserving "
         "clean-ups, about 1.7x faster at 16x16; amaranth: as Amaranth writes it, to check "
         "them against; the same bits and cycles)",
@@ -593,7 +595,7 @@ def _verilog_command(command) -> None:
     v.add_argument(
         "--netlist",
         default="optimized",
-        choices=("optimized", "amaranth"),
+        choices=NETLISTS,
         help="optimized: Amaranth's netlist through Yosys's logic-preserving clean-ups (what "
         "the simulators run); amaranth: as Amaranth writes it",
     )
@@ -699,7 +701,7 @@ def _estimate_command(command) -> None:
     e.add_argument(
         "--traffic",
         default="datapath",
-        choices=("datapath", "searched", "fixed"),
+        choices=TRAFFIC,
         help="the off-chip traffic that prices energy and stalls: datapath (each GEMM's best "
         "mapping today's Datapath can execute), searched (partial sums kept in the result "
         "buffer: an RTL change), fixed (the one loop order of the estimates before); the "

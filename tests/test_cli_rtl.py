@@ -39,8 +39,12 @@ def test_verilog_writes_datapath_blocks_and_parameters(tmp_path, capsys):
 def test_verilog_netlists(tmp_path):
     """--netlist amaranth writes Amaranth's own Verilog (each register behind always-@*
     chains); the default folds them into enables and resets, names kept."""
+    from nitihw.rtl.params import NETLISTS
+    from nitihw.rtl.verilog import NETLIST_PASSES_BY_NAME
+
+    assert tuple(NETLIST_PASSES_BY_NAME) == NETLISTS  # one list of names, passes for each
     texts = {}
-    for netlist in ("optimized", "amaranth"):
+    for netlist in NETLISTS:
         out = tmp_path / netlist
         argv = ["verilog", "--rows", "2", "--cols", "2", "--top-only", "--netlist", netlist]
         assert main([*argv, "--out", str(out)]) == 0

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from nitihw.golden.errors import ToolError
-from nitihw.rtl.params import cost_line
+from nitihw.rtl.params import check_netlist, cost_line
 
 HARNESS = Path(__file__).with_name("harness.cpp")
 LIBRARY = "libnitihw_datapath.so"
@@ -49,7 +49,7 @@ class NativeOptions:
     threads: int = 1
     #: VCD waveforms (a traced build; slower)
     waves: bool = False
-    #: the Verilog it simulates (:data:`nitihw.rtl.verilog.NETLISTS`): ``optimized`` (Yosys's
+    #: the Verilog it simulates (:data:`nitihw.rtl.params.NETLISTS`): ``optimized`` (Yosys's
     #: logic-preserving clean-ups, 1.7x faster at 16x16) or ``amaranth`` (Amaranth's own
     #: conversion, the netlist before issue 27: to check the passes against)
     netlist: str = "optimized"
@@ -65,8 +65,6 @@ class NativeOptions:
             raise ValueError(f"compiler must be one of {COMPILERS}, got {self.compiler!r}")
         if not isinstance(self.threads, int) or not 1 <= self.threads <= 64:
             raise ValueError(f"threads must be 1..64, got {self.threads!r}")
-        from nitihw.rtl.verilog import check_netlist
-
         check_netlist(self.netlist)
 
     @property
