@@ -32,7 +32,10 @@ COMPUTE       stream entries 0..count-1 of A bank ``bank_a`` and B bank ``bank_b
               adds to the previous sums instead of starting new ones (K longer than the
               buffers); ``drain``: when the last products are in, capture the tile and send
               its first ``drain_rows`` rows (``cols`` accumulators each, with their overflow
-              flags) as dout beats; the range unit observes them
+              flags) as dout beats; the range unit observes them. ``keep`` also writes row
+              ``r`` into result-buffer row ``row + r``; ``add`` drains the tile plus what
+              result-buffer rows ``row..`` hold (partial sums of K cut into slices);
+              ``quiet`` (a partial sum) sends nothing to dout and the range unit
 RANGE_CLEAR   start a new tensor in the range unit
 RANGE_READ    one dout beat: bit-width, shift, overflow count and max magnitude of the
               tensor so far
@@ -76,7 +79,7 @@ from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
 from nitihw.rtl.divide import DIV_BITS, MAGIC_BITS, SHIFT_BITS, DivideLanes
-from nitihw.rtl.mac_array import MacArray, check_array_params, max_exact_k
+from nitihw.rtl.mac_array import MacArray, check_array_params, max_exact_k, wide_overflow
 from nitihw.rtl.params import reject, require
 from nitihw.rtl.range_unit import RangeUnit
 from nitihw.rtl.rescale import RescaleLanes, RoundingMode, rescale_limit, rescale_max_shift
@@ -85,6 +88,7 @@ from nitihw.rtl.update import UpdateLanes
 
 COUNT_BITS = 24
 DRAIN_ROWS_BITS = 9  # up to 256 rows
+ROW_BITS = 20  # a result-buffer row address (result_rows up to 2^20)
 
 
 class Op(enum.Enum, shape=4):
@@ -123,6 +127,9 @@ def command_layout(acc_bits: int) -> data.StructLayout:
             "drain": 1,  # COMPUTE: capture and drain the tile when done
             "drain_rows": unsigned(DRAIN_ROWS_BITS),  # COMPUTE: rows to drain
             "keep": 1,  # COMPUTE with drain: also write the rows into the result buffer
+            "row": unsigned(ROW_BITS),  # COMPUTE with drain: the result-buffer row of row 0
+            "add": 1,  # COMPUTE with drain: add the result buffer's rows (partial sums)
+            "quiet": 1,  # COMPUTE with drain: a partial sum, not sent to dout or the range unit
             "from_buffer": 1,  # RESCALE / DIVIDE: read rows 0..count-1 of the result buffer
         }
     )
@@ -358,14 +365,17 @@ class Datapath(wiring.Component):
             banks_a.append((mem_a.write_port(), mem_a.read_port()))
             banks_b.append((mem_b.write_port(), mem_b.read_port()))
 
-        # the result buffer: a GEMM's drained rows, kept for the rescale or divide pass
+        # the result buffer: a GEMM's drained rows, kept for the rescale or divide pass, and
+        # partial sums waiting for the rest of K. Its words keep the guard bits and the sticky
+        # flag, so that a sum added up in parts has the exact overflow flag of a whole one.
         R_ROWS = self._result_rows
+        acc_bits, wide = self._acc_bits, self._acc_bits + self._guard_bits
+        word = data.StructLayout({"v": signed(wide), "s": 1})
         if R_ROWS:
             m.submodules.result = rbuf = memory.Memory(
-                shape=data.ArrayLayout(signed(self._acc_bits), C), depth=R_ROWS, init=[]
+                shape=data.ArrayLayout(word, C), depth=R_ROWS, init=[]
             )
             rb_w, rb_r = rbuf.write_port(), rbuf.read_port()
-        rb_wptr = Signal(range(R_ROWS + 1))  # rows written since RANGE_CLEAR
 
         # ---- the output skid buffer: every dout beat passes here ----------------------------
         # Sources offer (ob_valid, ob_payload) and see ob_ready, a register: no combinational
@@ -426,7 +436,8 @@ class Datapath(wiring.Component):
         x_accumulate, x_drain = Signal(), Signal()
         x_bank_a, x_bank_b = Signal(), Signal()
         x_rows = Signal(DRAIN_ROWS_BITS)
-        x_keep = Signal()
+        x_keep, x_add, x_quiet = Signal(), Signal(), Signal()
+        x_row = Signal(ROW_BITS)
         flush = Signal(range(R + C))
         x_last_read = x_reading & (x_idx + 1 >= x_count)
         for _, ra in banks_a:
@@ -454,13 +465,23 @@ class Datapath(wiring.Component):
         # ---- drainer state --------------------------------------------------------------------
         dr_busy = Signal()
         dr_left = Signal(DRAIN_ROWS_BITS)
-        dr_keep = Signal()
+        dr_keep, dr_add, dr_quiet = Signal(), Signal(), Signal()
+        dr_row = Signal(ROW_BITS)  # the result-buffer row of the row on arr.out
         capture = x_flushing & (flush == 0) & ~dr_busy
         with m.If(capture):
             m.d.comb += arr.capture.eq(1)
             m.d.sync += x_flushing.eq(0)
             with m.If(x_rows != 0):
-                m.d.sync += [dr_busy.eq(1), dr_left.eq(x_rows), dr_keep.eq(x_keep)]
+                m.d.sync += [
+                    dr_busy.eq(1),
+                    dr_left.eq(x_rows),
+                    dr_keep.eq(x_keep),
+                    dr_add.eq(x_add),
+                    dr_quiet.eq(x_quiet),
+                    dr_row.eq(x_row),
+                ]
+        # a drained row moves on when dout takes it (a quiet row: every cycle)
+        dr_step = dr_busy & (dr_quiet | ob_ready)
         # the array takes a new COMPUTE when idle, on a no-drain COMPUTE's last read (the sums
         # go on back to back), or in the capture cycle
         x_accept = (~x_reading & ~x_flushing) | (x_last_read & ~x_drain) | capture
@@ -546,11 +567,49 @@ class Datapath(wiring.Component):
             rs.i.payload.eq(din.payload.rescale),
             up8.limit.eq(s_cmd.limit),
         ]
+        # the drained row: the tile's sums, plus (``add``) the partial sums the result buffer
+        # holds for it, read the cycle before (at the capture, then with each step)
+        d_wide = [Signal(signed(wide + 1), name=f"drain_sum_{j}") for j in range(C)]
+        d_sticky = [Signal(name=f"drain_sticky_{j}") for j in range(C)]
+        d_acc = [Signal(signed(acc_bits), name=f"drain_acc_{j}") for j in range(C)]
+        d_ovf = [Signal(name=f"drain_ovf_{j}") for j in range(C)]
+        for j in range(C):
+            if R_ROWS:
+                held = rb_r.data[j]
+                m.d.comb += [
+                    d_wide[j].eq(arr.out_wide[j] + Mux(dr_add, held.v, 0)),
+                    d_sticky[j].eq(
+                        arr.out_sticky[j]
+                        | (dr_add & held.s)
+                        | (d_wide[j][wide] ^ d_wide[j][wide - 1])
+                    ),
+                ]
+            else:
+                m.d.comb += [d_wide[j].eq(arr.out_wide[j]), d_sticky[j].eq(arr.out_sticky[j])]
+            m.d.comb += [
+                d_acc[j].eq(d_wide[j][:acc_bits]),
+                d_ovf[j].eq(d_sticky[j] | wide_overflow(d_wide[j][:wide], acc_bits)),
+            ]
         if R_ROWS:
-            m.d.comb += [rb_w.addr.eq(rb_wptr), *(rb_w.data[j].eq(arr.out[j]) for j in range(C))]
+            m.d.comb += rb_w.addr.eq(dr_row)
+            for j in range(C):
+                m.d.comb += [rb_w.data[j].v.eq(d_wide[j][:wide]), rb_w.data[j].s.eq(d_sticky[j])]
+            with m.If(dr_step & dr_keep & (dr_row < R_ROWS)):
+                m.d.comb += rb_w.en.eq(1)
+            # the drainer's reads (the serial unit's from_buffer reads, below, override these;
+            # the two never run together)
+            with m.If(capture & x_add):
+                m.d.comb += [rb_r.en.eq(1), rb_r.addr.eq(x_row)]
+            with m.Elif(dr_step & dr_add & (dr_left != 1)):
+                m.d.comb += [rb_r.en.eq(1), rb_r.addr.eq(dr_row + 1)]
+            with m.Else():
+                m.d.comb += rb_r.en.eq(0)
             with m.If(from_buf):
                 for j in range(C):
-                    m.d.comb += [rs.i.payload.acc[j].eq(rb_r.data[j]), rs.i.payload.rand[j].eq(0)]
+                    m.d.comb += [
+                        rs.i.payload.acc[j].eq(rb_r.data[j].v[:acc_bits]),
+                        rs.i.payload.rand[j].eq(0),
+                    ]
         for j in range(C):
             m.d.comb += [
                 up8.i.payload.w[j].eq(din.payload.update.w[j]),
@@ -572,7 +631,7 @@ class Datapath(wiring.Component):
                     dv.i.payload.x[j].eq(
                         Mux(
                             scaling,
-                            Mux(from_buf, rb_r.data[j], din.payload.rescale.acc[j])
+                            Mux(from_buf, rb_r.data[j].v[:acc_bits], din.payload.rescale.acc[j])
                             if R_ROWS
                             else din.payload.rescale.acc[j],
                             din.payload.update32.g[j],
@@ -585,25 +644,21 @@ class Datapath(wiring.Component):
         feeding = s_busy & (s_cmd.op == Op.RANGE_FEED)
         for j in range(C):
             m.d.comb += [
-                rng.value[j].eq(Mux(feeding, din.payload.rescale.acc[j], arr.out[j])),
-                rng.overflow[j].eq(~feeding & arr.out_overflow[j]),
+                rng.value[j].eq(Mux(feeding, din.payload.rescale.acc[j], d_acc[j])),
+                rng.overflow[j].eq(~feeding & d_ovf[j]),
             ]
 
         # ---- dout sources ---------------------------------------------------------------------
         with m.If(dr_busy):
-            m.d.comb += ob_valid.eq(1)
+            m.d.comb += ob_valid.eq(~dr_quiet)
             for j in range(C):
                 m.d.comb += [
-                    ob_payload.drain.acc[j].eq(arr.out[j]),
-                    ob_payload.drain.overflow[j].eq(arr.out_overflow[j]),
+                    ob_payload.drain.acc[j].eq(d_acc[j]),
+                    ob_payload.drain.overflow[j].eq(d_ovf[j]),
                 ]
-            with m.If(ob_ready):
-                m.d.comb += [arr.shift.eq(1), rng.valid.eq(1)]
-                m.d.sync += dr_left.eq(dr_left - 1)
-                if R_ROWS:
-                    with m.If(dr_keep & (rb_wptr < R_ROWS)):
-                        m.d.comb += rb_w.en.eq(1)
-                        m.d.sync += rb_wptr.eq(rb_wptr + 1)
+            with m.If(dr_step):
+                m.d.comb += [arr.shift.eq(1), rng.valid.eq(~dr_quiet)]
+                m.d.sync += [dr_left.eq(dr_left - 1), dr_row.eq(dr_row + 1)]
                 with m.If(dr_left == 1):
                     m.d.sync += dr_busy.eq(0)
         with m.If(s_busy):
@@ -702,6 +757,9 @@ class Datapath(wiring.Component):
                                 x_drain.eq(head.drain),
                                 x_rows.eq(head.drain_rows),
                                 x_keep.eq(head.keep),
+                                x_add.eq(head.add),
+                                x_quiet.eq(head.quiet),
+                                x_row.eq(head.row),
                                 x_bank_a.eq(head.bank_a),
                                 x_bank_b.eq(head.bank_b),
                             ]
@@ -717,7 +775,6 @@ class Datapath(wiring.Component):
                         m.d.comb += go.eq(all_idle)
                         with m.If(go & (op == Op.RANGE_CLEAR)):
                             m.d.comb += rng.clear.eq(1)
-                            m.d.sync += rb_wptr.eq(0)
                         with m.Elif(go & ((op == Op.RANGE_READ) | (count != 0))):
                             m.d.sync += [
                                 s_busy.eq(1),

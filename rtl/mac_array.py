@@ -21,10 +21,13 @@ as int32 arithmetic does. The drained low ``acc_bits`` bits are the exact sum mo
 sum fits ``acc_bits + guard_bits`` bits, and otherwise (sticky) reports an overflow even if the
 exact sum came back into range: it never misses one, but may report one too many.
 
-Results drain through a shadow register per PE: ``capture`` copies every accumulator (and its
-overflow flag) into the shadows at once; ``shift`` moves the shadows up one row; ``out`` shows
-the top row. Row 0 is out right after ``capture``, row ``r`` after ``r`` shifts. The shadows
-let the next tile compute while the last one drains.
+Results drain through a shadow register per PE: ``capture`` copies every guard-extended
+accumulator (and its sticky flag) into the shadows at once; ``shift`` moves the shadows up one
+row; ``out`` shows the top row wrapped to ``acc_bits`` with its overflow flag, and ``out_wide``
+/ ``out_sticky`` the same row unwrapped, so that a sum drained in parts (partial sums added up
+in the Datapath's result buffer) keeps an exact overflow flag. Row 0 is out right after
+``capture``, row ``r`` after ``r`` shifts. The shadows let the next tile compute while the last
+one drains.
 """
 
 from __future__ import annotations
@@ -42,6 +45,13 @@ WIDE_B_MAX = 32  # a wide B operand (NITRO-D's int32 weights and deltas)
 def max_exact_k(acc_bits: int, guard_bits: int, a_width: int, b_width: int) -> int:
     """Longest sum (in products) whose exact value ``acc_bits + guard_bits`` always hold."""
     return (1 << (acc_bits + guard_bits - 1)) // (1 << (a_width - 1 + b_width - 1))
+
+
+def wide_overflow(value, acc_bits: int):
+    """A guard-extended sum lies outside the signed ``acc_bits`` range: its bits from
+    ``acc_bits - 1`` up are not all equal."""
+    top = value[acc_bits - 1 :]
+    return top.any() & ~top.all()
 
 
 def check_array_params(owner, rows, cols, a_width, b_width, acc_bits, guard_bits):
@@ -99,6 +109,10 @@ class MacArray(wiring.Component):
         The drain's top row (wrapped to ``acc_bits``), valid the cycle after capture/shift.
     out_overflow : Out(1).array(cols)
         Whether that element's exact sum lies outside the ``acc_bits`` signed range.
+    out_wide : Out(signed(acc_bits + guard_bits)).array(cols)
+        The same row with its guard bits (the exact sum while ``out_sticky`` is low).
+    out_sticky : Out(1).array(cols)
+        The sum outgrew even the guard bits (``out_overflow`` is then set too).
     """
 
     def __init__(
@@ -126,6 +140,8 @@ class MacArray(wiring.Component):
                 "shift": In(1),
                 "out": Out(signed(acc_bits)).array(cols),
                 "out_overflow": Out(1).array(cols),
+                "out_wide": Out(signed(acc_bits + guard_bits)).array(cols),
+                "out_sticky": Out(1).array(cols),
             }
         )
 
@@ -156,8 +172,8 @@ class MacArray(wiring.Component):
         b_reg = grid(signed(self._b_width), "b")
         acc = grid(signed(wide), "acc")
         sticky = grid(1, "sticky")  # the exact sum outgrew even the guard bits
-        shadow = grid(signed(acc_bits), "shadow")
-        shadow_ovf = grid(1, "shadow_ovf")
+        shadow = grid(signed(wide), "shadow")
+        shadow_sticky = grid(1, "shadow_sticky")
 
         for i in range(rows):
             for j in range(cols):
@@ -183,21 +199,25 @@ class MacArray(wiring.Component):
                                 Mux(f_in, 0, sticky[i][j]) | (total[wide] ^ total[wide - 1])
                             ),
                         ]
-                # drain shadows
-                top = acc[i][j][acc_bits - 1 :]  # all equal: the sum fits acc_bits
+                # drain shadows: the guard-extended sum; the overflow test is made once per
+                # column, on the row leaving the array (``out``)
                 with m.If(self.capture):
-                    m.d.sync += [
-                        shadow[i][j].eq(acc[i][j][:acc_bits]),
-                        shadow_ovf[i][j].eq(sticky[i][j] | (top.any() & ~top.all())),
-                    ]
+                    m.d.sync += [shadow[i][j].eq(acc[i][j]), shadow_sticky[i][j].eq(sticky[i][j])]
                 with m.Elif(self.shift):
                     if i + 1 < rows:
                         m.d.sync += [
                             shadow[i][j].eq(shadow[i + 1][j]),
-                            shadow_ovf[i][j].eq(shadow_ovf[i + 1][j]),
+                            shadow_sticky[i][j].eq(shadow_sticky[i + 1][j]),
                         ]
                     else:
-                        m.d.sync += [shadow[i][j].eq(0), shadow_ovf[i][j].eq(0)]
+                        m.d.sync += [shadow[i][j].eq(0), shadow_sticky[i][j].eq(0)]
         for j in range(cols):
-            m.d.comb += [self.out[j].eq(shadow[0][j]), self.out_overflow[j].eq(shadow_ovf[0][j])]
+            m.d.comb += [
+                self.out_wide[j].eq(shadow[0][j]),
+                self.out_sticky[j].eq(shadow_sticky[0][j]),
+                self.out[j].eq(shadow[0][j][:acc_bits]),
+                self.out_overflow[j].eq(
+                    shadow_sticky[0][j] | wide_overflow(shadow[0][j], acc_bits)
+                ),
+            ]
         return m

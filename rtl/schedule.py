@@ -68,6 +68,9 @@ class Command:
     drain_rows: int = 0
     keep: int = 0
     from_buffer: int = 0
+    row: int = 0  # COMPUTE with keep: the result-buffer row the drain's first row goes to
+    add: int = 0  # COMPUTE with drain: add the partial sums the result buffer holds
+    quiet: int = 0  # COMPUTE with drain: a partial sum (no dout beats, no range)
     fields: tuple = ()
 
     def word_fields(self) -> dict:
@@ -80,6 +83,9 @@ class Command:
             "drain_rows": self.drain_rows,
             "keep": self.keep,
             "from_buffer": self.from_buffer,
+            "row": self.row,
+            "add": self.add,
+            "quiet": self.quiet,
             **dict(self.fields),
         }
 
@@ -102,7 +108,9 @@ def program_cycles(commands, rows: int, cols: int, timeline: list | None = None)
       go on); with ``drain`` the last products reach PE (rows-1, cols-1) by ``d+count+rows+
       cols-1`` and the accumulators are captured into the drain shadows in cycle ``c =
       max(d+count+rows+cols, drainer idle)``, when the array takes the next COMPUTE. The drainer
-      sends ``drain_rows`` dout beats in ``c+1 .. c+drain_rows``, which the range unit observes.
+      sends ``drain_rows`` dout beats in ``c+1 .. c+drain_rows``, which the range unit observes;
+      a ``quiet`` drain (a partial sum into the result buffer) takes the same cycles, with no
+      dout beats and nothing for the range unit.
     - every other command waits until everything is idle: loader, array, drainer, serial unit,
       and the range unit (:func:`range_latency` cycles after its last observation).
       ``RANGE_CLEAR`` acts in its dispatch cycle; ``RANGE_READ`` sends its beat in ``d+1``;
@@ -157,7 +165,8 @@ def program_cycles(commands, rows: int, cols: int, timeline: list | None = None)
                     note(("array", t + 1, capture, op))
                     if cmd.drain_rows:
                         dr_free = capture + cmd.drain_rows + 1
-                        rng_free = capture + cmd.drain_rows + rp
+                        if not cmd.quiet:
+                            rng_free = capture + cmd.drain_rows + rp
                         note(("drainer", capture + 1, capture + cmd.drain_rows, "DRAIN"))
                 else:
                     x_accept, x_idle = t + n, t + n + 1

@@ -14,8 +14,9 @@ from nitihw.golden.errors import EXIT_INTERNAL, EXIT_USER, InternalError, UserEr
 from nitihw.golden.models import MODELS
 from nitihw.golden.profiles import PROFILES
 from nitihw.rtl.params import NETLISTS
-from nitihw.sim.cycle_model import ArrayConfig
+from nitihw.sim.cycle_model import TILINGS, ArrayConfig
 from nitihw.sim.estimate import TRAFFIC
+from nitihw.sim.mapping import OBJECTIVES
 from nitihw.sim.mapping.dataflow import DATAFLOWS
 from nitihw.sim.workload import DEFAULT_TRAIN_SAMPLES
 from nitihw.sim.workload import PROFILES as ESTIMATE_PROFILES
@@ -242,7 +243,15 @@ def cmd_estimate(args) -> int:
         if samples is None:
             samples = args.batch
     result = estimate(
-        layers, acc, args.batch, samples, name, args.profile, args.dataflow, args.traffic
+        layers,
+        acc,
+        args.batch,
+        samples,
+        name,
+        args.profile,
+        args.dataflow,
+        args.traffic,
+        args.objective,
     )
     print(format_estimate(result))
     files = write_reports(result, args.out, plots=not args.no_plots)
@@ -510,6 +519,31 @@ def _train_datapath_options(t) -> None:
         "--kmax", type=limits.arg("kmax"), default=256, help="datapath operand buffer depth"
     )
     t.add_argument(
+        "--tiling",
+        default="searched",
+        choices=TILINGS,
+        help="how each GEMM is cut into tiles and in what order: searched (the mapping with "
+        "the fewest off-chip bytes on the default accelerator's buffers, which the "
+        "estimates price; partial sums of long K wait in the result buffer) or whole (one "
+        "buffer tile: column tiles, row tiles, the whole of K each); the values are the "
+        "same, the cycles the mapping's (docs/estimate.md)",
+    )
+    t.add_argument(
+        "--objective",
+        default="traffic",
+        choices=OBJECTIVES,
+        help="--tiling searched: what each GEMM's mapping minimises, as nitihw estimate "
+        "--objective (traffic, energy or time)",
+    )
+    for name in ("ifmap", "filter"):
+        t.add_argument(
+            f"--{name}-kib",
+            type=limits.arg("buffer_kib"),
+            default=None,
+            help=f"--tiling searched: the {name} buffer the mappings fit in, KiB (default: "
+            "the default accelerator's, 64)",
+        )
+    t.add_argument(
         "--sim",
         default="verilator",
         choices=RTL_SIMULATORS,
@@ -702,10 +736,18 @@ def _estimate_command(command) -> None:
         "--traffic",
         default="datapath",
         choices=TRAFFIC,
-        help="the off-chip traffic that prices energy and stalls: datapath (each GEMM's best "
-        "mapping today's Datapath can execute), searched (partial sums kept in the result "
-        "buffer: an RTL change), fixed (the one loop order of the estimates before); the "
-        "reports show all three and the lower bound (docs/estimate.md)",
+        help="the off-chip traffic that prices energy and stalls: datapath (the mapping each "
+        "GEMM runs with on the Datapath, whose cycles are priced too), searched (the best "
+        "mapping of the real tensors, any tile), fixed (the one loop order of the estimates "
+        "before); the reports show all three and the lower bound (docs/estimate.md)",
+    )
+    e.add_argument(
+        "--objective",
+        default="traffic",
+        choices=OBJECTIVES,
+        help="what each GEMM's mapping minimises: traffic (off-chip bytes, default), energy "
+        "(their energy and the partial sums' result-buffer energy) or time (the array's "
+        "cycles with the stalls); the Datapath runs the mapping it picks",
     )
     e.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     e.add_argument("--out", required=True, help="folder for the reports")

@@ -25,7 +25,13 @@ from nitihw.rtl.datapath import Op, command_layout, din_layout, dout_layout
 from nitihw.rtl.divide import DIV_BITS, divider_constants
 from nitihw.rtl.rescale import MODE_BY_NAME
 from nitihw.rtl.schedule import Command
-from nitihw.sim.cycle_model import drained_rows, gemm_program, gemm_tile_arrays, gemm_tiles
+from nitihw.sim.cycle_model import (
+    drained_rows,
+    gemm_program,
+    gemm_tile_arrays,
+    gemm_tiles,
+    gemm_walk,
+)
 
 # ---- bit packing of the stream payloads ---------------------------------------------------
 
@@ -289,6 +295,7 @@ class _GemmPlan(NamedTuple):
     with_b: np.ndarray  # which beats carry B (LOAD_AB)
     b_tile: np.ndarray  # those beats' column tile of B
     rows_out: tuple  # (rows, j0s): where each drained row goes
+    tiling: object  # the Tiling it follows (None: one buffer tile)
 
 
 @dataclass
@@ -306,6 +313,10 @@ class DatapathDriver:
     #: for tests of back-pressure: called every cycle, returns ``(hold_din, hold_dout)``: keep
     #: din.valid low / dout.ready low this cycle (the cycles are then no longer the schedule's)
     stall: object = None
+    #: the GEMMs' tilings: ``tiling(m, k, n)`` gives the :class:`~nitihw.sim.cycle_model.Tiling`
+    #: a GEMM's program follows (a mapping of :mod:`nitihw.sim.mapping`), or None for one
+    #: buffer tile; None: every GEMM one buffer tile
+    tiling: object = None
 
     def __post_init__(self):
         p = self.params
@@ -313,12 +324,12 @@ class DatapathDriver:
         self.b_bits = p.get("b_bits", p["op_bits"])
         self.has_divide = bool(p.get("divide", False))
         self.result_rows = int(p.get("result_rows", 0))
-        #: ``(M, N, [(row, j0)] in drain order)`` of the GEMM result the result buffer holds
+        #: ``(M, N, (rows, j0s))`` of the GEMM result the result buffer holds, in its row order
         self.kept = None
         self.pay = Payloads(
             p["rows"], p["cols"], p["op_bits"], p["acc_bits"], self.b_bits, self.has_divide
         )
-        self._plans: dict = {}  # (M, K, N, keep) -> _GemmPlan
+        self._plans: dict = {}  # (M, K, N, keep, tiling) -> _GemmPlan
 
     async def reset_streams(self) -> None:
         if hasattr(self.port, "run_program"):
@@ -465,19 +476,28 @@ class DatapathDriver:
         shape (a training run repeats a few shapes every step): the commands and their words
         (``keep`` None: the tiles alone, :meth:`gemm`; else :func:`gemm_program`), where each
         din beat's operands come from, and where each drained row goes."""
-        key = (m, k, n, keep)
+        tiling = self.tiling(m, k, n) if (self.tiling is not None and m and n) else None
+        key = (m, k, n, keep, tiling)
         plan = self._plans.get(key)
         if plan is not None:
             return plan
         R, C, kmax = self.rows, self.cols, self.kmax
+        if tiling is not None:
+            need = gemm_walk(m, k, n, R, C, tiling, bool(keep)).rows_needed
+            if need > self.result_rows:
+                raise ValueError(
+                    f"gemm ({m}, {k}, {n}): tiling {tuple(tiling)} keeps partial sums in "
+                    f"{need} result-buffer rows, but this build has {self.result_rows}"
+                )
         if keep is None:
-            cmds = [c for c, _ in gemm_tiles(m, k, n, R, C, kmax)]
+            cmds = [c for c, _ in gemm_tiles(m, k, n, R, C, kmax, tiling=tiling)]
         else:
-            cmds = gemm_program(m, k, n, R, C, kmax, keep)
+            cmds = gemm_program(m, k, n, R, C, kmax, keep, tiling)
         if m and n:
-            ld, dr = gemm_tile_arrays(m, k, n, R, C, kmax)
+            ld, dr = gemm_tile_arrays(m, k, n, R, C, kmax, tiling)
+            dr = dr[dr[:, 3] == 0]  # the drains that send dout beats (not partial sums)
         else:  # an empty GEMM: no loads, no drains
-            ld, dr = np.zeros((0, 5), np.int64), np.zeros((0, 3), np.int64)
+            ld, dr = np.zeros((0, 5), np.int64), np.zeros((0, 4), np.int64)
         counts = ld[:, 3]
         first = np.repeat(np.cumsum(counts) - counts, counts)
         bk = np.repeat(ld[:, 2], counts) + np.arange(int(counts.sum())) - first
@@ -492,6 +512,7 @@ class DatapathDriver:
             with_b,
             np.repeat(ld[:, 1] // C, counts)[with_b],
             (rows, np.repeat(dr[:, 1], dr[:, 2])),
+            tiling,
         )
         if len(self._plans) >= 64:  # a bounded memory: the oldest shape goes
             del self._plans[next(iter(self._plans))]
@@ -549,8 +570,10 @@ class DatapathDriver:
         rows_out = plan.rows_out
         self.kept = None
         words = await self.execute("gemm", plan.cmds, beats, len(rows_out[0]) + 1, plan.words)
-        if keep:
-            self.kept = (m, n, rows_out)
+        if keep:  # the buffer holds it column tile by column tile, every row (gemm_walk)
+            tiles_n = -(-n // self.cols)
+            layout = np.tile(np.arange(m), tiles_n), np.repeat(np.arange(tiles_n) * self.cols, m)
+            self.kept = (m, n, layout)
         acc, ovf = self._unpack_drain(words[:-1], rows_out, m, n)
         return acc, ovf, self.pay.range_fields(words[-1])
 

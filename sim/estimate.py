@@ -23,8 +23,23 @@ from pathlib import Path
 from nitihw.golden.files import atomic_write_bytes
 from nitihw.rtl.commands import DATAPATH_TRACE_OPS
 from nitihw.sim.accelerator import Accelerator
-from nitihw.sim.cycle_model import ArrayConfig, drained_rows, op_cycles
-from nitihw.sim.mapping import GemmShape, Hierarchy, lower_bound_bytes, search
+from nitihw.sim.cycle_model import (
+    ArrayConfig,
+    drained_rows,
+    gemm_operand_reads,
+    gemm_tiling,
+    op_cycles,
+)
+from nitihw.sim.mapping import (
+    OBJECTIVES,
+    GemmShape,
+    Hierarchy,
+    Mapping,
+    lower_bound_bytes,
+    check_objective,
+    priced_mapping,
+    search,
+)
 from nitihw.sim.mapping.dataflow import (
     DATAFLOW_NAMES,
     buffer_reads,
@@ -56,7 +71,7 @@ class Row:
     fp32_energy: dict = field(default_factory=lambda: defaultdict(float))  # pJ, fp32 datapath
     dram_fixed: int = 0  # bytes off chip with the fixed loop order (before issue 29)
     dram_searched: int = 0  # bytes off chip with each GEMM's searched mapping (sim/mapping)
-    dram_datapath: int = 0  # ... with the best mapping today's Datapath can execute
+    dram_datapath: int = 0  # ... with the mapping the Datapath executes
     dram_bound: int = 0  # their lower bound
     mappings: list = field(default_factory=list)  # each GEMM's searched mapping
 
@@ -70,8 +85,28 @@ def result_buffer_rows(acc: Accelerator) -> int:
     return int(acc.ofmap_kib * 1024) // (acc.cols * acc.acc_bytes)
 
 
+def array_config(
+    acc: Accelerator, b_bytes: int | None = None, objective: str = "traffic"
+) -> ArrayConfig:
+    """The accelerator as the cycle model sees it: the array, its result buffer and the
+    buffers its GEMMs' mappings fit in, for ``objective`` (``b_bytes``: a wider B operand,
+    NITRO-D's)."""
+    return ArrayConfig(
+        acc.rows,
+        acc.cols,
+        acc.kmax,
+        result_buffer_rows(acc),
+        hierarchy(acc),
+        check_objective(objective),
+        acc.operand_bytes,
+        b_bytes,
+        acc.acc_bytes,
+    )
+
+
 def hierarchy(acc: Accelerator) -> Hierarchy:
-    """The accelerator's buffers and array, as :mod:`nitihw.sim.mapping` sees them."""
+    """The accelerator's buffers, array, bandwidth and the energies the mapping objectives
+    weigh, as :mod:`nitihw.sim.mapping` sees them."""
     return Hierarchy(
         int(acc.ifmap_kib * 1024),
         int(acc.filter_kib * 1024),
@@ -79,6 +114,9 @@ def hierarchy(acc: Accelerator) -> Hierarchy:
         acc.rows,
         acc.cols,
         acc.kmax,
+        float(acc.bandwidth),
+        float(acc.energy.dram_per_byte),
+        float(acc.energy.sram_per_byte(acc.ofmap_kib * 1024)),
     )
 
 
@@ -108,13 +146,13 @@ def gemm_shape(op: StepOp, acc: Accelerator) -> GemmShape:
 
 
 #: which off-chip traffic prices a GEMM's energy and stalls (``estimate(traffic=...)``):
-#: ``datapath`` the best mapping today's Datapath can execute (the default), ``searched`` the
-#: best of all (partial sums kept in the result buffer: an RTL change), ``fixed`` the one loop
-#: order of the estimates before issue 29
+#: ``datapath`` the mapping the Datapath executes (the default: the driver follows it, and
+#: the cycles are its), ``searched`` the best of all for the real tensors (tiles of any size),
+#: ``fixed`` the one loop order of the estimates before issue 29
 TRAFFIC = ("datapath", "searched", "fixed")
 TRAFFIC_NAMES = {
-    "datapath": "searched mappings today's Datapath can execute",
-    "searched": "searched mappings, partial sums in the result buffer",
+    "datapath": "the mappings the Datapath executes",
+    "searched": "the searched mappings of the real tensors",
     "fixed": "the fixed loop order",
 }
 
@@ -125,12 +163,31 @@ def check_traffic(traffic: str) -> str:
     return traffic
 
 
-def mapped_dram(g: GemmShape, h: Hierarchy, traffic: str, fixed: dict) -> dict:
+def executed_mapping(
+    op: StepOp, acc: Accelerator, g: GemmShape, h: Hierarchy, objective: str = "traffic"
+) -> Mapping:
+    """The mapping the Datapath executes for ``op`` (:func:`~nitihw.sim.cycle_model.gemm_tiling`,
+    chosen from the GEMM's matrices as the driver sees them), priced with the real tensors'
+    bytes ``g`` (an im2col A by the tensor behind it)."""
+    t = gemm_tiling(*op.shape, _op_array(op, acc, objective))
+    if t is None:  # an empty GEMM
+        return priced_mapping(g, h, "nmk", max(g.m, 1), max(g.n, 1), max(g.k, 1))
+    return priced_mapping(g, h, *t)
+
+
+def _op_array(op: StepOp, acc: Accelerator, objective: str = "traffic") -> ArrayConfig:
+    return array_config(acc, b_operand_bytes(op, acc) if op.b_bits else None, objective)
+
+
+def mapped_dram(
+    g: GemmShape, h: Hierarchy, traffic: str, fixed: dict, executed=None, objective="traffic"
+) -> dict:
     """A GEMM's off-chip bytes by stream under ``traffic`` (:data:`TRAFFIC`); ``fixed``: the
-    fixed loop order's (:func:`_op_traffic`)."""
+    fixed loop order's (:func:`_op_traffic`); ``executed``: the Datapath's mapping
+    (:func:`executed_mapping`), for ``datapath``."""
     if traffic == "fixed":
         return fixed
-    best = search(g, h, datapath=traffic == "datapath")
+    best = executed if traffic == "datapath" else search(g, h, False, objective)
     return {
         "ifmap_reads": best.a_reads,
         "filter_reads": best.b_reads,
@@ -148,10 +205,12 @@ def fp32_gemm_shape(op: StepOp) -> GemmShape:
     )
 
 
-def _add_mappings(row: Row, op: StepOp, acc: Accelerator, h: Hierarchy, fixed_bytes: int) -> None:
-    """Beside the fixed order's ``fixed_bytes``: a GEMM's searched mappings (today's Datapath;
-    partial sums in the result buffer) and its lower bound; what the rest moves is
-    compulsory, the same in all."""
+def _add_mappings(
+    row: Row, op: StepOp, acc: Accelerator, h: Hierarchy, fixed_bytes: int, objective: str
+) -> None:
+    """Beside the fixed order's ``fixed_bytes``: a GEMM's mappings (the one the Datapath
+    executes; the best searched for the real tensors) and its lower bound; what the rest
+    moves is compulsory, the same in all."""
     row.dram_fixed += fixed_bytes
     if op.op != "gemm":
         row.dram_searched += fixed_bytes
@@ -159,10 +218,11 @@ def _add_mappings(row: Row, op: StepOp, acc: Accelerator, h: Hierarchy, fixed_by
         row.dram_bound += fixed_bytes
         return
     g = gemm_shape(op, acc)
-    best, today = search(g, h), search(g, h, datapath=True)
+    best = search(g, h, False, objective)
+    executed = executed_mapping(op, acc, g, h, objective)
     bound = lower_bound_bytes(g, h)
     row.dram_searched += best.total
-    row.dram_datapath += today.total
+    row.dram_datapath += executed.total
     row.dram_bound += bound
     row.mappings.append(
         {
@@ -170,9 +230,23 @@ def _add_mappings(row: Row, op: StepOp, acc: Accelerator, h: Hierarchy, fixed_by
             "fixed_order_bytes": fixed_bytes,
             "lower_bound_bytes": bound,
             **best.as_dict(),
-            "datapath": today.as_dict(),
+            "datapath": executed.as_dict(),
         }
     )
+
+
+def _mapped_sram(op: StepOp, acc: Accelerator, array: ArrayConfig, sram: dict) -> dict:
+    """A GEMM's buffer bytes on the Datapath with its tiling
+    (:func:`~nitihw.sim.cycle_model.gemm_operand_reads`): the B tiles its banks load, and the
+    partial sums the result buffer takes and gives back when K is cut into slices."""
+    reads = gemm_operand_reads(
+        *op.shape, acc.rows, acc.cols, acc.kmax, gemm_tiling(*op.shape, array)
+    )
+    out = {**sram, "filter_reads": reads["b"] * b_operand_bytes(op, acc)}
+    if reads["partial"]:
+        out["ofmap_writes"] = out.get("ofmap_writes", 0) + reads["partial"] * acc.acc_bytes
+        out["ofmap_reads"] = out.get("ofmap_reads", 0) + reads["partial"] * acc.acc_bytes
+    return out
 
 
 def _mapped_fraction(dataflow: str, shape: tuple, acc: Accelerator) -> float:
@@ -272,6 +346,7 @@ def estimate(
     profile: str = "niti",
     dataflow: str = "os",
     traffic: str = "datapath",
+    objective: str = "traffic",
 ) -> dict:
     """The estimate of one training step of ``layers`` and of an epoch of ``train_samples``.
 
@@ -286,12 +361,17 @@ def estimate(
     :mod:`nitihw.sim.mapping.dataflow`).
 
     ``traffic``: the off-chip traffic that prices each GEMM's energy and stalls
-    (:data:`TRAFFIC`): the searched mapping today's Datapath can execute (default), the best
-    searched mapping, or the fixed loop order. Every row also reports the other two and the
-    lower bound.
+    (:data:`TRAFFIC`): the mapping the Datapath executes (default; the cycles are that
+    mapping's too), the best searched mapping of the real tensors, or the fixed loop order.
+    Every row also reports the other two and the lower bound.
+
+    ``objective``: what each GEMM's mappings minimise (:data:`~nitihw.sim.mapping.OBJECTIVES`):
+    the off-chip bytes (default), their energy with the partial sums' result-buffer energy, or
+    the array's cycles with the stalls.
     """
     check_dataflow(dataflow)
     check_traffic(traffic)
+    check_objective(objective)
     t0 = time.perf_counter()
     if profile == "dfp16":
         from dataclasses import replace
@@ -299,7 +379,6 @@ def estimate(
         from nitihw.golden.dfp16 import DFP_BITS
 
         acc = replace(acc, operand_bits=DFP_BITS)  # DFP16 runs on a 16-bit datapath
-    array = ArrayConfig(acc.rows, acc.cols, acc.kmax, result_buffer_rows(acc))
     memory = hierarchy(acc)  # the buffers the searched mappings fit in
     table = acc.energy
     mac_pj = table.mac(acc.operand_bits, acc.accumulator_bits)
@@ -317,14 +396,20 @@ def estimate(
         row = rows.setdefault((op.layer, op.phase), Row(op.layer, op.phase, start=clock))
         on_array = op.op in DATAPATH_TRACE_OPS  # the command table's (rtl/commands.py)
         extra = {"fed": op.fed, "divide": op.divide, "kept": op.kept}
+        # its GEMMs follow their mappings (cycle_model.gemm_tiling)
+        array = _op_array(op, acc, objective)
         cyc = op_cycles(op.op, op.shape, array, extra) if on_array else 0  # the rest is host
         (sram, dram), _ = _op_traffic(op, acc, second_pass=op.held)
         if op.op == "gemm" and dataflow != "os":  # no RTL: SCALE-Sim's cycles, its reads
             cyc = scalesim_cycles(dataflow, *op.shape, acc.rows, acc.cols)
             sram = _dataflow_sram(dataflow, op, acc)
-        _add_mappings(row, op, acc, memory, sum(dram.values()))
+        elif op.op == "gemm":  # the reads of the program the Datapath runs, its tiling's
+            sram = _mapped_sram(op, acc, array, sram)
+        _add_mappings(row, op, acc, memory, sum(dram.values()), objective)
         if op.op == "gemm":
-            dram = mapped_dram(gemm_shape(op, acc), memory, traffic, dram)
+            g = gemm_shape(op, acc)
+            run = executed_mapping(op, acc, g, memory, objective)
+            dram = mapped_dram(g, memory, traffic, dram, run, objective)
         dram_bytes = sum(dram.values())
         stall = max(0, math.ceil(dram_bytes / acc.bandwidth) - cyc)
         row.cycles += cyc
@@ -368,7 +453,10 @@ def estimate(
         row = rows.setdefault((op.layer, op.phase), Row(op.layer, op.phase, start=clock))
         _, (fsram, fdram) = _op_traffic(op, acc)
         if op.op == "gemm":  # the same choice of mapping, for fp32 tensors
-            fdram = mapped_dram(fp32_gemm_shape(op), memory, traffic, fdram)
+            g = fp32_gemm_shape(op)
+            # (no RTL: the Datapath's rules with 4-byte elements)
+            run = search(g, memory, True, objective)
+            fdram = mapped_dram(g, memory, traffic, fdram, run, objective)
         fe = row.fp32_energy
         fe["buffers"] += sum(v * sram_pj[k.split("_")[0]] for k, v in fsram.items())
         fe["offchip"] += sum(fdram.values()) * dram_pj
@@ -388,6 +476,7 @@ def estimate(
         "profile": profile,
         "dataflow": dataflow,
         "traffic": traffic,
+        "objective": objective,
         "batch": batch,
         "train_samples": train_samples,
         "steps_per_epoch": steps_per_epoch,
@@ -774,9 +863,9 @@ def write_plots(result: dict, out: Path) -> list[Path]:
 
 
 def plot_traffic(result: dict, path: Path, title: str) -> Path:
-    """Off-chip bytes per layer: the fixed order (priced), the searched mappings (today's
-    Datapath; partial sums in the result buffer) and the lower bound, on a log scale, each
-    searched bar labelled with its distance from the bound."""
+    """Off-chip bytes per layer: the fixed order, the mapping the Datapath executes, the best
+    searched mapping of the real tensors and the lower bound, on a log scale, each mapping's
+    bar labelled with its distance from the bound."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -789,18 +878,17 @@ def plot_traffic(result: dict, path: Path, title: str) -> Path:
     def per_layer(get) -> np.ndarray:
         return np.array([sum(get(r) for r in rows if r["layer"] == lay) for lay in layers], float)
 
-    fixed = per_layer(lambda r: sum(r["dram_bytes"].values())) / 1e6
-    today = per_layer(lambda r: r["dram_datapath_bytes"]) / 1e6
+    fixed = per_layer(lambda r: r["dram_fixed_bytes"]) / 1e6
+    executed = per_layer(lambda r: r["dram_datapath_bytes"]) / 1e6
     searched = per_layer(lambda r: r["dram_searched_bytes"]) / 1e6
     bound = per_layer(lambda r: r["dram_bound_bytes"]) / 1e6
     fig, ax = plt.subplots(figsize=(max(8, 1.6 * len(layers)), 4.4))
     x, w = np.arange(len(layers)), 0.2
-    ax.bar(x - 1.5 * w, fixed, w, label="fixed loop order (priced)", color="tab:red")
-    ax.bar(x - 0.5 * w, today, w, label="searched, today's Datapath", color="tab:orange")
-    ax.bar(x + 0.5 * w, searched, w, label="searched, partial sums in the result buffer",
-           color="tab:blue")  # fmt: skip
+    ax.bar(x - 1.5 * w, fixed, w, label="fixed loop order", color="tab:red")
+    ax.bar(x - 0.5 * w, executed, w, label="the Datapath's mapping", color="tab:orange")
+    ax.bar(x + 0.5 * w, searched, w, label="searched, the real tensors", color="tab:blue")
     ax.bar(x + 1.5 * w, bound, w, label="lower bound", color="tab:gray")
-    for xi, t_, s_, b_ in zip(x, today, searched, bound, strict=True):
+    for xi, t_, s_, b_ in zip(x, executed, searched, bound, strict=True):
         if b_ > 0:
             ax.text(xi - 0.5 * w, t_, f"{t_ / b_:.1f}x", ha="center", va="bottom", fontsize=6)
             ax.text(xi + 0.5 * w, s_, f"{s_ / b_:.1f}x", ha="center", va="bottom", fontsize=6)
@@ -902,9 +990,9 @@ def format_estimate(result: dict) -> str:
         f"{ep['fp32_energy_pj'] / 1e12:,.4f} J fp32",
         f"off chip per step: {s['dram_bytes'] / 1e6:,.1f} MB priced above "
         f"({TRAFFIC_NAMES[result.get('traffic', 'fixed')]}); "
-        f"{s['dram_datapath_bytes'] / 1e6:,.1f} MB with the best mapping today's Datapath "
-        f"can execute, {s['dram_searched_bytes'] / 1e6:,.1f} MB with partial sums kept in "
-        f"the result buffer, {s['dram_fixed_bytes'] / 1e6:,.1f} MB with the fixed loop order; "
+        f"{s['dram_datapath_bytes'] / 1e6:,.1f} MB with the mappings the Datapath executes, "
+        f"{s['dram_searched_bytes'] / 1e6:,.1f} MB with the best searched for the real "
+        f"tensors, {s['dram_fixed_bytes'] / 1e6:,.1f} MB with the fixed loop order; "
         f"lower bound {s['dram_bound_bytes'] / 1e6:,.1f} MB (MAPPING_REPORT.csv)",
     ]
     return "\n".join(lines)

@@ -49,6 +49,23 @@ class RtlBackend(NumpyHostOps, Backend):
         self._op_cycles = 0
         self._gemm_range: tuple | None = None  # (shape, range fields) of the last GEMM's tensor
 
+    def follow(self, array) -> None:
+        """Run every GEMM with the tiling ``array`` gives it (an
+        :class:`~nitihw.sim.cycle_model.ArrayConfig` with buffers:
+        :func:`~nitihw.sim.cycle_model.gemm_tiling`), the one the cycle report prices; one
+        buffer tile when ``array`` has none."""
+        from nitihw.sim.cycle_model import gemm_tiling
+
+        if not array.mapped:
+            self.driver.tiling = None
+            return
+        if array.buffer_rows != self.driver.result_rows:
+            raise ValueError(
+                f"the run prices a {array.buffer_rows}-row result buffer, but the Datapath "
+                f"has {self.driver.result_rows} rows"
+            )
+        self.driver.tiling = lambda m, k, n: gemm_tiling(m, k, n, array)
+
     def _run(self, coro_fn, *args, **kw):
         first = len(self.driver.log)
         out = self._call(coro_fn, *args, **kw)

@@ -25,7 +25,7 @@ from nitihw.golden.parallel import available_cores, check_threads
 from nitihw.golden.profiles import get_profile
 from nitihw.golden.run_folder import RESULT_NAME
 from nitihw.golden.train import TrainConfig, check_input_shape, train
-from nitihw.sim.cycle_model import ArrayConfig, CycleReport
+from nitihw.sim.cycle_model import TILINGS, ArrayConfig, CycleReport
 
 CONFIG_KEYS = tuple(f.name for f in fields(TrainConfig))
 
@@ -47,7 +47,7 @@ def check_settings(opts: dict):
         check_threads(opts["threads"])
         if backend != "golden":
             raise ValueError("--threads sets the golden backend's worker threads")
-    array = ArrayConfig.parse(opts.get("array", "8x8"), opts.get("kmax", 256))
+    array = run_array(opts, cfg)
     if backend != "golden" and not get_profile(cfg.profile).datapath:
         raise ValueError("the float32 twin runs on the golden backend only")
     if backend == "rtl" and not get_profile(cfg.profile).exact:
@@ -67,6 +67,43 @@ def check_settings(opts: dict):
         if not ok:
             raise ToolError(f"--backend gpu: {why}")
     return cfg, array
+
+
+def run_array(opts: dict, cfg) -> ArrayConfig:
+    """The run's array, and (``--tiling searched``, the default) the default accelerator's
+    buffers (the result buffer the Datapath's own), which its GEMMs' mappings fit in
+    (:func:`~nitihw.sim.cycle_model.gemm_tiling`, for ``--objective``): the driver follows
+    them on the RTL, the cycle report prices them on every backend."""
+    from dataclasses import replace
+
+    from nitihw.golden.limits import check
+    from nitihw.rtl.schedule import default_result_rows
+    from nitihw.sim.accelerator import Accelerator
+    from nitihw.sim.estimate import array_config
+
+    array = ArrayConfig.parse(opts.get("array", "8x8"), opts.get("kmax", 256))
+    tiling = opts.get("tiling") or "searched"
+    if tiling not in TILINGS:
+        raise ValueError(f"--tiling must be one of {', '.join(TILINGS)}, got {tiling!r}")
+    if tiling == "whole":
+        return array
+    profile = get_profile(cfg.profile)
+    op_bits = cfg.operand_bits if cfg.operand_bits != 8 else profile.operand_bits
+    b_bits = profile.b_operand_bits or op_bits
+    acc_bytes = -(-cfg.acc_bits // 8)
+    acc = Accelerator(
+        rows=array.rows,
+        cols=array.cols,
+        kmax=array.kmax,
+        operand_bits=op_bits,
+        accumulator_bits=cfg.acc_bits,
+        ofmap_kib=default_result_rows(array.cols) * array.cols * acc_bytes / 1024,
+    )
+    for name in ("ifmap_kib", "filter_kib"):
+        if opts.get(name) is not None:
+            acc = replace(acc, **{name: check("buffer_kib", opts[name], f"--{name.replace('_', '-')}")})
+    b_bytes = -(-b_bits // 8) if b_bits != op_bits else None
+    return array_config(acc, b_bytes, opts.get("objective") or "traffic")
 
 
 def check_options(opts: dict):
@@ -95,6 +132,8 @@ def run_training(opts: dict, backend=None, eval_backend=None, checked=None) -> d
     profile = get_profile(cfg.profile)
     if profile.datapath:
         backend.trace = CycleReport(array, measured=backend.name == "rtl")
+    if hasattr(backend, "follow"):  # the RTL: its GEMMs take the tilings the report prices
+        backend.follow(array)
     print(run_header(cfg, data, backend.name, array, out), file=sys.stderr, flush=True)
     result = train(
         cfg,

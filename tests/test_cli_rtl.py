@@ -52,7 +52,7 @@ def test_verilog_netlists(tmp_path):
     opt, plain = texts["optimized"], texts["amaranth"]
     assert plain.count("always @*") > 2 * opt.count("always @*")
     assert "else if (vf_0_0[0]) acc_0_1 <=" in opt  # an enable, in the register's own block
-    for name in ("reg [39:0] acc_1_1", "reg [1:0] vf_1_0", "reg [31:0] shadow_1_1"):
+    for name in ("reg [39:0] acc_1_1", "reg [1:0] vf_1_0", "reg [39:0] shadow_1_1"):
         assert name in opt and name in plain
     # Yosys's own names written plain: Icarus reads a call of a function named \$x as a
     # system function's

@@ -13,6 +13,7 @@ from nitihw.sim.cycle_model import (
     gemm_cycles,
     gemm_program,
     gemm_tile_arrays,
+    Tiling,
     gemm_tiles,
     op_cycles,
 )
@@ -179,14 +180,40 @@ def test_bad_array_is_named(text, message):
 )
 def test_tile_arrays_are_the_tiles(m, k, n, rows, cols, kmax):
     """gemm_tile_arrays (the native driver's din beats) lists gemm_tiles' loads and drains,
-    in order."""
-    loads, drains = [], []
-    for cmd, (i0, j0, k0) in gemm_tiles(m, k, n, rows, cols, kmax):
-        if cmd.op == "COMPUTE":
-            if cmd.drain_rows:
-                drains.append((i0, j0, cmd.drain_rows))
-        else:
-            loads.append((i0, j0, k0, cmd.count, int(cmd.op == "LOAD_AB")))
-    got_loads, got_drains = gemm_tile_arrays(m, k, n, rows, cols, kmax)
-    np.testing.assert_array_equal(got_loads, np.array(loads).reshape(-1, 5))
-    np.testing.assert_array_equal(got_drains, np.array(drains).reshape(-1, 3))
+    in order, for one buffer tile and for tilings that cut K into slices."""
+    tilings = [None, Tiling("kmn", rows, 2 * cols, max(k // 3, 1)), Tiling("mkn", m, cols, kmax)]
+    for tiling in tilings:
+        loads, drains = [], []
+        for cmd, (i0, j0, k0) in gemm_tiles(m, k, n, rows, cols, kmax, tiling=tiling):
+            if cmd.op == "COMPUTE":
+                if cmd.drain_rows:
+                    drains.append((i0, j0, cmd.drain_rows, cmd.quiet))
+            else:
+                loads.append((i0, j0, k0, cmd.count, int(cmd.op == "LOAD_AB")))
+        got_loads, got_drains = gemm_tile_arrays(m, k, n, rows, cols, kmax, tiling)
+        np.testing.assert_array_equal(got_loads, np.array(loads).reshape(-1, 5))
+        np.testing.assert_array_equal(got_drains, np.array(drains).reshape(-1, 4))
+
+
+def test_tiled_gemm_cycles_are_the_programs():
+    """gemm_cycles' closed form for a tiling (any order, tiles, K slices of any length, with
+    partial sums in the result buffer) equals program_cycles of the program the driver runs,
+    and one buffer tile is the walk of every program before tilings."""
+    import random
+
+    rnd = random.Random(29)
+    for _ in range(300):
+        rows, cols, kmax = rnd.randint(1, 5), rnd.randint(1, 5), rnd.choice([2, 3, 4, 8, 256])
+        m, k, n = rnd.randint(1, 13), rnd.randint(1, 40), rnd.randint(1, 13)
+        tiling = Tiling(
+            "".join(rnd.sample("mnk", 3)),
+            rnd.choice([m, rows * rnd.randint(1, 3)]),
+            rnd.choice([n, cols * rnd.randint(1, 3)]),
+            rnd.randint(1, k),
+        )
+        for keep in (False, True):
+            program = gemm_program(m, k, n, rows, cols, kmax, keep, tiling)
+            want = program_cycles(program, rows, cols)
+            assert gemm_cycles(m, k, n, rows, cols, kmax, tiling) == want, (m, k, n, tiling)
+            one = gemm_program(m, k, n, rows, cols, kmax, keep, Tiling("nmk", m, n, k))
+            assert one == gemm_program(m, k, n, rows, cols, kmax, keep)

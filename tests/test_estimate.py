@@ -15,7 +15,7 @@ from nitihw.golden.profiles import get_profile
 from nitihw.sim.accelerator import ConfigError, load_accelerator
 from nitihw.sim.cli import main
 from nitihw.sim.cycle_model import ArrayConfig, CycleReport
-from nitihw.sim.estimate import estimate
+from nitihw.sim.estimate import array_config, estimate
 from nitihw.sim.workload import WorkloadError, model_workload, step_ops, topology_workload
 
 
@@ -44,7 +44,8 @@ def kept(entry) -> tuple:
 @pytest.mark.parametrize("model", sorted(MODELS))
 def test_workload_is_what_the_golden_step_does(model):
     batch = 1 if model.startswith("vgg") else 3
-    trace, report = traced_step(model, batch, ArrayConfig(8, 8, 256))
+    # the accelerator's array and buffers: the GEMMs follow the mappings the estimate prices
+    trace, report = traced_step(model, batch, array_config(load_accelerator()))
     got = Counter((e.tag.layer, e.tag.phase, e.op, e.shape, kept(e)) for e in trace)
     want = Counter(
         (o.layer, o.phase, o.op, o.shape, o.kept) for o in step_ops(model_workload(model, batch))
@@ -263,7 +264,7 @@ def test_cli_estimate_dfp16(tmp_path, capsys):
 
 @pytest.mark.parametrize("model", ["mlp-digits", "cnn-digits", "lenet"])
 def test_wage_workload_is_what_the_golden_wage_step_does(model):
-    trace, report = traced_step(model, 3, ArrayConfig(8, 8, 256), "wage")
+    trace, report = traced_step(model, 3, array_config(load_accelerator()), "wage")
     got = Counter(
         (e.tag.layer, e.tag.phase, e.op, e.shape, bool(e.extra.get("fed")), kept(e)) for e in trace
     )
@@ -278,7 +279,7 @@ def test_wage_workload_is_what_the_golden_wage_step_does(model):
 
 @pytest.mark.parametrize("model", ["mlp-digits", "cnn-digits", "lenet", "vgg8b"])
 def test_nitro_workload_is_what_the_golden_nitro_step_does(model):
-    trace, report = traced_step(model, 3, ArrayConfig(8, 8, 256), "nitro-d", mu=9)
+    trace, report = traced_step(model, 3, array_config(load_accelerator(), 4), "nitro-d", mu=9)
     got = Counter(
         (e.tag.layer, e.tag.phase, e.op, e.shape, bool(e.extra.get("divide")), kept(e))
         for e in trace

@@ -421,3 +421,61 @@ def test_bad_wide_parameters_are_named():
     p = datapath_params(2, 2, b_bits=32, divide=True)
     assert (p["b_bits"], p["divide"], p["max_exact_k"]) == (32, True, 2)
     assert datapath_params(2, 2)["b_bits"] == 8
+
+
+@pytest.mark.parametrize(
+    "rows,cols,kmax,shape,tiling",
+    [
+        (2, 3, 4, (5, 13, 7), ("kmn", 4, 3, 5)),  # K in slices of 5 (chunks of 3 and 2)
+        (3, 2, 8, (7, 20, 5), ("mkn", 3, 2, 8)),  # k between the result's loops
+        (2, 2, 4, (4, 9, 4), ("nmk", 2, 4, 2)),  # slices of 2, a short last one
+    ],
+)
+def test_partial_sums_in_the_result_buffer(rows, cols, kmax, shape, tiling):
+    """A tiling that cuts K into slices: every slice but the last drains quiet into the result
+    buffer, every slice but the first adds what the buffer holds. The results, their overflow
+    flags and the range are a whole GEMM's, exactly, with the result kept (the whole result's
+    rows, read back by a rescale from the buffer) and without (the partial sums in the buffer
+    tile's rows); the cycles are the schedule's and the closed form's. 16-bit accumulators
+    with sums that leave the range part-way: a flag is set exactly when the whole sum is out
+    of range."""
+    from nitihw.sim.cycle_model import Tiling
+
+    m, k, n = shape
+    t = Tiling(*tiling)
+    rng = np.random.default_rng(m * k * n)
+    a = rng.integers(-127, 128, (m, k))
+    b = rng.integers(-127, 128, (k, n))
+    # row 0: sums that overflow 16 bits in the first slices, then come back in range
+    a[0, : k // 2], a[0, k // 2 :] = 127, -127
+    b[: k // 2, 0], b[k // 2 :, 0] = 127, 127
+    a[1, :] = 127  # row 1: an exact sum far out of range
+    b[:, 1] = 127
+
+    async def body(drv, out):
+        drv.tiling = lambda *_shape: t
+        out["kept"] = await drv.gemm_tensor(a, b)
+        out["is_kept"] = drv.kept is not None
+        out["q"] = await drv.rescale(out["kept"][0], 9, "round", from_buffer=True)
+        out["spilled"] = await drv.gemm_tensor(-a, b, keep=False)
+
+    dut = Datapath(rows, cols, kmax=kmax, acc_bits=16)
+    out = run(dut, body)
+    lim = 1 << 15
+    for key, sign in (("kept", 1), ("spilled", -1)):
+        acc, ovf, fields = out[key]
+        exact = exact_matmul(sign * a, b)
+        wrapped = (exact + lim) % (2 * lim) - lim
+        np.testing.assert_array_equal(acc, wrapped)
+        np.testing.assert_array_equal(ovf, (exact < -lim) | (exact >= lim))
+        assert ovf[1, 1] and not ovf[0, 0]  # the partial sums of [0, 0] left the range
+        assert fields["overflow_count"] == int(ovf.sum())
+        assert fields["max_magnitude"] == max_abs(wrapped)
+    assert out["is_kept"]
+    np.testing.assert_array_equal(out["q"], shift_round(out["kept"][0], 9, "round"))
+    quiet = [c for rec in out["log"] for c in rec.commands if c.quiet]
+    assert quiet and all(c.keep for c in quiet)
+    for rec in out["log"]:
+        assert rec.cycles == program_cycles(rec.commands, rows, cols), rec.name
+        if rec.name == "gemm":
+            assert rec.cycles == gemm_cycles(m, k, n, rows, cols, kmax, t)

@@ -257,3 +257,32 @@ def test_waves_on_request(tmp_path):
         acc, _, _ = call_sync(drv.gemm_tensor, np.ones((3, 4), int), np.ones((4, 3), int))
         np.testing.assert_array_equal(acc, np.full((3, 3), 4))
     assert vcd.stat().st_size > 1000
+
+
+def test_partial_sums_on_the_native_harness(lib4):
+    """GEMMs whose K is cut into slices by their tiling (k outside the result's loops, so
+    every tile's partial sums wait in the result buffer; and k inside, in one buffer tile's
+    rows) on the compiled model: exact results, flags and range, the programs' cycles the
+    schedule's and the closed form's, kept and spilled."""
+    from nitihw.sim.cycle_model import Tiling, gemm_cycles
+
+    drv = native_driver(lib4, P4)
+    rng = np.random.default_rng(29)
+    m, k, n = 37, 3 * P4["kmax"] + 5, 11
+    a, b = rng.integers(-128, 128, (m, k)), rng.integers(-128, 128, (k, n))
+    for tiling in (Tiling("kmn", 8, 8, P4["kmax"]), Tiling("mnk", 16, 4, P4["kmax"] + 3)):
+        drv.tiling = lambda *_shape, t=tiling: t
+        for keep in (True, False):
+            acc, ovf, fields = call_sync(drv.gemm_tensor, a, b, keep)
+            np.testing.assert_array_equal(acc, exact_matmul(a, b))
+            assert not ovf.any() and fields["max_magnitude"] == int(np.abs(acc).max())
+            assert (drv.kept is not None) == keep
+            if keep:
+                q = call_sync(drv.rescale, acc, 5, "round", None, True)
+                np.testing.assert_array_equal(q, shift_round(acc, 5, "round"))
+        for rec in drv.log:
+            assert rec.cycles == program_cycles(rec.commands, 4, 4), rec.name
+            if rec.name == "gemm":
+                assert rec.cycles == gemm_cycles(m, k, n, 4, 4, P4["kmax"], tiling)
+        assert any(c.quiet for rec in drv.log for c in rec.commands)
+        del drv.log[:]

@@ -55,6 +55,19 @@ def train(tmp_path, name, *args):
         # int8 x int32 GEMMs that wrap, DIVIDE (scaling), UPDATE_DIV (IntegerSGD)
         pytest.param("mlp-digits", "4x4", ["--profile", "nitro-d"], id="mlp-digits-4x4-nitro-d"),
         pytest.param("cnn-digits", "4x4", ["--profile", "nitro-d"], id="cnn-digits-4x4-nitro-d"),
+        # 1 KiB buffers: the mappings cut K into slices, partial sums in the result buffer
+        pytest.param(
+            "cnn-digits",
+            "4x4",
+            ["--ifmap-kib", "1", "--filter-kib", "1"],
+            id="cnn-digits-4x4-partial-sums",
+        ),
+        pytest.param(
+            "mlp-digits",
+            "3x5",
+            ["--ifmap-kib", "0.5", "--filter-kib", "1", "--profile", "nitro-d"],
+            id="mlp-digits-3x5-nitro-d-partial-sums",
+        ),
     ],
 )
 def test_rtl_matches_golden_bit_for_bit(tmp_path, model, array, extra):
@@ -108,16 +121,29 @@ def test_rtl_run_on_cocotb(tmp_path, capfd, sim):
     assert f"simulator log: {log}" in shown.out and "gpi" in log.read_text()
 
 
-def test_rtl_run_split_over_instances(tmp_path):
+@pytest.mark.parametrize("buffers", [[], ["--ifmap-kib", "2", "--filter-kib", "2"]])
+def test_rtl_run_split_over_instances(tmp_path, buffers):
     """Batch 64: the conv GEMMs, rescales and updates are large enough to be split over two
-    native instances; the run is still one Datapath's, bit for bit and cycle for cycle."""
+    native instances; the run is still one Datapath's, bit for bit and cycle for cycle (also
+    when small buffers cut the GEMMs' K into slices)."""
     args = ["--model", "cnn-digits", "--dataset", "digits", "--batch", "64", "--steps", "2"]
-    args += ["--array", "4x4", "--kmax", "32"]
+    args += ["--array", "4x4", "--kmax", "32", *buffers]
     gold = train(tmp_path, "golden", *args)
     rtl = train(tmp_path, "rtl", *args, "--backend", "rtl", "--sim-instances", "2")
     assert rtl["weights_sha256"] == gold["weights_sha256"]
     assert rtl["cycles"]["model_mismatches"] == 0
     assert rtl["cycles"]["total_cycles"] == gold["cycles"]["total_cycles"]
+
+
+def test_the_tiling_changes_the_cycles_not_the_bits(tmp_path):
+    """--tiling whole (one buffer tile) and the searched tilings on small buffers: the same
+    weights, other cycles, so the runs above do follow the mappings."""
+    args = ["--model", "cnn-digits", "--dataset", "digits", "--batch", "16", "--steps", "1"]
+    args += ["--array", "4x4", "--kmax", "32"]
+    whole = train(tmp_path / "w", "golden", *args, "--tiling", "whole")
+    sliced = train(tmp_path / "s", "golden", *args, "--ifmap-kib", "1", "--filter-kib", "1")
+    assert whole["weights_sha256"] == sliced["weights_sha256"]
+    assert whole["cycles"]["total_cycles"] != sliced["cycles"]["total_cycles"]
 
 
 @pytest.mark.parametrize(

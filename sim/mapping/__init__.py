@@ -3,16 +3,29 @@ searched DRAM-level tiling and loop order with the fewest off-chip bytes) and th
 on that traffic (:mod:`.bounds`), reported by ``nitihw estimate`` beside its figures."""
 
 from nitihw.sim.mapping.bounds import compulsory_bytes, io_lower_bound_bytes, lower_bound_bytes
-from nitihw.sim.mapping.mapper import ORDERS, GemmShape, Hierarchy, Mapping, evaluate, search
+from nitihw.sim.mapping.mapper import (
+    OBJECTIVES,
+    ORDERS,
+    GemmShape,
+    Hierarchy,
+    Mapping,
+    check_objective,
+    evaluate,
+    priced_mapping,
+    search,
+)
 
 __all__ = [
+    "OBJECTIVES",
     "ORDERS",
     "GemmShape",
     "Hierarchy",
     "Mapping",
+    "check_objective",
     "compulsory_bytes",
     "evaluate",
     "io_lower_bound_bytes",
     "lower_bound_bytes",
+    "priced_mapping",
     "search",
 ]

@@ -17,8 +17,9 @@ count), so
 A convolution's A is its im2col matrix, larger than the tensor behind it: its reads are scaled
 by ``a_mem / (m * k * a_bytes)`` (the tiles' halos are not counted), as are B's.
 
-The tile must fit: ``tm * tk * a_bytes <= ifmap``, ``tk * tn * b_bytes <= filter`` and ``tm *
-tn * c_bytes <= ofmap`` (the result buffer accumulating the tile). Candidates are the array's
+The tile must fit: ``tm * tk * a_bytes <= ifmap``, ``tk * tn * b_bytes <= filter`` and, when
+K is cut into slices, ``tm * tn * c_bytes <= ofmap`` (the result buffer accumulating the
+tile's partial sums). Candidates are the array's
 multiples (``rows``, ``cols`` and ``kmax`` times powers of two, and the whole dimension) and,
 where even one array tile does not fit, the halvings below them. The search evaluates every
 candidate and order (a few thousand, vectorised) and keeps the fewest bytes, ties going to the
@@ -72,7 +73,9 @@ class GemmShape:
 
 @dataclass(frozen=True)
 class Hierarchy:
-    """The on-chip buffers (bytes) and the Datapath's array (rows, cols, kmax)."""
+    """The on-chip buffers (bytes) and the Datapath's array (rows, cols, kmax); for the
+    objectives (:data:`OBJECTIVES`) the off-chip bandwidth (bytes a cycle) and the energy of
+    an off-chip byte and of a result-buffer byte (pJ)."""
 
     ifmap: int
     filter: int
@@ -80,6 +83,45 @@ class Hierarchy:
     rows: int
     cols: int
     kmax: int
+    bandwidth: float = 16.0
+    dram_pj: float = 1.0
+    ofmap_pj: float = 0.0
+
+
+#: what a search minimises: ``traffic`` the off-chip bytes (then the array's cycles),
+#: ``energy`` their energy plus the result buffer's for the partial sums (then the cycles),
+#: ``time`` the array's cycles with the stalls of that traffic (then the bytes)
+OBJECTIVES = ("traffic", "energy", "time")
+
+
+def check_objective(objective: str) -> str:
+    if objective not in OBJECTIVES:
+        raise ValueError(
+            f"mapping objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}"
+        )
+    return objective
+
+
+def _slice_cycles(length, rows: int, cols: int, kmax: int):
+    """The array's cycles for one array tile over a K slice of ``length`` (0: none), as the
+    cycle model's closed form counts them between tile starts (chunks, then the capture or
+    the next tile's first load)."""
+    length = np.asarray(length)
+    nch = np.maximum(-(-length // kmax), 1)
+    kl = length // nch
+    k0 = kl + (length % nch > 0)
+    cost = (length - k0) + 2 * (nch - 1) + np.maximum(kl + rows + cols, k0 + 2)
+    return np.where(length > 0, cost, 0)
+
+
+def array_cycles(g: GemmShape, h: Hierarchy, tk) -> np.ndarray:
+    """The array's cycles for ``g`` with K in slices of ``tk`` (the tiling's other choices
+    move them by a few cycles at most): every array tile runs every slice, and each slice is
+    one more capture and drain, mostly hidden under the next tile's loads."""
+    tiles = _ceil(g.m, h.rows) * _ceil(g.n, h.cols)
+    full, rest = g.k // tk, g.k % tk
+    one = _slice_cycles(tk, h.rows, h.cols, h.kmax)
+    return tiles * (full * one + _slice_cycles(rest, h.rows, h.cols, h.kmax))
 
 
 @dataclass(frozen=True)
@@ -150,49 +192,105 @@ def result_fits(g: GemmShape, h: Hierarchy) -> bool:
     return g.c_tensor <= h.ofmap if g.c_fits is None else g.c_fits
 
 
-#: the orders today's Datapath can follow: k innermost (a tile's sums never leave the PEs)
-DATAPATH_ORDERS = ("mnk", "nmk")
+def _k_outside(order: str, trips: dict) -> np.ndarray:
+    """Whether the k loop runs outside a loop of the result with more than one trip (the
+    partial sums of several result tiles wait at once), elementwise over the candidates."""
+    out = np.zeros(np.shape(trips["k"]), bool)
+    for d in "mn":
+        if order.index(d) > order.index("k"):
+            out |= trips[d] > 1
+    return out
 
 
 @functools.lru_cache(maxsize=4096)
-def search(g: GemmShape, h: Hierarchy, datapath: bool = False) -> Mapping:
-    """The mapping of ``g`` on ``h`` that moves the fewest bytes off chip (module docstring).
-    Sweeps ask for the same GEMMs on the same buffers often: the answers are cached.
+def search(
+    g: GemmShape, h: Hierarchy, datapath: bool = False, objective: str = "traffic"
+) -> Mapping:
+    """The mapping of ``g`` on ``h`` that moves the fewest bytes off chip (module docstring),
+    or is best for another ``objective`` (:data:`OBJECTIVES`). Sweeps ask for the same GEMMs
+    on the same buffers often: the answers are cached.
 
-    ``datapath``: only the mappings today's Datapath can execute. Its PEs keep one array
-    tile's sums until the tile's last product, and it never reads partial sums back: so the
-    k loop is innermost (:data:`DATAPATH_ORDERS`), and a buffer tile either holds the whole of
-    K (``tk = K``) or is one array tile (``tm <= rows``, ``tn <= cols``), whose sums stay in
-    the PEs while K streams in slices. Without it, partial sums may wait in the result buffer
-    (an RTL change: the Datapath would have to add a drained tile to what the buffer holds)."""
+    ``datapath``: only the mappings the Datapath executes (the driver follows them,
+    :func:`nitihw.sim.cycle_model.gemm_walk`): ``tm`` a multiple of the array's rows or the
+    whole M, ``tn`` of its columns or the whole N; a tile's partial sums (``tk < K``) wait in
+    the result buffer, never off chip (it has no way back from the host), so they must fit
+    it: one buffer tile's rows (``tm * ceil(tn / cols)``) when the k loop is inside the
+    result's loops, the whole result's rows (:func:`~nitihw.sim.cycle_model.drained_rows`)
+    when it is outside; the result tile need not fit when K is whole (its drains leave).
+
+    When the whole result fits the ``ofmap`` buffer, partial sums wait there whatever the
+    order: no mapping spills them."""
     tm_c = _candidates(g.m, h.rows)
     tn_c = _candidates(g.n, h.cols)
     tk_c = _candidates(g.k, h.kmax)
     tm, tn, tk = (x.ravel() for x in np.meshgrid(tm_c, tn_c, tk_c, indexing="ij"))
-    fits = (
-        (tm * tk * g.a_bytes <= h.ifmap)
-        & (tk * tn * g.b_bytes <= h.filter)
-        & (tm * tn * g.c_bytes <= h.ofmap)
-    )
+    operands = (tm * tk * g.a_bytes <= h.ifmap) & (tk * tn * g.b_bytes <= h.filter)
+    whole_fits = result_fits(g, h)
     if datapath:
-        fits &= (tk == g.k) | ((tm <= h.rows) & (tn <= h.cols))
-    if not fits.any():  # not even a 1x1x1 tile: every element streams through
-        tm, tn, tk = (np.array([1], dtype=np.int64),) * 3
+        buffer_rows = h.ofmap // (h.cols * g.c_bytes)
+        grain = ((tm % h.rows == 0) | (tm == g.m)) & ((tn % h.cols == 0) | (tn == g.n))
+        fits = operands & grain
+    else:
+        # a tile whose K is cut waits in the ofmap buffer; one with the whole of K leaves
+        fits = operands & ((tk == g.k) | (tm * tn * g.c_bytes <= h.ofmap))
+    # nothing fits (not even a 1x1x1 tile, or one array tile): every element streams past
+    # the buffers; the Datapath then takes one array tile at a time, the whole of K each
+    fallback = (min(h.rows, g.m), min(h.cols, g.n), g.k) if datapath else (1, 1, 1)
+    if not fits.any():
+        tm, tn, tk = (np.array([x], dtype=np.int64) for x in fallback)
     else:
         tm, tn, tk = tm[fits], tn[fits], tk[fits]
-    # the whole result: written once and read back for the rescale unless it fits on chip
-    held_out = g.c_tensor if (g.held and not result_fits(g, h)) else 0
-    written_once = 0 if g.held else g.c_tensor
-    best = None
-    for order in DATAPATH_ORDERS if datapath else ORDERS:
-        a, b, cw, cr = evaluate(g, order, tm, tn, tk)
-        cw = cw + held_out + written_once
-        cr = cr + held_out
+    check_objective(objective)
+    trips = {"m": _ceil(g.m, tm), "n": _ceil(g.n, tn), "k": _ceil(g.k, tk)}
+    cycles = array_cycles(g, h, tk)
+    # the partial sums' trips through the result buffer: read and written once per extra slice
+    partial = 2 * g.c_tensor * (trips["k"] - 1)
+    best, best_key = None, None
+    for order in ORDERS:
+        a, b, cw, cr = _priced(g, h, order, tm, tn, tk)
         total = a + b + cw + cr
-        i = int(np.argmin(total))  # the first minimum: larger tiles come first
-        if best is None or total[i] < best.total:
-            best = Mapping(
+        ok = np.ones(total.shape, bool)
+        if datapath:  # partial sums must fit the result buffer
+            sliced = trips["k"] > 1
+            outside = _k_outside(order, trips)
+            tile_rows = tm * _ceil(tn, h.cols)
+            ok = ~sliced | np.where(outside, whole_fits, tile_rows <= buffer_rows)
+            if not ok.any():
+                continue
+        if objective == "traffic":
+            keys = (total.astype(float), cycles)
+        elif objective == "energy":
+            keys = (total * h.dram_pj + partial * h.ofmap_pj, cycles)
+        else:  # the stalls: what the bandwidth cannot bring in while the array computes
+            keys = (np.maximum(cycles, np.ceil(total / h.bandwidth)).astype(float), total)
+        keys = (np.where(ok, keys[0], np.inf), keys[1])
+        # the first minimum (larger tiles come first), the first order at a tie
+        i = int(np.lexsort(keys[::-1])[0])
+        key = tuple(float(x[i]) for x in keys)
+        if best is None or key < best_key:
+            best, best_key = Mapping(
                 order, int(tm[i]), int(tn[i]), int(tk[i]), int(a[i]), int(b[i]), int(cw[i]),
                 int(cr[i]),
-            )  # fmt: skip
+            ), key  # fmt: skip
+    if best is None:  # no tile whose partial sums fit the result buffer
+        best = priced_mapping(g, h, "nmk", *fallback)
     return best
+
+
+def _priced(g: GemmShape, h: Hierarchy, order: str, tm, tn, tk) -> tuple:
+    """:func:`evaluate`, with the whole result's own trip off chip (written once, and read
+    back for the rescale unless it fits on chip) and no partial sums spilled when the whole
+    result fits the ``ofmap`` buffer (they wait there)."""
+    a, b, cw, cr = evaluate(g, order, tm, tn, tk)
+    if result_fits(g, h):
+        cw, cr = cw * 0, cr * 0
+    held_out = g.c_tensor if (g.held and not result_fits(g, h)) else 0
+    written_once = 0 if g.held else g.c_tensor
+    return a, b, cw + held_out + written_once, cr + held_out
+
+
+def priced_mapping(g: GemmShape, h: Hierarchy, order: str, tm: int, tn: int, tk: int) -> Mapping:
+    """The off-chip bytes of one mapping (a tiling chosen elsewhere: the one the Datapath
+    runs, seen with the tensors' real bytes) by the same rule as :func:`search`."""
+    a, b, cw, cr = (int(x) for x in _priced(g, h, order, tm, tn, tk))
+    return Mapping(order, int(tm), int(tn), int(tk), a, b, cw, cr)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from nitihw.sim.cycle_model import drained_rows
+from nitihw.sim.cycle_model import Tiling, drained_rows
 
 
 def _ints(x) -> list:
@@ -38,6 +38,17 @@ async def run_ops(drv, seed: int = 0) -> dict:
             if drv.has_divide:
                 d = await drv.divide(acc, 37, True)
                 out[f"gemm{g}_divide_buffer"] = _ints(d)
+    # K in slices of the tiling: partial sums wait in the result buffer (quiet drains, then
+    # drains that add what it holds), kept, and spilled
+    m, k, n = 2 * R + 1, 2 * kmax + 3, C + 2
+    a = rng.integers(-128, 128, (m, k))
+    b = rng.integers(-min(b_hi, 128), min(b_hi, 128), (k, n))
+    drv.tiling = lambda *_shape: Tiling("kmn", R, C, max(kmax // 2, 1))
+    for keep in (True, False):
+        acc, ovf, rng_fields = await drv.gemm_tensor(a, b, keep)
+        out[f"gemm_sliced_{keep}"] = _ints(acc) + _ints(ovf)
+        out[f"gemm_sliced_{keep}_range"] = rng_fields
+    drv.tiling = None
     x = rng.integers(-(1 << 20), 1 << 20, 3 * C + 1)
     for mode in ("round", "psto", "trunc", "rne"):
         out[f"rescale_{mode}"] = _ints(await drv.rescale(x, 9, mode))

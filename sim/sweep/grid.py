@@ -23,6 +23,7 @@ A grid file::
     accumulator_bits = [32]
     dataflow = ["os", "ws"]          # os (the Datapath's), ws, is (estimate only)
     traffic = ["datapath", "fixed"]  # the off-chip traffic priced: datapath, searched, fixed
+    objective = ["traffic", "time"]  # what the mappings minimise: traffic, energy, time
 
 Every value is checked against :data:`nitihw.golden.limits.LIMITS` (the limits of ``nitihw
 estimate`` and the accelerator TOML); a bad one is a :class:`GridError` naming the file, the
@@ -82,6 +83,7 @@ AXES: dict[str, tuple[str | None, object]] = {
     "accumulator_bits": ("acc_bits", 32),
     "dataflow": (None, "os"),
     "traffic": (None, "datapath"),
+    "objective": (None, "traffic"),
 }
 TOP_KEYS = ("compute", "energy", "train_samples", "train", "rtl", "axes")
 MAX_POINTS = 1_000_000
@@ -283,6 +285,13 @@ def _check_value(path: Path, key: str, i: int, value, base: Path):
 
         if value not in TRAFFIC:
             raise GridError(f"{where}: unknown traffic {value!r}; choose from {list(TRAFFIC)}")
+    elif key == "objective":
+        from nitihw.sim.mapping import OBJECTIVES
+
+        if value not in OBJECTIVES:
+            raise GridError(
+                f"{where}: unknown objective {value!r}; choose from {list(OBJECTIVES)}"
+            )
     return value
 
 

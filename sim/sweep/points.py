@@ -175,7 +175,10 @@ def estimate_point(point: dict, settings: dict) -> dict:
         samples = train_samples or DEFAULT_TRAIN_SAMPLES.get(name, batch)
     acc, dataflow = accelerator(point, energy), point.get("dataflow", "os")
     traffic = point.get("traffic", "datapath")
-    r = estimate(layers, acc, batch, samples, name, point["profile"], dataflow, traffic)
+    objective = point.get("objective", "traffic")
+    r = estimate(
+        layers, acc, batch, samples, name, point["profile"], dataflow, traffic, objective
+    )
     step, epoch = r["per_step"], r["per_epoch"]
     out = {k: step[k] for k in ESTIMATE_COLUMNS if k in step}
     out["seconds_per_step"] = step["seconds_at_clock"]

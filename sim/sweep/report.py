@@ -225,7 +225,7 @@ def summary(df, top: int = 8) -> str:
     if len(front):
         keys = ("model", "topology", "profile", "batch", "rows", "cols", "kmax")
         keys += ("ifmap_kib", "filter_kib", "ofmap_kib", "bandwidth", "frequency_mhz")
-        keys += ("operand_bits", "accumulator_bits", "dataflow", "traffic")
+        keys += ("operand_bits", "accumulator_bits", "dataflow", "traffic", "objective")
         keys = _varying(df, keys) or ["rows", "cols"]
         head = [*keys, "cycles/step", "energy/step (uJ)"]
         if "area_mm2" in df:
