@@ -143,11 +143,13 @@ def datapath_timing():
 
 def cycle_model_lenet():
     """Cycles per layer and phase of one LeNet training step (batch 64), from the cycle
-    model, on an 8x8 and a 16x16 array."""
+    model, on an 8x8 and a 16x16 array, with the GEMM tilings ``nitihw train`` uses by
+    default (searched on the default accelerator's buffers)."""
     from nitihw.golden.backend import NumpyBackend
     from nitihw.golden.datasets import load_dataset
     from nitihw.golden.train import TrainConfig, train
-    from nitihw.sim.cycle_model import ArrayConfig, CycleReport
+    from nitihw.sim.cycle_model import CycleReport
+    from nitihw.sim.train_run import run_array
 
     data = load_dataset("mnist5k")
     phases = ["forward", "backward-error", "weight-gradient", "update"]
@@ -155,8 +157,9 @@ def cycle_model_lenet():
     fig, axes = plt.subplots(1, 2, figsize=(12, 4), sharey=False)
     for ax, shape in zip(axes, ("8x8", "16x16"), strict=True):
         be = NumpyBackend()
-        be.trace = CycleReport(ArrayConfig.parse(shape))
-        train(TrainConfig(model="lenet", dataset="mnist5k", steps=1, batch=64), data, be)
+        cfg = TrainConfig(model="lenet", dataset="mnist5k", steps=1, batch=64)
+        be.trace = CycleReport(run_array({"array": shape}, cfg))
+        train(cfg, data, be)
         rows = be.trace.rows()
         layers = sorted({r[0] for r in rows}, key=lambda x: int(x.split(":")[0]))
         bottom = np.zeros(len(layers))

@@ -34,7 +34,8 @@ COMPUTE       stream entries 0..count-1 of A bank ``bank_a`` and B bank ``bank_b
               its first ``drain_rows`` rows (``cols`` accumulators each, with their overflow
               flags) as dout beats; the range unit observes them. ``keep`` also writes row
               ``r`` into result-buffer row ``row + r``; ``add`` drains the tile plus what
-              result-buffer rows ``row..`` hold (partial sums of K cut into slices);
+              result-buffer rows ``row..`` hold (partial sums of K cut into slices; rows
+              past the buffer are dropped, and add 0);
               ``quiet`` (a partial sum) sends nothing to dout and the range unit
 RANGE_CLEAR   start a new tensor in the range unit
 RANGE_READ    one dout beat: bit-width, shift, overflow count and max magnitude of the
@@ -568,7 +569,9 @@ class Datapath(wiring.Component):
             up8.limit.eq(s_cmd.limit),
         ]
         # the drained row: the tile's sums, plus (``add``) the partial sums the result buffer
-        # holds for it, read the cycle before (at the capture, then with each step)
+        # holds for it, read the cycle before (at the capture, then with each step); rows past
+        # the buffer hold nothing (``keep`` drops them, ``add`` adds 0)
+        adding = dr_add & (dr_row < R_ROWS)
         d_wide = [Signal(signed(wide + 1), name=f"drain_sum_{j}") for j in range(C)]
         d_sticky = [Signal(name=f"drain_sticky_{j}") for j in range(C)]
         d_acc = [Signal(signed(acc_bits), name=f"drain_acc_{j}") for j in range(C)]
@@ -577,10 +580,10 @@ class Datapath(wiring.Component):
             if R_ROWS:
                 held = rb_r.data[j]
                 m.d.comb += [
-                    d_wide[j].eq(arr.out_wide[j] + Mux(dr_add, held.v, 0)),
+                    d_wide[j].eq(arr.out_wide[j] + Mux(adding, held.v, 0)),
                     d_sticky[j].eq(
                         arr.out_sticky[j]
-                        | (dr_add & held.s)
+                        | (adding & held.s)
                         | (d_wide[j][wide] ^ d_wide[j][wide - 1])
                     ),
                 ]

@@ -473,6 +473,7 @@ class CycleReport:
         return {
             "array": str(self.array),
             "kmax": self.array.kmax,
+            "tiling": _tiling_settings(self.array),
             "source": "rtl" if self.measured else "cycle-model",
             "total_cycles": self.total,
             "model_mismatches": self.mismatches,
@@ -488,6 +489,20 @@ class CycleReport:
                 for lay, ph, c, mc, mac, u in self.rows()
             ],
         }
+
+
+def _tiling_settings(array: ArrayConfig):
+    """How the GEMMs were tiled: ``"whole"`` (one buffer tile) or the searched mappings'
+    objective and buffers (bytes)."""
+    if array.memory is None:
+        return "whole"
+    h = array.memory
+    return {
+        "objective": array.objective,
+        "ifmap_bytes": h.ifmap,
+        "filter_bytes": h.filter,
+        "ofmap_bytes": h.ofmap,
+    }
 
 
 _PHASE_ORDER = {"forward": 0, "backward-error": 1, "weight-gradient": 2, "update": 3}

@@ -178,6 +178,12 @@ def run_header(cfg: TrainConfig, data, backend: str, array, out: Path) -> str:
     if profile.datapath:
         how = "simulated" if backend == "rtl" else "cycle model"
         parts.append(f"array {array} ({how})")
+        if getattr(array, "memory", None) is not None:
+            h = array.memory
+            parts.append(
+                f"GEMM tilings searched for {array.objective} on {h.ifmap / 1024:g}/"
+                f"{h.filter / 1024:g}/{h.ofmap / 1024:g} KiB buffers"
+            )
     return ", ".join(parts) + f"; run folder {out}"
 
 

@@ -187,3 +187,40 @@ def test_traffic_on_the_command_line_and_in_grids(tmp_path, capsys):
     grid.write_text('[axes]\nmodel = ["lenet"]\ntraffic = ["datapath", "nearest"]\n')
     with pytest.raises(GridError, match="unknown traffic 'nearest'"):
         load_grid(grid)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_driver_walks_the_datapaths_mapping(seed):
+    """The Datapath's searched mapping as the driver runs it (gemm_walk's array tiles): an A
+    or B buffer tile comes in when the tile the walk is on needs another one, and the bytes
+    that brings in are the mapping's; its partial sums fit the result buffer (they never
+    leave the chip), so no result tile is left and visited again unless it waits there."""
+    from nitihw.sim.cycle_model import Tiling, drained_rows, gemm_walk
+
+    rng = np.random.default_rng(100 + seed)
+    (rows, cols), kmax = (int(x) for x in rng.choice([2, 3, 4], 2)), 8
+    sliced = 0
+    for _ in range(6):
+        m, k, n = (int(x) for x in rng.integers(1, 60, 3))
+        kib = [int(x) for x in rng.integers(1, 4, 3)]  # buffers of tens of bytes
+        h = Hierarchy(kib[0] * 16, kib[1] * 16, kib[2] * 64, rows, cols, kmax)
+        fits = drained_rows(m, n, cols) <= h.ofmap // (cols * 4)
+        g = GemmShape(m, k, n, 1, 1, 4, c_fits=fits)
+        mp = search(g, h, datapath=True)
+        t = Tiling(mp.order, mp.tm, mp.tn, mp.tk)
+        w = gemm_walk(m, k, n, rows, cols, t, keep=fits)
+        a = b = 0
+        held_a = held_b = None
+        for i0, j0, k0, klen in zip(w.i0, w.j0, w.k0, w.klen, strict=True):
+            ka = (i0 // mp.tm, k0 // mp.tk)  # the buffer tiles this array tile reads
+            kb = (k0 // mp.tk, j0 // mp.tn)
+            if ka != held_a:
+                held_a = ka
+                a += min(mp.tm, m - ka[0] * mp.tm) * klen
+            if kb != held_b:
+                held_b = kb
+                b += klen * min(mp.tn, n - kb[1] * mp.tn)
+        assert (a, b) == (mp.a_reads, mp.b_reads), (m, k, n, h, mp)
+        assert w.rows_needed <= h.ofmap // (cols * 4)
+        sliced += mp.tk < k
+    assert sliced  # K cut into slices: partial sums in the result buffer

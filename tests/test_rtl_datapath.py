@@ -479,3 +479,37 @@ def test_partial_sums_in_the_result_buffer(rows, cols, kmax, shape, tiling):
         assert rec.cycles == program_cycles(rec.commands, rows, cols), rec.name
         if rec.name == "gemm":
             assert rec.cycles == gemm_cycles(m, k, n, rows, cols, kmax, t)
+
+
+def test_add_past_the_result_buffer_adds_nothing():
+    """A drain whose rows run past the result buffer: keep drops those rows, add adds 0 to
+    them (the rows that are in the buffer add what they hold); a quiet drain sends nothing."""
+    from nitihw.rtl.schedule import Command
+
+    rng = np.random.default_rng(7)
+    a = rng.integers(-100, 100, (2, 3))
+    b = rng.integers(-100, 100, (3, 2))
+
+    async def body(drv, out):
+        beats = np.zeros((3, drv.pay.din_bytes), np.uint8)
+        drv.pay.din_a.put(beats, a.T)  # a beat: one column of A and one row of B
+        drv.pay.din_b.put(beats, b)
+
+        def tile(**fields):
+            return [
+                Command("LOAD_AB", 3, 0, 0),
+                Command("COMPUTE", 3, 0, 0, drain=1, drain_rows=2, **fields),
+            ]
+
+        # the tile's rows into buffer rows 0 and 1, then 2 and 3 (quiet: nothing on dout)
+        await drv.execute("quiet", tile(keep=1, quiet=1, row=0), beats, 0)
+        out["quiet"] = await drv.execute("quiet", tile(keep=1, quiet=1, row=2), beats, 0)
+        # rows 3 and 4 added: row 3 holds the tile's row 1, row 4 is past the 4-row buffer
+        # (not row 0, which its address would wrap to)
+        words = await drv.execute("add", tile(add=1, row=3), beats, 2)
+        out["acc"] = drv.pay.out_acc.take(words)
+
+    out = run(Datapath(2, 2, kmax=4, result_rows=4), body)
+    p = exact_matmul(a, b)
+    assert len(out["quiet"]) == 0
+    np.testing.assert_array_equal(out["acc"], np.stack([p[0] + p[1], p[1]]))
