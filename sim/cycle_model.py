@@ -328,6 +328,13 @@ def gemm_cycles(m: int, k: int, n: int, rows: int, cols: int, kmax: int, tiling=
 
 
 @functools.lru_cache(maxsize=4096)
+def _array_gemm_cycles(m: int, k: int, n: int, array: ArrayConfig) -> int:
+    """:func:`gemm_cycles` with the tiling ``array`` gives the GEMM (a step repeats its
+    shapes, a sweep its arrays: cached)."""
+    return gemm_cycles(m, k, n, array.rows, array.cols, array.kmax, gemm_tiling(m, k, n, array))
+
+
+@functools.lru_cache(maxsize=4096)
 def gemm_tiling(m: int, k: int, n: int, array: ArrayConfig) -> Tiling | None:
     """The tiling the Datapath follows for ``(m, k) @ (k, n)`` on ``array``: the mapping
     with the fewest off-chip bytes among those it executes
@@ -360,8 +367,14 @@ def gemm_operand_reads(
     load before brought the same one, :func:`gemm_tile_arrays`) and ``partial`` (partial-sum
     elements the result buffer takes and gives back: written by every slice but the last,
     read by every slice but the first). Tests hold it to the loads of the walk."""
+    return dict(_operand_reads(m, k, n, rows, cols, kmax, tiling))
+
+
+@functools.lru_cache(maxsize=4096)
+def _operand_reads(m: int, k: int, n: int, rows: int, cols: int, kmax: int, tiling) -> tuple:
+    """:func:`gemm_operand_reads`' counts (a GEMM shape recurs: cached)."""
     if not (m and n):
-        return {"a": 0, "b": 0, "partial": 0}
+        return (("a", 0), ("b", 0), ("partial", 0))
     t = whole_tiling(m, k, n) if tiling is None else check_tiling(tiling, m, k, n, rows, cols)
     mb, nb, kb = _buffer_tiles(m, k, n, t)
     mr, nr = np.minimum(t.tm, m - mb), np.minimum(t.tn, n - nb)
@@ -376,7 +389,7 @@ def gemm_operand_reads(
     same[1:] = (nb[1:] == nb[:-1]) & (kb[1:] == kb[:-1]) & (tj[1:] == 1) & one_chunk[1:]
     b = np.where(same, b - klen * np.minimum(nr, cols), b)
     slices = -(-k // t.tk)
-    return {"a": m * k * -(-n // cols), "b": int(b.sum()), "partial": m * n * (slices - 1)}
+    return (("a", m * k * -(-n // cols)), ("b", int(b.sum())), ("partial", m * n * (slices - 1)))
 
 
 def lane_beats(elements: int, cols: int) -> int:
@@ -422,7 +435,7 @@ def op_cycles(op: str, shape: tuple, array: ArrayConfig, extra: dict | None = No
     """
     r, c = array.rows, array.cols
     if op == "gemm":
-        return gemm_cycles(*shape, r, c, array.kmax, gemm_tiling(*shape, array))
+        return _array_gemm_cycles(*shape, array)
     program = op_program(op, shape, array, extra)
     return 0 if program is None else program_cycles(program, r, c)
 

@@ -289,6 +289,7 @@ def _priced(g: GemmShape, h: Hierarchy, order: str, tm, tn, tk) -> tuple:
     return a, b, cw + held_out + written_once, cr + held_out
 
 
+@functools.lru_cache(maxsize=4096)
 def priced_mapping(g: GemmShape, h: Hierarchy, order: str, tm: int, tn: int, tk: int) -> Mapping:
     """The off-chip bytes of one mapping (a tiling chosen elsewhere: the one the Datapath
     runs, seen with the tensors' real bytes) by the same rule as :func:`search`."""
