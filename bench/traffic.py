@@ -1,18 +1,17 @@
 """Off-chip traffic side by side with SCALE-Sim 3.0 and ZigZag, on the same GEMMs and buffers.
 
-For each forward GEMM of LeNet (batch 8) and vgg-small-7 (batch 1) on a 16x16
-output-stationary array with 64/64/256
-KiB buffers: SCALE-Sim's DRAM reads of A (ifmap) and B (filter) and its DRAM writes of the
-results (DETAILED_ACCESS_REPORT.csv, one-byte words), next to nitihw's for the same GEMM seen
-the way SCALE-Sim sees it (A is the M x K matrix itself, not a tensor behind an im2col; the
-results written once, one byte each, nothing held for a range): the fixed loop order of the
-estimates before issue 29, the mapping the Datapath runs (its partial sums in the result
-buffer), the best searched mapping, and the lower bound; and ZigZag's best mapping for the same array, buffers and DRAM
-(bench/zigzag_worker.py). SCALE-Sim crashes with NumPy 2: run it from its own venv
-(``python3 -m venv V && V/bin/pip install 'numpy<2' scalesim==3.0.0``) and pass ``--scalesim
-V/bin/python``; ZigZag likewise (``python3 -m venv Z && Z/bin/pip install zigzag-dse six``:
-it imports ``six`` without declaring it), ``--zigzag Z/bin/python``. Prints the table and
-writes the 'traffic_scalesim' section of docs/benchmarks.md.
+For each forward GEMM of LeNet (batch 8) and vgg-small-7 (batch 1) on a 16x16 output-stationary
+array with 64/64/256 KiB buffers: SCALE-Sim's DRAM reads of A (ifmap) and B (filter) and its
+DRAM writes of the results (DETAILED_ACCESS_REPORT.csv, one-byte words), next to nitihw's for
+the same GEMM seen the way SCALE-Sim sees it (A is the M x K matrix itself, not a tensor behind
+an im2col; the results written once, one byte each, nothing held for a range): the fixed loop
+order of the estimates before issue 29, the mapping the Datapath runs (its partial sums in the
+result buffer), the best searched mapping, and the lower bound; and ZigZag's best mapping for
+the same array, buffers and DRAM (bench/zigzag_worker.py). SCALE-Sim crashes with NumPy 2: run
+it from its own venv (``python3 -m venv V && V/bin/pip install 'numpy<2' scalesim==3.0.0``) and
+pass ``--scalesim V/bin/python``; ZigZag likewise (``python3 -m venv Z && Z/bin/pip install
+zigzag-dse six``: it imports ``six`` without declaring it), ``--zigzag Z/bin/python``. Prints
+the table and writes the 'traffic_scalesim' section of docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -175,8 +174,7 @@ def main() -> None:
         "*the Datapath's*: the mapping it runs (its int32 partial sums wait in the 256 KiB "
         "result buffer), what `nitihw estimate` prices by default; *searched*: the best of "
         "any tile; *bound*: every tensor once, or the I/O bound where the buffers are too "
-        "small.\n\n"
-        + markdown_table(headers, rows)
+        "small.\n\n" + markdown_table(headers, rows)
     )
     write_section("traffic_scalesim", body)
 

@@ -10,8 +10,8 @@ GEMM. Tests check the model against the cycles the RTL measured, operation by op
 
 from __future__ import annotations
 
-from collections import defaultdict
 import functools
+from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -181,9 +181,7 @@ def k_innermost(t: Tiling, m: int, k: int, n: int) -> bool:
     """The tiling's k loop runs inside every loop of the result that has more than one trip:
     a buffer tile's partial sums are complete before the next tile's begin."""
     trips = {"m": -(-m // t.tm), "n": -(-n // t.tn), "k": -(-k // t.tk)}
-    return all(
-        t.order.index("k") > t.order.index(d) for d in "mn" if trips[d] > 1
-    )
+    return all(t.order.index("k") > t.order.index(d) for d in "mn" if trips[d] > 1)
 
 
 def _chunked(walk: GemmWalk, kmax: int):
@@ -286,9 +284,7 @@ def gemm_program(
     m: int, k: int, n: int, rows: int, cols: int, kmax: int, keep: bool = False, tiling=None
 ) -> list[Command]:
     """A GEMM as one tensor: ``RANGE_CLEAR``, the tiles, ``RANGE_READ``."""
-    tiles = (
-        [c for c, _ in gemm_tiles(m, k, n, rows, cols, kmax, keep, tiling)] if m and n else []
-    )
+    tiles = [c for c, _ in gemm_tiles(m, k, n, rows, cols, kmax, keep, tiling)] if m and n else []
     return [Command("RANGE_CLEAR"), *tiles, Command("RANGE_READ")]
 
 

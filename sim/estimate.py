@@ -31,12 +31,11 @@ from nitihw.sim.cycle_model import (
     op_cycles,
 )
 from nitihw.sim.mapping import (
-    OBJECTIVES,
     GemmShape,
     Hierarchy,
     Mapping,
-    lower_bound_bytes,
     check_objective,
+    lower_bound_bytes,
     priced_mapping,
     search,
 )

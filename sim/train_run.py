@@ -101,7 +101,9 @@ def run_array(opts: dict, cfg) -> ArrayConfig:
     )
     for name in ("ifmap_kib", "filter_kib"):
         if opts.get(name) is not None:
-            acc = replace(acc, **{name: check("buffer_kib", opts[name], f"--{name.replace('_', '-')}")})
+            acc = replace(
+                acc, **{name: check("buffer_kib", opts[name], f"--{name.replace('_', '-')}")}
+            )
     b_bytes = -(-b_bits // 8) if b_bits != op_bits else None
     return array_config(acc, b_bytes, opts.get("objective") or "traffic")
 

@@ -10,10 +10,10 @@ from nitihw.rtl.schedule import Command, program_cycles, range_latency
 from nitihw.sim.cycle_model import (
     ArrayConfig,
     CycleReport,
+    Tiling,
     gemm_cycles,
     gemm_program,
     gemm_tile_arrays,
-    Tiling,
     gemm_tiles,
     op_cycles,
 )

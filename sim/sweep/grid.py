@@ -289,9 +289,7 @@ def _check_value(path: Path, key: str, i: int, value, base: Path):
         from nitihw.sim.mapping import OBJECTIVES
 
         if value not in OBJECTIVES:
-            raise GridError(
-                f"{where}: unknown objective {value!r}; choose from {list(OBJECTIVES)}"
-            )
+            raise GridError(f"{where}: unknown objective {value!r}; choose from {list(OBJECTIVES)}")
     return value
 
 

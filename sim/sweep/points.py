@@ -176,9 +176,7 @@ def estimate_point(point: dict, settings: dict) -> dict:
     acc, dataflow = accelerator(point, energy), point.get("dataflow", "os")
     traffic = point.get("traffic", "datapath")
     objective = point.get("objective", "traffic")
-    r = estimate(
-        layers, acc, batch, samples, name, point["profile"], dataflow, traffic, objective
-    )
+    r = estimate(layers, acc, batch, samples, name, point["profile"], dataflow, traffic, objective)
     step, epoch = r["per_step"], r["per_epoch"]
     out = {k: step[k] for k in ESTIMATE_COLUMNS if k in step}
     out["seconds_per_step"] = step["seconds_at_clock"]
