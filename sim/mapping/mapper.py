@@ -22,11 +22,14 @@ K is cut into slices, ``tm * tn * c_bytes <= ofmap`` (the result buffer accumula
 tile's partial sums). Candidates are the array's
 multiples (``rows``, ``cols`` and ``kmax`` times powers of two, and the whole dimension) and,
 where even one array tile does not fit, the halvings below them. The search evaluates every
-candidate and order (a few thousand, vectorised) and keeps the fewest bytes, ties going to the
-first in a fixed order (larger tiles, then the orders in :data:`ORDERS`): deterministic.
+candidate and order (a few thousand, vectorised) and keeps the best for its objective
+(:data:`OBJECTIVES`; by default the fewest bytes, then the fewest array cycles), ties going to
+the first in a fixed order (larger tiles, then the orders in :data:`ORDERS`): deterministic.
 
-This is the DRAM-level mapping only: the Datapath's own schedule (the output-stationary tiles
-of ``rows x cols`` with K streamed in chunks of ``kmax``) is the RTL's, and so are its cycles.
+The Datapath runs the mappings ``search(..., datapath=True)`` picks: its driver walks their
+buffer tiles in their order (:func:`nitihw.sim.cycle_model.gemm_walk`), the array tiles of
+``rows x cols`` inside each with K streamed in chunks of ``kmax``, and the cycle model prices
+that walk.
 """
 
 from __future__ import annotations
