@@ -206,6 +206,26 @@ def dout_layout(cols, acc_bits, divide=False) -> data.UnionLayout:
     )
 
 
+class _Wires(dict):
+    """The signals one section of :meth:`Datapath.elaborate` makes and later sections use."""
+
+    def update(self, **signals) -> None:
+        for name in signals:
+            if name in self:
+                raise KeyError(f"elaborate: {name} is made twice")
+        super().update(signals)
+
+    def __getattr__(self, name):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def get(self, *names) -> tuple:
+        """Several signals at once, in order."""
+        return tuple(self[n] for n in names)
+
+
 class Datapath(wiring.Component):
     """The nitihw training datapath.
 
@@ -328,11 +348,28 @@ class Datapath(wiring.Component):
         }
 
     def elaborate(self, platform):
-        m = Module()
+        m, w = Module(), _Wires()
+        # the sections in this order: a later one may override what an earlier one drives
+        self._blocks(m, w)
+        self._skid_buffer(m, w)
+        self._command_queue(m, w)
+        self._loader(m, w)
+        self._array_control(m, w)
+        self._drainer(m, w)
+        self._skew(m, w)
+        self._serial_unit(m, w)
+        self._drain_path(m, w)
+        self._lane_inputs(m, w)
+        self._range_inputs(m, w)
+        self._dout_sources(m, w)
+        self._dispatch(m, w)
+        return m
+
+    def _blocks(self, m: Module, w: _Wires) -> None:
+        """The MAC array, the range unit, the lanes, the command queue, the operand banks and
+        the result buffer."""
         R, C, kmax = self._rows, self._cols, self._kmax
         layout = command_layout(self._acc_bits)
-        din, dout = self.din, self.dout
-
         # ---- blocks ----------------------------------------------------------------------
         m.submodules.array = arr = MacArray(
             R,
@@ -372,12 +409,32 @@ class Datapath(wiring.Component):
         R_ROWS = self._result_rows
         acc_bits, wide = self._acc_bits, self._acc_bits + self._guard_bits
         word = data.StructLayout({"v": signed(wide), "s": 1})
+        rb_w = rb_r = None
         if R_ROWS:
             m.submodules.result = rbuf = memory.Memory(
                 shape=data.ArrayLayout(word, C), depth=R_ROWS, init=[]
             )
             rb_w, rb_r = rbuf.write_port(), rbuf.read_port()
+        w.update(
+            arr=arr,
+            rng=rng,
+            rs=rs,
+            up8=up8,
+            up16=up16,
+            dv=dv,
+            queue=queue,
+            banks_a=banks_a,
+            banks_b=banks_b,
+            R_ROWS=R_ROWS,
+            acc_bits=acc_bits,
+            wide=wide,
+            rb_w=rb_w,
+            rb_r=rb_r,
+        )
 
+    def _skid_buffer(self, m: Module, w: _Wires) -> None:
+        """The output skid buffer, which every dout beat passes."""
+        dout = self.dout
         # ---- the output skid buffer: every dout beat passes here ----------------------------
         # Sources offer (ob_valid, ob_payload) and see ob_ready, a register: no combinational
         # path from dout.ready back into the datapath.
@@ -395,7 +452,12 @@ class Datapath(wiring.Component):
                 m.d.sync += ob_full.eq(0)
         with m.Elif(ob_valid & ~dout.ready):
             m.d.sync += [ob_full.eq(1), ob_buf.eq(ob_payload)]
+        w.update(ob_valid=ob_valid, ob_payload=ob_payload, ob_ready=ob_ready)
 
+    def _command_queue(self, m: Module, w: _Wires) -> None:
+        """Commands into the queue; its head."""
+        layout = command_layout(self._acc_bits)
+        queue = w.queue
         # ---- the command queue --------------------------------------------------------------
         head = Signal(layout)
         m.d.comb += [
@@ -404,7 +466,12 @@ class Datapath(wiring.Component):
             self.cmd.ready.eq(queue.w_rdy),
             head.eq(queue.r_data),
         ]
+        w.update(head=head)
 
+    def _loader(self, m: Module, w: _Wires) -> None:
+        """The loader: din beats into the operand banks."""
+        din = self.din
+        banks_a, banks_b = w.get("banks_a", "banks_b")
         # ---- loader state ---------------------------------------------------------------------
         ld_busy = Signal()
         ld_a, ld_b = Signal(), Signal()
@@ -429,7 +496,20 @@ class Datapath(wiring.Component):
                 wb.data.eq(din.payload.ab.b),
                 wb.en.eq(ld_busy & din.valid & ld_b & (ld_bank_b == bank)),
             ]
+        w.update(
+            ld_busy=ld_busy,
+            ld_a=ld_a,
+            ld_b=ld_b,
+            ld_bank_a=ld_bank_a,
+            ld_bank_b=ld_bank_b,
+            ld_count=ld_count,
+            ld_idx=ld_idx,
+        )
 
+    def _array_control(self, m: Module, w: _Wires) -> None:
+        """The array's reads of the banks, its flags and its flush."""
+        R, C = self._rows, self._cols
+        banks_a, banks_b = w.get("banks_a", "banks_b")
         # ---- array state ----------------------------------------------------------------------
         x_reading, x_flushing = Signal(), Signal()
         x_count = Signal(COUNT_BITS)
@@ -462,7 +542,35 @@ class Datapath(wiring.Component):
                     m.d.sync += [x_flushing.eq(1), flush.eq(R + C - 1)]
         with m.If(x_flushing & (flush != 0)):
             m.d.sync += flush.eq(flush - 1)
+        w.update(
+            x_reading=x_reading,
+            x_flushing=x_flushing,
+            x_count=x_count,
+            x_idx=x_idx,
+            x_accumulate=x_accumulate,
+            x_drain=x_drain,
+            x_bank_a=x_bank_a,
+            x_bank_b=x_bank_b,
+            x_rows=x_rows,
+            x_keep=x_keep,
+            x_add=x_add,
+            x_quiet=x_quiet,
+            x_row=x_row,
+            flush=flush,
+            x_last_read=x_last_read,
+            feed_valid=feed_valid,
+            feed_first=feed_first,
+            feed_bank_a=feed_bank_a,
+            feed_bank_b=feed_bank_b,
+        )
 
+    def _drainer(self, m: Module, w: _Wires) -> None:
+        """The capture of a finished tile and the drainer's state."""
+        arr, ob_ready = w.get("arr", "ob_ready")
+        x_flushing, flush, x_rows, x_keep, x_add, x_quiet, x_row = w.get(
+            "x_flushing", "flush", "x_rows", "x_keep", "x_add", "x_quiet", "x_row"
+        )
+        x_reading, x_last_read, x_drain = w.get("x_reading", "x_last_read", "x_drain")
         # ---- drainer state --------------------------------------------------------------------
         dr_busy = Signal()
         dr_left = Signal(DRAIN_ROWS_BITS)
@@ -486,7 +594,25 @@ class Datapath(wiring.Component):
         # the array takes a new COMPUTE when idle, on a no-drain COMPUTE's last read (the sums
         # go on back to back), or in the capture cycle
         x_accept = (~x_reading & ~x_flushing) | (x_last_read & ~x_drain) | capture
+        w.update(
+            dr_busy=dr_busy,
+            dr_left=dr_left,
+            dr_keep=dr_keep,
+            dr_add=dr_add,
+            dr_quiet=dr_quiet,
+            dr_row=dr_row,
+            capture=capture,
+            dr_step=dr_step,
+            x_accept=x_accept,
+        )
 
+    def _skew(self, m: Module, w: _Wires) -> None:
+        """The skew of the operands into the array."""
+        R, C = self._rows, self._cols
+        arr, banks_a, banks_b = w.get("arr", "banks_a", "banks_b")
+        feed_valid, feed_first, feed_bank_a, feed_bank_b = w.get(
+            "feed_valid", "feed_first", "feed_bank_a", "feed_bank_b"
+        )
         # ---- skew: row i of A (and its flags) delayed by i cycles, column j of B by j ------------
         a_data = Signal(data.ArrayLayout(signed(self._op_bits), R))
         b_data = Signal(data.ArrayLayout(signed(self._b_bits), C))
@@ -518,6 +644,14 @@ class Datapath(wiring.Component):
                 prev = reg
             m.d.comb += arr.b[j].eq(prev)
 
+    def _serial_unit(self, m: Module, w: _Wires) -> None:
+        """The serial unit's state, its passage through the lanes, the rescale lanes'
+        settings."""
+        din = self.din
+        layout = command_layout(self._acc_bits)
+        R_ROWS, rb_r, rs, up8, ob_valid, ob_ready = w.get(
+            "R_ROWS", "rb_r", "rs", "up8", "ob_valid", "ob_ready"
+        )
         # ---- serial unit state ----------------------------------------------------------------
         s_busy = Signal()
         s_cmd = Signal(layout)
@@ -568,6 +702,34 @@ class Datapath(wiring.Component):
             rs.i.payload.eq(din.payload.rescale),
             up8.limit.eq(s_cmd.limit),
         ]
+        w.update(
+            s_busy=s_busy,
+            s_cmd=s_cmd,
+            s_idx=s_idx,
+            s_done=s_done,
+            from_buf=from_buf,
+            bf_valid=bf_valid,
+            bf_next=bf_next,
+            through=through,
+        )
+
+    def _drain_path(self, m: Module, w: _Wires) -> None:
+        """The drained row (plus the partial sums it adds), the result buffer's ports."""
+        C = self._cols
+        arr, rs, R_ROWS, acc_bits, wide, rb_w, rb_r = w.get(
+            "arr", "rs", "R_ROWS", "acc_bits", "wide", "rb_w", "rb_r"
+        )
+        dr_add, dr_row, dr_step, dr_keep, dr_left, capture, x_add, x_row, from_buf = w.get(
+            "dr_add",
+            "dr_row",
+            "dr_step",
+            "dr_keep",
+            "dr_left",
+            "capture",
+            "x_add",
+            "x_row",
+            "from_buf",
+        )
         # the drained row: the tile's sums, plus (``add``) the partial sums the result buffer
         # holds for it, read the cycle before (at the capture, then with each step); rows past
         # the buffer hold nothing (``keep`` drops them, ``add`` adds 0)
@@ -613,6 +775,16 @@ class Datapath(wiring.Component):
                         rs.i.payload.acc[j].eq(rb_r.data[j].v[:acc_bits]),
                         rs.i.payload.rand[j].eq(0),
                     ]
+        w.update(d_acc=d_acc, d_ovf=d_ovf)
+
+    def _lane_inputs(self, m: Module, w: _Wires) -> None:
+        """The update and divide lanes' inputs."""
+        C = self._cols
+        din = self.din
+        up8, up16, dv, R_ROWS, rb_r, acc_bits = w.get(
+            "up8", "up16", "dv", "R_ROWS", "rb_r", "acc_bits"
+        )
+        s_cmd, from_buf = w.get("s_cmd", "from_buf")
         for j in range(C):
             m.d.comb += [
                 up8.i.payload.w[j].eq(din.payload.update.w[j]),
@@ -643,6 +815,11 @@ class Datapath(wiring.Component):
                     dv.i.payload.w[j].eq(din.payload.update32.w[j]),
                 ]
 
+    def _range_inputs(self, m: Module, w: _Wires) -> None:
+        """The range unit watches the drain, or din in RANGE_FEED."""
+        C = self._cols
+        din = self.din
+        rng, s_busy, s_cmd, d_acc, d_ovf = w.get("rng", "s_busy", "s_cmd", "d_acc", "d_ovf")
         # ---- the range unit watches the drain, or din in RANGE_FEED --------------------------
         feeding = s_busy & (s_cmd.op == Op.RANGE_FEED)
         for j in range(C):
@@ -651,6 +828,18 @@ class Datapath(wiring.Component):
                 rng.overflow[j].eq(~feeding & d_ovf[j]),
             ]
 
+    def _dout_sources(self, m: Module, w: _Wires) -> None:
+        """What each unit sends to dout, and the serial commands' own work."""
+        C = self._cols
+        din = self.din
+        arr, rng, rs, up8, up16, dv = w.get("arr", "rng", "rs", "up8", "up16", "dv")
+        ob_valid, ob_payload, ob_ready, through = w.get(
+            "ob_valid", "ob_payload", "ob_ready", "through"
+        )
+        dr_busy, dr_quiet, dr_step, dr_left, dr_row, d_acc, d_ovf = w.get(
+            "dr_busy", "dr_quiet", "dr_step", "dr_left", "dr_row", "d_acc", "d_ovf"
+        )
+        s_busy, s_cmd, s_idx = w.get("s_busy", "s_cmd", "s_idx")
         # ---- dout sources ---------------------------------------------------------------------
         with m.If(dr_busy):
             m.d.comb += ob_valid.eq(~dr_quiet)
@@ -706,6 +895,29 @@ class Datapath(wiring.Component):
         if dv is not None:
             m.d.comb += dv.o.ready.eq(ob_ready)
 
+    def _dispatch(self, m: Module, w: _Wires) -> None:
+        """The head of the queue goes to its unit when it can; busy and error."""
+        kmax = self._kmax
+        rng, dv, queue, head, R_ROWS = w.get("rng", "dv", "queue", "head", "R_ROWS")
+        ld_busy, ld_a, ld_b, ld_bank_a, ld_bank_b, ld_count, ld_idx = w.get(
+            "ld_busy", "ld_a", "ld_b", "ld_bank_a", "ld_bank_b", "ld_count", "ld_idx"
+        )
+        x_reading, x_flushing, x_count, x_idx, x_accumulate, x_drain, x_bank_a, x_bank_b = w.get(
+            "x_reading",
+            "x_flushing",
+            "x_count",
+            "x_idx",
+            "x_accumulate",
+            "x_drain",
+            "x_bank_a",
+            "x_bank_b",
+        )
+        x_rows, x_keep, x_add, x_quiet, x_row, x_accept = w.get(
+            "x_rows", "x_keep", "x_add", "x_quiet", "x_row", "x_accept"
+        )
+        dr_busy, s_busy, s_cmd, s_idx, s_done, bf_valid, bf_next = w.get(
+            "dr_busy", "s_busy", "s_cmd", "s_idx", "s_done", "bf_valid", "bf_next"
+        )
         # ---- dispatch: the head of the queue goes to its unit when it can ---------------------
         all_idle = ~ld_busy & ~x_reading & ~x_flushing & ~dr_busy & ~s_busy & ~rng.busy
         go = Signal()
@@ -795,4 +1007,3 @@ class Datapath(wiring.Component):
             self.error.eq(error),
             self.error_op.eq(error_op),
         ]
-        return m
