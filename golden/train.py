@@ -315,6 +315,209 @@ def check_input_shape(cfg: TrainConfig, data: Dataset):
     return spec
 
 
+@dataclass
+class _Run:
+    """A training run in progress: what :func:`train` sets up, then runs epoch by epoch, then
+    reports."""
+
+    cfg: TrainConfig
+    data: Dataset
+    backend: Backend
+    eval_backend: Backend | None
+    net: object
+    state: RunState
+    ckpt: Path | None
+    per_epoch: int
+    total: int
+    mu: MuSchedule
+    ctx: StepContext
+    eval_ctx: StepContext
+    float_method: bool  # no mu: a float learning rate
+
+    @classmethod
+    def start(cls, cfg, data, backend, out_dir, resume, eval_backend) -> _Run:
+        """Set-up: the backend, the network on it, the state (a resumed checkpoint's), the
+        step count and the contexts."""
+        cfg.validate()
+        if backend is None:
+            backend = NumpyBackend(cfg.acc_bits, cfg.overflow)
+        if (backend.accumulator.bits, backend.overflow) != (cfg.acc_bits, cfg.overflow):
+            raise ValueError(
+                f"backend has acc_bits={backend.accumulator.bits}, overflow={backend.overflow!r} "
+                f"but the run asks for acc_bits={cfg.acc_bits}, overflow={cfg.overflow!r}"
+            )
+        spec = check_input_shape(cfg, data)
+        profile = get_profile(cfg.profile)
+        net = build_network(
+            spec,
+            profile,
+            cfg.seed,
+            cfg.weight_bits,
+            cfg.operand_bits,
+            lr=cfg.lr,
+            momentum=cfg.momentum,
+            weight_decay=cfg.weight_decay,
+        )
+        if hasattr(net, "prepare"):  # NITRO-D: input statistics of the training images
+            net.prepare(data.train_x)
+        net.to_backend(backend)
+        ckpt = Path(out_dir) / CHECKPOINT_NAME if out_dir is not None else None
+        state = RunState()
+        if resume:
+            if ckpt is None:
+                raise ValueError("--resume needs --out DIR (where the checkpoint is)")
+            state = load_checkpoint(ckpt, cfg, net)
+            backend.overflow_events = state.overflow_events
+        n = len(data.train_y)
+        per_epoch = -(-n // cfg.batch)
+        total = per_epoch * cfg.epochs
+        if cfg.steps is not None:
+            total = min(total, cfg.steps)
+        ctx = StepContext(backend, profile, seed=cfg.seed, operand_bits=cfg.operand_bits)
+        eval_ctx = ctx
+        if eval_backend is not None:
+            eval_ctx = StepContext(
+                eval_backend, profile, seed=cfg.seed, operand_bits=cfg.operand_bits
+            )
+        return cls(
+            cfg,
+            data,
+            backend,
+            eval_backend,
+            net,
+            state,
+            ckpt,
+            per_epoch,
+            total,
+            MuSchedule(cfg.mu_text),
+            ctx,
+            eval_ctx,
+            profile.method == "float",
+        )
+
+    def checkpoint(self, unfinished: float = 0.0) -> None:
+        """Save the run; ``unfinished``: seconds of the epoch's loop not yet in the state."""
+        if self.ckpt is not None:
+            state = self.state
+            state.overflow_events = self.backend.overflow_events
+            state.seconds += unfinished
+            try:
+                save_checkpoint(self.ckpt, self.cfg, self.net, state)
+            finally:
+                state.seconds -= unfinished
+
+    def step(self, idx: np.ndarray) -> None:
+        """One training step on the samples ``idx``; the state counts it."""
+        cfg, data, state, ctx = self.cfg, self.data, self.state, self.ctx
+        ctx.step = state.step
+        t_step = time.perf_counter()
+        try:
+            pred = self.net.train_step(data.train_x[idx], data.train_y[idx], ctx)
+        except AccumulatorOverflowError as exc:
+            raise AccumulatorOverflowError(
+                exc.tag, exc.count, exc.bits, f"model {cfg.model!r}, step {state.step}: "
+            ) from None
+        except (UserError, InternalError, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # validated input: nitihw's own fault
+            raise InternalError(
+                f"model {cfg.model!r}, step {state.step}: {type(exc).__name__}: {exc}"
+            ) from exc
+        self.backend.end_step(time.perf_counter() - t_step)
+        state.step += 1
+        state.epoch_correct += int(np.sum(pred == data.train_y[idx]))
+        state.epoch_seen += len(idx)
+        state.samples += len(idx)
+
+    def epoch(self, progress, interrupt) -> None:
+        """The rest of the current epoch (or up to the step limit), its evaluation when it
+        ends, and the checkpoint."""
+        cfg, state, ctx, per_epoch = self.cfg, self.state, self.ctx, self.per_epoch
+        epoch, first = divmod(state.step, per_epoch)
+        order = np.random.default_rng([cfg.seed, epoch]).permutation(len(self.data.train_y))
+        ctx.mu = self.mu(epoch)
+        mu = {} if self.float_method else {"mu": ctx.mu}
+        progress.start_epoch(epoch, cfg.epochs, min(per_epoch, self.total - epoch * per_epoch))
+        progress.advance(first, None)
+        t0 = time.perf_counter()
+        for i in range(first, per_epoch):
+            if state.step >= self.total:
+                break
+            self.step(order[i * cfg.batch : (i + 1) * cfg.batch])
+            progress.advance(
+                1,
+                {"acc": state.epoch_correct / state.epoch_seen, **mu, **self.backend.status()},
+            )
+            if interrupt.requested:
+                break
+            every = cfg.checkpoint_every
+            if every and state.step % every == 0 and state.step % per_epoch:
+                self.checkpoint(time.perf_counter() - t0)
+        part = time.perf_counter() - t0
+        state.seconds += part
+        if state.step % per_epoch == 0:
+            test_acc = evaluate(self.net, self.data.test_x, self.data.test_y, self.eval_ctx)
+            summary = {
+                "epoch": epoch,
+                "train_accuracy": state.epoch_correct / state.epoch_seen,
+                "test_accuracy": test_acc,
+                **mu,
+                # the epoch's training loop (evaluation apart; after a resume mid-epoch,
+                # only this session's part of it)
+                "seconds": round(part, 3),
+            }
+            state.history.append(summary)
+            progress.end_epoch(summary)
+            state.epoch_correct = state.epoch_seen = 0
+        self.checkpoint()
+        if interrupt.requested:
+            raise KeyboardInterrupt
+
+    def result(self) -> dict:
+        """The run's result record."""
+        cfg, state, backend, eval_backend = self.cfg, self.state, self.backend, self.eval_backend
+        train_acc = (
+            state.epoch_correct / state.epoch_seen
+            if state.epoch_seen
+            else (state.history[-1]["train_accuracy"] if state.history else float("nan"))
+        )
+        test_acc = (
+            state.history[-1]["test_accuracy"]
+            if state.history and state.step % self.per_epoch == 0
+            else evaluate(self.net, self.data.test_x, self.data.test_y, self.eval_ctx)
+        )
+        return {
+            "model": cfg.model,
+            "dataset": cfg.dataset,
+            "backend": backend.name,
+            "profile": cfg.profile,
+            "epochs": cfg.epochs,
+            "batch": cfg.batch,
+            "seed": cfg.seed,
+            "mu": cfg.mu_text,
+            "weight_bits": cfg.weight_bits,
+            "operand_bits": cfg.operand_bits,
+            "acc_bits": cfg.acc_bits,
+            "steps": state.step,
+            "train_accuracy": train_acc,
+            "test_accuracy": test_acc,
+            "weights_sha256": weights_sha256(self.net.stored_weights()),
+            "seconds": state.seconds,
+            "samples_per_second": state.samples / state.seconds if state.seconds else 0.0,
+            "overflow_events": backend.overflow_events,
+            # where this session's datapath operations ran (evaluation's too when it runs on
+            # the same backend; on another, as eval_datapath_ops)
+            "datapath_ops": backend.ledger.as_dict(),
+            **(
+                {"eval_datapath_ops": eval_backend.ledger.as_dict()}
+                if eval_backend is not None and eval_backend is not backend
+                else {}
+            ),
+            "history": state.history,
+            **({"cycles": backend.trace.as_dict()} if hasattr(backend.trace, "as_dict") else {}),
+        }
+
+
 def train(
     cfg: TrainConfig,
     data: Dataset,
@@ -331,164 +534,15 @@ def train(
     ``eval_backend`` runs the test-set evaluation (default: ``backend``); a simulating
     backend may hand evaluation to the golden model, which computes the same bits faster.
     A trace sink with ``as_dict()`` attached to ``backend.trace`` is reported as ``cycles``.
+    The three parts are :class:`_Run`'s: set-up, the epochs, the result.
     """
-    cfg.validate()
-    if backend is None:
-        backend = NumpyBackend(cfg.acc_bits, cfg.overflow)
-    if (backend.accumulator.bits, backend.overflow) != (cfg.acc_bits, cfg.overflow):
-        raise ValueError(
-            f"backend has acc_bits={backend.accumulator.bits}, overflow={backend.overflow!r} "
-            f"but the run asks for acc_bits={cfg.acc_bits}, overflow={cfg.overflow!r}"
-        )
+    run = _Run.start(cfg, data, backend, out_dir, resume, eval_backend)
     progress = progress or _Silent()
-    spec = check_input_shape(cfg, data)
-    profile = get_profile(cfg.profile)
-    mu = MuSchedule(cfg.mu_text)
-    net = build_network(
-        spec,
-        profile,
-        cfg.seed,
-        cfg.weight_bits,
-        cfg.operand_bits,
-        lr=cfg.lr,
-        momentum=cfg.momentum,
-        weight_decay=cfg.weight_decay,
-    )
-    if hasattr(net, "prepare"):  # NITRO-D: input statistics of the training images
-        net.prepare(data.train_x)
-    net.to_backend(backend)
-    ckpt = Path(out_dir) / CHECKPOINT_NAME if out_dir is not None else None
-    state = RunState()
-    if resume:
-        if ckpt is None:
-            raise ValueError("--resume needs --out DIR (where the checkpoint is)")
-        state = load_checkpoint(ckpt, cfg, net)
-        backend.overflow_events = state.overflow_events
-    n = len(data.train_y)
-    per_epoch = -(-n // cfg.batch)
-    total = per_epoch * cfg.epochs
-    if cfg.steps is not None:
-        total = min(total, cfg.steps)
-    float_method = profile.method == "float"  # no mu: a float learning rate
-    ctx = StepContext(backend, profile, seed=cfg.seed, operand_bits=cfg.operand_bits)
-    eval_ctx = ctx
-    if eval_backend is not None:
-        eval_ctx = StepContext(eval_backend, profile, seed=cfg.seed, operand_bits=cfg.operand_bits)
-
-    def checkpoint(unfinished: float = 0.0):
-        """Save the run; ``unfinished``: seconds of the epoch's loop not yet in the state."""
-        if ckpt is not None:
-            state.overflow_events = backend.overflow_events
-            state.seconds += unfinished
-            try:
-                save_checkpoint(ckpt, cfg, net, state)
-            finally:
-                state.seconds -= unfinished
-
     # BLAS settings are the integer backends' own; the float twins keep BLAS's defaults (their
     # float sums, so their weights, depend on how BLAS splits them)
-    session = backend.session() if profile.integer else contextlib.nullcontext()
+    integer = get_profile(cfg.profile).integer
+    session = run.backend.session() if integer else contextlib.nullcontext()
     with _InterruptAfterStep() as interrupt, session:
-        while state.step < total:
-            epoch, first = divmod(state.step, per_epoch)
-            order = np.random.default_rng([cfg.seed, epoch]).permutation(n)
-            ctx.mu = mu(epoch)
-            progress.start_epoch(epoch, cfg.epochs, min(per_epoch, total - epoch * per_epoch))
-            progress.advance(first, None)
-            t0 = time.perf_counter()
-            for i in range(first, per_epoch):
-                if state.step >= total:
-                    break
-                idx = order[i * cfg.batch : (i + 1) * cfg.batch]
-                ctx.step = state.step
-                t_step = time.perf_counter()
-                try:
-                    pred = net.train_step(data.train_x[idx], data.train_y[idx], ctx)
-                except AccumulatorOverflowError as exc:
-                    raise AccumulatorOverflowError(
-                        exc.tag, exc.count, exc.bits, f"model {cfg.model!r}, step {state.step}: "
-                    ) from None
-                except (UserError, InternalError, KeyboardInterrupt):
-                    raise
-                except Exception as exc:  # validated input: nitihw's own fault
-                    raise InternalError(
-                        f"model {cfg.model!r}, step {state.step}: {type(exc).__name__}: {exc}"
-                    ) from exc
-                backend.end_step(time.perf_counter() - t_step)
-                state.step += 1
-                state.epoch_correct += int(np.sum(pred == data.train_y[idx]))
-                state.epoch_seen += len(idx)
-                state.samples += len(idx)
-                progress.advance(
-                    1,
-                    {
-                        "acc": state.epoch_correct / state.epoch_seen,
-                        **({} if float_method else {"mu": ctx.mu}),
-                        **backend.status(),
-                    },
-                )
-                if interrupt.requested:
-                    break
-                every = cfg.checkpoint_every
-                if every and state.step % every == 0 and state.step % per_epoch:
-                    checkpoint(time.perf_counter() - t0)
-            part = time.perf_counter() - t0
-            state.seconds += part
-            if state.step % per_epoch == 0:
-                test_acc = evaluate(net, data.test_x, data.test_y, eval_ctx)
-                summary = {
-                    "epoch": epoch,
-                    "train_accuracy": state.epoch_correct / state.epoch_seen,
-                    "test_accuracy": test_acc,
-                    **({} if float_method else {"mu": ctx.mu}),
-                    # the epoch's training loop (evaluation apart; after a resume mid-epoch,
-                    # only this session's part of it)
-                    "seconds": round(part, 3),
-                }
-                state.history.append(summary)
-                progress.end_epoch(summary)
-                state.epoch_correct = state.epoch_seen = 0
-            checkpoint()
-            if interrupt.requested:
-                raise KeyboardInterrupt
-
-    train_acc = (
-        state.epoch_correct / state.epoch_seen
-        if state.epoch_seen
-        else (state.history[-1]["train_accuracy"] if state.history else float("nan"))
-    )
-    test_acc = (
-        state.history[-1]["test_accuracy"]
-        if state.history and state.step % per_epoch == 0
-        else evaluate(net, data.test_x, data.test_y, eval_ctx)
-    )
-    return {
-        "model": cfg.model,
-        "dataset": cfg.dataset,
-        "backend": backend.name,
-        "profile": cfg.profile,
-        "epochs": cfg.epochs,
-        "batch": cfg.batch,
-        "seed": cfg.seed,
-        "mu": cfg.mu_text,
-        "weight_bits": cfg.weight_bits,
-        "operand_bits": cfg.operand_bits,
-        "acc_bits": cfg.acc_bits,
-        "steps": state.step,
-        "train_accuracy": train_acc,
-        "test_accuracy": test_acc,
-        "weights_sha256": weights_sha256(net.stored_weights()),
-        "seconds": state.seconds,
-        "samples_per_second": state.samples / state.seconds if state.seconds else 0.0,
-        "overflow_events": backend.overflow_events,
-        # where this session's datapath operations ran (evaluation's too when it runs on the
-        # same backend; on another, as eval_datapath_ops)
-        "datapath_ops": backend.ledger.as_dict(),
-        **(
-            {"eval_datapath_ops": eval_backend.ledger.as_dict()}
-            if eval_backend is not None and eval_backend is not backend
-            else {}
-        ),
-        "history": state.history,
-        **({"cycles": backend.trace.as_dict()} if hasattr(backend.trace, "as_dict") else {}),
-    }
+        while run.state.step < run.total:
+            run.epoch(progress, interrupt)
+    return run.result()
