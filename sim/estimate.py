@@ -336,6 +336,113 @@ def _op_traffic(op: StepOp, acc: Accelerator, second_pass: bool = True):
     return ({}, {}), ({}, {})
 
 
+@dataclass
+class _Pricing:
+    """What :func:`estimate` prices one operation with: the accelerator, its energy table and
+    buffers, the dataflow, the traffic that prices off-chip energy and the mapping objective."""
+
+    acc: Accelerator
+    dataflow: str
+    traffic: str
+    objective: str
+
+    def __post_init__(self):
+        acc, table = self.acc, self.acc.energy
+        self.memory = hierarchy(acc)  # the buffers the searched mappings fit in
+        self.table = table
+        self.fp32_mac_pj = table.pj["fp32_mult"] + table.pj["fp32_add"]
+        self.fp32_update_pj = 2 * (table.pj["fp32_mult"] + table.pj["fp32_add"])  # momentum SGD
+        self.sram_pj = {
+            "ifmap": table.sram_per_byte(acc.ifmap_kib * 1024),
+            "filter": table.sram_per_byte(acc.filter_kib * 1024),
+            "ofmap": table.sram_per_byte(acc.ofmap_kib * 1024),
+        }
+        self.dram_pj = table.dram_per_byte
+
+    def datapath_op(self, op: StepOp, row: Row) -> int:
+        """Count one operation of the integer step into ``row``; returns its cycles with
+        stalls."""
+        acc, memory, objective = self.acc, self.memory, self.objective
+        on_array = op.op in DATAPATH_TRACE_OPS  # the command table's (rtl/commands.py)
+        extra = {"fed": op.fed, "divide": op.divide, "kept": op.kept}
+        # its GEMMs follow their mappings (cycle_model.gemm_tiling)
+        array = _op_array(op, acc, objective)
+        cyc = op_cycles(op.op, op.shape, array, extra) if on_array else 0  # the rest is host
+        (sram, dram), _ = _op_traffic(op, acc, second_pass=op.held)
+        if op.op == "gemm" and self.dataflow != "os":  # no RTL: SCALE-Sim's cycles, its reads
+            cyc = scalesim_cycles(self.dataflow, *op.shape, acc.rows, acc.cols)
+            sram = _dataflow_sram(self.dataflow, op, acc)
+        elif op.op == "gemm":  # the reads of the program the Datapath runs, its tiling's
+            sram = _mapped_sram(op, acc, array, sram)
+        _add_mappings(row, op, acc, memory, sum(dram.values()), objective)
+        if op.op == "gemm":
+            g = gemm_shape(op, acc)
+            run = executed_mapping(op, acc, g, memory, objective)
+            dram = mapped_dram(g, memory, self.traffic, dram, run, objective)
+        dram_bytes = sum(dram.values())
+        stall = max(0, math.ceil(dram_bytes / acc.bandwidth) - cyc)
+        row.cycles += cyc
+        row.stall += stall
+        for k, v in sram.items():
+            row.sram[k] += v
+        for k, v in dram.items():
+            row.dram[k] += v
+        e = row.energy
+        e["buffers"] += sum(v * self.sram_pj[k.split("_")[0]] for k, v in sram.items())
+        e["offchip"] += dram_bytes * self.dram_pj
+        if op.op == "gemm":
+            m, k, n = op.shape
+            row.macs += m * k * n
+            row.mapped += cyc * _mapped_fraction(self.dataflow, op.shape, acc)
+        for component, pj in self._compute_pj(op).items():
+            e[component] += pj
+        return cyc + stall
+
+    def _compute_pj(self, op: StepOp) -> dict:
+        """The arithmetic's energy of one operation of the integer step, by component."""
+        acc, table, size = self.acc, self.table, op.shape[0] if op.shape else 0
+        if op.op == "gemm":
+            m, k, n = op.shape
+            if op.b_bits:
+                mixed = _mixed_mult(table, acc.operand_bits, op.b_bits)
+                return {"mac": m * k * n * (mixed + table.add(acc.accumulator_bits))}
+            return {"mac": m * k * n * table.mac(acc.operand_bits, acc.accumulator_bits)}
+        if op.op == "range":  # |x|-1 and the OR
+            return {"rescale": size * table.add(acc.accumulator_bits)}
+        if op.op == "rescale":  # shift, round-up add, saturating compare
+            return {"rescale": size * (table.add(acc.accumulator_bits) + table.add(8))}
+        if op.op == "divide":  # a 32 x 33-bit reciprocal multiply and the saturation
+            return {"rescale": size * (table.mult(32) + table.add(8))}
+        if op.op == "update" and op.divide:  # two reciprocal multiplies, two subtractions
+            return {"update": size * 2 * (table.mult(32) + table.add(32))}
+        if op.op == "update":
+            return {"update": size * table.add(8)}
+        if op.op == "float-update":
+            return {"update": size * self.fp32_update_pj}
+        if op.op == "convert":
+            # a compare for the max and a scaling multiply per element (to DFP16), or the
+            # int32 -> float32 scaling and the chain's float32 add per output element
+            return {"rescale": size * (table.pj["fp32_add"] + table.pj["fp32_mult"])}
+        return {}
+
+    def fp32_op(self, op: StepOp, row: Row) -> None:
+        """Count one operation of the plain float32 step into ``row``'s fp32 energy."""
+        _, (fsram, fdram) = _op_traffic(op, self.acc)
+        if op.op == "gemm":  # the same choice of mapping, for fp32 tensors
+            g = fp32_gemm_shape(op)
+            # (no RTL: the Datapath's rules with 4-byte elements)
+            run = search(g, self.memory, True, self.objective)
+            fdram = mapped_dram(g, self.memory, self.traffic, fdram, run, self.objective)
+        fe = row.fp32_energy
+        fe["buffers"] += sum(v * self.sram_pj[k.split("_")[0]] for k, v in fsram.items())
+        fe["offchip"] += sum(fdram.values()) * self.dram_pj
+        if op.op == "gemm":
+            m, k, n = op.shape
+            fe["mac"] += m * k * n * self.fp32_mac_pj
+        elif op.op == "update":
+            fe["update"] += op.shape[0] * self.fp32_update_pj
+
+
 def estimate(
     layers: list[LayerShape],
     acc: Accelerator,
@@ -378,92 +485,16 @@ def estimate(
         from nitihw.golden.dfp16 import DFP_BITS
 
         acc = replace(acc, operand_bits=DFP_BITS)  # DFP16 runs on a 16-bit datapath
-    memory = hierarchy(acc)  # the buffers the searched mappings fit in
-    table = acc.energy
-    mac_pj = table.mac(acc.operand_bits, acc.accumulator_bits)
-    fp32_mac_pj = table.pj["fp32_mult"] + table.pj["fp32_add"]
-    fp32_update_pj = 2 * (table.pj["fp32_mult"] + table.pj["fp32_add"])  # momentum SGD
-    sram_pj = {
-        "ifmap": table.sram_per_byte(acc.ifmap_kib * 1024),
-        "filter": table.sram_per_byte(acc.filter_kib * 1024),
-        "ofmap": table.sram_per_byte(acc.ofmap_kib * 1024),
-    }
-    dram_pj = table.dram_per_byte
+    price = _Pricing(acc, dataflow, traffic, objective)
     rows: dict[tuple, Row] = {}
     clock = 0
     for op in step_ops(layers, profile, model=workload, batch=batch):
         row = rows.setdefault((op.layer, op.phase), Row(op.layer, op.phase, start=clock))
-        on_array = op.op in DATAPATH_TRACE_OPS  # the command table's (rtl/commands.py)
-        extra = {"fed": op.fed, "divide": op.divide, "kept": op.kept}
-        # its GEMMs follow their mappings (cycle_model.gemm_tiling)
-        array = _op_array(op, acc, objective)
-        cyc = op_cycles(op.op, op.shape, array, extra) if on_array else 0  # the rest is host
-        (sram, dram), _ = _op_traffic(op, acc, second_pass=op.held)
-        if op.op == "gemm" and dataflow != "os":  # no RTL: SCALE-Sim's cycles, its reads
-            cyc = scalesim_cycles(dataflow, *op.shape, acc.rows, acc.cols)
-            sram = _dataflow_sram(dataflow, op, acc)
-        elif op.op == "gemm":  # the reads of the program the Datapath runs, its tiling's
-            sram = _mapped_sram(op, acc, array, sram)
-        _add_mappings(row, op, acc, memory, sum(dram.values()), objective)
-        if op.op == "gemm":
-            g = gemm_shape(op, acc)
-            run = executed_mapping(op, acc, g, memory, objective)
-            dram = mapped_dram(g, memory, traffic, dram, run, objective)
-        dram_bytes = sum(dram.values())
-        stall = max(0, math.ceil(dram_bytes / acc.bandwidth) - cyc)
-        row.cycles += cyc
-        row.stall += stall
-        clock += cyc + stall
-        for k, v in sram.items():
-            row.sram[k] += v
-        for k, v in dram.items():
-            row.dram[k] += v
-        e = row.energy
-        e["buffers"] += sum(v * sram_pj[k.split("_")[0]] for k, v in sram.items())
-        e["offchip"] += dram_bytes * dram_pj
-        if op.op == "gemm":
-            m, k, n = op.shape
-            row.macs += m * k * n
-            if op.b_bits:
-                mixed = _mixed_mult(table, acc.operand_bits, op.b_bits)
-                e["mac"] += m * k * n * (mixed + table.add(acc.accumulator_bits))
-            else:
-                e["mac"] += m * k * n * mac_pj
-            row.mapped += cyc * _mapped_fraction(dataflow, op.shape, acc)
-        elif op.op == "range":
-            e["rescale"] += op.shape[0] * table.add(acc.accumulator_bits)  # |x|-1 and the OR
-        elif op.op == "rescale":
-            # shift, round-up add, saturating compare
-            e["rescale"] += op.shape[0] * (table.add(acc.accumulator_bits) + table.add(8))
-        elif op.op == "divide":  # a 32 x 33-bit reciprocal multiply and the saturation
-            e["rescale"] += op.shape[0] * (table.mult(32) + table.add(8))
-        elif op.op == "update" and op.divide:  # two reciprocal multiplies, two subtractions
-            e["update"] += op.shape[0] * 2 * (table.mult(32) + table.add(32))
-        elif op.op == "update":
-            e["update"] += op.shape[0] * table.add(8)
-        elif op.op == "float-update":
-            e["update"] += op.shape[0] * fp32_update_pj
-        elif op.op == "convert":
-            # a compare for the max and a scaling multiply per element (to DFP16), or the
-            # int32 -> float32 scaling and the chain's float32 add per output element
-            e["rescale"] += op.shape[0] * (table.pj["fp32_add"] + table.pj["fp32_mult"])
+        clock += price.datapath_op(op, row)
     # the same network on an fp32 datapath: unchunked GEMMs, results written once
     for op in step_ops(layers, "niti"):
         row = rows.setdefault((op.layer, op.phase), Row(op.layer, op.phase, start=clock))
-        _, (fsram, fdram) = _op_traffic(op, acc)
-        if op.op == "gemm":  # the same choice of mapping, for fp32 tensors
-            g = fp32_gemm_shape(op)
-            # (no RTL: the Datapath's rules with 4-byte elements)
-            run = search(g, memory, True, objective)
-            fdram = mapped_dram(g, memory, traffic, fdram, run, objective)
-        fe = row.fp32_energy
-        fe["buffers"] += sum(v * sram_pj[k.split("_")[0]] for k, v in fsram.items())
-        fe["offchip"] += sum(fdram.values()) * dram_pj
-        if op.op == "gemm":
-            m, k, n = op.shape
-            fe["mac"] += m * k * n * fp32_mac_pj
-        elif op.op == "update":
-            fe["update"] += op.shape[0] * fp32_update_pj
+        price.fp32_op(op, row)
     where = _layer_positions(layers)
     ordered = sorted(
         rows.values(), key=lambda r: (_layer_index(r.layer, where), PHASES.index(r.phase))
@@ -577,151 +608,128 @@ def _csv(header: list[str], rows: list[list]) -> bytes:
 def write_reports(result: dict, out: str | Path, plots: bool = True) -> list[Path]:
     """COMPUTE_REPORT.csv, BANDWIDTH_REPORT.csv, DETAILED_ACCESS_REPORT.csv (SCALE-Sim's
     names and headers; LayerID is ``layer/phase``; our extra columns come last),
-    ENERGY_REPORT.csv, estimate.json and the PNG plots. Every file is written atomically."""
+    ENERGY_REPORT.csv, MAPPING_REPORT.csv, estimate.json and the PNG plots. Every file is
+    written atomically."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rows = result["rows"]
     files = []
-
-    def put(name, data: bytes):
-        atomic_write_bytes(out / name, data)
+    for name, make in (
+        ("COMPUTE_REPORT.csv", compute_csv),
+        ("BANDWIDTH_REPORT.csv", bandwidth_csv),
+        ("DETAILED_ACCESS_REPORT.csv", access_csv),
+        ("ENERGY_REPORT.csv", energy_csv),
+        ("MAPPING_REPORT.csv", mapping_csv),
+    ):
+        atomic_write_bytes(out / name, make(rows))
         files.append(out / name)
-
-    put(
-        "COMPUTE_REPORT.csv",
-        _csv(
-            [
-                "LayerID",
-                "Total Cycles",
-                "Stall Cycles",
-                "Overall Util %",
-                "Mapping Efficiency %",
-                "Compute Util %",
-                "MACs",
-                "Array Cycles",
-            ],
-            [
-                [
-                    f"{r['layer']}/{r['phase']}",
-                    r["cycles"] + r["stall_cycles"],
-                    r["stall_cycles"],
-                    r["overall_util_pct"],
-                    r["mapping_efficiency_pct"],
-                    r["compute_util_pct"],
-                    r["macs"],
-                    r["cycles"],
-                ]
-                for r in rows
-            ],
-        ),
-    )
-
-    def access(r, src, prefix):
-        return sum(v for k, v in r[src].items() if k.startswith(prefix))
-
-    def bw(r, kind, stream):
-        total = r["cycles"] + r["stall_cycles"]
-        return access(r, f"{kind}_bytes", stream) / total if total else 0.0
-
-    put(
-        "BANDWIDTH_REPORT.csv",
-        _csv(
-            [
-                "LayerID",
-                "Avg IFMAP SRAM BW",
-                "Avg FILTER SRAM BW",
-                "Avg OFMAP SRAM BW",
-                "Avg IFMAP DRAM BW",
-                "Avg FILTER DRAM BW",
-                "Avg OFMAP DRAM BW",
-            ],
-            [
-                [
-                    f"{r['layer']}/{r['phase']}",
-                    bw(r, "sram", "ifmap"),
-                    bw(r, "sram", "filter"),
-                    bw(r, "sram", "ofmap"),
-                    bw(r, "dram", "ifmap"),
-                    bw(r, "dram", "filter") + bw(r, "dram", "weight"),
-                    bw(r, "dram", "ofmap"),
-                ]
-                for r in rows
-            ],
-        ),
-    )
-
-    detail = []
-    for r in rows:
-        s, e = r["start_cycle"], r["stop_cycle"]
-        detail.append(
-            [
-                f"{r['layer']}/{r['phase']}",
-                s,
-                e,
-                access(r, "sram_bytes", "ifmap_reads"),
-                s,
-                e,
-                access(r, "sram_bytes", "filter_reads"),
-                s,
-                e,
-                access(r, "sram_bytes", "ofmap_writes"),
-                s,
-                e,
-                access(r, "dram_bytes", "ifmap_reads"),
-                s,
-                e,
-                access(r, "dram_bytes", "filter_reads") + access(r, "dram_bytes", "weight_reads"),
-                s,
-                e,
-                access(r, "dram_bytes", "ofmap_writes") + access(r, "dram_bytes", "weight_writes"),
-            ]
-        )
-    put(
-        "DETAILED_ACCESS_REPORT.csv",
-        _csv(
-            ["LayerID"]
-            + [
-                f"{mem} {t} {what}"
-                for mem in ("SRAM", "DRAM")
-                for t, last in (("IFMAP", "Reads"), ("Filter", "Reads"), ("OFMAP", "Writes"))
-                for what in ("Start Cycle", "Stop Cycle", last)
-            ],
-            detail,
-        ),
-    )
-    put(
-        "ENERGY_REPORT.csv",
-        _csv(
-            [
-                "LayerID",
-                "Layer",
-                "Phase",
-                "MAC pJ",
-                "Buffers pJ",
-                "Offchip pJ",
-                "Rescale pJ",
-                "Update pJ",
-                "Total pJ",
-                "FP32 Total pJ",
-            ],
-            [
-                [
-                    f"{r['layer']}/{r['phase']}",
-                    r["layer"],
-                    r["phase"],
-                    *[r["energy_pj"][k] for k in COMPONENTS],
-                    sum(r["energy_pj"].values()),
-                    sum(r["fp32_energy_pj"].values()),
-                ]
-                for r in rows
-            ],
-        ),
-    )
-    put("MAPPING_REPORT.csv", mapping_csv(rows))
-    put("estimate.json", (json.dumps(result, indent=2) + "\n").encode())
+    atomic_write_bytes(out / "estimate.json", (json.dumps(result, indent=2) + "\n").encode())
+    files.append(out / "estimate.json")
     if plots:
         files += write_plots(result, out)
     return files
+
+
+def _layer_id(r: dict) -> str:
+    return f"{r['layer']}/{r['phase']}"
+
+
+def _access(r: dict, src: str, prefix: str) -> int:
+    """Bytes of a row's ``src`` (``sram_bytes``, ``dram_bytes``) streams named ``prefix...``."""
+    return sum(v for k, v in r[src].items() if k.startswith(prefix))
+
+
+def compute_csv(rows: list[dict]) -> bytes:
+    """COMPUTE_REPORT.csv: SCALE-Sim's columns, then MACs and the array's own cycles."""
+    head = ["LayerID", "Total Cycles", "Stall Cycles", "Overall Util %"]
+    head += ["Mapping Efficiency %", "Compute Util %", "MACs", "Array Cycles"]
+    return _csv(
+        head,
+        [
+            [
+                _layer_id(r),
+                r["cycles"] + r["stall_cycles"],
+                r["stall_cycles"],
+                r["overall_util_pct"],
+                r["mapping_efficiency_pct"],
+                r["compute_util_pct"],
+                r["macs"],
+                r["cycles"],
+            ]
+            for r in rows
+        ],
+    )
+
+
+def bandwidth_csv(rows: list[dict]) -> bytes:
+    """BANDWIDTH_REPORT.csv: bytes a cycle per buffer and off chip, SCALE-Sim's columns."""
+
+    def bw(r, kind, stream):
+        total = r["cycles"] + r["stall_cycles"]
+        return _access(r, f"{kind}_bytes", stream) / total if total else 0.0
+
+    head = ["LayerID"] + [
+        f"Avg {t} {mem} BW" for mem in ("SRAM", "DRAM") for t in ("IFMAP", "FILTER", "OFMAP")
+    ]
+    return _csv(
+        head,
+        [
+            [
+                _layer_id(r),
+                bw(r, "sram", "ifmap"),
+                bw(r, "sram", "filter"),
+                bw(r, "sram", "ofmap"),
+                bw(r, "dram", "ifmap"),
+                bw(r, "dram", "filter") + bw(r, "dram", "weight"),
+                bw(r, "dram", "ofmap"),
+            ]
+            for r in rows
+        ],
+    )
+
+
+def access_csv(rows: list[dict]) -> bytes:
+    """DETAILED_ACCESS_REPORT.csv: SCALE-Sim's 19 columns, start and stop cycle and bytes per
+    memory and stream."""
+    detail = []
+    for r in rows:
+        s, e = r["start_cycle"], r["stop_cycle"]
+        counts = [
+            _access(r, "sram_bytes", "ifmap_reads"),
+            _access(r, "sram_bytes", "filter_reads"),
+            _access(r, "sram_bytes", "ofmap_writes"),
+            _access(r, "dram_bytes", "ifmap_reads"),
+            _access(r, "dram_bytes", "filter_reads") + _access(r, "dram_bytes", "weight_reads"),
+            _access(r, "dram_bytes", "ofmap_writes") + _access(r, "dram_bytes", "weight_writes"),
+        ]
+        detail.append([_layer_id(r), *(x for c in counts for x in (s, e, c))])
+    head = ["LayerID"] + [
+        f"{mem} {t} {what}"
+        for mem in ("SRAM", "DRAM")
+        for t, last in (("IFMAP", "Reads"), ("Filter", "Reads"), ("OFMAP", "Writes"))
+        for what in ("Start Cycle", "Stop Cycle", last)
+    ]
+    return _csv(head, detail)
+
+
+def energy_csv(rows: list[dict]) -> bytes:
+    """ENERGY_REPORT.csv: pJ by component, the total, and the fp32 datapath's total."""
+    head = ["LayerID", "Layer", "Phase", "MAC pJ", "Buffers pJ", "Offchip pJ", "Rescale pJ"]
+    head += ["Update pJ", "Total pJ", "FP32 Total pJ"]
+    return _csv(
+        head,
+        [
+            [
+                _layer_id(r),
+                r["layer"],
+                r["phase"],
+                *[r["energy_pj"][k] for k in COMPONENTS],
+                sum(r["energy_pj"].values()),
+                sum(r["fp32_energy_pj"].values()),
+            ]
+            for r in rows
+        ],
+    )
 
 
 def mapping_csv(rows: list[dict]) -> bytes:
