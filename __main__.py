@@ -1,5 +1,5 @@
 import sys
 
-from nitihw.sim.cli import main
+from nitihw.sim.command.cli import main
 
 sys.exit(main())

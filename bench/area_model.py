@@ -1,8 +1,8 @@
-"""Calibrate the Datapath's area model (sim/synth/area.py) and check it.
+"""Calibrate the Datapath's area model (sim/explore/synth/area.py) and check it.
 
 Synthesises the 2x2 and 4x4 Datapaths, every block alone, at each calibrated (operand,
 accumulator) width with ``nitihw synth``'s generic flow (cached in build/synth), fits the model,
-writes sim/synth/area_calibration.json, then synthesises whole Datapaths at larger shapes
+writes sim/explore/synth/area_calibration.json, then synthesises whole Datapaths at larger shapes
 (8x8 and 16x16 at 8/32; 8x8 at 16/32, 8/16, 6/32 and 4/16) and compares their logic
 transistors with the model's. Writes the 'area_model' section of docs/benchmarks.md.
 Target (issue 17): within 10%.
@@ -21,8 +21,8 @@ from report import git_rev, machine, markdown_table, print_table, write_section
 
 from nitihw.golden.files import atomic_write_json
 from nitihw.rtl.verilog import datapath_params
-from nitihw.sim.synth import synthesize
-from nitihw.sim.synth.area import CALIBRATION, calibrate, logic_transistors
+from nitihw.sim.explore.synth import synthesize
+from nitihw.sim.explore.synth.area import CALIBRATION, calibrate, logic_transistors
 
 CHECKS = [
     (8, 8, 8, 32),
@@ -73,7 +73,7 @@ def main() -> None:
         body = (
             "## Area model\n\n"
             f"`.venv/bin/python bench/area_model.py` (commit {git_rev()}, {machine()}, "
-            f"{cal['yosys']}). The model (sim/synth/area.py) is fitted from 2x2 and 4x4 "
+            f"{cal['yosys']}). The model (sim/explore/synth/area.py) is fitted from 2x2 and 4x4 "
             f"Datapaths synthesised block by block at {len(cal['per_width'])} widths "
             f"({cal_seconds:.0f} s with the synthesis cache as it was), then compared with "
             "whole Datapaths synthesised at larger shapes (logic transistors, generic flow, "

@@ -20,10 +20,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from report import git_rev, machine, markdown_table, print_table, write_section
 
-import nitihw.sim.estimate as estimate_module
-from nitihw.sim.accelerator import load_accelerator
-from nitihw.sim.cycle_model import gemm_cycles
-from nitihw.sim.workload import model_workload
+import nitihw.sim.model.estimate as estimate_module
+from nitihw.sim.model.accelerator import load_accelerator
+from nitihw.sim.model.cycle_model import gemm_cycles
+from nitihw.sim.model.workload import model_workload
 
 GEMMS = [(64, 64, 64), (256, 500, 800), (256, 256, 256), (36864, 25, 20), (64, 800, 500)]
 #: the v1 LeNet step total `nitihw estimate --model lenet --batch 64 --array 16x16` printed

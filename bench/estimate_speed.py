@@ -18,9 +18,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from report import git_rev, machine, markdown_table, print_table, write_section
 
-from nitihw.sim.accelerator import load_accelerator
-from nitihw.sim.estimate import estimate
-from nitihw.sim.workload import model_workload
+from nitihw.sim.model.accelerator import load_accelerator
+from nitihw.sim.model.estimate import estimate
+from nitihw.sim.model.workload import model_workload
 
 CASES = [
     ("vgg-small-7", 256, "16x16"),

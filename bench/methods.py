@@ -21,9 +21,9 @@ from report import git_rev, machine, markdown_table, print_table, write_section
 
 from nitihw.golden.datasets import load_dataset
 from nitihw.golden.train import TrainConfig, train
-from nitihw.sim.accelerator import load_accelerator
-from nitihw.sim.estimate import estimate
-from nitihw.sim.workload import model_workload
+from nitihw.sim.model.accelerator import load_accelerator
+from nitihw.sim.model.estimate import estimate
+from nitihw.sim.model.workload import model_workload
 
 RUNS = [("mlp-digits", "digits"), ("mlp-mnist", "mnist5k"), ("lenet", "mnist5k")]
 PROFILES = ["niti", "wage", "nitro-d", "dfp16", "float32"]

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 from nitihw.golden.files import atomic_write_bytes
-from nitihw.sim.provenance import git_rev, machine  # noqa: F401  (the bench scripts' import)
+from nitihw.sim.command.provenance import git_rev, machine  # noqa: F401  (the bench scripts' import)
 
 BENCHMARKS_MD = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 HEADER = (

@@ -2,8 +2,8 @@
 native harness's Verilator and compiler options.
 
 1. The same workload (square GEMMs through the streaming interface, results checked against
-   the golden model) on the native harness (:mod:`nitihw.sim.native`, one instance) and on the
-   cocotb testbench on Verilator and Icarus: simulated cycles and MACs per second of wall
+   the golden model) on the native harness (:mod:`nitihw.sim.simulate.native`, one instance)
+   and on the cocotb testbench on Verilator and Icarus: simulated cycles and MACs per second of wall
    time (simulation only; fresh builds timed apart). Section 'rtl_sim_speed'.
 2. The native model built with each of Verilator's and the compiler's options, one change
    from the default at a time, each run on one workload, interleaved over ``--rounds``
@@ -26,9 +26,9 @@ from report import git_rev, machine, markdown_table, print_table, write_section
 
 from nitihw.golden import exact_matmul
 from nitihw.rtl.verilog import datapath_params
-from nitihw.sim.datapath_driver import DatapathDriver
-from nitihw.sim.native import NativeDatapath, NativeOptions, build_native, call_sync
-from nitihw.sim.verify import THROUGHPUT_TEST, run_datapath_tests
+from nitihw.sim.simulate.datapath_driver import DatapathDriver
+from nitihw.sim.simulate.native import NativeDatapath, NativeOptions, build_native, call_sync
+from nitihw.sim.simulate.verify import THROUGHPUT_TEST, run_datapath_tests
 
 BUILD = Path(__file__).resolve().parent.parent / "build" / "bench-rtl"
 #: one change from the default at a time (the first row is the default)

@@ -2,7 +2,7 @@
 
 For each case: ``nitihw train`` with ``--backend golden`` and with ``--backend rtl`` on each
 of its simulators (same seed and settings): ``verilator``, the native harness
-(:mod:`nitihw.sim.native`), and ``cocotb-verilator``, the cocotb testbench. Reports
+(:mod:`nitihw.sim.simulate.native`), and ``cocotb-verilator``, the cocotb testbench. Reports
 both weights_sha256 (they must be equal), the simulated datapath cycles, the wall time of the
 RTL training loop (build and start-up apart), simulated cycles and MACs per second, the
 build's seconds (a fresh build, timed before the run) and, for the native rows, the speed-up
@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from report import git_rev, machine, markdown_table, print_table, write_section
 
-from nitihw.sim.cli import build_parser
-from nitihw.sim.cli import main as nitihw
+from nitihw.sim.command.cli import build_parser
+from nitihw.sim.command.cli import main as nitihw
 
 ROOT = Path(__file__).resolve().parent.parent / "build" / "bench-rtl-train"
 MODELS = ROOT / "models"
@@ -68,9 +68,9 @@ _built: dict = {}
 
 def build(args: list[str], sim: str) -> float:
     """Build the model ``nitihw train ARGS --sim SIM`` needs, timed (once per model)."""
-    from nitihw.sim.native import build_native
-    from nitihw.sim.train_run import rtl_build
-    from nitihw.sim.verify import build_datapath
+    from nitihw.sim.command.train_run import rtl_build
+    from nitihw.sim.simulate.native import build_native
+    from nitihw.sim.simulate.verify import build_datapath
 
     opts = vars(build_parser().parse_args(["train", *args, "--build-dir", str(MODELS)]))
     params, where = rtl_build(opts)

@@ -1,5 +1,5 @@
 """SCALE-Sim 3.0 side by side: its compute cycles for small GEMMs on each dataflow (os, ws,
-is) and array shape, next to nitihw's closed form (:func:`nitihw.sim.mapping.dataflow.
+is) and array shape, next to nitihw's closed form (:func:`nitihw.sim.model.mapping.dataflow.
 scalesim_cycles`) and, for os, the RTL-checked cycle model. SCALE-Sim crashes with NumPy 2:
 run it from its own venv (``python3 -m venv V && V/bin/pip install 'numpy<2' scalesim==3.0.0``)
 and pass ``--scalesim V/bin/python``. Prints the table, writes the 'scalesim_dataflows' section
@@ -20,8 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from report import git_rev, machine, markdown_table, print_table, write_section
 
-from nitihw.sim.cycle_model import gemm_cycles
-from nitihw.sim.mapping.dataflow import DATAFLOWS, scalesim_cycles
+from nitihw.sim.model.cycle_model import gemm_cycles
+from nitihw.sim.model.mapping.dataflow import DATAFLOWS, scalesim_cycles
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests" / "scalesim_cycles.json"

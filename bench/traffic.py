@@ -31,9 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import git_rev, machine, markdown_table, print_table, write_section
 from scalesim_check import run_gemms
 
-from nitihw.sim.estimate import _op_traffic
-from nitihw.sim.mapping import GemmShape, Hierarchy, lower_bound_bytes, priced_mapping, search
-from nitihw.sim.workload import StepOp, model_workload, step_ops
+from nitihw.sim.model.estimate import _op_traffic
+from nitihw.sim.model.mapping import GemmShape, Hierarchy, lower_bound_bytes, priced_mapping, search
+from nitihw.sim.model.workload import StepOp, model_workload, step_ops
 
 ROWS = COLS = 16
 KMAX = 256

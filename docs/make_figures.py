@@ -73,7 +73,7 @@ def datapath_timing():
 
     from nitihw.rtl.datapath import Datapath
     from nitihw.rtl.schedule import program_cycles
-    from nitihw.sim.datapath_driver import AmaranthPort, DatapathDriver
+    from nitihw.sim.simulate.datapath_driver import AmaranthPort, DatapathDriver
 
     names = ["cmd__valid", "cmd__ready", "din__valid", "din__ready", "dout__valid", "busy"]
     trace = {}
@@ -148,8 +148,8 @@ def cycle_model_lenet():
     from nitihw.golden.backend import NumpyBackend
     from nitihw.golden.datasets import load_dataset
     from nitihw.golden.train import TrainConfig, train
-    from nitihw.sim.cycle_model import CycleReport
-    from nitihw.sim.train_run import run_array
+    from nitihw.sim.command.train_run import run_array
+    from nitihw.sim.model.cycle_model import CycleReport
 
     data = load_dataset("mnist5k")
     phases = ["forward", "backward-error", "weight-gradient", "update"]
@@ -182,9 +182,9 @@ def cycle_model_lenet():
 def traffic_vgg():
     """Off-chip bytes per layer of a vgg-small-7 step (batch 256, 16x16, 64/64/256 KiB): the
     fixed loop order, the searched mappings and the lower bound (docs/estimate.md)."""
-    from nitihw.sim.accelerator import load_accelerator
-    from nitihw.sim.estimate import estimate, plot_traffic
-    from nitihw.sim.workload import model_workload
+    from nitihw.sim.model.accelerator import load_accelerator
+    from nitihw.sim.model.estimate import estimate, plot_traffic
+    from nitihw.sim.model.workload import model_workload
 
     acc = load_accelerator().with_array("16x16")
     r = estimate(model_workload("vgg-small-7", 256), acc, 256, 50000, "vgg-small-7")

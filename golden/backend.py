@@ -20,7 +20,7 @@ unit, :class:`Ledger`) with its own datapath, and a host-operations component
 - :class:`NumpyBackend`, the golden model: NumPy host operations and the golden model's own
   exact routes for the datapath operations (int8 GEMM, float BLAS, direct convolutions,
   worker threads);
-- the RTL backend (:mod:`nitihw.sim.rtl_backend`): NumPy host operations and the simulated
+- the RTL backend (:mod:`nitihw.sim.simulate.rtl_backend`): NumPy host operations and the simulated
   Datapath. It does not inherit the golden model, so none of the golden model's routes can
   take a datapath operation off the RTL; its ledger stops the run if one ever ran elsewhere;
 - the GPU backend (:mod:`nitihw.gpu.backend`): CuPy host operations and CUDA kernels.

@@ -1,6 +1,6 @@
 """Which faults are the user's and which are nitihw's own.
 
-The command line sorts every exception into one of two kinds (:func:`nitihw.sim.cli.main`):
+The command line sorts every exception into one of two kinds (:func:`nitihw.sim.command.cli.main`):
 
 - **user errors**: bad input (an option, a file, a field, a value), a setting the tools cannot
   run (a shift the rescale lanes cannot take, an accumulator that overflows under

@@ -3,8 +3,8 @@ every Datapath parameter is checked against :data:`LIMITS`, and nowhere else.
 
 ``nitihw train``, ``estimate``, ``verilog``, ``verify`` and ``synth`` build their argparse types
 from it (:meth:`Limit.arg`), so a bad value stops the command before any data is loaded or any
-work starts; the accelerator TOML (:mod:`nitihw.sim.accelerator`), the array of the cycle model
-(:class:`nitihw.sim.cycle_model.ArrayConfig`), the training configuration
+work starts; the accelerator TOML (:mod:`nitihw.sim.model.accelerator`), the array of the
+cycle model (:class:`nitihw.sim.model.cycle_model.ArrayConfig`), the training configuration
 (:class:`nitihw.golden.train.TrainConfig`) and the RTL's top level
 (:class:`nitihw.rtl.datapath.Datapath`) call :func:`check` with the same entries. A value
 outside its limit is a :class:`LimitError` naming the option (``--kmax``), the key

@@ -8,7 +8,7 @@ else). Units run side by side; a command waits at the head of the queue until it
 and its hazards have cleared. :func:`program_cycles` is that rule, cycle for cycle, for a
 program whose streams never stall (the host always has the next din beat and always takes the
 dout beat): the cocotb and Amaranth testbenches measure every program and check it against
-this function, and the cycle model (:mod:`nitihw.sim.cycle_model`) is built on it.
+this function, and the cycle model (:mod:`nitihw.sim.model.cycle_model`) is built on it.
 
 It needs no HDL library, so training and estimates run without Amaranth.
 """

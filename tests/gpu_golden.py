@@ -50,7 +50,7 @@ CASES = [*CLI_CASES, VGG_CASE]
 
 def cli_run(args: list[str], out: Path) -> dict:
     """``nitihw train ARGS --out OUT``; its result record."""
-    from nitihw.sim.cli import main
+    from nitihw.sim.command.cli import main
 
     rc = main(["train", *args, "--out", str(out)])
     if rc != 0:

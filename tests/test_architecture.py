@@ -102,13 +102,57 @@ def test_the_walk_finds_a_loop():
 
 def test_the_graph_sees_imports_inside_functions():
     graph = import_graph()
-    # sim/native/build.py imports the tools inside a function only
-    assert "nitihw.sim.tools" in graph["nitihw.sim.native.build"]
+    # sim/simulate/native/build.py imports the tools inside a function only
+    assert "nitihw.sim.tools" in graph["nitihw.sim.simulate.native.build"]
     assert len(graph) == len(modules()) > 60
 
 
 def test_every_module_imports():
     for name in modules():
-        if name.startswith(("nitihw.sim.testbench", "nitihw.gpu")) or name.endswith("__main__"):
+        testbenches = ("nitihw.sim.simulate.testbench", "nitihw.sim.command.train_tb")
+        if name.startswith((*testbenches, "nitihw.gpu")) or name.endswith("__main__"):
             continue  # cocotb testbenches run inside a simulator; CuPy is optional
         importlib.import_module(name)
+
+
+#: sim/'s roles, in order: each imports only the roles before it (and sim's shared helpers)
+ROLES = ("model", "simulate", "explore", "command")
+
+
+def _role(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[2] if len(parts) > 2 and parts[1] == "sim" and parts[2] in ROLES else None
+
+
+def test_sim_roles_depend_one_way():
+    """The estimate needs no simulator, the simulator no command line: a role's modules import
+    only earlier roles' (sim/__init__.py), and sim's shared helpers import no role."""
+    graph = import_graph()
+    wrong = []
+    for mod, deps in graph.items():
+        mine = _role(mod)
+        shared = mine is None and mod.startswith("nitihw.sim.")
+        for dep in deps:
+            theirs = _role(dep)
+            if theirs is None or theirs == mine:
+                continue
+            if shared or ROLES.index(theirs) > ROLES.index(mine):
+                wrong.append(f"{mod} -> {dep}")
+    assert not wrong, "\n".join(wrong)
+    assert {_role(m) for m in graph} >= set(ROLES)
+
+
+def test_every_package_is_in_pyproject():
+    """A wheel carries the packages pyproject.toml lists: every folder of the package with an
+    __init__.py must be there (the editable install used here would not notice one missing)."""
+    import tomllib
+
+    listed = set(
+        tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
+    found = {"nitihw"} | {
+        "nitihw." + ".".join(init.parent.relative_to(ROOT).parts)
+        for part in PARTS
+        for init in (ROOT / part).rglob("__init__.py")
+    }
+    assert found == listed, f"missing {sorted(found - listed)}, stale {sorted(listed - found)}"

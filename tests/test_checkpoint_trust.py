@@ -32,7 +32,7 @@ from nitihw.golden.models import get_model_spec
 from nitihw.golden.network import build_network
 from nitihw.golden.profiles import get_profile
 from nitihw.golden.train import MuSchedule, TrainConfig, check_resume, train
-from nitihw.sim.cli import main
+from nitihw.sim.command.cli import main
 
 DIGITS = ["--model", "mlp-digits", "--dataset", "digits"]
 N, BATCH, PER_EPOCH = 1437, 64, 23  # digits' training set, the default batch: 23 steps an epoch
@@ -88,7 +88,7 @@ def resume(path, monkeypatch, *argv):
     def no_data(spec):
         raise AssertionError("the dataset was loaded before the checkpoint was refused")
 
-    monkeypatch.setattr("nitihw.sim.train_run.load_dataset", no_data)
+    monkeypatch.setattr("nitihw.sim.command.train_run.load_dataset", no_data)
     return main(["train", *DIGITS, "--epochs", "3", "--out", str(path.parent), "--resume", *argv])
 
 

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from nitihw.sim.cli import main
+from nitihw.sim.command.cli import main
 from nitihw.sim.tools import simulator_available
 
 
@@ -155,7 +155,7 @@ def test_verify_on_dask_writes_junit(tmp_path, capsys):
 def test_junit_names_a_failure():
     from xml.etree import ElementTree as ET
 
-    from nitihw.sim.verify import RunResult, junit_xml
+    from nitihw.sim.simulate.verify import RunResult, junit_xml
 
     params = {"rows": 2, "cols": 2, "acc_bits": 32, "op_bits": 8}
     bad = RunResult("verilator", params, 1, 5, 2, {}, 1.0, 2.0, "/b/2x2_acc32", None)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from nitihw.rtl import schedule
 from nitihw.rtl.commands import BY_NAME, COMMANDS, DATAPATH_TRACE_OPS
 from nitihw.rtl.datapath import Op, din_layout, dout_layout
-from nitihw.sim.cycle_model import ArrayConfig, op_cycles
+from nitihw.sim.model.cycle_model import ArrayConfig, op_cycles
 
 
 def test_the_enum_is_the_table():

@@ -7,7 +7,7 @@ import pytest
 
 from nitihw.golden import NumpyBackend, OpTag
 from nitihw.rtl.schedule import Command, program_cycles, range_latency
-from nitihw.sim.cycle_model import (
+from nitihw.sim.model.cycle_model import (
     ArrayConfig,
     CycleReport,
     Tiling,

@@ -1,4 +1,4 @@
-"""The array's dataflows (sim/mapping/dataflow.py): SCALE-Sim 3.0's cycles for os, ws and is,
+"""The array's dataflows (sim/model/mapping/dataflow.py): SCALE-Sim 3.0's cycles for os, ws and is,
 held to SCALE-Sim's own reports (tests/scalesim_cycles.json, from bench/scalesim_check.py),
 and the estimate and the sweep pricing each."""
 
@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from nitihw.sim.accelerator import load_accelerator
-from nitihw.sim.estimate import estimate
-from nitihw.sim.mapping.dataflow import DATAFLOWS, buffer_reads, scalesim_cycles
-from nitihw.sim.sweep import GridError, load_grid
-from nitihw.sim.workload import model_workload
+from nitihw.sim.explore.sweep import GridError, load_grid
+from nitihw.sim.model.accelerator import load_accelerator
+from nitihw.sim.model.estimate import estimate
+from nitihw.sim.model.mapping.dataflow import DATAFLOWS, buffer_reads, scalesim_cycles
+from nitihw.sim.model.workload import model_workload
 
 FIXTURE = json.loads((Path(__file__).parent / "scalesim_cycles.json").read_text())
 

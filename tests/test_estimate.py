@@ -12,11 +12,11 @@ from nitihw.golden.layers import StepContext
 from nitihw.golden.models import MODELS, get_model_spec
 from nitihw.golden.network import build_network
 from nitihw.golden.profiles import get_profile
-from nitihw.sim.accelerator import ConfigError, load_accelerator
-from nitihw.sim.cli import main
-from nitihw.sim.cycle_model import ArrayConfig, CycleReport
-from nitihw.sim.estimate import array_config, estimate
-from nitihw.sim.workload import WorkloadError, model_workload, step_ops, topology_workload
+from nitihw.sim.command.cli import main
+from nitihw.sim.model.accelerator import ConfigError, load_accelerator
+from nitihw.sim.model.cycle_model import ArrayConfig, CycleReport
+from nitihw.sim.model.estimate import array_config, estimate
+from nitihw.sim.model.workload import WorkloadError, model_workload, step_ops, topology_workload
 
 
 def traced_step(model, batch, array, profile="niti", mu=3):
@@ -300,7 +300,7 @@ def test_nitro_estimate_needs_a_built_in_model(tmp_path):
 
 
 def test_every_model_has_a_default_epoch_size():
-    from nitihw.sim.workload import DEFAULT_TRAIN_SAMPLES
+    from nitihw.sim.model.workload import DEFAULT_TRAIN_SAMPLES
 
     assert set(DEFAULT_TRAIN_SAMPLES) == set(MODELS)
 

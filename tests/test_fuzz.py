@@ -64,9 +64,15 @@ from nitihw.golden.train import (
     save_checkpoint,
     train,
 )
-from nitihw.sim.accelerator import TABLE_KEYS, TABLES, ConfigError, load_accelerator, load_table
-from nitihw.sim.cli import main
-from nitihw.sim.workload import CONV_HEADER, GEMM_HEADER, WorkloadError, topology_workload
+from nitihw.sim.command.cli import main
+from nitihw.sim.model.accelerator import (
+    TABLE_KEYS,
+    TABLES,
+    ConfigError,
+    load_accelerator,
+    load_table,
+)
+from nitihw.sim.model.workload import CONV_HEADER, GEMM_HEADER, WorkloadError, topology_workload
 
 # numpy reports some corruption only when an array is freed, as an "unraisable" exception
 pytestmark = pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")

@@ -14,7 +14,7 @@ from nitihw.golden import NumpyBackend, OpTag, counter_hash, exact_matmul, shift
 from nitihw.golden.backend import AccumulatorOverflowError
 from nitihw.golden.loss import cross_entropy_error
 from nitihw.gpu.backend import gpu_available
-from nitihw.sim.cli import main
+from nitihw.sim.command.cli import main
 from tests import cupy_standin, gpu_golden
 
 HAVE_GPU, WHY = gpu_available()

@@ -1,4 +1,4 @@
-"""The searched DRAM-level mapping and the traffic bounds (sim/mapping): the analytic traffic
+"""The searched DRAM-level mapping and the traffic bounds (sim/model/mapping): the analytic traffic
 rule against a walk of the loop nest, the search against the fixed order and the bounds."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ import itertools
 import numpy as np
 import pytest
 
-from nitihw.sim.accelerator import load_accelerator
-from nitihw.sim.estimate import TRAFFIC, estimate, gemm_shape, hierarchy, result_buffer_rows
-from nitihw.sim.mapping import (
+from nitihw.sim.model.accelerator import load_accelerator
+from nitihw.sim.model.estimate import TRAFFIC, estimate, gemm_shape, hierarchy, result_buffer_rows
+from nitihw.sim.model.mapping import (
     ORDERS,
     GemmShape,
     Hierarchy,
@@ -20,7 +20,7 @@ from nitihw.sim.mapping import (
     lower_bound_bytes,
     search,
 )
-from nitihw.sim.workload import model_workload, step_ops
+from nitihw.sim.model.workload import model_workload, step_ops
 
 
 def walk(g: GemmShape, order: str, tm: int, tn: int, tk: int) -> tuple[int, int, int]:
@@ -133,7 +133,7 @@ def test_every_gemm_of_a_step_is_between_its_bound_and_the_fixed_order(model, ba
 
 
 def test_the_mapping_report(tmp_path):
-    from nitihw.sim.estimate import write_reports
+    from nitihw.sim.model.estimate import write_reports
 
     acc = load_accelerator().with_array("8x8")
     r = estimate(model_workload("lenet", 16), acc, 16, 1000, "lenet")
@@ -173,8 +173,8 @@ def test_energy_and_stalls_are_priced_from_the_chosen_traffic(model, batch, arra
 
 
 def test_traffic_on_the_command_line_and_in_grids(tmp_path, capsys):
-    from nitihw.sim.cli import main
-    from nitihw.sim.sweep.grid import GridError, load_grid
+    from nitihw.sim.command.cli import main
+    from nitihw.sim.explore.sweep.grid import GridError, load_grid
 
     out = tmp_path / "est"
     argv = ["estimate", "--model", "lenet", "--batch", "16", "--array", "8x8", "--no-plots"]
@@ -195,7 +195,7 @@ def test_the_driver_walks_the_datapaths_mapping(seed):
     or B buffer tile comes in when the tile the walk is on needs another one, and the bytes
     that brings in are the mapping's; its partial sums fit the result buffer (they never
     leave the chip), so no result tile is left and visited again unless it waits there."""
-    from nitihw.sim.cycle_model import Tiling, drained_rows, gemm_walk
+    from nitihw.sim.model.cycle_model import Tiling, drained_rows, gemm_walk
 
     rng = np.random.default_rng(100 + seed)
     (rows, cols), kmax = (int(x) for x in rng.choice([2, 3, 4], 2)), 8

@@ -23,7 +23,7 @@ from nitihw.golden.niti_compat import (
 )
 from nitihw.golden.profiles import get_profile
 from nitihw.golden.rounding import bitwidth, magnitude_bitwidth, shift_round
-from nitihw.sim.cli import main
+from nitihw.sim.command.cli import main
 
 RNG = np.random.default_rng(2021)
 

@@ -13,7 +13,7 @@ from nitihw.golden.init import quantize_weights
 from nitihw.golden.loss import ERROR_SHIFT, cross_entropy_error, error_shift
 from nitihw.golden.profiles import get_profile
 from nitihw.golden.rounding import ROUNDING_MODES, shift_round, value_limit
-from nitihw.sim.cli import main
+from nitihw.sim.command.cli import main
 
 MODES = ROUNDING_MODES
 

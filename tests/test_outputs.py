@@ -28,8 +28,8 @@ from nitihw.golden.run_folder import (
     check_output_file,
     lock_holder,
 )
-from nitihw.sim import train_run
-from nitihw.sim.cli import main
+from nitihw.sim.command import train_run
+from nitihw.sim.command.cli import main
 from tests.test_reliability import DIGITS, one_line_error, train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -244,7 +244,7 @@ def test_a_build_in_use_is_never_rebuilt_under_its_run(tmp_path, monkeypatch):
     rebuild it (its compiler, options or sources changed) is refused while another simulates
     from it, and rebuilds once it is free. The compiler is a stand-in: no C++ is built."""
     from nitihw.rtl.verilog import datapath_params
-    from nitihw.sim.native import NativeBuildError, build, native_in_use
+    from nitihw.sim.simulate.native import NativeBuildError, build, native_in_use
 
     built = []
 

@@ -22,7 +22,7 @@ from nitihw.golden.checkpoint import (
 )
 from nitihw.golden.limits import LIMITS
 from nitihw.golden.run_folder import LOCK_NAME, _process_start
-from nitihw.sim.cli import build_parser, main
+from nitihw.sim.command.cli import build_parser, main
 from tests.test_datasets import write_idx_dir
 
 DIGITS = ["--model", "mlp-digits", "--dataset", "digits"]
@@ -288,8 +288,8 @@ def test_every_limit_is_one_line_exit_2(tmp_path, monkeypatch, capsys, argv, mes
 def test_the_limits_are_the_same_everywhere(tmp_path):
     """The Datapath, the accelerator TOML, the cycle model and the options use one table."""
     from nitihw.rtl.datapath import Datapath
-    from nitihw.sim.accelerator import ConfigError, load_accelerator
-    from nitihw.sim.cycle_model import ArrayConfig
+    from nitihw.sim.model.accelerator import ConfigError, load_accelerator
+    from nitihw.sim.model.cycle_model import ArrayConfig
 
     for key, section in (("rows", "array"), ("cols", "array"), ("kmax", "array")):
         hi = LIMITS[key].hi
@@ -428,7 +428,7 @@ def test_an_internal_fault_is_not_a_user_error(tmp_path, monkeypatch, capsys, de
 
 
 def test_an_unexpected_error_outside_a_step_is_internal_too(monkeypatch, capsys, tmp_path):
-    import nitihw.sim.train_run as train_run
+    import nitihw.sim.command.train_run as train_run
 
     def broken(*a, **k):
         raise KeyError("settings")

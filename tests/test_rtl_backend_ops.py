@@ -1,6 +1,6 @@
 """The RTL backend's datapath operations, one by one, against the golden backend.
 
-:class:`nitihw.sim.rtl_backend.RtlBackend` runs on the Datapath in Amaranth's simulator (no
+:class:`nitihw.sim.simulate.rtl_backend.RtlBackend` runs on the Datapath in Amaranth's simulator (no
 external tools): the simulator runs in a worker thread whose testbench executes the driver
 coroutines the backend hands it, so the backend stays synchronous, as in the cocotb training
 testbench. Checked: results equal NumpyBackend's, and every traced operation's measured cycles
@@ -17,9 +17,9 @@ from amaranth.sim import Simulator
 from nitihw.golden import NumpyBackend, OpTag, shift_round
 from nitihw.golden.rounding import trunc_div, wrap
 from nitihw.rtl.datapath import Datapath
-from nitihw.sim.cycle_model import ArrayConfig, CycleReport, op_cycles
-from nitihw.sim.datapath_driver import AmaranthPort, DatapathDriver
-from nitihw.sim.rtl_backend import RtlBackend
+from nitihw.sim.model.cycle_model import ArrayConfig, CycleReport, op_cycles
+from nitihw.sim.simulate.datapath_driver import AmaranthPort, DatapathDriver
+from nitihw.sim.simulate.rtl_backend import RtlBackend
 
 TAG = OpTag("0:linear", "forward")
 

@@ -1,10 +1,11 @@
 """cocotb testbenches of the RTL on Verilator and Icarus, run from pytest.
 
-The Datapath testbench (nitihw/sim/testbench/datapath_tb.py) checks random GEMMs whose shapes
-are not multiples of the array, every rounding mode, the corners and (on a 16-bit-accumulator
-build) the accumulator limits and overflow, and (on a NITRO-D build: 32-bit B operands and the
-divide lanes) wrapping int8 x int32 GEMMs, DIVIDE and UPDATE_DIV, all against the golden model,
-and checks every command's measured cycles against the schedule formula. The rescale
+The Datapath testbench (nitihw/sim/simulate/testbench/datapath_tb.py) checks random GEMMs
+whose shapes are not multiples of the array, every rounding mode, the corners and (on a
+16-bit-accumulator build) the accumulator limits and overflow, and (on a NITRO-D build: 32-bit
+B operands and the divide lanes) wrapping int8 x int32 GEMMs, DIVIDE and UPDATE_DIV, all
+against the golden model, and checks every command's measured cycles against the schedule
+formula. The rescale
 testbench checks about a million random 32-bit accumulators across every mode and shift.
 """
 
@@ -12,14 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from nitihw.sim.tools import simulator_available
-from nitihw.sim.verify import (
+from nitihw.sim.simulate.verify import (
     config_tag,
     regression_cases,
     regression_configs,
     run_datapath_tests,
     run_rescale_sweep,
 )
+from nitihw.sim.tools import simulator_available
 
 BUILD = Path(__file__).resolve().parent.parent / "build" / "pytest-rtl"
 SIMS = [

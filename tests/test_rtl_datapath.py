@@ -9,8 +9,8 @@ from nitihw.golden import bitwidth, exact_matmul, shift_round
 from nitihw.golden.rounding import max_abs
 from nitihw.rtl.datapath import Datapath
 from nitihw.rtl.schedule import program_cycles
-from nitihw.sim.cycle_model import gemm_cycles
-from nitihw.sim.datapath_driver import AmaranthPort, DatapathDriver
+from nitihw.sim.model.cycle_model import gemm_cycles
+from nitihw.sim.simulate.datapath_driver import AmaranthPort, DatapathDriver
 
 
 def run(dut, body):
@@ -206,7 +206,7 @@ def test_unsupported_opcode_is_flagged(opcode, no_buffer, message):
     buffer, or a load longer than a bank is dropped (it takes no beats) and raises the sticky
     error flag, which the driver turns into a DatapathError naming it."""
     from nitihw.rtl.schedule import Command
-    from nitihw.sim.datapath_driver import DatapathError
+    from nitihw.sim.simulate.datapath_driver import DatapathError
 
     seen = {}
 
@@ -439,7 +439,7 @@ def test_partial_sums_in_the_result_buffer(rows, cols, kmax, shape, tiling):
     tile's rows); the cycles are the schedule's and the closed form's. 16-bit accumulators
     with sums that leave the range part-way: a flag is set exactly when the whole sum is out
     of range."""
-    from nitihw.sim.cycle_model import Tiling
+    from nitihw.sim.model.cycle_model import Tiling
 
     m, k, n = shape
     t = Tiling(*tiling)

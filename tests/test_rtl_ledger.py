@@ -25,11 +25,11 @@ from nitihw.golden.errors import DatapathLeak, InternalError
 from nitihw.golden.parallel import KERNEL_MIN_ELEMENTS, MIN_ELEMENTS, MIN_MACS
 from nitihw.gpu.backend import CupyBackend
 from nitihw.rtl.verilog import datapath_params
-from nitihw.sim.cli import main
-from nitihw.sim.datapath_driver import DatapathDriver
-from nitihw.sim.native import NativeDatapath, build_native, call_sync
-from nitihw.sim.native.split import SplitDriver
-from nitihw.sim.rtl_backend import RtlBackend
+from nitihw.sim.command.cli import main
+from nitihw.sim.simulate.datapath_driver import DatapathDriver
+from nitihw.sim.simulate.native import NativeDatapath, build_native, call_sync
+from nitihw.sim.simulate.native.split import SplitDriver
+from nitihw.sim.simulate.rtl_backend import RtlBackend
 from nitihw.sim.tools import simulator_available
 
 BUILD = Path(__file__).resolve().parent.parent / "build" / "pytest-native"

@@ -1,5 +1,5 @@
-"""The native harness (nitihw.sim.native): the Verilated Datapath driven a program at a time
-from C++, held to the golden model, to the schedule, and to the cocotb testbench (the same
+"""The native harness (nitihw.sim.simulate.native): the Verilated Datapath driven a program at a
+time from C++, held to the golden model, to the schedule, and to the cocotb testbench (the same
 operations through both: identical outputs and cycle counts); the split over several
 instances held to one Datapath; training on it bit-exact with golden."""
 
@@ -13,8 +13,8 @@ import pytest
 from nitihw.golden import exact_matmul, shift_round
 from nitihw.rtl.schedule import program_cycles
 from nitihw.rtl.verilog import datapath_params
-from nitihw.sim.datapath_driver import DatapathDriver, DatapathError, Payloads
-from nitihw.sim.native import (
+from nitihw.sim.simulate.datapath_driver import DatapathDriver, DatapathError, Payloads
+from nitihw.sim.simulate.native import (
     NativeBuildError,
     NativeDatapath,
     NativeOptions,
@@ -22,11 +22,11 @@ from nitihw.sim.native import (
     build_native,
     call_sync,
 )
-from nitihw.sim.native.build import wrapper_verilog
-from nitihw.sim.native.crosscheck import run_ops
-from nitihw.sim.native.split import SplitDriver, combine_ranges
+from nitihw.sim.simulate.native.build import wrapper_verilog
+from nitihw.sim.simulate.native.crosscheck import run_ops
+from nitihw.sim.simulate.native.split import SplitDriver, combine_ranges
+from nitihw.sim.simulate.verify import run_datapath_tests
 from nitihw.sim.tools import simulator_available
-from nitihw.sim.verify import run_datapath_tests
 
 BUILD = Path(__file__).resolve().parent.parent / "build" / "pytest-native"
 HAVE_CXX = shutil.which("c++") is not None or shutil.which("g++") is not None
@@ -224,7 +224,7 @@ def test_errors_are_clear(lib4, tmp_path, monkeypatch):
         NativeDatapath(lib4, P4, waves=tmp_path / "x.vcd")
     with pytest.raises(ValueError, match="cxx_opt"):
         NativeOptions(cxx_opt="-O2 -march=native")
-    import nitihw.sim.native.build as nb
+    import nitihw.sim.simulate.native.build as nb
 
     real_which = shutil.which
     monkeypatch.setattr(
@@ -264,7 +264,7 @@ def test_partial_sums_on_the_native_harness(lib4):
     every tile's partial sums wait in the result buffer; and k inside, in one buffer tile's
     rows) on the compiled model: exact results, flags and range, the programs' cycles the
     schedule's and the closed form's, kept and spilled."""
-    from nitihw.sim.cycle_model import Tiling, gemm_cycles
+    from nitihw.sim.model.cycle_model import Tiling, gemm_cycles
 
     drv = native_driver(lib4, P4)
     rng = np.random.default_rng(29)

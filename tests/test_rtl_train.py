@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from nitihw.sim.cli import main
+from nitihw.sim.command.cli import main
 from nitihw.sim.tools import simulator_available
 
 pytestmark = pytest.mark.skipif(

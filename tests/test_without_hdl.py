@@ -14,7 +14,7 @@ class NoHdl:
         if name.split(".")[0] in ("amaranth", "cocotb", "cocotb_tools"):
             raise ImportError(f"{name} is blocked: this path must not need the HDL toolchain")
 sys.meta_path.insert(0, NoHdl())
-from nitihw.sim.cli import main
+from nitihw.sim.command.cli import main
 out = sys.argv[1]
 rc = main(["train", "--model", "cnn-digits", "--dataset", "digits", "--steps", "2", "--out", out])
 rc |= main(["train", "--model", "mlp-digits", "--dataset", "digits", "--steps", "2",

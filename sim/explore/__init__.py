@@ -1,0 +1,2 @@
+"""Exploring designs: sweeps over accelerators (Dask) and synthesis reports with the area
+model."""

@@ -1,0 +1,1 @@
+"""cocotb testbenches of the RTL (run through :mod:`nitihw.sim.simulate.verify` or pytest)."""

@@ -1,1 +1,0 @@
-"""cocotb testbenches of the RTL (run through :mod:`nitihw.sim.verify` or pytest)."""
