@@ -73,7 +73,9 @@ def test_changed_settings_are_computed_again_never_reused(tmp_path, capsys):
     """train_samples, the energy table's contents, the [train] table and the version all
     change the id; a rerun into the same folder gives the new figures."""
     out = tmp_path / "o"
-    table = Path(points_mod.__file__).parents[1] / "energy_tables" / "horowitz-45nm.toml"
+    from nitihw.sim.model.accelerator import TABLES
+
+    table = TABLES / "horowitz-45nm.toml"
     (tmp_path / "my.toml").write_text(table.read_text())
     text = 'energy = "my.toml"\n' + GRID
     path = write(tmp_path, text)
