@@ -209,11 +209,13 @@ def dout_layout(cols, acc_bits, divide=False) -> data.UnionLayout:
 class _Wires(dict):
     """The signals one section of :meth:`Datapath.elaborate` makes and later sections use."""
 
-    def update(self, **signals) -> None:
-        for name in signals:
+    def keep(self, scope: dict, names: str) -> None:
+        """Keep the signals ``names`` (space-separated) of a section's ``scope`` (its
+        ``locals()``) for the sections after it."""
+        for name in names.split():
             if name in self:
                 raise KeyError(f"elaborate: {name} is made twice")
-        super().update(signals)
+            self[name] = scope[name]
 
     def __getattr__(self, name):
         try:
@@ -415,21 +417,8 @@ class Datapath(wiring.Component):
                 shape=data.ArrayLayout(word, C), depth=R_ROWS, init=[]
             )
             rb_w, rb_r = rbuf.write_port(), rbuf.read_port()
-        w.update(
-            arr=arr,
-            rng=rng,
-            rs=rs,
-            up8=up8,
-            up16=up16,
-            dv=dv,
-            queue=queue,
-            banks_a=banks_a,
-            banks_b=banks_b,
-            R_ROWS=R_ROWS,
-            acc_bits=acc_bits,
-            wide=wide,
-            rb_w=rb_w,
-            rb_r=rb_r,
+        w.keep(
+            locals(), "arr rng rs up8 up16 dv queue banks_a banks_b R_ROWS acc_bits wide rb_w rb_r"
         )
 
     def _skid_buffer(self, m: Module, w: _Wires) -> None:
@@ -452,7 +441,7 @@ class Datapath(wiring.Component):
                 m.d.sync += ob_full.eq(0)
         with m.Elif(ob_valid & ~dout.ready):
             m.d.sync += [ob_full.eq(1), ob_buf.eq(ob_payload)]
-        w.update(ob_valid=ob_valid, ob_payload=ob_payload, ob_ready=ob_ready)
+        w.keep(locals(), "ob_valid ob_payload ob_ready")
 
     def _command_queue(self, m: Module, w: _Wires) -> None:
         """Commands into the queue; its head."""
@@ -466,7 +455,7 @@ class Datapath(wiring.Component):
             self.cmd.ready.eq(queue.w_rdy),
             head.eq(queue.r_data),
         ]
-        w.update(head=head)
+        w.keep(locals(), "head")
 
     def _loader(self, m: Module, w: _Wires) -> None:
         """The loader: din beats into the operand banks."""
@@ -496,15 +485,7 @@ class Datapath(wiring.Component):
                 wb.data.eq(din.payload.ab.b),
                 wb.en.eq(ld_busy & din.valid & ld_b & (ld_bank_b == bank)),
             ]
-        w.update(
-            ld_busy=ld_busy,
-            ld_a=ld_a,
-            ld_b=ld_b,
-            ld_bank_a=ld_bank_a,
-            ld_bank_b=ld_bank_b,
-            ld_count=ld_count,
-            ld_idx=ld_idx,
-        )
+        w.keep(locals(), "ld_busy ld_a ld_b ld_bank_a ld_bank_b ld_count ld_idx")
 
     def _array_control(self, m: Module, w: _Wires) -> None:
         """The array's reads of the banks, its flags and its flush."""
@@ -542,26 +523,11 @@ class Datapath(wiring.Component):
                     m.d.sync += [x_flushing.eq(1), flush.eq(R + C - 1)]
         with m.If(x_flushing & (flush != 0)):
             m.d.sync += flush.eq(flush - 1)
-        w.update(
-            x_reading=x_reading,
-            x_flushing=x_flushing,
-            x_count=x_count,
-            x_idx=x_idx,
-            x_accumulate=x_accumulate,
-            x_drain=x_drain,
-            x_bank_a=x_bank_a,
-            x_bank_b=x_bank_b,
-            x_rows=x_rows,
-            x_keep=x_keep,
-            x_add=x_add,
-            x_quiet=x_quiet,
-            x_row=x_row,
-            flush=flush,
-            x_last_read=x_last_read,
-            feed_valid=feed_valid,
-            feed_first=feed_first,
-            feed_bank_a=feed_bank_a,
-            feed_bank_b=feed_bank_b,
+        w.keep(
+            locals(),
+            "x_reading x_flushing x_count x_idx x_accumulate x_drain x_bank_a x_bank_b x_rows"
+            " x_keep x_add x_quiet x_row flush x_last_read"
+            " feed_valid feed_first feed_bank_a feed_bank_b",
         )
 
     def _drainer(self, m: Module, w: _Wires) -> None:
@@ -594,17 +560,7 @@ class Datapath(wiring.Component):
         # the array takes a new COMPUTE when idle, on a no-drain COMPUTE's last read (the sums
         # go on back to back), or in the capture cycle
         x_accept = (~x_reading & ~x_flushing) | (x_last_read & ~x_drain) | capture
-        w.update(
-            dr_busy=dr_busy,
-            dr_left=dr_left,
-            dr_keep=dr_keep,
-            dr_add=dr_add,
-            dr_quiet=dr_quiet,
-            dr_row=dr_row,
-            capture=capture,
-            dr_step=dr_step,
-            x_accept=x_accept,
-        )
+        w.keep(locals(), "dr_busy dr_left dr_keep dr_add dr_quiet dr_row capture dr_step x_accept")
 
     def _skew(self, m: Module, w: _Wires) -> None:
         """The skew of the operands into the array."""
@@ -702,16 +658,7 @@ class Datapath(wiring.Component):
             rs.i.payload.eq(din.payload.rescale),
             up8.limit.eq(s_cmd.limit),
         ]
-        w.update(
-            s_busy=s_busy,
-            s_cmd=s_cmd,
-            s_idx=s_idx,
-            s_done=s_done,
-            from_buf=from_buf,
-            bf_valid=bf_valid,
-            bf_next=bf_next,
-            through=through,
-        )
+        w.keep(locals(), "s_busy s_cmd s_idx s_done from_buf bf_valid bf_next through")
 
     def _drain_path(self, m: Module, w: _Wires) -> None:
         """The drained row (plus the partial sums it adds), the result buffer's ports."""
@@ -775,7 +722,7 @@ class Datapath(wiring.Component):
                         rs.i.payload.acc[j].eq(rb_r.data[j].v[:acc_bits]),
                         rs.i.payload.rand[j].eq(0),
                     ]
-        w.update(d_acc=d_acc, d_ovf=d_ovf)
+        w.keep(locals(), "d_acc d_ovf")
 
     def _lane_inputs(self, m: Module, w: _Wires) -> None:
         """The update and divide lanes' inputs."""
