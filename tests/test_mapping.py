@@ -4,6 +4,7 @@ rule against a walk of the loop nest, the search against the fixed order and the
 from __future__ import annotations
 
 import itertools
+import json
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from nitihw.sim.model.accelerator import load_accelerator
 from nitihw.sim.model.estimate import TRAFFIC, estimate, gemm_shape, hierarchy, result_buffer_rows
 from nitihw.sim.model.mapping import (
+    OBJECTIVES,
     ORDERS,
     GemmShape,
     Hierarchy,
@@ -187,6 +189,32 @@ def test_traffic_on_the_command_line_and_in_grids(tmp_path, capsys):
     grid.write_text('[axes]\nmodel = ["lenet"]\ntraffic = ["datapath", "nearest"]\n')
     with pytest.raises(GridError, match="unknown traffic 'nearest'"):
         load_grid(grid)
+    # the mapping objective: on the command line, in a grid, in the reports
+    assert main([*argv, "--objective", "time", "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert json.loads((out / "estimate.json").read_text())["objective"] == "time"
+    assert main([*argv, "--objective", "speed", "--out", str(out)]) == 2
+    assert "--objective: invalid choice: 'speed'" in capsys.readouterr().err
+    grid.write_text('[axes]\nmodel = ["lenet"]\nobjective = ["traffic", "speed"]\n')
+    with pytest.raises(GridError, match="unknown objective 'speed'"):
+        load_grid(grid)
+    grid.write_text('[axes]\nmodel = ["lenet"]\nobjective = ["traffic", "time"]\n')
+    assert len(load_grid(grid).points) == 2
+
+
+def test_the_objective_trades_bytes_for_cycles():
+    """--objective time keeps K whole where it can (fewer cycles, more bytes); traffic cuts it
+    (fewer bytes). On vgg-small-7's step: time's cycles < traffic's, traffic's bytes < time's;
+    energy (which also weighs the partial sums' result-buffer energy) moves no fewer bytes than
+    traffic."""
+    acc = load_accelerator().with_array("16x16")
+    layers = model_workload("vgg-small-7", 32)
+    r = {
+        o: estimate(layers, acc, 32, 32, "vgg-small-7", objective=o)["per_step"] for o in OBJECTIVES
+    }
+    assert r["time"]["total_cycles"] < r["traffic"]["total_cycles"]
+    assert r["traffic"]["dram_bytes"] < r["time"]["dram_bytes"]
+    assert r["energy"]["dram_bytes"] >= r["traffic"]["dram_bytes"]
 
 
 @pytest.mark.parametrize("seed", range(6))

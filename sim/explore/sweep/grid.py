@@ -263,34 +263,37 @@ def _check_value(path: Path, key: str, i: int, value, base: Path):
         return LIMITS[limit].kind(value)
     if not isinstance(value, str):
         raise GridError(f"{where} must be a string, got {value!r}")
+    if key == "topology":
+        return _topology(where, value, base)
+    choices = _string_choices(key)
+    if choices is not None and value not in choices:
+        raise GridError(f"{where}: unknown {key} {value!r}; choose from {choices}")
+    return value
+
+
+def _string_choices(key: str) -> list | None:
+    """The values a string axis may take (None: any string)."""
     if key == "model":
         from nitihw.golden.models import MODELS
 
-        if value not in MODELS:
-            raise GridError(f"{where}: unknown model {value!r}; choose from {sorted(MODELS)}")
-    elif key == "profile":
+        return sorted(MODELS)
+    if key == "profile":
         from nitihw.sim.model.workload import PROFILES
 
-        if value not in PROFILES:
-            raise GridError(f"{where}: unknown profile {value!r}; choose from {list(PROFILES)}")
-    elif key == "topology":
-        return _topology(where, value, base)
-    elif key == "dataflow":
+        return list(PROFILES)
+    if key == "dataflow":
         from nitihw.sim.model.mapping.dataflow import DATAFLOWS
 
-        if value not in DATAFLOWS:
-            raise GridError(f"{where}: unknown dataflow {value!r}; choose from {list(DATAFLOWS)}")
-    elif key == "traffic":
+        return list(DATAFLOWS)
+    if key == "traffic":
         from nitihw.sim.model.estimate import TRAFFIC
 
-        if value not in TRAFFIC:
-            raise GridError(f"{where}: unknown traffic {value!r}; choose from {list(TRAFFIC)}")
-    elif key == "objective":
+        return list(TRAFFIC)
+    if key == "objective":
         from nitihw.sim.model.mapping import OBJECTIVES
 
-        if value not in OBJECTIVES:
-            raise GridError(f"{where}: unknown objective {value!r}; choose from {list(OBJECTIVES)}")
-    return value
+        return list(OBJECTIVES)
+    return None
 
 
 def _topology(where: str, value: str, base: Path) -> str:
