@@ -844,28 +844,10 @@ class Datapath(wiring.Component):
 
     def _dispatch(self, m: Module, w: _Wires) -> None:
         """The head of the queue goes to its unit when it can; busy and error."""
-        kmax = self._kmax
-        rng, dv, queue, head, R_ROWS = w.get("rng", "dv", "queue", "head", "R_ROWS")
-        ld_busy, ld_a, ld_b, ld_bank_a, ld_bank_b, ld_count, ld_idx = w.get(
-            "ld_busy", "ld_a", "ld_b", "ld_bank_a", "ld_bank_b", "ld_count", "ld_idx"
+        rng, dv, queue, head = w.get("rng", "dv", "queue", "head")
+        ld_busy, x_reading, x_flushing, dr_busy, s_busy = w.get(
+            "ld_busy", "x_reading", "x_flushing", "dr_busy", "s_busy"
         )
-        x_reading, x_flushing, x_count, x_idx, x_accumulate, x_drain, x_bank_a, x_bank_b = w.get(
-            "x_reading",
-            "x_flushing",
-            "x_count",
-            "x_idx",
-            "x_accumulate",
-            "x_drain",
-            "x_bank_a",
-            "x_bank_b",
-        )
-        x_rows, x_keep, x_add, x_quiet, x_row, x_accept = w.get(
-            "x_rows", "x_keep", "x_add", "x_quiet", "x_row", "x_accept"
-        )
-        dr_busy, s_busy, s_cmd, s_idx, s_done, bf_valid, bf_next = w.get(
-            "dr_busy", "s_busy", "s_cmd", "s_idx", "s_done", "bf_valid", "bf_next"
-        )
-        # ---- dispatch: the head of the queue goes to its unit when it can ---------------------
         all_idle = ~ld_busy & ~x_reading & ~x_flushing & ~dr_busy & ~s_busy & ~rng.busy
         go = Signal()
         error, error_op = Signal(), Signal(4)
@@ -873,7 +855,7 @@ class Datapath(wiring.Component):
         serial_ops = [Op.RANGE_CLEAR, Op.RANGE_READ, Op.RANGE_FEED, Op.RESCALE, Op.UPDATE]
         if dv is not None:
             serial_ops += [Op.DIVIDE, Op.UPDATE_DIV]
-        too_long = count > kmax  # a load or COMPUTE longer than a bank
+        too_long = count > self._kmax  # a load or COMPUTE longer than a bank
 
         def drop():
             """Unknown, not built, or too long: dropped (no beats), and flagged."""
@@ -883,69 +865,11 @@ class Datapath(wiring.Component):
         with m.If(queue.r_rdy):
             with m.Switch(op):
                 with m.Case(Op.LOAD_A, Op.LOAD_B, Op.LOAD_AB):
-                    to_a = (op == Op.LOAD_A) | (op == Op.LOAD_AB)
-                    to_b = (op == Op.LOAD_B) | (op == Op.LOAD_AB)
-                    war = x_reading & (
-                        (to_a & (x_bank_a == head.bank_a)) | (to_b & (x_bank_b == head.bank_b))
-                    )
-                    with m.If(too_long):
-                        drop()
-                    with m.Else():
-                        m.d.comb += go.eq(~ld_busy & ~s_busy & ~war)
-                        with m.If(go & (count != 0)):
-                            m.d.sync += [
-                                ld_busy.eq(1),
-                                ld_a.eq(to_a),
-                                ld_b.eq(to_b),
-                                ld_bank_a.eq(head.bank_a),
-                                ld_bank_b.eq(head.bank_b),
-                                ld_count.eq(count),
-                                ld_idx.eq(0),
-                            ]
+                    self._dispatch_load(m, w, go, drop, too_long)
                 with m.Case(Op.COMPUTE):
-                    raw = ld_busy & (
-                        (ld_a & (ld_bank_a == head.bank_a)) | (ld_b & (ld_bank_b == head.bank_b))
-                    )
-                    with m.If(too_long):
-                        drop()
-                    with m.Else():
-                        m.d.comb += go.eq(x_accept & ~s_busy & ~raw)
-                        with m.If(go & (count != 0)):
-                            m.d.sync += [
-                                x_reading.eq(1),
-                                x_idx.eq(0),
-                                x_count.eq(count),
-                                x_accumulate.eq(head.accumulate),
-                                x_drain.eq(head.drain),
-                                x_rows.eq(head.drain_rows),
-                                x_keep.eq(head.keep),
-                                x_add.eq(head.add),
-                                x_quiet.eq(head.quiet),
-                                x_row.eq(head.row),
-                                x_bank_a.eq(head.bank_a),
-                                x_bank_b.eq(head.bank_b),
-                            ]
+                    self._dispatch_compute(m, w, go, drop, too_long)
                 with m.Case(*serial_ops):
-                    # from_buffer in a build without a result buffer
-                    with m.If(
-                        head.from_buffer & ((op == Op.RESCALE) | (op == Op.DIVIDE))
-                        if not R_ROWS
-                        else Const(0, 1)
-                    ):
-                        drop()
-                    with m.Else():
-                        m.d.comb += go.eq(all_idle)
-                        with m.If(go & (op == Op.RANGE_CLEAR)):
-                            m.d.comb += rng.clear.eq(1)
-                        with m.Elif(go & ((op == Op.RANGE_READ) | (count != 0))):
-                            m.d.sync += [
-                                s_busy.eq(1),
-                                s_cmd.eq(head),
-                                s_idx.eq(0),
-                                s_done.eq(0),
-                                bf_valid.eq(0),
-                                bf_next.eq(0),
-                            ]
+                    self._dispatch_serial(m, w, go, drop, all_idle)
                 with m.Default():  # unknown, or not built
                     drop()
         m.d.comb += [
@@ -954,3 +878,85 @@ class Datapath(wiring.Component):
             self.error.eq(error),
             self.error_op.eq(error_op),
         ]
+
+    def _dispatch_load(self, m: Module, w: _Wires, go, drop, too_long) -> None:
+        """A load goes to the loader when it is free and the array no longer reads the bank."""
+        head, s_busy, x_reading, x_bank_a, x_bank_b = w.get(
+            "head", "s_busy", "x_reading", "x_bank_a", "x_bank_b"
+        )
+        ld_busy, ld_a, ld_b, ld_bank_a, ld_bank_b, ld_count, ld_idx = w.get(
+            "ld_busy", "ld_a", "ld_b", "ld_bank_a", "ld_bank_b", "ld_count", "ld_idx"
+        )
+        op, count = head.op, head.count
+        to_a = (op == Op.LOAD_A) | (op == Op.LOAD_AB)
+        to_b = (op == Op.LOAD_B) | (op == Op.LOAD_AB)
+        war = x_reading & ((to_a & (x_bank_a == head.bank_a)) | (to_b & (x_bank_b == head.bank_b)))
+        with m.If(too_long):
+            drop()
+        with m.Else():
+            m.d.comb += go.eq(~ld_busy & ~s_busy & ~war)
+            with m.If(go & (count != 0)):
+                m.d.sync += [
+                    ld_busy.eq(1),
+                    ld_a.eq(to_a),
+                    ld_b.eq(to_b),
+                    ld_bank_a.eq(head.bank_a),
+                    ld_bank_b.eq(head.bank_b),
+                    ld_count.eq(count),
+                    ld_idx.eq(0),
+                ]
+
+    def _dispatch_compute(self, m: Module, w: _Wires, go, drop, too_long) -> None:
+        """A COMPUTE goes to the array when it takes one and the loader no longer writes its
+        banks."""
+        head, s_busy, x_accept = w.get("head", "s_busy", "x_accept")
+        ld_busy, ld_a, ld_b, ld_bank_a, ld_bank_b = w.get(
+            "ld_busy", "ld_a", "ld_b", "ld_bank_a", "ld_bank_b"
+        )
+        count = head.count
+        raw = ld_busy & ((ld_a & (ld_bank_a == head.bank_a)) | (ld_b & (ld_bank_b == head.bank_b)))
+        with m.If(too_long):
+            drop()
+        with m.Else():
+            m.d.comb += go.eq(x_accept & ~s_busy & ~raw)
+            with m.If(go & (count != 0)):
+                m.d.sync += [
+                    w.x_reading.eq(1),
+                    w.x_idx.eq(0),
+                    w.x_count.eq(count),
+                    w.x_accumulate.eq(head.accumulate),
+                    w.x_drain.eq(head.drain),
+                    w.x_rows.eq(head.drain_rows),
+                    w.x_keep.eq(head.keep),
+                    w.x_add.eq(head.add),
+                    w.x_quiet.eq(head.quiet),
+                    w.x_row.eq(head.row),
+                    w.x_bank_a.eq(head.bank_a),
+                    w.x_bank_b.eq(head.bank_b),
+                ]
+
+    def _dispatch_serial(self, m: Module, w: _Wires, go, drop, all_idle) -> None:
+        """Any other command waits until everything is idle, then the serial unit runs it
+        (``RANGE_CLEAR`` acts at once)."""
+        head, rng, R_ROWS = w.get("head", "rng", "R_ROWS")
+        op, count = head.op, head.count
+        # from_buffer in a build without a result buffer
+        with m.If(
+            head.from_buffer & ((op == Op.RESCALE) | (op == Op.DIVIDE))
+            if not R_ROWS
+            else Const(0, 1)
+        ):
+            drop()
+        with m.Else():
+            m.d.comb += go.eq(all_idle)
+            with m.If(go & (op == Op.RANGE_CLEAR)):
+                m.d.comb += rng.clear.eq(1)
+            with m.Elif(go & ((op == Op.RANGE_READ) | (count != 0))):
+                m.d.sync += [
+                    w.s_busy.eq(1),
+                    w.s_cmd.eq(head),
+                    w.s_idx.eq(0),
+                    w.s_done.eq(0),
+                    w.bf_valid.eq(0),
+                    w.bf_next.eq(0),
+                ]
