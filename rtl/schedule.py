@@ -41,6 +41,17 @@ FROM_BUFFER = tuple(c.name for c in COMMANDS if c.from_buffer)  # can read the r
 OPS = tuple(c.name for c in COMMANDS)
 
 
+def chunk_timing(length, kmax: int):
+    """A K slice of ``length`` as the array runs it, in chunks as equal as can be (the longer
+    ones first, at most ``kmax``): ``(k_0, k_L, inner)``, its first chunk, its last chunk and
+    the cycles from the first chunk's start to the last's (chunk ``c + 1`` starts ``k_{c+1} +
+    2`` after chunk ``c``). Ints or NumPy arrays; a length of 0 is one empty chunk."""
+    nch = -(-length // kmax) + (length == 0)
+    last = length // nch
+    first = last + (length % nch > 0)
+    return first, last, (length - first) + 2 * (nch - 1)
+
+
 def range_levels(lanes: int) -> int:
     """Levels of the range unit's reduction tree (one register stage each)."""
     return max(lanes - 1, 0).bit_length()

@@ -18,7 +18,13 @@ from typing import NamedTuple
 import numpy as np
 
 from nitihw.golden.limits import LimitError, check
-from nitihw.rtl.schedule import Command, default_result_rows, program_cycles, range_latency
+from nitihw.rtl.schedule import (
+    Command,
+    chunk_timing,
+    default_result_rows,
+    program_cycles,
+    range_latency,
+)
 
 
 @dataclass(frozen=True)
@@ -141,13 +147,33 @@ class GemmWalk(NamedTuple):
     rows_needed: int
 
 
-def _buffer_tiles(m: int, k: int, n: int, tiling: Tiling):
-    """The buffer tiles' first (m, n, k) indices in the tiling's order."""
-    order, tm, tn, tk = tiling
-    starts = {"m": np.arange(0, m, tm), "n": np.arange(0, n, tn), "k": np.arange(0, k, tk)}
-    grids = np.meshgrid(*(starts[d] for d in order), indexing="ij")
-    flat = {d: g.ravel().astype(np.int64) for d, g in zip(order, grids, strict=True)}
-    return flat["m"], flat["n"], flat["k"]
+class _BufferTiles(NamedTuple):
+    """A tiling's buffer tiles in its order (int64 arrays, one entry each): their first
+    indices ``mb, nb, kb``, real extents ``mr, nr, klen`` and array tiles ``ti`` (row) by
+    ``tj`` (column); ``t`` the checked tiling."""
+
+    t: Tiling
+    mb: np.ndarray
+    nb: np.ndarray
+    kb: np.ndarray
+    mr: np.ndarray
+    nr: np.ndarray
+    klen: np.ndarray
+    ti: np.ndarray
+    tj: np.ndarray
+
+
+def _buffer_tiles(m: int, k: int, n: int, rows: int, cols: int, tiling) -> _BufferTiles:
+    """The buffer tiles of ``tiling`` (None: :func:`whole_tiling`), in its order."""
+    t = whole_tiling(m, k, n) if tiling is None else check_tiling(tiling, m, k, n, rows, cols)
+    starts = {"m": np.arange(0, m, t.tm), "n": np.arange(0, n, t.tn), "k": np.arange(0, k, t.tk)}
+    grids = np.meshgrid(*(starts[d] for d in t.order), indexing="ij")
+    flat = {d: g.ravel().astype(np.int64) for d, g in zip(t.order, grids, strict=True)}
+    mb, nb, kb = flat["m"], flat["n"], flat["k"]
+    mr, nr = np.minimum(t.tm, m - mb), np.minimum(t.tn, n - nb)
+    return _BufferTiles(
+        t, mb, nb, kb, mr, nr, np.minimum(t.tk, k - kb), -(-mr // rows), -(-nr // cols)
+    )
 
 
 def gemm_walk(m, k, n, rows, cols, tiling=None, keep=False) -> GemmWalk:
@@ -156,10 +182,7 @@ def gemm_walk(m, k, n, rows, cols, tiling=None, keep=False) -> GemmWalk:
     the buffer tile's K slice."""
     if k < 1:
         raise ValueError(f"a GEMM needs K >= 1, got {k}")
-    t = whole_tiling(m, k, n) if tiling is None else check_tiling(tiling, m, k, n, rows, cols)
-    mb, nb, kb = _buffer_tiles(m, k, n, t)
-    mr, nr = np.minimum(t.tm, m - mb), np.minimum(t.tn, n - nb)
-    ti, tj = -(-mr // rows), -(-nr // cols)
+    t, mb, nb, kb, mr, nr, _, ti, tj = _buffer_tiles(m, k, n, rows, cols, tiling)
     cnt = ti * tj
     b = np.repeat(np.arange(len(mb)), cnt)
     local = np.arange(int(cnt.sum()), dtype=np.int64) - np.repeat(np.cumsum(cnt) - cnt, cnt)
@@ -168,8 +191,8 @@ def gemm_walk(m, k, n, rows, cols, tiling=None, keep=False) -> GemmWalk:
     klen = np.minimum(t.tk, k - k0)
     sliced = t.tk < k
     if keep or (sliced and not k_innermost(t, m, k, n)):  # the whole result's layout
-        row = (j0 // cols) * m + i0
-        needed = drained_rows(m, n, cols) if (keep or sliced) else 0
+        row = (j0 // cols) * m + i0  # result_layout's inverse
+        needed = drained_rows(m, n, cols)
     else:  # the buffer tile's own rows
         row = jj * mr[b] + ii * rows
         needed = int((mr * -(-nr // cols)).max()) if sliced else 0
@@ -207,14 +230,19 @@ def gemm_tile_arrays(m: int, k: int, n: int, rows: int, cols: int, kmax: int, ti
     dout beats).
     """
     walk = gemm_walk(m, k, n, rows, cols, tiling)
-    tile, start, size, _, _ = _chunked(walk, kmax)
+    loads = _loads(walk, *_chunked(walk, kmax)[:3])
+    drains = np.stack([walk.i0, walk.j0, walk.real, (~walk.last).astype(np.int64)], axis=1)
+    return loads, drains.reshape(-1, 4)
+
+
+def _loads(walk: GemmWalk, tile, start, size) -> np.ndarray:
+    """The loads of a walk's chunks (:func:`_chunked`): ``i0, j0, k0, count, with_b``; B
+    stays in its bank when the load before brought the same B tile (one chunk per tile)."""
     j0 = walk.j0[tile]
-    # B stays in its bank when the load before brought the same B tile (one chunk per tile)
     same = np.zeros(len(tile), bool)
     same[1:] = (j0[1:] == j0[:-1]) & (start[1:] == start[:-1]) & (size[1:] == size[:-1])
     loads = np.stack([walk.i0[tile], j0, start, size, (~same).astype(np.int64)], axis=1)
-    drains = np.stack([walk.i0, walk.j0, walk.real, (~walk.last).astype(np.int64)], axis=1)
-    return loads.reshape(-1, 5), drains.reshape(-1, 4)
+    return loads.reshape(-1, 5)
 
 
 def gemm_tiles(
@@ -238,8 +266,8 @@ def gemm_tiles(
     sum (and the range unit sees only it).
     """
     walk = gemm_walk(m, k, n, rows, cols, tiling, keep)
-    loads, _ = gemm_tile_arrays(m, k, n, rows, cols, kmax, tiling)
-    tile, _, _, c, nch = _chunked(walk, kmax)
+    tile, start, size, c, nch = _chunked(walk, kmax)
+    loads = _loads(walk, tile, start, size)
     bank_a = bank_b = 1
     for (i0, j0, k0, kc, with_b), t, ci, nc in zip(
         loads.tolist(), tile.tolist(), c.tolist(), nch.tolist(), strict=True
@@ -276,6 +304,14 @@ def k_chunks(k: int, kmax: int) -> list[int]:
     return [base + 1] * extra + [base] * (nch - extra)
 
 
+def result_layout(m: int, n: int, cols: int) -> tuple[np.ndarray, np.ndarray]:
+    """Where each result-buffer row of a kept ``(m, n)`` result belongs: ``(rows, j0s)``, its
+    row and its column tile's first column; column tile by column tile, every row (the
+    layout :func:`gemm_walk` writes when the result is kept)."""
+    tiles_n = -(-n // cols)
+    return np.tile(np.arange(m), tiles_n), np.repeat(np.arange(tiles_n) * cols, m)
+
+
 def drained_rows(m: int, n: int, cols: int) -> int:
     """Rows a GEMM's result takes in the result buffer (one per drained tile row)."""
     return m * -(-n // cols)
@@ -306,16 +342,9 @@ def gemm_cycles(m: int, k: int, n: int, rows: int, cols: int, kmax: int, tiling=
         return program_cycles(gemm_program(0, k, 0, rows, cols, kmax), rows, cols)
     if k < 1:
         raise ValueError(f"a GEMM needs K >= 1, got {k}")
-    t = whole_tiling(m, k, n) if tiling is None else check_tiling(tiling, m, k, n, rows, cols)
-    mb, nb, kb = _buffer_tiles(m, k, n, t)
-    mr, nr = np.minimum(t.tm, m - mb), np.minimum(t.tn, n - nb)
-    ti = -(-mr // rows)
-    cnt = ti * -(-nr // cols)
-    klen = np.minimum(t.tk, k - kb)
-    nch = -(-klen // kmax)
-    kl = klen // nch  # the last chunk (the shorter ones come last)
-    k0 = kl + (klen % nch > 0)
-    inner = (klen - k0) + 2 * (nch - 1)
+    _, _, _, _, mr, _, klen, ti, tj = _buffer_tiles(m, k, n, rows, cols, tiling)
+    cnt = ti * tj
+    k0, kl, inner = chunk_timing(klen, kmax)
     tail = kl + rows + cols  # last chunk's start to the capture
     within = int((cnt * inner + (cnt - 1) * np.maximum(tail, k0 + 2)).sum())
     between = int(np.maximum(tail[:-1], k0[1:] + 2).sum())
@@ -333,11 +362,11 @@ def _array_gemm_cycles(m: int, k: int, n: int, array: ArrayConfig) -> int:
 
 @functools.lru_cache(maxsize=4096)
 def gemm_tiling(m: int, k: int, n: int, array: ArrayConfig) -> Tiling | None:
-    """The tiling the Datapath follows for ``(m, k) @ (k, n)`` on ``array``: the mapping
-    with the fewest off-chip bytes among those it executes
-    (:func:`nitihw.sim.model.mapping.search` with ``datapath=True``), chosen from what the driver
-    sees, the GEMM's matrices; None when the array has no buffers (one buffer tile) or the
-    GEMM is empty. The estimate prices the same tiling with the real tensors' bytes."""
+    """The tiling the Datapath follows for ``(m, k) @ (k, n)`` on ``array``: the best mapping
+    among those it executes (:func:`nitihw.sim.model.mapping.search` with ``datapath=True``,
+    for the array's ``objective``), chosen from what the driver sees, the GEMM's matrices;
+    None when the array has no buffers (one buffer tile) or the GEMM is empty. The estimate
+    prices the same tiling with the real tensors' bytes."""
     if not array.mapped or not (m and n and k):
         return None
     from nitihw.sim.model.mapping import GemmShape, search
@@ -372,17 +401,13 @@ def _operand_reads(m: int, k: int, n: int, rows: int, cols: int, kmax: int, tili
     """:func:`gemm_operand_reads`' counts (a GEMM shape recurs: cached)."""
     if not (m and n):
         return (("a", 0), ("b", 0), ("partial", 0))
-    t = whole_tiling(m, k, n) if tiling is None else check_tiling(tiling, m, k, n, rows, cols)
-    mb, nb, kb = _buffer_tiles(m, k, n, t)
-    mr, nr = np.minimum(t.tm, m - mb), np.minimum(t.tn, n - nb)
-    ti, tj = -(-mr // rows), -(-nr // cols)
-    klen = np.minimum(t.tk, k - kb)
+    t, _, nb, kb, _, nr, klen, ti, tj = _buffer_tiles(m, k, n, rows, cols, tiling)
     one_chunk = klen <= kmax
     # B: once per column tile of a buffer tile when its slice is one chunk (the row tiles
     # keep it in its bank), else for every array tile; and not at all for a buffer tile whose
     # first B tile is the one the tile before loaded last (one column tile, same slice)
     b = klen * nr * np.where(one_chunk, 1, ti)
-    same = np.zeros(len(mb), bool)
+    same = np.zeros(len(nb), bool)
     same[1:] = (nb[1:] == nb[:-1]) & (kb[1:] == kb[:-1]) & (tj[1:] == 1) & one_chunk[1:]
     b = np.where(same, b - klen * np.minimum(nr, cols), b)
     slices = -(-k // t.tk)

@@ -17,7 +17,7 @@ import json
 import math
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from nitihw.golden.files import atomic_write_bytes
@@ -29,6 +29,7 @@ from nitihw.sim.model.cycle_model import (
     gemm_operand_reads,
     gemm_tiling,
     op_cycles,
+    whole_tiling,
 )
 from nitihw.sim.model.mapping import (
     GemmShape,
@@ -162,37 +163,22 @@ def check_traffic(traffic: str) -> str:
     return traffic
 
 
-def executed_mapping(
-    op: StepOp, acc: Accelerator, g: GemmShape, h: Hierarchy, objective: str = "traffic"
-) -> Mapping:
-    """The mapping the Datapath executes for ``op``
+def executed_mapping(shape: tuple, array: ArrayConfig, g: GemmShape, h: Hierarchy) -> Mapping:
+    """The mapping the Datapath executes for a GEMM of ``shape`` on ``array``
     (:func:`~nitihw.sim.model.cycle_model.gemm_tiling`, chosen from the GEMM's matrices as the
     driver sees them), priced with the real tensors' bytes ``g`` (an im2col A by the tensor
     behind it)."""
-    t = gemm_tiling(*op.shape, _op_array(op, acc, objective))
-    if t is None:  # an empty GEMM
-        return priced_mapping(g, h, "nmk", max(g.m, 1), max(g.n, 1), max(g.k, 1))
+    t = gemm_tiling(*shape, array) or whole_tiling(*shape)  # None: an empty GEMM
     return priced_mapping(g, h, *t)
 
 
-def _op_array(op: StepOp, acc: Accelerator, objective: str = "traffic") -> ArrayConfig:
-    return array_config(acc, b_operand_bytes(op, acc) if op.b_bits else None, objective)
-
-
-def mapped_dram(
-    g: GemmShape, h: Hierarchy, traffic: str, fixed: dict, executed=None, objective="traffic"
-) -> dict:
-    """A GEMM's off-chip bytes by stream under ``traffic`` (:data:`TRAFFIC`); ``fixed``: the
-    fixed loop order's (:func:`_op_traffic`); ``executed``: the Datapath's mapping
-    (:func:`executed_mapping`), for ``datapath``."""
-    if traffic == "fixed":
-        return fixed
-    best = executed if traffic == "datapath" else search(g, h, False, objective)
+def stream_bytes(mapping: Mapping) -> dict:
+    """A mapping's off-chip bytes by stream, as the rows count them."""
     return {
-        "ifmap_reads": best.a_reads,
-        "filter_reads": best.b_reads,
-        "ofmap_writes": best.c_writes,
-        "ofmap_reads": best.c_reads,
+        "ifmap_reads": mapping.a_reads,
+        "filter_reads": mapping.b_reads,
+        "ofmap_writes": mapping.c_writes,
+        "ofmap_reads": mapping.c_reads,
     }
 
 
@@ -206,21 +192,13 @@ def fp32_gemm_shape(op: StepOp) -> GemmShape:
 
 
 def _add_mappings(
-    row: Row, op: StepOp, acc: Accelerator, h: Hierarchy, fixed_bytes: int, objective: str
+    row: Row, g: GemmShape, h: Hierarchy, fixed_bytes: int, best: Mapping, executed: Mapping
 ) -> None:
-    """Beside the fixed order's ``fixed_bytes``: a GEMM's mappings (the one the Datapath
-    executes; the best searched for the real tensors) and its lower bound; what the rest
-    moves is compulsory, the same in all."""
-    row.dram_fixed += fixed_bytes
-    if op.op != "gemm":
-        row.dram_searched += fixed_bytes
-        row.dram_datapath += fixed_bytes
-        row.dram_bound += fixed_bytes
-        return
-    g = gemm_shape(op, acc)
-    best = search(g, h, False, objective)
-    executed = executed_mapping(op, acc, g, h, objective)
+    """Beside the fixed order's ``fixed_bytes``: a GEMM's mappings (``executed``, the one the
+    Datapath executes; ``best``, the best searched for the real tensors) and its lower
+    bound."""
     bound = lower_bound_bytes(g, h)
+    row.dram_fixed += fixed_bytes
     row.dram_searched += best.total
     row.dram_datapath += executed.total
     row.dram_bound += bound
@@ -349,7 +327,10 @@ class _Pricing:
 
     def __post_init__(self):
         acc, table = self.acc, self.acc.energy
-        self.memory = hierarchy(acc)  # the buffers the searched mappings fit in
+        # the array and the buffers the searched mappings fit in (GEMMs follow their mappings,
+        # cycle_model.gemm_tiling)
+        self.array = array_config(acc, None, self.objective)
+        self.memory = self.array.memory
         self.table = table
         self.fp32_mac_pj = table.pj["fp32_mult"] + table.pj["fp32_add"]
         self.fp32_update_pj = 2 * (table.pj["fp32_mult"] + table.pj["fp32_add"])  # momentum SGD
@@ -363,11 +344,12 @@ class _Pricing:
     def datapath_op(self, op: StepOp, row: Row) -> int:
         """Count one operation of the integer step into ``row``; returns its cycles with
         stalls."""
-        acc, memory, objective = self.acc, self.memory, self.objective
+        acc, memory = self.acc, self.memory
         on_array = op.op in DATAPATH_TRACE_OPS  # the command table's (rtl/commands.py)
         extra = {"fed": op.fed, "divide": op.divide, "kept": op.kept}
-        # its GEMMs follow their mappings (cycle_model.gemm_tiling)
-        array = _op_array(op, acc, objective)
+        array = self.array  # with a wider B operand's bytes (NITRO-D) where the op has one
+        if op.b_bits:
+            array = replace(array, b_bytes=b_operand_bytes(op, acc))
         cyc = op_cycles(op.op, op.shape, array, extra) if on_array else 0  # the rest is host
         (sram, dram), _ = _op_traffic(op, acc, second_pass=op.held)
         if op.op == "gemm" and self.dataflow != "os":  # no RTL: SCALE-Sim's cycles, its reads
@@ -375,11 +357,17 @@ class _Pricing:
             sram = _dataflow_sram(self.dataflow, op, acc)
         elif op.op == "gemm":  # the reads of the program the Datapath runs, its tiling's
             sram = _mapped_sram(op, acc, array, sram)
-        _add_mappings(row, op, acc, memory, sum(dram.values()), objective)
+        fixed_bytes = sum(dram.values())
         if op.op == "gemm":
             g = gemm_shape(op, acc)
-            run = executed_mapping(op, acc, g, memory, objective)
-            dram = mapped_dram(g, memory, self.traffic, dram, run, objective)
+            best = search(g, memory, False, self.objective)
+            run = executed_mapping(op.shape, array, g, memory)
+            _add_mappings(row, g, memory, fixed_bytes, best, run)
+            if self.traffic != "fixed":
+                dram = stream_bytes(run if self.traffic == "datapath" else best)
+        else:  # what the rest moves is compulsory, the same under every mapping
+            for key in ("dram_fixed", "dram_searched", "dram_datapath", "dram_bound"):
+                setattr(row, key, getattr(row, key) + fixed_bytes)
         dram_bytes = sum(dram.values())
         stall = max(0, math.ceil(dram_bytes / acc.bandwidth) - cyc)
         row.cycles += cyc
@@ -429,11 +417,10 @@ class _Pricing:
     def fp32_op(self, op: StepOp, row: Row) -> None:
         """Count one operation of the plain float32 step into ``row``'s fp32 energy."""
         _, (fsram, fdram) = _op_traffic(op, self.acc)
-        if op.op == "gemm":  # the same choice of mapping, for fp32 tensors
-            g = fp32_gemm_shape(op)
-            # (no RTL: the Datapath's rules with 4-byte elements)
-            run = search(g, self.memory, True, self.objective)
-            fdram = mapped_dram(g, self.memory, self.traffic, fdram, run, self.objective)
+        if op.op == "gemm" and self.traffic != "fixed":  # the same choice, for fp32 tensors
+            # (no RTL: the Datapath's rules with 4-byte elements for its mapping)
+            datapath = self.traffic == "datapath"
+            fdram = stream_bytes(search(fp32_gemm_shape(op), self.memory, datapath, self.objective))
         fe = row.fp32_energy
         fe["buffers"] += sum(v * self.sram_pj[k.split("_")[0]] for k, v in fsram.items())
         fe["offchip"] += sum(fdram.values()) * self.dram_pj
@@ -481,8 +468,6 @@ def estimate(
     check_objective(objective)
     t0 = time.perf_counter()
     if profile == "dfp16":
-        from dataclasses import replace
-
         from nitihw.golden.dfp16 import DFP_BITS
 
         acc = replace(acc, operand_bits=DFP_BITS)  # DFP16 runs on a 16-bit datapath

@@ -31,6 +31,7 @@ from nitihw.sim.model.cycle_model import (
     gemm_tile_arrays,
     gemm_tiles,
     gemm_walk,
+    result_layout,
 )
 
 # ---- bit packing of the stream payloads ---------------------------------------------------
@@ -472,12 +473,16 @@ class DatapathDriver:
         bp[:, :n] = b
         return ap, bp, m, k, n
 
+    def tiling_of(self, m: int, k: int, n: int):
+        """The tiling a GEMM of this shape follows (:attr:`tiling`; None: one buffer tile)."""
+        return self.tiling(m, k, n) if (self.tiling is not None and m and n) else None
+
     def _gemm_plan(self, m: int, k: int, n: int, keep: bool | None) -> _GemmPlan:
         """What a GEMM's program needs that depends only on its shape, computed once per
         shape (a training run repeats a few shapes every step): the commands and their words
         (``keep`` None: the tiles alone, :meth:`gemm`; else :func:`gemm_program`), where each
         din beat's operands come from, and where each drained row goes."""
-        tiling = self.tiling(m, k, n) if (self.tiling is not None and m and n) else None
+        tiling = self.tiling_of(m, k, n)
         key = (m, k, n, keep, tiling)
         plan = self._plans.get(key)
         if plan is not None:
@@ -572,10 +577,8 @@ class DatapathDriver:
         rows_out = plan.rows_out
         self.kept = None
         words = await self.execute("gemm", plan.cmds, beats, len(rows_out[0]) + 1, plan.words)
-        if keep:  # the buffer holds it column tile by column tile, every row (gemm_walk)
-            tiles_n = -(-n // self.cols)
-            layout = np.tile(np.arange(m), tiles_n), np.repeat(np.arange(tiles_n) * self.cols, m)
-            self.kept = (m, n, layout)
+        if keep:
+            self.kept = (m, n, result_layout(m, n, self.cols))
         acc, ovf = self._unpack_drain(words[:-1], rows_out, m, n)
         return acc, ovf, self.pay.range_fields(words[-1])
 

@@ -39,6 +39,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from nitihw.rtl.schedule import chunk_timing
+
 #: the loop orders, outer to inner
 ORDERS = ("mnk", "nmk", "mkn", "kmn", "nkm", "knm")
 
@@ -110,11 +112,8 @@ def _slice_cycles(length, rows: int, cols: int, kmax: int):
     cycle model's closed form counts them between tile starts (chunks, then the capture or
     the next tile's first load)."""
     length = np.asarray(length)
-    nch = np.maximum(-(-length // kmax), 1)
-    kl = length // nch
-    k0 = kl + (length % nch > 0)
-    cost = (length - k0) + 2 * (nch - 1) + np.maximum(kl + rows + cols, k0 + 2)
-    return np.where(length > 0, cost, 0)
+    k0, kl, inner = chunk_timing(length, kmax)
+    return np.where(length > 0, inner + np.maximum(kl + rows + cols, k0 + 2), 0)
 
 
 def array_cycles(g: GemmShape, h: Hierarchy, tk) -> np.ndarray:
@@ -223,6 +222,7 @@ def search(
 
     When the whole result fits the ``ofmap`` buffer, partial sums wait there whatever the
     order: no mapping spills them."""
+    check_objective(objective)
     tm_c = _candidates(g.m, h.rows)
     tn_c = _candidates(g.n, h.cols)
     tk_c = _candidates(g.k, h.kmax)
@@ -243,7 +243,6 @@ def search(
         tm, tn, tk = (np.array([x], dtype=np.int64) for x in fallback)
     else:
         tm, tn, tk = tm[fits], tn[fits], tk[fits]
-    check_objective(objective)
     trips = {"m": _ceil(g.m, tm), "n": _ceil(g.n, tn), "k": _ceil(g.k, tk)}
     cycles = array_cycles(g, h, tk)
     # the partial sums' trips through the result buffer: read and written once per extra slice

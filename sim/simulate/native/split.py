@@ -147,16 +147,15 @@ class SplitDriver:
         out = self._run_parts(
             "gemm",
             jobs,
-            lambda: gemm_program(m, k, n, R, C, self.kmax, keep, self._tiling_of(m, k, n)),
+            lambda: gemm_program(
+                m, k, n, R, C, self.kmax, keep, self.drivers[0].tiling_of(m, k, n)
+            ),
             ("gemm", m, k, n, keep, tuple(parts)),
         )
         self.kept = (m, n, parts) if keep else None
         acc = np.concatenate([o[0] for o in out]) if len(out) > 1 else out[0][0]
         ovf = np.concatenate([o[1] for o in out]) if len(out) > 1 else out[0][1]
         return acc, ovf, combine_ranges([o[2] for o in out])
-
-    def _tiling_of(self, m: int, k: int, n: int):
-        return self.tiling(m, k, n) if (self.tiling is not None and m and n) else None
 
     def _flat_parts(self, size: int):
         """Element ranges of a flat tensor, whole beats each: ``[(instance, lo, hi)]``."""
