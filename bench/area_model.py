@@ -46,7 +46,7 @@ def main() -> None:
     print(f"calibration: {len(cal['per_width'])} widths in {cal_seconds:.0f} s -> {CALIBRATION}")
     rows = []
     for r, c, op, acc in CHECKS:
-        params = datapath_params(r, c, op_bits=op, acc_bits=acc, kmax=256)
+        params = datapath_params(r, c, operand_bits=op, accumulator_bits=acc, kmax=256)
         rep = synthesize("generic", params=params, out_root=args.out, blocks=False)
         real = rep["modules"]["datapath"]["transistors"]
         model = logic_transistors(r, c, op, acc, cal)["total"]

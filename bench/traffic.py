@@ -74,7 +74,7 @@ def run_zigzag(python: str, shapes, work: Path) -> list[dict]:
     of each GEMM on the same array and buffers: elements across the DRAM boundary, A reads / B
     reads / results written plus partial sums read back (bench/zigzag_worker.py, run in
     ZigZag's venv)."""
-    spec = {"rows": ROWS, "cols": COLS, "acc_bits": 32, "ifmap": IFMAP, "filter": FILTER,
+    spec = {"rows": ROWS, "cols": COLS, "accumulator_bits": 32, "ifmap": IFMAP, "filter": FILTER,
             "ofmap": OFMAP, "gemms": [list(g) for g in shapes]}  # fmt: skip
     (work / "gemms.json").write_text(json.dumps(spec))
     worker = Path(__file__).with_name("zigzag_worker.py")

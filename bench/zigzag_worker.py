@@ -47,7 +47,7 @@ def hardware(spec: dict) -> dict:
     """The array (rows x cols PEs, each with its accumulator), the three buffers of nitihw's
     estimate, and DRAM, its accesses costed 1,000x a buffer's (ZigZag's energy search then
     minimises off-chip traffic first)."""
-    acc = spec["acc_bits"]
+    acc = spec["accumulator_bits"]
     both = ["D1", "D2"]
     return {
         "name": "nitihw_os",

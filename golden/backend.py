@@ -91,7 +91,7 @@ class TraceEntry:
 
 
 class AccumulatorOverflowError(UserError, ArithmeticError):
-    """An exact sum fell outside the ``acc_bits`` signed range (numerics.md §4)."""
+    """An exact sum fell outside the ``accumulator_bits`` signed range (numerics.md §4)."""
 
     def __init__(self, tag: OpTag, count: int, bits: int, where: str = ""):
         self.tag, self.count, self.bits = tag, count, bits
@@ -136,7 +136,7 @@ class Backend:
 
     Parameters
     ----------
-    acc_bits : accumulator width in bits (numerics.md §4), default 32.
+    accumulator_bits : accumulator width in bits (numerics.md §4), default 32.
     overflow : ``"error"`` (stop with :class:`AccumulatorOverflowError`) or ``"wrap"``
         (continue with the wrapped values and count the events in ``overflow_events``).
     """
@@ -147,12 +147,12 @@ class Backend:
     #: the bound the rescale lanes saturate to by themselves (a narrower one is clamped again)
     rescale_limit = 127
 
-    def __init__(self, acc_bits: int = 32, overflow: str = "error"):
+    def __init__(self, accumulator_bits: int = 32, overflow: str = "error"):
         if overflow not in OVERFLOW_POLICIES:
             raise ValueError(
                 f"overflow policy must be one of {OVERFLOW_POLICIES}, got {overflow!r}"
             )
-        self.accumulator = Accumulator(acc_bits)
+        self.accumulator = Accumulator(accumulator_bits)
         self.overflow = overflow
         self.overflow_events = 0
         self.trace: list[TraceEntry] | None = None
@@ -192,7 +192,7 @@ class Backend:
 
     # ---- datapath operations --------------------------------------------------------------
     def gemm(self, a, b, tag: OpTag):
-        """``a (M,K) @ b (K,N)`` of int8 (or int16) operands into ``acc_bits`` accumulators.
+        """``a (M,K) @ b (K,N)`` of int8 (or int16) operands into ``accumulator_bits`` accumulators.
 
         Returns the accumulators (int64 values). On overflow, raises or wraps per policy.
         """
@@ -325,7 +325,7 @@ class Backend:
     # ---- to be implemented ----------------------------------------------------------------
     def _gemm(self, a, b):
         """Returns ``(acc, overflowed)``: the exact sums (or sums already wrapped to
-        ``acc_bits``) and how many elements' exact sums lie outside the signed range."""
+        ``accumulator_bits``) and how many elements' exact sums lie outside the signed range."""
         raise NotImplementedError
 
     def _bitwidth(self, acc, fed: bool) -> int:
@@ -500,13 +500,13 @@ class NumpyBackend(NumpyHostOps, Backend):
 
     def __init__(
         self,
-        acc_bits: int = 32,
+        accumulator_bits: int = 32,
         overflow: str = "error",
         gemm_method: str = "auto",
         threads: int | None = None,
         lowered_convs: bool = False,
     ):
-        super().__init__(acc_bits, overflow)
+        super().__init__(accumulator_bits, overflow)
         self.gemm_method = gemm_method
         self.lowered_convs = lowered_convs
         self.workers = Workers(threads)

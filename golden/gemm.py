@@ -151,13 +151,13 @@ def exact_matmul(a: np.ndarray, b: np.ndarray, method: str = "auto", workers=Non
 
 @dataclass(frozen=True)
 class Accumulator:
-    """The ``acc_bits``-bit two's-complement accumulator of numerics.md §4."""
+    """The ``accumulator_bits``-bit two's-complement accumulator of numerics.md §4."""
 
     bits: int = 32
 
     def __post_init__(self):
         if not 2 <= self.bits <= 63:
-            raise ValueError(f"acc_bits must be in 2..63, got {self.bits}")
+            raise ValueError(f"accumulator_bits must be in 2..63, got {self.bits}")
 
     @property
     def min(self) -> int:

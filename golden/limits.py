@@ -104,7 +104,7 @@ LIMITS: dict[str, Limit] = {
     "kmax": _int(
         "operand buffer depth (products per chunk)", 1, 1 << 16, "`--kmax`, TOML `array.kmax`"
     ),
-    "op_bits": Limit(
+    "operand_bits": Limit(
         "operand width in bits",
         choices=(2, 3, 4, 5, 6, 7, 8, 16),
         used="verilog/synth/verify `--operand-bits`, TOML `precision.operand_bits`",
@@ -112,11 +112,11 @@ LIMITS: dict[str, Limit] = {
     "b_bits": Limit(
         "B operand width in bits", choices=(2, 3, 4, 5, 6, 7, 8, 16, 32), used="verilog `--b-bits`"
     ),
-    "acc_bits": _int(
+    "accumulator_bits": _int(
         "accumulator width in bits",
         8,
         48,
-        "`--acc-bits` (train, verilog, synth, verify), TOML `precision.accumulator_bits`",
+        "`--accumulator-bits` (train, verilog, synth, verify), TOML `precision.accumulator_bits`",
     ),
     "guard_bits": _int(
         "extra accumulator bits that keep the overflow flags exact", 0, 32, "verilog `--guard-bits`"
@@ -142,7 +142,7 @@ LIMITS: dict[str, Limit] = {
     "seed": _int("random seed", 0, (1 << 32) - 1, "train `--seed`, verify `--seeds`"),
     "steps": _int("steps in total", 1, 1 << 40, "train `--steps`"),
     "mu": _int("NITI learning rate in bits", -8, 15, "train `--mu` (each entry)"),
-    "operand_bits": _int(
+    "train_operand_bits": _int(
         "operand width of integer training (NITI profiles)", 2, 8, "train `--operand-bits`"
     ),
     "lr": _num("SGD learning rate", 0, 100, "train `--lr`", open_lo=True),
@@ -177,6 +177,17 @@ def markdown_table() -> str:
     for key, lim in LIMITS.items():
         rows.append(f"| `{key}` | {lim.what} | {lim.describe()} | {lim.used} |")
     return "\n".join(rows) + "\n"
+
+
+#: the names two values had before each had one name everywhere: files written then (a
+#: checkpoint's identity, a Verilog folder's ``params.json``, a checked segment) are read with
+#: :func:`current_names`
+FORMER_NAMES = {"op_bits": "operand_bits", "acc_bits": "accumulator_bits"}
+
+
+def current_names(values: dict) -> dict:
+    """``values`` with any key of :data:`FORMER_NAMES` under its current name."""
+    return {FORMER_NAMES.get(k, k): v for k, v in values.items()}
 
 
 def check(key: str, value, name: str | None = None):

@@ -45,7 +45,7 @@ blocks (the reference's ``dim_out**2 // (ks_h*ks_w)``, square images). ``decay_i
 operand and the int32 one (weights or deltas) as B: forward ``x @ W^T``, head backward error
 ``dL @ W``, weight gradients as ``G^T = x^T @ d`` (``cols^T @ d`` for convs) transposed on the
 host. int32 sums wrap silently in the reference: build the backend with
-``NumpyBackend(acc_bits=32, overflow="wrap")`` (the ``nitro-d`` profile's policy); the GEMM
+``NumpyBackend(accumulator_bits=32, overflow="wrap")`` (the ``nitro-d`` profile's policy); the GEMM
 results are then int64 arrays holding wrapped values, and ``be.overflow_events`` counts them.
 The scaling layer is :meth:`Backend.divide` (``saturate(trunc_div(acc, SF))`` to [-127, 127]).
 NITRO-LeakyReLU, the loss, the head max-pool and the input normalisation are host operations

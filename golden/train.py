@@ -34,7 +34,7 @@ from nitihw.golden.checkpoint import (
 from nitihw.golden.datasets import Dataset
 from nitihw.golden.errors import InternalError, UserError
 from nitihw.golden.layers import StepContext
-from nitihw.golden.limits import LIMITS, LimitError, check
+from nitihw.golden.limits import LIMITS, LimitError, check, current_names
 from nitihw.golden.models import get_model_spec
 from nitihw.golden.network import build_network
 from nitihw.golden.profiles import PROFILES, get_profile
@@ -90,7 +90,7 @@ class TrainConfig:
     steps: int | None = None  # stop after this many steps in total
     weight_bits: int = 8
     operand_bits: int = 8  # NITI profiles: activations, errors, weights in +-(2^(b-1) - 1)
-    acc_bits: int = 32
+    accumulator_bits: int = 32
     overflow: str | None = None  # None: the profile's policy ("error" except nitro-d)
     lr: float = 0.05  # float32 twin only
     momentum: float = 0.9  # float32 twin only
@@ -112,14 +112,22 @@ class TrainConfig:
             raise LimitError(
                 f"--weight-bits {self.weight_bits}: profile {self.profile} has its own weights"
             )
-        for name in ("epochs", "batch", "seed", "acc_bits", "lr", "momentum", "weight_decay"):
+        for name in (
+            "epochs",
+            "batch",
+            "seed",
+            "accumulator_bits",
+            "lr",
+            "momentum",
+            "weight_decay",
+        ):
             check(name, getattr(self, name), "--" + name.replace("_", "-"))
         if self.steps is not None:
             check("steps", self.steps, "--steps")
         check("checkpoint_every", self.checkpoint_every, "--checkpoint-every")
         if self.weight_bits not in (8, 16):
             raise LimitError(f"--weight-bits must be 8 or 16, got {self.weight_bits!r}")
-        check("operand_bits", self.operand_bits, "--operand-bits")
+        check("train_operand_bits", self.operand_bits, "--operand-bits")
         if not get_profile(self.profile).exact and (self.operand_bits, self.weight_bits) != (8, 8):
             raise LimitError(
                 f"profile {self.profile} reproduces NITI's 2021 code: it has 8-bit operands and "
@@ -157,7 +165,7 @@ class TrainConfig:
             "batch",
             "seed",
             "weight_bits",
-            "acc_bits",
+            "accumulator_bits",
             "overflow",
             "lr",
             "momentum",
@@ -201,7 +209,7 @@ def check_resume(path: Path, cfg: TrainConfig) -> RunState:
     spec, profile = get_model_spec(cfg.model), get_profile(cfg.profile)
     kw = {"lr": cfg.lr, "momentum": cfg.momentum, "weight_decay": cfg.weight_decay}
     net = build_network(spec, profile, cfg.seed, cfg.weight_bits, cfg.operand_bits, **kw)
-    net.to_backend(NumpyBackend(cfg.acc_bits, cfg.overflow, threads=1))
+    net.to_backend(NumpyBackend(cfg.accumulator_bits, cfg.overflow, threads=1))
     meta, arrays = read_checkpoint(path)
     _check_for_run(path, cfg, net, meta, arrays)
     return RunState(**meta["state"])
@@ -238,7 +246,7 @@ def _same_value(a, b) -> bool:
 
 def _same_run(path: Path, cfg: TrainConfig, meta: dict) -> None:
     mine = cfg.identity()
-    theirs = meta["identity"]
+    theirs = current_names(meta["identity"])  # a checkpoint from before the names were one
     for key in sorted(set(mine) | set(theirs)):
         if key not in mine or key not in theirs or not _same_value(mine[key], theirs[key]):
             raise CheckpointError(
@@ -340,11 +348,12 @@ class _Run:
         step count and the contexts."""
         cfg.validate()
         if backend is None:
-            backend = NumpyBackend(cfg.acc_bits, cfg.overflow)
-        if (backend.accumulator.bits, backend.overflow) != (cfg.acc_bits, cfg.overflow):
+            backend = NumpyBackend(cfg.accumulator_bits, cfg.overflow)
+        if (backend.accumulator.bits, backend.overflow) != (cfg.accumulator_bits, cfg.overflow):
             raise ValueError(
-                f"backend has acc_bits={backend.accumulator.bits}, overflow={backend.overflow!r} "
-                f"but the run asks for acc_bits={cfg.acc_bits}, overflow={cfg.overflow!r}"
+                f"backend has accumulator_bits={backend.accumulator.bits}, "
+                f"overflow={backend.overflow!r} but the run asks for "
+                f"accumulator_bits={cfg.accumulator_bits}, overflow={cfg.overflow!r}"
             )
         spec = check_input_shape(cfg, data)
         profile = get_profile(cfg.profile)
@@ -497,7 +506,7 @@ class _Run:
             "mu": cfg.mu_text,
             "weight_bits": cfg.weight_bits,
             "operand_bits": cfg.operand_bits,
-            "acc_bits": cfg.acc_bits,
+            "accumulator_bits": cfg.accumulator_bits,
             "steps": state.step,
             "train_accuracy": train_acc,
             "test_accuracy": test_acc,

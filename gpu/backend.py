@@ -4,7 +4,7 @@
   inputs, ``CUBLAS_COMPUTE_32I``), exact while ``K * 128 * 128 < 2^31`` (the int8 type's own
   bound, so no read-back); longer sums are cut into K-chunks that each stay exact and summed in
   int64. Operands wider than int8 (DFP16's int16) take exact float64 GEMMs in K-chunks below
-  2^53 instead. The overflow count against ``acc_bits`` is a reduction on the device.
+  2^53 instead. The overflow count against ``accumulator_bits`` is a reduction on the device.
 - Range, rescale, update: the kernels of :mod:`nitihw.gpu.kernels` (only the bit-width, one
   scalar per GEMM, comes back to the host).
 - Host operations (im2col, ReLU, pooling, dropout masks, the loss) are the golden code's,
@@ -136,13 +136,13 @@ class CupyBackend(ArrayHostOps, Backend):
     name = "gpu"
     place = "device"
 
-    def __init__(self, acc_bits: int = 32, overflow: str = "error", gemm: str = "int8"):
+    def __init__(self, accumulator_bits: int = 32, overflow: str = "error", gemm: str = "int8"):
         ok, why = gpu_available()
         if not ok:
             raise ToolError(f"--backend gpu: {why}")
         if gemm not in ("int8", "float32"):
             raise ValueError(f"gemm must be 'int8' or 'float32', got {gemm!r}")
-        super().__init__(acc_bits, overflow)
+        super().__init__(accumulator_bits, overflow)
         import cupy
 
         self.xp = cupy

@@ -67,7 +67,7 @@ Every dout beat leaves through a skid buffer, so ``din.ready`` and every lane's 
 come from registers, never combinationally from ``dout.ready``.
 
 The B operand may be wider than A (``b_bits`` up to 32: NITRO-D multiplies int8 activations by
-int32 weights and deltas, with sums that wrap to ``acc_bits``); the divide lanes
+int32 weights and deltas, with sums that wrap to ``accumulator_bits``); the divide lanes
 (:class:`nitihw.rtl.divide.DivideLanes`, two 32x33-bit multipliers per lane) are built only
 with ``divide=True``.
 """
@@ -106,13 +106,13 @@ class Op(enum.Enum, shape=4):
     UPDATE_DIV = 10
 
 
-def command_layout(acc_bits: int) -> data.StructLayout:
+def command_layout(accumulator_bits: int) -> data.StructLayout:
     return data.StructLayout(
         {
             "op": Op,
             "count": unsigned(COUNT_BITS),
             "accumulate": 1,
-            "shift": range(rescale_max_shift(acc_bits) + 1),
+            "shift": range(rescale_max_shift(accumulator_bits) + 1),
             "mode": RoundingMode,
             "master": 1,
             "left": 1,  # RESCALE: shift left
@@ -136,8 +136,11 @@ def command_layout(acc_bits: int) -> data.StructLayout:
     )
 
 
-def din_layout(rows, cols, op_bits, acc_bits, b_bits=None, divide=False) -> data.UnionLayout:
-    """``b_bits`` (default ``op_bits``) is the B operand's width; ``divide`` adds ``update32``."""
+def din_layout(
+    rows, cols, operand_bits, accumulator_bits, b_bits=None, divide=False
+) -> data.UnionLayout:
+    """``b_bits`` (default ``operand_bits``) is the B operand's width; ``divide`` adds
+    ``update32``."""
     wide = (
         {
             "update32": data.StructLayout(
@@ -154,14 +157,14 @@ def din_layout(rows, cols, op_bits, acc_bits, b_bits=None, divide=False) -> data
         {
             "ab": data.StructLayout(
                 {
-                    "a": data.ArrayLayout(signed(op_bits), rows),
-                    "b": data.ArrayLayout(signed(b_bits or op_bits), cols),
+                    "a": data.ArrayLayout(signed(operand_bits), rows),
+                    "b": data.ArrayLayout(signed(b_bits or operand_bits), cols),
                 }
             ),
             "rescale": data.StructLayout(
                 {
-                    "acc": data.ArrayLayout(signed(acc_bits), cols),
-                    "rand": data.ArrayLayout(unsigned(rescale_max_shift(acc_bits)), cols),
+                    "acc": data.ArrayLayout(signed(accumulator_bits), cols),
+                    "rand": data.ArrayLayout(unsigned(rescale_max_shift(accumulator_bits)), cols),
                 }
             ),
             "update": data.StructLayout(
@@ -175,14 +178,14 @@ def din_layout(rows, cols, op_bits, acc_bits, b_bits=None, divide=False) -> data
     )
 
 
-def dout_layout(cols, acc_bits, divide=False) -> data.UnionLayout:
+def dout_layout(cols, accumulator_bits, divide=False) -> data.UnionLayout:
     """``divide`` adds ``w32`` (UPDATE_DIV's int32 weights)."""
     wide = {"w32": data.ArrayLayout(signed(DIV_BITS), cols)} if divide else {}
     return data.UnionLayout(
         {
             "drain": data.StructLayout(
                 {
-                    "acc": data.ArrayLayout(signed(acc_bits), cols),
+                    "acc": data.ArrayLayout(signed(accumulator_bits), cols),
                     "overflow": data.ArrayLayout(1, cols),
                 }
             ),
@@ -195,10 +198,10 @@ def dout_layout(cols, acc_bits, divide=False) -> data.UnionLayout:
             ),
             "range": data.StructLayout(
                 {
-                    "bitwidth": range(acc_bits + 1),
-                    "shift": range(acc_bits + 1),
+                    "bitwidth": range(accumulator_bits + 1),
+                    "shift": range(accumulator_bits + 1),
                     "overflow_count": 32,
-                    "max_magnitude": unsigned(acc_bits),
+                    "max_magnitude": unsigned(accumulator_bits),
                 }
             ),
             **wide,
@@ -237,15 +240,16 @@ class Datapath(wiring.Component):
     and config files use.
 
     rows, cols : MAC array shape (1..256); rescale, update and range lanes are ``cols`` wide.
-    op_bits : signed operand width (8 default; 2..8 or 16). Below 8 the rescale lanes saturate
-        to that width's range, ``+-(2^(op_bits-1) - 1)`` (numerics.md §2); results stay int8
+    operand_bits : signed operand width (8 default; 2..8 or 16). Below 8 the rescale lanes saturate
+        to that width's range, ``+-(2^(operand_bits-1) - 1)`` (numerics.md §2); results stay int8
         words.
-    acc_bits : accumulator width (32 default; 8..48).
+    accumulator_bits : accumulator width (32 default; 8..48).
     guard_bits : extra accumulator bits for exact overflow detection (8 default).
     kmax : depth of each bank of the A and B operand buffers (the longest K of one COMPUTE).
-    b_bits : the B operand's width (default ``op_bits``; 8, 16 or 32; above 16 the sums wrap and
-        ``acc_bits + guard_bits`` must hold one product, see :mod:`nitihw.rtl.mac_array`).
-    divide : build the divide lanes (``DIVIDE``, ``UPDATE_DIV``; needs ``acc_bits <= 32``).
+    b_bits : the B operand's width (default ``operand_bits``; 8, 16 or 32; above 16 the sums
+        wrap and ``accumulator_bits + guard_bits`` must hold one product, see
+        :mod:`nitihw.rtl.mac_array`).
+    divide : build the divide lanes (``DIVIDE``, ``UPDATE_DIV``; needs ``accumulator_bits <= 32``).
     result_rows : rows (of ``cols`` accumulators) of the result buffer, where a GEMM's drained
         rows are kept (``keep``) for a later ``RESCALE``/``DIVIDE`` ``from_buffer``; default
         :func:`~nitihw.rtl.schedule.default_result_rows` (256 KiB of int32); 0: none.
@@ -274,8 +278,8 @@ class Datapath(wiring.Component):
         rows: int = 8,
         cols: int = 8,
         *,
-        op_bits: int = 8,
-        acc_bits: int = 32,
+        operand_bits: int = 8,
+        accumulator_bits: int = 32,
         guard_bits: int = 8,
         kmax: int = 256,
         b_bits: int | None = None,
@@ -286,35 +290,39 @@ class Datapath(wiring.Component):
             require(self, key, value)
         result_rows = default_result_rows(cols) if result_rows is None else result_rows
         require(self, "result_rows", result_rows)
-        require(self, "op_bits", op_bits)
-        b_bits = op_bits if b_bits is None else b_bits
+        require(self, "operand_bits", operand_bits)
+        b_bits = operand_bits if b_bits is None else b_bits
         require(self, "b_bits", b_bits)
-        require(self, "acc_bits", acc_bits)
+        require(self, "accumulator_bits", accumulator_bits)
         require(self, "guard_bits", guard_bits)
         if not isinstance(divide, bool):
             reject(self, f"divide must be True or False, got {divide!r}")
-        check_array_params(self, rows, cols, op_bits, b_bits, acc_bits, guard_bits)
-        if divide and op_bits < 8:
+        check_array_params(self, rows, cols, operand_bits, b_bits, accumulator_bits, guard_bits)
+        if divide and operand_bits < 8:
             reject(
-                self, f"divide=True (NITRO-D) needs 8-bit operands or wider, got op_bits={op_bits}"
+                self,
+                "divide=True (NITRO-D) needs 8-bit operands or wider, got "
+                f"operand_bits={operand_bits}",
             )
-        if divide and acc_bits > DIV_BITS:
+        if divide and accumulator_bits > DIV_BITS:
             reject(
                 self,
                 f"the divide lanes take {DIV_BITS}-bit values: divide=True needs "
-                f"acc_bits <= {DIV_BITS}, got {acc_bits}",
+                f"accumulator_bits <= {DIV_BITS}, got {accumulator_bits}",
             )
-        self._rows, self._cols, self._op_bits = rows, cols, op_bits
-        self._acc_bits, self._guard_bits, self._kmax = acc_bits, guard_bits, kmax
+        self._rows, self._cols, self._operand_bits = rows, cols, operand_bits
+        self._accumulator_bits, self._guard_bits, self._kmax = accumulator_bits, guard_bits, kmax
         self._b_bits, self._divide = b_bits, divide
         self._result_rows = result_rows
         super().__init__(
             {
-                "cmd": In(stream.Signature(command_layout(acc_bits))),
+                "cmd": In(stream.Signature(command_layout(accumulator_bits))),
                 "din": In(
-                    stream.Signature(din_layout(rows, cols, op_bits, acc_bits, b_bits, divide))
+                    stream.Signature(
+                        din_layout(rows, cols, operand_bits, accumulator_bits, b_bits, divide)
+                    )
                 ),
-                "dout": Out(stream.Signature(dout_layout(cols, acc_bits, divide))),
+                "dout": Out(stream.Signature(dout_layout(cols, accumulator_bits, divide))),
                 "busy": Out(1),
                 "error": Out(1),
                 "error_op": Out(4),
@@ -323,8 +331,8 @@ class Datapath(wiring.Component):
 
     rows = property(lambda self: self._rows)
     cols = property(lambda self: self._cols)
-    op_bits = property(lambda self: self._op_bits)
-    acc_bits = property(lambda self: self._acc_bits)
+    operand_bits = property(lambda self: self._operand_bits)
+    accumulator_bits = property(lambda self: self._accumulator_bits)
     guard_bits = property(lambda self: self._guard_bits)
     kmax = property(lambda self: self._kmax)
     b_bits = property(lambda self: self._b_bits)
@@ -335,17 +343,17 @@ class Datapath(wiring.Component):
         return {
             "rows": self._rows,
             "cols": self._cols,
-            "op_bits": self._op_bits,
-            "acc_bits": self._acc_bits,
+            "operand_bits": self._operand_bits,
+            "accumulator_bits": self._accumulator_bits,
             "guard_bits": self._guard_bits,
             "kmax": self._kmax,
             "b_bits": self._b_bits,
             "divide": self._divide,
             "result_rows": self._result_rows,
-            "max_shift": rescale_max_shift(self._acc_bits),
-            "rescale_limit": rescale_limit(self._op_bits),
+            "max_shift": rescale_max_shift(self._accumulator_bits),
+            "rescale_limit": rescale_limit(self._operand_bits),
             "max_exact_k": max_exact_k(
-                self._acc_bits, self._guard_bits, self._op_bits, self._b_bits
+                self._accumulator_bits, self._guard_bits, self._operand_bits, self._b_bits
             ),
         }
 
@@ -371,19 +379,19 @@ class Datapath(wiring.Component):
         """The MAC array, the range unit, the lanes, the command queue, the operand banks and
         the result buffer."""
         R, C, kmax = self._rows, self._cols, self._kmax
-        layout = command_layout(self._acc_bits)
+        layout = command_layout(self._accumulator_bits)
         # ---- blocks ----------------------------------------------------------------------
         m.submodules.array = arr = MacArray(
             R,
             C,
-            a_width=self._op_bits,
+            a_width=self._operand_bits,
             b_width=self._b_bits,
-            acc_bits=self._acc_bits,
+            accumulator_bits=self._accumulator_bits,
             guard_bits=self._guard_bits,
         )
-        limit = rescale_limit(self._op_bits)  # the operand width's bound (127 for int8)
-        m.submodules.range_unit = rng = RangeUnit(C, self._acc_bits, limit.bit_length())
-        m.submodules.rescale = rs = RescaleLanes(C, self._acc_bits, limit)
+        limit = rescale_limit(self._operand_bits)  # the operand width's bound (127 for int8)
+        m.submodules.range_unit = rng = RangeUnit(C, self._accumulator_bits, limit.bit_length())
+        m.submodules.rescale = rs = RescaleLanes(C, self._accumulator_bits, limit)
         m.submodules.update8 = up8 = UpdateLanes(C, master=False)
         m.submodules.update16 = up16 = UpdateLanes(C, master=True)
         dv = None
@@ -395,7 +403,7 @@ class Datapath(wiring.Component):
         banks_a, banks_b = [], []
         for bank in range(2):
             mem_a = memory.Memory(
-                shape=data.ArrayLayout(signed(self._op_bits), R), depth=kmax, init=[]
+                shape=data.ArrayLayout(signed(self._operand_bits), R), depth=kmax, init=[]
             )
             mem_b = memory.Memory(
                 shape=data.ArrayLayout(signed(self._b_bits), C), depth=kmax, init=[]
@@ -409,7 +417,7 @@ class Datapath(wiring.Component):
         # partial sums waiting for the rest of K. Its words keep the guard bits and the sticky
         # flag, so that a sum added up in parts has the exact overflow flag of a whole one.
         R_ROWS = self._result_rows
-        acc_bits, wide = self._acc_bits, self._acc_bits + self._guard_bits
+        accumulator_bits, wide = self._accumulator_bits, self._accumulator_bits + self._guard_bits
         word = data.StructLayout({"v": signed(wide), "s": 1})
         rb_w = rb_r = None
         if R_ROWS:
@@ -418,7 +426,8 @@ class Datapath(wiring.Component):
             )
             rb_w, rb_r = rbuf.write_port(), rbuf.read_port()
         w.keep(
-            locals(), "arr rng rs up8 up16 dv queue banks_a banks_b R_ROWS acc_bits wide rb_w rb_r"
+            locals(),
+            "arr rng rs up8 up16 dv queue banks_a banks_b R_ROWS accumulator_bits wide rb_w rb_r",
         )
 
     def _skid_buffer(self, m: Module, w: _Wires) -> None:
@@ -445,7 +454,7 @@ class Datapath(wiring.Component):
 
     def _command_queue(self, m: Module, w: _Wires) -> None:
         """Commands into the queue; its head."""
-        layout = command_layout(self._acc_bits)
+        layout = command_layout(self._accumulator_bits)
         queue = w.queue
         # ---- the command queue --------------------------------------------------------------
         head = Signal(layout)
@@ -570,7 +579,7 @@ class Datapath(wiring.Component):
             "feed_valid", "feed_first", "feed_bank_a", "feed_bank_b"
         )
         # ---- skew: row i of A (and its flags) delayed by i cycles, column j of B by j ------------
-        a_data = Signal(data.ArrayLayout(signed(self._op_bits), R))
+        a_data = Signal(data.ArrayLayout(signed(self._operand_bits), R))
         b_data = Signal(data.ArrayLayout(signed(self._b_bits), C))
         m.d.comb += [
             a_data.eq(Mux(feed_bank_a, banks_a[1][1].data, banks_a[0][1].data)),
@@ -581,7 +590,7 @@ class Datapath(wiring.Component):
             chain = [(a_data[i], feed_valid, feed_first)]
             for d in range(i):
                 regs = (
-                    Signal(signed(self._op_bits), name=f"skew_a_{i}_{d}"),
+                    Signal(signed(self._operand_bits), name=f"skew_a_{i}_{d}"),
                     Signal(name=f"skew_v_{i}_{d}"),
                     Signal(name=f"skew_f_{i}_{d}"),
                 )
@@ -604,7 +613,7 @@ class Datapath(wiring.Component):
         """The serial unit's state, its passage through the lanes, the rescale lanes'
         settings."""
         din = self.din
-        layout = command_layout(self._acc_bits)
+        layout = command_layout(self._accumulator_bits)
         R_ROWS, rb_r, rs, up8, ob_valid, ob_ready = w.get(
             "R_ROWS", "rb_r", "rs", "up8", "ob_valid", "ob_ready"
         )
@@ -663,8 +672,8 @@ class Datapath(wiring.Component):
     def _drain_path(self, m: Module, w: _Wires) -> None:
         """The drained row (plus the partial sums it adds), the result buffer's ports."""
         C = self._cols
-        arr, rs, R_ROWS, acc_bits, wide, rb_w, rb_r = w.get(
-            "arr", "rs", "R_ROWS", "acc_bits", "wide", "rb_w", "rb_r"
+        arr, rs, R_ROWS, accumulator_bits, wide, rb_w, rb_r = w.get(
+            "arr", "rs", "R_ROWS", "accumulator_bits", "wide", "rb_w", "rb_r"
         )
         dr_add, dr_row, dr_step, dr_keep, dr_left, capture, x_add, x_row, from_buf = w.get(
             "dr_add",
@@ -683,7 +692,7 @@ class Datapath(wiring.Component):
         adding = dr_add & (dr_row < R_ROWS)
         d_wide = [Signal(signed(wide + 1), name=f"drain_sum_{j}") for j in range(C)]
         d_sticky = [Signal(name=f"drain_sticky_{j}") for j in range(C)]
-        d_acc = [Signal(signed(acc_bits), name=f"drain_acc_{j}") for j in range(C)]
+        d_acc = [Signal(signed(accumulator_bits), name=f"drain_acc_{j}") for j in range(C)]
         d_ovf = [Signal(name=f"drain_ovf_{j}") for j in range(C)]
         for j in range(C):
             if R_ROWS:
@@ -699,8 +708,8 @@ class Datapath(wiring.Component):
             else:
                 m.d.comb += [d_wide[j].eq(arr.out_wide[j]), d_sticky[j].eq(arr.out_sticky[j])]
             m.d.comb += [
-                d_acc[j].eq(d_wide[j][:acc_bits]),
-                d_ovf[j].eq(d_sticky[j] | wide_overflow(d_wide[j][:wide], acc_bits)),
+                d_acc[j].eq(d_wide[j][:accumulator_bits]),
+                d_ovf[j].eq(d_sticky[j] | wide_overflow(d_wide[j][:wide], accumulator_bits)),
             ]
         if R_ROWS:
             m.d.comb += rb_w.addr.eq(dr_row)
@@ -719,7 +728,7 @@ class Datapath(wiring.Component):
             with m.If(from_buf):
                 for j in range(C):
                     m.d.comb += [
-                        rs.i.payload.acc[j].eq(rb_r.data[j].v[:acc_bits]),
+                        rs.i.payload.acc[j].eq(rb_r.data[j].v[:accumulator_bits]),
                         rs.i.payload.rand[j].eq(0),
                     ]
         w.keep(locals(), "d_acc d_ovf")
@@ -728,8 +737,8 @@ class Datapath(wiring.Component):
         """The update and divide lanes' inputs."""
         C = self._cols
         din = self.din
-        up8, up16, dv, R_ROWS, rb_r, acc_bits = w.get(
-            "up8", "up16", "dv", "R_ROWS", "rb_r", "acc_bits"
+        up8, up16, dv, R_ROWS, rb_r, accumulator_bits = w.get(
+            "up8", "up16", "dv", "R_ROWS", "rb_r", "accumulator_bits"
         )
         s_cmd, from_buf = w.get("s_cmd", "from_buf")
         for j in range(C):
@@ -753,7 +762,11 @@ class Datapath(wiring.Component):
                     dv.i.payload.x[j].eq(
                         Mux(
                             scaling,
-                            Mux(from_buf, rb_r.data[j].v[:acc_bits], din.payload.rescale.acc[j])
+                            Mux(
+                                from_buf,
+                                rb_r.data[j].v[:accumulator_bits],
+                                din.payload.rescale.acc[j],
+                            )
                             if R_ROWS
                             else din.payload.rescale.acc[j],
                             din.payload.update32.g[j],

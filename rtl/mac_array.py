@@ -7,27 +7,29 @@ accumulator and passes A right and B down, so ``a[i, k]`` meets ``b[k, j]`` in P
 cycle ``k + i + j``. A ``first`` flag travels with A and makes a PE start a new sum; a ``valid``
 flag marks real operands (bubbles leave the accumulator alone).
 
-Accumulators are ``acc_bits`` wide two's complement with wrap-around (numerics.md §4). Each PE
-keeps ``guard_bits`` more bits, so the exact sum is known and the overflow flag means exactly
-"the exact sum lies outside the signed ``acc_bits`` range". The guard bits hold exact sums of up
-to ``2^(acc_bits + guard_bits - 1) / (2^(a_width-1) * 2^(b_width-1))`` products
+Accumulators are ``accumulator_bits`` wide two's complement with wrap-around (numerics.md
+§4). Each PE keeps ``guard_bits`` more bits, so the exact sum is known and the overflow flag
+means exactly "the exact sum lies outside the signed ``accumulator_bits`` range". The guard
+bits hold exact sums of up to
+``2^(accumulator_bits + guard_bits - 1) / (2^(a_width-1) * 2^(b_width-1))`` products
 (``max_exact_k``); a sum that outgrows even them sets a sticky flag (also reported as overflow).
 
 A wide B operand (``b_width`` 17..32: NITRO-D's int32 weights and deltas against int8
-activations) only needs ``acc_bits + guard_bits >= a_width + b_width``, so that one product fits
-the guard-extended accumulator: a single product may then exceed ``acc_bits``, and the sums wrap
-as int32 arithmetic does. The drained low ``acc_bits`` bits are the exact sum modulo
-``2^acc_bits`` whatever happens above them; the overflow flag is exact as long as every running
-sum fits ``acc_bits + guard_bits`` bits, and otherwise (sticky) reports an overflow even if the
+activations) only needs ``accumulator_bits + guard_bits >= a_width + b_width``, so that one
+product fits the guard-extended accumulator: a single product may then exceed
+``accumulator_bits``, and the sums wrap as int32 arithmetic does. The drained low
+``accumulator_bits`` bits are the exact sum modulo ``2^accumulator_bits`` whatever happens above
+them; the overflow flag is exact as long as every running sum fits
+``accumulator_bits + guard_bits`` bits, and otherwise (sticky) reports an overflow even if the
 exact sum came back into range: it never misses one, but may report one too many.
 
 Results drain through a shadow register per PE: ``capture`` copies every guard-extended
 accumulator (and its sticky flag) into the shadows at once; ``shift`` moves the shadows up one
-row; ``out`` shows the top row wrapped to ``acc_bits`` with its overflow flag, and ``out_wide``
-/ ``out_sticky`` the same row unwrapped, so that a sum drained in parts (partial sums added up
-in the Datapath's result buffer) keeps an exact overflow flag. Row 0 is out right after
-``capture``, row ``r`` after ``r`` shifts. The shadows let the next tile compute while the last
-one drains.
+row; ``out`` shows the top row wrapped to ``accumulator_bits`` with its overflow flag, and
+``out_wide`` / ``out_sticky`` the same row unwrapped, so that a sum drained in parts (partial
+sums added up in the Datapath's result buffer) keeps an exact overflow flag. Row 0 is out right
+after ``capture``, row ``r`` after ``r`` shifts. The shadows let the next tile compute while the
+last one drains.
 """
 
 from __future__ import annotations
@@ -42,41 +44,41 @@ NARROW_MAX = 16  # the widest A operand, and the widest B operand of an exact da
 WIDE_B_MAX = 32  # a wide B operand (NITRO-D's int32 weights and deltas)
 
 
-def max_exact_k(acc_bits: int, guard_bits: int, a_width: int, b_width: int) -> int:
-    """Longest sum (in products) whose exact value ``acc_bits + guard_bits`` always hold."""
-    return (1 << (acc_bits + guard_bits - 1)) // (1 << (a_width - 1 + b_width - 1))
+def max_exact_k(accumulator_bits: int, guard_bits: int, a_width: int, b_width: int) -> int:
+    """Longest sum (in products) whose exact value ``accumulator_bits + guard_bits`` always hold."""
+    return (1 << (accumulator_bits + guard_bits - 1)) // (1 << (a_width - 1 + b_width - 1))
 
 
-def wide_overflow(value, acc_bits: int):
-    """A guard-extended sum lies outside the signed ``acc_bits`` range: its bits from
-    ``acc_bits - 1`` up are not all equal."""
-    top = value[acc_bits - 1 :]
+def wide_overflow(value, accumulator_bits: int):
+    """A guard-extended sum lies outside the signed ``accumulator_bits`` range: its bits from
+    ``accumulator_bits - 1`` up are not all equal."""
+    top = value[accumulator_bits - 1 :]
     return top.any() & ~top.all()
 
 
-def check_array_params(owner, rows, cols, a_width, b_width, acc_bits, guard_bits):
+def check_array_params(owner, rows, cols, a_width, b_width, accumulator_bits, guard_bits):
     for name, value, lo, hi in (
         ("rows", rows, 1, 256),
         ("cols", cols, 1, 256),
         ("a_width", a_width, 2, 16),
         ("b_width", b_width, 2, WIDE_B_MAX),
-        ("acc_bits", acc_bits, 8, 48),
+        ("accumulator_bits", accumulator_bits, 8, 48),
         ("guard_bits", guard_bits, 0, 32),
     ):
         require_int(owner, name, value, lo, hi)
-    if b_width <= NARROW_MAX and acc_bits < a_width + b_width - 1:
+    if b_width <= NARROW_MAX and accumulator_bits < a_width + b_width - 1:
         reject(
             owner,
-            f"acc_bits ({acc_bits}) must hold one product of {a_width}x{b_width}-bit "
-            f"operands ({a_width + b_width - 1} bits)",
+            f"accumulator_bits ({accumulator_bits}) must hold one product of "
+            f"{a_width}x{b_width}-bit operands ({a_width + b_width - 1} bits)",
         )
-    if b_width > NARROW_MAX and acc_bits + guard_bits < a_width + b_width:
+    if b_width > NARROW_MAX and accumulator_bits + guard_bits < a_width + b_width:
         reject(
             owner,
-            f"acc_bits + guard_bits ({acc_bits} + {guard_bits}) must hold one product of "
-            f"{a_width}x{b_width}-bit operands ({a_width + b_width} bits): with a B operand "
-            f"wider than {NARROW_MAX} bits the sums wrap to acc_bits and the guard bits keep "
-            "the overflow flags sound",
+            f"accumulator_bits + guard_bits ({accumulator_bits} + {guard_bits}) must hold one "
+            f"product of {a_width}x{b_width}-bit operands ({a_width + b_width} bits): with a B "
+            f"operand wider than {NARROW_MAX} bits the sums wrap to accumulator_bits and the "
+            "guard bits keep the overflow flags sound",
         )
 
 
@@ -87,7 +89,7 @@ class MacArray(wiring.Component):
     ----------
     rows, cols : array shape (1..256 each).
     a_width, b_width : signed operand widths (2..16, ``b_width`` up to 32; 8 by default).
-    acc_bits : accumulator width (default 32).
+    accumulator_bits : accumulator width (default 32).
     guard_bits : extra accumulator bits that make overflow detection exact (default 8).
 
     Members
@@ -105,11 +107,11 @@ class MacArray(wiring.Component):
         clock edge; the accumulator update of the same cycle is not included).
     shift : In(1)
         Move the drain shadows up one row.
-    out : Out(signed(acc_bits)).array(cols)
-        The drain's top row (wrapped to ``acc_bits``), valid the cycle after capture/shift.
+    out : Out(signed(accumulator_bits)).array(cols)
+        The drain's top row (wrapped to ``accumulator_bits``), valid the cycle after capture/shift.
     out_overflow : Out(1).array(cols)
-        Whether that element's exact sum lies outside the ``acc_bits`` signed range.
-    out_wide : Out(signed(acc_bits + guard_bits)).array(cols)
+        Whether that element's exact sum lies outside the ``accumulator_bits`` signed range.
+    out_wide : Out(signed(accumulator_bits + guard_bits)).array(cols)
         The same row with its guard bits (the exact sum while ``out_sticky`` is low).
     out_sticky : Out(1).array(cols)
         The sum outgrew even the guard bits (``out_overflow`` is then set too).
@@ -122,13 +124,13 @@ class MacArray(wiring.Component):
         *,
         a_width: int = 8,
         b_width: int = 8,
-        acc_bits: int = 32,
+        accumulator_bits: int = 32,
         guard_bits: int = 8,
     ):
-        check_array_params(self, rows, cols, a_width, b_width, acc_bits, guard_bits)
+        check_array_params(self, rows, cols, a_width, b_width, accumulator_bits, guard_bits)
         self._rows, self._cols = rows, cols
         self._a_width, self._b_width = a_width, b_width
-        self._acc_bits, self._guard_bits = acc_bits, guard_bits
+        self._accumulator_bits, self._guard_bits = accumulator_bits, guard_bits
         super().__init__(
             {
                 "en": In(1),
@@ -138,9 +140,9 @@ class MacArray(wiring.Component):
                 "b": In(signed(b_width)).array(cols),
                 "capture": In(1),
                 "shift": In(1),
-                "out": Out(signed(acc_bits)).array(cols),
+                "out": Out(signed(accumulator_bits)).array(cols),
                 "out_overflow": Out(1).array(cols),
-                "out_wide": Out(signed(acc_bits + guard_bits)).array(cols),
+                "out_wide": Out(signed(accumulator_bits + guard_bits)).array(cols),
                 "out_sticky": Out(1).array(cols),
             }
         )
@@ -149,18 +151,18 @@ class MacArray(wiring.Component):
     cols = property(lambda self: self._cols)
     a_width = property(lambda self: self._a_width)
     b_width = property(lambda self: self._b_width)
-    acc_bits = property(lambda self: self._acc_bits)
+    accumulator_bits = property(lambda self: self._accumulator_bits)
     guard_bits = property(lambda self: self._guard_bits)
 
     @property
     def max_exact_k(self) -> int:
         """Longest sum (in products) whose exact value the guard bits always hold."""
-        return max_exact_k(self._acc_bits, self._guard_bits, self._a_width, self._b_width)
+        return max_exact_k(self._accumulator_bits, self._guard_bits, self._a_width, self._b_width)
 
     def elaborate(self, platform):
         m = Module()
         rows, cols = self._rows, self._cols
-        acc_bits, wide = self._acc_bits, self._acc_bits + self._guard_bits
+        accumulator_bits, wide = self._accumulator_bits, self._accumulator_bits + self._guard_bits
 
         def grid(shape, name):
             return [
@@ -215,9 +217,9 @@ class MacArray(wiring.Component):
             m.d.comb += [
                 self.out_wide[j].eq(shadow[0][j]),
                 self.out_sticky[j].eq(shadow_sticky[0][j]),
-                self.out[j].eq(shadow[0][j][:acc_bits]),
+                self.out[j].eq(shadow[0][j][:accumulator_bits]),
                 self.out_overflow[j].eq(
-                    shadow_sticky[0][j] | wide_overflow(shadow[0][j], acc_bits)
+                    shadow_sticky[0][j] | wide_overflow(shadow[0][j], accumulator_bits)
                 ),
             ]
         return m

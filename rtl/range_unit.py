@@ -49,7 +49,7 @@ class RangeUnit(wiring.Component):
     Parameters
     ----------
     lanes : elements observed per cycle.
-    acc_bits : accumulator width.
+    accumulator_bits : accumulator width.
     target_bits : magnitude bits the requantisation keeps (7 for int8 operands; ``b - 1`` for
         ``b``-bit ones), the ``shift`` output's target.
 
@@ -60,48 +60,48 @@ class RangeUnit(wiring.Component):
         an observation still in the pipeline would be counted in the new tensor.
     valid : In(1)
         ``value`` / ``overflow`` hold an observation this cycle.
-    value : In(signed(acc_bits)).array(lanes)
+    value : In(signed(accumulator_bits)).array(lanes)
     overflow : In(1).array(lanes)
         Per element: its exact sum lay outside the accumulator range.
     busy : Out(1)
         An observation is still in the pipeline (the outputs do not include it yet).
-    bitwidth : Out(range(acc_bits + 1))
+    bitwidth : Out(range(accumulator_bits + 1))
         Bit-width of everything observed since ``clear`` (a register; final once ``busy`` is
         low).
-    shift : Out(range(acc_bits + 1))
+    shift : Out(range(accumulator_bits + 1))
         ``max(bitwidth - target_bits, 0)``: the requantisation shift.
     overflow_count : Out(32)
         Number of overflowed elements observed since ``clear`` (saturates at 2^32 - 1).
-    max_magnitude : Out(unsigned(acc_bits))
+    max_magnitude : Out(unsigned(accumulator_bits))
         The exact ``max |x|`` since ``clear`` (for range rules that need more than the bit
         length, e.g. WAGE's ``round(log2 max)``).
     """
 
-    def __init__(self, lanes: int, acc_bits: int = 32, target_bits: int = TARGET_BITS):
+    def __init__(self, lanes: int, accumulator_bits: int = 32, target_bits: int = TARGET_BITS):
         require_int(self, "lanes", lanes, 1, 1024)
-        require_int(self, "acc_bits", acc_bits, 2, 48)
+        require_int(self, "accumulator_bits", accumulator_bits, 2, 48)
         require_int(self, "target_bits", target_bits, 1, TARGET_BITS)
-        self._lanes, self._acc_bits, self._target = lanes, acc_bits, target_bits
+        self._lanes, self._accumulator_bits, self._target = lanes, accumulator_bits, target_bits
         super().__init__(
             {
                 "clear": In(1),
                 "valid": In(1),
-                "value": In(signed(acc_bits)).array(lanes),
+                "value": In(signed(accumulator_bits)).array(lanes),
                 "overflow": In(1).array(lanes),
                 "busy": Out(1),
-                "bitwidth": Out(range(acc_bits + 1)),
-                "shift": Out(range(acc_bits + 1)),
+                "bitwidth": Out(range(accumulator_bits + 1)),
+                "shift": Out(range(accumulator_bits + 1)),
                 "overflow_count": Out(32),
-                "max_magnitude": Out(unsigned(acc_bits)),
+                "max_magnitude": Out(unsigned(accumulator_bits)),
             }
         )
 
     lanes = property(lambda self: self._lanes)
-    acc_bits = property(lambda self: self._acc_bits)
+    accumulator_bits = property(lambda self: self._accumulator_bits)
 
     def elaborate(self, platform):
         m = Module()
-        w, n = self._acc_bits, self._lanes
+        w, n = self._accumulator_bits, self._lanes
 
         # stage 0: per lane |x| - 1 (0 for x == 0), |x| and the flag, registered
         v = Signal(name="v0")

@@ -33,17 +33,18 @@ class RoundingMode(enum.Enum, shape=3):
 MODE_BY_NAME = {m.name.lower(): m for m in RoundingMode}
 
 
-def rescale_limit(op_bits: int) -> int:
-    """The bound a Datapath's rescale lanes saturate to: ``2^(op_bits-1) - 1`` for operands of
+def rescale_limit(operand_bits: int) -> int:
+    """The bound a Datapath's rescale lanes saturate to: ``2^(operand_bits-1) - 1`` for operands of
     8 bits or fewer (numerics.md §2: a narrower operand width's range), 127 for wider operands
     (DFP16's 16-bit products still rescale to int8)."""
-    return (1 << (op_bits - 1)) - 1 if op_bits <= 8 else INT8_MAX
+    return (1 << (operand_bits - 1)) - 1 if operand_bits <= 8 else INT8_MAX
 
 
-def rescale_max_shift(acc_bits: int) -> int:
+def rescale_max_shift(accumulator_bits: int) -> int:
     """Largest shift the lanes accept: enough for every shift a training step issues
-    (requant ``<= acc_bits - 7``; update ``m - mu`` with ``m <= acc_bits`` and ``mu >= -8``)."""
-    return acc_bits + 8
+    (requant ``<= accumulator_bits - 7``; update ``m - mu`` with ``m <= accumulator_bits`` and
+    ``mu >= -8``)."""
+    return accumulator_bits + 8
 
 
 def round_up(m, s, rand, width: int):
@@ -80,7 +81,7 @@ class RescaleLanes(wiring.Component):
     ----------
     lanes : int, >= 1
         Elements per beat.
-    acc_bits : int, 2..48
+    accumulator_bits : int, 2..48
         Width of the signed accumulator inputs.
     limit : int, 1..127
         The saturation bound: results are in ``+-limit`` (127, or :func:`rescale_limit` of a
@@ -96,7 +97,8 @@ class RescaleLanes(wiring.Component):
         nonzero value; ``mode`` and ``rand`` are ignored.
     mode : In(RoundingMode)
         Rounding mode, sampled with each input beat.
-    i : In(stream.Signature(struct{acc: signed(acc_bits)[lanes], rand: unsigned(max_shift)[lanes]}))
+    i : In(stream.Signature(struct{acc: signed(accumulator_bits)[lanes],
+                                   rand: unsigned(max_shift)[lanes]}))
         Input beats; ``rand`` carries the uniform integers of mode ``STO`` (ignored otherwise).
     o : Out(stream.Signature(signed(8)[lanes]))
         Results, ``LATENCY`` cycles after the input beat when never stalled. A stalled output
@@ -105,15 +107,15 @@ class RescaleLanes(wiring.Component):
 
     LATENCY = RESCALE_LATENCY
 
-    def __init__(self, lanes: int = 8, acc_bits: int = 32, limit: int = INT8_MAX):
+    def __init__(self, lanes: int = 8, accumulator_bits: int = 32, limit: int = INT8_MAX):
         require_int(self, "lanes", lanes, 1, 1024)
-        require_int(self, "acc_bits", acc_bits, 2, 48)
+        require_int(self, "accumulator_bits", accumulator_bits, 2, 48)
         require_int(self, "limit", limit, 1, INT8_MAX)
-        self._lanes, self._acc_bits, self._limit = lanes, acc_bits, limit
-        self._max_shift = rescale_max_shift(acc_bits)
+        self._lanes, self._accumulator_bits, self._limit = lanes, accumulator_bits, limit
+        self._max_shift = rescale_max_shift(accumulator_bits)
         in_layout = data.StructLayout(
             {
-                "acc": data.ArrayLayout(signed(acc_bits), lanes),
+                "acc": data.ArrayLayout(signed(accumulator_bits), lanes),
                 "rand": data.ArrayLayout(unsigned(self._max_shift), lanes),
             }
         )
@@ -132,8 +134,8 @@ class RescaleLanes(wiring.Component):
         return self._lanes
 
     @property
-    def acc_bits(self) -> int:
-        return self._acc_bits
+    def accumulator_bits(self) -> int:
+        return self._accumulator_bits
 
     @property
     def max_shift(self) -> int:
@@ -145,7 +147,7 @@ class RescaleLanes(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        n, w, ms, lim = self._lanes, self._acc_bits, self._max_shift, self._limit
+        n, w, ms, lim = self._lanes, self._accumulator_bits, self._max_shift, self._limit
         advance = ~self.o.valid | self.o.ready
         m.d.comb += self.i.ready.eq(advance)
 

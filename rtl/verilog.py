@@ -61,8 +61,8 @@ def to_verilog(component, name: str, netlist: str = "optimized") -> str:
 def datapath_params(
     rows=8,
     cols=8,
-    op_bits=8,
-    acc_bits=32,
+    operand_bits=8,
+    accumulator_bits=32,
     guard_bits=8,
     kmax=256,
     b_bits=None,
@@ -73,8 +73,8 @@ def datapath_params(
     dp = Datapath(
         rows,
         cols,
-        op_bits=op_bits,
-        acc_bits=acc_bits,
+        operand_bits=operand_bits,
+        accumulator_bits=accumulator_bits,
         guard_bits=guard_bits,
         kmax=kmax,
         b_bits=b_bits,
@@ -88,13 +88,13 @@ def datapath_params(
 def component_builders(params: dict) -> dict:
     """Module name -> a function building that component (the Datapath and its blocks)."""
     p = params
-    b_bits, divide = p.get("b_bits", p["op_bits"]), p.get("divide", False)
+    b_bits, divide = p.get("b_bits", p["operand_bits"]), p.get("divide", False)
     builders = {
         TOP: lambda: Datapath(
             p["rows"],
             p["cols"],
-            op_bits=p["op_bits"],
-            acc_bits=p["acc_bits"],
+            operand_bits=p["operand_bits"],
+            accumulator_bits=p["accumulator_bits"],
             guard_bits=p["guard_bits"],
             kmax=p["kmax"],
             b_bits=b_bits,
@@ -104,16 +104,16 @@ def component_builders(params: dict) -> dict:
         "mac_array": lambda: MacArray(
             p["rows"],
             p["cols"],
-            a_width=p["op_bits"],
+            a_width=p["operand_bits"],
             b_width=b_bits,
-            acc_bits=p["acc_bits"],
+            accumulator_bits=p["accumulator_bits"],
             guard_bits=p["guard_bits"],
         ),
         "range_unit": lambda: RangeUnit(
-            p["cols"], p["acc_bits"], rescale_limit(p["op_bits"]).bit_length()
+            p["cols"], p["accumulator_bits"], rescale_limit(p["operand_bits"]).bit_length()
         ),
         "rescale_lanes": lambda: RescaleLanes(
-            p["cols"], p["acc_bits"], rescale_limit(p["op_bits"])
+            p["cols"], p["accumulator_bits"], rescale_limit(p["operand_bits"])
         ),
         "update_lanes": lambda: UpdateLanes(p["cols"], master=False),
         "update_lanes_master": lambda: UpdateLanes(p["cols"], master=True),

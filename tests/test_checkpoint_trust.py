@@ -229,6 +229,21 @@ def test_an_identity_value_of_another_type_is_another_run(ckpt, monkeypatch, cap
     assert "checkpoint field 'batch' is 64.0 but this run has 64" in err
 
 
+def test_a_checkpoint_written_under_the_former_names_resumes(ckpt):
+    """Checkpoints written before the accumulator width had one name everywhere carry
+    ``acc_bits`` in their identity: the same run, still resumed; another width still refused."""
+
+    def rename(identity):
+        identity["acc_bits"] = identity.pop("accumulator_bits")
+
+    rewrite(ckpt, edit_identity=rename)
+    assert "acc_bits" in read_checkpoint(ckpt)[0]["identity"]
+    assert check_resume(ckpt, TrainConfig(model="mlp-digits", dataset="digits")).step == 26
+    other = TrainConfig(model="mlp-digits", dataset="digits", accumulator_bits=24)
+    with pytest.raises(CheckpointError, match="'accumulator_bits' is 32 but this run has 24"):
+        check_resume(ckpt, other)
+
+
 def test_a_checkpoint_past_the_runs_epochs_resumes(tmp_path, data, capsys):
     """--epochs is not part of a run's identity: a checkpoint after 2 epochs resumed with
     --epochs 1 is done already (this is how resume works), not refused."""

@@ -13,7 +13,19 @@ from nitihw.sim.tools import simulator_available
 
 def test_verilog_writes_datapath_blocks_and_parameters(tmp_path, capsys):
     assert (
-        main(["verilog", "--rows", "3", "--cols", "2", "--acc-bits", "24", "--out", str(tmp_path)])
+        main(
+            [
+                "verilog",
+                "--rows",
+                "3",
+                "--cols",
+                "2",
+                "--accumulator-bits",
+                "24",
+                "--out",
+                str(tmp_path),
+            ]
+        )
         == 0
     )
     names = {p.name for p in tmp_path.glob("*.v")}
@@ -26,7 +38,7 @@ def test_verilog_writes_datapath_blocks_and_parameters(tmp_path, capsys):
         "update_lanes_master.v",
     }
     params = json.loads((tmp_path / "params.json").read_text())
-    assert (params["rows"], params["cols"], params["acc_bits"], params["top"]) == (
+    assert (params["rows"], params["cols"], params["accumulator_bits"], params["top"]) == (
         3,
         2,
         24,
@@ -34,6 +46,18 @@ def test_verilog_writes_datapath_blocks_and_parameters(tmp_path, capsys):
     )
     assert "module datapath(" in (tmp_path / "datapath.v").read_text()
     assert "datapath.v" in capsys.readouterr().out
+
+
+def test_the_former_flag_names_keep_working_with_a_note(tmp_path, capsys):
+    """``--op-bits`` and ``--acc-bits`` are now ``--operand-bits`` and ``--accumulator-bits``
+    (the names the sweep grid, the estimate and the code use): the old ones still work."""
+    argv = ["verilog", "--rows", "2", "--cols", "2", "--top-only", "--out", str(tmp_path)]
+    assert main([*argv, "--op-bits", "6", "--acc-bits", "24"]) == 0
+    params = json.loads((tmp_path / "params.json").read_text())
+    assert (params["operand_bits"], params["accumulator_bits"]) == (6, 24)
+    err = capsys.readouterr().err
+    assert "--op-bits is now --operand-bits" in err
+    assert "--acc-bits is now --accumulator-bits" in err
 
 
 def test_verilog_netlists(tmp_path):
@@ -78,12 +102,12 @@ def test_emitted_verilog_compiles_in_icarus(tmp_path):
     [
         (["verilog", "--rows", "0", "--out", "x"], "--rows: must be an integer in 1..256, got 0"),
         (
-            ["verilog", "--op-bits", "20", "--out", "x"],
-            "--op-bits: must be 2, 3, 4, 5, 6, 7, 8 or 16, got 20",
+            ["verilog", "--operand-bits", "20", "--out", "x"],
+            "--operand-bits/--op-bits: must be 2, 3, 4, 5, 6, 7, 8 or 16, got 20",
         ),
         (
-            ["verilog", "--op-bits", "1", "--out", "x"],
-            "--op-bits: must be 2, 3, 4, 5, 6, 7, 8 or 16, got 1",
+            ["verilog", "--op-bits", "1", "--out", "x"],  # the former name: the same check
+            "--operand-bits/--op-bits: must be 2, 3, 4, 5, 6, 7, 8 or 16, got 1",
         ),
         (["verilog", "--kmax", "0", "--out", "x"], "--kmax: must be an integer in 1..65536"),
         (["verify", "--shapes", "8by8"], "bad array shape '8by8'"),
@@ -91,7 +115,7 @@ def test_emitted_verilog_compiles_in_icarus(tmp_path):
         (["verify", "--seeds", "a"], "bad seeds list 'a'"),
         (["verify", "--seeds", "-1"], "--seeds -1 must be an integer in 0..4294967295"),
         (["verify", "--shapes", "2x999"], "--shapes columns must be an integer in 1..256"),
-        (["verify", "--acc-bits", "4"], "--acc-bits 4 must be an integer in 8..48"),
+        (["verify", "--accumulator-bits", "4"], "--accumulator-bits 4 must be an integer in 8..48"),
     ],
 )
 def test_bad_arguments_are_named(tmp_path, capsys, argv, message):
@@ -110,7 +134,7 @@ def test_verify_prints_a_table_and_passes(tmp_path, capsys):
             "icarus",
             "--seeds",
             "3",
-            "--acc-bits",
+            "--accumulator-bits",
             "32",
             "--out",
             str(tmp_path),
@@ -123,10 +147,20 @@ def test_verify_prints_a_table_and_passes(tmp_path, capsys):
 
 @pytest.mark.skipif(not simulator_available("icarus"), reason="iverilog not installed")
 def test_verify_at_six_bit_operands(tmp_path, capsys):
-    """--op-bits 6: the Datapath's rescale lanes saturate at +-31 and its range unit shifts to
+    """--operand-bits 6: the Datapath's rescale lanes saturate at +-31 and its range unit shifts to
     5 magnitude bits; the regression checks both against golden."""
-    argv = ["verify", "--shapes", "2x3", "--sims", "icarus", "--seeds", "1", "--acc-bits", "32"]
-    assert main([*argv, "--op-bits", "6", "--out", str(tmp_path)]) == 0
+    argv = [
+        "verify",
+        "--shapes",
+        "2x3",
+        "--sims",
+        "icarus",
+        "--seeds",
+        "1",
+        "--accumulator-bits",
+        "32",
+    ]
+    assert main([*argv, "--operand-bits", "6", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "2x3 op6" in out and "1 passed, 0 failed" in out
     assert (tmp_path / "2x3_op6_acc32").is_dir()
@@ -139,7 +173,16 @@ def test_verify_on_dask_writes_junit(tmp_path, capsys):
 
     junit = tmp_path / "junit.xml"
     argv = ["verify", "--shapes", "2x2,3x2", "--sims", "icarus", "--seeds", "3"]
-    argv += ["--acc-bits", "32", "--out", str(tmp_path), "--workers", "2", "--junit", str(junit)]
+    argv += [
+        "--accumulator-bits",
+        "32",
+        "--out",
+        str(tmp_path),
+        "--workers",
+        "2",
+        "--junit",
+        str(junit),
+    ]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "2 passed, 0 failed" in out and f"JUnit XML: {junit}" in out
@@ -157,7 +200,7 @@ def test_junit_names_a_failure():
 
     from nitihw.sim.simulate.verify import RunResult, junit_xml
 
-    params = {"rows": 2, "cols": 2, "acc_bits": 32, "op_bits": 8}
+    params = {"rows": 2, "cols": 2, "accumulator_bits": 32, "operand_bits": 8}
     bad = RunResult("verilator", params, 1, 5, 2, {}, 1.0, 2.0, "/b/2x2_acc32", None)
     root = ET.fromstring(junit_xml([bad]))
     (fail,) = root.iter("failure")

@@ -472,7 +472,7 @@ CFG = TrainConfig(model="mlp-digits", dataset="digits")
 
 def fresh_network():
     net = build_network(get_model_spec(CFG.model), get_profile(CFG.profile), CFG.seed)
-    net.to_backend(NumpyBackend(CFG.acc_bits, CFG.overflow))
+    net.to_backend(NumpyBackend(CFG.accumulator_bits, CFG.overflow))
     return net
 
 
@@ -1076,7 +1076,7 @@ def senseless(seed: SenseSeed, identity, state, arrays) -> str | None:
 def fresh_sense_network(cfg: TrainConfig):
     spec, profile = get_model_spec(cfg.model), get_profile(cfg.profile)
     net = build_network(spec, profile, cfg.seed, cfg.weight_bits, cfg.operand_bits)
-    net.to_backend(NumpyBackend(cfg.acc_bits, cfg.overflow))
+    net.to_backend(NumpyBackend(cfg.accumulator_bits, cfg.overflow))
     return net
 
 

@@ -76,12 +76,12 @@ def test_backend_overflow_policies():
     b = np.full((4, 2), 127, np.int8)  # sums 64516 > 2^15 - 1
     tag = OpTag("3:linear", "forward")
     with pytest.raises(AccumulatorOverflowError, match=r"3:linear.*forward"):
-        NumpyBackend(acc_bits=16).gemm(a, b, tag)
-    be = NumpyBackend(acc_bits=16, overflow="wrap")
+        NumpyBackend(accumulator_bits=16).gemm(a, b, tag)
+    be = NumpyBackend(accumulator_bits=16, overflow="wrap")
     out = be.gemm(a, b, tag)
     assert be.overflow_events == 4
     assert (out == 64516 - 65536).all()
-    assert (NumpyBackend(acc_bits=17).gemm(a, b, tag) == 64516).all()
+    assert (NumpyBackend(accumulator_bits=17).gemm(a, b, tag) == 64516).all()
 
 
 def test_trace_records_datapath_ops():

@@ -136,7 +136,7 @@ def test_gemm_wide_operands(device, path):
     """DFP16 multiplies int16 mantissas: exact on float64 GEMMs, chunked below 2^53."""
     from nitihw.gpu.backend import CupyBackend
 
-    b = CupyBackend(acc_bits=56, gemm=path)  # the exact sums reach 2^53
+    b = CupyBackend(accumulator_bits=56, gemm=path)  # the exact sums reach 2^53
     rng = np.random.default_rng(7)
     for (m, k, n), lim in [((5, 1000, 7), 2**15), ((64, 8, 4), 2**15), ((3, 9000, 2), 2**20)]:
         x = rng.integers(-lim + 1, lim, (m, k)).astype(np.int32)
@@ -155,9 +155,9 @@ def test_gemm_overflow_policies(device):
     a = np.full((2, 4), 127, np.int8)
     b = np.full((4, 2), 127, np.int8)
     with pytest.raises(AccumulatorOverflowError):
-        be16 = CupyBackend(acc_bits=16)
+        be16 = CupyBackend(accumulator_bits=16)
         be16.gemm(be16.from_host(a), be16.from_host(b), TAG)
-    w = CupyBackend(acc_bits=16, overflow="wrap")
+    w = CupyBackend(accumulator_bits=16, overflow="wrap")
     got = host(w, w.gemm(w.from_host(a), w.from_host(b), TAG))
     np.testing.assert_array_equal(got, NumpyBackend(16, "wrap").gemm(a, b, TAG))
     assert w.overflow_events == 4

@@ -17,9 +17,9 @@ from nitihw.golden.train import TrainConfig, train
 TAG = OpTag("l", "forward")
 
 
-def _pair(acc_bits=32, overflow="error", threads=2):
-    fast = NumpyBackend(acc_bits, overflow, threads=threads)
-    slow = NumpyBackend(acc_bits, overflow, threads=1, lowered_convs=True)
+def _pair(accumulator_bits=32, overflow="error", threads=2):
+    fast = NumpyBackend(accumulator_bits, overflow, threads=threads)
+    slow = NumpyBackend(accumulator_bits, overflow, threads=1, lowered_convs=True)
     fast.trace, slow.trace = [], []
     return fast, slow
 

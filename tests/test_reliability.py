@@ -274,7 +274,10 @@ def test_a_bad_json_is_refused_before_the_run(tmp_path, capsys, where, message):
             "argument --operand-bits/--op-bits: must be 2, 3, 4, 5, 6, 7, 8 or 16",
         ),
         (["verilog", "--rows", "257", "--out", "x"], "argument --rows: must be an integer in"),
-        (["synth", "--rows", "2", "--cols", "2", "--acc-bits", "64"], "--acc-bits: must be"),
+        (
+            ["synth", "--rows", "2", "--cols", "2", "--accumulator-bits", "64"],
+            "--accumulator-bits/--acc-bits: must be",
+        ),
         (["verify", "--shapes", "0x2"], "--shapes rows must be an integer in 1..256"),
     ],
 )
@@ -303,8 +306,8 @@ def test_the_limits_are_the_same_everywhere(tmp_path):
             ArrayConfig(**{"rows": 2, "cols": 2, key: hi + 1})
         opt = build_parser()._subparsers._group_actions[0].choices["verilog"]
         assert opt.parse_args([f"--{key}", str(hi), "--out", "x"])
-    with pytest.raises(ValueError, match="op_bits must be 2, 3, 4, 5, 6, 7, 8 or 16, got 12"):
-        Datapath(2, 2, op_bits=12)
+    with pytest.raises(ValueError, match="operand_bits must be 2, 3, 4, 5, 6, 7, 8 or 16, got 12"):
+        Datapath(2, 2, operand_bits=12)
 
 
 def test_a_dataset_without_images_is_refused(tmp_path, monkeypatch, capsys):

@@ -27,7 +27,7 @@ TAG = OpTag("0:linear", "forward")
 class SimulatedBackend:
     """An RtlBackend on Amaranth's simulator, usable from the test's own thread."""
 
-    def __init__(self, dut, acc_bits=32, overflow="error"):
+    def __init__(self, dut, accumulator_bits=32, overflow="error"):
         self._jobs = queue.Queue()
         self._replies = queue.Queue()
         driver_box = queue.Queue()
@@ -60,7 +60,7 @@ class SimulatedBackend:
         self._thread.start()
         drv = driver_box.get(timeout=60)
         assert drv is not None, self._error
-        self.backend = RtlBackend(drv, self._call, acc_bits, overflow)
+        self.backend = RtlBackend(drv, self._call, accumulator_bits, overflow)
 
     def _call(self, fn, *args, **kw):
         self._jobs.put((fn, args, kw))

@@ -43,7 +43,7 @@ async def stream_lanes(ctx, dut, beats, set_beat, read_beat, stall_every=0):
 # ---- rescale lanes ---------------------------------------------------------------------
 
 
-def rescale_jobs(acc_bits, lanes, values_for, shifts, limit=127):
+def rescale_jobs(accumulator_bits, lanes, values_for, shifts, limit=127):
     jobs = []
     for mode in ("round", "psto", "trunc", "rne", "sto"):
         for s in shifts:
@@ -65,8 +65,8 @@ def rescale_jobs(acc_bits, lanes, values_for, shifts, limit=127):
     return jobs
 
 
-def run_rescale(acc_bits, lanes, jobs, stall_every=0, limit=127):
-    dut = RescaleLanes(lanes, acc_bits, limit)
+def run_rescale(accumulator_bits, lanes, jobs, stall_every=0, limit=127):
+    dut = RescaleLanes(lanes, accumulator_bits, limit)
     got = []
 
     def set_beat(ctx, job):
@@ -94,21 +94,21 @@ def run_rescale(acc_bits, lanes, jobs, stall_every=0, limit=127):
         np.testing.assert_array_equal(g, want, err_msg=f"mode {mode} shift {s} inputs {x}")
 
 
-@pytest.mark.parametrize("acc_bits", [6, 9])
-def test_rescale_lanes_exhaustive_small_accumulators(acc_bits):
-    xs = np.arange(-(1 << (acc_bits - 1)), 1 << (acc_bits - 1))
-    shifts = range(0, acc_bits + 9)  # every shift the lanes accept
-    run_rescale(acc_bits, 16, rescale_jobs(acc_bits, 16, lambda s: xs, shifts))
+@pytest.mark.parametrize("accumulator_bits", [6, 9])
+def test_rescale_lanes_exhaustive_small_accumulators(accumulator_bits):
+    xs = np.arange(-(1 << (accumulator_bits - 1)), 1 << (accumulator_bits - 1))
+    shifts = range(0, accumulator_bits + 9)  # every shift the lanes accept
+    run_rescale(accumulator_bits, 16, rescale_jobs(accumulator_bits, 16, lambda s: xs, shifts))
 
 
-@pytest.mark.parametrize("acc_bits", [6, 9])
-def test_rescale_lanes_left_shifts_exhaustive(acc_bits):
+@pytest.mark.parametrize("accumulator_bits", [6, 9])
+def test_rescale_lanes_left_shifts_exhaustive(accumulator_bits):
     """Every value, every left shift the lanes accept, every mode (ignored: the shift is
     exact), random ``rand``, interleaved with right shifts beat by beat."""
     lanes = 16
-    xs = np.arange(-(1 << (acc_bits - 1)), 1 << (acc_bits - 1))
-    ms = acc_bits + 8
-    rng = np.random.default_rng(acc_bits)
+    xs = np.arange(-(1 << (accumulator_bits - 1)), 1 << (accumulator_bits - 1))
+    ms = accumulator_bits + 8
+    rng = np.random.default_rng(accumulator_bits)
     jobs = []
     for mode in ("round", "psto", "trunc", "rne", "sto"):
         for s in range(1, ms + 1):
@@ -122,26 +122,28 @@ def test_rescale_lanes_left_shifts_exhaustive(acc_bits):
     lefts = np.concatenate([w for _, s, _, _, w in jobs if s < 0])
     assert {-127, 127} <= set(lefts.tolist())  # saturation is reached both ways,
     assert ((abs(lefts) > 1) & (abs(lefts) < 127)).any()  # and exact shifts too
-    run_rescale(acc_bits, lanes, jobs, stall_every=7)
+    run_rescale(accumulator_bits, lanes, jobs, stall_every=7)
 
 
-@pytest.mark.parametrize("op_bits", [2, 6])
-def test_rescale_lanes_for_narrow_operands_exhaustive(op_bits):
-    """Lanes built for ``op_bits``-wide operands saturate to ``2^(op_bits-1) - 1``: every
+@pytest.mark.parametrize("operand_bits", [2, 6])
+def test_rescale_lanes_for_narrow_operands_exhaustive(operand_bits):
+    """Lanes built for ``operand_bits``-wide operands saturate to ``2^(operand_bits-1) - 1``: every
     9-bit value, every right and left shift, every mode, against ``shift_round(limit=...)``."""
-    acc_bits, lanes = 9, 16
-    limit = rescale_limit(op_bits)
-    assert limit == (1 << (op_bits - 1)) - 1
-    xs = np.arange(-(1 << (acc_bits - 1)), 1 << (acc_bits - 1))
-    jobs = rescale_jobs(acc_bits, lanes, lambda s: xs, range(0, acc_bits + 9), limit)
-    rng = np.random.default_rng(op_bits)
+    accumulator_bits, lanes = 9, 16
+    limit = rescale_limit(operand_bits)
+    assert limit == (1 << (operand_bits - 1)) - 1
+    xs = np.arange(-(1 << (accumulator_bits - 1)), 1 << (accumulator_bits - 1))
+    jobs = rescale_jobs(
+        accumulator_bits, lanes, lambda s: xs, range(0, accumulator_bits + 9), limit
+    )
+    rng = np.random.default_rng(operand_bits)
     for s in range(1, 9):
         rand = rng.integers(0, 1 << 17, xs.shape)
         want = shift_round(xs, -s, "psto", None, limit)
         assert set(want.tolist()) >= {-limit, limit}
         for k in range(0, len(xs), lanes):
             jobs.append(("psto", -s, xs[k : k + lanes], rand[k : k + lanes], want[k : k + lanes]))
-    run_rescale(acc_bits, lanes, jobs, stall_every=5, limit=limit)
+    run_rescale(accumulator_bits, lanes, jobs, stall_every=5, limit=limit)
 
 
 def test_rescale_lanes_32_bit_corners_with_backpressure():
@@ -184,7 +186,7 @@ def test_rescale_lanes_32_bit_corners_with_backpressure():
 def test_rescale_lanes_reject_bad_parameters():
     with pytest.raises(ValueError, match="lanes must be an integer in 1..1024"):
         RescaleLanes(0)
-    with pytest.raises(ValueError, match="acc_bits must be an integer in 2..48"):
+    with pytest.raises(ValueError, match="accumulator_bits must be an integer in 2..48"):
         RescaleLanes(4, 64)
     with pytest.raises(ValueError, match="limit must be an integer in 1..127"):
         RescaleLanes(4, 32, 128)
@@ -262,15 +264,15 @@ def test_update_lanes_master_weights():
 
 
 @pytest.mark.parametrize(
-    "acc_bits,lanes,target",
+    "accumulator_bits,lanes,target",
     [(8, 4, 7), (32, 4, 7), (32, 1, 7), (32, 3, 7), (16, 5, 7), (32, 16, 7), (16, 4, 5)],
 )
-def test_range_unit_over_tiles(acc_bits, lanes, target):
+def test_range_unit_over_tiles(accumulator_bits, lanes, target):
     """Tensors of several tiles, each after a clear: bit-width, shift (to ``target`` magnitude
     bits: 5 for 6-bit operands), overflow count and max |x| once the pipeline is empty, which is
     exactly range_latency(lanes) cycles after the last observation (busy high until then)."""
-    rng = np.random.default_rng(acc_bits + lanes)
-    lo, hi = -(1 << (acc_bits - 1)), (1 << (acc_bits - 1)) - 1
+    rng = np.random.default_rng(accumulator_bits + lanes)
+    lo, hi = -(1 << (accumulator_bits - 1)), (1 << (accumulator_bits - 1)) - 1
 
     def row(*vals):
         out = np.zeros((1, lanes), np.int64)
@@ -283,12 +285,12 @@ def test_range_unit_over_tiles(acc_bits, lanes, target):
         row(1),
         row(lo),
         np.concatenate([row(0, 0, hi), row(0, -1)]),
-        row(128 % (hi + 1), -128 % (lo - 1) if acc_bits > 8 else -128),
+        row(128 % (hi + 1), -128 % (lo - 1) if accumulator_bits > 8 else -128),
         rng.integers(lo, hi + 1, (9, lanes)),
         rng.integers(-300, 301, (9, lanes)).clip(lo, hi),
     ]
     flags = [rng.integers(0, 2, t.shape) for t in tensors]
-    dut = RangeUnit(lanes, acc_bits, target)
+    dut = RangeUnit(lanes, accumulator_bits, target)
     seen = []
 
     async def tb(ctx):
@@ -329,11 +331,16 @@ def test_range_unit_over_tiles(acc_bits, lanes, target):
 # ---- MAC array ---------------------------------------------------------------------------
 
 
-def run_array(rows, cols, tiles, acc_bits=32, guard_bits=8, width=8):
+def run_array(rows, cols, tiles, accumulator_bits=32, guard_bits=8, width=8):
     """tiles: list of (A (rows,K), B (K,cols), accumulate). Feeds them skewed, back to back,
     drains after each and returns [(acc, overflow)]."""
     dut = MacArray(
-        rows, cols, a_width=width, b_width=width, acc_bits=acc_bits, guard_bits=guard_bits
+        rows,
+        cols,
+        a_width=width,
+        b_width=width,
+        accumulator_bits=accumulator_bits,
+        guard_bits=guard_bits,
     )
     results = []
 
@@ -393,7 +400,7 @@ def test_mac_array_wraps_and_flags_overflow_exactly():
     a = np.array([[127, 127, 127, -127, -127], [127, 127, 0, 0, 0]])
     b = np.array([[127, -127], [127, -127], [127, -127], [127, 127], [127, 127]])
     # row 0 goes out of range and comes back: exact sum 16129 is in range, no overflow
-    ((acc, ovf),) = run_array(rows, cols, [(a, b, False)], acc_bits=16, guard_bits=4)
+    ((acc, ovf),) = run_array(rows, cols, [(a, b, False)], accumulator_bits=16, guard_bits=4)
     exact = exact_matmul(a, b)
     np.testing.assert_array_equal(acc, acc16.wrap(exact))
     np.testing.assert_array_equal(ovf, (exact < acc16.min) | (exact > acc16.max))
@@ -402,7 +409,7 @@ def test_mac_array_wraps_and_flags_overflow_exactly():
     k = 40
     a2 = np.array([[127] * k + [-127] * k] * 2)
     b2 = np.array([[127, 1]] * (2 * k))
-    ((acc2, ovf2),) = run_array(rows, cols, [(a2, b2, False)], acc_bits=16, guard_bits=1)
+    ((acc2, ovf2),) = run_array(rows, cols, [(a2, b2, False)], accumulator_bits=16, guard_bits=1)
     exact2 = exact_matmul(a2, b2)
     np.testing.assert_array_equal(acc2, acc16.wrap(exact2))
     assert ovf2[:, 0].all() and not ovf2[:, 1].any()
@@ -412,7 +419,7 @@ def test_mac_array_16_bit_operands():
     rng = np.random.default_rng(5)
     a = rng.integers(-32767, 32768, (2, 6))
     b = rng.integers(-32767, 32768, (6, 3))
-    ((acc, ovf),) = run_array(2, 3, [(a, b, False)], acc_bits=48, width=16)
+    ((acc, ovf),) = run_array(2, 3, [(a, b, False)], accumulator_bits=48, width=16)
     np.testing.assert_array_equal(acc, exact_matmul(a, b))
     assert not ovf.any()
 
@@ -421,4 +428,4 @@ def test_mac_array_rejects_bad_parameters():
     with pytest.raises(ValueError, match="rows must be an integer in 1..256"):
         MacArray(0, 4)
     with pytest.raises(ValueError, match="must hold one product"):
-        MacArray(2, 2, a_width=16, b_width=16, acc_bits=24)
+        MacArray(2, 2, a_width=16, b_width=16, accumulator_bits=24)

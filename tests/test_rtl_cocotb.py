@@ -32,11 +32,13 @@ SIMS = [
 
 
 @pytest.mark.parametrize("sim", SIMS)
-@pytest.mark.parametrize("shape,acc_bits", [((2, 2), 32), ((4, 4), 32), ((8, 8), 32), ((4, 4), 16)])
-def test_datapath_against_golden(sim, shape, acc_bits):
-    params = regression_configs([shape], (acc_bits,), kmax=32)[0]
+@pytest.mark.parametrize(
+    "shape,accumulator_bits", [((2, 2), 32), ((4, 4), 32), ((8, 8), 32), ((4, 4), 16)]
+)
+def test_datapath_against_golden(sim, shape, accumulator_bits):
+    params = regression_configs([shape], (accumulator_bits,), kmax=32)[0]
     cases = regression_cases(params)
-    tag = f"{shape[0]}x{shape[1]}_acc{acc_bits}"
+    tag = f"{shape[0]}x{shape[1]}_acc{accumulator_bits}"
     result = run_datapath_tests(
         sim, params, seed=sum(shape), build_dir=BUILD / tag, testcases=cases
     )

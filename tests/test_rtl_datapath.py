@@ -279,19 +279,21 @@ def test_bad_parameters_are_named():
 # ---- NITRO-D: int8 x int32 GEMMs that wrap, DIVIDE and UPDATE_DIV --------------------------
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
-WIDE = 40  # acc_bits + guard_bits of the wide build: the running sums the flags follow
+WIDE = 40  # accumulator_bits + guard_bits of the wide build: the running sums the flags follow
 
 
-def predicted_overflow(a, b, acc_bits=32, wide=WIDE):
+def predicted_overflow(a, b, accumulator_bits=32, wide=WIDE):
     """The wide build's overflow flags, exactly: the running sum (in K order, the order every
     PE adds its products) left the ``wide``-bit range at some point (the sticky flag), or the
-    exact sum lies outside the ``acc_bits`` range."""
+    exact sum lies outside the ``accumulator_bits`` range."""
     prod = a.astype(object)[:, :, None] * b.astype(object)[None, :, :]  # (M, K, N), exact
     prefix = np.cumsum(prod, axis=1)
     lo, hi = -(1 << (wide - 1)), (1 << (wide - 1)) - 1
     sticky = ((prefix < lo) | (prefix > hi)).any(axis=1)
     final = prefix[:, -1, :]
-    return (sticky | (final < -(1 << (acc_bits - 1))) | (final >= 1 << (acc_bits - 1))).astype(bool)
+    return (
+        sticky | (final < -(1 << (accumulator_bits - 1))) | (final >= 1 << (accumulator_bits - 1))
+    ).astype(bool)
 
 
 def wide_gemm_operands(rng):
@@ -410,10 +412,12 @@ def test_divide_needs_the_divide_lanes():
 def test_bad_wide_parameters_are_named():
     with pytest.raises(ValueError, match="b_bits must be 2, 3, 4, 5, 6, 7, 8, 16 or 32, got 33"):
         Datapath(2, 2, b_bits=33)
-    with pytest.raises(ValueError, match=r"acc_bits \+ guard_bits \(32 \+ 4\) must hold one"):
+    with pytest.raises(
+        ValueError, match=r"accumulator_bits \+ guard_bits \(32 \+ 4\) must hold one"
+    ):
         Datapath(2, 2, b_bits=32, guard_bits=4)
-    with pytest.raises(ValueError, match="divide=True needs acc_bits <= 32, got 40"):
-        Datapath(2, 2, acc_bits=40, divide=True)
+    with pytest.raises(ValueError, match="divide=True needs accumulator_bits <= 32, got 40"):
+        Datapath(2, 2, accumulator_bits=40, divide=True)
     with pytest.raises(ValueError, match="divide must be True or False"):
         Datapath(2, 2, divide=1)
     from nitihw.rtl.verilog import datapath_params
@@ -459,7 +463,7 @@ def test_partial_sums_in_the_result_buffer(rows, cols, kmax, shape, tiling):
         out["q"] = await drv.rescale(out["kept"][0], 9, "round", from_buffer=True)
         out["spilled"] = await drv.gemm_tensor(-a, b, keep=False)
 
-    dut = Datapath(rows, cols, kmax=kmax, acc_bits=16)
+    dut = Datapath(rows, cols, kmax=kmax, accumulator_bits=16)
     out = run(dut, body)
     lim = 1 << 15
     for key, sign in (("kept", 1), ("spilled", -1)):

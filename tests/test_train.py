@@ -127,7 +127,7 @@ def test_cli_writes_the_record(tmp_path, capsys):
         ),
         (["--dataset", "digits", "--model", "mlp-digits", "--resume"], "no checkpoint at"),
         (
-            ["--dataset", "digits", "--model", "mlp-digits", "--acc-bits", "12"],
+            ["--dataset", "digits", "--model", "mlp-digits", "--accumulator-bits", "12"],
             "overflowed 12 bits",
         ),
         (
@@ -169,7 +169,7 @@ def test_cli_errors_are_clear(tmp_path, capsys, argv, message):
 
 
 def test_overflow_wrap_counts(digits):
-    r = run(digits, acc_bits=12, overflow="wrap", steps=3)
+    r = run(digits, accumulator_bits=12, overflow="wrap", steps=3)
     assert r["overflow_events"] > 0
 
 

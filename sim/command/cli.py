@@ -163,8 +163,8 @@ def cmd_verilog(args) -> int:
     params = datapath_params(
         rows=args.rows,
         cols=args.cols,
-        op_bits=args.op_bits,
-        acc_bits=args.acc_bits,
+        operand_bits=args.operand_bits,
+        accumulator_bits=args.accumulator_bits,
         guard_bits=args.guard_bits,
         kmax=args.kmax,
         b_bits=args.b_bits,
@@ -193,7 +193,7 @@ def cmd_verify(args) -> int:
             raise ValueError(f"unknown simulator {s!r}; choose from {', '.join(SIMULATORS)}")
     shapes = _shape_list(args.shapes)
     seeds = _int_list(args.seeds, "seeds", "seed")
-    acc_bits = _int_list(args.acc_bits, "acc-bits", "acc_bits")
+    accumulator_bits = _int_list(args.accumulator_bits, "accumulator-bits", "accumulator_bits")
     check_output_dir(Path(args.out))
     if args.junit:
         check_output_file(Path(args.junit), "--junit", kind="xml")
@@ -201,12 +201,12 @@ def cmd_verify(args) -> int:
         shapes,
         seeds,
         sims,
-        acc_bits_list=acc_bits,
+        accumulator_bits_list=accumulator_bits,
         waves=args.waves,
         out_dir=args.out,
         kmax=args.kmax,
         divide=args.divide,
-        op_bits=args.op_bits,
+        operand_bits=args.operand_bits,
         scheduler=args.scheduler,
         workers=args.workers,
     )
@@ -278,8 +278,8 @@ def cmd_synth(args) -> int:
         params = datapath_params(
             rows=args.rows,
             cols=args.cols,
-            op_bits=args.op_bits,
-            acc_bits=args.acc_bits,
+            operand_bits=args.operand_bits,
+            accumulator_bits=args.accumulator_bits,
             kmax=args.kmax,
             divide=args.divide,
         )
@@ -308,7 +308,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 class _Renamed(argparse.Action):
-    """An option with a new name and its old one (``--operand-bits``, formerly ``--op-bits``):
+    """An option with a new name and its old one (``--operand-bits``, formerly ``--operand-bits``):
     the old one keeps working, with a note on stderr."""
 
     def __call__(self, parser, namespace, values, option_string=None):
@@ -453,13 +453,19 @@ def _train_method_options(t) -> None:
     )
     t.add_argument(
         "--operand-bits",
-        type=limits.arg("operand_bits"),
+        type=limits.arg("train_operand_bits"),
         default=8,
         help="niti profiles: activations, errors and weights in +-(2^(b-1) - 1), shifts "
         "max(bitwidth - (b - 1), 0) (numerics.md §2)",
     )
     t.add_argument(
-        "--acc-bits", type=limits.arg("acc_bits"), default=32, help="accumulator width in bits"
+        "--accumulator-bits",
+        "--acc-bits",
+        dest="accumulator_bits",
+        action=_Renamed,
+        type=limits.arg("accumulator_bits"),
+        default=32,
+        help="accumulator width in bits",
     )
     t.add_argument(
         "--overflow",
@@ -617,7 +623,7 @@ def _verilog_command(command) -> None:
         "--b-bits",
         type=limits.arg("b_bits"),
         default=None,
-        help="B operand width: 8, 16 or 32 (default: --op-bits; 32 for NITRO-D)",
+        help="B operand width: 8, 16 or 32 (default: --operand-bits; 32 for NITRO-D)",
     )
     v.add_argument(
         "--result-rows",
@@ -648,7 +654,10 @@ def _verify_command(command) -> None:
     r.add_argument("--seeds", default="0", help="seeds, e.g. 0,1,2")
     r.add_argument("--sims", default="verilator,icarus", help="verilator and/or icarus")
     r.add_argument(
+        "--accumulator-bits",
         "--acc-bits",
+        dest="accumulator_bits",
+        action=_Renamed,
         default="32,16",
         help="accumulator widths (16 adds the accumulator-limit test)",
     )
@@ -658,12 +667,12 @@ def _verify_command(command) -> None:
     r.add_argument(
         "--operand-bits",
         "--op-bits",
-        dest="op_bits",
+        dest="operand_bits",
         action=_Renamed,
-        type=limits.arg("op_bits"),
+        type=limits.arg("operand_bits"),
         default=8,
         help="operand width of the builds: 2..8 (rescale lanes saturate at +-(2^(b-1) - 1)) "
-        "or 16 (needs --acc-bits of 31 or more)",
+        "or 16 (needs --accumulator-bits of 31 or more)",
     )
     r.add_argument("--waves", action="store_true", help="record waveforms (FST/VCD)")
     r.add_argument(
@@ -823,14 +832,20 @@ def _datapath_options(p, required: bool = True) -> None:
     p.add_argument(
         "--operand-bits",
         "--op-bits",
-        dest="op_bits",
+        dest="operand_bits",
         action=_Renamed,
-        type=limits.arg("op_bits"),
+        type=limits.arg("operand_bits"),
         default=8,
         help="operand width: 2..8 (rescale lanes saturate at +-(2^(b-1) - 1)) or 16",
     )
     p.add_argument(
-        "--acc-bits", type=limits.arg("acc_bits"), default=32, help="accumulator width (8..48)"
+        "--accumulator-bits",
+        "--acc-bits",
+        dest="accumulator_bits",
+        action=_Renamed,
+        type=limits.arg("accumulator_bits"),
+        default=32,
+        help="accumulator width (8..48)",
     )
     p.add_argument(
         "--kmax", type=limits.arg("kmax"), default=256, help="operand buffer depth (1..65536)"

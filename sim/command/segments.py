@@ -39,6 +39,7 @@ import numpy as np
 from nitihw.golden.checkpoint import CHECKPOINT_NAME, read_checkpoint
 from nitihw.golden.errors import InternalError
 from nitihw.golden.files import atomic_write_bytes, atomic_write_json
+from nitihw.golden.limits import current_names
 from nitihw.golden.run_folder import RESULT_NAME, SEGMENTS_NAME
 from nitihw.sim.command.provenance import git_rev, machine
 
@@ -95,7 +96,7 @@ def golden_checkpoints(cfg, data, last: int, folder: Path, say) -> list[dict]:
     t0 = time.perf_counter()
     for e in range(1, last + 1):
         upto = dataclasses.replace(cfg, backend="golden", epochs=e)
-        backend = NumpyBackend(cfg.acc_bits, cfg.overflow)
+        backend = NumpyBackend(cfg.accumulator_bits, cfg.overflow)
         result = train(upto, data, backend, run, resume=e > 1)
         path = folder / f"epoch-{e:02d}.npz"
         atomic_write_bytes(path, (run / CHECKPOINT_NAME).read_bytes())
@@ -267,9 +268,19 @@ def _stored(path: Path, identity: dict, start: str | None) -> dict | None:
         return None
     if not isinstance(rec, dict) or rec.get("version") != RECORD_VERSION:
         return None
-    if rec.get("identity") != identity or rec.get("start_state_sha256") != start:
+    if _current(rec.get("identity")) != identity or rec.get("start_state_sha256") != start:
         return None
     return rec
+
+
+def _current(identity) -> dict | None:
+    """A record's identity under today's names (records checked before the rename keep)."""
+    if not isinstance(identity, dict):
+        return None
+    identity = current_names(identity)
+    if isinstance(identity.get("datapath"), dict):
+        identity["datapath"] = current_names(identity["datapath"])
+    return identity
 
 
 def _report(opts, epochs, records, golden, out: Path, say) -> int:

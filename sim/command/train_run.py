@@ -88,15 +88,15 @@ def run_array(opts: dict, cfg) -> ArrayConfig:
     if tiling == "whole":
         return array
     profile = get_profile(cfg.profile)
-    op_bits = cfg.operand_bits if cfg.operand_bits != 8 else profile.operand_bits
-    b_bits = profile.b_operand_bits or op_bits
-    acc_bytes = -(-cfg.acc_bits // 8)
+    operand_bits = cfg.operand_bits if cfg.operand_bits != 8 else profile.operand_bits
+    b_bits = profile.b_operand_bits or operand_bits
+    acc_bytes = -(-cfg.accumulator_bits // 8)
     acc = Accelerator(
         rows=array.rows,
         cols=array.cols,
         kmax=array.kmax,
-        operand_bits=op_bits,
-        accumulator_bits=cfg.acc_bits,
+        operand_bits=operand_bits,
+        accumulator_bits=cfg.accumulator_bits,
         ofmap_kib=default_result_rows(array.cols) * array.cols * acc_bytes / 1024,
     )
     for name in ("ifmap_kib", "filter_kib"):
@@ -104,7 +104,7 @@ def run_array(opts: dict, cfg) -> ArrayConfig:
             acc = replace(
                 acc, **{name: check("buffer_kib", opts[name], f"--{name.replace('_', '-')}")}
             )
-    b_bytes = -(-b_bits // 8) if b_bits != op_bits else None
+    b_bytes = -(-b_bits // 8) if b_bits != operand_bits else None
     return array_config(acc, b_bytes, opts.get("objective") or "traffic")
 
 
@@ -127,9 +127,9 @@ def run_training(opts: dict, backend=None, eval_backend=None, checked=None) -> d
     if backend is None and cfg.backend == "gpu":
         from nitihw.gpu.backend import CupyBackend
 
-        backend = CupyBackend(cfg.acc_bits, cfg.overflow)
+        backend = CupyBackend(cfg.accumulator_bits, cfg.overflow)
     elif backend is None:
-        backend = NumpyBackend(cfg.acc_bits, cfg.overflow, threads=opts.get("threads"))
+        backend = NumpyBackend(cfg.accumulator_bits, cfg.overflow, threads=opts.get("threads"))
     out = Path(opts["out"])
     profile = get_profile(cfg.profile)
     if profile.datapath:
@@ -192,13 +192,13 @@ def run_header(cfg: TrainConfig, data, backend: str, array, out: Path) -> str:
 def build_name(array: str, params: dict) -> str:
     """The build directory of a Datapath configuration: every parameter that changes the
     Verilog is in it (the B width and the divide lanes only when not the default)."""
-    op_bits = params["op_bits"]
-    name = f"{array}_op{op_bits}"
-    if params.get("b_bits", op_bits) != op_bits:
+    operand_bits = params["operand_bits"]
+    name = f"{array}_op{operand_bits}"
+    if params.get("b_bits", operand_bits) != operand_bits:
         name += f"_b{params['b_bits']}"
     if params.get("divide"):
         name += "_div"
-    return name + f"_acc{params['acc_bits']}_k{params['kmax']}"
+    return name + f"_acc{params['accumulator_bits']}_k{params['kmax']}"
 
 
 def rtl_build(opts: dict) -> tuple[dict, Path]:
@@ -211,8 +211,8 @@ def rtl_build(opts: dict) -> tuple[dict, Path]:
     params = datapath_params(
         array.rows,
         array.cols,
-        op_bits=cfg.operand_bits if cfg.operand_bits != 8 else profile.operand_bits,
-        acc_bits=cfg.acc_bits,
+        operand_bits=cfg.operand_bits if cfg.operand_bits != 8 else profile.operand_bits,
+        accumulator_bits=cfg.accumulator_bits,
         kmax=array.kmax,
         b_bits=profile.b_operand_bits,
         divide=profile.divide,
@@ -398,9 +398,11 @@ def _simulate_training(opts: dict, params: dict, lib, waves: bool, say, checked)
     if n > 1:
         say(f"{n} Datapath instances share each large operation (sim/simulate/native/split.py)")
     try:
-        backend = RtlBackend(driver, call_sync, opts["acc_bits"], opts["overflow"])
+        backend = RtlBackend(driver, call_sync, opts["accumulator_bits"], opts["overflow"])
         golden_eval = (
-            None if opts.get("eval_on_rtl") else NumpyBackend(opts["acc_bits"], opts["overflow"])
+            None
+            if opts.get("eval_on_rtl")
+            else NumpyBackend(opts["accumulator_bits"], opts["overflow"])
         )
         run_training(opts, backend, eval_backend=golden_eval, checked=checked)
     finally:

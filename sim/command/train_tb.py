@@ -54,9 +54,11 @@ async def train_run(dut):
             run(opts)
 
     def run(opts):
-        backend = RtlBackend(drv, call, opts["acc_bits"], opts["overflow"])
+        backend = RtlBackend(drv, call, opts["accumulator_bits"], opts["overflow"])
         golden_eval = (
-            None if opts.get("eval_on_rtl") else NumpyBackend(opts["acc_bits"], opts["overflow"])
+            None
+            if opts.get("eval_on_rtl")
+            else NumpyBackend(opts["accumulator_bits"], opts["overflow"])
         )
         try:
             result = run_training(opts, backend, eval_backend=golden_eval)

@@ -88,10 +88,10 @@ class EnergyTable:
             return self.pj["int16_add"]
         return self.pj["int32_add"] * bits / 32
 
-    def mac(self, operand_bits: int, acc_bits: int) -> float:
+    def mac(self, operand_bits: int, accumulator_bits: int) -> float:
         """One integer multiply-accumulate: a multiply at the operand width, an add at the
         accumulator width."""
-        return self.mult(operand_bits) + self.add(acc_bits)
+        return self.mult(operand_bits) + self.add(accumulator_bits)
 
     def sram_per_byte(self, size_bytes: int) -> float:
         """SRAM access energy per byte for a buffer of ``size_bytes``: the table's 64-bit
@@ -230,8 +230,8 @@ _FIELDS = [
     ("array", "rows", "rows", "rows"),
     ("array", "cols", "cols", "cols"),
     ("array", "kmax", "kmax", "kmax"),
-    ("precision", "operand_bits", "operand_bits", "op_bits"),
-    ("precision", "accumulator_bits", "accumulator_bits", "acc_bits"),
+    ("precision", "operand_bits", "operand_bits", "operand_bits"),
+    ("precision", "accumulator_bits", "accumulator_bits", "accumulator_bits"),
     ("buffers", "ifmap_kib", "ifmap_kib", "buffer_kib"),
     ("buffers", "filter_kib", "filter_kib", "buffer_kib"),
     ("buffers", "ofmap_kib", "ofmap_kib", "buffer_kib"),

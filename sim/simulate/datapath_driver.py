@@ -149,10 +149,10 @@ def _array_field(layout: data.ArrayLayout, offset: int) -> ArrayField:
 class Payloads:
     """Offsets of every payload member for one Datapath configuration."""
 
-    def __init__(self, rows, cols, op_bits, acc_bits, b_bits=None, divide=False):
-        cmd = command_layout(acc_bits)
+    def __init__(self, rows, cols, operand_bits, accumulator_bits, b_bits=None, divide=False):
+        cmd = command_layout(accumulator_bits)
         self.cmd = {name: (f.offset, _width(f.shape)) for name, f in cmd}
-        din = din_layout(rows, cols, op_bits, acc_bits, b_bits, divide)
+        din = din_layout(rows, cols, operand_bits, accumulator_bits, b_bits, divide)
         ab = din["ab"].shape
         self.din_a = _array_field(ab["a"].shape, ab["a"].offset)
         self.din_b = _array_field(ab["b"].shape, ab["b"].offset)
@@ -162,7 +162,7 @@ class Payloads:
         upd = din["update"].shape
         self.din_w = _array_field(upd["w"].shape, upd["w"].offset)
         self.din_g = _array_field(upd["g"].shape, upd["g"].offset)
-        dout = dout_layout(cols, acc_bits, divide)
+        dout = dout_layout(cols, accumulator_bits, divide)
         if divide:
             upd = din["update32"].shape
             self.din_w32 = _array_field(upd["w"].shape, upd["w"].offset)
@@ -323,13 +323,18 @@ class DatapathDriver:
     def __post_init__(self):
         p = self.params
         self.rows, self.cols, self.kmax = p["rows"], p["cols"], p["kmax"]
-        self.b_bits = p.get("b_bits", p["op_bits"])
+        self.b_bits = p.get("b_bits", p["operand_bits"])
         self.has_divide = bool(p.get("divide", False))
         self.result_rows = int(p.get("result_rows", 0))
         #: ``(M, N, (rows, j0s))`` of the GEMM result the result buffer holds, in its row order
         self.kept = None
         self.pay = Payloads(
-            p["rows"], p["cols"], p["op_bits"], p["acc_bits"], self.b_bits, self.has_divide
+            p["rows"],
+            p["cols"],
+            p["operand_bits"],
+            p["accumulator_bits"],
+            self.b_bits,
+            self.has_divide,
         )
         self._plans: dict = {}  # (M, K, N, keep, tiling) -> _GemmPlan
 
@@ -461,7 +466,7 @@ class DatapathDriver:
     def _gemm_operands(self, a, b):
         a = np.asarray(a)
         b = np.asarray(b)
-        _check_fits("gemm: A", a, self.params["op_bits"])
+        _check_fits("gemm: A", a, self.params["operand_bits"])
         _check_fits("gemm: B", b, self.b_bits)
         (m, k), n = a.shape, b.shape[1]
         R, C = self.rows, self.cols
@@ -596,10 +601,11 @@ class DatapathDriver:
 
     def _feed_beats(self, acc) -> list[int]:
         flat = np.asarray(acc, np.int64).reshape(-1)
-        lim = 1 << (self.params["acc_bits"] - 1)
+        lim = 1 << (self.params["accumulator_bits"] - 1)
         if flat.size and (int(flat.min()) < -lim or int(flat.max()) >= lim):
             raise ValueError(
-                f"range_feed: values outside the {self.params['acc_bits']}-bit accumulator range"
+                f"range_feed: values outside the {self.params['accumulator_bits']}-bit "
+                "accumulator range"
             )
         return self._beats([flat], [self.pay.din_acc], flat.size)
 
@@ -718,7 +724,7 @@ class DatapathDriver:
         self._need_divide("DIVIDE")
         acc = np.asarray(acc, np.int64)
         flat = acc.reshape(-1)
-        _check_fits("divide", flat, self.params["acc_bits"])
+        _check_fits("divide", flat, self.params["accumulator_bits"])
         magic, shift = _reciprocal(divisor)
         if from_buffer:
             rows_out = self._kept_rows("divide", acc)

@@ -35,16 +35,19 @@ class RtlBackend(NumpyHostOps, Backend):
     name = "rtl"
     place = "rtl"
 
-    def __init__(self, driver: DatapathDriver, call, acc_bits: int = 32, overflow: str = "error"):
-        super().__init__(acc_bits, overflow)
+    def __init__(
+        self, driver: DatapathDriver, call, accumulator_bits: int = 32, overflow: str = "error"
+    ):
+        super().__init__(accumulator_bits, overflow)
         p = driver.params
-        if p["acc_bits"] != acc_bits:
+        if p["accumulator_bits"] != accumulator_bits:
             raise ValueError(
-                f"the datapath has {p['acc_bits']}-bit accumulators, the run asks for {acc_bits}"
+                f"the datapath has {p['accumulator_bits']}-bit accumulators, the run asks for "
+                f"{accumulator_bits}"
             )
         self.driver, self._call = driver, call
         # lanes built for narrower operands saturate to that width's bound themselves
-        self.rescale_limit = rescale_limit(p["op_bits"])
+        self.rescale_limit = rescale_limit(p["operand_bits"])
         self.sim_cycles = 0  # datapath cycles of every operation so far
         self._op_cycles = 0
         self._gemm_range: tuple | None = None  # (shape, range fields) of the last GEMM's tensor

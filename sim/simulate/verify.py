@@ -192,24 +192,26 @@ def regression_cases(params: dict) -> list[str]:
     """The regression's testcases for a build: the accumulator-limit test needs a narrow
     accumulator (its sums are ~133,000 products long at 32 bits); a build with the divide
     lanes (and 32-bit B operands) adds the NITRO-D test."""
-    cases = [t for t in TESTCASES if t != "accumulator_limits" or params["acc_bits"] <= 16]
+    cases = [t for t in TESTCASES if t != "accumulator_limits" or params["accumulator_bits"] <= 16]
     if params.get("divide"):
         cases += DIVIDE_TESTCASES
     return cases
 
 
 def regression_configs(
-    shapes, acc_bits_list=(32,), kmax: int = 32, divide: bool = False, op_bits: int = 8
+    shapes, accumulator_bits_list=(32,), kmax: int = 32, divide: bool = False, operand_bits: int = 8
 ) -> list[dict]:
     """Datapath parameters of the sweep; ``divide`` builds NITRO-D's configuration (32-bit B
-    operands and the divide lanes); ``op_bits`` the operand width of every build."""
+    operands and the divide lanes); ``operand_bits`` the operand width of every build."""
     from nitihw.rtl.verilog import datapath_params
 
     wide = {"b_bits": 32, "divide": True} if divide else {}
     return [
-        datapath_params(rows=r, cols=c, op_bits=op_bits, acc_bits=a, kmax=kmax, **wide)
+        datapath_params(
+            rows=r, cols=c, operand_bits=operand_bits, accumulator_bits=a, kmax=kmax, **wide
+        )
         for (r, c) in shapes
-        for a in acc_bits_list
+        for a in accumulator_bits_list
     ]
 
 
@@ -217,10 +219,10 @@ def config_tag(params: dict) -> str:
     """``4x4_acc32`` (``_op6`` for operands other than 8 bits, ``_b32_div`` for a NITRO-D
     build): a build directory name."""
     tag = f"{params['rows']}x{params['cols']}"
-    if params["op_bits"] != 8:
-        tag += f"_op{params['op_bits']}"
-    tag += f"_acc{params['acc_bits']}"
-    if params.get("b_bits", params["op_bits"]) != params["op_bits"]:
+    if params["operand_bits"] != 8:
+        tag += f"_op{params['operand_bits']}"
+    tag += f"_acc{params['accumulator_bits']}"
+    if params.get("b_bits", params["operand_bits"]) != params["operand_bits"]:
         tag += f"_b{params['b_bits']}"
     return tag + ("_div" if params.get("divide") else "")
 
@@ -229,7 +231,7 @@ def verify(
     shapes,
     seeds,
     sims,
-    acc_bits_list=(32, 16),
+    accumulator_bits_list=(32, 16),
     waves=False,
     out_dir: str | Path = "build/verify",
     kmax: int = 32,
@@ -237,7 +239,7 @@ def verify(
     divide: bool = False,
     scheduler: str | None = None,
     workers: int | None = None,
-    op_bits: int = 8,
+    operand_bits: int = 8,
 ) -> list[RunResult]:
     """Sweep shapes x accumulator widths x seeds x simulators; print a pass/fail table.
     ``divide``: NITRO-D builds (32-bit B operands, divide lanes) instead.
@@ -246,7 +248,7 @@ def verify(
     Dask cluster of that many processes) or ``scheduler`` (a running one) each configuration
     is one task, its simulators and seeds in turn (so no two tasks share a build folder), on
     the executor of ``nitihw sweep`` (:mod:`nitihw.sim.explore.sweep.run`)."""
-    configs = regression_configs(shapes, acc_bits_list, kmax, divide, op_bits)
+    configs = regression_configs(shapes, accumulator_bits_list, kmax, divide, operand_bits)
     if scheduler is None and not workers:
         results = []
         for params in configs:
@@ -330,7 +332,7 @@ def junit_xml(results: list[RunResult]) -> bytes:
 def format_table(results: list[RunResult]) -> str:
     headers = [
         "array",
-        "acc_bits",
+        "accumulator_bits",
         "sim",
         "seed",
         "tests",
@@ -350,8 +352,8 @@ def format_table(results: list[RunResult]) -> str:
         rows.append(
             [
                 f"{r.params['rows']}x{r.params['cols']}"
-                + (f" op{r.params['op_bits']}" if r.params["op_bits"] != 8 else ""),
-                r.params["acc_bits"],
+                + (f" op{r.params['operand_bits']}" if r.params["operand_bits"] != 8 else ""),
+                r.params["accumulator_bits"],
                 r.sim,
                 r.seed,
                 r.tests,
@@ -380,7 +382,7 @@ def run_rescale_sweep(
     sim: str,
     build_dir: str | Path,
     lanes: int = 64,
-    acc_bits: int = 32,
+    accumulator_bits: int = 32,
     per_case: int = 5120,
     seed: int = 0,
 ) -> tuple[int, int, dict]:
@@ -396,7 +398,7 @@ def run_rescale_sweep(
     build_dir = Path(build_dir)
     src = build_dir / "rtl" / "rescale_lanes.v"
     src.parent.mkdir(parents=True, exist_ok=True)
-    text = to_verilog(RescaleLanes(lanes, acc_bits), "rescale_lanes").encode()
+    text = to_verilog(RescaleLanes(lanes, accumulator_bits), "rescale_lanes").encode()
     write_if_changed(src, text)
     runner = build_design(sim, src, "rescale_lanes", build_dir)
     stats_path = (build_dir / f"rescale_stats_{seed}.json").resolve()
@@ -412,7 +414,7 @@ def run_rescale_sweep(
             log_file=str((build_dir / f"rescale_seed{seed}.log").resolve()),
             extra_env={
                 "NITIHW_LANES": str(lanes),
-                "NITIHW_ACC_BITS": str(acc_bits),
+                "NITIHW_ACC_BITS": str(accumulator_bits),
                 "NITIHW_PER_CASE": str(per_case),
                 "NITIHW_SEED": str(seed),
                 "NITIHW_STATS": str(stats_path),

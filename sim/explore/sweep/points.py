@@ -225,10 +225,10 @@ def train_point(point: dict, settings: dict) -> dict:
         batch=point["batch"],
         seed=t["seed"],
         operand_bits=8 if bits == own else bits,
-        acc_bits=point["accumulator_bits"],
+        accumulator_bits=point["accumulator_bits"],
         overflow=t["overflow"],
     )
-    backend = NumpyBackend(cfg.acc_bits, cfg.overflow, threads=1)
+    backend = NumpyBackend(cfg.accumulator_bits, cfg.overflow, threads=1)
     r = train(cfg, _dataset(t["dataset"]), backend)
     return {
         "train_accuracy": r["train_accuracy"],
@@ -251,8 +251,8 @@ def rtl_point(point: dict, settings: dict) -> dict:
     params = datapath_params(
         point["rows"],
         point["cols"],
-        op_bits=point["operand_bits"],
-        acc_bits=point["accumulator_bits"],
+        operand_bits=point["operand_bits"],
+        accumulator_bits=point["accumulator_bits"],
         kmax=point["kmax"],
     )
     build = Path(settings["build_dir"]) / f"{config_tag(params)}_k{params['kmax']}"

@@ -92,7 +92,7 @@ def calibrate(out_root: Path = Path("build/synth"), progress=None) -> dict:
     for op, acc in WIDTHS:
         reports = {}
         for rows, cols in SHAPES:
-            params = datapath_params(rows, cols, op_bits=op, acc_bits=acc, kmax=256)
+            params = datapath_params(rows, cols, operand_bits=op, accumulator_bits=acc, kmax=256)
             rep = synthesize("generic", params=params, out_root=out_root, progress=progress)
             if rep["failed"]:
                 raise ToolError(f"synthesis of {rep['design']} failed: {rep['failed']}")
@@ -109,26 +109,28 @@ def load_calibration(path: Path = CALIBRATION) -> dict:
         raise AreaModelError(f"area calibration {path}: cannot read ({exc})") from None
 
 
-def coefficients(op_bits: int, acc_bits: int, cal: dict) -> dict:
+def coefficients(operand_bits: int, accumulator_bits: int, cal: dict) -> dict:
     """The model's terms at these widths (linear in the accumulator width between the
     calibrated ones of the same operand width)."""
-    have = sorted(int(k.split("/")[1]) for k in cal["per_width"] if int(k.split("/")[0]) == op_bits)
-    if not have or not have[0] <= acc_bits <= have[-1]:
+    have = sorted(
+        int(k.split("/")[1]) for k in cal["per_width"] if int(k.split("/")[0]) == operand_bits
+    )
+    if not have or not have[0] <= accumulator_bits <= have[-1]:
         span = f"{have[0]}..{have[-1]}" if have else "none"
         raise AreaModelError(
-            f"the area model is calibrated for {op_bits}-bit operands with accumulators of "
-            f"{span} bits, not {acc_bits}"
+            f"the area model is calibrated for {operand_bits}-bit operands with accumulators of "
+            f"{span} bits, not {accumulator_bits}"
         )
-    lo = max(w for w in have if w <= acc_bits)
-    hi = min(w for w in have if w >= acc_bits)
-    c_lo, c_hi = cal["per_width"][f"{op_bits}/{lo}"], cal["per_width"][f"{op_bits}/{hi}"]
-    f = 0.0 if hi == lo else (acc_bits - lo) / (hi - lo)
+    lo = max(w for w in have if w <= accumulator_bits)
+    hi = min(w for w in have if w >= accumulator_bits)
+    c_lo, c_hi = cal["per_width"][f"{operand_bits}/{lo}"], cal["per_width"][f"{operand_bits}/{hi}"]
+    f = 0.0 if hi == lo else (accumulator_bits - lo) / (hi - lo)
     return {k: c_lo[k] + f * (c_hi[k] - c_lo[k]) for k in TERMS}
 
 
-def logic_transistors(rows, cols, op_bits, acc_bits, cal: dict | None = None) -> dict:
+def logic_transistors(rows, cols, operand_bits, accumulator_bits, cal: dict | None = None) -> dict:
     """The Datapath's logic transistors by part: ``array``, ``lanes``, ``control``, ``total``."""
-    c = coefficients(op_bits, acc_bits, cal or load_calibration())
+    c = coefficients(operand_bits, accumulator_bits, cal or load_calibration())
     parts = {
         "array": c["a"] * rows * cols + c["b"] * (rows + cols),
         "lanes": c["l"] * cols + c["l0"],
@@ -138,9 +140,11 @@ def logic_transistors(rows, cols, op_bits, acc_bits, cal: dict | None = None) ->
     return parts
 
 
-def area(rows, cols, op_bits, acc_bits, sram_kib: float, cal: dict | None = None) -> dict:
+def area(
+    rows, cols, operand_bits, accumulator_bits, sram_kib: float, cal: dict | None = None
+) -> dict:
     """Transistors and mm^2 (45 nm) of a Datapath with ``sram_kib`` KiB of on-chip buffers."""
-    logic = logic_transistors(rows, cols, op_bits, acc_bits, cal)
+    logic = logic_transistors(rows, cols, operand_bits, accumulator_bits, cal)
     sram_bits = sram_kib * 1024 * 8
     logic_mm2 = logic["total"] / TRANSISTORS_PER_NAND2 * NAND2_UM2 / 1e6
     sram_mm2 = sram_bits * SRAM_BIT_UM2 / 1e6

@@ -15,6 +15,7 @@ import json
 import time
 from pathlib import Path
 
+from nitihw.golden.limits import current_names
 from nitihw.sim.explore.synth.flow import (
     FLOW_VERSIONS,
     TARGETS,
@@ -45,11 +46,12 @@ def design_name(params: dict | None, fallback: str) -> str:
     """``8x8-op8-acc32-k256`` (plus ``-b32`` / ``-div`` where those differ from the default)."""
     if not params:
         return fallback
-    name = f"{params['rows']}x{params['cols']}-op{params['op_bits']}-acc{params['acc_bits']}"
+    p = params
+    name = f"{p['rows']}x{p['cols']}-op{p['operand_bits']}-acc{p['accumulator_bits']}"
     name += f"-k{params['kmax']}"
     if params.get("guard_bits", 8) != 8:
         name += f"-g{params['guard_bits']}"
-    if params.get("b_bits", params["op_bits"]) != params["op_bits"]:
+    if params.get("b_bits", params["operand_bits"]) != params["operand_bits"]:
         name += f"-b{params['b_bits']}"
     if params.get("divide"):
         name += "-div"
@@ -122,7 +124,7 @@ def read_params(folder: Path) -> dict | None:
     path = Path(folder) / "params.json"
     if not path.exists():
         return None
-    params = json.loads(path.read_text())
+    params = current_names(json.loads(path.read_text()))  # a folder written before the rename
     return {k: v for k, v in params.items() if k not in ("top", "files")}
 
 

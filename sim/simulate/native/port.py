@@ -71,8 +71,8 @@ class NativeDatapath:
         pay = Payloads(
             params["rows"],
             params["cols"],
-            params["op_bits"],
-            params["acc_bits"],
+            params["operand_bits"],
+            params["accumulator_bits"],
             params.get("b_bits"),
             params.get("divide", False),
         )

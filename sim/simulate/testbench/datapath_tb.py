@@ -36,10 +36,10 @@ class DatapathTB:
         self.dut = dut
         self.params = json.loads(os.environ["NITIHW_PARAMS"])
         # the range unit's shift keeps the operand width's magnitude bits (7 for int8)
-        self.target_bits = rescale_limit(self.params["op_bits"]).bit_length()
+        self.target_bits = rescale_limit(self.params["operand_bits"]).bit_length()
         self.seed = int(os.environ.get("NITIHW_SEED", "0"))
         self.rng = np.random.default_rng(self.seed)
-        self.acc = Accumulator(self.params["acc_bits"])
+        self.acc = Accumulator(self.params["accumulator_bits"])
         self.drv = DatapathDriver(CocotbPort(dut), self.params)
         self.macs = 0
         self.t0 = 0.0
@@ -93,7 +93,7 @@ class DatapathTB:
         """A negative ``shift`` is a left shift (the lanes ignore ``mode`` and ``rand``)."""
         rand = self.rng.integers(0, 1 << abs(shift), acc.shape) if mode == "sto" else None
         got = await self.drv.rescale(acc, shift, mode, rand)
-        want = shift_round(acc, shift, mode, rand, rescale_limit(self.params["op_bits"]))
+        want = shift_round(acc, shift, mode, rand, rescale_limit(self.params["operand_bits"]))
         np.testing.assert_array_equal(got, want, err_msg=f"rescale mode {mode} shift {shift}")
 
     async def feed_and_check(self, x):
@@ -142,7 +142,7 @@ async def random_gemms_all_modes(dut):
         (3, 7, 3 * c + 2),
     ]
     for i, (m, k, n) in enumerate(shapes):
-        a, b = random_operands(tb.rng, m, k, n, tb.params["op_bits"])
+        a, b = random_operands(tb.rng, m, k, n, tb.params["operand_bits"])
         acc, rng = await tb.gemm_and_check(a, b)
         shift = rng["shift"]
         for mode in MODES:
@@ -151,7 +151,7 @@ async def random_gemms_all_modes(dut):
             await tb.rescale_and_check(acc, tb.params["max_shift"], "psto")
         # a tensor that is not the GEMM's result (the range unit must be fed it), whose size
         # is not a multiple of the lanes; then the GEMM's own range again, unaffected
-        lim = 1 << (tb.params["acc_bits"] - 1)
+        lim = 1 << (tb.params["accumulator_bits"] - 1)
         other = tb.rng.integers(-lim, lim, m * n + 1) >> int(tb.rng.integers(0, 20))
         await tb.feed_and_check(other)
         await tb.feed_and_check(acc)
@@ -171,7 +171,7 @@ async def corners(dut):
     tb = DatapathTB(dut)
     await tb.start()
     r, c, kmax = tb.params["rows"], tb.params["cols"], tb.params["kmax"]
-    hi = (1 << (tb.params["op_bits"] - 1)) - 1
+    hi = (1 << (tb.params["operand_bits"] - 1)) - 1
     k = min(kmax, 64)
     for sa, sb in ((hi, hi), (hi, -hi), (-hi, -hi)):
         acc, _ = await tb.gemm_and_check(np.full((r + 1, k), sa), np.full((k, c + 1), sb))
@@ -182,7 +182,7 @@ async def corners(dut):
     assert rng["bitwidth"] == 0 and rng["shift"] == 0
     await tb.rescale_and_check(zeros, 0, "round")
     # 32-bit accumulator extremes through the rescale lanes, every mode and every shift
-    lim = 1 << (tb.params["acc_bits"] - 1)
+    lim = 1 << (tb.params["accumulator_bits"] - 1)
     vals = np.array([lim - 1, -lim, -lim + 1, 0, 1, -1, 127, -127, 128, -128, 1004, -1012] * 2)
     for s in range(0, tb.params["max_shift"] + 1):
         for mode in MODES:
@@ -214,14 +214,14 @@ async def corners(dut):
     tb.write_stats("corners")
 
 
-def limit_operands(acc_bits: int, hi: int):
+def limit_operands(accumulator_bits: int, hi: int):
     """Operands whose sums land exactly on the accumulator's limits and one past them.
 
-    Row 0 of A against column 0 of B sums to exactly ``2^(acc_bits-1) - 1``; against column 1
-    to one more (overflow). Row 1 is row 0 negated: ``-(2^(acc_bits-1) - 1)`` and exactly
-    ``-2^(acc_bits-1)`` (the minimum, no overflow).
+    Row 0 of A against column 0 of B sums to exactly ``2^(accumulator_bits-1) - 1``; against
+    column 1 to one more (overflow). Row 1 is row 0 negated: ``-(2^(accumulator_bits-1) - 1)``
+    and exactly ``-2^(accumulator_bits-1)`` (the minimum, no overflow).
     """
-    top = (1 << (acc_bits - 1)) - 1
+    top = (1 << (accumulator_bits - 1)) - 1
     full, rest = divmod(top, hi * hi)
     q, r = divmod(rest, hi)
     a_row = [hi] * full + [q, 1]
@@ -241,13 +241,13 @@ LIMITS_MAX_K = 4096
 async def accumulator_limits(dut):
     """Sums exactly at the accumulator's limits, and one past them (overflow).
 
-    Runs on narrow-accumulator builds (the regression uses acc_bits=16), where the limits are
-    reachable in a few products; with 32-bit accumulators they need ~133,000 products per sum.
+    Runs on narrow-accumulator builds (the regression uses accumulator_bits=16), where the limits
+    are reachable in a few products; with 32-bit accumulators they need ~133,000 products per sum.
     """
     tb = DatapathTB(dut)
     await tb.start()
-    hi = (1 << (tb.params["op_bits"] - 1)) - 1
-    a, b = limit_operands(tb.params["acc_bits"], hi)
+    hi = (1 << (tb.params["operand_bits"] - 1)) - 1
+    a, b = limit_operands(tb.params["accumulator_bits"], hi)
     assert a.shape[1] <= LIMITS_MAX_K, "accumulator_limits needs a narrow-accumulator build"
     _, rng = await tb.gemm_and_check(a, b)
     assert rng["overflow_count"] == 1
@@ -260,10 +260,11 @@ async def accumulator_limits(dut):
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 
 
-def wide_overflow_flags(a, b, acc_bits: int, wide: int) -> np.ndarray:
+def wide_overflow_flags(a, b, accumulator_bits: int, wide: int) -> np.ndarray:
     """The overflow flags of a wide-B build, exactly: a PE adds its products in K order and its
-    flag is sticky once the running sum leaves ``wide = acc_bits + guard_bits`` bits, so it is
-    set when some running sum left ``wide`` bits or the exact sum lies outside ``acc_bits``."""
+    flag is sticky once the running sum leaves ``wide = accumulator_bits + guard_bits`` bits, so
+    it is set when some running sum left ``wide`` bits or the exact sum lies outside
+    ``accumulator_bits``."""
     running = np.zeros((a.shape[0], b.shape[1]), object)
     sticky = np.zeros(running.shape, bool)
     lo, hi = -(1 << (wide - 1)), (1 << (wide - 1)) - 1
@@ -271,7 +272,7 @@ def wide_overflow_flags(a, b, acc_bits: int, wide: int) -> np.ndarray:
     for k in range(a.shape[1]):
         running = running + np.outer(a[:, k], b[k])
         sticky |= ((running < lo) | (running > hi)).astype(bool)
-    top = 1 << (acc_bits - 1)
+    top = 1 << (accumulator_bits - 1)
     return sticky | ((running < -top) | (running >= top)).astype(bool)
 
 
@@ -307,7 +308,7 @@ async def divide_ops(dut):
     await tb.start()
     p = tb.params
     assert p.get("divide") and p.get("b_bits") == 32, "divide_ops needs a b_bits=32 divide build"
-    r, c, kmax, bits = p["rows"], p["cols"], p["kmax"], p["acc_bits"]
+    r, c, kmax, bits = p["rows"], p["cols"], p["kmax"], p["accumulator_bits"]
     wide = bits + p["guard_bits"]
     shapes = [(1, 1, 1), (r + 1, kmax + 5, c + 1), (2 * r + 3, 2 * kmax + 1, 2 * c + 1), (3, 7, 9)]
     for m, k, n in shapes:
@@ -357,7 +358,7 @@ async def gemm_throughput(dut):
     await tb.start()
     n = int(os.environ.get("NITIHW_GEMM", "64"))
     for _ in range(2):
-        a, b = random_operands(tb.rng, n, n, n, tb.params["op_bits"])
+        a, b = random_operands(tb.rng, n, n, n, tb.params["operand_bits"])
         await tb.gemm_and_check(a, b)
     await tb.check_cycles()
     tb.write_stats("gemm_throughput")

@@ -23,10 +23,10 @@ from nitihw.sim.simulate.datapath_driver import ArrayField
 MODES = ("round", "psto", "trunc", "rne", "sto")
 
 
-def test_values(rng, n: int, shift: int, acc_bits: int) -> np.ndarray:
+def test_values(rng, n: int, shift: int, accumulator_bits: int) -> np.ndarray:
     """Uniform values over the whole range, values next to the rounding points of this shift,
     and the extremes."""
-    lo, hi = -(1 << (acc_bits - 1)), (1 << (acc_bits - 1)) - 1
+    lo, hi = -(1 << (accumulator_bits - 1)), (1 << (accumulator_bits - 1)) - 1
     uniform = rng.integers(lo, hi + 1, n - n // 4)
     q = rng.integers(0, max(1, (hi >> shift) + 1), n // 4 - 8)
     half = (q << shift) + ((1 << shift) >> 1) + rng.integers(-1, 2, q.shape)
@@ -38,12 +38,12 @@ def test_values(rng, n: int, shift: int, acc_bits: int) -> np.ndarray:
 @cocotb.test()
 async def every_mode_every_shift(dut):
     lanes = int(os.environ["NITIHW_LANES"])
-    acc_bits = int(os.environ["NITIHW_ACC_BITS"])
+    accumulator_bits = int(os.environ["NITIHW_ACC_BITS"])
     per_case = int(os.environ["NITIHW_PER_CASE"])
     rng = np.random.default_rng(int(os.environ.get("NITIHW_SEED", "0")))
-    ms = rescale_max_shift(acc_bits)
-    acc_f = ArrayField(0, lanes, acc_bits, True)
-    rand_f = ArrayField(lanes * acc_bits, lanes, ms, False)
+    ms = rescale_max_shift(accumulator_bits)
+    acc_f = ArrayField(0, lanes, accumulator_bits, True)
+    rand_f = ArrayField(lanes * accumulator_bits, lanes, ms, False)
     out_f = ArrayField(0, lanes, 8, True)
     dut.i__valid.value = 0
     dut.o__ready.value = 1
@@ -52,7 +52,7 @@ async def every_mode_every_shift(dut):
     t0, cycles, checked = time.perf_counter(), 0, 0
     for mode in MODES:
         for s in range(ms + 1):
-            x = test_values(rng, per_case, s, acc_bits)
+            x = test_values(rng, per_case, s, accumulator_bits)
             x = np.pad(x, (0, -len(x) % lanes))
             rand = rng.integers(0, 1 << s, x.shape) if mode == "sto" else np.zeros_like(x)
             want = shift_round(x, s, mode, rand if mode == "sto" else None)
