@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import git_rev, machine, markdown_table, print_table, write_section
 
 from nitihw.golden.files import atomic_write_json
-from nitihw.rtl.verilog import datapath_params
+from nitihw.rtl.datapath import DatapathParams
 from nitihw.sim.explore.synth import synthesize
 from nitihw.sim.explore.synth.area import CALIBRATION, calibrate, logic_transistors
 
@@ -46,7 +46,7 @@ def main() -> None:
     print(f"calibration: {len(cal['per_width'])} widths in {cal_seconds:.0f} s -> {CALIBRATION}")
     rows = []
     for r, c, op, acc in CHECKS:
-        params = datapath_params(r, c, operand_bits=op, accumulator_bits=acc, kmax=256)
+        params = DatapathParams(r, c, operand_bits=op, accumulator_bits=acc, kmax=256)
         rep = synthesize("generic", params=params, out_root=args.out, blocks=False)
         real = rep["modules"]["datapath"]["transistors"]
         model = logic_transistors(r, c, op, acc, cal)["total"]

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import git_rev, machine, markdown_table, print_table, write_section
 
 from nitihw.golden import exact_matmul
-from nitihw.rtl.verilog import datapath_params
+from nitihw.rtl.datapath import DatapathParams
 from nitihw.sim.simulate.datapath_driver import DatapathDriver
 from nitihw.sim.simulate.native import NativeDatapath, NativeOptions, build_native, call_sync
 from nitihw.sim.simulate.verify import THROUGHPUT_TEST, run_datapath_tests
@@ -72,7 +72,7 @@ def timed_build(params, where: Path, options=None) -> tuple[Path, float]:
 def speed_rows(arrays, gemm: int, icarus_gemm: int) -> list[list]:
     rows = []
     for r, c in arrays:
-        params = datapath_params(r, c)
+        params = DatapathParams(r, c)
         where = BUILD / f"{r}x{c}"
         shutil.rmtree(where, ignore_errors=True)  # fresh builds
         lib, build_s = timed_build(params, where)
@@ -110,7 +110,7 @@ def speed_rows(arrays, gemm: int, icarus_gemm: int) -> list[list]:
 def option_rows(arrays, gemm: int, rounds: int) -> list[list]:
     rows = []
     for r, c in arrays:
-        params = datapath_params(r, c)
+        params = DatapathParams(r, c)
         where = BUILD / f"options-{r}x{c}"
         shutil.rmtree(where, ignore_errors=True)
         built = [(name, *timed_build(params, where, NativeOptions(**kw))) for name, kw in VARIANTS]

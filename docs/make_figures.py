@@ -73,7 +73,8 @@ def datapath_timing():
 
     from nitihw.rtl.datapath import Datapath
     from nitihw.rtl.schedule import program_cycles
-    from nitihw.sim.simulate.datapath_driver import AmaranthPort, DatapathDriver
+    from nitihw.sim.simulate.datapath_driver import DatapathDriver
+    from nitihw.sim.simulate.ports import AmaranthPort
 
     names = ["cmd__valid", "cmd__ready", "din__valid", "din__ready", "dout__valid", "busy"]
     trace = {}
@@ -86,7 +87,7 @@ def datapath_timing():
     log = []
 
     async def tb(ctx):
-        drv = DatapathDriver(RecordingPort(ctx, dut), dut.parameters())
+        drv = DatapathDriver(RecordingPort(ctx, dut), dut.params)
         await drv.reset_streams()
         rng = np.random.default_rng(0)
         a, b = rng.integers(-9, 10, (6, 5)), rng.integers(-9, 10, (5, 4))

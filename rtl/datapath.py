@@ -74,11 +74,14 @@ with ``divide=True``.
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass, fields
+
 from amaranth import Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, enum, memory, stream, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
+from nitihw.golden.limits import current_names
 from nitihw.rtl.divide import DIV_BITS, MAGIC_BITS, SHIFT_BITS, DivideLanes
 from nitihw.rtl.mac_array import MacArray, check_array_params, max_exact_k, wide_overflow
 from nitihw.rtl.params import reject, require
@@ -231,6 +234,94 @@ class _Wires(dict):
         return tuple(self[n] for n in names)
 
 
+@dataclass(frozen=True)
+class DatapathParams:
+    """The parameters of one :class:`Datapath`, checked once, here, and passed as this one
+    object from the command line to the Verilog, the simulators, the driver and the testbenches
+    (files and child processes carry :meth:`as_dict`, read back with :meth:`from_dict`).
+
+    Its fields are the Datapath's parameters (see there); ``b_bits`` (None: ``operand_bits``)
+    and ``result_rows`` (None: :func:`~nitihw.rtl.schedule.default_result_rows`) are resolved
+    when it is made. Each value is checked against :data:`nitihw.golden.limits.LIMITS`, then
+    their combinations.
+    """
+
+    rows: int = 8
+    cols: int = 8
+    operand_bits: int = 8
+    accumulator_bits: int = 32
+    guard_bits: int = 8
+    kmax: int = 256
+    b_bits: int | None = None
+    divide: bool = False
+    result_rows: int | None = None
+
+    def __post_init__(self):
+        for key in ("rows", "cols", "kmax", "operand_bits"):
+            require(self, key, getattr(self, key))
+        if self.b_bits is None:
+            object.__setattr__(self, "b_bits", self.operand_bits)
+        if self.result_rows is None:
+            object.__setattr__(self, "result_rows", default_result_rows(self.cols))
+        require(self, "result_rows", self.result_rows)
+        require(self, "b_bits", self.b_bits)
+        require(self, "accumulator_bits", self.accumulator_bits)
+        require(self, "guard_bits", self.guard_bits)
+        if not isinstance(self.divide, bool):
+            reject(self, f"divide must be True or False, got {self.divide!r}")
+        check_array_params(
+            self,
+            self.rows,
+            self.cols,
+            self.operand_bits,
+            self.b_bits,
+            self.accumulator_bits,
+            self.guard_bits,
+        )
+        if self.divide and self.operand_bits < 8:
+            reject(
+                self,
+                "divide=True (NITRO-D) needs 8-bit operands or wider, got "
+                f"operand_bits={self.operand_bits}",
+            )
+        if self.divide and self.accumulator_bits > DIV_BITS:
+            reject(
+                self,
+                f"the divide lanes take {DIV_BITS}-bit values: divide=True needs "
+                f"accumulator_bits <= {DIV_BITS}, got {self.accumulator_bits}",
+            )
+
+    @property
+    def max_shift(self) -> int:
+        """The rescale lanes' largest shift."""
+        return rescale_max_shift(self.accumulator_bits)
+
+    @property
+    def rescale_limit(self) -> int:
+        """The rescale lanes' saturation bound."""
+        return rescale_limit(self.operand_bits)
+
+    @property
+    def max_exact_k(self) -> int:
+        """The longest sum whose overflow flag is exact."""
+        return max_exact_k(self.accumulator_bits, self.guard_bits, self.operand_bits, self.b_bits)
+
+    def as_dict(self) -> dict:
+        """The fields and the derived values, as ``params.json`` holds them."""
+        derived = ("max_shift", "rescale_limit", "max_exact_k")
+        return asdict(self) | {k: getattr(self, k) for k in derived}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> DatapathParams:
+        """What :meth:`as_dict` wrote (also under the former names, see
+        :func:`~nitihw.golden.limits.current_names`), checked again; other keys are ignored."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in current_names(values).items() if k in names})
+
+    def __str__(self) -> str:
+        return f"{self.rows}x{self.cols}"
+
+
 class Datapath(wiring.Component):
     """The nitihw training datapath.
 
@@ -273,62 +364,43 @@ class Datapath(wiring.Component):
         The last such opcode.
     """
 
-    def __init__(
-        self,
-        rows: int = 8,
-        cols: int = 8,
-        *,
-        operand_bits: int = 8,
-        accumulator_bits: int = 32,
-        guard_bits: int = 8,
-        kmax: int = 256,
-        b_bits: int | None = None,
-        divide: bool = False,
-        result_rows: int | None = None,
-    ):
-        for key, value in (("rows", rows), ("cols", cols), ("kmax", kmax)):
-            require(self, key, value)
-        result_rows = default_result_rows(cols) if result_rows is None else result_rows
-        require(self, "result_rows", result_rows)
-        require(self, "operand_bits", operand_bits)
-        b_bits = operand_bits if b_bits is None else b_bits
-        require(self, "b_bits", b_bits)
-        require(self, "accumulator_bits", accumulator_bits)
-        require(self, "guard_bits", guard_bits)
-        if not isinstance(divide, bool):
-            reject(self, f"divide must be True or False, got {divide!r}")
-        check_array_params(self, rows, cols, operand_bits, b_bits, accumulator_bits, guard_bits)
-        if divide and operand_bits < 8:
-            reject(
-                self,
-                "divide=True (NITRO-D) needs 8-bit operands or wider, got "
-                f"operand_bits={operand_bits}",
-            )
-        if divide and accumulator_bits > DIV_BITS:
-            reject(
-                self,
-                f"the divide lanes take {DIV_BITS}-bit values: divide=True needs "
-                f"accumulator_bits <= {DIV_BITS}, got {accumulator_bits}",
-            )
-        self._rows, self._cols, self._operand_bits = rows, cols, operand_bits
-        self._accumulator_bits, self._guard_bits, self._kmax = accumulator_bits, guard_bits, kmax
-        self._b_bits, self._divide = b_bits, divide
-        self._result_rows = result_rows
+    def __init__(self, rows: int | DatapathParams = 8, cols: int = 8, **options):
+        """``Datapath(params)`` with a :class:`DatapathParams`, or ``Datapath(rows, cols,
+        **options)`` with its fields (checked there)."""
+        if isinstance(rows, DatapathParams):
+            if options or cols != 8:
+                self._MustUse__silence = True
+                raise TypeError("Datapath(params) takes no other arguments")
+            p = rows
+        else:
+            try:
+                p = DatapathParams(rows, cols, **options)
+            except (TypeError, ValueError):
+                self._MustUse__silence = True  # never built: nothing to warn about
+                raise
+        self._params = p
+        self._rows, self._cols, self._operand_bits = p.rows, p.cols, p.operand_bits
+        self._accumulator_bits, self._guard_bits, self._kmax = (
+            p.accumulator_bits,
+            p.guard_bits,
+            p.kmax,
+        )
+        self._b_bits, self._divide, self._result_rows = p.b_bits, p.divide, p.result_rows
+        rows, cols, acc, b_bits = p.rows, p.cols, p.accumulator_bits, p.b_bits
         super().__init__(
             {
-                "cmd": In(stream.Signature(command_layout(accumulator_bits))),
+                "cmd": In(stream.Signature(command_layout(acc))),
                 "din": In(
-                    stream.Signature(
-                        din_layout(rows, cols, operand_bits, accumulator_bits, b_bits, divide)
-                    )
+                    stream.Signature(din_layout(rows, cols, p.operand_bits, acc, b_bits, p.divide))
                 ),
-                "dout": Out(stream.Signature(dout_layout(cols, accumulator_bits, divide))),
+                "dout": Out(stream.Signature(dout_layout(cols, acc, p.divide))),
                 "busy": Out(1),
                 "error": Out(1),
                 "error_op": Out(4),
             }
         )
 
+    params = property(lambda self: self._params, doc="The :class:`DatapathParams` built.")
     rows = property(lambda self: self._rows)
     cols = property(lambda self: self._cols)
     operand_bits = property(lambda self: self._operand_bits)
@@ -338,24 +410,6 @@ class Datapath(wiring.Component):
     b_bits = property(lambda self: self._b_bits)
     divide = property(lambda self: self._divide)
     result_rows = property(lambda self: self._result_rows)
-
-    def parameters(self) -> dict:
-        return {
-            "rows": self._rows,
-            "cols": self._cols,
-            "operand_bits": self._operand_bits,
-            "accumulator_bits": self._accumulator_bits,
-            "guard_bits": self._guard_bits,
-            "kmax": self._kmax,
-            "b_bits": self._b_bits,
-            "divide": self._divide,
-            "result_rows": self._result_rows,
-            "max_shift": rescale_max_shift(self._accumulator_bits),
-            "rescale_limit": rescale_limit(self._operand_bits),
-            "max_exact_k": max_exact_k(
-                self._accumulator_bits, self._guard_bits, self._operand_bits, self._b_bits
-            ),
-        }
 
     def elaborate(self, platform):
         m, w = Module(), _Wires()

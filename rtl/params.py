@@ -37,8 +37,12 @@ def require_int(owner, name: str, value, lo: int, hi: int) -> None:
 
 
 def reject(owner, message: str):
-    # A component rejected in its constructor is not an unused one: silence Amaranth's warning.
-    owner._MustUse__silence = True
+    # A component rejected in its constructor is not an unused one: silence Amaranth's warning
+    # (a frozen parameter set, which Amaranth does not watch, refuses the attribute).
+    try:
+        owner._MustUse__silence = True
+    except AttributeError:
+        pass
     raise ValueError(message)
 
 
@@ -52,9 +56,10 @@ WARN_SECONDS = 120.0
 WARN_BYTES = 2e9
 
 
-def generation_cost(params: dict) -> tuple[float, float]:
-    """The expected seconds and peak bytes of generating the Datapath ``params``."""
-    pes = params["rows"] * params["cols"]
+def generation_cost(params) -> tuple[float, float]:
+    """The expected seconds and peak bytes of generating the Datapath ``params`` (a
+    :class:`~nitihw.rtl.datapath.DatapathParams`)."""
+    pes = params.rows * params.cols
     return (
         GENERATION_SECONDS[0] + GENERATION_SECONDS[1] * pes,
         GENERATION_BYTES[0] + GENERATION_BYTES[1] * pes,

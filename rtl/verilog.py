@@ -7,12 +7,12 @@ from pathlib import Path
 
 from amaranth.back import rtlil
 
-from nitihw.rtl.datapath import Datapath
+from nitihw.rtl.datapath import Datapath, DatapathParams
 from nitihw.rtl.divide import DivideLanes
 from nitihw.rtl.mac_array import MacArray
 from nitihw.rtl.params import check_netlist, cost_line, generation_cost
 from nitihw.rtl.range_unit import RangeUnit
-from nitihw.rtl.rescale import RescaleLanes, rescale_limit
+from nitihw.rtl.rescale import RescaleLanes
 from nitihw.rtl.update import UpdateLanes
 
 TOP = "datapath"
@@ -58,68 +58,26 @@ def to_verilog(component, name: str, netlist: str = "optimized") -> str:
     return yosys.run(["-q", "-"], "\n".join(script), ignore_warnings=True)
 
 
-def datapath_params(
-    rows=8,
-    cols=8,
-    operand_bits=8,
-    accumulator_bits=32,
-    guard_bits=8,
-    kmax=256,
-    b_bits=None,
-    divide=False,
-    result_rows=None,
-) -> dict:
-    """The full parameter set of a Datapath (validated as the Datapath validates it)."""
-    dp = Datapath(
-        rows,
-        cols,
-        operand_bits=operand_bits,
-        accumulator_bits=accumulator_bits,
-        guard_bits=guard_bits,
-        kmax=kmax,
-        b_bits=b_bits,
-        divide=divide,
-        result_rows=result_rows,
-    )
-    dp._MustUse__silence = True  # built only to validate and describe the parameters
-    return dp.parameters()
-
-
-def component_builders(params: dict) -> dict:
+def component_builders(params: DatapathParams) -> dict:
     """Module name -> a function building that component (the Datapath and its blocks)."""
     p = params
-    b_bits, divide = p.get("b_bits", p["operand_bits"]), p.get("divide", False)
     builders = {
-        TOP: lambda: Datapath(
-            p["rows"],
-            p["cols"],
-            operand_bits=p["operand_bits"],
-            accumulator_bits=p["accumulator_bits"],
-            guard_bits=p["guard_bits"],
-            kmax=p["kmax"],
-            b_bits=b_bits,
-            divide=divide,
-            result_rows=p.get("result_rows"),
-        ),
+        TOP: lambda: Datapath(p),
         "mac_array": lambda: MacArray(
-            p["rows"],
-            p["cols"],
-            a_width=p["operand_bits"],
-            b_width=b_bits,
-            accumulator_bits=p["accumulator_bits"],
-            guard_bits=p["guard_bits"],
+            p.rows,
+            p.cols,
+            a_width=p.operand_bits,
+            b_width=p.b_bits,
+            accumulator_bits=p.accumulator_bits,
+            guard_bits=p.guard_bits,
         ),
-        "range_unit": lambda: RangeUnit(
-            p["cols"], p["accumulator_bits"], rescale_limit(p["operand_bits"]).bit_length()
-        ),
-        "rescale_lanes": lambda: RescaleLanes(
-            p["cols"], p["accumulator_bits"], rescale_limit(p["operand_bits"])
-        ),
-        "update_lanes": lambda: UpdateLanes(p["cols"], master=False),
-        "update_lanes_master": lambda: UpdateLanes(p["cols"], master=True),
+        "range_unit": lambda: RangeUnit(p.cols, p.accumulator_bits, p.rescale_limit.bit_length()),
+        "rescale_lanes": lambda: RescaleLanes(p.cols, p.accumulator_bits, p.rescale_limit),
+        "update_lanes": lambda: UpdateLanes(p.cols, master=False),
+        "update_lanes_master": lambda: UpdateLanes(p.cols, master=True),
     }
-    if divide:
-        builders["divide_lanes"] = lambda: DivideLanes(p["cols"])
+    if p.divide:
+        builders["divide_lanes"] = lambda: DivideLanes(p.cols)
     return builders
 
 
@@ -133,7 +91,11 @@ def write_if_changed(path: Path, text: bytes) -> None:
 
 
 def write_verilog(
-    out_dir: str | Path, params: dict, blocks: bool = True, log=None, netlist: str = "optimized"
+    out_dir: str | Path,
+    params: DatapathParams,
+    blocks: bool = True,
+    log=None,
+    netlist: str = "optimized",
 ) -> dict:
     """Write ``datapath.v`` (and each block's ``NAME.v`` when ``blocks``) and ``params.json``.
 
@@ -160,7 +122,7 @@ def write_verilog(
         pass
     if log:
         seconds, nbytes = generation_cost(params)
-        what = f"generating the Verilog of the {params['rows']}x{params['cols']} Datapath"
+        what = f"generating the Verilog of the {params} Datapath"
         log(cost_line(what, seconds, nbytes))
     for name, build in component_builders(params).items():
         if name not in names:
@@ -169,13 +131,13 @@ def write_verilog(
         write_if_changed(out / f"{name}.v", text)
     atomic_write_json(
         out / "params.json",
-        {"top": TOP, **params, "files": sorted(Path(f).name for f in written.values())},
+        {"top": TOP, **params.as_dict(), "files": sorted(Path(f).name for f in written.values())},
     )
     atomic_write_json(stamp, key)  # last: a half-written set is never taken as current
     return written
 
 
-def generation_key(params: dict, names: list[str], netlist: str = "optimized") -> dict:
+def generation_key(params: DatapathParams, names: list[str], netlist: str = "optimized") -> dict:
     """What the generated Verilog depends on: the parameters, the modules asked for, the
     sources of :mod:`nitihw.rtl` and the versions of Amaranth and its Yosys."""
     import hashlib
@@ -191,14 +153,10 @@ def generation_key(params: dict, names: list[str], netlist: str = "optimized") -
         except metadata.PackageNotFoundError:
             versions[dist] = None
     key = {
-        "params": params,
+        "params": params.as_dict(),
         "modules": sorted(names),
         "netlist": netlist,
         "rtl": h.hexdigest(),
         **versions,
     }
     return json.loads(json.dumps(key))  # as it reads back from the stamp
-
-
-def params_json(out_dir: str | Path) -> dict:
-    return json.loads((Path(out_dir) / "params.json").read_text())

@@ -156,3 +156,60 @@ def test_every_package_is_in_pyproject():
         for init in (ROOT / part).rglob("__init__.py")
     }
     assert found == listed, f"missing {sorted(found - listed)}, stale {sorted(listed - found)}"
+
+
+def _members(proto) -> dict[str, bool]:
+    """A Protocol's members and whether each is a coroutine function."""
+    import inspect
+
+    return {
+        name: inspect.iscoroutinefunction(value)
+        for name, value in vars(proto).items()
+        if not name.startswith("_") and (callable(value) or isinstance(value, property))
+    }
+
+
+def _conforms(cls, proto) -> list[str]:
+    """What ``cls`` lacks of ``proto``: missing members, or a coroutine where a plain
+    method is declared (or the reverse)."""
+    import inspect
+
+    wrong = []
+    for name, is_async in _members(proto).items():
+        if not hasattr(cls, name):
+            wrong.append(f"{cls.__name__} has no {name}")
+        elif (
+            callable(getattr(cls, name))
+            and inspect.iscoroutinefunction(getattr(cls, name)) != is_async
+        ):
+            wrong.append(f"{cls.__name__}.{name} is {'not ' if is_async else ''}async")
+    return wrong
+
+
+def test_every_simulator_port_is_what_it_declares():
+    """The driver's two kinds of port (sim/simulate/ports.py) and the classes that implement
+    them: Amaranth's and cocotb's step a cycle at a time, the native harness a program."""
+    from nitihw.sim.simulate.cocotb_port import CocotbPort
+    from nitihw.sim.simulate.native import NativeDatapath
+    from nitihw.sim.simulate.ports import AmaranthPort, CyclePort, ProgramPort
+
+    assert set(_members(CyclePort)) == {
+        "cycle",
+        "set",
+        "get",
+        "settle",
+        "tick",
+        "wait_any",
+        "wait_low",
+    }
+    assert set(_members(ProgramPort)) == {"cycle", "run_program"}
+    for cls in (AmaranthPort, CocotbPort):
+        assert _conforms(cls, CyclePort) == []
+    assert _conforms(NativeDatapath, ProgramPort) == []
+    # the check can fail: a port without its wait, or with a plain tick
+    assert _conforms(NativeDatapath, CyclePort) != []
+    lame = type("Lame", (), {"cycle": 0, "run_program": lambda self, c, d, n: None})
+    assert _conforms(lame, ProgramPort) == []
+    assert _conforms(type("Sync", (AmaranthPort,), {"tick": lambda self: None}), CyclePort) == [
+        "Sync.tick is not async"
+    ]

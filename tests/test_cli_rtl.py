@@ -110,7 +110,7 @@ def test_emitted_verilog_compiles_in_icarus(tmp_path):
             "--operand-bits/--op-bits: must be 2, 3, 4, 5, 6, 7, 8 or 16, got 1",
         ),
         (["verilog", "--kmax", "0", "--out", "x"], "--kmax: must be an integer in 1..65536"),
-        (["verify", "--shapes", "8by8"], "bad array shape '8by8'"),
+        (["verify", "--shapes", "8by8"], "bad --shapes '8by8': expected ROWSxCOLS"),
         (["verify", "--sims", "modelsim"], "unknown simulator 'modelsim'"),
         (["verify", "--seeds", "a"], "bad seeds list 'a'"),
         (["verify", "--seeds", "-1"], "--seeds -1 must be an integer in 0..4294967295"),
@@ -198,9 +198,10 @@ def test_verify_on_dask_writes_junit(tmp_path, capsys):
 def test_junit_names_a_failure():
     from xml.etree import ElementTree as ET
 
+    from nitihw.rtl.datapath import DatapathParams
     from nitihw.sim.simulate.verify import RunResult, junit_xml
 
-    params = {"rows": 2, "cols": 2, "accumulator_bits": 32, "operand_bits": 8}
+    params = DatapathParams(2, 2)
     bad = RunResult("verilator", params, 1, 5, 2, {}, 1.0, 2.0, "/b/2x2_acc32", None)
     root = ET.fromstring(junit_xml([bad]))
     (fail,) = root.iter("failure")

@@ -243,7 +243,7 @@ def test_a_build_in_use_is_never_rebuilt_under_its_run(tmp_path, monkeypatch):
     """Runs of one parameter set share their build folder (both hold it); a run that would
     rebuild it (its compiler, options or sources changed) is refused while another simulates
     from it, and rebuilds once it is free. The compiler is a stand-in: no C++ is built."""
-    from nitihw.rtl.verilog import datapath_params
+    from nitihw.rtl.datapath import DatapathParams
     from nitihw.sim.simulate.native import NativeBuildError, build, native_in_use
 
     built = []
@@ -257,7 +257,7 @@ def test_a_build_in_use_is_never_rebuilt_under_its_run(tmp_path, monkeypatch):
     monkeypatch.setattr(build, "_compile", fake_compile)
     monkeypatch.setattr(build, "_need_tools", lambda: "verilator")
     monkeypatch.setattr(build, "cxx_compiler", lambda choice: "c++-one")
-    params = datapath_params(2, 2, kmax=8)
+    params = DatapathParams(2, 2, kmax=8)
     where = tmp_path / "build"
     with native_in_use(params, where) as lib:
         with native_in_use(params, where) as again:  # a second run of the same parameters
@@ -273,10 +273,11 @@ def test_a_build_in_use_is_never_rebuilt_under_its_run(tmp_path, monkeypatch):
 
 # ---- long work says so first ----------------------------------------------------------------
 def test_large_designs_warn_with_time_and_memory():
+    from nitihw.rtl.datapath import DatapathParams
     from nitihw.rtl.params import cost_line, generation_cost
 
-    small = cost_line("x", *generation_cost({"rows": 8, "cols": 8}))
-    big = cost_line("x", *generation_cost({"rows": 256, "cols": 256}))
+    small = cost_line("x", *generation_cost(DatapathParams(8, 8)))
+    big = cost_line("x", *generation_cost(DatapathParams(256, 256)))
     assert not small.startswith("warning") and "GB of memory" in small
     assert big.startswith("warning: large design") and "this machine has" in big
     assert "min" in big or " h " in big

@@ -18,7 +18,8 @@ from nitihw.golden import NumpyBackend, OpTag, shift_round
 from nitihw.golden.rounding import trunc_div, wrap
 from nitihw.rtl.datapath import Datapath
 from nitihw.sim.model.cycle_model import ArrayConfig, CycleReport, op_cycles
-from nitihw.sim.simulate.datapath_driver import AmaranthPort, DatapathDriver
+from nitihw.sim.simulate.datapath_driver import DatapathDriver
+from nitihw.sim.simulate.ports import AmaranthPort
 from nitihw.sim.simulate.rtl_backend import RtlBackend
 
 TAG = OpTag("0:linear", "forward")
@@ -33,7 +34,7 @@ class SimulatedBackend:
         driver_box = queue.Queue()
 
         async def testbench(ctx):
-            drv = DatapathDriver(AmaranthPort(ctx, dut), dut.parameters())
+            drv = DatapathDriver(AmaranthPort(ctx, dut), dut.params)
             await drv.reset_streams()
             driver_box.put(drv)
             while (job := self._jobs.get()) is not None:
@@ -168,7 +169,7 @@ def test_wage_ops_match_golden_and_cycle_model(rtl, rows, cols):
 def test_left_shifts_beyond_the_lanes_saturate_as_golden(rtl):
     """Every left shift of 7 or more saturates each nonzero value, so the backend sends 8."""
     be = rtl(2, 2)
-    ms = be.driver.params["max_shift"]
+    ms = be.driver.params.max_shift
     x = np.array([0, 1, -1, 100])
     for s in (7, 8, ms, ms + 1, 62):
         want = shift_round(x, -s, "trunc")

@@ -10,14 +10,15 @@ from nitihw.golden.rounding import max_abs
 from nitihw.rtl.datapath import Datapath
 from nitihw.rtl.schedule import program_cycles
 from nitihw.sim.model.cycle_model import gemm_cycles
-from nitihw.sim.simulate.datapath_driver import AmaranthPort, DatapathDriver
+from nitihw.sim.simulate.datapath_driver import DatapathDriver
+from nitihw.sim.simulate.ports import AmaranthPort
 
 
 def run(dut, body):
     out = {}
 
     async def tb(ctx):
-        drv = DatapathDriver(AmaranthPort(ctx, dut), dut.parameters())
+        drv = DatapathDriver(AmaranthPort(ctx, dut), dut.params)
         await drv.reset_streams()
         await body(drv, out)
         await drv.sync()
@@ -393,14 +394,14 @@ def test_nitro_d_wide_gemm_divide_and_update_div(rows, cols):
 def test_divide_needs_the_divide_lanes():
     import asyncio
 
-    from nitihw.rtl.verilog import datapath_params
+    from nitihw.rtl.datapath import DatapathParams
 
-    drv = DatapathDriver(None, datapath_params(2, 2, kmax=8))  # refused before any port use
+    drv = DatapathDriver(None, DatapathParams(2, 2, kmax=8))  # refused before any port use
     with pytest.raises(ValueError, match="DIVIDE: this Datapath has no divide lanes"):
         asyncio.run(drv.divide(np.zeros(3, np.int64), 3))
     with pytest.raises(ValueError, match="UPDATE_DIV: this Datapath has no divide lanes"):
         asyncio.run(drv.update_div(np.zeros(3, np.int64), np.zeros(3, np.int64), 3, 0))
-    wide = DatapathDriver(None, datapath_params(2, 2, kmax=8, b_bits=32, divide=True))
+    wide = DatapathDriver(None, DatapathParams(2, 2, kmax=8, b_bits=32, divide=True))
     with pytest.raises(ValueError, match="divisor must be a positive integer"):
         asyncio.run(wide.divide(np.zeros(3, np.int64), 0))
     with pytest.raises(ValueError, match="update_div: g: values outside the signed 32-bit"):
@@ -420,11 +421,18 @@ def test_bad_wide_parameters_are_named():
         Datapath(2, 2, accumulator_bits=40, divide=True)
     with pytest.raises(ValueError, match="divide must be True or False"):
         Datapath(2, 2, divide=1)
-    from nitihw.rtl.verilog import datapath_params
+    from nitihw.rtl.datapath import DatapathParams
 
-    p = datapath_params(2, 2, b_bits=32, divide=True)
-    assert (p["b_bits"], p["divide"], p["max_exact_k"]) == (32, True, 2)
-    assert datapath_params(2, 2)["b_bits"] == 8
+    p = DatapathParams(2, 2, b_bits=32, divide=True)
+    assert (p.b_bits, p.divide, p.max_exact_k) == (32, True, 2)
+    assert DatapathParams(2, 2).b_bits == 8
+    assert DatapathParams.from_dict(p.as_dict()) == p
+    old = {"rows": 2, "cols": 2, "op_bits": 6, "acc_bits": 24, "max_shift": 32, "top": "datapath"}
+    assert DatapathParams.from_dict(old) == DatapathParams(
+        2, 2, operand_bits=6, accumulator_bits=24
+    )
+    with pytest.raises(TypeError, match="takes no other arguments"):
+        Datapath(p, kmax=4)
 
 
 @pytest.mark.parametrize(

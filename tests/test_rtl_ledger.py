@@ -24,7 +24,7 @@ from nitihw.golden.backend import DATAPATH_OPERATIONS, HOST, Backend, Ledger, Nu
 from nitihw.golden.errors import DatapathLeak, InternalError
 from nitihw.golden.parallel import KERNEL_MIN_ELEMENTS, MIN_ELEMENTS, MIN_MACS
 from nitihw.gpu.backend import CupyBackend
-from nitihw.rtl.verilog import datapath_params
+from nitihw.rtl.datapath import DatapathParams
 from nitihw.sim.command.cli import main
 from nitihw.sim.simulate.datapath_driver import DatapathDriver
 from nitihw.sim.simulate.native import NativeDatapath, build_native, call_sync
@@ -52,7 +52,7 @@ HOOKS = (
     "_divide",
     "_update_div",
 )
-P8 = datapath_params(8, 8, kmax=64)
+P8 = DatapathParams(8, 8, kmax=64)
 TAG = OpTag("2:conv", "weight-gradient")
 
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from nitihw.golden import exact_matmul, shift_round
+from nitihw.rtl.datapath import DatapathParams
 from nitihw.rtl.schedule import program_cycles
-from nitihw.rtl.verilog import datapath_params
 from nitihw.sim.simulate.datapath_driver import DatapathDriver, DatapathError, Payloads
 from nitihw.sim.simulate.native import (
     NativeBuildError,
@@ -35,8 +35,8 @@ pytestmark = pytest.mark.skipif(
     reason="the native harness needs Verilator, a C++ compiler and make",
 )
 
-P4 = datapath_params(4, 4, kmax=16)
-P_DIV = datapath_params(4, 4, kmax=16, b_bits=32, divide=True)
+P4 = DatapathParams(4, 4, kmax=16)
+P_DIV = DatapathParams(4, 4, kmax=16, b_bits=32, divide=True)
 
 
 @pytest.fixture(scope="module")
@@ -97,8 +97,8 @@ def test_native_matches_cocotb(sim, params, request):
     identical outputs, ranges, program cycles and program start cycles."""
     if not simulator_available(sim):
         pytest.skip(f"{sim} not installed")
-    tag = "4x4_div" if params.get("divide") else "4x4"
-    lib = request.getfixturevalue("lib_div" if params.get("divide") else "lib4")
+    tag = "4x4_div" if params.divide else "4x4"
+    lib = request.getfixturevalue("lib_div" if params.divide else "lib4")
     record = BUILD / f"crosscheck_{tag}_{sim}.json"
     record.unlink(missing_ok=True)
     result = run_datapath_tests(
@@ -136,8 +136,8 @@ def test_optimized_netlist_computes_the_same(params, request):
     conversion give the same outputs, ranges, program cycles and start cycles, program for
     program, on the crosscheck sequence (every command, every rounding mode, the divide
     lanes): the passes change how fast the model runs, not what the Datapath does."""
-    lib = request.getfixturevalue("lib_div" if params.get("divide") else "lib4")
-    tag = "4x4_div" if params.get("divide") else "4x4"
+    lib = request.getfixturevalue("lib_div" if params.divide else "lib4")
+    tag = "4x4_div" if params.divide else "4x4"
     plain = build_native(params, BUILD / tag, NativeOptions(netlist="amaranth"))
     assert plain.parent.name == "native-amaranth"
     assert (BUILD / tag / "rtl-amaranth" / "datapath.v").is_file()
@@ -219,7 +219,7 @@ def test_errors_are_clear(lib4, tmp_path, monkeypatch):
     with pytest.raises(NativeStall, match="stalled at cycle .* 0/1 dout beats returned"):
         call_sync(drv.execute, "waits for nothing", [Command("RANGE_CLEAR")], (), 1)
     with pytest.raises(ValueError, match="built for other Datapath parameters"):
-        NativeDatapath(lib4, datapath_params(2, 2, kmax=16))
+        NativeDatapath(lib4, DatapathParams(2, 2, kmax=16))
     with pytest.raises(ValueError, match="built without tracing"):
         NativeDatapath(lib4, P4, waves=tmp_path / "x.vcd")
     with pytest.raises(ValueError, match="cxx_opt"):
@@ -231,7 +231,7 @@ def test_errors_are_clear(lib4, tmp_path, monkeypatch):
         nb.shutil, "which", lambda name: None if name in ("c++", "g++") else real_which(name)
     )
     with pytest.raises(NativeBuildError, match="a C\\+\\+ compiler"):
-        build_native(datapath_params(2, 2, kmax=8), tmp_path / "nocxx")
+        build_native(DatapathParams(2, 2, kmax=8), tmp_path / "nocxx")
 
 
 def test_payload_matrices_round_trip():
@@ -249,7 +249,7 @@ def test_payload_matrices_round_trip():
 
 
 def test_waves_on_request(tmp_path):
-    params = datapath_params(2, 2, kmax=8)
+    params = DatapathParams(2, 2, kmax=8)
     lib = build_native(params, BUILD / "2x2", NativeOptions(waves=True))
     vcd = tmp_path / "dp.vcd"
     with NativeDatapath(lib, params, waves=vcd) as dp:
@@ -268,9 +268,9 @@ def test_partial_sums_on_the_native_harness(lib4):
 
     drv = native_driver(lib4, P4)
     rng = np.random.default_rng(29)
-    m, k, n = 37, 3 * P4["kmax"] + 5, 11
+    m, k, n = 37, 3 * P4.kmax + 5, 11
     a, b = rng.integers(-128, 128, (m, k)), rng.integers(-128, 128, (k, n))
-    for tiling in (Tiling("kmn", 8, 8, P4["kmax"]), Tiling("mnk", 16, 4, P4["kmax"] + 3)):
+    for tiling in (Tiling("kmn", 8, 8, P4.kmax), Tiling("mnk", 16, 4, P4.kmax + 3)):
         drv.tiling = lambda *_shape, t=tiling: t
         for keep in (True, False):
             acc, ovf, fields = call_sync(drv.gemm_tensor, a, b, keep)
@@ -283,6 +283,6 @@ def test_partial_sums_on_the_native_harness(lib4):
         for rec in drv.log:
             assert rec.cycles == program_cycles(rec.commands, 4, 4), rec.name
             if rec.name == "gemm":
-                assert rec.cycles == gemm_cycles(m, k, n, 4, 4, P4["kmax"], tiling)
+                assert rec.cycles == gemm_cycles(m, k, n, 4, 4, P4.kmax, tiling)
         assert any(c.quiet for rec in drv.log for c in rec.commands)
         del drv.log[:]

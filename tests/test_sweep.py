@@ -332,11 +332,9 @@ def test_an_rtl_mismatch_is_a_result_and_a_failed_build_an_error(tmp_path, monke
     from nitihw.sim.simulate import verify
 
     def fake(sim, params, seed, build_dir, cases, waves=False, env=None):
-        failed = 1 if params["operand_bits"] == 6 else 0
-        stats = (
-            {"build": "verilator: exit 1"} if params["operand_bits"] == 4 else {"t": {"cycles": 9}}
-        )
-        tests = 0 if params["operand_bits"] == 4 else 3
+        failed = 1 if params.operand_bits == 6 else 0
+        stats = {"build": "verilator: exit 1"} if params.operand_bits == 4 else {"t": {"cycles": 9}}
+        tests = 0 if params.operand_bits == 4 else 3
         return verify.RunResult(sim, params, seed, tests, int(failed or not tests), stats, 1.0, 2.0,
                                 str(build_dir), None)  # fmt: skip
 

@@ -64,11 +64,12 @@ def _tiny_verilog(folder):
     """The stand-in datapath.v and a real block: pe.v, the RTL's 1x1 MAC array."""
     from amaranth.back import verilog
 
-    from nitihw.rtl.verilog import component_builders, datapath_params
+    from nitihw.rtl.datapath import DatapathParams
+    from nitihw.rtl.verilog import component_builders
 
     folder.mkdir()
     (folder / "datapath.v").write_text(TINY_DATAPATH)
-    params = {**datapath_params(2, 2, kmax=4), "rows": 1, "cols": 1}
+    params = DatapathParams(1, 1, kmax=4)
     pe = component_builders(params)["mac_array"]()
     (folder / "pe.v").write_text(verilog.convert(pe, name="pe", emit_src=False))
     return folder

@@ -53,7 +53,8 @@ def cmd_train(args) -> int:
         return _train_segments(opts, out, made)
     try:
         # settings, then output paths, then the dataset: all before any work starts
-        cfg, _array = check_settings(opts)
+        settings = check_settings(opts)  # the array parsed here, once
+        cfg = settings[0]
         check_run_folder(out, args.resume, args.overwrite)
         if args.resume:
             check_resume(out / CHECKPOINT_NAME, cfg)
@@ -61,7 +62,7 @@ def cmd_train(args) -> int:
             check_output_file(Path(args.json), "--json", own=out)
         if args.backend == "rtl":
             check_writable_dir(Path(args.build_dir), "--build-dir")
-        checked = check_options(opts)
+        checked = check_options(opts, settings)
     except BaseException:
         for p in made:  # a refused run leaves nothing behind
             if p.is_dir() and not any(p.iterdir()):
@@ -113,7 +114,7 @@ def _train_segments(opts: dict, out: Path, made: list[Path]) -> int:
             raise ValueError("--segments checks whole epochs: drop --steps")
         if opts["resume"] and opts["overwrite"]:
             raise RunFolderError("give --resume or --overwrite, not both")
-        check_settings(opts)
+        settings = check_settings(opts)
         parse_segments(opts["segments"], opts["epochs"])
         check_writable_dir(out, "--out")
         held = [p.name for p in (out / SEGMENTS_NAME, out / "segments") if p.exists()]
@@ -122,7 +123,7 @@ def _train_segments(opts: dict, out: Path, made: list[Path]) -> int:
                 f"--out {out} already holds segments ({', '.join(held)}): reuse the checked ones "
                 "with --resume, check them all again with --overwrite, or choose another --out"
             )
-        checked = check_options(opts)
+        checked = check_options(opts, settings)
     except BaseException:
         for p in made:
             if p.is_dir() and not any(p.iterdir()):
@@ -136,14 +137,8 @@ def _train_segments(opts: dict, out: Path, made: list[Path]) -> int:
 
 
 def _shape_list(text: str) -> list[tuple[int, int]]:
-    shapes = []
-    for part in text.split(","):
-        r, sep, c = part.strip().lower().partition("x")
-        if not sep or not r.isdigit() or not c.isdigit():
-            raise ValueError(f"bad array shape {part.strip()!r}: expected ROWSxCOLS, e.g. 8x8")
-        a = ArrayConfig.parse(part, name="--shapes")
-        shapes.append((a.rows, a.cols))
-    return shapes
+    arrays = [ArrayConfig.parse(part.strip(), name="--shapes") for part in text.split(",")]
+    return [(a.rows, a.cols) for a in arrays]
 
 
 def _int_list(text: str, what: str, key: str) -> list[int]:
@@ -158,9 +153,10 @@ def _int_list(text: str, what: str, key: str) -> list[int]:
 
 def cmd_verilog(args) -> int:
     from nitihw.golden.run_folder import check_output_dir
-    from nitihw.rtl.verilog import datapath_params, write_verilog
+    from nitihw.rtl.datapath import DatapathParams
+    from nitihw.rtl.verilog import write_verilog
 
-    params = datapath_params(
+    params = DatapathParams(
         rows=args.rows,
         cols=args.cols,
         operand_bits=args.operand_bits,
@@ -273,9 +269,9 @@ def cmd_synth(args) -> int:
     if args.verilog is None:
         if args.rows is None or args.cols is None:
             raise ValueError("give --rows and --cols (or --verilog DIR)")
-        from nitihw.rtl.verilog import datapath_params
+        from nitihw.rtl.datapath import DatapathParams
 
-        params = datapath_params(
+        params = DatapathParams(
             rows=args.rows,
             cols=args.cols,
             operand_bits=args.operand_bits,

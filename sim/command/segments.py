@@ -187,10 +187,10 @@ def run_segments(opts: dict, checked: tuple, say=None) -> int:
     store = out / "segments"
     store.mkdir(parents=True, exist_ok=True)
     build_dir = str(Path(opts.get("build_dir") or "build/rtl").resolve())
-    params, build = rtl_build({**opts, "build_dir": build_dir})
-    cfg, data, _array = checked
+    cfg, data, array = checked
+    params, build = rtl_build({**opts, "build_dir": build_dir}, (cfg, array))
     # what a stored segment record must share with this run to be reused
-    identity = {**cfg.identity(), "datapath": params}
+    identity = {**cfg.identity(), "datapath": params.as_dict()}
 
     marks = golden_checkpoints(cfg, data, max(epochs), store / "golden", say)
     golden = {m["epoch"]: m for m in marks}

@@ -25,6 +25,7 @@ from nitihw.golden.parallel import available_cores, check_threads
 from nitihw.golden.profiles import get_profile
 from nitihw.golden.run_folder import RESULT_NAME
 from nitihw.golden.train import TrainConfig, check_input_shape, train
+from nitihw.rtl.datapath import DatapathParams
 from nitihw.sim.model.cycle_model import TILINGS, ArrayConfig, CycleReport
 
 CONFIG_KEYS = tuple(f.name for f in fields(TrainConfig))
@@ -87,9 +88,7 @@ def run_array(opts: dict, cfg) -> ArrayConfig:
         raise ValueError(f"--tiling must be one of {', '.join(TILINGS)}, got {tiling!r}")
     if tiling == "whole":
         return array
-    profile = get_profile(cfg.profile)
-    operand_bits = cfg.operand_bits if cfg.operand_bits != 8 else profile.operand_bits
-    b_bits = profile.b_operand_bits or operand_bits
+    operand_bits, b_bits = operand_widths(cfg)
     acc_bytes = -(-cfg.accumulator_bits // 8)
     acc = Accelerator(
         rows=array.rows,
@@ -108,10 +107,11 @@ def run_array(opts: dict, cfg) -> ArrayConfig:
     return array_config(acc, b_bytes, opts.get("objective") or "traffic")
 
 
-def check_options(opts: dict):
-    """Validate a run before anything slow starts: its settings, then its dataset (loaded
-    here) against the model; returns ``(cfg, data, array)``."""
-    cfg, array = check_settings(opts)
+def check_options(opts: dict, settings: tuple | None = None):
+    """Validate a run before anything slow starts: its settings (``settings``: what
+    :func:`check_settings` returned for ``opts``, if the caller has it), then its dataset
+    (loaded here) against the model; returns ``(cfg, data, array)``."""
+    cfg, array = settings or check_settings(opts)
     data = load_dataset(opts["dataset"])
     check_input_shape(cfg, data)
     return cfg, data, array
@@ -189,41 +189,45 @@ def run_header(cfg: TrainConfig, data, backend: str, array, out: Path) -> str:
     return ", ".join(parts) + f"; run folder {out}"
 
 
-def build_name(array: str, params: dict) -> str:
+def build_name(params: DatapathParams) -> str:
     """The build directory of a Datapath configuration: every parameter that changes the
     Verilog is in it (the B width and the divide lanes only when not the default)."""
-    operand_bits = params["operand_bits"]
-    name = f"{array}_op{operand_bits}"
-    if params.get("b_bits", operand_bits) != operand_bits:
-        name += f"_b{params['b_bits']}"
-    if params.get("divide"):
-        name += "_div"
-    return name + f"_acc{params['accumulator_bits']}_k{params['kmax']}"
+    p = params
+    name = f"{p}_op{p.operand_bits}" + (f"_b{p.b_bits}" if p.b_bits != p.operand_bits else "")
+    return name + ("_div" if p.divide else "") + f"_acc{p.accumulator_bits}_k{p.kmax}"
 
 
-def rtl_build(opts: dict) -> tuple[dict, Path]:
-    """The Datapath parameters a run needs (its array, profile and accumulator) and the
-    directory its builds go to."""
-    from nitihw.rtl.verilog import datapath_params
-
-    cfg, array = check_settings(opts)
+def operand_widths(cfg: TrainConfig) -> tuple[int, int]:
+    """The A and B operand widths the run ``cfg`` needs of its datapath (its profile's, or
+    ``--operand-bits``)."""
     profile = get_profile(cfg.profile)
-    params = datapath_params(
+    operand_bits = cfg.operand_bits if cfg.operand_bits != 8 else profile.operand_bits
+    return operand_bits, profile.b_operand_bits or operand_bits
+
+
+def rtl_build(opts: dict, settings: tuple | None = None) -> tuple[DatapathParams, Path]:
+    """The Datapath a run needs (its array, profile and accumulator) and the directory its
+    builds go to. ``settings``: what :func:`check_settings` returned for ``opts``, if the
+    caller has it (the array is then not parsed again)."""
+    cfg, array = settings or check_settings(opts)
+    operand_bits, b_bits = operand_widths(cfg)
+    params = DatapathParams(
         array.rows,
         array.cols,
-        operand_bits=cfg.operand_bits if cfg.operand_bits != 8 else profile.operand_bits,
+        operand_bits=operand_bits,
         accumulator_bits=cfg.accumulator_bits,
         kmax=array.kmax,
-        b_bits=profile.b_operand_bits,
-        divide=profile.divide,
+        b_bits=b_bits,
+        divide=get_profile(cfg.profile).divide,
     )
-    return params, Path(opts.get("build_dir") or "build/rtl") / build_name(str(array), params)
+    return params, Path(opts.get("build_dir") or "build/rtl") / build_name(params)
 
 
 def launch_rtl_training(opts: dict, checked=None) -> int:
-    """Build the Datapath for ``--array`` and run the training on the simulated RTL."""
+    """Build the Datapath for ``--array`` and run the training on the simulated RTL.
+    ``checked``: what :func:`check_options` returned for ``opts``, if the caller called it."""
 
-    params, build = rtl_build(opts)
+    params, build = rtl_build(opts, checked and (checked[0], checked[2]))
     sim = opts.get("sim", "verilator")
     if sim == "verilator":
         return run_native_training(opts, params, build, checked)
@@ -259,12 +263,11 @@ def _cocotb_build_held(build: Path, sim: str):
         yield
 
 
-def _run_cocotb_training(opts: dict, params: dict, build: Path, sim: str) -> int:
+def _run_cocotb_training(opts: dict, params: DatapathParams, build: Path, sim: str) -> int:
     from nitihw.sim.simulate.verify import build_datapath, sim_build_dir
 
     print(
-        f"nitihw train: building the {params['rows']}x{params['cols']} Datapath for "
-        f"{sim} (cocotb) in {build} ...",
+        f"nitihw train: building the {params} Datapath for {sim} (cocotb) in {build} ...",
         file=sys.stderr,
         flush=True,
     )
@@ -291,7 +294,7 @@ def _run_cocotb_training(opts: dict, params: dict, build: Path, sim: str) -> int
                 log_file=str(log.resolve()),
                 extra_env={
                     "NITIHW_TRAIN": json.dumps(opts),
-                    "NITIHW_PARAMS": json.dumps(params),
+                    "NITIHW_PARAMS": json.dumps(params.as_dict()),
                     "NITIHW_STATUS": str(status.resolve()),
                     "NITIHW_CONSOLE_OUT": str(console["out"].resolve()),
                     "NITIHW_CONSOLE_ERR": str(console["err"].resolve()),
@@ -361,7 +364,7 @@ class _Relay:
         self._copy()
 
 
-def run_native_training(opts: dict, params: dict, build: Path, checked=None) -> int:
+def run_native_training(opts: dict, params: DatapathParams, build: Path, checked=None) -> int:
     """``--backend rtl --sim verilator``: the training in this process, every datapath
     operation a program streamed through the compiled harness."""
     from nitihw.sim.simulate.native import NativeOptions, native_in_use
@@ -380,7 +383,7 @@ def run_native_training(opts: dict, params: dict, build: Path, checked=None) -> 
         return _simulate_training(opts, params, lib, waves, say, checked)
 
 
-def _simulate_training(opts: dict, params: dict, lib, waves: bool, say, checked) -> int:
+def _simulate_training(opts: dict, params: DatapathParams, lib, waves: bool, say, checked) -> int:
     from nitihw.golden.backend import NumpyBackend
     from nitihw.sim.simulate.datapath_driver import DatapathDriver
     from nitihw.sim.simulate.native import NativeDatapath, call_sync

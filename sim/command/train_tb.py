@@ -20,6 +20,7 @@ from cocotb.task import bridge, resume
 
 from nitihw.golden.backend import NumpyBackend
 from nitihw.golden.files import atomic_write_json
+from nitihw.rtl.datapath import DatapathParams
 from nitihw.sim.command.train_run import run_training
 from nitihw.sim.simulate.cocotb_port import CocotbPort, start_clock_and_reset
 from nitihw.sim.simulate.datapath_driver import DatapathDriver
@@ -29,7 +30,7 @@ from nitihw.sim.simulate.rtl_backend import RtlBackend
 @cocotb.test()
 async def train_run(dut):
     opts = json.loads(os.environ["NITIHW_TRAIN"])
-    params = json.loads(os.environ["NITIHW_PARAMS"])
+    params = DatapathParams.from_dict(json.loads(os.environ["NITIHW_PARAMS"]))
     status = os.environ["NITIHW_STATUS"]
     drv = DatapathDriver(CocotbPort(dut), params)
     await drv.reset_streams()

@@ -20,7 +20,7 @@ async def start_clock_and_reset(dut, reset_cycles: int = 2) -> None:
     await RisingEdge(dut.clk)
 
 
-class CocotbPort:
+class CocotbPort:  # a nitihw.sim.simulate.ports.CyclePort
     """Drives and samples the flat Verilog ports (``cmd__payload``, ``din__valid``...).
 
     Cycles are counted from simulation time, so a wait for a signal costs one trigger however

@@ -2,9 +2,9 @@
 
 :class:`DatapathDriver` runs GEMMs, ranges, rescales, updates and (on ``divide`` builds)
 NITRO-D's divisions on a simulated :class:`nitihw.rtl.datapath.Datapath` through its three
-streams, the way a controller core would. It talks to the simulator through a small port
-object (:class:`AmaranthPort` for Amaranth's simulator, ``CocotbPort`` in the cocotb
-testbenches), so the same driver runs on every simulator. Each operation is one program
+streams, the way a controller core would. It talks to the simulator through a port
+(:mod:`nitihw.sim.simulate.ports`: a cycle at a time, or a program at a time), so the same
+driver runs on every simulator. Each operation is one program
 (commands, din beats, dout beats) streamed as fast as the Datapath takes it; its cycles are
 recorded in ``driver.log`` (:class:`ProgramRecord`), for checks against
 :func:`nitihw.rtl.schedule.program_cycles`.
@@ -21,7 +21,7 @@ from amaranth.lib import data
 
 from nitihw.golden.errors import InternalError
 from nitihw.rtl.commands import COMMANDS
-from nitihw.rtl.datapath import Op, command_layout, din_layout, dout_layout
+from nitihw.rtl.datapath import DatapathParams, Op, command_layout, din_layout, dout_layout
 from nitihw.rtl.divide import DIV_BITS, divider_constants
 from nitihw.rtl.rescale import MODE_BY_NAME
 from nitihw.rtl.schedule import Command
@@ -33,6 +33,7 @@ from nitihw.sim.model.cycle_model import (
     gemm_walk,
     result_layout,
 )
+from nitihw.sim.simulate.ports import Port, ProgramPort
 
 # ---- bit packing of the stream payloads ---------------------------------------------------
 
@@ -218,56 +219,6 @@ class Payloads:
         return {name: (word >> off) & ((1 << w) - 1) for name, (off, w) in self.out_range.items()}
 
 
-# ---- ports: how the driver reaches a simulator --------------------------------------------
-
-
-class AmaranthPort:
-    """Port onto Amaranth's simulator (``ctx`` of an async testbench)."""
-
-    def __init__(self, ctx, dut):
-        self.ctx, self.dut = ctx, dut
-        self._sig = {}
-
-    def _resolve(self, name):
-        if name not in self._sig:
-            obj = self.dut
-            for part in name.split("__"):
-                obj = getattr(obj, part)
-            self._sig[name] = obj.as_value() if hasattr(obj, "as_value") else obj
-        return self._sig[name]
-
-    cycle = 0
-
-    def set(self, name: str, value: int) -> None:
-        self.ctx.set(self._resolve(name), value)
-
-    def get(self, name: str) -> int:
-        return int(self.ctx.get(self._resolve(name)))
-
-    async def settle(self) -> None:
-        return None
-
-    async def tick(self) -> None:
-        await self.ctx.tick()
-        self.cycle += 1
-
-    async def wait_any(self, names) -> None:
-        """Return in the first later cycle (settled) where one of ``names`` is 1."""
-        while True:
-            await self.tick()
-            await self.settle()
-            if any(self.get(n) for n in names):
-                return
-
-    async def wait_low(self, name: str) -> None:
-        """Return in the first cycle (settled) where ``name`` is 0."""
-        while True:
-            await self.settle()
-            if not self.get(name):
-                return
-            await self.tick()
-
-
 # ---- the driver ---------------------------------------------------------------------------
 
 
@@ -301,15 +252,17 @@ class _GemmPlan(NamedTuple):
 
 @dataclass
 class DatapathDriver:
-    """Drives one Datapath. ``params`` is ``Datapath.parameters()``; ``port`` a port object.
+    """Drives one Datapath. ``params`` is its :class:`~nitihw.rtl.datapath.DatapathParams`;
+    ``port`` a :class:`~nitihw.sim.simulate.ports.CyclePort` or
+    :class:`~nitihw.sim.simulate.ports.ProgramPort`.
 
     Every operation is one *program*: its commands, its din beats and the number of dout beats
     it returns, streamed together (the Datapath queues commands and runs its units side by
     side), then the driver waits until the Datapath is idle. ``log`` records each program.
     """
 
-    port: object
-    params: dict
+    port: Port
+    params: DatapathParams
     log: list = field(default_factory=list)
     #: for tests of back-pressure: called every cycle, returns ``(hold_din, hold_dout)``: keep
     #: din.valid low / dout.ready low this cycle (the cycles are then no longer the schedule's)
@@ -322,24 +275,15 @@ class DatapathDriver:
 
     def __post_init__(self):
         p = self.params
-        self.rows, self.cols, self.kmax = p["rows"], p["cols"], p["kmax"]
-        self.b_bits = p.get("b_bits", p["operand_bits"])
-        self.has_divide = bool(p.get("divide", False))
-        self.result_rows = int(p.get("result_rows", 0))
+        self.rows, self.cols, self.kmax = p.rows, p.cols, p.kmax
+        self.b_bits, self.has_divide, self.result_rows = p.b_bits, p.divide, p.result_rows
         #: ``(M, N, (rows, j0s))`` of the GEMM result the result buffer holds, in its row order
         self.kept = None
-        self.pay = Payloads(
-            p["rows"],
-            p["cols"],
-            p["operand_bits"],
-            p["accumulator_bits"],
-            self.b_bits,
-            self.has_divide,
-        )
+        self.pay = Payloads(p.rows, p.cols, p.operand_bits, p.accumulator_bits, p.b_bits, p.divide)
         self._plans: dict = {}  # (M, K, N, keep, tiling) -> _GemmPlan
 
     async def reset_streams(self) -> None:
-        if hasattr(self.port, "run_program"):
+        if isinstance(self.port, ProgramPort):
             return  # a program port drives its own idle inputs
         for name in ("cmd__valid", "din__valid"):
             self.port.set(name, 0)
@@ -376,7 +320,7 @@ class DatapathDriver:
         commands = list(commands)
         cmds = self.pay.command_matrix(commands) if words is None else words
         din = self._din_matrix(beats)
-        if hasattr(self.port, "run_program"):
+        if isinstance(self.port, ProgramPort):
             out, start, end, failed, op = self.port.run_program(cmds, din, n_out)
         else:
             out, start, end, failed, op = await self._cycle_loop(cmds, din, n_out)
@@ -466,7 +410,7 @@ class DatapathDriver:
     def _gemm_operands(self, a, b):
         a = np.asarray(a)
         b = np.asarray(b)
-        _check_fits("gemm: A", a, self.params["operand_bits"])
+        _check_fits("gemm: A", a, self.params.operand_bits)
         _check_fits("gemm: B", b, self.b_bits)
         (m, k), n = a.shape, b.shape[1]
         R, C = self.rows, self.cols
@@ -601,10 +545,10 @@ class DatapathDriver:
 
     def _feed_beats(self, acc) -> list[int]:
         flat = np.asarray(acc, np.int64).reshape(-1)
-        lim = 1 << (self.params["accumulator_bits"] - 1)
+        lim = 1 << (self.params.accumulator_bits - 1)
         if flat.size and (int(flat.min()) < -lim or int(flat.max()) >= lim):
             raise ValueError(
-                f"range_feed: values outside the {self.params['accumulator_bits']}-bit "
+                f"range_feed: values outside the {self.params.accumulator_bits}-bit "
                 "accumulator range"
             )
         return self._beats([flat], [self.pay.din_acc], flat.size)
@@ -724,7 +668,7 @@ class DatapathDriver:
         self._need_divide("DIVIDE")
         acc = np.asarray(acc, np.int64)
         flat = acc.reshape(-1)
-        _check_fits("divide", flat, self.params["accumulator_bits"])
+        _check_fits("divide", flat, self.params.accumulator_bits)
         magic, shift = _reciprocal(divisor)
         if from_buffer:
             rows_out = self._kept_rows("divide", acc)

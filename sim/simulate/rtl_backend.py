@@ -21,7 +21,6 @@ import numpy as np
 
 from nitihw.golden.backend import Backend, NumpyHostOps
 from nitihw.golden.errors import DatapathLimitError, InternalError
-from nitihw.rtl.rescale import rescale_limit
 from nitihw.sim.simulate.datapath_driver import DatapathDriver
 
 
@@ -40,14 +39,14 @@ class RtlBackend(NumpyHostOps, Backend):
     ):
         super().__init__(accumulator_bits, overflow)
         p = driver.params
-        if p["accumulator_bits"] != accumulator_bits:
+        if p.accumulator_bits != accumulator_bits:
             raise ValueError(
-                f"the datapath has {p['accumulator_bits']}-bit accumulators, the run asks for "
+                f"the datapath has {p.accumulator_bits}-bit accumulators, the run asks for "
                 f"{accumulator_bits}"
             )
         self.driver, self._call = driver, call
         # lanes built for narrower operands saturate to that width's bound themselves
-        self.rescale_limit = rescale_limit(p["operand_bits"])
+        self.rescale_limit = p.rescale_limit
         self.sim_cycles = 0  # datapath cycles of every operation so far
         self._op_cycles = 0
         self._gemm_range: tuple | None = None  # (shape, range fields) of the last GEMM's tensor
@@ -119,9 +118,9 @@ class RtlBackend(NumpyHostOps, Backend):
 
     def _rescale(self, acc, shift, mode, rand):
         shift = max(shift, -8)  # any left shift of 7 or more saturates every nonzero value
-        if abs(shift) > self.driver.params["max_shift"]:
+        if abs(shift) > self.driver.params.max_shift:
             raise DatapathLimitError(
-                f"shift {shift} exceeds the rescale lanes' {self.driver.params['max_shift']}"
+                f"shift {shift} exceeds the rescale lanes' {self.driver.params.max_shift}"
             )
         buffered = self._in_buffer(acc, rand)
         out = self._run(self.driver.rescale, acc, shift, mode, rand, buffered)

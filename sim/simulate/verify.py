@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nitihw.golden.errors import ToolError
+from nitihw.rtl.datapath import DatapathParams
 from nitihw.sim.tools import simulator_available, simulator_path_setup, verilator_make_fix
 
 SIMULATORS = ("verilator", "icarus")
@@ -22,7 +23,7 @@ THROUGHPUT_TEST = "gemm_throughput"  # bench/rtl_sim_speed.py
 @dataclass
 class RunResult:
     sim: str
-    params: dict
+    params: DatapathParams
     seed: int
     tests: int
     failed: int
@@ -37,7 +38,7 @@ class RunResult:
         return self.tests > 0 and self.failed == 0
 
 
-def build_datapath(sim: str, params: dict, build_dir: Path, waves: bool = False):
+def build_datapath(sim: str, params: DatapathParams, build_dir: Path, waves: bool = False):
     """Write the Verilog for ``params`` and build it for ``sim``; returns the cocotb runner."""
     from nitihw.rtl.verilog import TOP, write_verilog
 
@@ -113,7 +114,7 @@ def sim_build_dir(build_dir: Path, sim: str, waves: bool) -> Path:
 
 def run_datapath_tests(
     sim: str,
-    params: dict,
+    params: DatapathParams,
     seed: int,
     build_dir: str | Path,
     testcases=TESTCASES,
@@ -157,7 +158,7 @@ def run_datapath_tests(
             testcase=list(testcases) if testcases else None,
             log_file=str(run_dir / f"sim_seed{seed}.log"),
             extra_env={
-                "NITIHW_PARAMS": json.dumps(params),
+                "NITIHW_PARAMS": json.dumps(params.as_dict()),
                 "NITIHW_SEED": str(seed),
                 "NITIHW_STATS": str(stats_path.resolve()),
                 **(env or {}),
@@ -188,26 +189,24 @@ def run_datapath_tests(
     )
 
 
-def regression_cases(params: dict) -> list[str]:
+def regression_cases(params: DatapathParams) -> list[str]:
     """The regression's testcases for a build: the accumulator-limit test needs a narrow
     accumulator (its sums are ~133,000 products long at 32 bits); a build with the divide
     lanes (and 32-bit B operands) adds the NITRO-D test."""
-    cases = [t for t in TESTCASES if t != "accumulator_limits" or params["accumulator_bits"] <= 16]
-    if params.get("divide"):
+    cases = [t for t in TESTCASES if t != "accumulator_limits" or params.accumulator_bits <= 16]
+    if params.divide:
         cases += DIVIDE_TESTCASES
     return cases
 
 
 def regression_configs(
     shapes, accumulator_bits_list=(32,), kmax: int = 32, divide: bool = False, operand_bits: int = 8
-) -> list[dict]:
+) -> list[DatapathParams]:
     """Datapath parameters of the sweep; ``divide`` builds NITRO-D's configuration (32-bit B
     operands and the divide lanes); ``operand_bits`` the operand width of every build."""
-    from nitihw.rtl.verilog import datapath_params
-
     wide = {"b_bits": 32, "divide": True} if divide else {}
     return [
-        datapath_params(
+        DatapathParams(
             rows=r, cols=c, operand_bits=operand_bits, accumulator_bits=a, kmax=kmax, **wide
         )
         for (r, c) in shapes
@@ -215,16 +214,13 @@ def regression_configs(
     ]
 
 
-def config_tag(params: dict) -> str:
+def config_tag(params: DatapathParams) -> str:
     """``4x4_acc32`` (``_op6`` for operands other than 8 bits, ``_b32_div`` for a NITRO-D
     build): a build directory name."""
-    tag = f"{params['rows']}x{params['cols']}"
-    if params["operand_bits"] != 8:
-        tag += f"_op{params['operand_bits']}"
-    tag += f"_acc{params['accumulator_bits']}"
-    if params.get("b_bits", params["operand_bits"]) != params["operand_bits"]:
-        tag += f"_b{params['b_bits']}"
-    return tag + ("_div" if params.get("divide") else "")
+    p = params
+    tag = f"{p.rows}x{p.cols}" + (f"_op{p.operand_bits}" if p.operand_bits != 8 else "")
+    tag += f"_acc{p.accumulator_bits}" + (f"_b{p.b_bits}" if p.b_bits != p.operand_bits else "")
+    return tag + ("_div" if p.divide else "")
 
 
 def verify(
@@ -351,9 +347,9 @@ def format_table(results: list[RunResult]) -> str:
         secs = sum(s["seconds"] for s in runs)
         rows.append(
             [
-                f"{r.params['rows']}x{r.params['cols']}"
-                + (f" op{r.params['operand_bits']}" if r.params["operand_bits"] != 8 else ""),
-                r.params["accumulator_bits"],
+                f"{r.params}"
+                + (f" op{r.params.operand_bits}" if r.params.operand_bits != 8 else ""),
+                r.params.accumulator_bits,
                 r.sim,
                 r.seed,
                 r.tests,

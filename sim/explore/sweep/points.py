@@ -244,18 +244,18 @@ def rtl_point(point: dict, settings: dict) -> dict:
     seed). Points that share a Datapath share its build (``DIR/rtl/<shape, widths, kmax>``),
     one worker at a time (a file lock); a testbench mismatch is a result (``rtl_failed``), a
     failed build an error."""
-    from nitihw.rtl.verilog import datapath_params
+    from nitihw.rtl.datapath import DatapathParams
     from nitihw.sim.simulate.verify import config_tag, regression_cases, run_datapath_tests
 
     r = settings["rtl"]
-    params = datapath_params(
+    params = DatapathParams(
         point["rows"],
         point["cols"],
         operand_bits=point["operand_bits"],
         accumulator_bits=point["accumulator_bits"],
         kmax=point["kmax"],
     )
-    build = Path(settings["build_dir"]) / f"{config_tag(params)}_k{params['kmax']}"
+    build = Path(settings["build_dir"]) / f"{config_tag(params)}_k{params.kmax}"
     build.mkdir(parents=True, exist_ok=True)
     with open(build / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes

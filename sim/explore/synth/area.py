@@ -84,7 +84,7 @@ def _terms(reports: dict) -> dict:
 
 def calibrate(out_root: Path = Path("build/synth"), progress=None) -> dict:
     """Synthesise the calibration Datapaths (cached by ``nitihw synth``) and fit the model."""
-    from nitihw.rtl.verilog import datapath_params
+    from nitihw.rtl.datapath import DatapathParams
     from nitihw.sim.explore.synth import synthesize
 
     per_width = {}
@@ -92,7 +92,7 @@ def calibrate(out_root: Path = Path("build/synth"), progress=None) -> dict:
     for op, acc in WIDTHS:
         reports = {}
         for rows, cols in SHAPES:
-            params = datapath_params(rows, cols, operand_bits=op, accumulator_bits=acc, kmax=256)
+            params = DatapathParams(rows, cols, operand_bits=op, accumulator_bits=acc, kmax=256)
             rep = synthesize("generic", params=params, out_root=out_root, progress=progress)
             if rep["failed"]:
                 raise ToolError(f"synthesis of {rep['design']} failed: {rep['failed']}")

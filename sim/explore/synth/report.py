@@ -13,7 +13,9 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from nitihw.golden.limits import current_names
 from nitihw.sim.explore.synth.flow import (
@@ -32,6 +34,9 @@ from nitihw.sim.explore.synth.yosys import (
     yosys_version,
 )
 
+if TYPE_CHECKING:
+    from nitihw.rtl.datapath import DatapathParams
+
 TOP = "datapath"
 PE = "pe"
 
@@ -43,7 +48,8 @@ def check_target(target: str) -> str:
 
 
 def design_name(params: dict | None, fallback: str) -> str:
-    """``8x8-op8-acc32-k256`` (plus ``-b32`` / ``-div`` where those differ from the default)."""
+    """``8x8-op8-acc32-k256`` (plus ``-b32`` / ``-div`` where those differ from the default)
+    for the parameters as a ``params.json`` holds them."""
     if not params:
         return fallback
     p = params
@@ -69,33 +75,33 @@ def _sha256(*parts: bytes) -> str:
 # ------------------------------------------------------------------------------ the Verilog
 
 
-def _rtl_source_hash(params: dict) -> str:
+def _rtl_source_hash(params: DatapathParams) -> str:
     """The RTL sources, the Amaranth version and the parameters: what the Verilog comes from."""
     from importlib.metadata import version
 
     import nitihw.rtl
 
-    parts = [json.dumps(params, sort_keys=True).encode(), version("amaranth").encode()]
+    parts = [json.dumps(params.as_dict(), sort_keys=True).encode(), version("amaranth").encode()]
     for path in sorted(Path(nitihw.rtl.__file__).parent.glob("*.py")):
         parts += [path.name.encode(), path.read_bytes()]
     return _sha256(*parts)[:16]
 
 
-def generate_verilog(params: dict, out_root: Path, progress: Progress) -> Path:
+def generate_verilog(params: DatapathParams, out_root: Path, progress: Progress) -> Path:
     """Write the Datapath's Verilog (with its blocks and ``pe.v``) once per RTL source state.
 
     Returns the folder. A folder written from the same sources and parameters is reused.
     """
     from nitihw.rtl.verilog import component_builders, to_verilog, write_if_changed, write_verilog
 
-    folder = Path(out_root) / "verilog" / f"{design_name(params, 'design')}-"
+    folder = Path(out_root) / "verilog" / f"{design_name(params.as_dict(), 'design')}-"
     folder = folder.with_name(folder.name + _rtl_source_hash(params))
     if (folder / "params.json").exists() and (folder / f"{PE}.v").exists():
         return folder
     progress.say(f"writing the Verilog to {folder}")
     write_verilog(folder, params, blocks=True)
     # a processing element: the MAC array of one row and one column
-    one = component_builders({**params, "rows": 1, "cols": 1})["mac_array"]()
+    one = component_builders(replace(params, rows=1, cols=1))["mac_array"]()
     text = to_verilog(one, PE).encode()
     write_if_changed(folder / f"{PE}.v", text)
     return folder
@@ -179,7 +185,7 @@ def synth_module(
 def synthesize(
     target: str = "generic",
     *,
-    params: dict | None = None,
+    params: DatapathParams | None = None,
     verilog_dir: str | Path | None = None,
     out_root: str | Path = "build/synth",
     blocks: bool = True,
@@ -199,7 +205,9 @@ def synthesize(
     if verilog_dir is None:
         verilog_dir = generate_verilog(params, out_root, progress)
     verilog_dir = Path(verilog_dir)
-    params = read_params(verilog_dir) or params
+    # the report describes the design as its folder does (a folder nitihw did not write may
+    # have no params.json)
+    params = read_params(verilog_dir) or (params.as_dict() if params else None)
     modules = verilog_modules(verilog_dir)
     if not blocks:
         modules = {TOP: modules[TOP]}

@@ -14,9 +14,13 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from nitihw.golden.errors import ToolError
 from nitihw.rtl.params import check_netlist, cost_line
+
+if TYPE_CHECKING:
+    from nitihw.rtl.datapath import DatapathParams
 
 HARNESS = Path(__file__).with_name("harness.cpp")
 LIBRARY = "libnitihw_datapath.so"
@@ -178,7 +182,7 @@ def _need_tools() -> str:
 
 
 def build_native(
-    params: dict,
+    params: DatapathParams,
     build_dir: str | Path,
     options: NativeOptions | None = None,
     log=None,
@@ -201,7 +205,7 @@ def build_native(
 
 @contextlib.contextmanager
 def native_in_use(
-    params: dict, build_dir: str | Path, options: NativeOptions | None = None, log=None
+    params: DatapathParams, build_dir: str | Path, options: NativeOptions | None = None, log=None
 ):
     """``with native_in_use(...) as lib:`` the library of :func:`build_native`, held for the
     block (a shared lock on ``BUILD/.use.TAG.lock``): runs that share a build folder and its
@@ -241,7 +245,9 @@ def _release(use, held) -> None:
         held.close()
 
 
-def _build_native(params: dict, build_dir: Path, options: NativeOptions, log, use) -> Path:
+def _build_native(
+    params: DatapathParams, build_dir: Path, options: NativeOptions, log, use
+) -> Path:
     from nitihw.rtl.verilog import TOP, write_if_changed, write_verilog
 
     # the cocotb builds share build_dir/rtl (the default netlist); another netlist has its own
@@ -322,7 +328,7 @@ def _compile(verilator, options, out, lib, stamp, want, verilog, wrapper, cxx, l
     ).strip()
     log_path = out / "build.log"
     if log:
-        pes = params["rows"] * params["cols"]
+        pes = params.rows * params.cols
         seconds = BUILD_SECONDS[0] + BUILD_SECONDS[1] * pes
         log(cost_line(f"building the native simulator in {out} with {cxx}, once", seconds))
     t0 = time.perf_counter()
@@ -354,7 +360,7 @@ def build_seconds(lib: str | Path) -> float | None:
 
 
 if __name__ == "__main__":  # python -m nitihw.sim.simulate.native.build ROWSxCOLS BUILD_DIR
-    from nitihw.rtl.verilog import datapath_params
+    from nitihw.rtl.datapath import DatapathParams
 
     r, c = (int(x) for x in sys.argv[1].split("x"))
-    print(build_native(datapath_params(r, c), sys.argv[2], log=print))
+    print(build_native(DatapathParams(r, c), sys.argv[2], log=print))

@@ -47,7 +47,7 @@ def _load(lib: str | Path) -> ctypes.CDLL:
     return dll
 
 
-class NativeDatapath:
+class NativeDatapath:  # a nitihw.sim.simulate.ports.ProgramPort
     """One simulated Datapath in this process, reset and ready.
 
     ``lib``: the library :func:`nitihw.sim.simulate.native.build_native` built for ``params``;
@@ -60,7 +60,7 @@ class NativeDatapath:
     def __init__(
         self,
         lib: str | Path,
-        params: dict,
+        params,
         waves: str | Path | None = None,
         checked: bool = False,
         watchdog: int = WATCHDOG_CYCLES,
@@ -68,14 +68,8 @@ class NativeDatapath:
         from nitihw.sim.simulate.datapath_driver import Payloads
 
         self._dll = _load(lib)
-        pay = Payloads(
-            params["rows"],
-            params["cols"],
-            params["operand_bits"],
-            params["accumulator_bits"],
-            params.get("b_bits"),
-            params.get("divide", False),
-        )
+        p = params  # a DatapathParams
+        pay = Payloads(p.rows, p.cols, p.operand_bits, p.accumulator_bits, p.b_bits, p.divide)
         want = (pay.cmd_bytes, pay.din_bytes, pay.dout_bytes)
         got = tuple(4 * self._dll.nh_words(i) for i in range(3))
         if got != want:

@@ -20,7 +20,7 @@ import numpy as np
 from nitihw.golden import Accumulator, bitwidth, exact_matmul, range_shift, shift_round
 from nitihw.golden.files import atomic_write_json
 from nitihw.golden.rounding import max_abs, saturate, trunc_div, wrap
-from nitihw.rtl.rescale import rescale_limit
+from nitihw.rtl.datapath import DatapathParams
 from nitihw.rtl.schedule import program_cycles
 from nitihw.sim.simulate.cocotb_port import CocotbPort, start_clock_and_reset
 from nitihw.sim.simulate.datapath_driver import DatapathDriver
@@ -34,12 +34,12 @@ class DatapathTB:
 
     def __init__(self, dut):
         self.dut = dut
-        self.params = json.loads(os.environ["NITIHW_PARAMS"])
+        self.params = DatapathParams.from_dict(json.loads(os.environ["NITIHW_PARAMS"]))
         # the range unit's shift keeps the operand width's magnitude bits (7 for int8)
-        self.target_bits = rescale_limit(self.params["operand_bits"]).bit_length()
+        self.target_bits = self.params.rescale_limit.bit_length()
         self.seed = int(os.environ.get("NITIHW_SEED", "0"))
         self.rng = np.random.default_rng(self.seed)
-        self.acc = Accumulator(self.params["accumulator_bits"])
+        self.acc = Accumulator(self.params.accumulator_bits)
         self.drv = DatapathDriver(CocotbPort(dut), self.params)
         self.macs = 0
         self.t0 = 0.0
@@ -51,7 +51,7 @@ class DatapathTB:
 
     async def check_cycles(self):
         await self.drv.sync()
-        r, c = self.params["rows"], self.params["cols"]
+        r, c = self.params.rows, self.params.cols
         for rec in self.drv.log:
             want = program_cycles(rec.commands, r, c)
             assert rec.cycles == want, (
@@ -93,7 +93,7 @@ class DatapathTB:
         """A negative ``shift`` is a left shift (the lanes ignore ``mode`` and ``rand``)."""
         rand = self.rng.integers(0, 1 << abs(shift), acc.shape) if mode == "sto" else None
         got = await self.drv.rescale(acc, shift, mode, rand)
-        want = shift_round(acc, shift, mode, rand, rescale_limit(self.params["operand_bits"]))
+        want = shift_round(acc, shift, mode, rand, self.params.rescale_limit)
         np.testing.assert_array_equal(got, want, err_msg=f"rescale mode {mode} shift {shift}")
 
     async def feed_and_check(self, x):
@@ -133,7 +133,7 @@ async def random_gemms_all_modes(dut):
     and updates clamped to +-64 (WAGE) between them."""
     tb = DatapathTB(dut)
     await tb.start()
-    r, c, kmax = tb.params["rows"], tb.params["cols"], tb.params["kmax"]
+    r, c, kmax = tb.params.rows, tb.params.cols, tb.params.kmax
     shapes = [
         (1, 1, 1),
         (r + 1, 3, c - 1 or 1),
@@ -142,16 +142,16 @@ async def random_gemms_all_modes(dut):
         (3, 7, 3 * c + 2),
     ]
     for i, (m, k, n) in enumerate(shapes):
-        a, b = random_operands(tb.rng, m, k, n, tb.params["operand_bits"])
+        a, b = random_operands(tb.rng, m, k, n, tb.params.operand_bits)
         acc, rng = await tb.gemm_and_check(a, b)
         shift = rng["shift"]
         for mode in MODES:
             await tb.rescale_and_check(acc, shift if mode != "sto" else min(shift, 16), mode)
         if i == 0:
-            await tb.rescale_and_check(acc, tb.params["max_shift"], "psto")
+            await tb.rescale_and_check(acc, tb.params.max_shift, "psto")
         # a tensor that is not the GEMM's result (the range unit must be fed it), whose size
         # is not a multiple of the lanes; then the GEMM's own range again, unaffected
-        lim = 1 << (tb.params["accumulator_bits"] - 1)
+        lim = 1 << (tb.params.accumulator_bits - 1)
         other = tb.rng.integers(-lim, lim, m * n + 1) >> int(tb.rng.integers(0, 20))
         await tb.feed_and_check(other)
         await tb.feed_and_check(acc)
@@ -170,21 +170,21 @@ async def corners(dut):
     """+-127 everywhere, zeros, shift 0 and the largest shift, updates at the clamps."""
     tb = DatapathTB(dut)
     await tb.start()
-    r, c, kmax = tb.params["rows"], tb.params["cols"], tb.params["kmax"]
-    hi = (1 << (tb.params["operand_bits"] - 1)) - 1
+    r, c, kmax = tb.params.rows, tb.params.cols, tb.params.kmax
+    hi = (1 << (tb.params.operand_bits - 1)) - 1
     k = min(kmax, 64)
     for sa, sb in ((hi, hi), (hi, -hi), (-hi, -hi)):
         acc, _ = await tb.gemm_and_check(np.full((r + 1, k), sa), np.full((k, c + 1), sb))
-        for s in (0, 1, tb.params["max_shift"]):
+        for s in (0, 1, tb.params.max_shift):
             await tb.rescale_and_check(acc, s, "round")
             await tb.rescale_and_check(acc, s, "psto")
     zeros, rng = await tb.gemm_and_check(np.zeros((r, 3), int), np.zeros((3, c), int))
     assert rng["bitwidth"] == 0 and rng["shift"] == 0
     await tb.rescale_and_check(zeros, 0, "round")
     # 32-bit accumulator extremes through the rescale lanes, every mode and every shift
-    lim = 1 << (tb.params["accumulator_bits"] - 1)
+    lim = 1 << (tb.params.accumulator_bits - 1)
     vals = np.array([lim - 1, -lim, -lim + 1, 0, 1, -1, 127, -127, 128, -128, 1004, -1012] * 2)
-    for s in range(0, tb.params["max_shift"] + 1):
+    for s in range(0, tb.params.max_shift + 1):
         for mode in MODES:
             await tb.rescale_and_check(vals, s, mode)
     # fed ranges of the extremes, of zeros, of one element; left shifts up to the largest
@@ -193,7 +193,7 @@ async def corners(dut):
     await tb.feed_and_check(np.array([lim - 1, 0, 0]))
     await tb.feed_and_check(np.zeros(c + 1, int))
     await tb.feed_and_check(np.array([3]))
-    for s in range(1, tb.params["max_shift"] + 1):
+    for s in range(1, tb.params.max_shift + 1):
         for mode in MODES:
             await tb.rescale_and_check(vals, -s, mode)
         await tb.rescale_and_check(np.arange(-130, 131) >> 2, -s, "round")
@@ -246,8 +246,8 @@ async def accumulator_limits(dut):
     """
     tb = DatapathTB(dut)
     await tb.start()
-    hi = (1 << (tb.params["operand_bits"] - 1)) - 1
-    a, b = limit_operands(tb.params["accumulator_bits"], hi)
+    hi = (1 << (tb.params.operand_bits - 1)) - 1
+    a, b = limit_operands(tb.params.accumulator_bits, hi)
     assert a.shape[1] <= LIMITS_MAX_K, "accumulator_limits needs a narrow-accumulator build"
     _, rng = await tb.gemm_and_check(a, b)
     assert rng["overflow_count"] == 1
@@ -307,9 +307,9 @@ async def divide_ops(dut):
     tb = DatapathTB(dut)
     await tb.start()
     p = tb.params
-    assert p.get("divide") and p.get("b_bits") == 32, "divide_ops needs a b_bits=32 divide build"
-    r, c, kmax, bits = p["rows"], p["cols"], p["kmax"], p["accumulator_bits"]
-    wide = bits + p["guard_bits"]
+    assert p.divide and p.b_bits == 32, "divide_ops needs a b_bits=32 divide build"
+    r, c, kmax, bits = p.rows, p.cols, p.kmax, p.accumulator_bits
+    wide = bits + p.guard_bits
     shapes = [(1, 1, 1), (r + 1, kmax + 5, c + 1), (2 * r + 3, 2 * kmax + 1, 2 * c + 1), (3, 7, 9)]
     for m, k, n in shapes:
         a, b = wide_operands(tb.rng, m, k, n)
@@ -358,7 +358,7 @@ async def gemm_throughput(dut):
     await tb.start()
     n = int(os.environ.get("NITIHW_GEMM", "64"))
     for _ in range(2):
-        a, b = random_operands(tb.rng, n, n, n, tb.params["operand_bits"])
+        a, b = random_operands(tb.rng, n, n, n, tb.params.operand_bits)
         await tb.gemm_and_check(a, b)
     await tb.check_cycles()
     tb.write_stats("gemm_throughput")
