@@ -317,6 +317,12 @@ class _Renamed(argparse.Action):
         setattr(namespace, self.dest, values)
 
 
+def _width_option(p, name: str, former: str, **kw) -> None:
+    """``--operand-bits`` or ``--accumulator-bits``: one name on every command, the former one
+    (``--op-bits``, ``--acc-bits``) kept, with a note."""
+    p.add_argument(f"--{name}", f"--{former}", dest=name.replace("-", "_"), action=_Renamed, **kw)
+
+
 class _Help(argparse.RawDescriptionHelpFormatter):
     """Help that shows every option's default (unless its text already says it)."""
 
@@ -454,11 +460,10 @@ def _train_method_options(t) -> None:
         help="niti profiles: activations, errors and weights in +-(2^(b-1) - 1), shifts "
         "max(bitwidth - (b - 1), 0) (numerics.md §2)",
     )
-    t.add_argument(
-        "--accumulator-bits",
-        "--acc-bits",
-        dest="accumulator_bits",
-        action=_Renamed,
+    _width_option(
+        t,
+        "accumulator-bits",
+        "acc-bits",
         type=limits.arg("accumulator_bits"),
         default=32,
         help="accumulator width in bits",
@@ -649,22 +654,20 @@ def _verify_command(command) -> None:
     r.add_argument("--shapes", default="2x2,4x4,8x8", help="array shapes, e.g. 2x2,4x4,8x8")
     r.add_argument("--seeds", default="0", help="seeds, e.g. 0,1,2")
     r.add_argument("--sims", default="verilator,icarus", help="verilator and/or icarus")
-    r.add_argument(
-        "--accumulator-bits",
-        "--acc-bits",
-        dest="accumulator_bits",
-        action=_Renamed,
+    _width_option(
+        r,
+        "accumulator-bits",
+        "acc-bits",
         default="32,16",
         help="accumulator widths (16 adds the accumulator-limit test)",
     )
     r.add_argument(
         "--kmax", type=limits.arg("kmax"), default=32, help="operand buffer depth of the builds"
     )
-    r.add_argument(
-        "--operand-bits",
-        "--op-bits",
-        dest="operand_bits",
-        action=_Renamed,
+    _width_option(
+        r,
+        "operand-bits",
+        "op-bits",
         type=limits.arg("operand_bits"),
         default=8,
         help="operand width of the builds: 2..8 (rescale lanes saturate at +-(2^(b-1) - 1)) "
@@ -825,20 +828,18 @@ def _datapath_options(p, required: bool = True) -> None:
     default = 8 if required else None
     p.add_argument("--rows", type=limits.arg("rows"), default=default, help="PE rows (1..256)")
     p.add_argument("--cols", type=limits.arg("cols"), default=default, help="PE columns (1..256)")
-    p.add_argument(
-        "--operand-bits",
-        "--op-bits",
-        dest="operand_bits",
-        action=_Renamed,
+    _width_option(
+        p,
+        "operand-bits",
+        "op-bits",
         type=limits.arg("operand_bits"),
         default=8,
         help="operand width: 2..8 (rescale lanes saturate at +-(2^(b-1) - 1)) or 16",
     )
-    p.add_argument(
-        "--accumulator-bits",
-        "--acc-bits",
-        dest="accumulator_bits",
-        action=_Renamed,
+    _width_option(
+        p,
+        "accumulator-bits",
+        "acc-bits",
         type=limits.arg("accumulator_bits"),
         default=32,
         help="accumulator width (8..48)",
