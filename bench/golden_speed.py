@@ -13,10 +13,13 @@ Three situations:
   would run;
 - pair: two golden trainings started at once.
 
-Golden configurations: the default (BLAS single-threaded, one worker thread per core), one
-worker thread, and BLAS with its default threads and no workers (how the golden model ran
-before: OpenBLAS splits each GEMM). Needs the bench extra (``pip install -e '.[bench]'``,
-PyTorch's CPU build). Writes the 'golden_speed' section of docs/benchmarks.md.
+Golden configurations: the default (BLAS single-threaded, one worker thread per core, the best
+int8 GEMM kernel this CPU has), one worker thread, BLAS with its default threads and no workers
+(how the golden model ran before: OpenBLAS splits each GEMM), and the int8 paths a CPU without
+AVX-512 VNNI takes, forced with ``NITIHW_KERNELS``: the AVX2 kernel, and no kernel at all (the
+float32 BLAS routes, what AVX2-only machines ran before the AVX2 kernel). Needs the bench
+extra (``pip install -e '.[bench]'``, PyTorch's CPU build). Writes the 'golden_speed' section
+of docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -38,6 +42,8 @@ GOLDEN = {
     "golden (default)": {"threads": None, "blas": 1},
     "golden --threads 1": {"threads": 1, "blas": 1},
     "golden, OpenBLAS threads": {"threads": 1, "blas": None},
+    "golden, AVX2 kernel": {"threads": None, "blas": 1, "kernels": "avx2"},
+    "golden, no int8 kernel (float32 BLAS)": {"threads": None, "blas": 1, "kernels": "blas"},
 }
 TORCH = "PyTorch fp32"
 HOG = (
@@ -109,9 +115,14 @@ def worker_torch(steps: int) -> float:
 
 
 def measure(config: str, steps: int) -> subprocess.Popen:
-    """Start one measurement process; its stdout is one JSON number (samples/s)."""
+    """Start one measurement process; its stdout is one JSON number (samples/s). A golden
+    configuration's ``kernels`` is that process's ``NITIHW_KERNELS``."""
     args = [sys.executable, __file__, "--worker", config, "--steps", str(steps)]
-    return subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
+    env = dict(os.environ)
+    env.pop("NITIHW_KERNELS", None)
+    if GOLDEN.get(config, {}).get("kernels"):
+        env["NITIHW_KERNELS"] = GOLDEN[config]["kernels"]
+    return subprocess.Popen(args, stdout=subprocess.PIPE, text=True, env=env)
 
 
 def result(proc: subprocess.Popen) -> float:
@@ -133,7 +144,8 @@ def main() -> None:
         if args.worker == TORCH:
             print(json.dumps(worker_torch(args.steps)))
         else:
-            print(json.dumps(worker_golden(**GOLDEN[args.worker], steps=args.steps)))
+            settings = {k: v for k, v in GOLDEN[args.worker].items() if k != "kernels"}
+            print(json.dumps(worker_golden(**settings, steps=args.steps)))
         return
     try:
         import torch  # noqa: F401
@@ -196,8 +208,10 @@ def main() -> None:
             "rounds. *busy*: next to a process doing float64 NumPy matrix products with its "
             "default BLAS threads; *pair*: two golden trainings started at once (each one's "
             "rate). *golden, OpenBLAS threads*: BLAS with its default threads and no worker "
-            "threads, the threading of the golden model before issue 14.\n\n"
-            + markdown_table(headers, rows)
+            "threads, the threading of the golden model before issue 14. *AVX2 kernel* and *no "
+            "int8 kernel*: the paths of a CPU without AVX-512 VNNI, forced with "
+            "`NITIHW_KERNELS=avx2` and `NITIHW_KERNELS=blas` (golden's int8 GEMMs on float32 "
+            "BLAS, what such CPUs ran before the AVX2 kernel).\n\n" + markdown_table(headers, rows)
         )
         write_section("golden_speed", body)
 

@@ -1,7 +1,9 @@
-"""The compiled int8 GEMM (golden/int8_gemm.c) against NumPy's int64 matmul, element by element:
-every kernel (panel widths 1-4, direct and flipped), every padding case (K, N and M tails),
-operand layouts, the int32 extremes, thread splits; and the golden model's fallbacks when it is
-not available."""
+"""The compiled int8 GEMMs (golden/int8_gemm*.c) against NumPy's int64 matmul, element by
+element: every kernel this CPU can run (forced, as ``NITIHW_KERNELS`` does, so the AVX2 kernel
+is tested on AVX-512 machines too), every panel width, direct and flipped, every padding case
+(K, N and M tails), operand layouts, the int32 extremes, thread splits; the choice of kernel;
+and the golden model's fallbacks when none is available. The ARM64 kernel runs under
+qemu-aarch64 (tests/test_int8_gemm_arm64.py)."""
 
 import os
 import subprocess
@@ -17,8 +19,22 @@ from nitihw.golden.parallel import Workers
 needs_int8 = pytest.mark.skipif(
     not int8_gemm.available(), reason=f"int8 GEMM: {int8_gemm.status()}"
 )
+#: the kernels this CPU runs (on x86 with AVX-512 VNNI: both x86 kernels)
+HERE = [k for k in int8_gemm.KERNELS if int8_gemm.kernel_status(k) == "available"]
 
-PLANS = [(flip, nv) for flip in (False, True) for nv in (1, 2, 3, 4)]
+
+@pytest.fixture(params=HERE or [None], ids=lambda k: k or "none")
+def kernel(request):
+    """Each kernel this CPU can run, forced for the test."""
+    if request.param is None:
+        pytest.skip(f"no int8 kernel runs here: {int8_gemm.status()}")
+    with int8_gemm.forced(request.param):
+        yield request.param
+
+
+def plans() -> list:
+    """``(flipped, nv)`` of every microkernel of the kernel in use."""
+    return [(flip, nv) for flip in (False, True) for nv in sorted(int8_gemm._load().rows)]
 
 
 def _want(a, b):
@@ -34,22 +50,19 @@ def _check(a, b, **kw):
     assert (lo, hi) == (wlo, whi)
 
 
-@needs_int8
-@pytest.mark.parametrize("plan", PLANS)
 @pytest.mark.parametrize(
     "m,k,n",
     [(1, 1, 1), (5, 3, 7), (17, 4, 16), (16, 5, 17), (33, 6, 48), (49, 7, 65), (6, 257, 100)],
 )
-def test_every_kernel_and_padding(plan, m, k, n):
+def test_every_kernel_and_padding(kernel, m, k, n):
     rng = np.random.default_rng(m * 1000 + k * 10 + n)
     a = rng.integers(-128, 128, (m, k)).astype(np.int8)
     b = rng.integers(-128, 128, (k, n)).astype(np.int8)
-    _check(a, b, plan=plan)
+    for plan in plans():
+        _check(a, b, plan=plan)
 
 
-@needs_int8
-@pytest.mark.parametrize("plan", PLANS)
-def test_operand_layouts(plan):
+def test_operand_layouts(kernel):
     """C order, Fortran order, transposed views, slices with gaps and reversed axes."""
     rng = np.random.default_rng(7)
     big_a = rng.integers(-128, 128, (40, 90)).astype(np.int8)
@@ -60,12 +73,11 @@ def test_operand_layouts(plan):
     layouts_b.append(np.ascontiguousarray(big_b[:50, :41].T))
     for a in layouts_a:
         for b in layouts_b:
-            _check(a, b, plan=plan)
+            for plan in plans():
+                _check(a, b, plan=plan)
 
 
-@needs_int8
-@pytest.mark.parametrize("plan", [(False, 1), (True, 4)])
-def test_int32_extremes(plan):
+def test_int32_extremes(kernel):
     """The longest K whose sums all fit int32 (MAX_K), with -128 and 127 everywhere: the offset
     of the unsigned operand wraps the int32 lanes on the way, the result must not."""
     k = int8_gemm.MAX_K
@@ -76,22 +88,21 @@ def test_int32_extremes(plan):
     b = np.full((k, 3), -128, np.int8)
     b[:, 1] = 127
     b[::3, 2] = 0
-    _check(a, b, plan=plan)
-    got = int8_gemm.matmul_range(a, b, plan=plan)[0]
-    assert got[0, 0] == k * 128 * 128 and got[0, 0] < 2**31
+    for plan in (plans()[0], plans()[-1]):
+        _check(a, b, plan=plan)
+        got = int8_gemm.matmul_range(a, b, plan=plan)[0]
+        assert got[0, 0] == k * 128 * 128 and got[0, 0] < 2**31
 
 
-@needs_int8
-def test_zero_sizes():
+def test_zero_sizes(kernel):
     for m, k, n in [(0, 5, 3), (4, 0, 3), (4, 5, 0)]:
         got, lo, hi = int8_gemm.matmul_range(np.ones((m, k), np.int8), np.ones((k, n), np.int8))
         assert got.shape == (m, n) and not got.any() and (lo, hi) == (0, 0)
 
 
-@needs_int8
 @pytest.mark.parametrize("threads", [2, 3])
 @pytest.mark.parametrize("m,k,n", [(4096, 50, 500), (50, 4096, 500), (20, 25, 9000)])
-def test_row_blocks_over_workers(threads, m, k, n):
+def test_row_blocks_over_workers(kernel, threads, m, k, n):
     rng = np.random.default_rng(threads + m)
     a = rng.integers(-128, 128, (m, k)).astype(np.int8)
     b = rng.integers(-128, 128, (k, n)).astype(np.int8)
@@ -138,6 +149,7 @@ def _fresh_status(env) -> str:
 
 def test_turned_off_by_environment():
     assert _fresh_status({"NITIHW_KERNELS": "numpy"}) == "turned off (NITIHW_KERNELS=numpy)"
+    assert _fresh_status({"NITIHW_KERNELS": "blas"}) == "turned off (NITIHW_KERNELS=blas)"
 
 
 @needs_int8
@@ -147,7 +159,9 @@ def test_a_failing_compiler_falls_back(tmp_path):
     cc.write_text("#!/bin/sh\necho 'broken-cc 1.0'\n[ \"$1\" = --version ] && exit 0\nexit 1\n")
     cc.chmod(0o755)
     status = _fresh_status({"CC": str(cc), "NITIHW_CACHE_DIR": str(tmp_path / "cache")})
-    assert status.startswith("could not build it:") and "broken-cc failed" in status
+    # every kernel this CPU has was tried, and each says why it could not be had
+    for name in HERE:
+        assert f"{name}: could not build it: " in status and "broken-cc failed" in status
     assert not list((tmp_path / "cache").glob("*.so"))  # nothing half-written left behind
 
 
@@ -175,7 +189,6 @@ def _conv_error_want(err, weight, pad):
     return full[:, pad : pad + h, pad : pad + w].reshape(b * h * w, cin)
 
 
-@needs_int8
 @pytest.mark.parametrize(
     "shape,k,cin,pad,block_bytes,threads",
     [
@@ -185,7 +198,7 @@ def _conv_error_want(err, weight, pad):
         ((2, 3, 3, 1), 1, 40, 0, 1 << 19, 1),
     ],
 )
-def test_conv_error(shape, k, cin, pad, block_bytes, threads):
+def test_conv_error(kernel, shape, k, cin, pad, block_bytes, threads):
     rng = np.random.default_rng(k + cin + pad)
     err = rng.integers(-128, 128, shape).astype(np.int8)
     weight = rng.integers(-128, 128, (shape[3], k, k, cin)).astype(np.int8)
@@ -194,3 +207,57 @@ def test_conv_error(shape, k, cin, pad, block_bytes, threads):
     assert got.dtype == np.int32
     np.testing.assert_array_equal(got, want)
     assert (lo, hi) == (want.min(), want.max())
+
+
+def _fresh(env, code: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True, text=True
+    )
+
+
+@pytest.mark.parametrize("name", HERE)
+def test_nitihw_kernels_forces_a_kernel(name, tmp_path):
+    """``NITIHW_KERNELS=avx2`` runs the AVX2 kernel on a machine that has a better one (so
+    CI tests it on every x86 machine)."""
+    code = "from nitihw.golden import int8_gemm as g; print(g.kernel(), '|', g.status())"
+    done = _fresh({"NITIHW_KERNELS": name, "NITIHW_CACHE_DIR": str(tmp_path)}, code)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"{name} | in use"
+    auto = _fresh({"NITIHW_KERNELS": "auto", "NITIHW_CACHE_DIR": str(tmp_path)}, code)
+    assert auto.stdout.strip() == f"{HERE[0]} | in use"  # the best this CPU has
+
+
+def test_nitihw_kernels_names_what_it_cannot_do(tmp_path):
+    code = "from nitihw.golden import int8_gemm as g; print(g.kernel(), '|', g.status())"
+    env = {"NITIHW_CACHE_DIR": str(tmp_path)}
+    other = next(
+        k.name for k in int8_gemm.KERNELS.values() if k.arch != int8_gemm.machine()
+    )  # a kernel for another architecture
+    done = _fresh({**env, "NITIHW_KERNELS": other}, code)
+    assert done.returncode == 0, done.stderr
+    none, why = done.stdout.strip().split(" | ")
+    assert none == "None" and why.startswith(f"NITIHW_KERNELS={other}: it is for ")
+    bad = _fresh({**env, "NITIHW_KERNELS": "sse9"}, code)
+    assert bad.returncode != 0
+    assert (
+        "NITIHW_KERNELS='sse9': choose from auto, blas, numpy, avx512vnni, avx2, i8mm, neon"
+        in bad.stderr
+    )
+    with pytest.raises(ValueError, match=f"the {other} int8 kernel cannot run here"):
+        with int8_gemm.forced(other):
+            pass
+
+
+@pytest.mark.parametrize("name", HERE)
+def test_the_golden_model_has_the_same_bits_on_every_kernel(name):
+    """A few LeNet steps on each kernel and on the float BLAS routes: the same weights."""
+    from nitihw.golden.datasets import load_dataset
+    from nitihw.golden.train import TrainConfig, train
+
+    data = load_dataset("mnist5k")
+    data.test_x, data.test_y = data.test_x[:64], data.test_y[:64]
+    cfg = TrainConfig(model="lenet", dataset="mnist5k", batch=64, steps=3)
+    with int8_gemm.turned_off():
+        want = train(cfg, data)["weights_sha256"]
+    with int8_gemm.forced(name):
+        assert train(cfg, data)["weights_sha256"] == want
