@@ -46,6 +46,7 @@ import platform
 import shutil
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,6 +81,7 @@ class Kernel:
     group: int
     group_bytes: int
     macs: int
+    tuned: bool = False  # plans chosen by timing them (see matmul_range), not by the cost model
 
 
 _SHARED = ("-O3", "-fPIC", "-shared")
@@ -98,7 +100,7 @@ KERNELS = {
             4,
             64,
         ),
-        Kernel("avx2", "int8_gemm_avx2.c", "x86_64", ("-mavx2",), ("avx2",), 8, 2, 4, 16),
+        Kernel("avx2", "int8_gemm_avx2.c", "x86_64", ("-mavx2",), ("avx2",), 8, 2, 4, 16, True),
         Kernel(
             "i8mm",
             "int8_gemm_i8mm.c",
@@ -109,6 +111,7 @@ KERNELS = {
             8,
             8,
             64,
+            True,
         ),
         Kernel(
             "neon",
@@ -120,6 +123,7 @@ KERNELS = {
             4,
             4,
             32,
+            True,
         ),
     )
 }
@@ -469,6 +473,12 @@ def matmul_range(
     if k == 0:
         out[...] = 0
         return out, 0, 0
+    loaded = _load()
+    if plan is None and loaded.kernel.tuned and m * k * n >= MIN_TUNE_MACS:
+        key = (loaded.kernel.name, m, k, n, _strides(a), _strides(b))
+        plan = _tuned.get(key)
+        if plan is None:
+            return _tune(key, a, b, out, workers)
     if plan is None:  # C = A @ B, or C^T = B^T @ A^T into C's columns: the cheaper
         direct = _plan(m, k, n, _strides(a), _strides(b))
         flipped = _plan(n, k, m, _strides(b)[::-1], _strides(a)[::-1])
@@ -477,6 +487,35 @@ def matmul_range(
         nv = flipped[1] if flip else direct[1]
     else:
         flip, nv = plan
+    return _run(a, b, out, flip, nv, workers)
+
+
+#: the kernels marked ``tuned`` choose the plan of a GEMM this large (multiply-adds) by timing
+#: every plan on its first call (the results are the same integers whichever runs): their
+#: speeds depend on the CPU more than a cost model can say
+MIN_TUNE_MACS = 1 << 20
+_tuned: dict = {}  # (kernel, M, K, N, strides of A, strides of B) -> (flipped, nv)
+
+
+def _tune(key: tuple, a, b, out, workers):
+    """Run ``a @ b`` once with every plan of the kernel in use (single-threaded), remember the
+    fastest for ``key``, and return the result (the same whichever plan made it)."""
+    best = None
+    for flip in (False, True):
+        for nv in sorted(_load().rows):
+            t0 = time.perf_counter()
+            done = _run(a, b, out, flip, nv, None)
+            took = time.perf_counter() - t0
+            if best is None or took < best[0]:
+                best = (took, (flip, nv))
+    _tuned[key] = best[1]
+    return done
+
+
+def _run(a, b, out, flip: bool, nv: int, workers):
+    """``a @ b`` into ``out`` with the plan ``(flip, nv)``; returns ``(out, min, max)``."""
+    m, k = a.shape
+    n = b.shape[1]
     if flip:
         a, b, (m, n), (scm, scn) = b.T, a.T, (n, m), (1, n)
     else:

@@ -93,23 +93,31 @@ static void pack_a(int64_t m0, int64_t m_n, int64_t k_n, int mr, const int8_t *a
                    int64_t sak, uint32_t *out) {
     const int64_t k2 = (k_n + 1) / 2, live = m_n - m0 < mr ? m_n - m0 : mr;
     if (sam == 1 && sak != 1) {
-        /* columns contiguous (a transposed view): two K rows of MR bytes become MR words */
+        /* columns contiguous (a transposed view): two K rows of MR bytes become MR words,
+           written as 16 (the buffer has room; the next K pair overwrites the excess) */
         int8_t r0[16] = {0}, r1[16] = {0};
+        const int whole = m0 + 16 <= m_n; /* 16 bytes of each K row are A's own elements */
         for (int64_t g = 0; g < k2; g++) {
-            memcpy(r0, a + 2 * g * sak + m0, live);
-            if (2 * g + 1 < k_n)
-                memcpy(r1, a + (2 * g + 1) * sak + m0, live);
-            else
-                memset(r1, 0, sizeof r1);
-            const __m256i x0 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const void *)r0));
-            const __m256i x1 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const void *)r1));
+            const int8_t *p0 = a + 2 * g * sak + m0, *p1 = p0 + sak;
+            __m128i b0, b1;
+            if (whole) {
+                b0 = _mm_loadu_si128((const void *)p0);
+                b1 = 2 * g + 1 < k_n ? _mm_loadu_si128((const void *)p1) : _mm_setzero_si128();
+            } else {
+                memcpy(r0, p0, live);
+                if (2 * g + 1 < k_n)
+                    memcpy(r1, p1, live);
+                else
+                    memset(r1, 0, sizeof r1);
+                b0 = _mm_loadu_si128((const void *)r0);
+                b1 = _mm_loadu_si128((const void *)r1);
+            }
+            const __m256i x0 = _mm256_cvtepi8_epi16(b0), x1 = _mm256_cvtepi8_epi16(b1);
             const __m256i lo = _mm256_unpacklo_epi16(x0, x1), hi = _mm256_unpackhi_epi16(x0, x1);
-            uint32_t words[16];
-            _mm256_storeu_si256((void *)words, _mm256_permute2x128_si256(lo, hi, 0x20));
-            _mm256_storeu_si256((void *)(words + 8), _mm256_permute2x128_si256(lo, hi, 0x31));
-            memcpy(out + g * mr, words, sizeof(uint32_t) * mr);
+            _mm256_storeu_si256((void *)(out + g * mr), _mm256_permute2x128_si256(lo, hi, 0x20));
+            _mm256_storeu_si256((void *)(out + g * mr + 8), _mm256_permute2x128_si256(lo, hi, 0x31));
         }
-        return;
+        return; /* rows past M (only without `whole`) are the zeros past `live` */
     }
     int r = 0;
     if (sak == 1) {
@@ -139,35 +147,45 @@ static void pack_a(int64_t m0, int64_t m_n, int64_t k_n, int mr, const int8_t *a
     }
 }
 
+/* the first n of the 8 lanes (n <= 8) */
+static inline __m256i first_lanes(int64_t n) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+/* the running range: vectors for row stores, scalars for column stores */
+typedef struct {
+    __m256i vlo, vhi;
+    int32_t lo, hi;
+} range_t;
+
 /* a tile of MR x NV*8 sums, stored where it lies inside C, with the range of what was stored */
 static void drain(int mr, int nv, const int32_t *tile, int64_t m0, int64_t m_n, int64_t n0,
-                  int64_t n_n, int32_t *c, int64_t scm, int64_t scn, int32_t *lo, int32_t *hi) {
+                  int64_t n_n, int32_t *c, int64_t scm, int64_t scn, range_t *rg) {
     const int width = nv * LANES;
     const int64_t cols = n_n - n0 < width ? n_n - n0 : width;
     for (int r = 0; r < mr && m0 + r < m_n; r++) {
         const int32_t *t = tile + r * width;
         int32_t *dst = c + (m0 + r) * scm + n0 * scn;
-        int64_t j = 0;
         if (scn == 1) {
-            __m256i vlo = _mm256_set1_epi32(*lo), vhi = _mm256_set1_epi32(*hi);
-            for (; j + LANES <= cols; j += LANES) {
+            for (int64_t j = 0; j < cols; j += LANES) {
                 const __m256i v = _mm256_load_si256((const void *)(t + j));
-                vlo = _mm256_min_epi32(vlo, v);
-                vhi = _mm256_max_epi32(vhi, v);
-                _mm256_storeu_si256((void *)(dst + j), v);
+                if (j + LANES <= cols) {
+                    _mm256_storeu_si256((void *)(dst + j), v);
+                    rg->vlo = _mm256_min_epi32(rg->vlo, v);
+                    rg->vhi = _mm256_max_epi32(rg->vhi, v);
+                } else {
+                    const __m256i keep = first_lanes(cols - j);
+                    _mm256_maskstore_epi32(dst + j, keep, v);
+                    rg->vlo = _mm256_min_epi32(rg->vlo, _mm256_blendv_epi8(rg->vlo, v, keep));
+                    rg->vhi = _mm256_max_epi32(rg->vhi, _mm256_blendv_epi8(rg->vhi, v, keep));
+                }
             }
-            int32_t l[LANES], h[LANES];
-            _mm256_storeu_si256((void *)l, vlo);
-            _mm256_storeu_si256((void *)h, vhi);
-            for (int q = 0; q < LANES; q++) {
-                *lo = l[q] < *lo ? l[q] : *lo;
-                *hi = h[q] > *hi ? h[q] : *hi;
-            }
+            continue;
         }
-        for (; j < cols; j++) {
+        for (int64_t j = 0; j < cols; j++) {
             const int32_t v = t[j];
-            *lo = v < *lo ? v : *lo;
-            *hi = v > *hi ? v : *hi;
+            rg->lo = v < rg->lo ? v : rg->lo;
+            rg->hi = v > rg->hi ? v : rg->hi;
             dst[j * scn] = v;
         }
     }
@@ -176,8 +194,7 @@ static void drain(int mr, int nv, const int32_t *tile, int64_t m0, int64_t m_n, 
 #define MICRO(MR, NV)                                                                          \
     static void micro_##MR##_##NV(int64_t k2, const uint32_t *ap, const int8_t *bp8,         \
                                   int64_t m0, int64_t m_n, int64_t n0, int64_t n_n,          \
-                                  int32_t *c, int64_t scm, int64_t scn, int32_t *lo,         \
-                                  int32_t *hi) {                                             \
+                                  int32_t *c, int64_t scm, int64_t scn, range_t *rg) {       \
         const int16_t *bp = (const int16_t *)bp8;                                             \
         __m256i acc[MR][NV];                                                                  \
         _Pragma("GCC unroll 16") for (int r = 0; r < MR; r++)                                \
@@ -196,7 +213,7 @@ static void drain(int mr, int nv, const int32_t *tile, int64_t m0, int64_t m_n, 
         _Pragma("GCC unroll 16") for (int r = 0; r < MR; r++)                                \
             _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++)                              \
                 _mm256_store_si256((void *)(tile[r] + LANES * v), acc[r][v]);                 \
-        drain(MR, NV, &tile[0][0], m0, m_n, n0, n_n, c, scm, scn, lo, hi);                    \
+        drain(MR, NV, &tile[0][0], m0, m_n, n0, n_n, c, scm, scn, rg);                        \
     }
 
 MICRO(12, 1)
@@ -214,23 +231,31 @@ int nitihw_int8_gemm(int64_t m_n, int64_t n_n, int64_t k_n, int nv, const int8_t
     const int64_t k2 = (k_n + 1) / 2, nr = LANES * (int64_t)nv;
     const int64_t panels = (n_n + nr - 1) / nr;
     if (m_n <= 0 || n_n <= 0) return 0;
-    uint32_t *ap = (uint32_t *)malloc(sizeof(uint32_t) * (k2 * mr + 1));
+    /* 16 words of room past the block: pack_a writes whole vectors */
+    uint32_t *ap = (uint32_t *)malloc(sizeof(uint32_t) * (k2 * mr + 16));
     if (ap == NULL) return -1;
-    int32_t lo = INT32_MAX, hi = INT32_MIN;
+    range_t rg = {_mm256_set1_epi32(INT32_MAX), _mm256_set1_epi32(INT32_MIN), INT32_MAX, INT32_MIN};
     for (int64_t m0 = 0; m0 < m_n; m0 += mr) {
         pack_a(m0, m_n, k_n, mr, a, sam, sak, ap);
         for (int64_t p = 0; p < panels; p++) {
             const int8_t *b = bp + p * k2 * nr * 4;
             switch (nv) {
-            case 1: micro_12_1(k2, ap, b, m0, m_n, p * nr, n_n, c, scm, scn, &lo, &hi); break;
-            case 2: micro_6_2(k2, ap, b, m0, m_n, p * nr, n_n, c, scm, scn, &lo, &hi); break;
-            default: micro_4_3(k2, ap, b, m0, m_n, p * nr, n_n, c, scm, scn, &lo, &hi); break;
+            case 1: micro_12_1(k2, ap, b, m0, m_n, p * nr, n_n, c, scm, scn, &rg); break;
+            case 2: micro_6_2(k2, ap, b, m0, m_n, p * nr, n_n, c, scm, scn, &rg); break;
+            default: micro_4_3(k2, ap, b, m0, m_n, p * nr, n_n, c, scm, scn, &rg); break;
             }
         }
     }
     free(ap);
-    minmax[0] = lo;
-    minmax[1] = hi;
+    int32_t l[LANES], h[LANES];
+    _mm256_storeu_si256((void *)l, rg.vlo);
+    _mm256_storeu_si256((void *)h, rg.vhi);
+    for (int q = 0; q < LANES; q++) {
+        rg.lo = l[q] < rg.lo ? l[q] : rg.lo;
+        rg.hi = h[q] > rg.hi ? h[q] : rg.hi;
+    }
+    minmax[0] = rg.lo;
+    minmax[1] = rg.hi;
     return 0;
 }
 

@@ -261,3 +261,26 @@ def test_the_golden_model_has_the_same_bits_on_every_kernel(name):
         want = train(cfg, data)["weights_sha256"]
     with int8_gemm.forced(name):
         assert train(cfg, data)["weights_sha256"] == want
+
+
+def test_a_tuned_kernel_times_every_plan_once(kernel, monkeypatch):
+    """The kernels whose plans are chosen by timing (all but VNNI's) run each plan of a large
+    GEMM once on its first call, keep the fastest for its shape and layout, and give the same
+    integers either way."""
+    if not int8_gemm._load().kernel.tuned:
+        pytest.skip(f"{kernel} plans by its cost model")
+    monkeypatch.setattr(int8_gemm, "_tuned", {})
+    calls = []
+    run = int8_gemm._run
+    monkeypatch.setattr(int8_gemm, "_run", lambda *a: calls.append(a[3:5]) or run(*a))
+    rng = np.random.default_rng(5)
+    a = rng.integers(-128, 128, (150, 90)).astype(np.int8)
+    b = rng.integers(-128, 128, (90, 120)).astype(np.int8)
+    _check(a, b)
+    assert sorted(calls) == sorted(plans())  # every plan, once
+    (plan,) = int8_gemm._tuned.values()
+    calls.clear()
+    _check(a, b)
+    assert calls == [plan]  # then the fastest only
+    _check(a[:, :40], b[:40])  # another shape: below MIN_TUNE_MACS, the cost model's plan
+    assert len(int8_gemm._tuned) == 1
