@@ -430,7 +430,29 @@ def conv_error_range(err, weight, pad: int, workers: Workers | None = None, bloc
     if out.size == 0 or cout == 0:
         out[...] = 0
         return out, 0, 0
-    nv = _plan(b * ho * wo, cout, k * k * cin, (cout, 1), (k * k * cin, 1))[1]
+    loaded = _load()
+    if loaded.kernel.tuned:  # each panel width timed on the first call of this shape
+        key = ("conv_error", loaded.kernel.name, err.shape, weight.shape, pad, block_bytes)
+        if key not in _tuned:
+            best = None
+            for nv in sorted(loaded.rows):
+                t0 = time.perf_counter()
+                done = _conv_error(rows, taps, out, err.shape, k, cin, pad, nv, None, block_bytes)
+                took = time.perf_counter() - t0
+                if best is None or took < best[0]:
+                    best = (took, nv)
+            _tuned[key] = best[1]
+            return done
+        nv = _tuned[key]
+    else:
+        nv = _plan(b * ho * wo, cout, k * k * cin, (cout, 1), (k * k * cin, 1))[1]
+    return _conv_error(rows, taps, out, err.shape, k, cin, pad, nv, workers, block_bytes)
+
+
+def _conv_error(rows, taps, out, shape, k, cin, pad, nv, workers, block_bytes):
+    """:func:`conv_error_range` at panel width ``nv``."""
+    b, ho, wo, cout = shape
+    h, w = ho - 2 * pad + k - 1, wo - 2 * pad + k - 1
     packed, corr = _packed(taps, nv)
     lib = _load().lib
     block = max(1, block_bytes // (4 * ho * wo * k * k * cin))
