@@ -87,28 +87,13 @@ static void pack_a(int64_t m0, int64_t m_n, int64_t k_n, int mr, const int8_t *a
     }
 }
 
-/* a tile of MR x NV*2 sums, stored where it lies inside C, with the range of what was stored */
-static void drain(int mr, int nv, const int32_t *tile, int64_t m0, int64_t m_n, int64_t n0,
-                  int64_t n_n, int32_t *c, int64_t scm, int64_t scn, int32_t *lo, int32_t *hi) {
-    const int width = nv * COLS;
-    const int64_t cols = n_n - n0 < width ? n_n - n0 : width;
-    for (int r = 0; r < mr && m0 + r < m_n; r++) {
-        const int32_t *t = tile + r * width;
-        int32_t *dst = c + (m0 + r) * scm + n0 * scn;
-        for (int64_t j = 0; j < cols; j++) {
-            const int32_t v = t[j];
-            *lo = v < *lo ? v : *lo;
-            *hi = v > *hi ? v : *hi;
-            dst[j * scn] = v;
-        }
-    }
-}
+#include "int8_drain_neon.h"
 
 /* acc[i][v] holds rows 2i, 2i+1 by columns 2v, 2v+1 as (r0c0, r0c1, r1c0, r1c1) */
 #define MICRO(MR, NV)                                                                          \
     static void micro_##MR##_##NV(int64_t k8, const int8_t *ap, const int8_t *bp, int64_t m0, \
                                   int64_t m_n, int64_t n0, int64_t n_n, int32_t *c,          \
-                                  int64_t scm, int64_t scn, int32_t *lo, int32_t *hi) {      \
+                                  int64_t scm, int64_t scn, range_t *rg) {                   \
         int32x4_t acc[MR / 2][NV];                                                            \
         _Pragma("GCC unroll 8") for (int i = 0; i < MR / 2; i++)                              \
             _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) acc[i][v] = vdupq_n_s32(0);  \
@@ -128,7 +113,7 @@ static void drain(int mr, int nv, const int32_t *tile, int64_t m0, int64_t m_n, 
                 vst1_s32(tile[2 * i] + COLS * v, vget_low_s32(acc[i][v]));                    \
                 vst1_s32(tile[2 * i + 1] + COLS * v, vget_high_s32(acc[i][v]));               \
             }                                                                                 \
-        drain(MR, NV, &tile[0][0], m0, m_n, n0, n_n, c, scm, scn, lo, hi);                    \
+        drain(MR, NV * COLS, &tile[0][0], m0, m_n, n0, n_n, c, scm, scn, rg);                 \
     }
 
 MICRO(16, 1)
@@ -149,22 +134,23 @@ int nitihw_int8_gemm(int64_t m_n, int64_t n_n, int64_t k_n, int nv, const int8_t
     if (m_n <= 0 || n_n <= 0) return 0;
     int8_t *ap = (int8_t *)malloc(k8 * mr * 8 + 16);
     if (ap == NULL) return -1;
-    int32_t lo = INT32_MAX, hi = INT32_MIN;
+    range_t rg = {vdupq_n_s32(INT32_MAX), vdupq_n_s32(INT32_MIN), INT32_MAX, INT32_MIN};
     for (int64_t m0 = 0; m0 < m_n; m0 += mr) {
         pack_a(m0, m_n, k_n, mr, a, sam, sak, ap);
         for (int64_t p = 0; p < panels; p++) {
             const int8_t *b = bp + p * k8 * nr * 8;
             switch (nv) {
-            case 1: micro_16_1(k8, ap, b, m0, m_n, p * nr, n_n, c, scm, scn, &lo, &hi); break;
-            case 2: micro_12_2(k8, ap, b, m0, m_n, p * nr, n_n, c, scm, scn, &lo, &hi); break;
-            case 3: micro_8_3(k8, ap, b, m0, m_n, p * nr, n_n, c, scm, scn, &lo, &hi); break;
-            default: micro_8_4(k8, ap, b, m0, m_n, p * nr, n_n, c, scm, scn, &lo, &hi); break;
+            case 1: micro_16_1(k8, ap, b, m0, m_n, p * nr, n_n, c, scm, scn, &rg); break;
+            case 2: micro_12_2(k8, ap, b, m0, m_n, p * nr, n_n, c, scm, scn, &rg); break;
+            case 3: micro_8_3(k8, ap, b, m0, m_n, p * nr, n_n, c, scm, scn, &rg); break;
+            default: micro_8_4(k8, ap, b, m0, m_n, p * nr, n_n, c, scm, scn, &rg); break;
             }
         }
     }
     free(ap);
-    minmax[0] = lo;
-    minmax[1] = hi;
+    const int32_t vlo = vminvq_s32(rg.vlo), vhi = vmaxvq_s32(rg.vhi);
+    minmax[0] = vlo < rg.lo ? vlo : rg.lo;
+    minmax[1] = vhi > rg.hi ? vhi : rg.hi;
     return 0;
 }
 

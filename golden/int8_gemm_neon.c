@@ -89,27 +89,12 @@ static void pack_a(int64_t m0, int64_t m_n, int64_t k_n, int mr, const int8_t *a
     }
 }
 
-/* a tile of MR x NV*4 sums, stored where it lies inside C, with the range of what was stored */
-static void drain(int mr, int nv, const int32_t *tile, int64_t m0, int64_t m_n, int64_t n0,
-                  int64_t n_n, int32_t *c, int64_t scm, int64_t scn, int32_t *lo, int32_t *hi) {
-    const int width = nv * LANES;
-    const int64_t cols = n_n - n0 < width ? n_n - n0 : width;
-    for (int r = 0; r < mr && m0 + r < m_n; r++) {
-        const int32_t *t = tile + r * width;
-        int32_t *dst = c + (m0 + r) * scm + n0 * scn;
-        for (int64_t j = 0; j < cols; j++) {
-            const int32_t v = t[j];
-            *lo = v < *lo ? v : *lo;
-            *hi = v > *hi ? v : *hi;
-            dst[j * scn] = v;
-        }
-    }
-}
+#include "int8_drain_neon.h"
 
 #define MICRO(MR, NV)                                                                          \
     static void micro_##MR##_##NV(int64_t k4, const int8_t *ap, const int8_t *bp, int64_t m0, \
                                   int64_t m_n, int64_t n0, int64_t n_n, int32_t *c,          \
-                                  int64_t scm, int64_t scn, int32_t *lo, int32_t *hi) {      \
+                                  int64_t scm, int64_t scn, range_t *rg) {                   \
         int32x4_t acc[MR][NV];                                                                \
         _Pragma("GCC unroll 16") for (int r = 0; r < MR; r++)                                \
             _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) acc[r][v] = vdupq_n_s32(0);  \
@@ -131,7 +116,7 @@ static void drain(int mr, int nv, const int32_t *tile, int64_t m0, int64_t m_n, 
         _Pragma("GCC unroll 16") for (int r = 0; r < MR; r++)                                \
             _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++)                              \
                 vst1q_s32(tile[r] + LANES * v, acc[r][v]);                                    \
-        drain(MR, NV, &tile[0][0], m0, m_n, n0, n_n, c, scm, scn, lo, hi);                    \
+        drain(MR, NV * LANES, &tile[0][0], m0, m_n, n0, n_n, c, scm, scn, rg);                \
     }
 
 MICRO(16, 1)
@@ -152,22 +137,23 @@ int nitihw_int8_gemm(int64_t m_n, int64_t n_n, int64_t k_n, int nv, const int8_t
     if (m_n <= 0 || n_n <= 0) return 0;
     int8_t *ap = (int8_t *)malloc(k4 * mr * 4 + 16);
     if (ap == NULL) return -1;
-    int32_t lo = INT32_MAX, hi = INT32_MIN;
+    range_t rg = {vdupq_n_s32(INT32_MAX), vdupq_n_s32(INT32_MIN), INT32_MAX, INT32_MIN};
     for (int64_t m0 = 0; m0 < m_n; m0 += mr) {
         pack_a(m0, m_n, k_n, mr, a, sam, sak, ap);
         for (int64_t p = 0; p < panels; p++) {
             const int8_t *b = bp + p * k4 * nr * 4;
             switch (nv) {
-            case 1: micro_16_1(k4, ap, b, m0, m_n, p * nr, n_n, c, scm, scn, &lo, &hi); break;
-            case 2: micro_12_2(k4, ap, b, m0, m_n, p * nr, n_n, c, scm, scn, &lo, &hi); break;
-            case 3: micro_8_3(k4, ap, b, m0, m_n, p * nr, n_n, c, scm, scn, &lo, &hi); break;
-            default: micro_4_4(k4, ap, b, m0, m_n, p * nr, n_n, c, scm, scn, &lo, &hi); break;
+            case 1: micro_16_1(k4, ap, b, m0, m_n, p * nr, n_n, c, scm, scn, &rg); break;
+            case 2: micro_12_2(k4, ap, b, m0, m_n, p * nr, n_n, c, scm, scn, &rg); break;
+            case 3: micro_8_3(k4, ap, b, m0, m_n, p * nr, n_n, c, scm, scn, &rg); break;
+            default: micro_4_4(k4, ap, b, m0, m_n, p * nr, n_n, c, scm, scn, &rg); break;
             }
         }
     }
     free(ap);
-    minmax[0] = lo;
-    minmax[1] = hi;
+    const int32_t vlo = vminvq_s32(rg.vlo), vhi = vmaxvq_s32(rg.vhi);
+    minmax[0] = vlo < rg.lo ? vlo : rg.lo;
+    minmax[1] = vhi > rg.hi ? vhi : rg.hi;
     return 0;
 }
 
