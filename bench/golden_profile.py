@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from report import git_rev, machine, markdown_table, print_table, write_section
 
-from nitihw.golden.backend import NumpyBackend, OpTag
+from nitihw.golden.backend import NumpyBackend, NumpyHostOps, OpTag
 from nitihw.golden.datasets import load_dataset
 from nitihw.golden.parallel import default_threads
 from nitihw.golden.train import TrainConfig, train
@@ -34,13 +34,9 @@ OPS = (
     "rescale",
     "update",
     "update_master",
-    "relu",
-    "relu_backward",
-    "maxpool",
-    "maxpool_backward",
-    "cross_entropy_error",
-    "argmax",
 )
+#: the host operations timed (the backend's ``host`` component's)
+HOST_OPS = ("relu", "relu_backward", "maxpool", "maxpool_backward", "cross_entropy_error", "argmax")
 
 
 class TimedBackend(NumpyBackend):
@@ -48,6 +44,7 @@ class TimedBackend(NumpyBackend):
 
     def __init__(self, threads: int):
         super().__init__(threads=threads)
+        self.host = TimedHost(self)
         self.times: dict = collections.defaultdict(float)
         self._depth = 0  # an operation inside another (a conv's GEMM) counts in the outer one
 
@@ -81,17 +78,27 @@ class TimedBackend(NumpyBackend):
         return out
 
 
-def _wrap(name):
-    base = getattr(NumpyBackend, name)
+class TimedHost(NumpyHostOps):
+    """The golden host operations, each timed by the backend ``clock``."""
+
+    def __init__(self, clock: TimedBackend):
+        self.clock = clock
+
+
+def _wrap(cls, name):
+    base = getattr(cls, name)
 
     def timed(self, *args, **kw):
-        return self._timed(name, lambda *a, **k: base(self, *a, **k), args, kw)
+        clock = getattr(self, "clock", self)
+        return clock._timed(name, lambda *a, **k: base(self, *a, **k), args, kw)
 
     return timed
 
 
 for _name in OPS:
-    setattr(TimedBackend, _name, _wrap(_name))
+    setattr(TimedBackend, _name, _wrap(NumpyBackend, _name))
+for _name in HOST_OPS:
+    setattr(TimedHost, _name, _wrap(NumpyHostOps, _name))
 
 
 def profile(threads: int, steps: int, data) -> tuple[dict, float]:

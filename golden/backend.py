@@ -12,10 +12,11 @@ Two kinds of operation live here:
 - host operations, the ones a controller core does around the array: conv lowering (im2col),
   ReLU, max-pool, dropout masks and the integer loss.
 
-:data:`DATAPATH_OPERATIONS` names the first kind. Every backend is composed of the same two
-parts: :class:`Backend` (the datapath operations' bookkeeping: trace, overflow policy, range
-unit, :class:`Ledger`) with its own datapath, and a host-operations component
-(:class:`ArrayHostOps`, :class:`NumpyHostOps`):
+:data:`DATAPATH_OPERATIONS` names the first kind, a backend's own methods; the second kind is
+a component every backend holds as ``backend.host`` (:class:`HostOps`; a training step calls
+``be.host.relu(x)``). Every backend is composed of the same two parts: :class:`Backend` (the
+datapath operations' bookkeeping: trace, overflow policy, range unit, :class:`Ledger`) with
+its own datapath, and its host operations (:class:`NumpyHostOps`, or the GPU's):
 
 - :class:`NumpyBackend`, the golden model: NumPy host operations and the golden model's own
   exact routes for the datapath operations (int8 GEMM, float BLAS, direct convolutions,
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -147,7 +149,9 @@ class Backend:
     #: the bound the rescale lanes saturate to by themselves (a narrower one is clamped again)
     rescale_limit = 127
 
-    def __init__(self, accumulator_bits: int = 32, overflow: str = "error"):
+    def __init__(self, accumulator_bits: int = 32, overflow: str = "error", *, host: HostOps):
+        #: the host operations (:class:`HostOps`): a component, not a base class
+        self.host = host
         if overflow not in OVERFLOW_POLICIES:
             raise ValueError(
                 f"overflow policy must be one of {OVERFLOW_POLICIES}, got {overflow!r}"
@@ -178,6 +182,11 @@ class Backend:
         self.ledger.count(entry.op, entry.tag, entry.shape, place)
         if self.trace is not None:
             self.trace.append(entry)
+
+    @property
+    def xp(self):
+        """The array module this backend's arrays belong to (its host operations')."""
+        return self.host.xp
 
     def status(self) -> dict:
         """A few figures for progress displays (simulated cycles, for instance)."""
@@ -228,7 +237,7 @@ class Backend:
         shape it stands for. ``weight`` is ``[C_out, k, k, C_in]``."""
         b, h, w, _ = x.shape
         cout, k = weight.shape[0], weight.shape[1]
-        cols = self.im2col(x, k, pad)
+        cols = self.host.im2col(x, k, pad)
         acc = self.gemm(cols, weight.reshape(cout, -1).T, tag)
         return cols, acc, (b, h + 2 * pad - k + 1, w + 2 * pad - k + 1, cout)
 
@@ -238,7 +247,7 @@ class Backend:
         (one row per input position)."""
         cout, k, _, cin = weight.shape
         flipped = weight[:, ::-1, ::-1, :].transpose(1, 2, 0, 3).reshape(k * k * cout, cin)
-        return self.gemm(self.im2col(err, k, k - 1 - pad), flipped, tag)
+        return self.gemm(self.host.im2col(err, k, k - 1 - pad), flipped, tag)
 
     def _fed(self, x) -> bool:
         """Whether the range unit must be fed ``x`` (it only watched the last GEMM drain)."""
@@ -348,6 +357,31 @@ class Backend:
 
     def _update_master(self, w16, g):
         raise NotImplementedError
+
+
+class HostOps(Protocol):
+    """The host operations a training step asks for around the datapath (a controller core's
+    work): a backend's ``host`` component (:class:`NumpyHostOps` for the golden model and the
+    RTL, :class:`~nitihw.gpu.backend.CupyHostOps` for the GPU). None is a datapath operation;
+    nothing of them is traced or counted by the :class:`Ledger`."""
+
+    xp: object  # the array module of their arrays
+
+    def from_host(self, x): ...
+    def to_host(self, x) -> np.ndarray: ...
+    def im2col(self, x, k: int, pad: int): ...
+    def windows(self, x, k: int, pad: int): ...
+    def relu(self, x): ...
+    def relu_backward(self, err, pre): ...
+    def maxpool(self, x, k: int): ...
+    def maxpool_backward(self, err, idx, in_shape, k: int): ...
+    def argmax(self, logits): ...
+    def first_argmax(self, x): ...
+    def keep_mask(self, seed: int, step: int, stream_id: int, n: int): ...
+    def random_bits(self, seed: int, step: int, stream_id: int, shape, bits: int): ...
+    def cross_entropy_error(
+        self, logits, exponent: int, labels, rounding_mode: str, rand=None, bits: int = 8
+    ): ...
 
 
 class ArrayHostOps:
@@ -475,7 +509,7 @@ MASTER_FRACTION_BITS = 8
 MASTER_LIMIT = 2**15 - 1
 
 
-class NumpyBackend(NumpyHostOps, Backend):
+class NumpyBackend(Backend):
     """The golden model: every operation in NumPy, exactly as numerics.md says.
 
     ``gemm_method`` forces one exact GEMM path (see :func:`nitihw.golden.gemm.exact_matmul`).
@@ -506,7 +540,7 @@ class NumpyBackend(NumpyHostOps, Backend):
         threads: int | None = None,
         lowered_convs: bool = False,
     ):
-        super().__init__(accumulator_bits, overflow)
+        super().__init__(accumulator_bits, overflow, host=NumpyHostOps())
         self.gemm_method = gemm_method
         self.lowered_convs = lowered_convs
         self.workers = Workers(threads)
@@ -615,7 +649,7 @@ class NumpyBackend(NumpyHostOps, Backend):
             return super().conv(x, weight, pad, tag)
         b, c = x.shape[0], x.shape[3]
         cout, k = weight.shape[0], weight.shape[1]
-        win = self.windows(x, k, pad)
+        win = self.host.windows(x, k, pad)
         ho, wo = win.shape[1:3]
         # int8 rows for the int8 GEMM where it applies, else float32 rows for BLAS
         dtype = np.int8 if int8_gemm.takes(x.dtype, weight.dtype, k * k * c) else np.float32

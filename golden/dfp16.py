@@ -56,7 +56,9 @@ class Dfp16Matmul:
         tag = OpTag(layer, phase)
         for k0 in range(0, a.shape[1], K_CHAIN):
             acc = be.gemm(
-                be.from_host(ia[:, k0 : k0 + K_CHAIN]), be.from_host(ib[k0 : k0 + K_CHAIN]), tag
+                be.host.from_host(ia[:, k0 : k0 + K_CHAIN]),
+                be.host.from_host(ib[k0 : k0 + K_CHAIN]),
+                tag,
             )
-            out += np.ldexp(np.asarray(be.to_host(acc)).astype(np.float32), ea + eb)
+            out += np.ldexp(np.asarray(be.host.to_host(acc)).astype(np.float32), ea + eb)
         return out

@@ -100,9 +100,9 @@ class WeightLayer:
         return OpTag(self.name, phase)
 
     def to_backend(self, be: Backend) -> None:
-        self.weight = be.from_host(self.weight)
+        self.weight = be.host.from_host(self.weight)
         if self.master is not None:
-            self.master = be.from_host(self.master)
+            self.master = be.host.from_host(self.master)
 
     def update_weights(self, grad_acc, ctx: StepContext) -> None:
         """``m = bitwidth(G)``; ``g = 0`` if ``m == 0``, ``G`` if ``m - mu < 1``, else
@@ -200,10 +200,10 @@ class ReLU:
 
     def forward(self, x: Tensor, ctx: StepContext) -> Tensor:
         self.pre = x.data
-        return Tensor(ctx.backend.relu(x.data), x.exp)
+        return Tensor(ctx.backend.host.relu(x.data), x.exp)
 
     def backward(self, err, ctx: StepContext):
-        return ctx.backend.relu_backward(err, self.pre)
+        return ctx.backend.host.relu_backward(err, self.pre)
 
 
 class MaxPool2d:
@@ -214,11 +214,11 @@ class MaxPool2d:
 
     def forward(self, x: Tensor, ctx: StepContext) -> Tensor:
         self.in_shape = x.data.shape
-        y, self.idx = ctx.backend.maxpool(x.data, self.k)
+        y, self.idx = ctx.backend.host.maxpool(x.data, self.k)
         return Tensor(y, x.exp)
 
     def backward(self, err, ctx: StepContext):
-        return ctx.backend.maxpool_backward(err, self.idx, self.in_shape, self.k)
+        return ctx.backend.host.maxpool_backward(err, self.idx, self.in_shape, self.k)
 
 
 class Flatten:
@@ -246,7 +246,7 @@ class Dropout:
             self.mask = None
             return x
         n = int(np.prod(x.data.shape[1:]))
-        mask = ctx.backend.keep_mask(ctx.seed, ctx.step, self.stream_id, n)
+        mask = ctx.backend.host.keep_mask(ctx.seed, ctx.step, self.stream_id, n)
         self.mask = mask.reshape(x.data.shape[1:])
         return Tensor(x.data * self.mask, x.exp + 1)
 

@@ -71,7 +71,7 @@ class IntegerNetwork:
             layer.to_backend(backend)
 
     def forward(self, x_int8: np.ndarray, ctx: L.StepContext) -> L.Tensor:
-        t = L.Tensor(ctx.backend.from_host(self.narrow_input(x_int8)), self.input_exp)
+        t = L.Tensor(ctx.backend.host.from_host(self.narrow_input(x_int8)), self.input_exp)
         for layer in self.layers:
             t = layer.forward(t, ctx)
         return t
@@ -97,17 +97,17 @@ class IntegerNetwork:
         bits = self.operand_bits
         if self.profile.loss_rounding == "sto":
             shape = logits.data.shape
-            rand = be.random_bits(ctx.seed, ctx.step, STREAM_LOSS, shape, error_shift(bits))
+            rand = be.host.random_bits(ctx.seed, ctx.step, STREAM_LOSS, shape, error_shift(bits))
         if self.profile.float32_loss:  # niti-compat: NITI 2021's float32 loss, on the host
             host = niti_compat.loss_2021(
-                be.to_host(logits.data), logits.exp, labels, be.to_host(rand)
+                be.host.to_host(logits.data), logits.exp, labels, be.host.to_host(rand)
             )
-            err = be.from_host(host)
+            err = be.host.from_host(host)
         else:
-            err = be.cross_entropy_error(
+            err = be.host.cross_entropy_error(
                 logits.data,
                 logits.exp,
-                be.from_host(labels),
+                be.host.from_host(labels),
                 self.profile.loss_rounding,
                 rand,
                 bits,
@@ -116,16 +116,18 @@ class IntegerNetwork:
             err = layer.backward(err, ctx)
             if err is None:
                 break
-        return be.to_host(be.argmax(logits.data))
+        return be.host.to_host(be.host.argmax(logits.data))
 
     def predict(self, x_int8: np.ndarray, ctx: L.StepContext) -> np.ndarray:
         be = ctx.backend
-        return be.to_host(be.argmax(self.forward(x_int8, ctx).data))
+        return be.host.to_host(be.host.argmax(self.forward(x_int8, ctx).data))
 
     # ---- state ------------------------------------------------------------------------------
     def stored_weights(self) -> list[np.ndarray]:
         """Host copies of every weight layer's stored weights (int8, or int16 masters)."""
-        return [np.asarray(self.backend.to_host(x.stored_weights())) for x in self.weight_layers]
+        return [
+            np.asarray(self.backend.host.to_host(x.stored_weights())) for x in self.weight_layers
+        ]
 
     def state(self) -> dict[str, np.ndarray]:
         return {f"w{i}": w for i, w in enumerate(self.stored_weights())}

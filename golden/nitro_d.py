@@ -321,7 +321,7 @@ class Block:
             h, idx = head_maxpool(h, *self.pool)
         pooled_shape = h.shape
         yhat = self.head.forward(h.reshape(h.shape[0], -1), be, keep=True)
-        dl = be.from_host(rss_error(be.to_host(yhat), labels, classes))
+        dl = be.host.from_host(rss_error(be.host.to_host(yhat), labels, classes))
         dx = self.head.backward_error(dl, be)
         self.head.update(dl, lr_inv, be)
         dx = dx.reshape(pooled_shape)
@@ -455,7 +455,7 @@ class NitroNetwork:
     def to_backend(self, be: Backend) -> None:
         self.backend = be
         for u in self.units:
-            u.weight = be.from_host(u.weight)
+            u.weight = be.host.from_host(u.weight)
 
     @staticmethod
     def lr_inv(ctx: StepContext) -> int:
@@ -467,12 +467,12 @@ class NitroNetwork:
     def forward(self, x_int8, ctx: StepContext, keep: bool = False):
         """The int8 output-layer predictions ``yhat`` (B, classes)."""
         be = ctx.backend
-        t = be.from_host(normalize_input(x_int8, self.mean, self.mad))
+        t = be.host.from_host(normalize_input(x_int8, self.mean, self.mad))
         for item in self._seq:
             if item[0] == "block":
                 t = item[1].forward(t, be, keep)
             elif item[0] == "pool":
-                t, _ = be.maxpool(t, item[1])
+                t, _ = be.host.maxpool(t, item[1])
             elif item[0] == "flatten":
                 t = t.reshape(t.shape[0], -1)
             else:
@@ -495,7 +495,7 @@ class NitroNetwork:
         lr_inv = self.lr_inv(ctx)
         labels = np.asarray(labels)
         yhat = self.forward(x_int8, ctx, keep=True)
-        dl = be.from_host(rss_error(be.to_host(yhat), labels, self.classes))
+        dl = be.host.from_host(rss_error(be.host.to_host(yhat), labels, self.classes))
         self.output.update(dl, lr_inv, be)  # scaling backward: identity; no error goes further
         for block in self.backward_order():
             block.train(labels, self.classes, lr_inv, be)
@@ -503,11 +503,11 @@ class NitroNetwork:
             u.x = None
         for b in self.blocks:
             b.pre = b.out = None
-        return be.to_host(be.argmax(yhat))
+        return be.host.to_host(be.host.argmax(yhat))
 
     def predict(self, x_int8, ctx: StepContext) -> np.ndarray:
         be = ctx.backend
-        return be.to_host(be.argmax(self.forward(x_int8, ctx)))
+        return be.host.to_host(be.host.argmax(self.forward(x_int8, ctx)))
 
     # ---- state ----------------------------------------------------------------------------------
     def stored_weights(self) -> list[np.ndarray]:

@@ -113,13 +113,13 @@ class WageUnit:
             acc = be.gemm(x, self.t.T, self.tag("forward"))
         if self.pool:
             self.pre_pool = acc.shape
-            acc, self.pool_idx = be.maxpool(acc, self.pool)
+            acc, self.pool_idx = be.host.maxpool(acc, self.pool)
         if not self.hidden:
             return acc
         sh = 1 + self.s
         self.active = acc > 0  # ReLU mask
         self.kept = acc <= ACT_MAX << sh  # QA's clip mask (clip to 127/128 before rounding)
-        return be.relu(be.rescale(acc, sh, "rne", self.tag("forward")))
+        return be.host.relu(be.rescale(acc, sh, "rne", self.tag("forward")))
 
     def backward(self, e, ctx: StepContext):
         """``e``: the error at this unit's output (int32 sums, or the loss gradient)."""
@@ -131,7 +131,7 @@ class WageUnit:
         if self.hidden:
             e8 = xp.where(self.active, e8, 0).astype(xp.int8)
         if self.pool:
-            e8 = be.maxpool_backward(e8, self.pool_idx, self.pre_pool, self.pool)
+            e8 = be.host.maxpool_backward(e8, self.pool_idx, self.pre_pool, self.pool)
         cout = self.weight.shape[0]
         e2 = e8.reshape(-1, cout)
         prev = None
@@ -163,7 +163,7 @@ class WageUnit:
         shift = round_log2(m) - ctx.mu
         rand = None
         if shift > 0:
-            u = be.random_bits(ctx.seed, ctx.step, STREAM_QG + self.index, g.shape, RAND_BITS)
+            u = be.host.random_bits(ctx.seed, ctx.step, STREAM_QG + self.index, g.shape, RAND_BITS)
             rand = sto_rand(u, shift)
         n = be.rescale(g, shift, "sto" if shift > 0 else "rne", tag, rand)
         self.weight = be.update(
@@ -237,10 +237,10 @@ class WageNetwork:
     def to_backend(self, backend) -> None:
         self.backend = backend
         for u in self.units:
-            u.weight = backend.from_host(u.weight)
+            u.weight = backend.host.from_host(u.weight)
 
     def forward(self, x_int8, ctx: StepContext):
-        a = ctx.backend.from_host(x_int8)
+        a = ctx.backend.host.from_host(x_int8)
         self._shapes = []
         for item in self.plan:
             if item == "flatten":
@@ -254,7 +254,7 @@ class WageNetwork:
     def train_step(self, x_int8, labels, ctx: StepContext):
         be = ctx.backend
         acc = self.forward(x_int8, ctx)
-        e = sse_error(acc, be.from_host(labels), self.units[-1].s, be.xp)
+        e = sse_error(acc, be.host.from_host(labels), self.units[-1].s, be.xp)
         shapes = list(self._shapes)
         for item in reversed(self.plan):
             if item == "flatten":
@@ -263,15 +263,15 @@ class WageNetwork:
                 e = item.backward(e, ctx)
                 if e is None:
                     break
-        return be.to_host(be.argmax(acc))
+        return be.host.to_host(be.host.argmax(acc))
 
     def predict(self, x_int8, ctx: StepContext):
         be = ctx.backend
-        return be.to_host(be.argmax(self.forward(x_int8, ctx)))
+        return be.host.to_host(be.host.argmax(self.forward(x_int8, ctx)))
 
     # ---- state -----------------------------------------------------------------------------
     def stored_weights(self) -> list[np.ndarray]:
-        return [np.asarray(self.backend.to_host(u.weight)) for u in self.units]
+        return [np.asarray(self.backend.host.to_host(u.weight)) for u in self.units]
 
     def state(self) -> dict[str, np.ndarray]:
         return {f"w{i}": w for i, w in enumerate(self.stored_weights())}

@@ -129,7 +129,93 @@ def _cublas_int8_gemm(a_rows, bt_rows, m: int, n: int, k: int):
     return c
 
 
-class CupyBackend(ArrayHostOps, Backend):
+def shift_round_on_device(cp, acc, shift: int, mode: str, rand):
+    """The rescale kernel: ``shift_round`` of the device array ``acc`` (numerics.md §1)."""
+    if mode not in ROUNDING_MODES:
+        raise ValueError(f"unknown rounding mode {mode!r}; expected one of {ROUNDING_MODES}")
+    if not -62 <= int(shift) <= 62:
+        raise ValueError(f"shift must be an integer in -62..62, got {shift!r}")
+    u = cp.asarray(rand, cp.int64) if rand is not None else cp.zeros((), cp.int64)
+    if mode == "sto" and rand is None:
+        raise ValueError("mode 'sto' needs rand: uniform integers in [0, 2**shift)")
+    code = np.int32(kernels.MODE_CODES[mode])
+    return kernels.rescale_kernel()(acc, np.int32(shift), code, u)
+
+
+class CupyHostOps(ArrayHostOps):
+    """The GPU backend's host operations, on the device: golden's array code on CuPy arrays
+    (im2col moving whole words, ReLU, pooling), the counter-hash random integers and the
+    integer loss as kernels. Nothing here is a datapath operation."""
+
+    def __init__(self):
+        import cupy
+
+        self.xp = cupy
+
+    # ---- data movement ---------------------------------------------------------------------
+    def from_host(self, x):
+        return self.xp.asarray(x)
+
+    def to_host(self, x):
+        return self.xp.asnumpy(x)
+
+    def im2col(self, x, k: int, pad: int):
+        """Golden's im2col, moving whole words: the channels of a pixel are contiguous, so the
+        NHWC ``x`` is viewed as 8-, 4- or 2-byte elements (as many channels each) where its
+        channel bytes divide evenly, and the rows come out as the same bytes."""
+        cp = self.xp
+        nbytes = x.shape[3] * x.dtype.itemsize
+        if x.flags.c_contiguous:
+            for wide in (cp.int64, cp.int32, cp.int16):
+                size = cp.dtype(wide).itemsize
+                if size > x.dtype.itemsize and nbytes % size == 0:
+                    return super().im2col(x.view(wide), k, pad).view(x.dtype)
+        return super().im2col(x, k, pad)
+
+    def random_bits(self, seed: int, step: int, stream_id: int, shape, bits: int):
+        cp = self.xp
+        n = int(np.prod(shape, dtype=np.int64))
+        key = np.uint32(stream_key(seed, step, stream_id))
+        h = kernels.counter_hash_kernel()(cp.arange(n, dtype=cp.uint32) ^ key)
+        if bits == 0:
+            return cp.zeros(shape, cp.int64)
+        return (h >> np.uint32(32 - bits)).astype(cp.int64).reshape(shape)
+
+    def keep_mask(self, seed: int, step: int, stream_id: int, n: int):
+        return self.random_bits(seed, step, stream_id, (n,), 1).astype(self.xp.int8)
+
+    def cross_entropy_error(
+        self, logits, exponent: int, labels, rounding_mode: str, rand=None, bits: int = 8
+    ):
+        cp = self.xp
+        if int(exponent) < -20:  # Python-integer branch of the golden loss: a few scalars
+            err = golden_loss.cross_entropy_error(
+                cp.asnumpy(logits),
+                exponent,
+                cp.asnumpy(labels),
+                rounding_mode,
+                None if rand is None else cp.asnumpy(rand),
+                bits,
+            )
+            return cp.asarray(err)
+        a = logits.astype(cp.int64)
+        e = int(exponent)
+        if e > -7:
+            s = cp.sign(a) * ((cp.abs(a) * golden_loss.LOG2E_Q15) >> 15)
+            s = s << min(e, 16) if e >= 0 else cp.sign(s) * (cp.abs(s) >> -e)
+            s = cp.maximum(s - (s.max(axis=1, keepdims=True) - 10), 0)
+            p = cp.left_shift(cp.ones_like(s), s) - 1
+        else:
+            p = (cp.int64(1) << (1 - 2 * e)) + a * (cp.int64(1) << (1 - e)) + a * a
+        q = (p << golden_loss.SOFTMAX_BITS) // p.sum(axis=1, keepdims=True)
+        rows = cp.arange(a.shape[0])
+        q[rows, labels] -= q.sum(axis=1)
+        err = shift_round_on_device(cp, q, golden_loss.error_shift(bits), rounding_mode, rand)
+        limit = value_limit(bits)
+        return err if limit == 127 else cp.clip(err, -limit, limit)
+
+
+class CupyBackend(Backend):
     """The GPU backend. ``gemm="int8"`` uses cuBLAS int8 tensor-core GEMMs; ``"float32"`` an
     exact float32 GEMM over K-chunks (the golden trick, for GPUs without int8 tensor cores)."""
 
@@ -142,18 +228,8 @@ class CupyBackend(ArrayHostOps, Backend):
             raise ToolError(f"--backend gpu: {why}")
         if gemm not in ("int8", "float32"):
             raise ValueError(f"gemm must be 'int8' or 'float32', got {gemm!r}")
-        super().__init__(accumulator_bits, overflow)
-        import cupy
-
-        self.xp = cupy
+        super().__init__(accumulator_bits, overflow, host=CupyHostOps())
         self.gemm_path = gemm
-
-    # ---- data movement ---------------------------------------------------------------------
-    def from_host(self, x):
-        return self.xp.asarray(x)
-
-    def to_host(self, x):
-        return self.xp.asnumpy(x)
 
     # ---- datapath --------------------------------------------------------------------------
     def _on_device(self, x):
@@ -234,19 +310,6 @@ class CupyBackend(ArrayHostOps, Backend):
         out[: x.shape[0], : x.shape[1]] = x
         return out
 
-    def im2col(self, x, k: int, pad: int):
-        """Golden's im2col, moving whole words: the channels of a pixel are contiguous, so the
-        NHWC ``x`` is viewed as 8-, 4- or 2-byte elements (as many channels each) where its
-        channel bytes divide evenly, and the rows come out as the same bytes."""
-        cp = self.xp
-        nbytes = x.shape[3] * x.dtype.itemsize
-        if x.flags.c_contiguous:
-            for wide in (cp.int64, cp.int32, cp.int16):
-                size = cp.dtype(wide).itemsize
-                if size > x.dtype.itemsize and nbytes % size == 0:
-                    return super().im2col(x.view(wide), k, pad).view(x.dtype)
-        return super().im2col(x, k, pad)
-
     def _bitwidth(self, acc, fed) -> int:
         m = self._max_abs(acc)
         return 0 if m == 0 else (m - 1).bit_length()
@@ -272,16 +335,7 @@ class CupyBackend(ArrayHostOps, Backend):
         return self._on_device((w.astype(self.xp.int64) - dw).astype(self.xp.int32))
 
     def _rescale(self, acc, shift, mode, rand):
-        if mode not in ROUNDING_MODES:
-            raise ValueError(f"unknown rounding mode {mode!r}; expected one of {ROUNDING_MODES}")
-        if not -62 <= int(shift) <= 62:
-            raise ValueError(f"shift must be an integer in -62..62, got {shift!r}")
-        cp = self.xp
-        u = cp.asarray(rand, cp.int64) if rand is not None else cp.zeros((), cp.int64)
-        if mode == "sto" and rand is None:
-            raise ValueError("mode 'sto' needs rand: uniform integers in [0, 2**shift)")
-        code = np.int32(kernels.MODE_CODES[mode])
-        return self._on_device(kernels.rescale_kernel()(acc, np.int32(shift), code, u))
+        return self._on_device(shift_round_on_device(self.xp, acc, shift, mode, rand))
 
     def _update(self, w, g, limit):
         return self._on_device(kernels.update_kernel()(w, g.astype(self.xp.int8), np.int32(limit)))
@@ -290,46 +344,3 @@ class CupyBackend(ArrayHostOps, Backend):
         w16, w8 = kernels.update_master_kernel()(w16, g.astype(self.xp.int8))
         self._on_device(w8)
         return w16, w8
-
-    # ---- host operations, on the device (im2col, ReLU, pooling: ArrayHostOps) ----------
-    def random_bits(self, seed: int, step: int, stream_id: int, shape, bits: int):
-        cp = self.xp
-        n = int(np.prod(shape, dtype=np.int64))
-        key = np.uint32(stream_key(seed, step, stream_id))
-        h = kernels.counter_hash_kernel()(cp.arange(n, dtype=cp.uint32) ^ key)
-        if bits == 0:
-            return cp.zeros(shape, cp.int64)
-        return (h >> np.uint32(32 - bits)).astype(cp.int64).reshape(shape)
-
-    def keep_mask(self, seed: int, step: int, stream_id: int, n: int):
-        return self.random_bits(seed, step, stream_id, (n,), 1).astype(self.xp.int8)
-
-    def cross_entropy_error(
-        self, logits, exponent: int, labels, rounding_mode: str, rand=None, bits: int = 8
-    ):
-        cp = self.xp
-        if int(exponent) < -20:  # Python-integer branch of the golden loss: a few scalars
-            err = golden_loss.cross_entropy_error(
-                cp.asnumpy(logits),
-                exponent,
-                cp.asnumpy(labels),
-                rounding_mode,
-                None if rand is None else cp.asnumpy(rand),
-                bits,
-            )
-            return cp.asarray(err)
-        a = logits.astype(cp.int64)
-        e = int(exponent)
-        if e > -7:
-            s = cp.sign(a) * ((cp.abs(a) * golden_loss.LOG2E_Q15) >> 15)
-            s = s << min(e, 16) if e >= 0 else cp.sign(s) * (cp.abs(s) >> -e)
-            s = cp.maximum(s - (s.max(axis=1, keepdims=True) - 10), 0)
-            p = cp.left_shift(cp.ones_like(s), s) - 1
-        else:
-            p = (cp.int64(1) << (1 - 2 * e)) + a * (cp.int64(1) << (1 - e)) + a * a
-        q = (p << golden_loss.SOFTMAX_BITS) // p.sum(axis=1, keepdims=True)
-        rows = cp.arange(a.shape[0])
-        q[rows, labels] -= q.sum(axis=1)
-        err = self._rescale(q, golden_loss.error_shift(bits), rounding_mode, rand)
-        limit = value_limit(bits)
-        return err if limit == 127 else cp.clip(err, -limit, limit)

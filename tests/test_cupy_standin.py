@@ -121,7 +121,9 @@ def test_a_host_round_trip_in_the_backend_fails(cp):
 
     be = Leaky()
     acc = be.gemm(
-        be.from_host(np.ones((2, 4), np.int8)), be.from_host(np.ones((4, 2), np.int8)), TAG
+        be.host.from_host(np.ones((2, 4), np.int8)),
+        be.host.from_host(np.ones((4, 2), np.int8)),
+        TAG,
     )
     assert int(CupyBackend().bitwidth(acc, TAG)) == 2
     with pytest.raises(TypeError, match="Implicit conversion"):
@@ -136,11 +138,13 @@ def test_a_datapath_operation_computed_on_the_host_stops_the_run(cp):
 
     class Leaky(CupyBackend):
         def _update(self, w, g, limit):
-            return self._on_device(np.clip(self.to_host(w) - self.to_host(g), -limit, limit))
+            return self._on_device(
+                np.clip(self.host.to_host(w) - self.host.to_host(g), -limit, limit)
+            )
 
     be = Leaky()
-    w = be.from_host(np.ones(4, np.int8))
-    be.rescale(be.from_host(np.arange(8, dtype=np.int32)), 1, "round", TAG)
+    w = be.host.from_host(np.ones(4, np.int8))
+    be.rescale(be.host.from_host(np.arange(8, dtype=np.int32)), 1, "round", TAG)
     with pytest.raises(DatapathLeak, match=r"update \(4,\) of layer 't', phase 'forward' ran on"):
         be.update(w, w, TAG)
     assert be.ledger.as_dict() == {"device": 1, "host": 1}
@@ -160,19 +164,19 @@ with cupy_standin.installed():
                -(2**63) + 1]
     x = np.concatenate([rng.integers(-(2**63) + 1, 2**63 - 1, 5000), corners])
     for dtype in (np.int32, np.int64):
-        xs = be.from_host(x.astype(dtype))
+        xs = be.host.from_host(x.astype(dtype))
         for mode in ("round", "psto", "trunc", "rne", "sto"):
             for s in range(-10, 63):
                 rand = rng.integers(0, 1 << max(s, 0), x.shape) if mode == "sto" else None
-                be.rescale(xs, s, mode, TAG, None if rand is None else be.from_host(rand))
+                be.rescale(xs, s, mode, TAG, None if rand is None else be.host.from_host(rand))
         be.max_magnitude(xs, TAG)
     w, g = np.meshgrid(np.arange(-128, 128), np.arange(-128, 128))
-    w8, g8 = be.from_host(w.astype(np.int8)), be.from_host(g.astype(np.int8))
+    w8, g8 = be.host.from_host(w.astype(np.int8)), be.host.from_host(g.astype(np.int8))
     for limit in (127, 64, 1):
         be.update(w8, g8, TAG, limit=limit)
     w16 = rng.integers(-32768, 32768, w.shape).astype(np.int16)
-    be.update_master(be.from_host(w16), g8, TAG)
-    kernels.counter_hash_kernel()(be.from_host(np.arange(2**16, dtype=np.uint32) * 65537))
+    be.update_master(be.host.from_host(w16), g8, TAG)
+    kernels.counter_hash_kernel()(be.host.from_host(np.arange(2**16, dtype=np.uint32) * 65537))
 print("ok")
 """
 

@@ -43,7 +43,7 @@ def be(device):
 
 
 def host(be, x):
-    return be.to_host(x)
+    return be.host.to_host(x)
 
 
 @pytest.mark.parametrize("mode", ["round", "psto", "trunc", "rne", "sto"])
@@ -62,7 +62,11 @@ def test_rescale_kernel(be, mode):
             got = host(
                 be,
                 be.rescale(
-                    be.from_host(xs), s, mode, TAG, None if rand is None else be.from_host(rand)
+                    be.host.from_host(xs),
+                    s,
+                    mode,
+                    TAG,
+                    None if rand is None else be.host.from_host(rand),
                 ),
             )
             np.testing.assert_array_equal(
@@ -78,21 +82,21 @@ def test_divide_operations(be):
     gold = NumpyBackend()
     for d in (1, 3, 4, 256 * 64, 512 * 640, 12000):
         np.testing.assert_array_equal(
-            host(be, be.divide(be.from_host(x), d, TAG)), gold.divide(x, d, TAG)
+            host(be, be.divide(be.host.from_host(x), d, TAG)), gold.divide(x, d, TAG)
         )
         for decay in (0, 3000):
-            got = be.update_div(be.from_host(w), be.from_host(x), d, decay, TAG)
+            got = be.update_div(be.host.from_host(w), be.host.from_host(x), d, decay, TAG)
             np.testing.assert_array_equal(host(be, got), gold.update_div(w, x, d, decay, TAG))
 
 
 def test_update_kernels_exhaustive(be):
     w, g = np.meshgrid(np.arange(-127, 128, dtype=np.int8), np.arange(-127, 128, dtype=np.int8))
     for limit in (127, 64, 1):  # WAGE clamps at 64
-        got = host(be, be.update(be.from_host(w), be.from_host(g), TAG, limit=limit))
+        got = host(be, be.update(be.host.from_host(w), be.host.from_host(g), TAG, limit=limit))
         np.testing.assert_array_equal(got, NumpyBackend().update(w, g, TAG, limit=limit))
     w16 = np.random.default_rng(0).integers(-32767, 32768, g.shape).astype(np.int16)
     w16[0, :4] = [32767, -32767, 255, -255]
-    a, b = be.update_master(be.from_host(w16), be.from_host(g), TAG)
+    a, b = be.update_master(be.host.from_host(w16), be.host.from_host(g), TAG)
     ra, rb = NumpyBackend().update_master(w16, g, TAG)
     np.testing.assert_array_equal(host(be, a), ra)
     np.testing.assert_array_equal(host(be, b), rb)
@@ -102,13 +106,16 @@ def test_counter_hash_and_masks(be):
     x = np.arange(100000, dtype=np.uint32) * np.uint32(2654435761)
     from nitihw.gpu.kernels import counter_hash_kernel
 
-    np.testing.assert_array_equal(host(be, counter_hash_kernel()(be.from_host(x))), counter_hash(x))
+    np.testing.assert_array_equal(
+        host(be, counter_hash_kernel()(be.host.from_host(x))), counter_hash(x)
+    )
     gold = NumpyBackend()
     np.testing.assert_array_equal(
-        host(be, be.keep_mask(3, 7, 11, 5000)), gold.keep_mask(3, 7, 11, 5000)
+        host(be, be.host.keep_mask(3, 7, 11, 5000)), gold.host.keep_mask(3, 7, 11, 5000)
     )
     np.testing.assert_array_equal(
-        host(be, be.random_bits(1, 2, 3, (40, 30), 4)), gold.random_bits(1, 2, 3, (40, 30), 4)
+        host(be, be.host.random_bits(1, 2, 3, (40, 30), 4)),
+        gold.host.random_bits(1, 2, 3, (40, 30), 4),
     )
 
 
@@ -126,9 +133,11 @@ def test_gemm_paths(device, path, shape):
     y = rng.integers(-127, 128, (k, n)).astype(np.int8)
     x[0, : min(k, 50)] = 127
     y[: min(k, 50), 0] = 127
-    got = host(b, b.gemm(b.from_host(x), b.from_host(y), TAG))
+    got = host(b, b.gemm(b.host.from_host(x), b.host.from_host(y), TAG))
     np.testing.assert_array_equal(got, exact_matmul(x, y))
-    assert b.bitwidth(b.from_host(got), TAG) == NumpyBackend().bitwidth(exact_matmul(x, y), TAG)
+    assert b.bitwidth(b.host.from_host(got), TAG) == NumpyBackend().bitwidth(
+        exact_matmul(x, y), TAG
+    )
 
 
 @pytest.mark.parametrize("path", ["int8", "float32"])
@@ -142,11 +151,11 @@ def test_gemm_wide_operands(device, path):
         x = rng.integers(-lim + 1, lim, (m, k)).astype(np.int32)
         y = rng.integers(-lim + 1, lim, (k, n)).astype(np.int32)
         x[0], y[:, 0] = lim - 1, -(lim - 1)  # the largest sums
-        got = host(b, b.gemm(b.from_host(x), b.from_host(y), TAG))
+        got = host(b, b.gemm(b.host.from_host(x), b.host.from_host(y), TAG))
         np.testing.assert_array_equal(got, exact_matmul(x, y), err_msg=f"{(m, k, n)} {lim}")
     huge = np.full((2, 2), 2**27, np.int32)
     with pytest.raises(ValueError, match="does not fit"):
-        b.gemm(b.from_host(huge), b.from_host(huge), TAG)
+        b.gemm(b.host.from_host(huge), b.host.from_host(huge), TAG)
 
 
 def test_gemm_overflow_policies(device):
@@ -156,9 +165,9 @@ def test_gemm_overflow_policies(device):
     b = np.full((4, 2), 127, np.int8)
     with pytest.raises(AccumulatorOverflowError):
         be16 = CupyBackend(accumulator_bits=16)
-        be16.gemm(be16.from_host(a), be16.from_host(b), TAG)
+        be16.gemm(be16.host.from_host(a), be16.host.from_host(b), TAG)
     w = CupyBackend(accumulator_bits=16, overflow="wrap")
-    got = host(w, w.gemm(w.from_host(a), w.from_host(b), TAG))
+    got = host(w, w.gemm(w.host.from_host(a), w.host.from_host(b), TAG))
     np.testing.assert_array_equal(got, NumpyBackend(16, "wrap").gemm(a, b, TAG))
     assert w.overflow_events == 4
 
@@ -169,23 +178,23 @@ def test_host_operations_on_the_device(be):
     x = rng.integers(-127, 128, (3, 9, 7, 4)).astype(np.int8)
     for k, pad in [(3, 1), (5, 0), (3, 2)]:
         np.testing.assert_array_equal(
-            host(be, be.im2col(be.from_host(x), k, pad)), gold.im2col(x, k, pad)
+            host(be, be.host.im2col(be.host.from_host(x), k, pad)), gold.host.im2col(x, k, pad)
         )
     t = np.zeros((2, 4, 4, 3), np.int8)
     t[0, 0, 1, 0] = t[0, 1, 0, 0] = 5  # a tie: the first maximum wins
     t[1] = rng.integers(-127, 128, (4, 4, 3))
-    y, idx = be.maxpool(be.from_host(t), 2)
-    gy, gidx = gold.maxpool(t, 2)
+    y, idx = be.host.maxpool(be.host.from_host(t), 2)
+    gy, gidx = gold.host.maxpool(t, 2)
     np.testing.assert_array_equal(host(be, y), gy)
     np.testing.assert_array_equal(host(be, idx), gidx)
     err = rng.integers(-127, 128, gy.shape).astype(np.int8)
     np.testing.assert_array_equal(
-        host(be, be.maxpool_backward(be.from_host(err), idx, t.shape, 2)),
-        gold.maxpool_backward(err, gidx, t.shape, 2),
+        host(be, be.host.maxpool_backward(be.host.from_host(err), idx, t.shape, 2)),
+        gold.host.maxpool_backward(err, gidx, t.shape, 2),
     )
     np.testing.assert_array_equal(
-        host(be, be.relu_backward(be.from_host(x), be.from_host(x[::-1].copy()))),
-        gold.relu_backward(x, x[::-1].copy()),
+        host(be, be.host.relu_backward(be.host.from_host(x), be.host.from_host(x[::-1].copy()))),
+        gold.host.relu_backward(x, x[::-1].copy()),
     )
 
 
@@ -197,16 +206,18 @@ def test_operand_layout_moves_the_same_bytes(be):
     rng = np.random.default_rng(9)
     for rows, cols in [(8, 1), (16, 5), (264, 1152), (24, 7), (4096, 33)]:
         x = rng.integers(-128, 128, (rows, cols)).astype(np.int8)
-        np.testing.assert_array_equal(host(be, transpose_int8(be.from_host(x))), x.T)
-        rows_t = host(be, be._int8_rows(be.from_host(x).T, cols + 3, rows + 16))
+        np.testing.assert_array_equal(host(be, transpose_int8(be.host.from_host(x))), x.T)
+        rows_t = host(be, be._int8_rows(be.host.from_host(x).T, cols + 3, rows + 16))
         np.testing.assert_array_equal(rows_t[:cols, :rows], x.T)  # zero-padded as before
         assert not rows_t[cols:].any() and not rows_t[:, rows:].any()
     for c, dtype in [(1, np.int8), (2, np.int8), (3, np.int8), (4, np.int8), (8, np.int8),
                      (24, np.int8), (128, np.int8), (3, np.int16), (4, np.int16)]:  # fmt: skip
         x = rng.integers(-128, 128, (2, 6, 5, c)).astype(dtype)
         for k, pad in [(3, 1), (5, 2), (2, 0)]:
-            got = host(be, be.im2col(be.from_host(x), k, pad))
-            np.testing.assert_array_equal(got, gold.im2col(x, k, pad), err_msg=f"{c} {k} {pad}")
+            got = host(be, be.host.im2col(be.host.from_host(x), k, pad))
+            np.testing.assert_array_equal(
+                got, gold.host.im2col(x, k, pad), err_msg=f"{c} {k} {pad}"
+            )
             assert got.dtype == dtype
 
 
@@ -218,8 +229,12 @@ def test_loss(be, e, mode):
     a[0] = 127
     labels = rng.integers(0, 10, 64)
     rand = rng.integers(0, 16, a.shape) if mode == "sto" else None
-    got = be.cross_entropy_error(
-        be.from_host(a), e, be.from_host(labels), mode, None if rand is None else be.from_host(rand)
+    got = be.host.cross_entropy_error(
+        be.host.from_host(a),
+        e,
+        be.host.from_host(labels),
+        mode,
+        None if rand is None else be.host.from_host(rand),
     )
     np.testing.assert_array_equal(host(be, got), cross_entropy_error(a, e, labels, mode, rand))
 

@@ -75,6 +75,21 @@ def test_host_operations_hold_no_datapath_operation():
         assert not hasattr(NumpyHostOps, name), name
 
 
+@pytest.mark.parametrize("cls", [NumpyBackend, RtlBackend, CupyBackend])
+def test_host_operations_are_a_component_not_a_base_class(cls):
+    """Every backend holds its host operations as ``backend.host`` (the HostOps protocol) and
+    inherits none: a host operation is never a backend's own method."""
+    from nitihw.golden.backend import ArrayHostOps, HostOps
+
+    assert not issubclass(cls, ArrayHostOps)
+    host_ops = [n for n in vars(HostOps) if not n.startswith("_") and callable(vars(HostOps)[n])]
+    assert "relu" in host_ops and "cross_entropy_error" in host_ops
+    for name in host_ops:
+        assert not hasattr(cls, name), name
+    be = NumpyBackend()
+    assert isinstance(be.host, NumpyHostOps) and be.xp is np
+
+
 def test_the_ledger_counts_and_a_strict_one_stops_at_the_first_host_operation():
     lax = Ledger(HOST)
     lax.count("gemm", TAG, (2, 3, 4), None)

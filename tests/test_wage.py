@@ -138,7 +138,7 @@ def oracle_step(ws, alphas, x, labels, lr_shift, seed, step):
         # s fractional bits; the random draw is the integer form's: frac > u, u = rand / 2^s
         assert (m * 2**14).denominator == 1
         s = round_log2(int(m * 2**14)) - lr_shift
-        u = be.random_bits(seed, step, STREAM_QG + unit_index, (len(g), len(g[0])), RAND_BITS)
+        u = be.host.random_bits(seed, step, STREAM_QG + unit_index, (len(g), len(g[0])), RAND_BITS)
         rows = []
         for o, r in enumerate(gs):
             row = []

@@ -4,7 +4,7 @@ executed by the simulated Datapath (the Verilog of :mod:`nitihw.rtl`), tile by t
 The backend is composed of two parts, and inherits neither from the golden model:
 :class:`~nitihw.golden.backend.Backend` (trace, overflow policy, ledger) whose datapath
 operations (:data:`~nitihw.golden.backend.DATAPATH_OPERATIONS`) are implemented here on the
-driver and nowhere else, and :class:`~nitihw.golden.backend.NumpyHostOps`, the host side
+driver and nowhere else, and its ``host`` component, :class:`~nitihw.golden.backend.NumpyHostOps`
 (im2col, ReLU, pooling, the loss), in NumPy as a controller core would run it. None of the
 golden model's own routes (its int8 GEMM, float BLAS, direct convolutions, worker threads) is
 in reach, and the ledger stops the run at the first datapath operation whose result did not
@@ -24,7 +24,7 @@ from nitihw.golden.errors import DatapathLimitError, InternalError
 from nitihw.sim.simulate.datapath_driver import DatapathDriver
 
 
-class RtlBackend(NumpyHostOps, Backend):
+class RtlBackend(Backend):
     """Datapath operations on the simulated RTL; host operations in NumPy.
 
     Each operation ends with the datapath idle, so the cycles its commands took are exact;
@@ -37,7 +37,7 @@ class RtlBackend(NumpyHostOps, Backend):
     def __init__(
         self, driver: DatapathDriver, call, accumulator_bits: int = 32, overflow: str = "error"
     ):
-        super().__init__(accumulator_bits, overflow)
+        super().__init__(accumulator_bits, overflow, host=NumpyHostOps())
         p = driver.params
         if p.accumulator_bits != accumulator_bits:
             raise ValueError(
