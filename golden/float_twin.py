@@ -11,13 +11,13 @@ from __future__ import annotations
 import numpy as np
 
 from nitihw.golden import models as M
-from nitihw.golden.backend import NumpyBackend
+from nitihw.golden.backend import NumpyHostOps
 from nitihw.golden.datasets import INPUT_EXP
 from nitihw.golden.init import init_float_weights
 from nitihw.golden.models import layer_name
 from nitihw.golden.randomness import random_bits
 
-_host = NumpyBackend()  # im2col and pooling are dtype-agnostic host operations
+_host = NumpyHostOps()  # im2col and pooling are dtype-agnostic host operations
 
 
 def float_matmul(a, b, layer: str, phase: str):

@@ -512,7 +512,7 @@ class NitroNetwork:
     # ---- state ----------------------------------------------------------------------------------
     def stored_weights(self) -> list[np.ndarray]:
         """Host int32 weights: per block its weight layer then its head, then the output."""
-        to_host = self.backend.to_host if self.backend is not None else np.asarray
+        to_host = self.backend.host.to_host if self.backend is not None else np.asarray
         return [np.asarray(to_host(u.weight)) for u in self.units]
 
     def state(self) -> dict[str, np.ndarray]:
