@@ -16,6 +16,7 @@ import re
 import sys
 from dataclasses import fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from nitihw.golden.checkpoint import CHECKPOINT_NAME
 from nitihw.golden.datasets import load_dataset
@@ -25,8 +26,10 @@ from nitihw.golden.parallel import available_cores, check_threads
 from nitihw.golden.profiles import get_profile
 from nitihw.golden.run_folder import RESULT_NAME
 from nitihw.golden.train import TrainConfig, check_input_shape, train
-from nitihw.rtl.datapath import DatapathParams
 from nitihw.sim.model.cycle_model import TILINGS, ArrayConfig, CycleReport
+
+if TYPE_CHECKING:
+    from nitihw.rtl.datapath import DatapathParams
 
 CONFIG_KEYS = tuple(f.name for f in fields(TrainConfig))
 
@@ -209,6 +212,8 @@ def rtl_build(opts: dict, settings: tuple | None = None) -> tuple[DatapathParams
     """The Datapath a run needs (its array, profile and accumulator) and the directory its
     builds go to. ``settings``: what :func:`check_settings` returned for ``opts``, if the
     caller has it (the array is then not parsed again)."""
+    from nitihw.rtl.datapath import DatapathParams  # the HDL toolchain: the RTL's runs only
+
     cfg, array = settings or check_settings(opts)
     operand_bits, b_bits = operand_widths(cfg)
     params = DatapathParams(

@@ -8,10 +8,13 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from nitihw.golden.errors import ToolError
-from nitihw.rtl.datapath import DatapathParams
 from nitihw.sim.tools import simulator_available, simulator_path_setup, verilator_make_fix
+
+if TYPE_CHECKING:
+    from nitihw.rtl.datapath import DatapathParams
 
 SIMULATORS = ("verilator", "icarus")
 TESTBENCH = "nitihw.sim.simulate.testbench.datapath_tb"
@@ -204,6 +207,8 @@ def regression_configs(
 ) -> list[DatapathParams]:
     """Datapath parameters of the sweep; ``divide`` builds NITRO-D's configuration (32-bit B
     operands and the divide lanes); ``operand_bits`` the operand width of every build."""
+    from nitihw.rtl.datapath import DatapathParams
+
     wide = {"b_bits": 32, "divide": True} if divide else {}
     return [
         DatapathParams(
