@@ -17,31 +17,12 @@
  * Nothing here defines a rule: tests/test_int8_gemm.py compares it with NumPy's int64 matmul
  * (under qemu-aarch64 on x86 machines, tests/int8_gemm_check.c).
  */
-#include <stdint.h>
-#include <stdlib.h>
-#include <string.h>
-#include <arm_neon.h>
-#if defined(__linux__)
-#include <sys/auxv.h>
-#ifndef HWCAP_ASIMDDP
-#define HWCAP_ASIMDDP (1 << 20)
-#endif
-#elif defined(__APPLE__)
-#include <sys/sysctl.h>
-#endif
-
-#define LANES 4
+#define COLS 4 /* columns of B per vector */
+#define GROUP 4 /* K rows per column one instruction sums */
+#include "int8_neon.h"
 
 int nitihw_int8_supported(void) {
-#if defined(__linux__)
-    return (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0;
-#elif defined(__APPLE__)
-    int64_t has = 0;
-    size_t size = sizeof(has);
-    return sysctlbyname("hw.optional.arm.FEAT_DotProd", &has, &size, NULL, 0) == 0 && has;
-#else
-    return 0;
-#endif
+    return arm_has(AT_HWCAP, HWCAP_ASIMDDP, "hw.optional.arm.FEAT_DotProd");
 }
 
 /* rows per A block for NV vectors of 4 columns (a multiple of 4: one A vector feeds four) */
@@ -55,41 +36,6 @@ static int rows_for(int nv) {
 }
 
 int nitihw_int8_rows(int nv) { return nv >= 1 && nv <= 4 ? rows_for(nv) : 0; }
-
-/* B (K x N, element strides sbk, sbn) into panels of 4*nv columns; corr is all zeros here */
-void nitihw_int8_pack_b(int64_t k_n, int64_t n_n, int nv, const int8_t *b, int64_t sbk,
-                        int64_t sbn, int8_t *out, int32_t *corr) {
-    const int64_t k4 = (k_n + 3) / 4, nr = LANES * (int64_t)nv;
-    const int64_t panels = (n_n + nr - 1) / nr;
-    for (int64_t p = 0; p < panels; p++) {
-        const int64_t n0 = p * nr, width = n_n - n0 < nr ? n_n - n0 : nr;
-        int8_t *dst = out + p * k4 * nr * 4;
-        for (int64_t g = 0; g < k4; g++)
-            for (int64_t j = 0; j < nr; j++)
-                for (int q = 0; q < 4; q++) {
-                    const int64_t k = 4 * g + q;
-                    dst[(g * nr + j) * 4 + q] =
-                        j < width && k < k_n ? b[k * sbk + (n0 + j) * sbn] : 0;
-                }
-    }
-    memset(corr, 0, sizeof(int32_t) * panels * nr);
-}
-
-/* MR rows of A from row m0 (rows past M are zero), as [K/4][MR][4 bytes] */
-static void pack_a(int64_t m0, int64_t m_n, int64_t k_n, int mr, const int8_t *a, int64_t sam,
-                   int64_t sak, int8_t *out) {
-    const int64_t k4 = (k_n + 3) / 4;
-    for (int r = 0; r < mr; r++) {
-        const int64_t m = m0 + r;
-        for (int64_t g = 0; g < k4; g++)
-            for (int q = 0; q < 4; q++) {
-                const int64_t k = 4 * g + q;
-                out[(g * mr + r) * 4 + q] = m < m_n && k < k_n ? a[m * sam + k * sak] : 0;
-            }
-    }
-}
-
-#include "int8_drain_neon.h"
 
 #define MICRO(MR, NV)                                                                          \
     static void micro_##MR##_##NV(int64_t k4, const int8_t *ap, const int8_t *bp, int64_t m0, \
@@ -112,11 +58,11 @@ static void pack_a(int64_t m0, int64_t m_n, int64_t k_n, int mr, const int8_t *a
                 }                                                                             \
             }                                                                                 \
         }                                                                                     \
-        int32_t tile[MR][NV * LANES] __attribute__((aligned(16)));                            \
+        int32_t tile[MR][NV * COLS] __attribute__((aligned(16)));                            \
         _Pragma("GCC unroll 16") for (int r = 0; r < MR; r++)                                \
             _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++)                              \
-                vst1q_s32(tile[r] + LANES * v, acc[r][v]);                                    \
-        drain(MR, NV * LANES, &tile[0][0], m0, m_n, n0, n_n, c, scm, scn, rg);                \
+                vst1q_s32(tile[r] + COLS * v, acc[r][v]);                                    \
+        drain(MR, NV * COLS, &tile[0][0], m0, m_n, n0, n_n, c, scm, scn, rg);                \
     }
 
 MICRO(16, 1)
@@ -124,37 +70,8 @@ MICRO(12, 2)
 MICRO(8, 3)
 MICRO(4, 4)
 
-/* C (M x N, element strides scm, scn) = A (M x K, strides sam, sak) @ packed B. Returns 0,
-   or -1 when no memory could be had for the A block; minmax gets the result's min and max
-   (unchanged when M or N is 0). corr is not used (see nitihw_int8_pack_b). */
-int nitihw_int8_gemm(int64_t m_n, int64_t n_n, int64_t k_n, int nv, const int8_t *a,
-                     int64_t sam, int64_t sak, const int8_t *bp, const int32_t *corr,
-                     int32_t *c, int64_t scm, int64_t scn, int32_t *minmax) {
-    (void)corr;
-    const int mr = rows_for(nv);
-    const int64_t k4 = (k_n + 3) / 4, nr = LANES * (int64_t)nv;
-    const int64_t panels = (n_n + nr - 1) / nr;
-    if (m_n <= 0 || n_n <= 0) return 0;
-    int8_t *ap = (int8_t *)malloc(k4 * mr * 4 + 16);
-    if (ap == NULL) return -1;
-    range_t rg = {vdupq_n_s32(INT32_MAX), vdupq_n_s32(INT32_MIN), INT32_MAX, INT32_MIN};
-    for (int64_t m0 = 0; m0 < m_n; m0 += mr) {
-        pack_a(m0, m_n, k_n, mr, a, sam, sak, ap);
-        for (int64_t p = 0; p < panels; p++) {
-            const int8_t *b = bp + p * k4 * nr * 4;
-            switch (nv) {
-            case 1: micro_16_1(k4, ap, b, m0, m_n, p * nr, n_n, c, scm, scn, &rg); break;
-            case 2: micro_12_2(k4, ap, b, m0, m_n, p * nr, n_n, c, scm, scn, &rg); break;
-            case 3: micro_8_3(k4, ap, b, m0, m_n, p * nr, n_n, c, scm, scn, &rg); break;
-            default: micro_4_4(k4, ap, b, m0, m_n, p * nr, n_n, c, scm, scn, &rg); break;
-            }
-        }
-    }
-    free(ap);
-    const int32_t vlo = vminvq_s32(rg.vlo), vhi = vmaxvq_s32(rg.vhi);
-    minmax[0] = vlo < rg.lo ? vlo : rg.lo;
-    minmax[1] = vhi > rg.hi ? vhi : rg.hi;
-    return 0;
-}
+/* the microkernel of each panel width, for int8_neon_gemm.h's driver */
+static const micro_t MICROS[4] = {micro_16_1, micro_12_2, micro_8_3, micro_4_4};
 
+#include "int8_neon_gemm.h"
 #include "int8_conv_error.h"
