@@ -132,8 +132,6 @@ KERNELS = {
 #: ``blas`` (no int8 kernel: the float BLAS routes, as on a CPU without any), or ``numpy``
 #: (``blas``, and no Numba kernels either, :mod:`nitihw.golden.kernels`)
 CHOICES = ("auto", "blas", "numpy", *KERNELS)
-#: kept for the VNNI kernel's callers: its source
-SOURCE = Path(__file__).with_name(KERNELS["avx512vnni"].source)
 
 
 @dataclass

@@ -37,6 +37,28 @@ def plans() -> list:
     return [(flip, nv) for flip in (False, True) for nv in sorted(int8_gemm._load().rows)]
 
 
+#: every kernel this CPU runs with every plan of it: ``(kernel, (flipped, nv))``
+KERNEL_PLANS = [
+    (name, (flip, nv))
+    for name in HERE
+    for flip in (False, True)
+    for nv in sorted(int8_gemm._load_kernel(name).rows)
+]
+
+
+@pytest.fixture(
+    params=KERNEL_PLANS or [None],
+    ids=lambda p: f"{p[0]}-{'flipped' if p[1][0] else 'direct'}-nv{p[1][1]}" if p else "none",
+)
+def kernel_plan(request):
+    """Each plan of each kernel this CPU can run, the kernel forced for the test."""
+    if request.param is None:
+        pytest.skip(f"no int8 kernel runs here: {int8_gemm.status()}")
+    name, plan = request.param
+    with int8_gemm.forced(name):
+        yield plan
+
+
 def _want(a, b):
     out = a.astype(np.int64) @ b.astype(np.int64)
     return out, (int(out.min()), int(out.max())) if out.size else (0, 0)
@@ -54,15 +76,14 @@ def _check(a, b, **kw):
     "m,k,n",
     [(1, 1, 1), (5, 3, 7), (17, 4, 16), (16, 5, 17), (33, 6, 48), (49, 7, 65), (6, 257, 100)],
 )
-def test_every_kernel_and_padding(kernel, m, k, n):
+def test_every_kernel_and_padding(kernel_plan, m, k, n):
     rng = np.random.default_rng(m * 1000 + k * 10 + n)
     a = rng.integers(-128, 128, (m, k)).astype(np.int8)
     b = rng.integers(-128, 128, (k, n)).astype(np.int8)
-    for plan in plans():
-        _check(a, b, plan=plan)
+    _check(a, b, plan=kernel_plan)
 
 
-def test_operand_layouts(kernel):
+def test_operand_layouts(kernel_plan):
     """C order, Fortran order, transposed views, slices with gaps and reversed axes."""
     rng = np.random.default_rng(7)
     big_a = rng.integers(-128, 128, (40, 90)).astype(np.int8)
@@ -73,8 +94,7 @@ def test_operand_layouts(kernel):
     layouts_b.append(np.ascontiguousarray(big_b[:50, :41].T))
     for a in layouts_a:
         for b in layouts_b:
-            for plan in plans():
-                _check(a, b, plan=plan)
+            _check(a, b, plan=kernel_plan)
 
 
 def test_int32_extremes(kernel):
