@@ -393,14 +393,15 @@ def _plan(m: int, k: int, n: int, sa: tuple, sb: tuple) -> tuple[float, int]:
 def _packed(b: np.ndarray, nv: int) -> tuple:
     """``(packed, corr)``: ``b`` (K x N) in the kernel's panels of ``lanes * nv`` columns, and
     its column sums times 128 (the VNNI kernel's offset correction; zeros for the others)."""
-    kern = _load().kernel
+    loaded = _load()
+    kern = loaded.kernel
     k, n = b.shape
     kg, nr = -(-k // kern.group), kern.lanes * nv
     panels = -(-n // nr)
     packed = np.empty(panels * kg * nr * kern.group_bytes, np.int8)
     corr = np.empty(panels * nr, np.int32)
     sbk, sbn = _strides(b)
-    _load().lib.nitihw_int8_pack_b(
+    loaded.lib.nitihw_int8_pack_b(
         k, n, nv, b.ctypes.data, sbk, sbn, packed.ctypes.data, corr.ctypes.data
     )
     return packed, corr
@@ -432,15 +433,13 @@ def conv_error_range(err, weight, pad: int, workers: Workers | None = None, bloc
     if loaded.kernel.tuned:  # each panel width timed on the first call of this shape
         key = ("conv_error", loaded.kernel.name, err.shape, weight.shape, pad, block_bytes)
         if key not in _tuned:
-            best = None
-            for nv in sorted(loaded.rows):
-                t0 = time.perf_counter()
-                done = _conv_error(rows, taps, out, err.shape, k, cin, pad, nv, None, block_bytes)
-                took = time.perf_counter() - t0
-                if best is None or took < best[0]:
-                    best = (took, nv)
-            _tuned[key] = best[1]
-            return done
+            return _fastest(
+                key,
+                sorted(loaded.rows),
+                lambda nv: _conv_error(
+                    rows, taps, out, err.shape, k, cin, pad, nv, None, block_bytes
+                ),
+            )
         nv = _tuned[key]
     else:
         nv = _plan(b * ho * wo, cout, k * k * cin, (cout, 1), (k * k * cin, 1))[1]
@@ -498,7 +497,8 @@ def matmul_range(
         key = (loaded.kernel.name, m, k, n, _strides(a), _strides(b))
         plan = _tuned.get(key)
         if plan is None:
-            return _tune(key, a, b, out, workers)
+            every = [(flip, nv) for flip in (False, True) for nv in sorted(loaded.rows)]
+            return _fastest(key, every, lambda plan: _run(a, b, out, *plan, None))
     if plan is None:  # C = A @ B, or C^T = B^T @ A^T into C's columns: the cheaper
         direct = _plan(m, k, n, _strides(a), _strides(b))
         flipped = _plan(n, k, m, _strides(b)[::-1], _strides(a)[::-1])
@@ -517,17 +517,16 @@ MIN_TUNE_MACS = 1 << 20
 _tuned: dict = {}  # (kernel, M, K, N, strides of A, strides of B) -> (flipped, nv)
 
 
-def _tune(key: tuple, a, b, out, workers):
-    """Run ``a @ b`` once with every plan of the kernel in use (single-threaded), remember the
-    fastest for ``key``, and return the result (the same whichever plan made it)."""
+def _fastest(key: tuple, plans: list, run):
+    """Run ``run(plan)`` once for every plan (single-threaded), remember the fastest for
+    ``key`` and return the last result (the same integers whichever plan made it)."""
     best = None
-    for flip in (False, True):
-        for nv in sorted(_load().rows):
-            t0 = time.perf_counter()
-            done = _run(a, b, out, flip, nv, None)
-            took = time.perf_counter() - t0
-            if best is None or took < best[0]:
-                best = (took, (flip, nv))
+    for plan in plans:
+        t0 = time.perf_counter()
+        done = run(plan)
+        took = time.perf_counter() - t0
+        if best is None or took < best[0]:
+            best = (took, plan)
     _tuned[key] = best[1]
     return done
 

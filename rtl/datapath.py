@@ -263,10 +263,8 @@ class DatapathParams:
             object.__setattr__(self, "b_bits", self.operand_bits)
         if self.result_rows is None:
             object.__setattr__(self, "result_rows", default_result_rows(self.cols))
-        require(self, "result_rows", self.result_rows)
-        require(self, "b_bits", self.b_bits)
-        require(self, "accumulator_bits", self.accumulator_bits)
-        require(self, "guard_bits", self.guard_bits)
+        for key in ("result_rows", "b_bits", "accumulator_bits", "guard_bits"):
+            require(self, key, getattr(self, key))
         if not isinstance(self.divide, bool):
             reject(self, f"divide must be True or False, got {self.divide!r}")
         check_array_params(
@@ -379,13 +377,6 @@ class Datapath(wiring.Component):
                 self._MustUse__silence = True  # never built: nothing to warn about
                 raise
         self._params = p
-        self._rows, self._cols, self._operand_bits = p.rows, p.cols, p.operand_bits
-        self._accumulator_bits, self._guard_bits, self._kmax = (
-            p.accumulator_bits,
-            p.guard_bits,
-            p.kmax,
-        )
-        self._b_bits, self._divide, self._result_rows = p.b_bits, p.divide, p.result_rows
         rows, cols, acc, b_bits = p.rows, p.cols, p.accumulator_bits, p.b_bits
         super().__init__(
             {
@@ -401,15 +392,15 @@ class Datapath(wiring.Component):
         )
 
     params = property(lambda self: self._params, doc="The :class:`DatapathParams` built.")
-    rows = property(lambda self: self._rows)
-    cols = property(lambda self: self._cols)
-    operand_bits = property(lambda self: self._operand_bits)
-    accumulator_bits = property(lambda self: self._accumulator_bits)
-    guard_bits = property(lambda self: self._guard_bits)
-    kmax = property(lambda self: self._kmax)
-    b_bits = property(lambda self: self._b_bits)
-    divide = property(lambda self: self._divide)
-    result_rows = property(lambda self: self._result_rows)
+    rows = property(lambda self: self._params.rows)
+    cols = property(lambda self: self._params.cols)
+    operand_bits = property(lambda self: self._params.operand_bits)
+    accumulator_bits = property(lambda self: self._params.accumulator_bits)
+    guard_bits = property(lambda self: self._params.guard_bits)
+    kmax = property(lambda self: self._params.kmax)
+    b_bits = property(lambda self: self._params.b_bits)
+    divide = property(lambda self: self._params.divide)
+    result_rows = property(lambda self: self._params.result_rows)
 
     def elaborate(self, platform):
         m, w = Module(), _Wires()
@@ -432,24 +423,24 @@ class Datapath(wiring.Component):
     def _blocks(self, m: Module, w: _Wires) -> None:
         """The MAC array, the range unit, the lanes, the command queue, the operand banks and
         the result buffer."""
-        R, C, kmax = self._rows, self._cols, self._kmax
-        layout = command_layout(self._accumulator_bits)
+        R, C, kmax = self.rows, self.cols, self.kmax
+        layout = command_layout(self.accumulator_bits)
         # ---- blocks ----------------------------------------------------------------------
         m.submodules.array = arr = MacArray(
             R,
             C,
-            a_width=self._operand_bits,
-            b_width=self._b_bits,
-            accumulator_bits=self._accumulator_bits,
-            guard_bits=self._guard_bits,
+            a_width=self.operand_bits,
+            b_width=self.b_bits,
+            accumulator_bits=self.accumulator_bits,
+            guard_bits=self.guard_bits,
         )
-        limit = rescale_limit(self._operand_bits)  # the operand width's bound (127 for int8)
-        m.submodules.range_unit = rng = RangeUnit(C, self._accumulator_bits, limit.bit_length())
-        m.submodules.rescale = rs = RescaleLanes(C, self._accumulator_bits, limit)
+        limit = rescale_limit(self.operand_bits)  # the operand width's bound (127 for int8)
+        m.submodules.range_unit = rng = RangeUnit(C, self.accumulator_bits, limit.bit_length())
+        m.submodules.rescale = rs = RescaleLanes(C, self.accumulator_bits, limit)
         m.submodules.update8 = up8 = UpdateLanes(C, master=False)
         m.submodules.update16 = up16 = UpdateLanes(C, master=True)
         dv = None
-        if self._divide:
+        if self.divide:
             m.submodules.divide = dv = DivideLanes(C)
         m.submodules.queue = queue = SyncFIFO(width=layout.size, depth=QUEUE_DEPTH)
 
@@ -457,10 +448,10 @@ class Datapath(wiring.Component):
         banks_a, banks_b = [], []
         for bank in range(2):
             mem_a = memory.Memory(
-                shape=data.ArrayLayout(signed(self._operand_bits), R), depth=kmax, init=[]
+                shape=data.ArrayLayout(signed(self.operand_bits), R), depth=kmax, init=[]
             )
             mem_b = memory.Memory(
-                shape=data.ArrayLayout(signed(self._b_bits), C), depth=kmax, init=[]
+                shape=data.ArrayLayout(signed(self.b_bits), C), depth=kmax, init=[]
             )
             m.submodules[f"mem_a{bank}"] = mem_a
             m.submodules[f"mem_b{bank}"] = mem_b
@@ -470,8 +461,8 @@ class Datapath(wiring.Component):
         # the result buffer: a GEMM's drained rows, kept for the rescale or divide pass, and
         # partial sums waiting for the rest of K. Its words keep the guard bits and the sticky
         # flag, so that a sum added up in parts has the exact overflow flag of a whole one.
-        R_ROWS = self._result_rows
-        accumulator_bits, wide = self._accumulator_bits, self._accumulator_bits + self._guard_bits
+        R_ROWS = self.result_rows
+        accumulator_bits, wide = self.accumulator_bits, self.accumulator_bits + self.guard_bits
         word = data.StructLayout({"v": signed(wide), "s": 1})
         rb_w = rb_r = None
         if R_ROWS:
@@ -508,7 +499,7 @@ class Datapath(wiring.Component):
 
     def _command_queue(self, m: Module, w: _Wires) -> None:
         """Commands into the queue; its head."""
-        layout = command_layout(self._accumulator_bits)
+        layout = command_layout(self.accumulator_bits)
         queue = w.queue
         # ---- the command queue --------------------------------------------------------------
         head = Signal(layout)
@@ -552,7 +543,7 @@ class Datapath(wiring.Component):
 
     def _array_control(self, m: Module, w: _Wires) -> None:
         """The array's reads of the banks, its flags and its flush."""
-        R, C = self._rows, self._cols
+        R, C = self.rows, self.cols
         banks_a, banks_b = w.get("banks_a", "banks_b")
         # ---- array state ----------------------------------------------------------------------
         x_reading, x_flushing = Signal(), Signal()
@@ -627,14 +618,14 @@ class Datapath(wiring.Component):
 
     def _skew(self, m: Module, w: _Wires) -> None:
         """The skew of the operands into the array."""
-        R, C = self._rows, self._cols
+        R, C = self.rows, self.cols
         arr, banks_a, banks_b = w.get("arr", "banks_a", "banks_b")
         feed_valid, feed_first, feed_bank_a, feed_bank_b = w.get(
             "feed_valid", "feed_first", "feed_bank_a", "feed_bank_b"
         )
         # ---- skew: row i of A (and its flags) delayed by i cycles, column j of B by j ------------
-        a_data = Signal(data.ArrayLayout(signed(self._operand_bits), R))
-        b_data = Signal(data.ArrayLayout(signed(self._b_bits), C))
+        a_data = Signal(data.ArrayLayout(signed(self.operand_bits), R))
+        b_data = Signal(data.ArrayLayout(signed(self.b_bits), C))
         m.d.comb += [
             a_data.eq(Mux(feed_bank_a, banks_a[1][1].data, banks_a[0][1].data)),
             b_data.eq(Mux(feed_bank_b, banks_b[1][1].data, banks_b[0][1].data)),
@@ -644,7 +635,7 @@ class Datapath(wiring.Component):
             chain = [(a_data[i], feed_valid, feed_first)]
             for d in range(i):
                 regs = (
-                    Signal(signed(self._operand_bits), name=f"skew_a_{i}_{d}"),
+                    Signal(signed(self.operand_bits), name=f"skew_a_{i}_{d}"),
                     Signal(name=f"skew_v_{i}_{d}"),
                     Signal(name=f"skew_f_{i}_{d}"),
                 )
@@ -658,7 +649,7 @@ class Datapath(wiring.Component):
         for j in range(C):
             prev = b_data[j]
             for d in range(j):
-                reg = Signal(signed(self._b_bits), name=f"skew_b_{j}_{d}")
+                reg = Signal(signed(self.b_bits), name=f"skew_b_{j}_{d}")
                 m.d.sync += reg.eq(prev)
                 prev = reg
             m.d.comb += arr.b[j].eq(prev)
@@ -667,7 +658,7 @@ class Datapath(wiring.Component):
         """The serial unit's state, its passage through the lanes, the rescale lanes'
         settings."""
         din = self.din
-        layout = command_layout(self._accumulator_bits)
+        layout = command_layout(self.accumulator_bits)
         R_ROWS, rb_r, rs, up8, ob_valid, ob_ready = w.get(
             "R_ROWS", "rb_r", "rs", "up8", "ob_valid", "ob_ready"
         )
@@ -725,7 +716,7 @@ class Datapath(wiring.Component):
 
     def _drain_path(self, m: Module, w: _Wires) -> None:
         """The drained row (plus the partial sums it adds), the result buffer's ports."""
-        C = self._cols
+        C = self.cols
         arr, rs, R_ROWS, accumulator_bits, wide, rb_w, rb_r = w.get(
             "arr", "rs", "R_ROWS", "accumulator_bits", "wide", "rb_w", "rb_r"
         )
@@ -789,7 +780,7 @@ class Datapath(wiring.Component):
 
     def _lane_inputs(self, m: Module, w: _Wires) -> None:
         """The update and divide lanes' inputs."""
-        C = self._cols
+        C = self.cols
         din = self.din
         up8, up16, dv, R_ROWS, rb_r, accumulator_bits = w.get(
             "up8", "up16", "dv", "R_ROWS", "rb_r", "accumulator_bits"
@@ -831,7 +822,7 @@ class Datapath(wiring.Component):
 
     def _range_inputs(self, m: Module, w: _Wires) -> None:
         """The range unit watches the drain, or din in RANGE_FEED."""
-        C = self._cols
+        C = self.cols
         din = self.din
         rng, s_busy, s_cmd, d_acc, d_ovf = w.get("rng", "s_busy", "s_cmd", "d_acc", "d_ovf")
         # ---- the range unit watches the drain, or din in RANGE_FEED --------------------------
@@ -844,7 +835,7 @@ class Datapath(wiring.Component):
 
     def _dout_sources(self, m: Module, w: _Wires) -> None:
         """What each unit sends to dout, and the serial commands' own work."""
-        C = self._cols
+        C = self.cols
         din = self.din
         arr, rng, rs, up8, up16, dv = w.get("arr", "rng", "rs", "up8", "up16", "dv")
         ob_valid, ob_payload, ob_ready, through = w.get(
@@ -922,7 +913,7 @@ class Datapath(wiring.Component):
         serial_ops = [Op.RANGE_CLEAR, Op.RANGE_READ, Op.RANGE_FEED, Op.RESCALE, Op.UPDATE]
         if dv is not None:
             serial_ops += [Op.DIVIDE, Op.UPDATE_DIV]
-        too_long = count > self._kmax  # a load or COMPUTE longer than a bank
+        too_long = count > self.kmax  # a load or COMPUTE longer than a bank
 
         def drop():
             """Unknown, not built, or too long: dropped (no beats), and flagged."""
