@@ -17,9 +17,15 @@ Golden configurations: the default (BLAS single-threaded, one worker thread per 
 int8 GEMM kernel this CPU has), one worker thread, BLAS with its default threads and no workers
 (how the golden model ran before: OpenBLAS splits each GEMM), and the int8 paths a CPU without
 AVX-512 VNNI takes, forced with ``NITIHW_KERNELS``: the AVX2 kernel, and no kernel at all (the
-float32 BLAS routes, what AVX2-only machines ran before the AVX2 kernel). Needs the bench
-extra (``pip install -e '.[bench]'``, PyTorch's CPU build). Writes the 'golden_speed' section
-of docs/benchmarks.md.
+float32 BLAS routes, what AVX2-only machines ran before the AVX2 kernel).
+
+An AVX2-only machine, emulated on one with AVX-512 (``AVX2_ONLY``): the golden model with the
+AVX2 kernel and NumPy, Numba and OpenBLAS held to AVX2, against PyTorch held to AVX2 (its own
+kernels, oneDNN's and MKL's), each by the library's documented switch. Both sides then run
+the instructions such a CPU has, on the same cores in the same minutes.
+
+Needs the bench extra (``pip install -e '.[bench]'``, PyTorch's CPU build). Writes the
+'golden_speed' section of docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -38,14 +44,44 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from report import git_rev, machine, markdown_table, print_table, write_section
 
+#: every library held to the instructions of an AVX2-only x86 CPU (Haswell to Zen 3)
+AVX2_ONLY = {
+    "golden": {
+        "NITIHW_KERNELS": "avx2",
+        "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR",  # NumPy's AVX-512 loops
+        "NUMBA_CPU_NAME": "haswell",  # the Numba kernels compiled for AVX2
+        "OPENBLAS_CORETYPE": "Haswell",
+    },
+    "torch": {
+        "ATEN_CPU_CAPABILITY": "avx2",
+        "ONEDNN_MAX_CPU_ISA": "AVX2",
+        "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+    },
+}
+#: golden configurations: worker settings, and ``env`` (the measuring process's environment)
 GOLDEN = {
     "golden (default)": {"threads": None, "blas": 1},
     "golden --threads 1": {"threads": 1, "blas": 1},
     "golden, OpenBLAS threads": {"threads": 1, "blas": None},
-    "golden, AVX2 kernel": {"threads": None, "blas": 1, "kernels": "avx2"},
-    "golden, no int8 kernel (float32 BLAS)": {"threads": None, "blas": 1, "kernels": "blas"},
+    "golden, AVX2 kernel": {"threads": None, "blas": 1, "env": {"NITIHW_KERNELS": "avx2"}},
+    "golden, no int8 kernel (float32 BLAS)": {
+        "threads": None,
+        "blas": 1,
+        "env": {"NITIHW_KERNELS": "blas"},
+    },
+    "golden, AVX2-only machine": {"threads": None, "blas": 1, "env": AVX2_ONLY["golden"]},
 }
 TORCH = "PyTorch fp32"
+TORCH_AVX2 = "PyTorch fp32, AVX2-only machine"
+TORCHES = {TORCH: {}, TORCH_AVX2: AVX2_ONLY["torch"]}
+
+
+def peer(config: str) -> str:
+    """The PyTorch configuration a configuration is compared with: the one that runs the same
+    instructions (the AVX2-only machine's with its own)."""
+    return TORCH_AVX2 if config in (TORCH_AVX2, "golden, AVX2-only machine") else TORCH
+
+
 HOG = (
     "import numpy as np\n"
     "a = np.random.default_rng(0).random((768, 768))\n"
@@ -115,13 +151,13 @@ def worker_torch(steps: int) -> float:
 
 
 def measure(config: str, steps: int) -> subprocess.Popen:
-    """Start one measurement process; its stdout is one JSON number (samples/s). A golden
-    configuration's ``kernels`` is that process's ``NITIHW_KERNELS``."""
+    """Start one measurement process; its stdout is one JSON number (samples/s). A
+    configuration's ``env`` is added to that process's environment (none of the switches it
+    names is inherited from this one)."""
     args = [sys.executable, __file__, "--worker", config, "--steps", str(steps)]
-    env = dict(os.environ)
-    env.pop("NITIHW_KERNELS", None)
-    if GOLDEN.get(config, {}).get("kernels"):
-        env["NITIHW_KERNELS"] = GOLDEN[config]["kernels"]
+    switches = {*AVX2_ONLY["golden"], *AVX2_ONLY["torch"]}
+    env = {k: v for k, v in os.environ.items() if k not in switches}
+    env.update(GOLDEN[config].get("env", {}) if config in GOLDEN else TORCHES[config])
     return subprocess.Popen(args, stdout=subprocess.PIPE, text=True, env=env)
 
 
@@ -141,10 +177,10 @@ def main() -> None:
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
-        if args.worker == TORCH:
+        if args.worker in TORCHES:
             print(json.dumps(worker_torch(args.steps)))
         else:
-            settings = {k: v for k, v in GOLDEN[args.worker].items() if k != "kernels"}
+            settings = {k: v for k, v in GOLDEN[args.worker].items() if k != "env"}
             print(json.dumps(worker_golden(**settings, steps=args.steps)))
         return
     try:
@@ -152,7 +188,7 @@ def main() -> None:
     except ImportError:
         raise SystemExit("bench/golden_speed.py needs PyTorch: pip install -e '.[bench]'") from None
 
-    configs = [*GOLDEN, TORCH]
+    configs = [*GOLDEN, *TORCHES]
     idle = {c: [] for c in configs}
     busy = {c: [] for c in configs}
     pair = {c: [] for c in GOLDEN}
@@ -172,11 +208,10 @@ def main() -> None:
             both = [measure(c, args.steps) for _ in range(2)]
             pair[c].extend(result(p) for p in both)
     med = {c: statistics.median(v) for c, v in idle.items()}
-    torch_idle = med[TORCH]
     headers = [
         "configuration",
         "idle samples/s",
-        "/ PyTorch idle",
+        "/ PyTorch idle, same instructions",
         "busy samples/s",
         "busy / idle",
         "pair samples/s (each)",
@@ -190,7 +225,7 @@ def main() -> None:
             [
                 c,
                 f"{med[c]:,.0f}",
-                f"{med[c] / torch_idle:.2f}",
+                f"{med[c] / med[peer(c)]:.2f}",
                 f"{b:,.0f}",
                 f"{b / med[c]:.2f}",
                 "-" if p is None else f"{p:,.0f}",
@@ -211,7 +246,13 @@ def main() -> None:
             "threads, the threading of the golden model before issue 14. *AVX2 kernel* and *no "
             "int8 kernel*: the paths of a CPU without AVX-512 VNNI, forced with "
             "`NITIHW_KERNELS=avx2` and `NITIHW_KERNELS=blas` (golden's int8 GEMMs on float32 "
-            "BLAS, what such CPUs ran before the AVX2 kernel).\n\n" + markdown_table(headers, rows)
+            "BLAS, what such CPUs ran before the AVX2 kernel). *AVX2-only machine*: this machine "
+            "held to AVX2 by each library's own switch, on both sides (golden: "
+            + ", ".join(f"`{k}={v}`" for k, v in AVX2_ONLY["golden"].items())
+            + "; PyTorch: "
+            + ", ".join(f"`{k}={v}`" for k, v in AVX2_ONLY["torch"].items())
+            + "), each compared with the PyTorch row of its machine; every other row with "
+            "PyTorch's default.\n\n" + markdown_table(headers, rows)
         )
         write_section("golden_speed", body)
 

@@ -514,19 +514,24 @@ def matmul_range(
 #: every plan on its first call (the results are the same integers whichever runs): their
 #: speeds depend on the CPU more than a cost model can say
 MIN_TUNE_MACS = 1 << 20
+#: turns each plan gets when the plans of a shape are timed (:func:`_fastest`)
+TUNE_ROUNDS = 3
 _tuned: dict = {}  # (kernel, M, K, N, strides of A, strides of B) -> (flipped, nv)
 
 
-def _fastest(key: tuple, plans: list, run):
-    """Run ``run(plan)`` once for every plan (single-threaded), remember the fastest for
-    ``key`` and return the last result (the same integers whichever plan made it)."""
+def _fastest(key: tuple, plans: list, run, rounds: int = TUNE_ROUNDS):
+    """Run ``run(plan)`` ``rounds`` times for every plan (single-threaded, the plans taking
+    turns), remember the plan of the fastest run for ``key`` and return the last result (the
+    same integers whichever plan made it). One timing each picked a plan 1.5x slower than the
+    best on a busy machine; the fastest of three turns is steady."""
     best = None
-    for plan in plans:
-        t0 = time.perf_counter()
-        done = run(plan)
-        took = time.perf_counter() - t0
-        if best is None or took < best[0]:
-            best = (took, plan)
+    for _ in range(rounds):
+        for plan in plans:
+            t0 = time.perf_counter()
+            done = run(plan)
+            took = time.perf_counter() - t0
+            if best is None or took < best[0]:
+                best = (took, plan)
     _tuned[key] = best[1]
     return done
 
