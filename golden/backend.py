@@ -478,6 +478,18 @@ class NumpyHostOps(ArrayHostOps):
     def to_host(self, x) -> np.ndarray:
         return np.asarray(x)
 
+    def maxpool(self, x, k: int):
+        """:meth:`ArrayHostOps.maxpool` in one compiled pass where a kernel applies (2 x 2 of
+        int8: :func:`~nitihw.golden.kernels.maxpool2_kernel`), else the NumPy passes."""
+        kernel = kernels.maxpool2_kernel(x, k)
+        if kernel is None:
+            return super().maxpool(x, k)
+        b, h, w, c = x.shape
+        y = np.empty((b, h // k, w // k, c), np.int8)
+        idx = np.empty(y.shape, np.int8)
+        kernel(x, y, idx)
+        return y, idx
+
     def relu(self, x):
         """``max(x, 0)`` of integers as ``x & ~(x >> (bits - 1))`` (the shift is -1 exactly
         where ``x < 0``): NumPy's own ``maximum`` of int8 is an element-at-a-time loop,

@@ -7,9 +7,12 @@ element, with the GIL released (``nogil``), so :class:`~nitihw.golden.parallel.W
 run them on several cores (the col2im runs in batch blocks):
 
 - :func:`rescale_kernel`: :func:`nitihw.golden.rounding.shift_round` of int32 values;
-- :func:`col2im_kernel`: the backward error of a convolution from the per-tap products.
-
-(A max-pool kernel was tried and measured slower than the NumPy passes over strided views.)
+- :func:`col2im_kernel`: the backward error of a convolution from the per-tap products;
+- :func:`maxpool2_kernel`: the 2 x 2 max-pool of int8 and its first-maximum index, one pass
+  (NumPy's passes over strided views took 0.4-0.6 ms for LeNet's first pool, this 0.07; a
+  kernel for any window size, with the window position computed in the loop, was slower than
+  NumPy, so other sizes keep the NumPy passes, as does the backward pass, which this layout
+  did not make faster).
 
 They are not the definition of anything: ``rounding.py`` and ``backend.py`` hold the rules in
 NumPy, and ``tests/test_kernels.py`` checks every kernel against them element by element
@@ -138,9 +141,33 @@ def _build():
                             hi = v
         return lo, hi
 
+    @jit
+    def maxpool2_into(x, y, idx):
+        # x: (B, H, W, C) int8; y, idx: (B, H // 2, W // 2, C). Each window's maximum and the
+        # FIRST position holding it (row-major 0..3): a later one takes over only when greater
+        b_n, h, w, c_n = x.shape
+        for b in range(b_n):
+            for oy in range(h // 2):
+                for ox in range(w // 2):
+                    for c in range(c_n):
+                        m = x[b, 2 * oy, 2 * ox, c]
+                        j = np.int8(0)
+                        v = x[b, 2 * oy, 2 * ox + 1, c]
+                        j = np.int8(1) if v > m else j
+                        m = max(m, v)
+                        v = x[b, 2 * oy + 1, 2 * ox, c]
+                        j = np.int8(2) if v > m else j
+                        m = max(m, v)
+                        v = x[b, 2 * oy + 1, 2 * ox + 1, c]
+                        j = np.int8(3) if v > m else j
+                        m = max(m, v)
+                        y[b, oy, ox, c] = m
+                        idx[b, oy, ox, c] = j
+
     return {
         "rescale_into": rescale_into,
         "col2im_into": col2im_into,
+        "maxpool2_into": maxpool2_into,
     }
 
 
@@ -159,3 +186,13 @@ def col2im_kernel():
     (B, Ho, Wo, k, k, C) of a convolution's backward error; or None."""
     ks = _kernels()
     return None if ks is None else ks["col2im_into"]
+
+
+def maxpool2_kernel(x, k: int):
+    """``fn(x, y, idx)`` that sets ``y`` and ``idx`` to the ``k = 2`` max-pool of NHWC int8
+    ``x`` and each window's first maximum (:meth:`~nitihw.golden.backend.ArrayHostOps.maxpool`),
+    or None where no kernel applies (another window size or type: use the NumPy passes)."""
+    ks = _kernels()
+    if ks is None or k != 2 or x.dtype != np.int8 or x.ndim != 4:
+        return None
+    return ks["maxpool2_into"]

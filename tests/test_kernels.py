@@ -56,3 +56,31 @@ def test_col2im_kernel_equals_numpy_route(pad, k, lim, monkeypatch):
     monkeypatch.setattr(kernels, "_compiled", False)  # the NumPy route
     assert not kernels.available()
     np.testing.assert_array_equal(got, NumpyBackend(threads=1).conv_error(err, w, pad, TAG))
+
+
+@pytest.mark.parametrize(
+    "shape,lim",
+    [((64, 24, 24, 20), 127), ((2, 7, 9, 5), 1), ((3, 8, 8, 50), 0), ((1, 1, 3, 2), 127)],
+)
+def test_maxpool2_kernel_equals_numpy_passes(shape, lim):
+    """The compiled 2 x 2 max-pool gives the NumPy passes' maximum and FIRST-maximum index:
+    odd heights and widths (the last row or column dropped), ties everywhere (lim 0 and 1),
+    the int8 extremes, and a strided input."""
+    from nitihw.golden.backend import ArrayHostOps, NumpyHostOps
+
+    rng = np.random.default_rng(sum(shape))
+    x = rng.integers(-lim - 1 if lim == 127 else -lim, lim + 1, shape).astype(np.int8)
+    assert kernels.maxpool2_kernel(x, 2) is not None
+    for v in (x, x[:, ::-1], np.full(shape, -128, np.int8)):
+        want_y, want_idx = ArrayHostOps().maxpool(v, 2)  # the NumPy passes
+        got_y, got_idx = NumpyHostOps().maxpool(v, 2)
+        np.testing.assert_array_equal(got_y, want_y)
+        np.testing.assert_array_equal(got_idx, want_idx)
+        assert got_y.dtype == got_idx.dtype == np.int8
+
+
+def test_maxpool2_kernel_applies_to_2x2_int8_only():
+    x = np.zeros((1, 4, 4, 2), np.int8)
+    assert kernels.maxpool2_kernel(x, 3) is None
+    assert kernels.maxpool2_kernel(x.astype(np.int16), 2) is None
+    assert kernels.maxpool2_kernel(x, 2) is not None
