@@ -56,6 +56,39 @@ void nitihw_int8_pack_b(int64_t k_n, int64_t n_n, int nv, const int8_t *b, int64
     const int64_t k2 = (k_n + 1) / 2, nr = LANES * (int64_t)nv;
     const int64_t panels = (n_n + nr - 1) / nr;
     int16_t *dst = (int16_t *)out;
+    /* columns contiguous (B the transpose of a row-major N x K array): blocks of 8 columns by
+       16 K rows, each column's 16 bytes widened to 8 words of two int16, then the 8 x 8
+       words transposed so that each K pair's words of the 8 columns are together */
+    const int by_column = sbk == 1 && sbn != 1;
+    const int64_t g8 = by_column ? k_n / 16 * 8 : 0; /* K pairs done in such blocks */
+    for (int64_t p = 0; p < panels && g8; p++) {
+        const int64_t n0 = p * nr, width = n_n - n0 < nr ? n_n - n0 : nr;
+        for (int64_t g = 0; g < g8; g += 8) {
+            for (int64_t j = 0; j + 8 <= width; j += 8) {
+                __m256i r[8], t[8], u[8];
+                for (int q = 0; q < 8; q++)
+                    r[q] = _mm256_cvtepi8_epi16(
+                        _mm_loadu_si128((const void *)(b + 2 * g + (n0 + j + q) * sbn)));
+                for (int q = 0; q < 8; q += 2) {
+                    t[q] = _mm256_unpacklo_epi32(r[q], r[q + 1]);
+                    t[q + 1] = _mm256_unpackhi_epi32(r[q], r[q + 1]);
+                }
+                for (int q = 0; q < 8; q += 4) {
+                    u[q] = _mm256_unpacklo_epi64(t[q], t[q + 2]);     /* pairs 0 and 4 */
+                    u[q + 1] = _mm256_unpackhi_epi64(t[q], t[q + 2]); /* 1 and 5 */
+                    u[q + 2] = _mm256_unpacklo_epi64(t[q + 1], t[q + 3]); /* 2 and 6 */
+                    u[q + 3] = _mm256_unpackhi_epi64(t[q + 1], t[q + 3]); /* 3 and 7 */
+                }
+                int16_t *d = dst + (p * k2 + g) * nr * 2 + 2 * j;
+                for (int q = 0; q < 4; q++) {
+                    _mm256_storeu_si256((void *)(d + q * nr * 2),
+                                        _mm256_permute2x128_si256(u[q], u[q + 4], 0x20));
+                    _mm256_storeu_si256((void *)(d + (q + 4) * nr * 2),
+                                        _mm256_permute2x128_si256(u[q], u[q + 4], 0x31));
+                }
+            }
+        }
+    }
     for (int64_t p = 0; p < panels; p++) {
         const int64_t n0 = p * nr, width = n_n - n0 < nr ? n_n - n0 : nr;
         for (int64_t g = 0; g < k2; g++) {
@@ -63,7 +96,7 @@ void nitihw_int8_pack_b(int64_t k_n, int64_t n_n, int nv, const int8_t *b, int64
             const int8_t *r1 = r0 + sbk;
             const int second = 2 * g + 1 < k_n;
             int16_t *d = dst + (p * k2 + g) * nr * 2;
-            int64_t j = 0;
+            int64_t j = g < g8 ? width / 8 * 8 : 0; /* the blocks above did these columns */
             if (sbn == 1 && second) {
                 for (; j + 16 <= width; j += 16) { /* two rows of 16 bytes: 16 pairs */
                     const __m256i x0 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const void *)(r0 + j)));
@@ -71,6 +104,12 @@ void nitihw_int8_pack_b(int64_t k_n, int64_t n_n, int nv, const int8_t *b, int64
                     const __m256i lo = _mm256_unpacklo_epi16(x0, x1), hi = _mm256_unpackhi_epi16(x0, x1);
                     _mm256_storeu_si256((void *)(d + 2 * j), _mm256_permute2x128_si256(lo, hi, 0x20));
                     _mm256_storeu_si256((void *)(d + 2 * j + 16), _mm256_permute2x128_si256(lo, hi, 0x31));
+                }
+                for (; j + 8 <= width; j += 8) { /* 8 bytes of each row: 8 pairs (narrow panels) */
+                    const __m128i x0 = _mm_cvtepi8_epi16(_mm_loadl_epi64((const void *)(r0 + j)));
+                    const __m128i x1 = _mm_cvtepi8_epi16(_mm_loadl_epi64((const void *)(r1 + j)));
+                    _mm_storeu_si128((void *)(d + 2 * j), _mm_unpacklo_epi16(x0, x1));
+                    _mm_storeu_si128((void *)(d + 2 * j + 8), _mm_unpackhi_epi16(x0, x1));
                 }
             }
             for (; j < nr; j++) {

@@ -97,6 +97,20 @@ def test_operand_layouts(kernel_plan):
             _check(a, b, plan=kernel_plan)
 
 
+@pytest.mark.parametrize("k", [15, 16, 17, 32, 47])
+def test_b_with_contiguous_columns(kernel_plan, k):
+    """B the transpose of a row-major array (a weight-gradient GEMM's layout), with K around
+    the 16-row blocks the AVX2 packing transposes, panels whole and partial, and the int8
+    extremes in every block."""
+    rng = np.random.default_rng(k)
+    a = rng.integers(-128, 128, (13, k)).astype(np.int8)
+    bt = rng.integers(-128, 128, (37, k)).astype(np.int8)  # (N, K) row-major
+    bt[::5] = -128
+    bt[1::7] = 127
+    _check(a, bt.T, plan=kernel_plan)
+    _check(bt, a.T, plan=kernel_plan)  # the other operand's turn
+
+
 def test_int32_extremes(kernel):
     """The longest K whose sums all fit int32 (MAX_K), with -128 and 127 everywhere: the offset
     of the unsigned operand wraps the int32 lanes on the way, the result must not."""
