@@ -39,7 +39,7 @@ from nitihw.golden import int8_gemm, kernels, rounding
 from nitihw.golden import loss as _loss
 from nitihw.golden.errors import DatapathLeak, UserError
 from nitihw.golden.gemm import Accumulator, exact_matmul_range
-from nitihw.golden.memory import retain_freed_memory
+from nitihw.golden.memory import frozen_collector, retain_freed_memory
 from nitihw.golden.parallel import (
     KERNEL_MIN_ELEMENTS,
     MIN_ELEMENTS,
@@ -561,11 +561,15 @@ class NumpyBackend(Backend):
         self._drained = None  # (acc, min, max) of the last GEMM, found as its result drained
         self._magnitudes: list = []  # (operand, max |operand|) of recent im2col rows
 
+    @contextlib.contextmanager
     def session(self):
         """BLAS single-threaded while a run computes (the workers do the splitting); freed
-        memory kept for the next step (:func:`~nitihw.golden.memory.retain_freed_memory`)."""
+        memory kept for the next step (:func:`~nitihw.golden.memory.retain_freed_memory`); the
+        objects made before the run left out of the cycle collector's walks
+        (:func:`~nitihw.golden.memory.frozen_collector`)."""
         retain_freed_memory()
-        return blas_threads(1)
+        with blas_threads(1), frozen_collector():
+            yield
 
     def end_step(self, seconds: float) -> None:
         if self._tuner is not None:

@@ -217,3 +217,20 @@ def test_freed_memory_is_kept_once_a_run_starts():
 
     with NumpyBackend(threads=1).session():
         assert memory.retain_freed_memory() is True  # glibc (the Linux machines CI runs on)
+
+
+def test_a_run_leaves_older_objects_out_of_the_collector():
+    """A golden run freezes the objects made before it (gc.freeze) and unfreezes them when it
+    ends; objects the run makes are still collected."""
+    import gc
+
+    before = gc.get_freeze_count()
+    with NumpyBackend(threads=1).session():
+        assert gc.get_freeze_count() > before
+        cycle = []
+        cycle.append(cycle)
+        probe = len(gc.get_objects())
+        del cycle
+        gc.collect()
+        assert len(gc.get_objects()) < probe  # the run's own garbage is collected
+    assert gc.get_freeze_count() == 0
