@@ -34,6 +34,7 @@ import argparse
 import contextlib
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -176,6 +177,9 @@ def main() -> None:
     ap.add_argument("--no-write", action="store_true", help="print only")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    # a kill of this process ends the busy job too (the `finally` below runs): a busy job
+    # left behind had skewed every measurement made on the machine after it
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("bench/golden_speed.py: terminated"))
     if args.worker:
         if args.worker in TORCHES:
             print(json.dumps(worker_torch(args.steps)))
