@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor, wait
 
 #: Below this many elements an elementwise operation is not split (thread hand-off costs
@@ -135,6 +136,33 @@ def blas_threads(n: int):
     return threadpool_limits(limits=n, user_api="blas")
 
 
+class OtherLoad:
+    """The cores other processes kept busy between two calls of :meth:`cores`: the machine's
+    busy time (``/proc/stat``) less this process's own CPU time (``os.times``), over the wall
+    time. Linux only; elsewhere :meth:`cores` gives None."""
+
+    def __init__(self):
+        self._last = self._read()
+
+    @staticmethod
+    def _read():
+        try:
+            with open("/proc/stat") as f:
+                v = [int(x) for x in f.readline().split()[1:8]]
+        except (OSError, ValueError, IndexError):
+            return None
+        busy = (v[0] + v[1] + v[2] + v[5] + v[6]) / os.sysconf("SC_CLK_TCK")  # not idle, iowait
+        t = os.times()
+        return busy, t.user + t.system, time.monotonic()
+
+    def cores(self) -> float | None:
+        now, last = self._read(), self._last
+        self._last = now
+        if now is None or last is None or now[2] <= last[2]:
+            return None
+        return max(0.0, (now[0] - last[0] - (now[1] - last[1])) / (now[2] - last[2]))
+
+
 class ThreadTuner:
     """The default thread count: whichever of ``most`` and one worker thread ran the last
     trial steps faster, tried again every ``period`` steps.
@@ -146,16 +174,25 @@ class ThreadTuner:
     ``trial`` timed steps of each setting (after one untimed step to settle), then runs the
     faster one (one thread by a :attr:`MARGIN`, the step times being noisy). The bits never
     depend on the choice.
+
+    Next to a job that keeps the cores busy, the trial's step times swing by 2-3x from one
+    step to the next whichever setting runs (the kernel shares the cores out by the
+    millisecond), and the timing comparison becomes a coin toss. So the trial also reads how
+    many cores other processes kept busy meanwhile (``others``, :class:`OtherLoad` by
+    default): when they left fewer than ``most`` free, one thread runs, whatever the times.
     """
 
     #: one thread must be this much faster to win: splitting is the better bet on an idle
     #: machine, and where a busy one makes it lose, it loses by far more (golden_speed)
     MARGIN = 0.9
 
-    def __init__(self, most: int, period: int = 256, trial: int = 4):
+    def __init__(self, most: int, period: int = 256, trial: int = 4, others=None, cores=None):
         if period < 2 * (trial + 1) + 1:
             raise ValueError("the tuning period must leave room for both trials")
         self.most, self.period, self.trial = most, period, trial
+        #: cores other processes kept busy since the last call (None: unknown)
+        self._others = others if others is not None else OtherLoad().cores
+        self._cores = cores or os.cpu_count() or most  # the machine's, as /proc/stat counts
         self.choice = most
         self._step = 0
         self._times: dict[int, list[float]] = {most: [], 1: []}
@@ -173,13 +210,18 @@ class ThreadTuner:
         if self.most == 1:
             return 1
         if phase < 2 * lap:
+            if phase == 0:
+                self._others()  # the trial's window starts
             setting = self.most if phase < lap else 1
             if phase % lap:  # the first step of each trial settles (caches, pool start)
                 self._timing = setting
             return setting
         if phase == 2 * lap:
             many, one = sorted(self._times[self.most]), sorted(self._times[1])
-            if many and one:
+            others = self._others()
+            if others is not None and self._cores - others < self.most - 0.5:
+                self.choice = 1  # other jobs hold cores the workers would wait for
+            elif many and one:
                 faster = one[len(one) // 2] < self.MARGIN * many[len(many) // 2]
                 self.choice = 1 if faster else self.most
             self._times = {self.most: [], 1: []}
