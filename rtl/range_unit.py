@@ -161,9 +161,14 @@ class RangeUnit(wiring.Component):
                 count.eq(Mux(total[32], 0xFFFF_FFFF, total[:32])),
             ]
 
-        # the bit length of the OR, registered
+        # the bit length of the OR, registered; cleared with the running registers, so that
+        # it never shows the last tensor's bit-width while the unit is idle (found by the
+        # range unit's proof, nitihw prove: for one cycle after a clear it did)
         bw = Signal(range(w + 1))
-        m.d.sync += bw.eq(bit_length(m, ored, "bit_length"))
+        with m.If(self.clear):
+            m.d.sync += bw.eq(0)
+        with m.Else():
+            m.d.sync += bw.eq(bit_length(m, ored, "bit_length"))
         busy = valids[0]
         for sig in (*valids[1:], changed):
             busy = busy | sig

@@ -328,6 +328,30 @@ def test_range_unit_over_tiles(accumulator_bits, lanes, target):
         assert waited == range_latency(lanes)
 
 
+def test_range_unit_bitwidth_is_cleared_with_the_tensor():
+    """The cycle after a clear the unit is idle and its bit-width, shift and counts are those
+    of an empty tensor, not the last one's (found by the range unit's proof, nitihw prove: the
+    registered bit length showed the last tensor's for that cycle)."""
+    dut = RangeUnit(2, 16)
+    seen = []
+
+    async def tb(ctx):
+        ctx.set(dut.valid, 1)
+        ctx.set(dut.value[0], -3000)
+        await ctx.tick()
+        ctx.set(dut.valid, 0)
+        while ctx.get(dut.busy):
+            await ctx.tick()
+        seen.append((ctx.get(dut.bitwidth), ctx.get(dut.shift)))
+        ctx.set(dut.clear, 1)
+        await ctx.tick()
+        ctx.set(dut.clear, 0)
+        seen.append((ctx.get(dut.busy), ctx.get(dut.bitwidth), ctx.get(dut.shift)))
+
+    simulate(dut, tb)
+    assert seen == [(12, 5), (0, 0, 0)]
+
+
 # ---- MAC array ---------------------------------------------------------------------------
 
 

@@ -396,6 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
         _train_command,
         _verilog_command,
         _verify_command,
+        _prove_command,
         _estimate_command,
         _synth_command,
         _sweep_command,
@@ -760,6 +761,79 @@ def _estimate_command(command) -> None:
     e.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     e.add_argument("--out", required=True, help="folder for the reports")
     e.set_defaults(func=cmd_estimate)
+
+
+def _prove_command(command) -> None:
+    """``nitihw prove`` and its options (``command`` makes the sub-parser)."""
+    v = command(
+        "prove",
+        help="formal proofs of the Datapath's blocks against docs/numerics.md for every input "
+        "(SymbiYosys and Yices; docs/prove.md)",
+    )
+    v.add_argument(
+        "--blocks", default="all", help="rescale, update, range, or all (comma-separated)"
+    )
+    v.add_argument("--out", default="build/prove", help="work folder (one per harness)")
+    v.add_argument("--json", default=None, help="write the results here as JSON")
+    v.add_argument("--junit", default=None, help="write JUnit XML here")
+    v.add_argument(
+        "--timeout",
+        type=limits.arg("timeout"),
+        default=None,
+        help="give up on a task after this many s (reported as TIMEOUT)",
+    )
+    v.add_argument(
+        "--mutant",
+        default=None,
+        help="run the proofs on a broken copy of a block (they must fail): "
+        + ", ".join(sorted(_mutant_names())),
+    )
+    v.set_defaults(func=cmd_prove)
+
+
+def _mutant_names():
+    from nitihw.sim.prove.mutants import MUTANTS
+
+    return MUTANTS
+
+
+def cmd_prove(args) -> int:
+    import json
+
+    from nitihw.golden.files import atomic_write_bytes
+    from nitihw.golden.run_folder import check_output_dir, check_output_file
+    from nitihw.sim.prove.mutants import MUTANTS
+    from nitihw.sim.prove.run import check_tools, harnesses_for, junit_xml, prove
+
+    blocks = [b.strip() for b in args.blocks.split(",") if b.strip()]
+    mutant = None
+    if args.mutant is not None:
+        if args.mutant not in MUTANTS:
+            raise ValueError(
+                f"unknown --mutant {args.mutant!r}; choose from {', '.join(sorted(MUTANTS))}"
+            )
+        mutant = MUTANTS[args.mutant]
+        blocks = [mutant.block] if blocks == ["all"] else blocks
+    harnesses = harnesses_for(blocks)
+    check_output_dir(Path(args.out))
+    for flag, path, kind in (("--json", args.json, "json"), ("--junit", args.junit, "xml")):
+        if path:
+            check_output_file(Path(path), flag, kind=kind)
+    check_tools()
+    what = f" on the mutant {mutant.name} ({mutant.what})" if mutant else ""
+    print(f"nitihw prove: {len(harnesses)} harnesses{what}, work in {args.out}", flush=True)
+    results = prove(harnesses, Path(args.out), args.timeout, mutant)
+    failed = [r.label for r in results if not r.passed]
+    print(
+        f"nitihw prove: {len(results) - len(failed)} of {len(results)} harnesses proven"
+        + (f"; failed: {', '.join(failed)}" if failed else "")
+    )
+    if args.json:
+        body = {"mutant": args.mutant, "results": [r.as_dict() for r in results]}
+        atomic_write_bytes(Path(args.json), (json.dumps(body, indent=1) + "\n").encode())
+    if args.junit:
+        atomic_write_bytes(Path(args.junit), junit_xml(results))
+    return 1 if failed else 0
 
 
 def _synth_command(command) -> None:
