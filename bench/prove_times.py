@@ -35,7 +35,14 @@ def main() -> None:
         for t in r.tasks:
             depth = h.prove_depth if t.task == "prove" else h.bmc_depth
             rows.append(
-                [r.block, r.label, t.task, method[t.task].format(depth), t.status, f"{t.seconds:.1f}"]
+                [
+                    r.block,
+                    r.label,
+                    t.task,
+                    method[t.task].format(depth),
+                    t.status,
+                    f"{t.seconds:.1f}",
+                ]
             )
     total = sum(r.seconds for r in results)
     rows.append(["all", "", "", "", "", f"{total:.1f}"])

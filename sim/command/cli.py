@@ -262,6 +262,10 @@ def cmd_synth(args) -> int:
     from nitihw.sim.explore.synth.report import check_target
 
     check_target(args.target)
+    if args.pnr and args.target != "ecp5":
+        raise ValueError("--pnr places and routes on the ECP5: give --target ecp5")
+    if args.pnr and args.verilog is not None:
+        raise ValueError("--pnr builds its own top around the Datapath: give --rows and --cols")
     check_output_dir(Path(args.out))
     if args.json:
         check_output_file(Path(args.json), "--json")
@@ -278,7 +282,12 @@ def cmd_synth(args) -> int:
             accumulator_bits=args.accumulator_bits,
             kmax=args.kmax,
             divide=args.divide,
+            result_rows=args.result_rows,
         )
+    if args.pnr:
+        from nitihw.sim.explore.synth.pnr import nextpnr_command
+
+        nextpnr_command()  # fails early, with the install hint
     report = synthesize(
         args.target,
         params=params,
@@ -289,6 +298,11 @@ def cmd_synth(args) -> int:
         timeout=args.timeout,
     )
     print(format_report(report))
+    if args.pnr:
+        from nitihw.sim.explore.synth.pnr import format_pnr, place_and_route
+
+        report["pnr"] = place_and_route(params, Path(args.out), timeout=args.timeout)
+        print(format_pnr(report["pnr"]))
     json_path = Path(args.json) if args.json else Path(args.out) / report["design"] / "synth.json"
     atomic_write_json(json_path, report)
     print(f"report: {json_path}")
@@ -852,6 +866,19 @@ def _synth_command(command) -> None:
         "verilog writes them) instead of generating it",
     )
     y.add_argument("--no-blocks", action="store_true", help="only the Datapath, not each block")
+    y.add_argument(
+        "--pnr",
+        action="store_true",
+        help="also place and route the Datapath on a Lattice ECP5 LFE5U-85F (nextpnr; needs "
+        "--target ecp5): LUT4s, flip-flops, multipliers, block RAMs, Fmax, critical path",
+    )
+    y.add_argument(
+        "--result-rows",
+        type=limits.arg("result_rows"),
+        default=None,
+        help="rows of the Datapath's result buffer (default: the schedule's; fewer to fit a "
+        "small FPGA)",
+    )
     y.add_argument("--out", default="build/synth", help="work and cache folder")
     y.add_argument("--json", default=None, help="write the report here (default: under --out)")
     y.add_argument("--force", action="store_true", help="rerun Yosys even when cached")
