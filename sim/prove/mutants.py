@@ -12,8 +12,6 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 
-from amaranth import Mux
-
 
 @dataclass(frozen=True)
 class Mutant:
@@ -61,7 +59,7 @@ def _clamp_low_short():
     from nitihw.rtl import update
 
     def clamp(m, value, limit, width):
-        from amaranth import Signal, signed
+        from amaranth import Mux, Signal, signed
 
         out = Signal(signed(width))
         m.d.comb += out.eq(Mux(value > limit, limit, Mux(value < -limit, 1 - limit, value)))
