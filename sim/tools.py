@@ -46,7 +46,8 @@ def scripts_path() -> str:
 
 def junit_xml(suite_name: str, cases: list[tuple]) -> bytes:
     """JUnit XML of one suite: ``cases`` are ``(classname, name, seconds, failure)``, where
-    ``failure`` is None for a pass or ``(message, text)``."""
+    ``failure`` is None for a pass or ``(message, text)``, optionally with a fifth element, a
+    dict of figures written as the case's ``<properties>``."""
     from xml.etree import ElementTree as ET
 
     failures = sum(c[3] is not None for c in cases)
@@ -60,10 +61,14 @@ def junit_xml(suite_name: str, cases: list[tuple]) -> bytes:
         failures=str(failures),
         time=f"{total:.3f}",
     )
-    for classname, name, seconds, failure in cases:
+    for classname, name, seconds, failure, *extra in cases:
         case = ET.SubElement(
             suite, "testcase", classname=classname, name=name, time=f"{seconds:.3f}"
         )
+        if extra and extra[0]:
+            props = ET.SubElement(case, "properties")
+            for key, value in extra[0].items():
+                ET.SubElement(props, "property", name=str(key), value=str(value))
         if failure is not None:
             ET.SubElement(case, "failure", message=failure[0]).text = failure[1]
     ET.indent(suites)

@@ -193,6 +193,8 @@ def cmd_verify(args) -> int:
     check_output_dir(Path(args.out))
     if args.junit:
         check_output_file(Path(args.junit), "--junit", kind="xml")
+    if args.coverage:
+        return _verify_coverage(args, shapes, seeds, sims, accumulator_bits)
     results = verify(
         shapes,
         seeds,
@@ -212,6 +214,70 @@ def cmd_verify(args) -> int:
     failed = [r for r in results if not r.passed]
     print(f"{len(results) - len(failed)} passed, {len(failed)} failed")
     print(f"logs and waveforms: {args.out}")
+    return 1 if failed else 0
+
+
+def _verify_coverage(args, shapes, seeds, sims, accumulator_bits) -> int:
+    """``nitihw verify --coverage``: each configuration's regression, then the training run,
+    on coverage builds; a report per block for each."""
+    from nitihw.golden.files import atomic_write_bytes, atomic_write_json
+    from nitihw.sim.coverage.report import format_summary, junit_cases
+    from nitihw.sim.coverage.run import TrainRun, regression_coverage, training_coverage
+    from nitihw.sim.simulate.verify import config_tag, format_table, junit_xml, regression_configs
+
+    if "verilator" not in sims:
+        raise ValueError("--coverage is counted by Verilator: give --sims verilator")
+    if args.waves or args.workers or args.scheduler:
+        raise ValueError("--coverage runs its builds one after another, without --waves")
+    train = None
+    if args.coverage_train != "none":
+        train = TrainRun.parse(
+            args.coverage_train, args.coverage_train_steps, args.coverage_train_batch
+        )
+    if sims != ["verilator"]:
+        print(
+            "nitihw verify --coverage: the regression runs on verilator only (coverage is "
+            "Verilator's)"
+        )
+    configs = regression_configs(
+        shapes, accumulator_bits, args.kmax, args.divide, args.operand_bits
+    )
+    out = Path(args.out)
+    reports, cases, runs = [], [], []
+    for params in configs:
+        res = regression_coverage(params, seeds, out)
+        runs += res.runs
+        reports.append(("regression", config_tag(params), res))
+    if train is not None:
+        reports.append(
+            ("training", config_tag(configs[0]), training_coverage(configs[0], train, out))
+        )
+    failed = False
+    for kind, tag, res in reports:
+        print()
+        print(format_summary(res.summary))
+        if not res.passed:
+            print(f"FAILED: {res.detail}")
+            failed = True
+        if kind == "regression" and res.summary.unexplained:
+            print(
+                f"FAILED: {len(res.summary.unexplained)} lines or branches neither reached "
+                "nor explained"
+            )
+            failed = True
+        cases += junit_cases(res.summary, f"nitihw.coverage.{kind}.{tag}")
+    if runs:
+        print()
+        print(format_table(runs))
+    report = [
+        {"kind": kind, "config": tag, "passed": res.passed, **res.summary.as_dict()}
+        for kind, tag, res in reports
+    ]
+    atomic_write_json(out / "coverage.json", report)
+    print(f"coverage report: {out / 'coverage.json'}")
+    if args.junit:
+        atomic_write_bytes(Path(args.junit), junit_xml(runs, cases))
+        print(f"JUnit XML: {args.junit}")
     return 1 if failed else 0
 
 
@@ -608,6 +674,13 @@ def _train_datapath_options(t) -> None:
         help="--backend rtl: record a VCD waveform of the whole run (datapath.vcd in --out; large)",
     )
     t.add_argument(
+        "--coverage",
+        metavar="FILE",
+        help="--backend rtl --sim cocotb-verilator: build the Datapath with Verilator's line, "
+        "toggle and functional coverage and write its counts to FILE (Verilator's "
+        "coverage.dat format; nitihw verify --coverage reports them per block)",
+    )
+    t.add_argument(
         "--eval-on-rtl",
         action="store_true",
         help="--backend rtl: simulate the test-set evaluation too (default: the golden "
@@ -707,6 +780,32 @@ def _verify_command(command) -> None:
         "--scheduler",
         default=None,
         help="run the configurations on a running Dask scheduler, e.g. tcp://HOST:8786",
+    )
+    r.add_argument(
+        "--coverage",
+        action="store_true",
+        help="run the regression on Verilator builds that count line, branch, toggle and "
+        "functional coverage, and a short training run likewise; report per block what "
+        "each exercised and what it never reached (OUT/coverage.json; figures in --junit). "
+        "Fails if a line or branch is neither reached by the regression nor explained",
+    )
+    r.add_argument(
+        "--coverage-train",
+        default="cnn-digits:digits",
+        metavar="MODEL:DATASET",
+        help="--coverage: the training run (none: no training run) (default: %(default)s)",
+    )
+    r.add_argument(
+        "--coverage-train-steps",
+        type=int,
+        default=2,
+        help="--coverage: its steps (default: %(default)s)",
+    )
+    r.add_argument(
+        "--coverage-train-batch",
+        type=int,
+        default=16,
+        help="--coverage: its batch (default: %(default)s)",
     )
     r.set_defaults(func=cmd_verify)
 

@@ -51,6 +51,11 @@ def check_settings(opts: dict):
         check_threads(opts["threads"])
         if backend != "golden":
             raise ValueError("--threads sets the golden backend's worker threads")
+    if opts.get("coverage") and (backend != "rtl" or opts.get("sim") != "cocotb-verilator"):
+        raise ValueError(
+            "--coverage is counted by the cocotb testbench on Verilator: --backend rtl "
+            "--sim cocotb-verilator"
+        )
     array = run_array(opts, cfg)
     if backend != "golden" and not get_profile(cfg.profile).datapath:
         raise ValueError("the float32 twin runs on the golden backend only")
@@ -269,19 +274,20 @@ def _cocotb_build_held(build: Path, sim: str):
 
 
 def _run_cocotb_training(opts: dict, params: DatapathParams, build: Path, sim: str) -> int:
-    from nitihw.sim.simulate.verify import build_datapath, sim_build_dir
+    from nitihw.sim.simulate.verify import build_datapath, coverage_plusargs, sim_build_dir
 
     print(
         f"nitihw train: building the {params} Datapath for {sim} (cocotb) in {build} ...",
         file=sys.stderr,
         flush=True,
     )
-    runner = build_datapath(sim, params, build)
+    coverage = opts.get("coverage")
+    runner = build_datapath(sim, params, build, coverage=bool(coverage))
     out = Path(opts["out"])
     out.mkdir(parents=True, exist_ok=True)
     status = out / "rtl_status.json"
     status.unlink(missing_ok=True)
-    run_dir = sim_build_dir(build, sim, False)
+    run_dir = sim_build_dir(build, sim, False, bool(coverage))
     log = out / "simulator.log"
     # the simulator's own chatter goes to the log; the run's output comes back through the
     # console files, relayed as it is written
@@ -296,6 +302,7 @@ def _run_cocotb_training(opts: dict, params: DatapathParams, build: Path, sim: s
                 build_dir=str(run_dir),
                 test_dir=str(run_dir),
                 results_xml=str((run_dir / "train_results.xml").resolve()),
+                plusargs=coverage_plusargs(coverage),
                 log_file=str(log.resolve()),
                 extra_env={
                     "NITIHW_TRAIN": json.dumps(opts),
@@ -320,6 +327,8 @@ def _run_cocotb_training(opts: dict, params: DatapathParams, build: Path, sim: s
             raise err
         raise UserError(state["error"])
     print(f"simulator log: {log}")
+    if coverage:
+        print(f"coverage counts: {coverage}")
     return 0
 
 

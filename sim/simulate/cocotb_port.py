@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from cocotb.clock import Clock
-from cocotb.triggers import FallingEdge, First, ReadOnly, RisingEdge
+from cocotb.triggers import First, ReadOnly, RisingEdge
 from cocotb.utils import get_sim_time
 
 CLOCK_NS = 10  # the testbenches' clock period
@@ -63,9 +63,12 @@ class CocotbPort:  # a nitihw.sim.simulate.ports.CyclePort
         await ReadOnly()
 
     async def wait_low(self, name: str) -> None:
-        """Return in the first cycle (settled) where ``name`` is 0."""
+        """Return in the first cycle (settled) where ``name`` is 0. It looks once a cycle,
+        settled: a wait on the signal's falling edge would also wake on a fall that does not
+        settle (a combinational output such as ``busy`` glitching low between two delta
+        cycles, which Icarus shows of the netlist's ``always @*`` blocks: a quiet drain then
+        seemed to end 9 cycles early)."""
         await self._settle
-        if not self.get(name):
-            return
-        await FallingEdge(self._h(name))
-        await ReadOnly()
+        while self.get(name):
+            await self._edge
+            await self._settle

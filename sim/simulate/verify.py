@@ -18,8 +18,18 @@ if TYPE_CHECKING:
     from nitihw.rtl.datapath import DatapathParams
 
 SIMULATORS = ("verilator", "icarus")
+#: Verilator's coverage: every statement block and branch (line), every bit's rises and falls
+#: (toggle), and the functional cover properties of nitihw.sim.coverage.points (user)
+COVERAGE_ARGS = ["--coverage-line", "--coverage-toggle", "--coverage-user"]
 TESTBENCH = "nitihw.sim.simulate.testbench.datapath_tb"
-TESTCASES = ("random_gemms_all_modes", "corners", "accumulator_limits")  # the regression
+#: the regression
+TESTCASES = (
+    "random_gemms_all_modes",
+    "corners",
+    "accumulator_limits",
+    "error_paths",
+    "flow_and_buffer",
+)
 DIVIDE_TESTCASES = ("divide_ops",)  # builds with the divide lanes (NITRO-D) add these
 THROUGHPUT_TEST = "gemm_throughput"  # bench/rtl_sim_speed.py
 
@@ -42,22 +52,45 @@ class RunResult:
         return self.tests > 0 and self.failed == 0
 
 
-def build_datapath(sim: str, params: DatapathParams, build_dir: Path, waves: bool = False):
-    """Write the Verilog for ``params`` and build it for ``sim``; returns the cocotb runner."""
+def build_datapath(
+    sim: str,
+    params: DatapathParams,
+    build_dir: Path,
+    waves: bool = False,
+    coverage: bool = False,
+):
+    """Write the Verilog for ``params`` and build it for ``sim``; returns the cocotb runner.
+    ``coverage`` (Verilator only): a build that counts line, toggle and functional coverage
+    (:mod:`nitihw.sim.coverage`), in a folder of its own."""
     from nitihw.rtl.verilog import TOP, write_verilog
 
     files = write_verilog(Path(build_dir) / "rtl", params, blocks=False)
-    return build_design(sim, files[TOP], TOP, build_dir, waves)
+    extra = []
+    if coverage:
+        from nitihw.sim.coverage.points import write_cover_module
+
+        extra.append(write_cover_module(Path(build_dir) / "rtl", params))
+    return build_design(sim, files[TOP], TOP, build_dir, waves, coverage, extra)
 
 
 def build_design(
-    sim: str, source: str | Path, top: str, build_dir: str | Path, waves: bool = False
+    sim: str,
+    source: str | Path,
+    top: str,
+    build_dir: str | Path,
+    waves: bool = False,
+    coverage: bool = False,
+    extra_sources=(),
 ):
-    """Build one Verilog file for ``sim`` (incrementally); returns the cocotb runner."""
+    """Build one Verilog file (and ``extra_sources``) for ``sim`` (incrementally); returns the
+    cocotb runner. ``coverage``: with Verilator's line, toggle and user (cover property)
+    coverage."""
     from cocotb_tools.runner import get_runner
 
     if sim not in SIMULATORS:
         raise ValueError(f"unknown simulator {sim!r}; choose one of {SIMULATORS}")
+    if coverage and (sim != "verilator" or waves):
+        raise ValueError("coverage is counted by Verilator, in a build without waveforms")
     simulator_path_setup()
     if not simulator_available(sim):
         raise FileNotFoundError(
@@ -72,9 +105,11 @@ def build_design(
     waves_requested = waves
     verilator_make_fix()  # before get_runner, which takes a copy of the environment
     runner = get_runner(sim)
-    sources = [str(source)]
+    sources = [str(source), *map(str, extra_sources)]
     if sim == "verilator":
         build_args = ["-Wno-fatal", "-Wno-WIDTH", "-Wno-CASEINCOMPLETE"]
+        if coverage:
+            build_args += COVERAGE_ARGS
     else:
         # Verilog-2005 semantics run the declaration initialisers as time-0 events, which the
         # always @* blocks Yosys emits rely on (under cocotb's default -g2012 they stay X until
@@ -95,7 +130,7 @@ def build_design(
         runner.build(
             sources=sources,
             hdl_toplevel=top,
-            build_dir=str(sim_build_dir(build_dir, sim, waves_requested)),
+            build_dir=str(sim_build_dir(build_dir, sim, waves_requested, coverage)),
             always=False,
             build_args=build_args,
             timescale=("1ns", "1ps"),
@@ -104,16 +139,25 @@ def build_design(
         )
     except BaseException as exc:
         # never reuse a half-built model
-        shutil.rmtree(sim_build_dir(build_dir, sim, waves_requested), ignore_errors=True)
+        shutil.rmtree(sim_build_dir(build_dir, sim, waves_requested, coverage), ignore_errors=True)
         if isinstance(exc, Exception):
             raise ToolError(f"{sim} build of {source} failed ({exc}); see {log}") from exc
         raise
     return runner
 
 
-def sim_build_dir(build_dir: Path, sim: str, waves: bool) -> Path:
-    """Where ``sim``'s model is built: traced and untraced builds are kept apart."""
-    return Path(build_dir) / (f"{sim}-waves" if waves else sim)
+def coverage_plusargs(coverage: str | Path | None) -> list[str]:
+    """The simulator arguments that send a coverage build's counts to ``coverage`` (none for
+    other builds)."""
+    if coverage is None:
+        return []
+    Path(coverage).unlink(missing_ok=True)  # counts from an earlier run are never merged in
+    return [f"+verilator+coverage+file+{Path(coverage).resolve()}"]
+
+
+def sim_build_dir(build_dir: Path, sim: str, waves: bool, coverage: bool = False) -> Path:
+    """Where ``sim``'s model is built: traced, coverage and plain builds are kept apart."""
+    return Path(build_dir) / (f"{sim}-waves" if waves else f"{sim}-cov" if coverage else sim)
 
 
 def run_datapath_tests(
@@ -124,16 +168,19 @@ def run_datapath_tests(
     testcases=TESTCASES,
     waves: bool = False,
     env: dict | None = None,
+    coverage: str | Path | None = None,
 ) -> RunResult:
     """Build (if needed) and run the Datapath testbench's ``testcases``; never raises on test
-    failures (they are counted). ``env`` adds environment variables for the testbench."""
+    failures (they are counted). ``env`` adds environment variables for the testbench.
+    ``coverage``: run a coverage build, which writes its counts to this file."""
     from cocotb_tools.check_results import get_results
 
     build_dir = Path(build_dir)
     t0 = time.perf_counter()
-    run_dir = sim_build_dir(build_dir, sim, waves)  # results and waves of this simulator
+    # results and waves of this simulator
+    run_dir = sim_build_dir(build_dir, sim, waves, coverage is not None)
     try:
-        runner = build_datapath(sim, params, build_dir, waves)
+        runner = build_datapath(sim, params, build_dir, waves, coverage is not None)
     except RuntimeError as exc:  # a failed build is a failed run, with its log named
         return RunResult(
             sim,
@@ -160,6 +207,7 @@ def run_datapath_tests(
             results_xml=str(results.resolve()),
             waves=waves,
             testcase=list(testcases) if testcases else None,
+            plusargs=coverage_plusargs(coverage),
             log_file=str(run_dir / f"sim_seed{seed}.log"),
             extra_env={
                 "NITIHW_PARAMS": json.dumps(params.as_dict()),
@@ -298,9 +346,9 @@ def verify_config(params, sims, seeds, out_dir, waves=False, log=print) -> list[
     return results
 
 
-def junit_xml(results: list[RunResult]) -> bytes:
+def junit_xml(results: list[RunResult], extra_cases=()) -> bytes:
     """The regression as JUnit XML (one test case per configuration, simulator and seed),
-    for CI systems."""
+    for CI systems; ``extra_cases`` (``nitihw verify --coverage``'s figures) follow them."""
     cases = []
     for r in results:
         failure = None
@@ -309,7 +357,7 @@ def junit_xml(results: list[RunResult]) -> bytes:
             failure = (f"{r.failed} of {r.tests} cocotb tests failed", str(where))
         name = f"{config_tag(r.params)} seed {r.seed}"
         cases.append((f"nitihw.verify.{r.sim}", name, r.seconds + r.build_seconds, failure))
-    return tools_junit_xml("nitihw.verify", cases)
+    return tools_junit_xml("nitihw.verify", [*cases, *extra_cases])
 
 
 def format_table(results: list[RunResult]) -> str:

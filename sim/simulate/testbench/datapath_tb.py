@@ -16,14 +16,15 @@ import time
 
 import cocotb
 import numpy as np
+from cocotb.triggers import RisingEdge
 
 from nitihw.golden import Accumulator, bitwidth, exact_matmul, range_shift, shift_round
 from nitihw.golden.files import atomic_write_json
 from nitihw.golden.rounding import max_abs, saturate, trunc_div, wrap
 from nitihw.rtl.datapath import DatapathParams
-from nitihw.rtl.schedule import program_cycles
+from nitihw.rtl.schedule import Command, program_cycles
 from nitihw.sim.simulate.cocotb_port import CocotbPort, start_clock_and_reset
-from nitihw.sim.simulate.datapath_driver import DatapathDriver
+from nitihw.sim.simulate.datapath_driver import DatapathDriver, DatapathError
 from nitihw.sim.simulate.native.crosscheck import run_ops
 
 MODES = ("round", "psto", "trunc", "rne", "sto")
@@ -253,6 +254,161 @@ async def accumulator_limits(dut):
     assert rng["overflow_count"] == 1
     await tb.check_cycles()
     tb.write_stats("accumulator_limits")
+
+
+async def reset_datapath(dut, cycles: int = 2) -> None:
+    """A synchronous reset with the clock running (it clears the sticky ``error``)."""
+    dut.rst.value = 1
+    for _ in range(cycles):
+        await RisingEdge(dut.clk)
+    dut.rst.value = 0
+    await RisingEdge(dut.clk)
+
+
+@cocotb.test()
+async def error_paths(dut):
+    """Every command the Datapath refuses (docs/datapath.md's list: an unknown opcode, the
+    divide lanes' commands without them, ``from_buffer`` without a result buffer, a load or a
+    COMPUTE longer than a bank) takes no beats, sets ``error`` with its opcode, and the driver
+    names it; the flag stays until a reset, after which the next command works."""
+    tb = DatapathTB(dut)
+    await tb.start()
+    p = tb.params
+    cases = [
+        (Command(13, 3), 13, "unknown opcode"),
+        (Command("LOAD_A", p.kmax + 1), 0, "count larger than the operand banks"),
+        (Command("LOAD_B", p.kmax + 1), 1, "count larger than the operand banks"),
+        (Command("LOAD_AB", p.kmax + 1), 3, "count larger than the operand banks"),
+        (Command("COMPUTE", p.kmax + 1, drain=1, drain_rows=1), 2, "count larger"),
+    ]
+    if not p.divide:
+        cases += [
+            (Command("DIVIDE", 2), 9, "no divide lanes"),
+            (Command("UPDATE_DIV", 2), 10, "no divide lanes"),
+        ]
+    if not p.result_rows:
+        cases.append((Command("RESCALE", 2, from_buffer=1), 6, "no result buffer"))
+    for cmd, opcode, why in cases:
+        try:
+            await tb.drv.execute("refused", [cmd])
+        except DatapathError as exc:
+            assert why in str(exc), (cmd, str(exc))
+        else:
+            raise AssertionError(f"{cmd} was not refused")
+        assert int(dut.error.value) == 1 and int(dut.error_op.value) == opcode, cmd
+        # sticky: the next (good) program reports it too
+        try:
+            await tb.drv.range_clear()
+        except DatapathError:
+            pass
+        else:
+            raise AssertionError(f"error was not sticky after {cmd}")
+        await reset_datapath(dut)
+        assert int(dut.error.value) == 0
+        tb.drv.log.clear()  # a refused program's cycles are not the schedule's
+        await tb.feed_and_check(tb.rng.integers(-1000, 1000, p.cols + 1))
+    await tb.check_cycles()
+    tb.write_stats("error_paths")
+
+
+@cocotb.test()
+async def flow_and_buffer(dut):
+    """A slow host (din stalls on 40% of cycles, dout on 60%) loses no beat; GEMMs whose K is
+    cut into slices (partial sums drained quiet into the result buffer and added back), one
+    rescaled from the buffer and one that spills (rescaled through din); drains whose rows run
+    past the buffer (kept rows dropped, added rows add 0); LOAD_B alone, a COMPUTE of K = 0 and a
+    left shift of 0: the corners of the command set the driver's programs leave out."""
+    from nitihw.sim.model.cycle_model import Tiling
+
+    tb = DatapathTB(dut)
+    await tb.start()
+    p = tb.params
+    r, c, kmax, bits = p.rows, p.cols, p.kmax, p.operand_bits
+    # back-pressure on both data streams (cycles are then not the schedule's: not checked)
+    stalls = np.random.default_rng(tb.seed + 1)
+    tb.drv.stall = lambda: tuple(stalls.random(2) < (0.4, 0.6))
+    a, b = random_operands(tb.rng, r + 2, kmax + 3, c + 1, bits)
+    acc, rng = await tb.gemm_and_check(a, b)
+    await tb.rescale_and_check(acc, rng["shift"], "psto")
+    n = 8 * c  # long enough for the skid buffer to fill and the update lanes to stall
+    await tb.update_and_check(tb.rng.integers(-127, 128, n), tb.rng.integers(-127, 128, n), 64)
+    # random master weights, then both clamps in every lane
+    w16 = np.concatenate([tb.rng.choice([32767, -32767, 32700, -32700, 0, 383], n), [32767] * c])
+    g = np.concatenate([tb.rng.integers(-127, 128, n), [-1] * c])
+    w16 = np.concatenate([w16, [-32767] * c])
+    g = np.concatenate([g, [1] * c])
+    new16, w8 = await tb.drv.update(w16, g, master=True)
+    want16 = np.clip(w16 - g, -32767, 32767)
+    np.testing.assert_array_equal(new16, want16)
+    np.testing.assert_array_equal(w8, shift_round(want16, 8, "psto"))
+    await tb.feed_and_check(acc)
+    tb.drv.stall = None
+    await tb.drv.sync()
+    tb.drv.log.clear()
+    # K in slices: partial sums in the result buffer, kept and spilled (builds with one)
+    R = p.result_rows
+    if R:
+        m, k, n = 2 * r + 1, 3 * kmax + 2, c + 2
+        tb.drv.tiling = lambda *_shape: Tiling("kmn", 2 * r, c, kmax + 1)
+        a, b = random_operands(tb.rng, m, k, n, bits)
+        acc, rng = await tb.gemm_and_check(a, b)
+        assert tb.drv.kept is not None
+        q = await tb.drv.rescale(acc, rng["shift"], "round", from_buffer=True)
+        np.testing.assert_array_equal(
+            q, shift_round(acc, rng["shift"], "round", None, p.rescale_limit)
+        )
+        spilled = exact_matmul(-a, b, "object")
+        got, ovf, fields = await tb.drv.gemm_tensor(-a, b, keep=False)
+        np.testing.assert_array_equal(got, tb.acc.wrap(spilled))
+        np.testing.assert_array_equal(ovf, (spilled < tb.acc.min) | (spilled > tb.acc.max))
+        assert fields["bitwidth"] == bitwidth(tb.acc.wrap(spilled))
+    tb.drv.tiling = None
+    # direct commands: one tile's rows at the result buffer's end
+    ta = tb.rng.integers(-100, 100, (r, 3))
+    tbm = tb.rng.integers(-100, 100, (3, c))
+    beats = np.zeros((3, tb.drv.pay.din_bytes), np.uint8)
+    tb.drv.pay.din_a.put(beats, ta.T)
+    tb.drv.pay.din_b.put(beats, tbm)
+    prod = exact_matmul(ta, tbm)
+    last = max(R - 1, 0)
+
+    def tile(rows=2, **fields):
+        return [
+            Command("LOAD_AB", 3, 0, 0),
+            Command("COMPUTE", 3, 0, 0, drain=1, drain_rows=min(rows, r), **fields),
+        ]
+
+    if R:
+        # row 0 of the tile into the buffer's last row; row 1 runs past it (not kept)
+        await tb.drv.execute("keep past", tile(keep=1, quiet=1, row=last), beats, 0)
+        words = await tb.drv.execute("add past", tile(add=1, row=last), beats, min(2, r))
+        got = tb.drv.pay.out_acc.take(words)
+        want = prod[: min(2, r)].copy()
+        want[0] += prod[0]  # the last row held the tile's row 0; the row past it adds 0
+        np.testing.assert_array_equal(got, want)
+    # LOAD_B alone (B into bank 1), LOAD_A (A into bank 1), a COMPUTE of K = 0 (nothing
+    # happens), then the tile from the second banks
+    b_beats = np.zeros((3, tb.drv.pay.din_bytes), np.uint8)
+    tb.drv.pay.din_b.put(b_beats, tbm)
+    a_beats = np.zeros((3, tb.drv.pay.din_bytes), np.uint8)
+    tb.drv.pay.din_a.put(a_beats, ta.T)
+    prog = [
+        Command("LOAD_B", 3, 0, 1),
+        Command("LOAD_A", 3, 1, 0),
+        Command("COMPUTE", 0, 1, 1),
+        Command("COMPUTE", 3, 1, 1, drain=1, drain_rows=r),
+    ]
+    words = await tb.drv.execute("load b", prog, np.concatenate([b_beats, a_beats]), r)
+    np.testing.assert_array_equal(tb.drv.pay.out_acc.take(words), prod)
+    # a left shift of 0 (the lanes' left path, which changes nothing in range)
+    vals = tb.rng.integers(-127, 128, c)
+    beats = np.zeros((1, tb.drv.pay.din_bytes), np.uint8)
+    tb.drv.pay.din_acc.put(beats, vals[None, :])
+    cmd = Command("RESCALE", 1, fields=(("left", 1), ("shift", 0)))
+    words = await tb.drv.execute("left 0", [cmd], beats, 1)
+    np.testing.assert_array_equal(tb.drv.pay.out_q.take(words)[0], vals)
+    await tb.check_cycles()
+    tb.write_stats("flow_and_buffer")
 
 
 # ---- NITRO-D (builds with b_bits=32 and the divide lanes) ---------------------------------
