@@ -321,7 +321,7 @@ def test_rtl_points_build_and_check_their_datapath(tmp_path, capsys):
     out = tmp_path / "o"
     assert sweep(write(tmp_path, RTL_GRID), out, "--workers", "0") == 0
     df = pd.read_parquet(out / "results.parquet")
-    assert list(df["rtl_bit_exact"]) == [True, True] and list(df["rtl_tests"]) == [3, 3]
+    assert list(df["rtl_bit_exact"]) == [True, True] and list(df["rtl_tests"]) == [5, 5]
     assert (df["rtl_cycles"] > 0).all() and df["rtl_cycles"].nunique() == 1
     (build,) = (out / "rtl").iterdir()
     assert build.name == "2x3_op6_acc16_k8"

@@ -283,7 +283,7 @@ def _verify_coverage(args, shapes, seeds, sims, accumulator_bits) -> int:
 
 def cmd_estimate(args) -> int:
     from nitihw.golden.run_folder import check_output_dir
-    from nitihw.sim.model.accelerator import load_accelerator
+    from nitihw.sim.model.accelerator import load_accelerator, with_clock
     from nitihw.sim.model.estimate import estimate, format_estimate, write_reports
     from nitihw.sim.model.workload import model_workload, topology_workload
 
@@ -293,6 +293,8 @@ def cmd_estimate(args) -> int:
     acc = load_accelerator(args.config, args.energy)
     if args.array:
         acc = acc.with_array(args.array)
+    if args.clock:
+        acc = with_clock(acc, args.clock)
     samples = args.train_samples
     if args.model:
         layers = model_workload(args.model, args.batch)
@@ -314,6 +316,7 @@ def cmd_estimate(args) -> int:
         args.dataflow,
         args.traffic,
         args.objective,
+        log=lambda msg: print(f"nitihw estimate: {msg}", file=sys.stderr, flush=True),
     )
     print(format_estimate(result))
     files = write_reports(result, args.out, plots=not args.no_plots)
@@ -827,6 +830,14 @@ def _estimate_command(command) -> None:
         help="ROWSxCOLS, 1..256 each (default: the config's array, 8x8)",
     )
     e.add_argument("--config", default=None, help="accelerator TOML file (see docs/estimate.md)")
+    e.add_argument(
+        "--clock",
+        default=None,
+        metavar="MHZ|pnr",
+        help="the clock: a frequency in MHz, or pnr: the Fmax of this array's Datapath placed "
+        "and routed on an ECP5 (minutes the first time, then cached in build/pnr-clock) "
+        "(default: the config's [clock], else 500 MHz)",
+    )
     e.add_argument(
         "--energy",
         default=None,

@@ -16,7 +16,8 @@ A config file (every section optional; defaults in brackets)::
     [offchip]
     bandwidth_bytes_per_cycle = 16   # [16]
     [clock]
-    frequency_mhz = 500     # [500]
+    frequency_mhz = 500     # [500] MHz, or "pnr": the Fmax of this array's Datapath placed
+                            # and routed on an ECP5 (nitihw.sim.explore.synth.clock; cached)
     [energy]
     table = "horowitz-45nm" # a shipped table name or a path to a table file
     int8_mult = 0.25        # any table entry (pJ) overrides the table
@@ -187,6 +188,10 @@ class Accelerator:
     frequency_mhz: float = 500.0
     energy: EnergyTable = field(default_factory=lambda: load_table(DEFAULT_TABLE))
     source: str = "defaults"
+    #: where ``frequency_mhz`` comes from: ``config`` (the file, or the default), ``pnr``
+    #: (asked for, not yet placed: :func:`resolve_clock`), or the place-and-route report's
+    #: description once resolved
+    clock: str = "config"
 
     @property
     def operand_bytes(self) -> int:
@@ -215,7 +220,7 @@ class Accelerator:
                 "ofmap_kib": self.ofmap_kib,
             },
             "offchip": {"bandwidth_bytes_per_cycle": self.bandwidth},
-            "clock": {"frequency_mhz": self.frequency_mhz},
+            "clock": {"frequency_mhz": self.frequency_mhz, "source": self.clock},
             "energy": {
                 "table": self.energy.name,
                 "citation": self.energy.citation,
@@ -240,6 +245,34 @@ _FIELDS = [
 ]
 
 
+#: the clock "from place and route" (``[clock] frequency_mhz = "pnr"``, ``--clock pnr``)
+PNR_CLOCK = "pnr"
+
+
+def with_clock(acc: Accelerator, text: str) -> Accelerator:
+    """``--clock``: a frequency in MHz, or ``pnr`` (from place and route)."""
+    if text == PNR_CLOCK:
+        return replace(acc, clock=PNR_CLOCK)
+    try:
+        mhz = check("frequency_mhz", float(text), "--clock")
+    except ValueError as exc:
+        if isinstance(exc, LimitError):
+            raise ConfigError(str(exc)) from None
+        raise ConfigError(f"--clock: expected MHz or {PNR_CLOCK}, got {text!r}") from None
+    return replace(acc, frequency_mhz=mhz, clock="config")
+
+
+def resolve_clock(acc: Accelerator, log=None) -> Accelerator:
+    """``acc`` with its clock from place and route when it asks for one (the Fmax of its
+    array's Datapath on the ECP5, placed once and cached); otherwise ``acc`` itself."""
+    if acc.clock != PNR_CLOCK:
+        return acc
+    from nitihw.sim.explore.synth.clock import clock_source, pnr_clock
+
+    report = pnr_clock(acc.rows, acc.cols, acc.operand_bits, acc.accumulator_bits, log=log)
+    return replace(acc, frequency_mhz=report["fmax_mhz"], clock=clock_source(report))
+
+
 def load_accelerator(path: str | Path | None = None, energy: str | None = None) -> Accelerator:
     """Read a config file (or the defaults), then ``energy`` (a table name or file) if given."""
     if path is None:
@@ -258,6 +291,9 @@ def load_accelerator(path: str | Path | None = None, energy: str | None = None) 
     values = {}
     for section, key, attr, limit in _FIELDS:
         body = doc.get(section, {})
+        if (section, key) == ("clock", "frequency_mhz") and body.get(key) == PNR_CLOCK:
+            values["clock"] = PNR_CLOCK
+            continue
         if key in body:
             try:
                 values[attr] = check(limit, body[key], f"{path}: {section}.{key}")

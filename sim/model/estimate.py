@@ -22,7 +22,7 @@ from pathlib import Path
 
 from nitihw.golden.files import atomic_write_bytes
 from nitihw.rtl.commands import DATAPATH_TRACE_OPS
-from nitihw.sim.model.accelerator import Accelerator
+from nitihw.sim.model.accelerator import Accelerator, resolve_clock
 from nitihw.sim.model.cycle_model import (
     ArrayConfig,
     drained_rows,
@@ -441,6 +441,7 @@ def estimate(
     dataflow: str = "os",
     traffic: str = "datapath",
     objective: str = "traffic",
+    log=None,
 ) -> dict:
     """The estimate of one training step of ``layers`` and of an epoch of ``train_samples``.
 
@@ -462,6 +463,10 @@ def estimate(
     ``objective``: what each GEMM's mappings minimise
     (:data:`~nitihw.sim.model.mapping.OBJECTIVES`): the off-chip bytes (default), their energy
     with the partial sums' result-buffer energy, or the array's cycles with the stalls.
+
+    An accelerator whose clock is ``pnr`` gets its array's Fmax from place and route
+    (:func:`~nitihw.sim.model.accelerator.resolve_clock`; minutes the first time, ``log``
+    hears of it, then cached).
     """
     check_dataflow(dataflow)
     check_traffic(traffic)
@@ -471,6 +476,7 @@ def estimate(
         from nitihw.golden.dfp16 import DFP_BITS
 
         acc = replace(acc, operand_bits=DFP_BITS)  # DFP16 runs on a 16-bit datapath
+    acc = resolve_clock(acc, log)  # the clock of the datapath priced
     price = _Pricing(acc, dataflow, traffic, objective)
     rows: dict[tuple, Row] = {}
     clock = 0
@@ -905,6 +911,13 @@ def save_png(fig, path: Path) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def _clock_text(clock: dict) -> str:
+    """``500 MHz``, or ``71 MHz from place and route (...)``."""
+    source = clock.get("source", "config")
+    text = f"{clock['frequency_mhz']:g} MHz"
+    return text if source == "config" else f"{text}, {source}"
+
+
 def format_estimate(result: dict) -> str:
     acc = result["accelerator"]
     head = (
@@ -978,7 +991,7 @@ def format_estimate(result: dict) -> str:
         else "",
         f"per epoch ({result['steps_per_epoch']} steps of {result['batch']}): "
         f"{ep['total_cycles']:,} cycles ({ep['seconds_at_clock']:.3f} s at "
-        f"{acc['clock']['frequency_mhz']:g} MHz), {ep['energy_pj'] / 1e12:,.4f} J "
+        f"{_clock_text(acc['clock'])}), {ep['energy_pj'] / 1e12:,.4f} J "
         f"{result.get('profile', 'niti')}, "
         f"{ep['fp32_energy_pj'] / 1e12:,.4f} J fp32",
         f"off chip per step: {s['dram_bytes'] / 1e6:,.1f} MB priced above "

@@ -19,6 +19,8 @@ A grid file::
     ofmap_kib = [256]
     bandwidth = [8, 16]             # off-chip bytes per cycle
     frequency_mhz = [500]
+    clock = ["config", "pnr"]       # config: frequency_mhz; pnr: the Fmax of the point's
+                                    # Datapath placed and routed on an ECP5 (cached per array)
     operand_bits = [8, 16]
     accumulator_bits = [32]
     dataflow = ["os", "ws"]          # os (the Datapath's), ws, is (estimate only)
@@ -79,6 +81,7 @@ AXES: dict[str, tuple[str | None, object]] = {
     "ofmap_kib": ("buffer_kib", 256.0),
     "bandwidth": ("bandwidth", 16.0),
     "frequency_mhz": ("frequency_mhz", 500.0),
+    "clock": (None, "config"),
     "operand_bits": ("operand_bits", 8),
     "accumulator_bits": ("accumulator_bits", 32),
     "dataflow": (None, "os"),
@@ -293,6 +296,10 @@ def _string_choices(key: str) -> list | None:
         from nitihw.sim.model.mapping import OBJECTIVES
 
         return list(OBJECTIVES)
+    if key == "clock":
+        from nitihw.sim.model.accelerator import PNR_CLOCK
+
+        return ["config", PNR_CLOCK]
     return None
 
 

@@ -46,6 +46,7 @@ ESTIMATE_COLUMNS = (
     "fp32_energy_pj",
     "epoch_energy_j",
     "epoch_seconds",
+    "clock_mhz",
 )
 AREA_COLUMNS = (
     "logic_transistors",
@@ -157,6 +158,7 @@ def accelerator(point: dict, energy: str | None):
         bandwidth=point["bandwidth"],
         frequency_mhz=point["frequency_mhz"],
         source="sweep",
+        clock=point.get("clock", "config"),
     )
 
 
@@ -185,6 +187,7 @@ def estimate_point(point: dict, settings: dict) -> dict:
     )
     out["epoch_energy_j"] = epoch["energy_pj"] * 1e-12
     out["epoch_seconds"] = epoch["seconds_at_clock"]
+    out["clock_mhz"] = r["accelerator"]["clock"]["frequency_mhz"]  # the axis's, or from P&R
     return out
 
 

@@ -224,7 +224,7 @@ def summary(df, top: int = 8) -> str:
     front = df[df["pareto"]].sort_values("energy_pj").head(top)
     if len(front):
         keys = ("model", "topology", "profile", "batch", "rows", "cols", "kmax")
-        keys += ("ifmap_kib", "filter_kib", "ofmap_kib", "bandwidth", "frequency_mhz")
+        keys += ("ifmap_kib", "filter_kib", "ofmap_kib", "bandwidth", "frequency_mhz", "clock")
         keys += ("operand_bits", "accumulator_bits", "dataflow", "traffic", "objective")
         keys = _varying(df, keys) or ["rows", "cols"]
         head = [*keys, "cycles/step", "energy/step (uJ)"]

@@ -173,11 +173,13 @@ def load_record(path: Path, pid: str, point: dict, key: str, compute) -> tuple[d
 
 
 def row(pid: str, point: dict, record: dict) -> dict:
-    """A result row: the id, the point's settings, then its outputs (never a setting)."""
+    """A result row: the id, the point's settings, then its outputs (never a setting), in
+    name order (a record read back from its file may list its fields in another order than
+    the point's computation did: the columns never depend on it)."""
     return {
         "point": pid,
         **point,
-        **{k: v for k, v in record.items() if k not in point and k != "point"},
+        **{k: record[k] for k in sorted(record) if k not in point and k != "point"},
     }
 
 

@@ -364,8 +364,9 @@ async def flow_and_buffer(dut):
         assert fields["bitwidth"] == bitwidth(tb.acc.wrap(spilled))
     tb.drv.tiling = None
     # direct commands: one tile's rows at the result buffer's end
-    ta = tb.rng.integers(-100, 100, (r, 3))
-    tbm = tb.rng.integers(-100, 100, (3, c))
+    hi = (1 << (bits - 1)) - 1
+    ta = tb.rng.integers(-hi, hi + 1, (r, 3))
+    tbm = tb.rng.integers(-hi, hi + 1, (3, c))
     beats = np.zeros((3, tb.drv.pay.din_bytes), np.uint8)
     tb.drv.pay.din_a.put(beats, ta.T)
     tb.drv.pay.din_b.put(beats, tbm)
@@ -401,7 +402,7 @@ async def flow_and_buffer(dut):
     words = await tb.drv.execute("load b", prog, np.concatenate([b_beats, a_beats]), r)
     np.testing.assert_array_equal(tb.drv.pay.out_acc.take(words), prod)
     # a left shift of 0 (the lanes' left path, which changes nothing in range)
-    vals = tb.rng.integers(-127, 128, c)
+    vals = tb.rng.integers(-p.rescale_limit, p.rescale_limit + 1, c)
     beats = np.zeros((1, tb.drv.pay.din_bytes), np.uint8)
     tb.drv.pay.din_acc.put(beats, vals[None, :])
     cmd = Command("RESCALE", 1, fields=(("left", 1), ("shift", 0)))
