@@ -596,6 +596,9 @@ class Datapath(wiring.Component):
         dr_left = Signal(DRAIN_ROWS_BITS)
         dr_keep, dr_add, dr_quiet = Signal(), Signal(), Signal()
         dr_row = Signal(ROW_BITS)  # the result-buffer row of the row on arr.out
+        # dr_row < the result buffer's rows, kept in a register of its own beside dr_row: the
+        # comparison's carry chain was in front of the drain's adder (docs/synth.md)
+        dr_in_buf = Signal()
         capture = x_flushing & (flush == 0) & ~dr_busy
         with m.If(capture):
             m.d.comb += arr.capture.eq(1)
@@ -608,13 +611,17 @@ class Datapath(wiring.Component):
                     dr_add.eq(x_add),
                     dr_quiet.eq(x_quiet),
                     dr_row.eq(x_row),
+                    dr_in_buf.eq(x_row < w.R_ROWS),
                 ]
         # a drained row moves on when dout takes it (a quiet row: every cycle)
         dr_step = dr_busy & (dr_quiet | ob_ready)
         # the array takes a new COMPUTE when idle, on a no-drain COMPUTE's last read (the sums
         # go on back to back), or in the capture cycle
         x_accept = (~x_reading & ~x_flushing) | (x_last_read & ~x_drain) | capture
-        w.keep(locals(), "dr_busy dr_left dr_keep dr_add dr_quiet dr_row capture dr_step x_accept")
+        w.keep(
+            locals(),
+            "dr_busy dr_left dr_keep dr_add dr_quiet dr_row dr_in_buf capture dr_step x_accept",
+        )
 
     def _skew(self, m: Module, w: _Wires) -> None:
         """The skew of the operands into the array."""
@@ -734,7 +741,8 @@ class Datapath(wiring.Component):
         # the drained row: the tile's sums, plus (``add``) the partial sums the result buffer
         # holds for it, read the cycle before (at the capture, then with each step); rows past
         # the buffer hold nothing (``keep`` drops them, ``add`` adds 0)
-        adding = dr_add & (dr_row < R_ROWS)
+        dr_in_buf = w.dr_in_buf
+        adding = dr_add & dr_in_buf
         d_wide = [Signal(signed(wide + 1), name=f"drain_sum_{j}") for j in range(C)]
         d_sticky = [Signal(name=f"drain_sticky_{j}") for j in range(C)]
         d_acc = [Signal(signed(accumulator_bits), name=f"drain_acc_{j}") for j in range(C)]
@@ -760,7 +768,7 @@ class Datapath(wiring.Component):
             m.d.comb += rb_w.addr.eq(dr_row)
             for j in range(C):
                 m.d.comb += [rb_w.data[j].v.eq(d_wide[j][:wide]), rb_w.data[j].s.eq(d_sticky[j])]
-            with m.If(dr_step & dr_keep & (dr_row < R_ROWS)):
+            with m.If(dr_step & dr_keep & dr_in_buf):
                 m.d.comb += rb_w.en.eq(1)
             # the drainer's reads (the serial unit's from_buffer reads, below, override these;
             # the two never run together)
@@ -855,7 +863,11 @@ class Datapath(wiring.Component):
                 ]
             with m.If(dr_step):
                 m.d.comb += [arr.shift.eq(1), rng.valid.eq(~dr_quiet)]
-                m.d.sync += [dr_left.eq(dr_left - 1), dr_row.eq(dr_row + 1)]
+                m.d.sync += [
+                    dr_left.eq(dr_left - 1),
+                    dr_row.eq(dr_row + 1),
+                    w.dr_in_buf.eq(dr_row + 1 < w.R_ROWS),
+                ]
                 with m.If(dr_left == 1):
                     m.d.sync += dr_busy.eq(0)
         with m.If(s_busy):
@@ -952,8 +964,9 @@ class Datapath(wiring.Component):
         with m.If(too_long):
             drop()
         with m.Else():
-            m.d.comb += go.eq(~ld_busy & ~s_busy & ~war)
-            with m.If(go & (count != 0)):
+            ok = ~ld_busy & ~s_busy & ~war  # go, for this case (see _dispatch_serial)
+            m.d.comb += go.eq(ok)
+            with m.If(ok & (count != 0)):
                 m.d.sync += [
                     ld_busy.eq(1),
                     ld_a.eq(to_a),
@@ -976,8 +989,9 @@ class Datapath(wiring.Component):
         with m.If(too_long):
             drop()
         with m.Else():
-            m.d.comb += go.eq(x_accept & ~s_busy & ~raw)
-            with m.If(go & (count != 0)):
+            ok = x_accept & ~s_busy & ~raw  # go, for this case (see _dispatch_serial)
+            m.d.comb += go.eq(ok)
+            with m.If(ok & (count != 0)):
                 m.d.sync += [
                     w.x_reading.eq(1),
                     w.x_idx.eq(0),
@@ -1006,10 +1020,14 @@ class Datapath(wiring.Component):
         ):
             drop()
         with m.Else():
+            # each case's dispatch reads its own condition, not ``go``: ``go`` is one signal
+            # for every case, so its logic holds all of them (the array's K counter
+            # included), and the range unit's clear, with its fan-out to every running
+            # register, was the 8x8's critical path behind it (docs/synth.md)
             m.d.comb += go.eq(all_idle)
-            with m.If(go & (op == Op.RANGE_CLEAR)):
+            with m.If(all_idle & (op == Op.RANGE_CLEAR)):
                 m.d.comb += rng.clear.eq(1)
-            with m.Elif(go & ((op == Op.RANGE_READ) | (count != 0))):
+            with m.Elif(all_idle & ((op == Op.RANGE_READ) | (count != 0))):
                 m.d.sync += [
                     w.s_busy.eq(1),
                     w.s_cmd.eq(head),

@@ -5,10 +5,12 @@ is the bit length of the OR of ``|x| - 1`` over the nonzero elements. For ``x > 
 ``x - 1``; for ``x < 0`` it is ``-x - 1 = ~x``: no adder on the negative side, and
 ``|INT_MIN|`` needs no extra bit. One running OR register per unit covers any number of tiles.
 
-The unit is pipelined so that no path is longer than one comparison (docs/datapath.md): a
-register stage after the per-lane ``|x| - 1`` / ``|x|``, then a binary reduction tree over the
+The unit is pipelined so that no path is longer than one comparison (docs/datapath.md): its
+inputs are registered as they arrive (so the Datapath's drain adder and the per-lane
+``|x| - 1`` are never in one cycle: that was the ECP5 build's critical path, docs/synth.md),
+a register stage after the per-lane ``|x| - 1`` / ``|x|``, then a binary reduction tree over the
 lanes with a register after every level (OR, max and flag count side by side), then the running
-registers, then the bit length (a log-depth priority encoder) in a register of its own. An
+registers, whose OR's bit length (a log-depth priority encoder) is the ``bitwidth`` output. An
 observation is in the outputs :func:`nitihw.rtl.schedule.range_latency` cycles after it is
 presented; ``busy`` is high while one is on its way.
 """
@@ -103,24 +105,35 @@ class RangeUnit(wiring.Component):
         m = Module()
         w, n = self._accumulator_bits, self._lanes
 
+        # the input stage: the observation as it arrives, registered
+        vin = Signal(name="v_in")
+        m.d.sync += vin.eq(self.valid)
+        xs, fs = [], []
+        for k in range(n):
+            x = Signal(signed(w), name=f"in_{k}")
+            f = Signal(1, name=f"in_flag_{k}")
+            m.d.sync += [x.eq(self.value[k]), f.eq(self.overflow[k])]
+            xs.append(x)
+            fs.append(f)
+
         # stage 0: per lane |x| - 1 (0 for x == 0), |x| and the flag, registered
         v = Signal(name="v0")
         ors, maxs, cnts = [], [], []
-        m.d.sync += v.eq(self.valid)
+        m.d.sync += v.eq(vin)
         for k in range(n):
-            x = self.value[k]
+            x = xs[k]
             below = Signal(unsigned(w), name=f"below_{k}")
             mag = Signal(unsigned(w), name=f"mag_{k}")
             flag = Signal(1, name=f"flag_{k}")
             m.d.sync += [
                 below.eq(Mux(x < 0, ~x, Mux(x == 0, 0, x - 1))),
                 mag.eq(Mux(x < 0, -x, x)),
-                flag.eq(self.overflow[k]),
+                flag.eq(fs[k]),
             ]
             ors.append(below)
             maxs.append(mag)
             cnts.append(flag)
-        valids = [v]
+        valids = [vin, v]
 
         # the reduction tree: one binary level per register stage
         for level in range(range_levels(n)):
@@ -148,8 +161,6 @@ class RangeUnit(wiring.Component):
         ored = Signal(unsigned(w))
         count = Signal(32)
         maxr = Signal(unsigned(w))
-        changed = Signal()  # the running registers moved last cycle: the bit length follows
-        m.d.sync += changed.eq(v)
         with m.If(self.clear):
             m.d.sync += [ored.eq(0), count.eq(0), maxr.eq(0)]
         with m.Elif(v):
@@ -161,16 +172,12 @@ class RangeUnit(wiring.Component):
                 count.eq(Mux(total[32], 0xFFFF_FFFF, total[:32])),
             ]
 
-        # the bit length of the OR, registered; cleared with the running registers, so that
-        # it never shows the last tensor's bit-width while the unit is idle (found by the
-        # range unit's proof, nitihw prove: for one cycle after a clear it did)
-        bw = Signal(range(w + 1))
-        with m.If(self.clear):
-            m.d.sync += bw.eq(0)
-        with m.Else():
-            m.d.sync += bw.eq(bit_length(m, ored, "bit_length"))
+        # the bit length of the running OR (no register of its own: a clear resets it with the
+        # running registers, so it never shows the last tensor's bit-width while the unit is
+        # idle; nitihw prove's range-unit proof checks that)
+        bw = bit_length(m, ored, "bit_length")
         busy = valids[0]
-        for sig in (*valids[1:], changed):
+        for sig in valids[1:]:
             busy = busy | sig
         m.d.comb += [
             self.busy.eq(busy),

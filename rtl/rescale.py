@@ -47,23 +47,41 @@ def rescale_max_shift(accumulator_bits: int) -> int:
     return accumulator_bits + 8
 
 
-def round_up(m, s, rand, width: int):
-    """Combinational quotient and ``up`` bits of numerics.md §2 for magnitude ``m``, shift ``s``.
-
-    ``width`` bounds the masks (``max_shift + 1`` bits). ``s`` may be a signal or a constant.
-    Returns ``(q, {mode: up})``.
-    """
+def shift_masks(s, width: int) -> dict:
+    """The masks of numerics.md §2's rounding for shift ``s``, which depend on ``s`` alone:
+    ``mask`` (the bits shifted out, ``r = m & mask``), ``half`` (the half bit), ``sticky``
+    (the bits below it) and ``low`` (``psto``'s low half of ``r``). The rescale lanes compute
+    them once per beat for all lanes, a pipeline stage ahead of their use, so that no lane's
+    path holds both the masks' carry chains and its own (docs/synth.md). ``width`` bounds them
+    (``max_shift + 1`` bits); ``s`` may be a signal or a constant."""
     if isinstance(s, int):
         s = Const(s, range(width + 1))
     one = Const(1, width + 1)
-    mask = ((one << s) - 1)[:width]
+    return {
+        "mask": ((one << s) - 1)[:width],
+        "half": ((one << s) >> 1)[:width],
+        "sticky": (((one << s) >> 1) - 1)[:width],
+        "low": ((one << (s >> 1)) - 1)[:width],
+    }
+
+
+def round_up(m, s, rand, width: int, masks: dict | None = None):
+    """Combinational quotient and ``up`` bits of numerics.md §2 for magnitude ``m``, shift ``s``.
+
+    ``width`` bounds the masks (``max_shift + 1`` bits). ``s`` may be a signal or a constant.
+    ``masks``: :func:`shift_masks` of ``s``, where the caller has them registered (by default
+    they are computed here). Returns ``(q, {mode: up})``.
+    """
+    if isinstance(s, int):
+        s = Const(s, range(width + 1))
+    if masks is None:
+        masks = shift_masks(s, width)
     q = m >> s
-    r = m & mask
-    half_bit = Mux(s == 0, 0, (m >> (s - 1)[: len(s)])[0])
-    sticky = (m & (((one << s) >> 1) - 1)[:width]) != 0  # bits below the half bit
-    h = s >> 1
-    p = r >> h
-    rr = r & ((one << h) - 1)[:width]
+    r = m & masks["mask"]
+    half_bit = (m & masks["half"]) != 0  # 0 for s == 0
+    sticky = (m & masks["sticky"]) != 0  # bits below the half bit
+    p = r >> (s >> 1)
+    rr = r & masks["low"]
     rr = Mux(s[0], rr << 1, rr)
     return q, {
         RoundingMode.ROUND: half_bit,
@@ -151,9 +169,14 @@ class RescaleLanes(wiring.Component):
         advance = ~self.o.valid | self.o.ready
         m.d.comb += self.i.ready.eq(advance)
 
-        # stage 1: sign and magnitude (|INT_MIN| fits the unsigned width)
+        # stage 1: sign and magnitude (|INT_MIN| fits the unsigned width), and the shift's
+        # masks (shared by the lanes)
         v1 = Signal()
         s1 = Signal(range(ms + 1))
+        masks1 = {
+            name: Signal(unsigned(ms + 1), name=f"{name}1")
+            for name in ("mask", "half", "sticky", "low")
+        }
         left1 = Signal()
         mode1 = Signal(RoundingMode)
         neg1 = Signal(n)
@@ -177,6 +200,7 @@ class RescaleLanes(wiring.Component):
             m.d.sync += [
                 v1.eq(self.i.valid),
                 s1.eq(self.shift),
+                *(masks1[k].eq(v) for k, v in shift_masks(self.shift, ms + 1).items()),
                 left1.eq(self.left),
                 mode1.eq(self.mode),
                 v2.eq(v1),
@@ -189,7 +213,7 @@ class RescaleLanes(wiring.Component):
                     mag1[k].eq(Mux(x < 0, -x, x)),
                     rand1[k].eq(self.i.payload.rand[k]),
                 ]
-                q, ups = round_up(mag1[k], s1, rand1[k], ms + 1)
+                q, ups = round_up(mag1[k], s1, rand1[k], ms + 1, masks1)
                 up = Signal(name=f"up_{k}")
                 with m.Switch(mode1):
                     for mode, bit in ups.items():
@@ -201,8 +225,9 @@ class RescaleLanes(wiring.Component):
                     q2[k].eq(Mux(left1, shifted, q)),
                     up2[k].eq(up & ~left1),
                 ]
-                total = q2[k] + up2[k]
-                mag = Mux(total > lim, lim, total)[:8]
+                # min(q + up, limit) without a wide adder: a q at or above the limit saturates
+                # whatever up is, and one below it plus up is at most the limit (7 bits)
+                mag = Mux(q2[k] >= lim, lim, q2[k][:7] + up2[k])[:8]
                 m.d.sync += out3[k].eq(Mux(neg2[k], -mag, mag))
         m.d.comb += [self.o.valid.eq(v3), self.o.payload.eq(out3)]
         return m

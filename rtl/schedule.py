@@ -59,8 +59,8 @@ def range_levels(lanes: int) -> int:
 
 def range_latency(lanes: int) -> int:
     """Cycles from the cycle of a tensor's last observation to the first cycle the range unit
-    is idle (and its outputs final): the input stage, the tree, the running registers and the
-    registered bit length."""
+    is idle (and its outputs final): the input register, the per-lane stage, the tree and the
+    running registers (whose bit length is combinational)."""
     return range_levels(lanes) + 3
 
 

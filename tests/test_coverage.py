@@ -104,6 +104,9 @@ def test_junit_carries_the_figures_and_fails_what_is_missed(tmp_path):
     assert cases["control"].find("failure") is not None  # an unexplained branch
     assert cases["range_unit"].find("failure") is None  # only explained misses
     assert "error_raised" in cases["functional"].find("failure").text
+    # a training run's report carries the figures and fails nothing
+    root = ET.fromstring(junit_xml("cov", junit_cases(s, "nitihw.coverage.t", gate=False)))
+    assert root.get("failures") == "0" and len(list(root.iter("property"))) > 0
 
 
 def test_bad_coverage_files_are_named(tmp_path):

@@ -265,7 +265,7 @@ def _verify_coverage(args, shapes, seeds, sims, accumulator_bits) -> int:
                 "nor explained"
             )
             failed = True
-        cases += junit_cases(res.summary, f"nitihw.coverage.{kind}.{tag}")
+        cases += junit_cases(res.summary, f"nitihw.coverage.{kind}.{tag}", kind == "regression")
     if runs:
         print()
         print(format_table(runs))

@@ -38,8 +38,8 @@ def _tie_to_even():
 
     original = rescale.round_up
 
-    def round_up(m, s, rand, width):
-        q, ups = original(m, s, rand, width)
+    def round_up(m, s, rand, width, masks=None):
+        q, ups = original(m, s, rand, width, masks)
         return q, {**ups, rescale.RoundingMode.ROUND: ups[rescale.RoundingMode.RNE]}
 
     return _patched(rescale, "round_up", round_up)
