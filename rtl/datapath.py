@@ -404,6 +404,9 @@ class Datapath(wiring.Component):
 
     def elaborate(self, platform):
         m, w = Module(), _Wires()
+        #: the named internal signals of the last elaboration (the queue, the banks' ports,
+        #: the units' state), for the proofs of the control (nitihw.sim.prove.harness)
+        self.internals = w
         # the sections in this order: a later one may override what an earlier one drives
         self._blocks(m, w)
         self._skid_buffer(m, w)
@@ -960,7 +963,7 @@ class Datapath(wiring.Component):
         op, count = head.op, head.count
         to_a = (op == Op.LOAD_A) | (op == Op.LOAD_AB)
         to_b = (op == Op.LOAD_B) | (op == Op.LOAD_AB)
-        war = x_reading & ((to_a & (x_bank_a == head.bank_a)) | (to_b & (x_bank_b == head.bank_b)))
+        war = self._write_after_read(x_reading, to_a, to_b, x_bank_a, x_bank_b, head)
         with m.If(too_long):
             drop()
         with m.Else():
@@ -976,6 +979,11 @@ class Datapath(wiring.Component):
                     ld_count.eq(count),
                     ld_idx.eq(0),
                 ]
+
+    @staticmethod
+    def _write_after_read(x_reading, to_a, to_b, x_bank_a, x_bank_b, head):
+        """The load at the head would write a bank the array is reading (it waits)."""
+        return x_reading & ((to_a & (x_bank_a == head.bank_a)) | (to_b & (x_bank_b == head.bank_b)))
 
     def _dispatch_compute(self, m: Module, w: _Wires, go, drop, too_long) -> None:
         """A COMPUTE goes to the array when it takes one and the loader no longer writes its

@@ -25,6 +25,7 @@ QUICK = {
     "update": H.UpdateHarness(master=False),
     "update-master": H.UpdateHarness(master=True),
     "range": H.RangeHarness(2, 10),
+    "control": H.ControlHarness(),
 }
 
 

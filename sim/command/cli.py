@@ -895,7 +895,9 @@ def _prove_command(command) -> None:
         "(SymbiYosys and Yices; docs/prove.md)",
     )
     v.add_argument(
-        "--blocks", default="all", help="rescale, update, range, or all (comma-separated)"
+        "--blocks",
+        default="all",
+        help="rescale, update, range, control, or all (comma-separated)",
     )
     v.add_argument("--out", default="build/prove", help="work folder (one per harness)")
     v.add_argument("--json", default=None, help="write the results here as JSON")

@@ -344,9 +344,177 @@ class RangeHarness(Harness):
         ]
 
 
+class ControlHarness(Harness):
+    """The Datapath's control (docs/datapath.md, "The streaming interface"), whole, over any
+    command stream, any din beats and any dout stalls, for a bounded number of cycles:
+
+    - no load writes a bank the array is reading, and the array never reads a bank the loader
+      is still writing (the write-after-read and read-after-write hazards);
+    - no command is lost or reordered: every command the queue accepts reaches dispatch, in
+      order and unchanged (a shadow queue of the accepted commands), and none is left once
+      ``busy`` falls;
+    - ``error`` is set exactly when a command docs/datapath.md lists as refused is dispatched
+      (an unknown opcode, the divide lanes' commands in a build without them, ``from_buffer``
+      without a result buffer, a load or ``COMPUTE`` longer than a bank), with its opcode.
+
+    The Datapath is the smallest that has every unit (one PE, two-word banks, a two-row result
+    buffer, 8-bit accumulators): the control does not depend on the array's size. It is
+    elaborated here, so that its internal signals (:attr:`~nitihw.rtl.datapath.Datapath.
+    internals`) can be probed."""
+
+    block = "control"
+    tasks = ("bmc", "cover")  # bounded: the whole Datapath
+
+    def __init__(self, kmax: int = 2, result_rows: int = 2, divide: bool = False, depth: int = 8):
+        self.kmax, self.result_rows, self.divide = kmax, result_rows, bool(divide)
+        self.depth = depth
+
+    @property
+    def params(self) -> dict:
+        return {"kmax": self.kmax, "rows": self.result_rows, "div": int(self.divide)}
+
+    @property
+    def bmc_depth(self) -> int:
+        """Long enough for a load, a COMPUTE on its bank and a second load waiting for it (8
+        cycles: the bounded check takes about 12 s; 12 cycles took 9 minutes)."""
+        return self.depth
+
+    def datapath_params(self):
+        from nitihw.rtl.datapath import DatapathParams
+
+        # NITRO-D's build: 32-bit B operands need accumulator and guard bits to hold a product
+        wide = (
+            {"operand_bits": 8, "b_bits": 32, "accumulator_bits": 32}
+            if self.divide
+            else {"operand_bits": 2, "accumulator_bits": 8}
+        )
+        return DatapathParams(
+            1, 1, kmax=self.kmax, result_rows=self.result_rows, divide=self.divide, **wide
+        )
+
+    def declare(self, free) -> None:
+        from nitihw.rtl.datapath import command_layout, din_layout
+
+        p = self.datapath_params()
+        free(1, "cmd_valid")
+        free(command_layout(p.accumulator_bits).size, "cmd")
+        free(1, "din_valid")
+        din = din_layout(1, 1, p.operand_bits, p.accumulator_bits, p.b_bits, p.divide)
+        free(din.size, "din")
+        free(1, "dout_ready")
+
+    def refused(self, head):
+        """The commands docs/datapath.md lists as dropped with ``error``."""
+        from nitihw.rtl.datapath import Op
+
+        op, count = head.op.as_value(), head.count
+        unknown = op >= 11
+        if not self.divide:
+            unknown = unknown | (op == Op.DIVIDE.value) | (op == Op.UPDATE_DIV.value)
+        loads = [Op.LOAD_A, Op.LOAD_B, Op.LOAD_AB, Op.COMPUTE]
+        too_long = sum_any(op == o.value for o in loads) & (count > self.kmax)
+        no_buffer = Const(0, 1)
+        if not self.result_rows:
+            buffered = (op == Op.RESCALE.value) | (op == Op.DIVIDE.value)
+            no_buffer = head.from_buffer & buffered
+        return unknown | too_long | no_buffer
+
+    def build(self, m: Module, i: dict, stalls: bool) -> None:
+        from nitihw.rtl.datapath import Datapath, command_layout
+        from nitihw.rtl.schedule import QUEUE_DEPTH
+
+        p = self.datapath_params()
+        dut = Datapath(p)
+        dut._MustUse__silence = True  # elaborated here, not by the fragment builder:
+        m.submodules.dut = dut.elaborate(None)  # so that its internals can be probed
+        w = dut.internals
+        m.d.comb += [
+            dut.cmd.valid.eq(i["cmd_valid"]),
+            dut.cmd.payload.eq(i["cmd"]),
+            dut.din.valid.eq(i["din_valid"]),
+            dut.din.payload.eq(i["din"]),
+            dut.dout.ready.eq(i["dout_ready"] if stalls else 1),
+        ]
+        # ---- the banks: never read and written at once ----------------------------------
+        ld_busy, ld_a, ld_b = w["ld_busy"], w["ld_a"], w["ld_b"]
+        reading = w["x_reading"]
+        for b in range(2):
+            wa, wb = w["banks_a"][b][0], w["banks_b"][b][0]
+            m.d.comb += [
+                Assert(~(wa.en & reading & (w["x_bank_a"] == b)), "no load writes the A bank read"),
+                Assert(~(wb.en & reading & (w["x_bank_b"] == b)), "no load writes the B bank read"),
+            ]
+        m.d.comb += [
+            Assert(
+                ~(reading & ld_busy & ld_a & (w["ld_bank_a"] == w["x_bank_a"])),
+                "the array never reads the A bank being loaded",
+            ),
+            Assert(
+                ~(reading & ld_busy & ld_b & (w["ld_bank_b"] == w["x_bank_b"])),
+                "the array never reads the B bank being loaded",
+            ),
+        ]
+        # ---- the queue: a shadow of the accepted commands -------------------------------
+        layout = command_layout(p.accumulator_bits)
+        queue, head = w["queue"], w["head"]
+        accepted = dut.cmd.valid & dut.cmd.ready
+        dispatched = queue.r_en & queue.r_rdy
+        depth = QUEUE_DEPTH
+        slots = [Signal(layout.size, name=f"shadow_cmd{k}") for k in range(depth)]
+        level = Signal(range(depth + 1))
+        m.d.sync += level.eq(level + accepted - dispatched)
+        for k in range(depth):
+            # after a dispatch the queue moves down one; an accepted command goes to the end
+            src = Mux(dispatched, slots[k + 1] if k + 1 < depth else 0, slots[k])
+            at = level - dispatched
+            m.d.sync += slots[k].eq(Mux(accepted & (at == k), dut.cmd.payload.as_value(), src))
+        with m.If(dispatched):
+            m.d.comb += [
+                Assert(level > 0, "nothing is dispatched that was not accepted"),
+                Assert(head.as_value() == slots[0], "dispatched in order, unchanged"),
+            ]
+        m.d.comb += Assert(
+            dut.cmd.ready == (level < depth), "the queue takes a command when it has room"
+        )
+        with m.If(~dut.busy):
+            m.d.comb += Assert(level == 0, "no command is left once busy falls")
+        # ---- error: exactly the refused commands, with the opcode -----------------------
+        bad = Signal()
+        m.d.comb += bad.eq(self.refused(head))
+        seen, seen_op = Signal(), Signal(4)
+        with m.If(dispatched & bad):
+            m.d.sync += [seen.eq(1), seen_op.eq(head.op.as_value())]
+        m.d.comb += Assert(dut.error == seen, "error is set exactly by a refused command")
+        with m.If(seen):
+            m.d.comb += Assert(dut.error_op == seen_op, "error_op is the refused opcode")
+        # ---- covers: what the proof must have seen ---------------------------------------
+        from nitihw.rtl.datapath import Op
+
+        is_load = (head.op == Op.LOAD_A) | (head.op == Op.LOAD_B) | (head.op == Op.LOAD_AB)
+        m.d.comb += [
+            Cover(queue.r_rdy & is_load & ~dispatched & reading, "a_load_waits_for_the_array"),
+            Cover(queue.r_rdy & (head.op == Op.COMPUTE) & ~dispatched & ld_busy, "compute_waits"),
+            Cover(dut.cmd.valid & ~dut.cmd.ready, "queue_full"),
+            Cover(dispatched & bad & (head.op.as_value() >= 11), "unknown_opcode_refused"),
+            Cover(dispatched & bad & is_load, "long_load_refused"),
+            Cover(dut.dout.valid & dut.dout.ready, "a_result_out"),
+        ]
+        if stalls:
+            m.d.comb += Cover(dut.dout.valid & ~dut.dout.ready, "dout_stalled")
+
+
+def sum_any(terms) -> Value:
+    """The OR of ``terms`` (one bit each)."""
+    out = Const(0, 1)
+    for t in terms:
+        out = out | t
+    return out
+
+
 #: the harnesses ``nitihw prove`` runs by default: 8-bit operands and a narrower width (4-bit
 #: operands saturate at 7), 32- and 16-bit accumulators; the update lanes of both kinds; the
-#: range unit over 2 and 3 lanes
+#: range unit over 2 and 3 lanes; the Datapath's control, with a result buffer, without one,
+#: and with the divide lanes
 DEFAULT = (
     RescaleHarness(32, INT8_MAX),
     RescaleHarness(16, 7),
@@ -354,6 +522,16 @@ DEFAULT = (
     UpdateHarness(master=True),
     RangeHarness(2, 16),
     RangeHarness(3, 12),
+    ControlHarness(),
+    ControlHarness(result_rows=0),
+    ControlHarness(divide=True),
 )
 
-__all__ = ["DEFAULT", "Harness", "RangeHarness", "RescaleHarness", "UpdateHarness"]
+__all__ = [
+    "DEFAULT",
+    "ControlHarness",
+    "Harness",
+    "RangeHarness",
+    "RescaleHarness",
+    "UpdateHarness",
+]

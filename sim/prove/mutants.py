@@ -10,6 +10,7 @@ context is held (the harness is converted to RTLIL inside it).
 from __future__ import annotations
 
 import contextlib
+import inspect
 from dataclasses import dataclass
 
 
@@ -25,7 +26,8 @@ class Mutant:
 
 @contextlib.contextmanager
 def _patched(module, name, value):
-    old = getattr(module, name)
+    # as stored (a class's staticmethod stays one when it is put back)
+    old = inspect.getattr_static(module, name)
     setattr(module, name, value)
     try:
         yield
@@ -79,11 +81,23 @@ def _bitwidth_short():
     return _patched(range_unit, "bit_length", bit_length)
 
 
+def _war_ignored():
+    from amaranth import Const
+
+    from nitihw.rtl import datapath
+
+    def never(*_args):
+        return Const(0, 1)
+
+    return _patched(datapath.Datapath, "_write_after_read", staticmethod(never))
+
+
 _PATCHES = {
     "rescale-tie-to-even": _tie_to_even,
     "rescale-saturate-short": _saturate_short,
     "update-clamp-low-short": _clamp_low_short,
     "range-bitwidth-short": _bitwidth_short,
+    "control-war-ignored": _war_ignored,
 }
 
 #: every mutant, by name
@@ -94,5 +108,10 @@ MUTANTS = {
         Mutant("rescale-saturate-short", "rescale", "the lanes saturate one below the bound"),
         Mutant("update-clamp-low-short", "update", "the low clamp is one above -limit"),
         Mutant("range-bitwidth-short", "range", "the bit length of the OR shifted right once"),
+        Mutant(
+            "control-war-ignored",
+            "control",
+            "a load does not wait for the array to finish reading its bank",
+        ),
     )
 }
