@@ -967,9 +967,8 @@ class Datapath(wiring.Component):
         with m.If(too_long):
             drop()
         with m.Else():
-            ok = ~ld_busy & ~s_busy & ~war  # go, for this case (see _dispatch_serial)
-            m.d.comb += go.eq(ok)
-            with m.If(ok & (count != 0)):
+            m.d.comb += go.eq(~ld_busy & ~s_busy & ~war)
+            with m.If(go & (count != 0)):
                 m.d.sync += [
                     ld_busy.eq(1),
                     ld_a.eq(to_a),
@@ -997,9 +996,8 @@ class Datapath(wiring.Component):
         with m.If(too_long):
             drop()
         with m.Else():
-            ok = x_accept & ~s_busy & ~raw  # go, for this case (see _dispatch_serial)
-            m.d.comb += go.eq(ok)
-            with m.If(ok & (count != 0)):
+            m.d.comb += go.eq(x_accept & ~s_busy & ~raw)
+            with m.If(go & (count != 0)):
                 m.d.sync += [
                     w.x_reading.eq(1),
                     w.x_idx.eq(0),
@@ -1028,14 +1026,10 @@ class Datapath(wiring.Component):
         ):
             drop()
         with m.Else():
-            # each case's dispatch reads its own condition, not ``go``: ``go`` is one signal
-            # for every case, so its logic holds all of them (the array's K counter
-            # included), and the range unit's clear, with its fan-out to every running
-            # register, was the 8x8's critical path behind it (docs/synth.md)
             m.d.comb += go.eq(all_idle)
-            with m.If(all_idle & (op == Op.RANGE_CLEAR)):
+            with m.If(go & (op == Op.RANGE_CLEAR)):
                 m.d.comb += rng.clear.eq(1)
-            with m.Elif(all_idle & ((op == Op.RANGE_READ) | (count != 0))):
+            with m.Elif(go & ((op == Op.RANGE_READ) | (count != 0))):
                 m.d.sync += [
                     w.s_busy.eq(1),
                     w.s_cmd.eq(head),

@@ -9,13 +9,8 @@ import pandas as pd
 import pytest
 
 from nitihw.sim.explore.synth import clock, pnr
-from nitihw.sim.model.accelerator import (
-    Accelerator,
-    ConfigError,
-    load_accelerator,
-    resolve_clock,
-    with_clock,
-)
+from nitihw.sim.explore.synth.clock import resolve_clock
+from nitihw.sim.model.accelerator import Accelerator, ConfigError, load_accelerator, with_clock
 
 
 @pytest.fixture

@@ -59,7 +59,7 @@ def _points(v: Path, hits_a: int):
 
 
 def test_counts_merge_and_sum_per_block(tmp_path):
-    from nitihw.sim.coverage.report import format_summary, read_counts, summarize
+    from nitihw.sim.simulate.coverage.report import format_summary, read_counts, summarize
 
     v = _verilog(tmp_path)
     a = _write_dat(tmp_path / "a.dat", _points(v, 0))
@@ -90,7 +90,7 @@ def test_counts_merge_and_sum_per_block(tmp_path):
 
 
 def test_junit_carries_the_figures_and_fails_what_is_missed(tmp_path):
-    from nitihw.sim.coverage.report import junit_cases, read_counts, summarize
+    from nitihw.sim.simulate.coverage.report import junit_cases, read_counts, summarize
     from nitihw.sim.tools import junit_xml
 
     v = _verilog(tmp_path)
@@ -110,7 +110,7 @@ def test_junit_carries_the_figures_and_fails_what_is_missed(tmp_path):
 
 
 def test_bad_coverage_files_are_named(tmp_path):
-    from nitihw.sim.coverage.report import read_counts
+    from nitihw.sim.simulate.coverage.report import read_counts
 
     with pytest.raises(FileNotFoundError, match="missing.dat"):
         read_counts([tmp_path / "missing.dat"])
@@ -125,7 +125,7 @@ def test_bad_coverage_files_are_named(tmp_path):
 
 def test_cover_points_follow_the_build():
     from nitihw.rtl.datapath import DatapathParams
-    from nitihw.sim.coverage.points import GROUPS, cover_module, cover_points
+    from nitihw.sim.simulate.coverage.points import GROUPS, cover_module, cover_points
 
     plain = {p.name for p in cover_points(DatapathParams(4, 4, kmax=32))}
     div = {p.name for p in cover_points(DatapathParams(4, 4, b_bits=32, divide=True))}
@@ -200,7 +200,7 @@ def test_training_run_coverage(tmp_path):
     """The short training run's report (cnn-digits on digits, 2 steps of 16, 2x2): the
     operations a network asks for, without the regression's error paths."""
     from nitihw.rtl.datapath import DatapathParams
-    from nitihw.sim.coverage.run import TrainRun, training_coverage
+    from nitihw.sim.simulate.coverage.run import TrainRun, training_coverage
 
     res = training_coverage(
         DatapathParams(2, 2, kmax=32), TrainRun("cnn-digits", "digits", 2, 16), tmp_path

@@ -221,8 +221,8 @@ def _verify_coverage(args, shapes, seeds, sims, accumulator_bits) -> int:
     """``nitihw verify --coverage``: each configuration's regression, then the training run,
     on coverage builds; a report per block for each."""
     from nitihw.golden.files import atomic_write_bytes, atomic_write_json
-    from nitihw.sim.coverage.report import format_summary, junit_cases
-    from nitihw.sim.coverage.run import TrainRun, regression_coverage, training_coverage
+    from nitihw.sim.simulate.coverage.report import format_summary, junit_cases
+    from nitihw.sim.simulate.coverage.run import TrainRun, regression_coverage, training_coverage
     from nitihw.sim.simulate.verify import config_tag, format_table, junit_xml, regression_configs
 
     if "verilator" not in sims:
@@ -283,7 +283,7 @@ def _verify_coverage(args, shapes, seeds, sims, accumulator_bits) -> int:
 
 def cmd_estimate(args) -> int:
     from nitihw.golden.run_folder import check_output_dir
-    from nitihw.sim.model.accelerator import load_accelerator, with_clock
+    from nitihw.sim.model.accelerator import PNR_CLOCK, load_accelerator, with_clock
     from nitihw.sim.model.estimate import estimate, format_estimate, write_reports
     from nitihw.sim.model.workload import model_workload, topology_workload
 
@@ -295,6 +295,14 @@ def cmd_estimate(args) -> int:
         acc = acc.with_array(args.array)
     if args.clock:
         acc = with_clock(acc, args.clock)
+    if acc.clock == PNR_CLOCK:
+        from nitihw.sim.explore.synth.clock import resolve_clock
+
+        acc = resolve_clock(
+            acc,
+            args.profile,
+            log=lambda msg: print(f"nitihw estimate: {msg}", file=sys.stderr, flush=True),
+        )
     samples = args.train_samples
     if args.model:
         layers = model_workload(args.model, args.batch)
@@ -316,7 +324,6 @@ def cmd_estimate(args) -> int:
         args.dataflow,
         args.traffic,
         args.objective,
-        log=lambda msg: print(f"nitihw estimate: {msg}", file=sys.stderr, flush=True),
     )
     print(format_estimate(result))
     files = write_reports(result, args.out, plots=not args.no_plots)

@@ -262,17 +262,6 @@ def with_clock(acc: Accelerator, text: str) -> Accelerator:
     return replace(acc, frequency_mhz=mhz, clock="config")
 
 
-def resolve_clock(acc: Accelerator, log=None) -> Accelerator:
-    """``acc`` with its clock from place and route when it asks for one (the Fmax of its
-    array's Datapath on the ECP5, placed once and cached); otherwise ``acc`` itself."""
-    if acc.clock != PNR_CLOCK:
-        return acc
-    from nitihw.sim.explore.synth.clock import clock_source, pnr_clock
-
-    report = pnr_clock(acc.rows, acc.cols, acc.operand_bits, acc.accumulator_bits, log=log)
-    return replace(acc, frequency_mhz=report["fmax_mhz"], clock=clock_source(report))
-
-
 def load_accelerator(path: str | Path | None = None, energy: str | None = None) -> Accelerator:
     """Read a config file (or the defaults), then ``energy`` (a table name or file) if given."""
     if path is None:

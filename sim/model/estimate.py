@@ -22,7 +22,7 @@ from pathlib import Path
 
 from nitihw.golden.files import atomic_write_bytes
 from nitihw.rtl.commands import DATAPATH_TRACE_OPS
-from nitihw.sim.model.accelerator import Accelerator, resolve_clock
+from nitihw.sim.model.accelerator import PNR_CLOCK, Accelerator
 from nitihw.sim.model.cycle_model import (
     ArrayConfig,
     drained_rows,
@@ -441,7 +441,6 @@ def estimate(
     dataflow: str = "os",
     traffic: str = "datapath",
     objective: str = "traffic",
-    log=None,
 ) -> dict:
     """The estimate of one training step of ``layers`` and of an epoch of ``train_samples``.
 
@@ -464,10 +463,15 @@ def estimate(
     (:data:`~nitihw.sim.model.mapping.OBJECTIVES`): the off-chip bytes (default), their energy
     with the partial sums' result-buffer energy, or the array's cycles with the stalls.
 
-    An accelerator whose clock is ``pnr`` gets its array's Fmax from place and route
-    (:func:`~nitihw.sim.model.accelerator.resolve_clock`; minutes the first time, ``log``
-    hears of it, then cached).
+    An accelerator whose clock is to come from place and route (``pnr``) must have it
+    resolved first (:func:`nitihw.sim.explore.synth.clock.resolve_clock`, as ``nitihw
+    estimate`` and ``sweep`` do): the estimate needs no FPGA tools.
     """
+    if acc.clock == PNR_CLOCK:
+        raise ValueError(
+            "the accelerator's clock is 'pnr' and not yet placed: resolve it first "
+            "(nitihw.sim.explore.synth.clock.resolve_clock)"
+        )
     check_dataflow(dataflow)
     check_traffic(traffic)
     check_objective(objective)
@@ -476,7 +480,6 @@ def estimate(
         from nitihw.golden.dfp16 import DFP_BITS
 
         acc = replace(acc, operand_bits=DFP_BITS)  # DFP16 runs on a 16-bit datapath
-    acc = resolve_clock(acc, log)  # the clock of the datapath priced
     price = _Pricing(acc, dataflow, traffic, objective)
     rows: dict[tuple, Row] = {}
     clock = 0

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 SIMULATORS = ("verilator", "icarus")
 #: Verilator's coverage: every statement block and branch (line), every bit's rises and falls
-#: (toggle), and the functional cover properties of nitihw.sim.coverage.points (user)
+#: (toggle), and the functional cover properties of nitihw.sim.simulate.coverage.points (user)
 COVERAGE_ARGS = ["--coverage-line", "--coverage-toggle", "--coverage-user"]
 TESTBENCH = "nitihw.sim.simulate.testbench.datapath_tb"
 #: the regression
@@ -61,13 +61,13 @@ def build_datapath(
 ):
     """Write the Verilog for ``params`` and build it for ``sim``; returns the cocotb runner.
     ``coverage`` (Verilator only): a build that counts line, toggle and functional coverage
-    (:mod:`nitihw.sim.coverage`), in a folder of its own."""
+    (:mod:`nitihw.sim.simulate.coverage`), in a folder of its own."""
     from nitihw.rtl.verilog import TOP, write_verilog
 
     files = write_verilog(Path(build_dir) / "rtl", params, blocks=False)
     extra = []
     if coverage:
-        from nitihw.sim.coverage.points import write_cover_module
+        from nitihw.sim.simulate.coverage.points import write_cover_module
 
         extra.append(write_cover_module(Path(build_dir) / "rtl", params))
     return build_design(sim, files[TOP], TOP, build_dir, waves, coverage, extra)

@@ -175,7 +175,10 @@ def estimate_point(point: dict, settings: dict) -> dict:
         layers = model_workload(point["model"], batch)
         name = point["model"]
         samples = train_samples or DEFAULT_TRAIN_SAMPLES.get(name, batch)
+    from nitihw.sim.explore.synth.clock import resolve_clock
+
     acc, dataflow = accelerator(point, energy), point.get("dataflow", "os")
+    acc = resolve_clock(acc, point["profile"])  # the point's clock from place and route
     traffic = point.get("traffic", "datapath")
     objective = point.get("objective", "traffic")
     r = estimate(layers, acc, batch, samples, name, point["profile"], dataflow, traffic, objective)

@@ -133,3 +133,23 @@ def clock_source(report: dict) -> str:
         f"place and route ({report['device']}, {report['design']}, "
         f"{'cached' if report.get('cached') else 'placed now'})"
     )
+
+
+def resolve_clock(acc, profile: str = "niti", log=None):
+    """``acc`` (an :class:`~nitihw.sim.model.accelerator.Accelerator`) with its clock from
+    place and route when it asks for one (``clock == "pnr"``): the Fmax of the Datapath the
+    estimate prices (its array and widths; DFP16's 16-bit operands for ``profile`` dfp16),
+    placed once and cached; otherwise ``acc`` itself."""
+    from dataclasses import replace
+
+    from nitihw.sim.model.accelerator import PNR_CLOCK
+
+    if acc.clock != PNR_CLOCK:
+        return acc
+    operand_bits = acc.operand_bits
+    if profile == "dfp16":
+        from nitihw.golden.dfp16 import DFP_BITS
+
+        operand_bits = DFP_BITS  # DFP16 runs on a 16-bit datapath
+    report = pnr_clock(acc.rows, acc.cols, operand_bits, acc.accumulator_bits, log=log)
+    return replace(acc, frequency_mhz=report["fmax_mhz"], clock=clock_source(report))

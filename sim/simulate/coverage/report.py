@@ -9,7 +9,7 @@ queue's and buffers' logic; ``datapath.array``, ``datapath.range_unit``... the b
 - **line**: statement blocks, as Verilator counts them in the netlist's ``always`` blocks;
 - **branch**: both ways of every ``if`` and ``?:``, and every ``case`` item;
 - **toggle**: every bit's rise and fall (each is a point);
-- **functional**: the cover properties of :mod:`nitihw.sim.coverage.points`.
+- **functional**: the cover properties of :mod:`nitihw.sim.simulate.coverage.points`.
 
 A point never reached is listed, with the Verilog it counts (lines and branches) or the
 signal (toggles, grouped by name); those :data:`EXPLAINED` cannot be reached and say why, so

@@ -3,19 +3,21 @@ Verilator builds that count coverage; a report per block for each.
 
 Each configuration's regression runs its testcases (:func:`nitihw.sim.simulate.verify.
 regression_cases`) on a coverage build, once per seed, each seed's counts in its own file;
-the files are merged into one :class:`~nitihw.sim.coverage.report.Summary`. The training run
-is ``nitihw train --backend rtl --sim cocotb-verilator --coverage FILE`` on the first
-configuration's array: the operations a real network asks of the Datapath, which the
-regression may not.
+the files are merged into one :class:`~nitihw.sim.simulate.coverage.report.Summary`. The
+training run is ``nitihw train --backend rtl --sim cocotb-verilator --coverage FILE`` (in a
+process of its own) on the first configuration's array: the operations a real network asks
+of the Datapath, which the regression may not.
 """
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from nitihw.sim.coverage.report import Summary, read_counts, summarize
+from nitihw.sim.simulate.coverage.report import Summary, read_counts, summarize
 
 if TYPE_CHECKING:
     from nitihw.rtl.datapath import DatapathParams
@@ -99,8 +101,6 @@ def training_coverage(
     """A short training run on the cocotb testbench, on ``params``' array (with the run's own
     accumulator and bank depth: a training run's Datapath), its counts in
     ``out_dir``/train/coverage.dat."""
-    from nitihw.sim.command.cli import main
-
     where = Path(out_dir) / "train"
     dat = where / "coverage.dat"
     argv = [
@@ -130,7 +130,9 @@ def training_coverage(
     log(f"coverage: a training run, nitihw {' '.join(argv)}")
     dat.parent.mkdir(parents=True, exist_ok=True)
     dat.unlink(missing_ok=True)
-    rc = main(argv)
+    # a process of its own (the command line's role comes after the simulators'): its output
+    # is the run's, as nitihw train prints it
+    rc = subprocess.call([sys.executable, "-m", "nitihw", *argv])
     if not dat.exists():
         raise RuntimeError(f"the training run (exit {rc}) wrote no coverage counts to {dat}")
     title = (

@@ -54,6 +54,11 @@ RIGHT_SHIFTS = (("0", 0, 0), ("1_7", 1, 7), ("8_15", 8, 15), ("16_up", 16, None)
 LEFT_SHIFTS = (("0", 0, 0), ("1_6", 1, 6), ("7_up", 7, None))
 
 
+def _range_text(lo: int, hi: int | None) -> str:
+    """``0``, ``1..7``, ``16+``."""
+    return f"{lo}+" if hi is None else str(lo) if lo == hi else f"{lo}..{hi}"
+
+
 def _in_range(field: str, lo: int, hi: int | None) -> str:
     if hi is None:
         return f"({field} >= {lo})"
@@ -134,9 +139,7 @@ def cover_points(params: DatapathParams) -> list[CoverPoint]:
             add(
                 f"rescale_{mode.name.lower()}_shift_{tag}",
                 "rescale",
-                f"RESCALE {mode.name.lower()}, right shift {lo}"
-                + (f"..{hi}" if hi != lo else "")
-                + ("+" if hi is None else ""),
+                f"RESCALE {mode.name.lower()}, right shift {_range_text(lo, hi)}",
                 f"{rescale} && !{f('left')} && {f('mode')} == {mode.value} && "
                 + _in_range(f("shift"), lo, hi),
             )
@@ -144,9 +147,7 @@ def cover_points(params: DatapathParams) -> list[CoverPoint]:
         add(
             f"rescale_left_{tag}",
             "rescale",
-            f"RESCALE left shift {lo}"
-            + (f"..{hi}" if hi != lo else "")
-            + ("+" if hi is None else ""),
+            f"RESCALE left shift {_range_text(lo, hi)}",
             f"{rescale} && {f('left')} && " + _in_range(f("shift"), lo, hi),
         )
     if rows:
@@ -250,7 +251,7 @@ def cover_module(params: DatapathParams) -> str:
 
     width = command_layout(params.accumulator_bits).size
     lines = [
-        "// nitihw's functional coverage of the Datapath (nitihw.sim.coverage.points);",
+        "// nitihw's functional coverage of the Datapath (nitihw.sim.simulate.coverage.points);",
         "// written by nitihw verify --coverage, bound into the design, never synthesised",
         f"module {COVER_MODULE}(",
         "  input clk, input rst, input busy, input error,",

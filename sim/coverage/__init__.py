@@ -1,8 +1,0 @@
-"""Coverage of the RTL regression and of a training run (``nitihw verify --coverage``).
-
-- :mod:`~nitihw.sim.coverage.points`: the functional cover points (opcodes, rounding modes,
-  shift ranges, error paths, flow control), bound into the Datapath as SystemVerilog;
-- :mod:`~nitihw.sim.coverage.report`: Verilator's counts read, merged and summed per block
-  (line, toggle, functional), with what was never reached and why;
-- :mod:`~nitihw.sim.coverage.run`: the coverage builds and runs.
-"""
