@@ -67,10 +67,13 @@ def test_the_clock_is_placed_once_then_cached(fake_pnr, tmp_path):
     assert len(fake_pnr) == 1  # from the cache
     (entry,) = (tmp_path / "cache").glob("2x3_op8_acc32-*.json")
     assert json.loads(entry.read_text())["fmax_mhz"] == 80.0
+    # a damaged entry is placed again
+    entry.write_text("{not json")
+    assert resolve_clock(acc).frequency_mhz == 80.0 and len(fake_pnr) == 2
     # another array, or other widths, is another design
     resolve_clock(with_clock(Accelerator(rows=3, cols=3), "pnr"))
     resolve_clock(with_clock(Accelerator(rows=2, cols=3, accumulator_bits=24), "pnr"))
-    assert len(fake_pnr) == 3
+    assert len(fake_pnr) == 4
 
 
 def test_an_array_larger_than_the_fpga_is_refused(fake_pnr):

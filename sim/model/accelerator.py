@@ -189,8 +189,8 @@ class Accelerator:
     energy: EnergyTable = field(default_factory=lambda: load_table(DEFAULT_TABLE))
     source: str = "defaults"
     #: where ``frequency_mhz`` comes from: ``config`` (the file, or the default), ``pnr``
-    #: (asked for, not yet placed: :func:`resolve_clock`), or the place-and-route report's
-    #: description once resolved
+    #: (asked for, not yet placed: :func:`nitihw.sim.explore.synth.clock.resolve_clock`), or
+    #: the place-and-route report's description once resolved
     clock: str = "config"
 
     @property

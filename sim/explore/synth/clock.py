@@ -1,7 +1,7 @@
 """An accelerator's clock from place and route: the Fmax nextpnr reaches for its Datapath on
 the ECP5 (:mod:`nitihw.sim.explore.synth.pnr`), cached per Datapath, so that ``estimate`` and
 ``sweep`` price seconds at a measured clock instead of an assumed one (``[clock]
-frequency_mhz = "pnr"``, ``nitihw estimate --clock pnr``, a sweep's ``frequency_mhz = ["pnr"]``).
+frequency_mhz = "pnr"``, ``nitihw estimate --clock pnr``, a sweep's ``clock = ["pnr"]``).
 
 The Datapath placed has the accelerator's array and widths, with operand banks of
 :data:`PNR_KMAX` words and a result buffer of :data:`PNR_RESULT_ROWS` rows: the FPGA holds
@@ -91,6 +91,20 @@ def _locked(path: Path):
         yield
 
 
+def _cached(entry: Path, log) -> dict | None:
+    """The cached report, or None (none yet, or one that cannot be read: placed again)."""
+    try:
+        report = json.loads(entry.read_text())
+        float(report["fmax_mhz"])
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        if log:
+            log(f"the cached report {entry} is unreadable ({exc}); placing again")
+        return None
+    return {**report, "cached": True, "cache_file": str(entry)}
+
+
 def pnr_clock(
     rows: int,
     cols: int,
@@ -109,11 +123,13 @@ def pnr_clock(
     where = Path(cache) if cache is not None else cache_dir()
     key = design_key(params)
     entry = where / f"{rows}x{cols}_op{operand_bits}_acc{accumulator_bits}-{key}.json"
-    if entry.exists():
-        return {**json.loads(entry.read_text()), "cached": True, "cache_file": str(entry)}
+    cached = _cached(entry, log)
+    if cached is not None:
+        return cached
     with _locked(entry.with_suffix(".lock")):
-        if entry.exists():  # placed by the process that held the lock
-            return {**json.loads(entry.read_text()), "cached": True, "cache_file": str(entry)}
+        cached = _cached(entry, log)  # placed by the process that held the lock
+        if cached is not None:
+            return cached
         if log:
             log(
                 f"placing and routing the {rows}x{cols} Datapath on the ECP5 for its clock "
