@@ -20,6 +20,11 @@ from nitihw.sim.model.mapping import OBJECTIVES
 from nitihw.sim.model.mapping.dataflow import DATAFLOWS
 from nitihw.sim.model.workload import DEFAULT_TRAIN_SAMPLES
 from nitihw.sim.model.workload import PROFILES as ESTIMATE_PROFILES
+from nitihw.sim.simulate.coverage.run import (
+    DEFAULT_TRAIN,
+    DEFAULT_TRAIN_BATCH,
+    DEFAULT_TRAIN_STEPS,
+)
 
 BACKENDS = ("golden", "rtl", "gpu")
 #: ``nitihw train --sim``: the native harness, then the cocotb testbench on either simulator
@@ -270,7 +275,13 @@ def _verify_coverage(args, shapes, seeds, sims, accumulator_bits) -> int:
         print()
         print(format_table(runs))
     report = [
-        {"kind": kind, "config": tag, "passed": res.passed, **res.summary.as_dict()}
+        {
+            "kind": kind,
+            "config": tag,
+            "passed": res.passed,
+            "files": [str(f) for f in res.files],
+            **res.summary.as_dict(),
+        }
         for kind, tag, res in reports
     ]
     atomic_write_json(out / "coverage.json", report)
@@ -801,20 +812,20 @@ def _verify_command(command) -> None:
     )
     r.add_argument(
         "--coverage-train",
-        default="cnn-digits:digits",
+        default=DEFAULT_TRAIN,
         metavar="MODEL:DATASET",
         help="--coverage: the training run (none: no training run) (default: %(default)s)",
     )
     r.add_argument(
         "--coverage-train-steps",
         type=int,
-        default=2,
+        default=DEFAULT_TRAIN_STEPS,
         help="--coverage: its steps (default: %(default)s)",
     )
     r.add_argument(
         "--coverage-train-batch",
         type=int,
-        default=16,
+        default=DEFAULT_TRAIN_BATCH,
         help="--coverage: its batch (default: %(default)s)",
     )
     r.set_defaults(func=cmd_verify)

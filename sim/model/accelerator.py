@@ -245,6 +245,16 @@ _FIELDS = [
 ]
 
 
+def for_profile(acc: Accelerator, profile: str) -> Accelerator:
+    """The accelerator a training method runs on: DFP16 on a 16-bit datapath (its operands),
+    every other method on ``acc`` as it is."""
+    if profile != "dfp16":
+        return acc
+    from nitihw.golden.dfp16 import DFP_BITS
+
+    return replace(acc, operand_bits=DFP_BITS)
+
+
 #: the clock "from place and route" (``[clock] frequency_mhz = "pnr"``, ``--clock pnr``)
 PNR_CLOCK = "pnr"
 

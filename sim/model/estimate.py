@@ -22,7 +22,7 @@ from pathlib import Path
 
 from nitihw.golden.files import atomic_write_bytes
 from nitihw.rtl.commands import DATAPATH_TRACE_OPS
-from nitihw.sim.model.accelerator import PNR_CLOCK, Accelerator
+from nitihw.sim.model.accelerator import PNR_CLOCK, Accelerator, for_profile
 from nitihw.sim.model.cycle_model import (
     ArrayConfig,
     drained_rows,
@@ -476,10 +476,7 @@ def estimate(
     check_traffic(traffic)
     check_objective(objective)
     t0 = time.perf_counter()
-    if profile == "dfp16":
-        from nitihw.golden.dfp16 import DFP_BITS
-
-        acc = replace(acc, operand_bits=DFP_BITS)  # DFP16 runs on a 16-bit datapath
+    acc = for_profile(acc, profile)  # DFP16 runs on a 16-bit datapath
     price = _Pricing(acc, dataflow, traffic, objective)
     rows: dict[tuple, Row] = {}
     clock = 0

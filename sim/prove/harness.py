@@ -18,7 +18,18 @@ covers are unreached would hold vacuously, and :mod:`nitihw.sim.prove.run` fails
 
 from __future__ import annotations
 
-from amaranth import ClockDomain, Const, Elaboratable, Module, Mux, Signal, Value, signed, unsigned
+from amaranth import (
+    Cat,
+    ClockDomain,
+    Const,
+    Elaboratable,
+    Module,
+    Mux,
+    Signal,
+    Value,
+    signed,
+    unsigned,
+)
 from amaranth.hdl import Assert, Assume, Cover
 
 from nitihw.rtl.range_unit import TARGET_BITS, RangeUnit
@@ -412,7 +423,7 @@ class ControlHarness(Harness):
         if not self.divide:
             unknown = unknown | (op == Op.DIVIDE.value) | (op == Op.UPDATE_DIV.value)
         loads = [Op.LOAD_A, Op.LOAD_B, Op.LOAD_AB, Op.COMPUTE]
-        too_long = sum_any(op == o.value for o in loads) & (count > self.kmax)
+        too_long = Cat(*(op == o.value for o in loads)).any() & (count > self.kmax)
         no_buffer = Const(0, 1)
         if not self.result_rows:
             buffered = (op == Op.RESCALE.value) | (op == Op.DIVIDE.value)
@@ -501,14 +512,6 @@ class ControlHarness(Harness):
         ]
         if stalls:
             m.d.comb += Cover(dut.dout.valid & ~dut.dout.ready, "dout_stalled")
-
-
-def sum_any(terms) -> Value:
-    """The OR of ``terms`` (one bit each)."""
-    out = Const(0, 1)
-    for t in terms:
-        out = out | t
-    return out
 
 
 #: the harnesses ``nitihw prove`` runs by default: 8-bit operands and a narrower width (4-bit

@@ -13,8 +13,14 @@ async def start_clock_and_reset(dut, reset_cycles: int = 2) -> None:
     """Start the testbench clock, hold the synchronous reset for ``reset_cycles`` edges,
     release it and wait one more edge. Drive the inputs' idle values before calling."""
     Clock(dut.clk, CLOCK_NS, unit="ns").start()
+    await reset(dut, reset_cycles)
+
+
+async def reset(dut, cycles: int = 2) -> None:
+    """Hold the synchronous reset for ``cycles`` edges of the running clock, release it and
+    wait one more edge (a reset also clears the Datapath's sticky ``error``)."""
     dut.rst.value = 1
-    for _ in range(reset_cycles):
+    for _ in range(cycles):
         await RisingEdge(dut.clk)
     dut.rst.value = 0
     await RisingEdge(dut.clk)

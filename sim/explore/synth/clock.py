@@ -158,14 +158,10 @@ def resolve_clock(acc, profile: str = "niti", log=None):
     placed once and cached; otherwise ``acc`` itself."""
     from dataclasses import replace
 
-    from nitihw.sim.model.accelerator import PNR_CLOCK
+    from nitihw.sim.model.accelerator import PNR_CLOCK, for_profile
 
     if acc.clock != PNR_CLOCK:
         return acc
-    operand_bits = acc.operand_bits
-    if profile == "dfp16":
-        from nitihw.golden.dfp16 import DFP_BITS
-
-        operand_bits = DFP_BITS  # DFP16 runs on a 16-bit datapath
-    report = pnr_clock(acc.rows, acc.cols, operand_bits, acc.accumulator_bits, log=log)
+    priced = for_profile(acc, profile)  # the datapath the estimate prices
+    report = pnr_clock(acc.rows, acc.cols, priced.operand_bits, acc.accumulator_bits, log=log)
     return replace(acc, frequency_mhz=report["fmax_mhz"], clock=clock_source(report))

@@ -61,8 +61,7 @@ class Point:
     block: str
     file: str
     line: int
-    what: str  # Verilator's comment: the branch ("if", "else", "cond_then"...), the bit
-    name: str  # the cover property's name (functional), else ""
+    what: str  # Verilator's comment: the branch ("if", "else", "cond_then"...)
 
 
 @dataclass
@@ -208,7 +207,7 @@ def summarize(counts: dict[str, int], title: str, ignore_modules=("nitihw_cover"
             sig, bit = _toggle_signal(f.get("o", ""))
             toggles[block][sig].add(bit)
             continue
-        point = Point(kind, block, f.get("f", ""), int(f.get("l", 0)), f.get("o", ""), "")
+        point = Point(kind, block, f.get("f", ""), int(f.get("l", 0)), f.get("o", ""))
         text = _verilog_line(sources, point.file, point.line)
         why = next(
             (e.why for e in EXPLAINED if e.block == block and re.search(e.pattern, text)), None

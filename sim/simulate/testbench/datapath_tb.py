@@ -16,14 +16,13 @@ import time
 
 import cocotb
 import numpy as np
-from cocotb.triggers import RisingEdge
 
 from nitihw.golden import Accumulator, bitwidth, exact_matmul, range_shift, shift_round
 from nitihw.golden.files import atomic_write_json
 from nitihw.golden.rounding import max_abs, saturate, trunc_div, wrap
 from nitihw.rtl.datapath import DatapathParams
 from nitihw.rtl.schedule import Command, program_cycles
-from nitihw.sim.simulate.cocotb_port import CocotbPort, start_clock_and_reset
+from nitihw.sim.simulate.cocotb_port import CocotbPort, reset, start_clock_and_reset
 from nitihw.sim.simulate.datapath_driver import DatapathDriver, DatapathError
 from nitihw.sim.simulate.native.crosscheck import run_ops
 
@@ -256,15 +255,6 @@ async def accumulator_limits(dut):
     tb.write_stats("accumulator_limits")
 
 
-async def reset_datapath(dut, cycles: int = 2) -> None:
-    """A synchronous reset with the clock running (it clears the sticky ``error``)."""
-    dut.rst.value = 1
-    for _ in range(cycles):
-        await RisingEdge(dut.clk)
-    dut.rst.value = 0
-    await RisingEdge(dut.clk)
-
-
 @cocotb.test()
 async def error_paths(dut):
     """Every command the Datapath refuses (docs/datapath.md's list: an unknown opcode, the
@@ -303,7 +293,7 @@ async def error_paths(dut):
             pass
         else:
             raise AssertionError(f"error was not sticky after {cmd}")
-        await reset_datapath(dut)
+        await reset(dut)
         assert int(dut.error.value) == 0
         tb.drv.log.clear()  # a refused program's cycles are not the schedule's
         await tb.feed_and_check(tb.rng.integers(-1000, 1000, p.cols + 1))
