@@ -35,7 +35,7 @@ from typing import Protocol
 
 import numpy as np
 
-from nitihw.golden import int8_gemm, kernels, rounding
+from nitihw.golden import int8_gemm, kernels, rounding, scalars
 from nitihw.golden import loss as _loss
 from nitihw.golden.errors import DatapathLeak, UserError
 from nitihw.golden.gemm import Accumulator, exact_matmul_range
@@ -158,7 +158,10 @@ class Backend:
             )
         self.accumulator = Accumulator(accumulator_bits)
         self.overflow = overflow
-        self.overflow_events = 0
+        self._overflow_events = 0
+        #: overflow counts a device kept, not yet read (see :meth:`settle`): ``(tag, count)``
+        #: per GEMM under ``error``; under ``wrap`` one running sum on the device
+        self._unchecked: list = []
         self.trace: list[TraceEntry] | None = None
         self.ledger = Ledger(self.place)
         self._ran_on: str | None = None  # where the operation in progress ran, once known
@@ -199,6 +202,36 @@ class Backend:
     def end_step(self, seconds: float) -> None:
         """The training loop's word that a step is done and took ``seconds``."""
 
+    # ---- overflow counts ------------------------------------------------------------------
+    @property
+    def overflow_events(self) -> int:
+        """Accumulator overflows so far under the ``wrap`` policy (counts a device kept are
+        read here, once)."""
+        self.settle()
+        return self._overflow_events
+
+    @overflow_events.setter
+    def overflow_events(self, value: int) -> None:
+        self.settle()
+        self._overflow_events = int(value)
+
+    def settle(self) -> None:
+        """Check the overflow counts a device kept instead of reading each at its GEMM: all in
+        one read. Under ``error`` the first GEMM that overflowed raises
+        :class:`AccumulatorOverflowError` naming its layer, as it would have at the GEMM; under
+        ``wrap`` they are added to :attr:`overflow_events`. The training loop calls it at the
+        end of every step under ``error``; under ``wrap`` reading the count is enough."""
+        if not self._unchecked:
+            return
+        pending, self._unchecked = self._unchecked, []
+        counts = self.host.to_host(self.xp.stack([c.reshape(1) for _, c in pending]))
+        counts = [int(c) for c in counts.reshape(-1)]
+        if self.overflow == "error":
+            for (tag, _), count in zip(pending, counts, strict=True):
+                if count:
+                    raise AccumulatorOverflowError(tag, count, self.accumulator.bits)
+        self._overflow_events += sum(counts)
+
     # ---- datapath operations --------------------------------------------------------------
     def gemm(self, a, b, tag: OpTag):
         """``a (M,K) @ b (K,N)`` of int8 (or int16) operands into ``accumulator_bits`` accumulators.
@@ -219,10 +252,17 @@ class Backend:
         overflow policy and the range unit's view of the result, for every GEMM route."""
         entry = self._record("gemm", tag, shape)
         acc, count = compute()
-        if count:
+        if not scalars.is_host_int(count):  # a device's count: read when the step ends
+            if self.overflow == "error":
+                self._unchecked.append((tag, count))
+            else:  # one running sum on the device, read when the count is asked for
+                total = self._unchecked[0][1] + count if self._unchecked else count
+                self._unchecked = [(None, total)]
+                acc = self.accumulator.wrap(acc)  # a no-op where nothing overflowed
+        elif count:
             if self.overflow == "error":
                 raise AccumulatorOverflowError(tag, count, self.accumulator.bits)
-            self.overflow_events += count
+            self._overflow_events += count
             acc = self.accumulator.wrap(acc)  # a no-op on values a datapath already wrapped
         self._finish(entry)
         self._last_gemm = acc
@@ -289,7 +329,12 @@ class Backend:
         if not 1 <= limit <= 127:
             raise ValueError(f"rescale limit must be in 1..127, got {limit}")
         entry = self._record(
-            "rescale", tag, (acc.size,), shift=int(shift), mode=mode, kept=self._kept(acc, rand)
+            "rescale",
+            tag,
+            (acc.size,),
+            shift=scalars.plain(shift),  # a device's shift stays there (never read back)
+            mode=mode,
+            kept=self._kept(acc, rand),
         )
         out = self._rescale(acc, shift, mode, rand)
         if limit < self.rescale_limit:

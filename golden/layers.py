@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from nitihw.golden import niti_compat
+from nitihw.golden import niti_compat, scalars
 from nitihw.golden.backend import Backend, OpTag
 from nitihw.golden.profiles import Profile
 from nitihw.golden.rounding import range_shift, value_limit
@@ -61,7 +61,7 @@ def requant(acc, ctx: StepContext, tag: OpTag, mode: str):
     of 0 casts without saturating, as NITI's ``act_calc`` does.)"""
     be = ctx.backend
     sh = ctx.profile.requant_shift(range_shift(bitwidth(acc, ctx, tag), ctx.operand_bits - 1))
-    if sh == 0 and ctx.profile.wrap_int8_casts:
+    if ctx.profile.wrap_int8_casts and sh == 0:  # a host int: NITI's float32 range
         return niti_compat.wrap_int8(acc, be.xp), 0
     return be.rescale(acc, sh, mode, tag, limit=ctx.limit), sh
 
@@ -111,10 +111,12 @@ class WeightLayer:
         be = ctx.backend
         tag = self.tag("weight-gradient")
         m = bitwidth(grad_acc, ctx, tag)
-        if m == 0:
+        if scalars.known_zero(m):
             return
-        shift = m - ctx.mu if m - ctx.mu >= 1 else 0
-        if shift == 0 and ctx.profile.wrap_int8_casts:  # NITI's grad_calc: G.type(int8)
+        # A device's m is not read back: for m == 0 (G all zero) the update below is the same
+        # no-op, g = 0 leaving W (and the masters, whose psto is W) as they are.
+        shift = scalars.maximum(m - ctx.mu, 0)
+        if ctx.profile.wrap_int8_casts and shift == 0:  # NITI's grad_calc: G.type(int8)
             g = niti_compat.wrap_int8(grad_acc, be.xp)
         else:
             g = be.rescale(grad_acc, shift, ctx.profile.grad_rounding, tag, limit=ctx.limit)

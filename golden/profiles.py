@@ -26,6 +26,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from nitihw.golden import scalars
+
 
 @dataclass(frozen=True)
 class Profile:
@@ -57,8 +59,10 @@ class Profile:
             or self.float32_conv_sums
         )  # fmt: skip
 
-    def requant_shift(self, shift: int) -> int:
-        return 2 if self.raise_shift_one and shift == 1 else shift
+    def requant_shift(self, shift):
+        """The shift a requantisation uses (an int, or a device's
+        :class:`~nitihw.golden.scalars.StepInt`, replaced where it lives)."""
+        return scalars.replace(shift, 1, 2) if self.raise_shift_one else shift
 
 
 PROFILES: dict[str, Profile] = {

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from nitihw.golden import scalars
+
 #: The symmetric int8 range: -128 never appears.
 INT8_MAX = 127
 
@@ -56,15 +58,19 @@ def magnitude_bitwidth(m: int) -> int:
     return 0 if m == 0 else (m - 1).bit_length()
 
 
-def range_shift(x_or_bitwidth, bits: int = 7) -> int:
+def range_shift(x_or_bitwidth, bits: int = 7):
     """The rescale shift of numerics.md §2: ``max(bitwidth(x) - bits, 0)``.
 
     The smallest shift that brings the tensor into ``bits`` magnitude bits. Accepts a tensor or
-    an already computed bit-width (an int), so the range unit's output can be fed in directly.
+    an already computed bit-width (an int, or a :class:`~nitihw.golden.scalars.StepInt` a
+    device keeps: the shift is then computed there too), so the range unit's output can be fed
+    in directly.
 
     Example: a tensor whose largest magnitude is 1004 has bit-width 10 and shift 3.
     """
-    bw = x_or_bitwidth if isinstance(x_or_bitwidth, int) else bitwidth(x_or_bitwidth)
+    if isinstance(x_or_bitwidth, scalars.StepInt):
+        return scalars.maximum(x_or_bitwidth - bits, 0)
+    bw = int(x_or_bitwidth) if scalars.is_host_int(x_or_bitwidth) else bitwidth(x_or_bitwidth)
     return max(bw - bits, 0)
 
 

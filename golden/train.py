@@ -422,6 +422,8 @@ class _Run:
         t_step = time.perf_counter()
         try:
             pred = self.net.train_step(data.train_x[idx], data.train_y[idx], ctx)
+            if self.backend.overflow == "error":
+                self.backend.settle()  # the overflow counts a device kept, read once
         except AccumulatorOverflowError as exc:
             raise AccumulatorOverflowError(
                 exc.tag, exc.count, exc.bits, f"model {cfg.model!r}, step {state.step}: "

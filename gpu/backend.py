@@ -23,6 +23,7 @@ from nitihw.golden.errors import DatapathLimitError, ToolError
 from nitihw.golden.randomness import stream_key
 from nitihw.golden.rounding import ROUNDING_MODES, value_limit
 from nitihw.gpu import kernels
+from nitihw.gpu.scalars import DeviceInt
 
 CUDA_R_8I, CUDA_R_32I = 3, 10
 CUBLAS_OP_N, CUBLAS_OP_T = 0, 1
@@ -73,7 +74,7 @@ def smoke_check() -> str:
     try:
         got = cp.asnumpy(
             kernels.rescale_kernel()(
-                cp.asarray(x), np.int32(2), np.int32(0), cp.zeros((), cp.int64)
+                cp.asarray(x), cp.full((1,), 2, cp.int64), np.int32(0), cp.zeros((), cp.int64)
             )
         )
         if not np.array_equal(got, shift_round(x, 2, "round")):
@@ -129,17 +130,23 @@ def _cublas_int8_gemm(a_rows, bt_rows, m: int, n: int, k: int):
     return c
 
 
-def shift_round_on_device(cp, acc, shift: int, mode: str, rand):
-    """The rescale kernel: ``shift_round`` of the device array ``acc`` (numerics.md §1)."""
+def shift_round_on_device(cp, acc, shift, mode: str, rand, const):
+    """The rescale kernel: ``shift_round`` of the device array ``acc`` (numerics.md §1).
+    ``shift`` is an int or a :class:`~nitihw.gpu.scalars.DeviceInt` (read by the kernel
+    through its pointer); ``const(v)`` gives an int's device copy."""
     if mode not in ROUNDING_MODES:
         raise ValueError(f"unknown rounding mode {mode!r}; expected one of {ROUNDING_MODES}")
-    if not -62 <= int(shift) <= 62:
+    if isinstance(shift, DeviceInt):
+        s = shift.value
+    elif not -62 <= int(shift) <= 62:
         raise ValueError(f"shift must be an integer in -62..62, got {shift!r}")
-    u = cp.asarray(rand, cp.int64) if rand is not None else cp.zeros((), cp.int64)
+    else:
+        s = const(int(shift))
     if mode == "sto" and rand is None:
         raise ValueError("mode 'sto' needs rand: uniform integers in [0, 2**shift)")
+    u = cp.asarray(rand, cp.int64) if rand is not None else const(0).reshape(())
     code = np.int32(kernels.MODE_CODES[mode])
-    return kernels.rescale_kernel()(acc, np.int32(shift), code, u)
+    return kernels.rescale_kernel()(acc, s, code, u)
 
 
 class CupyHostOps(ArrayHostOps):
@@ -151,6 +158,15 @@ class CupyHostOps(ArrayHostOps):
         import cupy
 
         self.xp = cupy
+        self._consts: dict[int, object] = {}
+
+    def const(self, value: int):
+        """``value`` as an int64 device array of one element, made once (on the device: no
+        copy from the host)."""
+        out = self._consts.get(value)
+        if out is None:
+            out = self._consts[value] = self.xp.full((1,), value, self.xp.int64)
+        return out
 
     # ---- data movement ---------------------------------------------------------------------
     def from_host(self, x):
@@ -185,34 +201,38 @@ class CupyHostOps(ArrayHostOps):
         return self.random_bits(seed, step, stream_id, (n,), 1).astype(self.xp.int8)
 
     def cross_entropy_error(
-        self, logits, exponent: int, labels, rounding_mode: str, rand=None, bits: int = 8
+        self, logits, exponent, labels, rounding_mode: str, rand=None, bits: int = 8
     ):
+        """The integer loss's error in one kernel (``kernels.loss_kernel``): the logits'
+        ``exponent`` (an int or a :class:`~nitihw.gpu.scalars.DeviceInt`) read on the device,
+        its branches taken there, every exponent exact (golden's Python-integer range too)."""
         cp = self.xp
-        if int(exponent) < -20:  # Python-integer branch of the golden loss: a few scalars
-            err = golden_loss.cross_entropy_error(
-                cp.asnumpy(logits),
-                exponent,
-                cp.asnumpy(labels),
-                rounding_mode,
-                None if rand is None else cp.asnumpy(rand),
-                bits,
+        if logits.ndim != 2:
+            raise ValueError(f"logits must be (batch, classes), got shape {logits.shape}")
+        b, c = logits.shape
+        if c > kernels.LOSS_MAX_CLASSES:
+            raise ValueError(
+                f"{c} classes: the GPU loss kernel takes at most {kernels.LOSS_MAX_CLASSES}"
             )
-            return cp.asarray(err)
-        a = logits.astype(cp.int64)
-        e = int(exponent)
-        if e > -7:
-            s = cp.sign(a) * ((cp.abs(a) * golden_loss.LOG2E_Q15) >> 15)
-            s = s << min(e, 16) if e >= 0 else cp.sign(s) * (cp.abs(s) >> -e)
-            s = cp.maximum(s - (s.max(axis=1, keepdims=True) - 10), 0)
-            p = cp.left_shift(cp.ones_like(s), s) - 1
-        else:
-            p = (cp.int64(1) << (1 - 2 * e)) + a * (cp.int64(1) << (1 - e)) + a * a
-        q = (p << golden_loss.SOFTMAX_BITS) // p.sum(axis=1, keepdims=True)
-        rows = cp.arange(a.shape[0])
-        q[rows, labels] -= q.sum(axis=1)
-        err = shift_round_on_device(cp, q, golden_loss.error_shift(bits), rounding_mode, rand)
-        limit = value_limit(bits)
-        return err if limit == 127 else cp.clip(err, -limit, limit)
+        if rounding_mode not in ROUNDING_MODES:
+            raise ValueError(f"unknown rounding mode {rounding_mode!r}")
+        if rounding_mode == "sto" and rand is None:
+            raise ValueError("mode 'sto' needs rand: uniform integers in [0, 2**shift)")
+        e = exponent.value if isinstance(exponent, DeviceInt) else self.const(int(exponent))
+        u = cp.asarray(rand, cp.int64) if rand is not None else self.const(0).reshape(())
+        out = cp.empty((b, c), cp.int8)
+        kernels.loss_kernel()(
+            cp.ascontiguousarray(logits, cp.int8).reshape(-1),
+            labels.astype(cp.int64),
+            e,
+            np.int64(c),
+            np.int32(golden_loss.error_shift(bits)),
+            np.int32(kernels.MODE_CODES[rounding_mode]),
+            np.int32(value_limit(bits)),
+            u,
+            out,
+        )
+        return out
 
 
 class CupyBackend(Backend):
@@ -273,8 +293,9 @@ class CupyBackend(Backend):
                 part = self._gemm_exact(a[:, k0 : k0 + chunk], b[k0 : k0 + chunk], path)
                 acc += part.astype(cp.int64)
         lo, hi = self.accumulator.min, self.accumulator.max
+        # the count stays on the device (a 0-d array): the step reads every GEMM's at its end
         over = (
-            int(cp.count_nonzero((acc < lo) | (acc > hi)))
+            ((acc < lo) | (acc > hi)).sum(dtype=cp.int64)
             if acc.dtype == cp.int64 or self.accumulator.bits < 32
             else 0
         )
@@ -310,9 +331,13 @@ class CupyBackend(Backend):
         out[: x.shape[0], : x.shape[1]] = x
         return out
 
-    def _bitwidth(self, acc, fed) -> int:
-        m = self._max_abs(acc)
-        return 0 if m == 0 else (m - 1).bit_length()
+    def _bitwidth(self, acc, fed):
+        """The bit-width as a :class:`~nitihw.gpu.scalars.DeviceInt`: computed and kept on
+        the device (the shift and the exponent that follow from it too)."""
+        self._on_device(acc)
+        if not acc.size:
+            return 0
+        return DeviceInt(kernels.bitwidth_kernel()(acc).reshape(1))
 
     def _max_magnitude(self, x, fed) -> int:
         return self._max_abs(x)
@@ -335,7 +360,8 @@ class CupyBackend(Backend):
         return self._on_device((w.astype(self.xp.int64) - dw).astype(self.xp.int32))
 
     def _rescale(self, acc, shift, mode, rand):
-        return self._on_device(shift_round_on_device(self.xp, acc, shift, mode, rand))
+        out = shift_round_on_device(self.xp, acc, shift, mode, rand, self.host.const)
+        return self._on_device(out)
 
     def _update(self, w, g, limit):
         return self._on_device(kernels.update_kernel()(w, g.astype(self.xp.int8), np.int32(limit)))

@@ -3,7 +3,8 @@
 Each kernel is the CUDA form of one golden primitive and is tested element by element against
 it (tests/test_gpu.py): ``RESCALE`` is :func:`nitihw.golden.shift_round`, ``UPDATE`` and
 ``UPDATE_MASTER`` the update rule, ``COUNTER_HASH`` :func:`nitihw.golden.counter_hash`;
-``TRANSPOSE8`` lays int8 GEMM operands out along K (the same bytes as a transposed copy).
+``LOSS`` :func:`nitihw.golden.cross_entropy_error`, ``bitwidth_kernel`` the range unit's
+bit-width; ``TRANSPOSE8`` lays int8 GEMM operands out along K (the same bytes as a transposed copy).
 Kernels are built on first use (CuPy compiles them with NVRTC), so importing this module
 needs no GPU.
 """
@@ -15,30 +16,33 @@ import functools
 #: mode codes shared with the RTL (nitihw.rtl.rescale.RoundingMode)
 MODE_CODES = {"round": 0, "psto": 1, "trunc": 2, "sto": 3, "rne": 4}
 
-# Sign-magnitude shift with rounding and saturation to +-127 (numerics.md §2). The magnitude
-# is taken in 64 bits so |INT64_MIN| never appears for the int32/int64 accumulators we pass.
-_RESCALE = r"""
-    long long v = (long long)x;
-    unsigned long long m = v < 0 ? (unsigned long long)(-v) : (unsigned long long)v;
+# Sign-magnitude shift with rounding and saturation to +-127 (numerics.md §2), as a device
+# function the rescale and the loss kernels share. The magnitude is taken in 64 bits so
+# |INT64_MIN| never appears for the int32/int64 accumulators we pass. A shift beyond 64 acts as
+# 64 (everything is remainder); the backend's shifts are at most 64 - 7 (an int64's bit-width).
+_SHIFT_ROUND = r"""
+__device__ signed char nitihw_shift_round(long long v, long long s, int mode, long long u) {
+    unsigned long long m = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
     unsigned long long q, r, up = 0;
+    if (s > 64) s = 64;
     if (s < 0) {                               // left shift (exact), then saturate
-        int l = -s < 7 ? -s : 7;
+        int l = -s < 7 ? (int)-s : 7;
         q = m > (127ULL >> l) ? 127ULL : (m << l);
         r = 0;
     } else if (s == 0) {
         q = m; r = 0;
-    } else if (s >= 64) {
+    } else if (s == 64) {
         q = 0; r = m;
     } else {
         q = m >> s;
         r = m & ((1ULL << s) - 1ULL);
     }
     if (s > 0) {
-        unsigned long long half = (s >= 65) ? 0ULL : (1ULL << (s - 1));
+        unsigned long long half = 1ULL << (s - 1);
         if (mode == 0) {                       // round: half away from zero
             up = r >= half;
         } else if (mode == 1) {                // psto: NITI pseudo-stochastic
-            int h = s / 2;
+            int h = (int)(s / 2);
             unsigned long long p = r >> h;
             unsigned long long rr = r & ((1ULL << h) - 1ULL);
             if (s & 1) rr <<= 1;
@@ -51,7 +55,118 @@ _RESCALE = r"""
     }
     unsigned long long mag = q + up;
     if (mag > 127ULL) mag = 127ULL;
-    y = (signed char)(v < 0 ? -(long long)mag : (long long)mag);
+    return (signed char)(v < 0 ? -(long long)mag : (long long)mag);
+}
+"""
+
+# The shift is read through a pointer (``s[0]``, an int64 the device computed: the range
+# unit's bit-width minus the operand bits), so no shift is read back to the host.
+_RESCALE = "y = nitihw_shift_round((long long)x, s[0], mode, u);"
+
+# NITI's integer cross-entropy error (numerics.md §3, golden/loss.py), one thread per element
+# of the (B, C) error, the logits' exponent read through a pointer. Each thread recomputes its
+# row's sums (C is small); the label's thread also sums the row's Q. For e > -7 the base-2
+# softmax (P <= 1023); for e <= -7, P_c = 2^(1+2k) + a_c 2^(1+k) + a_c^2 with k = -e, which
+# outgrows 64 bits for large k: Q_c = floor(2^11 P_c / S) is found by bisection on q, the sign
+# of 2^11 P_c - q S = c2 t^2 + c1 t + c0 (t = 2^k, |c2| < 2^27, |c1|, |c0| < 2^40 for C <=
+# 2^14) taken exactly: in two 64-bit words for k <= 41, by its leading coefficient above.
+_LOSS_PREAMBLE = r"""
+struct nitihw_i128 { long long hi; unsigned long long lo; };
+
+__device__ nitihw_i128 nitihw_shl(long long c, int s) {   // c * 2^s, 0 <= s <= 82
+    nitihw_i128 r;
+    if (s == 0) { r.hi = c < 0 ? -1 : 0; r.lo = (unsigned long long)c; }
+    else if (s < 64) { r.hi = c >> (64 - s); r.lo = (unsigned long long)c << s; }
+    else { r.hi = c * (1LL << (s - 64)); r.lo = 0; }
+    return r;
+}
+
+__device__ nitihw_i128 nitihw_add(nitihw_i128 a, nitihw_i128 b) {
+    nitihw_i128 r;
+    r.lo = a.lo + b.lo;
+    r.hi = a.hi + b.hi + (r.lo < a.lo ? 1 : 0);
+    return r;
+}
+
+__device__ int nitihw_sign3(long long c2, long long c1, long long c0, int k) {
+    // the sign of c2 2^(2k) + c1 2^k + c0
+    if (k >= 42) {   // 2^k > |c1| + |c0|: the leading nonzero coefficient decides
+        if (c2) return c2 > 0 ? 1 : -1;
+        if (c1) return c1 > 0 ? 1 : -1;
+        return c0 > 0 ? 1 : (c0 < 0 ? -1 : 0);
+    }
+    nitihw_i128 v = nitihw_add(nitihw_add(nitihw_shl(c2, 2 * k), nitihw_shl(c1, k)),
+                               nitihw_shl(c0, 0));
+    if (v.hi < 0) return -1;
+    return (v.hi > 0 || v.lo) ? 1 : 0;
+}
+
+__device__ long long nitihw_q_small(long long a, int k, long long C, long long A, long long B) {
+    // floor(2^11 P / S) for P = 2^(1+2k) + a 2^(1+k) + a^2, S = sum of P over the row
+    long long lo = 0, hi = 2049;   // 2^11 P - 0 S > 0; Q <= 2^11
+    while (hi - lo > 1) {
+        long long q = (lo + hi) / 2;
+        long long c2 = 4096 - 2 * q * C, c1 = 4096 * a - 2 * q * A, c0 = 2048 * a * a - q * B;
+        if (nitihw_sign3(c2, c1, c0, k) >= 0) lo = q; else hi = q;
+    }
+    return lo;
+}
+
+__device__ long long nitihw_s2(long long a, long long e) {
+    // trunc(a log2(e) 2^-15), then * 2^min(e, 16) or trunc / 2^-e: sign-magnitude
+    long long m = ((a < 0 ? -a : a) * 47274LL) >> 15;
+    if (e >= 0) m <<= (e < 16 ? e : 16); else m >>= -e;
+    return a < 0 ? -m : m;
+}
+"""
+
+_LOSS = r"""
+    const long long C = classes;
+    const long long b = i / C, j = i - b * C;
+    const signed char *a = &logits[b * C];
+    const long long ex = e[0];
+    const bool at_label = labels[b] == j;
+    long long x = 0, rowq = 0;
+    if (ex > -7) {
+        long long smax = nitihw_s2(a[0], ex), total = 0;
+        for (long long c = 1; c < C; ++c) {
+            long long sc = nitihw_s2(a[c], ex);
+            smax = sc > smax ? sc : smax;
+        }
+        for (long long c = 0; c < C; ++c) {
+            long long d = nitihw_s2(a[c], ex) - (smax - 10);
+            total += (1LL << (d > 0 ? d : 0)) - 1;
+        }
+        for (long long c = 0; c < C; ++c) {
+            if (c != j && !at_label) continue;
+            long long d = nitihw_s2(a[c], ex) - (smax - 10);
+            long long qc = (((1LL << (d > 0 ? d : 0)) - 1) << 11) / total;
+            if (c == j) x = qc;
+            rowq += qc;
+        }
+    } else {
+        const int k = (int)(ex < -1000 ? 1000 : -ex);
+        long long A = 0, B = 0;
+        for (long long c = 0; c < C; ++c) { A += a[c]; B += (long long)a[c] * a[c]; }
+        for (long long c = 0; c < C; ++c) {
+            if (c != j && !at_label) continue;
+            long long qc = nitihw_q_small(a[c], k, C, A, B);
+            if (c == j) x = qc;
+            rowq += qc;
+        }
+    }
+    if (at_label) x -= rowq;
+    signed char r = nitihw_shift_round(x, shift, mode, u);
+    y = r > limit ? (signed char)limit : (r < -limit ? (signed char)-limit : r);
+"""
+
+# Python's int.bit_length of a non-negative int64 (0 for 0 and below)
+_BIT_LENGTH = r"""
+__device__ long long nitihw_bit_length(long long v) {
+    long long n = 0;
+    while (v > 0) { v >>= 1; ++n; }
+    return n;
+}
 """
 
 _UPDATE = r"""
@@ -104,9 +219,34 @@ def _cupy():
 
 @functools.cache
 def rescale_kernel():
+    """``y = shift_round(x, s[0], mode, u)``: ``s`` an int64 device array of one element."""
     cp = _cupy()
     return cp.ElementwiseKernel(
-        "T x, int32 s, int32 mode, int64 u", "int8 y", _RESCALE, "nitihw_rescale"
+        "T x, raw int64 s, int32 mode, int64 u",
+        "int8 y",
+        _RESCALE,
+        "nitihw_rescale",
+        preamble=_SHIFT_ROUND,
+    )
+
+
+#: the loss kernel's bound on the classes (its coefficients stay below 2^40)
+LOSS_MAX_CLASSES = 1 << 14
+
+
+@functools.cache
+def loss_kernel():
+    """NITI's integer cross-entropy error into the (B, C) int8 ``y`` passed in: logits (B, C)
+    int8, labels (B,) int64, the exponent ``e`` an int64 device array of one element; then
+    ``shift_round(., shift, mode, u)`` clamped to ``limit``."""
+    cp = _cupy()
+    return cp.ElementwiseKernel(
+        "raw int8 logits, raw int64 labels, raw int64 e, int64 classes, int32 shift, "
+        "int32 mode, int32 limit, int64 u",
+        "int8 y",
+        _LOSS,
+        "nitihw_loss_error",
+        preamble=_SHIFT_ROUND + _LOSS_PREAMBLE,
     )
 
 
@@ -147,6 +287,23 @@ def transpose_int8(x):
 def counter_hash_kernel():
     cp = _cupy()
     return cp.ElementwiseKernel("uint32 x", "uint32 y", _COUNTER_HASH, "nitihw_counter_hash")
+
+
+@functools.cache
+def bitwidth_kernel():
+    """The range unit's bit-width of a whole tensor, ``(max|x| - 1).bit_length()`` (0 for an
+    all-zero tensor), in int64, on the device: one reduction, nothing read back."""
+    cp = _cupy()
+    return cp.ReductionKernel(
+        "T x",
+        "int64 y",
+        "x < 0 ? -(long long)x : (long long)x",
+        "max(a, b)",
+        "y = nitihw_bit_length(a - 1)",
+        "0",
+        "nitihw_bitwidth",
+        preamble=_BIT_LENGTH,
+    )
 
 
 @functools.cache

@@ -305,7 +305,7 @@ def _params(text: str) -> list[_Param]:
 
 
 # the host build gets max/min from the standard library; CUDA device code has its own
-_PRELUDE = "#include <algorithm>\nusing std::max;\nusing std::min;\n"
+_PRELUDE = "#include <algorithm>\nusing std::max;\nusing std::min;\n#define __device__\n"
 _GLOBAL = "__global__ "
 _HOST_LOOP = "for (long long i = 0; i < _n; ++i)"
 _CUDA_LOOP = (
@@ -353,9 +353,9 @@ class _Kernel:
 class ElementwiseKernel(_Kernel):
     """``cupy.ElementwiseKernel`` on the CPU: the same body, in the same loop, built by g++."""
 
-    def __init__(self, in_params, out_params, operation, name="kernel", **kwargs):
+    def __init__(self, in_params, out_params, operation, name="kernel", preamble="", **kwargs):
         super().__init__(in_params, out_params, name)
-        self.operation = operation
+        self.operation, self.preamble = operation, preamble
 
     def source(self, typemap, array_params, cuda: bool = False, name: str | None = None) -> str:
         """The kernel as C++ for the host compiler or, with ``cuda``, as a CUDA kernel."""
@@ -375,7 +375,7 @@ class ElementwiseKernel(_Kernel):
             sig.append(f"{ct} *_raw_{p.name}")
             loads.append(f"{ct} &{p.name} = _raw_{p.name}[i];")
         return (
-            f"{'' if cuda else _PRELUDE}{self._typedefs(typemap)}"
+            f"{'' if cuda else _PRELUDE}{self._typedefs(typemap)}{self.preamble}\n"
             f'extern "C" {_GLOBAL if cuda else ""}void {name or self.name}({", ".join(sig)}) {{\n'
             f"  {_CUDA_LOOP if cuda else _HOST_LOOP} {{\n    {' '.join(loads)}\n"
             f"    {self.operation}\n  }}\n}}\n"
@@ -427,8 +427,9 @@ class ReductionKernel(_Kernel):
     """``cupy.ReductionKernel`` over the whole array (the only form nitihw uses)."""
 
     def __init__(self, in_params, out_params, map_expr, reduce_expr, post_map_expr, identity,
-                 name="reduce_kernel", **kwargs):  # fmt: skip
+                 name="reduce_kernel", preamble="", **kwargs):  # fmt: skip
         super().__init__(in_params, out_params, name)
+        self.preamble = preamble
         self.map_expr, self.reduce_expr = map_expr, reduce_expr
         self.post_map_expr, self.identity = post_map_expr, identity
 
@@ -438,6 +439,7 @@ class ReductionKernel(_Kernel):
         cx, cy = self._ctype(x), self._ctype(y)
         return (
             f"{'' if cuda else _PRELUDE}{self._typedefs(typemap)}typedef {cy} _type_reduce;\n"
+            f"{self.preamble}\n"
             f'extern "C" {_GLOBAL if cuda else ""}void {name or self.name}'
             f"(long long _n, const {cx} *_raw_{x.name}, {cy} *_raw_{y.name}) {{\n"
             f"  _type_reduce _acc = _type_reduce({self.identity});\n"
@@ -446,7 +448,7 @@ class ReductionKernel(_Kernel):
             f"    _type_reduce a = _acc, b = _type_reduce({self.map_expr});\n"
             f"    _acc = {self.reduce_expr};\n  }}\n"
             f"  _type_reduce a = _acc;\n  {cy} &{y.name} = *_raw_{y.name};\n"
-            f"  {self.post_map_expr};\n}}\n"
+            f"  ({self.post_map_expr});\n}}\n"  # CuPy's POST_MAP(a) is one expression
         )
 
     def __call__(self, *args, axis=None):

@@ -59,18 +59,16 @@ def test_kernel_parameter_types_are_checked(cp):
 def test_a_planted_kernel_bug_is_caught(cp):
     """Round-half-away written as a strict comparison: the stand-in's kernel run shows it."""
     x = np.arange(-4096, 4097, dtype=np.int32)
-    right = cp.ElementwiseKernel(
-        "T x, int32 s, int32 mode, int64 u", "int8 y", kernels._RESCALE, "nitihw_rescale"
-    )
+    params = ("T x, raw int64 s, int32 mode, int64 u", "int8 y", kernels._RESCALE)
+    right = cp.ElementwiseKernel(*params, "nitihw_rescale", preamble=kernels._SHIFT_ROUND)
     planted = cp.ElementwiseKernel(
-        "T x, int32 s, int32 mode, int64 u",
-        "int8 y",
-        kernels._RESCALE.replace("up = r >= half;", "up = r > half;"),
+        *params,
         "nitihw_rescale_planted",
+        preamble=kernels._SHIFT_ROUND.replace("up = r >= half;", "up = r > half;"),
     )
     u = cp.zeros((), np.int64)
     for s in (1, 5):
-        args = (cp.asarray(x), np.int32(s), np.int32(kernels.MODE_CODES["round"]), u)
+        args = (cp.asarray(x), cp.full((1,), s, np.int64), np.int32(kernels.MODE_CODES["round"]), u)
         np.testing.assert_array_equal(cp.asnumpy(right(*args)), shift_round(x, s, "round"))
         assert (cp.asnumpy(planted(*args)) != shift_round(x, s, "round")).any()
 
@@ -170,6 +168,14 @@ with cupy_standin.installed():
                 rand = rng.integers(0, 1 << max(s, 0), x.shape) if mode == "sto" else None
                 be.rescale(xs, s, mode, TAG, None if rand is None else be.host.from_host(rand))
         be.max_magnitude(xs, TAG)
+        int(be.bitwidth(xs, TAG))
+    for e in (-1000, -64, -42, -41, -30, -20, -7, -6, 0, 40):  # every branch of the loss
+        for classes in (1, 10, 16):
+            a = rng.integers(-128, 128, (16, classes)).astype(np.int8)
+            a[0] = 127
+            a[1] = -128
+            labels = be.host.from_host(rng.integers(0, classes, 16))
+            be.host.cross_entropy_error(be.host.from_host(a), e, labels, "psto")
     w, g = np.meshgrid(np.arange(-128, 128), np.arange(-128, 128))
     w8, g8 = be.host.from_host(w.astype(np.int8)), be.host.from_host(g.astype(np.int8))
     for limit in (127, 64, 1):
@@ -224,14 +230,16 @@ def test_kernel_sources_compile_as_cuda(tmp_path):
             (kernels.update_master_kernel(), {}, {"w16", "g"}),
             (kernels.counter_hash_kernel(), {}, {"x"}),
             (kernels.transpose8_kernel(), {}, set()),
+            (kernels.loss_kernel(), {}, {"u"}),
         ]
-        reduce = kernels.max_abs_kernel()
+        reductions = [kernels.max_abs_kernel(), kernels.bitwidth_kernel()]
     parts = [
         k.source(typemap, arrays, cuda=True, name=f"{k.name}_{n}")
         for n, (k, typemap, arrays) in enumerate(elementwise)
     ]
     parts += [
-        reduce.source({"T": np.dtype(t)}, cuda=True, name=f"{reduce.name}_{np.dtype(t).name}")
+        r.source({"T": np.dtype(t)}, cuda=True, name=f"{r.name}_{np.dtype(t).name}")
+        for r in reductions
         for t in (np.int8, np.int16, np.int32, np.int64)
     ]
     cu = tmp_path / "nitihw_kernels.cu"

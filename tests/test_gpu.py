@@ -135,7 +135,7 @@ def test_gemm_paths(device, path, shape):
     y[: min(k, 50), 0] = 127
     got = host(b, b.gemm(b.host.from_host(x), b.host.from_host(y), TAG))
     np.testing.assert_array_equal(got, exact_matmul(x, y))
-    assert b.bitwidth(b.host.from_host(got), TAG) == NumpyBackend().bitwidth(
+    assert int(b.bitwidth(b.host.from_host(got), TAG)) == NumpyBackend().bitwidth(
         exact_matmul(x, y), TAG
     )
 
@@ -163,13 +163,21 @@ def test_gemm_overflow_policies(device):
 
     a = np.full((2, 4), 127, np.int8)
     b = np.full((4, 2), 127, np.int8)
-    with pytest.raises(AccumulatorOverflowError):
-        be16 = CupyBackend(accumulator_bits=16)
-        be16.gemm(be16.host.from_host(a), be16.host.from_host(b), TAG)
+    small = np.ones((2, 4), np.int8)
+    # The counts stay on the device until the step is settled: then the first GEMM that
+    # overflowed is named, as golden names it at the GEMM itself.
+    be16 = CupyBackend(accumulator_bits=16)
+    be16.gemm(be16.host.from_host(small), be16.host.from_host(b), OpTag("fc0", "forward"))
+    be16.gemm(be16.host.from_host(a), be16.host.from_host(b), OpTag("fc1", "forward"))
+    be16.gemm(be16.host.from_host(a), be16.host.from_host(b), OpTag("fc2", "forward"))
+    with pytest.raises(AccumulatorOverflowError, match=r"4 accumulator\(s\) .* layer 'fc1'"):
+        be16.settle()
+    be16.settle()  # read once: nothing left
     w = CupyBackend(accumulator_bits=16, overflow="wrap")
-    got = host(w, w.gemm(w.host.from_host(a), w.host.from_host(b), TAG))
-    np.testing.assert_array_equal(got, NumpyBackend(16, "wrap").gemm(a, b, TAG))
-    assert w.overflow_events == 4
+    for _ in range(2):
+        got = host(w, w.gemm(w.host.from_host(a), w.host.from_host(b), TAG))
+        np.testing.assert_array_equal(got, NumpyBackend(16, "wrap").gemm(a, b, TAG))
+    assert w.overflow_events == 8
 
 
 def test_host_operations_on_the_device(be):
@@ -221,22 +229,38 @@ def test_operand_layout_moves_the_same_bytes(be):
             assert got.dtype == dtype
 
 
-@pytest.mark.parametrize("e", [-40, -21, -20, -8, -7, -6, -1, 0, 3, 30])
+#: logits exponents across every branch of the loss: the base-2 softmax (e > -7), golden's
+#: int64 range (-20..-7), its Python-integer range below, the kernel's two-word range (k <= 41)
+#: and its leading-coefficient rule above
+LOSS_EXPONENTS = [-1000, -100, -64, -43, -42, -41, -40, -21, -20, -8, -7, -6, -1, 0, 3, 30]
+
+
+@pytest.mark.parametrize("e", LOSS_EXPONENTS)
 @pytest.mark.parametrize("mode", ["psto", "sto"])
 def test_loss(be, e, mode):
-    rng = np.random.default_rng(e + 50)
-    a = rng.integers(-127, 128, (64, 10)).astype(np.int8)
-    a[0] = 127
-    labels = rng.integers(0, 10, 64)
-    rand = rng.integers(0, 16, a.shape) if mode == "sto" else None
-    got = be.host.cross_entropy_error(
-        be.host.from_host(a),
-        e,
-        be.host.from_host(labels),
-        mode,
-        None if rand is None else be.host.from_host(rand),
-    )
-    np.testing.assert_array_equal(host(be, got), cross_entropy_error(a, e, labels, mode, rand))
+    """The loss kernel against golden's loss, with the exponent given as an int and as a
+    DeviceInt (read on the device), at 10 classes and at class counts that divide 2^11 (where
+    Q sits on an integer and the floor is decided by the last bit)."""
+    from nitihw.gpu.scalars import DeviceInt
+
+    rng = np.random.default_rng(e + 1050)
+    for classes, bits in [(10, 8), (1, 8), (2, 8), (16, 8), (7, 6)]:
+        a = rng.integers(-127, 128, (64, classes)).astype(np.int8)
+        a[0] = 127
+        a[1] = a[1, 0]  # a row of equal logits: Q = 2^11 / C exactly where C divides it
+        labels = rng.integers(0, classes, 64)
+        rand = rng.integers(0, 1 << (12 - bits), a.shape) if mode == "sto" else None
+        want = cross_entropy_error(a, e, labels, mode, rand, bits)
+        for exp in (e, DeviceInt(be.host.const(e))):
+            got = be.host.cross_entropy_error(
+                be.host.from_host(a),
+                exp,
+                be.host.from_host(labels),
+                mode,
+                None if rand is None else be.host.from_host(rand),
+                bits,
+            )
+            np.testing.assert_array_equal(host(be, got), want, err_msg=f"{classes} {exp}")
 
 
 @pytest.mark.parametrize("case", gpu_golden.CASES)
