@@ -5,7 +5,7 @@
 #
 #   ./run gpu-wheels                    # here, with network: mlxtend into .wheelhouse/
 #   # there, carrying .wheelhouse (the device tool's carry), from the repository root:
-#   NITIHW_GIT_REV=<commit> bash bench/gpu_session.sh [all|tests|bench]
+#   NITIHW_GIT_REV=<commit> bash bench/gpu_session.sh [all|tests|bench|long]
 #
 # What it does, in order, each step under its own time limit (the whole well under 8 minutes):
 #   1. environment.txt: nvidia-smi, versions (Python, NumPy, CuPy, CUDA runtime, NVRTC, cuBLAS,
@@ -16,18 +16,23 @@
 #      training tests compare with tests/gpu_golden.json, computed on the CPU beforehand;
 #   4. bench.txt, profile.txt, gpu_speed.md: bench/gpu_speed.py (speed against PyTorch, int8
 #      GEMM TOPS, a profile of one step); benchmarks.md, the updated docs file.
+# `long` (on its own: a call of its own) runs instead the whole NITI and WAGE LeNet/mnist5k runs
+# (30 epochs each) and 24 vgg-small-7 steps at batch 256, each against the full hash and every
+# epoch's accuracies golden gave on the CPU (tests/gpu_golden_long.json): long.txt, one block
+# per case with its arguments, steps, accuracy, expected and actual hash, MATCH or MISMATCH.
 # Results go to $OUT (the device tool's result folder), or ./gpu-results elsewhere. A copied
 # checkout has no .git: NITIHW_GIT_REV names the commit in the results.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 what="${1:-all}"
-case "$what" in tests | bench | all) ;; *) echo "usage: $0 [tests|bench|all]" >&2; exit 2 ;; esac
+case "$what" in tests | bench | all | long) ;; *) echo "usage: $0 [tests|bench|all|long]" >&2; exit 2 ;; esac
 OUT="${OUT:-$PWD/gpu-results}"
 mkdir -p "$OUT"
 PY="${PYTHON:-python3}"
 export PYTHONUNBUFFERED=1
 TESTS_LIMIT="${NITIHW_GPU_TESTS_LIMIT:-240}"  # seconds
 BENCH_LIMIT="${NITIHW_GPU_BENCH_LIMIT:-200}"
+LONG_LIMIT="${NITIHW_GPU_LONG_LIMIT:-400}"
 for d in /usr/local/cuda/bin /usr/local/cuda-*/bin; do  # nvcc, for the CUDA compile test
     [ -x "$d/nvcc" ] && ! command -v nvcc >/dev/null && export PATH="$d:$PATH"
 done
@@ -83,6 +88,13 @@ echo "smoke check: exit $smoke after $((SECONDS - t0)) s" | tee -a "$OUT/environ
 [ "$smoke" -eq 0 ] || exit 3
 
 rc=0
+if [ "$what" = long ]; then
+    timeout "$LONG_LIMIT" "$PY" -m pytest tests/test_gpu.py -m gpu_long -k cuda \
+        -p no:cacheprovider -rA -q --durations=5 2>&1 | tee "$OUT/long.txt"
+    rc=${PIPESTATUS[0]}
+    echo "long: exit $rc after $((SECONDS - t0)) s" | tee -a "$OUT/long.txt"
+    exit "$rc"
+fi
 if [ "$what" != bench ]; then
     timeout "$TESTS_LIMIT" "$PY" -m pytest tests/test_gpu.py tests/test_cupy_standin.py -k cuda \
         -p no:cacheprovider -rs -q --durations=15 2>&1 | tee "$OUT/tests.txt"

@@ -5,7 +5,10 @@ how many). Needs an NVIDIA GPU with CuPy and PyTorch. Writes the 'gpu_speed' sec
 docs/benchmarks.md (and, with ``--md-out``, the same markdown to a file of its own).
 
 Networks: lenet on mnist5k (batch 64), vgg-small-7 on random CIFAR-10-shaped int8 images
-(batch 256). Target: the integer step at least as fast as PyTorch fp32 on vgg-small-7.
+(batch 256). The headline (issue 32's targets): the integer step against PyTorch's default
+(>= 1.0x, vgg-small-7 and lenet) and against bf16 (>= 0.5x, vgg-small-7), each PyTorch's
+better of eager and ``torch.compile``, and the integer step's share of the int8 roofline
+(>= 10%, vgg-small-7).
 
 How each figure is measured:
 
@@ -18,11 +21,17 @@ How each figure is measured:
   images tiled), so no per-epoch evaluation falls among them. One warm-up run, then
   ``--repeats`` timed runs.
 - PyTorch side: the same network built from the same spec (no biases, dropout 0.5 where the
-  spec has dropout), SGD with momentum 0.9, cross-entropy, in three settings: fp32 with TF32
-  off (``torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False``),
-  fp32 with TF32 on (both True), and bf16 autocast with model and input in ``channels_last``
-  (TF32 flags off: no fp32 convolution or matmul is left under autocast).
-  ``torch.backends.cudnn.benchmark = True`` for all three; the flags are restored after each.
+  spec has dropout), SGD with momentum 0.9, cross-entropy, in six settings: PyTorch's default
+  (fp32 with the TF32 flags as PyTorch itself sets them, read before anything changes them and
+  stated in the output: ``cudnn.allow_tf32`` True, ``cuda.matmul.allow_tf32`` False), the same
+  with ``torch.compile(model)``, fp32 with TF32 off (both flags False) and on (both True), bf16
+  autocast with model and input in ``channels_last`` (TF32 flags off: no fp32 convolution or
+  matmul is left under autocast), and bf16 with ``torch.compile``.
+  ``torch.backends.cudnn.benchmark = True`` for all; the flags are restored after each.
+- Roofline: ``roofline()`` gives the floor of one integer step, the larger of its
+  multiply-adds at the dense int8 peak and the bytes a fused design moves at the HBM
+  bandwidth (both from the data sheet of the GPU named); the table's percentage is that floor
+  over the measured step time.
 - Same data path on both sides. Each step takes its batch from the host int8 NHWC array (a
   fresh permutation per run, gathered on the host: ``x[idx]``, ``y[idx]``), copies images and
   labels to the GPU, and reads the predictions back to count training accuracy, which also
@@ -91,12 +100,34 @@ INT8_PEAK_TOPS = {
     "H200": 1979.0,  # SXM
     "A100": 624.0,
 }
-#: PyTorch settings: (column header, key)
+#: HBM bandwidth (TB/s), from NVIDIA's data sheets, matched as INT8_PEAK_TOPS is
+HBM_TBS = {
+    "H100 PCIe": 2.0,
+    "H100 NVL": 3.9,
+    "H200 NVL": 4.8,
+    "H100": 3.35,  # SXM
+    "H200": 4.8,  # SXM
+    "A100": 2.039,  # 80 GB SXM
+}
+#: PyTorch settings: (column header, key). ``default`` leaves PyTorch's own precision flags as
+#: they are (fp32 convolutions on TF32, fp32 matmuls not: cuDNN's and CUDA's defaults), the
+#: others set them; ``-compile`` is the same with ``torch.compile`` on the model.
 TORCH_MODES = [
-    ("PyTorch fp32 (TF32 off) samples/s", "fp32"),
-    ("PyTorch fp32 (TF32 on) samples/s", "tf32"),
-    ("PyTorch bf16 channels_last samples/s", "bf16"),
+    ("PyTorch default (fp32, its TF32 defaults)", "default"),
+    ("PyTorch default + torch.compile", "default-compile"),
+    ("PyTorch fp32, TF32 off", "fp32"),
+    ("PyTorch fp32, TF32 on", "tf32"),
+    ("PyTorch bf16 autocast, channels_last", "bf16"),
+    ("PyTorch bf16 + torch.compile", "bf16-compile"),
 ]
+#: the ratios of the headline: (column header, modes whose best is the baseline)
+HEADLINE = [
+    ("integer / PyTorch default (best of eager, compiled)", ("default", "default-compile")),
+    ("integer / bf16 (best of eager, compiled)", ("bf16", "bf16-compile")),
+    ("integer / fp32 TF32 off", ("fp32",)),
+]
+#: PyTorch's own precision defaults, read before anything here changes them
+TORCH_DEFAULTS: dict = {}
 #: GPU kernels to record: the int8 tensor-core GEMMs and anything else GEMM-like
 INT8_KERNEL = re.compile(r"gemm|s8|i8|imma|xmma", re.I)
 GEMM_CALLS = 50  # back-to-back GEMM calls per timed repeat
@@ -226,15 +257,32 @@ def torch_net(spec: M.ModelSpec):
     return nn.Sequential(*layers)
 
 
+def torch_defaults() -> dict:
+    """PyTorch's precision flags as it set them itself (read once, before any mode here)."""
+    import torch
+
+    if not TORCH_DEFAULTS:
+        TORCH_DEFAULTS.update(
+            matmul_tf32=torch.backends.cuda.matmul.allow_tf32,
+            cudnn_tf32=torch.backends.cudnn.allow_tf32,
+        )
+    return dict(TORCH_DEFAULTS)
+
+
 @contextlib.contextmanager
-def torch_flags(tf32: bool):
-    """TF32 for matmuls and cuDNN on or off, cuDNN autotuning on; all three restored after."""
+def torch_flags(mode: str):
+    """The TF32 flags of ``mode`` (PyTorch's own for ``default``, both off for ``fp32`` and the
+    bf16 modes, both on for ``tf32``), cuDNN autotuning on; all restored after."""
     import torch
 
     cuda, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    defaults = torch_defaults()
     saved = (cuda.allow_tf32, cudnn.allow_tf32, cudnn.benchmark)
     try:
-        cuda.allow_tf32 = cudnn.allow_tf32 = tf32
+        if mode.startswith("default"):
+            cuda.allow_tf32, cudnn.allow_tf32 = defaults["matmul_tf32"], defaults["cudnn_tf32"]
+        else:
+            cuda.allow_tf32 = cudnn.allow_tf32 = mode == "tf32"
         cudnn.benchmark = True
         yield
     finally:
@@ -244,17 +292,19 @@ def torch_flags(tf32: bool):
 def torch_speed(model, data, batch, steps, warmup, repeats, mode: str, device: str) -> float:
     import torch
 
-    bf16 = mode == "bf16"
+    bf16 = mode.startswith("bf16")
     fmt = torch.channels_last if bf16 else torch.contiguous_format
     spec = M.get_model_spec(model)
     n = len(data.train_y)
     per_epoch = n // batch
 
-    with torch_flags(tf32=mode == "tf32"):
+    with torch_flags(mode):
         torch.manual_seed(0)
-        net = torch_net(spec).to(device, memory_format=fmt)
-        net.train()
-        opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+        module = torch_net(spec).to(device, memory_format=fmt)
+        module.train()
+        # compiled: the warm-up steps compile it (and cover any recompilation)
+        net = torch.compile(module) if mode.endswith("-compile") else module
+        opt = torch.optim.SGD(module.parameters(), lr=0.01, momentum=0.9)
         loss_fn = torch.nn.CrossEntropyLoss()
 
         def step(i: int, order: np.ndarray) -> int:
@@ -291,6 +341,41 @@ def torch_speed(model, data, batch, steps, warmup, repeats, mode: str, device: s
             rates.append(steps * batch / (time.perf_counter() - t0))
             log(f"{model} PyTorch {mode}: run {r + 1}/{repeats}: {rates[-1]:,.0f} samples/s")
     return statistics.median(rates)
+
+
+# ---- the int8 roofline ------------------------------------------------------------------------
+def roofline(model: str, batch: int, peak_tops: float | None, hbm_tbs: float | None) -> dict:
+    """The floors of one integer training step on the GPU named: ``compute_ms``, its
+    multiply-adds (every GEMM of the forward, backward-error and weight-gradient passes, as
+    ``sim.model.workload`` lowers them) at the dense int8 peak; ``memory_ms``, the bytes a
+    fused design must move at the HBM bandwidth: per weight layer and pass, the int8 tensors
+    behind both operands read once (an implicit-GEMM convolution reads the input, not its
+    im2col rows), the int8 result written once (rescale, ReLU and pooling in the epilogue), and
+    the weights read and written by the update. ``floor_ms`` is the larger."""
+    from nitihw.sim.model.workload import model_workload
+
+    macs = nbytes = 0
+    for layer in model_workload(model, batch):
+        passes = [("forward", layer.forward), ("backward-error", layer.backward),
+                  ("weight-gradient", layer.gradient)]  # fmt: skip
+        for phase, shape in passes:
+            if shape is None:  # the first layer has no error to propagate
+                continue
+            m, _k, n = shape
+            macs += math.prod(shape)
+            a, b = layer.operand_elements(phase, shape)
+            if phase == "forward":
+                out = layer.outputs or m * n
+            elif phase == "backward-error":
+                out = m * n
+            else:
+                out = 2 * layer.weights  # the update reads and writes the weights
+            nbytes += a + b + out
+    compute = 2 * macs / (peak_tops * 1e12) * 1e3 if peak_tops else None
+    memory = nbytes / (hbm_tbs * 1e12) * 1e3 if hbm_tbs else None
+    floor = max(compute or 0, memory or 0) or None
+    return {"macs": macs, "bytes": nbytes, "compute_ms": compute, "memory_ms": memory,
+            "floor_ms": floor}  # fmt: skip
 
 
 # ---- int8 GEMM ------------------------------------------------------------------------------
@@ -468,6 +553,7 @@ def versions(smoke: bool) -> dict:
         import torch
 
         out["torch"] = torch.__version__
+        out["torch_defaults"] = torch_defaults()
         if torch.cuda.is_available():
             cudnn = torch.backends.cudnn.version()
             out["torch"] += f" (CUDA {torch.version.cuda}, cuDNN {cudnn})"
@@ -490,15 +576,18 @@ def run(opt: Options) -> int:
     )
 
     headers = ["model", "batch", "integer (CuPy) samples/s"]
-    headers += [h for h, _ in TORCH_MODES] + ["integer / fp32 (TF32 off)"]
-    rows, data_notes, datasets, profiles = [], [], {}, {}
+    headers += [h for h, _ in TORCH_MODES] + [h for h, _ in HEADLINE]
+    headers += ["integer step: % of the int8 roofline"]
+    key, peak = int8_peak(env["gpu"])
+    hbm = HBM_TBS.get(key) if key else None
+    rows, data_notes, datasets, profiles, floors = [], [], {}, {}, {}
     gemm_line = "int8 GEMM: not measured yet."
 
     def save_md():
         """The markdown so far to ``--md-out`` (again after each stage: a run cut short by a
         time limit still leaves what it measured)."""
         if opt.md_out:
-            text = markdown(opt, env, headers, rows, data_notes, gemm_line, profiles)
+            text = markdown(opt, env, headers, rows, data_notes, gemm_line, profiles, floors)
             atomic_write_bytes(opt.md_out, (text + "\n").encode())
 
     for model in opt.models:
@@ -510,7 +599,7 @@ def run(opt: Options) -> int:
             guard.failures.append(f"{model} data")
             msg = " ".join(f"failed: {type(exc).__name__}: {exc}".split())[:160]
             log(f"{model} data: {msg}")
-            rows.append([model, batch] + [msg] * (len(TORCH_MODES) + 1) + ["n/a"])
+            rows.append([model, batch] + [msg] * (len(TORCH_MODES) + 1) + ["n/a"] * 4)
             continue
         datasets[model] = data
         data_notes.append(f"{model}: {about}; {len(data.train_y):,} training images")
@@ -524,14 +613,24 @@ def run(opt: Options) -> int:
             )
             for _h, key in TORCH_MODES
         }
-        fp32 = baselines["fp32"]
-        ratio = f"{integer.value / fp32.value:.2f}" if integer.ok and fp32.ok else "n/a"
+        ratios = []
+        for header, modes in HEADLINE:
+            best = [baselines[m].value for m in modes if baselines[m].ok]
+            ratios.append(f"{integer.value / max(best):.2f}" if integer.ok and best else "n/a")
+            log(f"{model}: {header} = {ratios[-1]}")
+        floors[model] = floor = roofline(model, batch, peak, hbm)
+        share = "n/a"
+        if integer.ok and floor["floor_ms"]:
+            step_ms = 1e3 * batch / integer.value
+            share = f"{100 * floor['floor_ms'] / step_ms:.1f}%"
+            log(f"{model}: integer step {step_ms:.2f} ms against its floor "
+                f"{floor['floor_ms']:.3f} ms: {share} of the int8 roofline")  # fmt: skip
         rows.append(
             [model, batch, integer.cell()]
             + [baselines[k].cell() for _h, k in TORCH_MODES]
-            + [ratio]
+            + ratios
+            + [share]
         )
-        log(f"{model}: integer / PyTorch fp32 (TF32 off) = {ratio}")
         save_md()
 
     gemm = guard(
@@ -539,7 +638,6 @@ def run(opt: Options) -> int:
         functools.partial(int8_gemm_tops, opt.gemm_n, opt.repeats),
         show=lambda v: f"{v:,.1f} TOPS" if v >= 10 else f"{v:.3g} TOPS",
     )
-    key, peak = int8_peak(env["gpu"])
     log(
         f"int8 peak: entry '{key}' matched '{env['gpu']}': {peak:,.0f} TOPS dense"
         if key
@@ -591,7 +689,7 @@ def run(opt: Options) -> int:
     )
     if opt.write and measured:
         write_section(
-            "gpu_speed", markdown(opt, env, headers, rows, data_notes, gemm_line, profiles)
+            "gpu_speed", markdown(opt, env, headers, rows, data_notes, gemm_line, profiles, floors)
         )
     elif opt.write:
         log("nothing was measured: docs/benchmarks.md left as it was")
@@ -602,25 +700,46 @@ def run(opt: Options) -> int:
     return 0
 
 
-def markdown(opt, env, headers, rows, data_notes, gemm_line, profiles) -> str:
+def markdown(opt, env, headers, rows, data_notes, gemm_line, profiles, floors) -> str:
+    flags = env.get("torch_defaults") or {}
+    defaults = (
+        f"`torch.backends.cuda.matmul.allow_tf32 = {flags.get('matmul_tf32')}`, "
+        f"`torch.backends.cudnn.allow_tf32 = {flags.get('cudnn_tf32')}` as this PyTorch sets "
+        "them: its fp32 convolutions run on TF32, its fp32 matmuls do not"
+        if flags
+        else "PyTorch's own TF32 flags (not read: PyTorch did not load)"
+    )
     method = (
         f"Each speed is the median over {opt.repeats} runs of the samples/s of {opt.steps} timed "
-        f"training steps, each run after {opt.warmup} warm-up steps in the same process. "
+        f"training steps, each run after {opt.warmup} warm-up steps in the same process (which "
+        "also compile the `torch.compile` modes). "
         "Integer side: `golden.train.train()` with the CupyBackend, whose `samples_per_second` "
         "counts the training loop only (not the test-set evaluation after it); the training set "
         "is large enough for the timed steps to fit in one epoch, so no evaluation falls among "
         "them. PyTorch side: the same network from the same spec (no biases, dropout 0.5), SGD "
-        "with momentum 0.9 and cross-entropy, as fp32 with TF32 off "
-        "(`torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False`), "
-        "fp32 with TF32 on (both `True`), and bf16 autocast with model and input in "
-        "`channels_last`; `torch.backends.cudnn.benchmark = True` for all, flags restored after "
-        "each. Same data path on both sides: every step gathers its batch from the host int8 "
-        "NHWC array (a fresh permutation per run), copies images and labels to the GPU and reads "
-        "the predictions back to count training accuracy (so each step ends synchronised); the "
-        "PyTorch step does `torch.from_numpy(x).to('cuda')`, permutes to NCHW and converts to "
-        "float / 128 on the GPU (for channels_last the permuted view already is channels_last), "
-        "and ends with `logits.argmax(1).cpu()`."
+        "with momentum 0.9 and cross-entropy. **PyTorch default**: fp32 with " + defaults + "; "
+        "fp32 with TF32 off (both flags `False`) and on (both `True`); bf16 autocast with model "
+        "and input in `channels_last`; the default and bf16 also with `torch.compile(model)` "
+        "(default mode). `torch.backends.cudnn.benchmark = True` for all (it only helps "
+        "PyTorch), flags restored after each. The headline ratios take PyTorch's better of eager "
+        "and compiled. Same data path on both sides: every step gathers its batch from the host "
+        "int8 NHWC array (a fresh permutation per run), copies images and labels to the GPU and "
+        "reads the predictions back to count training accuracy (so each step ends "
+        "synchronised); the PyTorch step does `torch.from_numpy(x).to('cuda')`, permutes to "
+        "NCHW and converts to float / 128 on the GPU (for channels_last the permuted view "
+        "already is channels_last), and ends with `logits.argmax(1).cpu()`."
     )
+    roof = []
+    for model, f in floors.items():
+        if not f["floor_ms"]:
+            roof.append(f"- {model}: no data-sheet entry for {env['gpu']}: no floor")
+            continue
+        roof.append(
+            f"- {model} (batch {opt.batch[model]}): {f['macs'] / 1e9:,.1f} G multiply-adds, "
+            f"{f['compute_ms']:.3f} ms at the dense int8 peak; {f['bytes'] / 1e6:,.1f} MB for "
+            f"a fused design, {f['memory_ms']:.3f} ms at the HBM bandwidth; floor "
+            f"{f['floor_ms']:.3f} ms"
+        )
     parts = [
         "## GPU training speed: integer CuPy backend vs PyTorch",
         f"`python bench/gpu_speed.py` (commit {git_rev()}, {machine()}; GPU {env['gpu']}; "
@@ -628,6 +747,10 @@ def markdown(opt, env, headers, rows, data_notes, gemm_line, profiles) -> str:
         method,
         "Data: " + "; ".join(data_notes) + "." if data_notes else "Data: none loaded.",
         markdown_table(headers, rows),
+        "The int8 roofline of one integer step (`roofline()`: every GEMM of the three passes "
+        "at the data sheet's dense int8 peak, and the bytes a fused design must move, each "
+        "operand tensor read once and each int8 result written once, at its HBM bandwidth; the "
+        "percentage is that floor over the measured step):\n\n" + "\n".join(roof or ["- none"]),
         gemm_line + ".",
     ]
     prof_lines = []
