@@ -285,6 +285,8 @@ class CupyBackend(Backend):
                 "backend's exact float64 GEMM (2^53)"
             )
         chunk = max(1, (EXACT_BELOW[path] - 1) // bound)
+        if path == "int8" and chunk >= ROW_ALIGN:  # whole 16-byte rows: no padded copy
+            chunk -= chunk % ROW_ALIGN
         if chunk >= k:
             acc = self._gemm_exact(a, b, path)
         else:
