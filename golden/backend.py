@@ -148,6 +148,9 @@ class Backend:
     place = HOST
     #: the bound the rescale lanes saturate to by themselves (a narrower one is clamped again)
     rescale_limit = 127
+    #: whether :meth:`rescale_relu_pool` runs as one pass of this backend's own
+    #: (``_rescale_relu_pool``) rather than a rescale and two host operations
+    fuses_epilogue = False
 
     def __init__(self, accumulator_bits: int = 32, overflow: str = "error", *, host: HostOps):
         #: the host operations (:class:`HostOps`): a component, not a base class
@@ -326,9 +329,17 @@ class Backend:
         ``limit`` below 127 is a narrower operand width's bound (``value_limit(bits)``): lanes
         built for that width saturate there; on int8 lanes the result is clamped once more,
         which is the same integers (``min(min(v, 127), limit) == min(v, limit)``)."""
+        entry = self._rescale_entry(acc, shift, mode, tag, rand, limit)
+        out = self._rescale(acc, shift, mode, rand)
+        if limit < self.rescale_limit:
+            out = self.xp.clip(out, -limit, limit)
+        self._finish(entry)
+        return out
+
+    def _rescale_entry(self, acc, shift, mode, tag, rand, limit) -> TraceEntry:
         if not 1 <= limit <= 127:
             raise ValueError(f"rescale limit must be in 1..127, got {limit}")
-        entry = self._record(
+        return self._record(
             "rescale",
             tag,
             (acc.size,),
@@ -336,9 +347,20 @@ class Backend:
             mode=mode,
             kept=self._kept(acc, rand),
         )
-        out = self._rescale(acc, shift, mode, rand)
-        if limit < self.rescale_limit:
-            out = self.xp.clip(out, -limit, limit)
+
+    def rescale_relu_pool(
+        self, acc, shift, mode: str, tag: OpTag, shape: tuple, k: int, limit: int = 127
+    ):
+        """A forward epilogue: :meth:`rescale` of ``acc`` (the datapath), then ReLU and, for
+        ``k > 1``, the k x k max-pool of the result viewed as the NHWC ``shape`` (host
+        operations). Returns ``(Y, idx)`` as ``host.relu_pool`` does. Traced and counted as the
+        one rescale it contains. A backend whose :attr:`fuses_epilogue` is set does all three
+        in one pass (``_rescale_relu_pool``): the same bits."""
+        if not self.fuses_epilogue:
+            a = self.rescale(acc, shift, mode, tag, limit=limit).reshape(shape)
+            return self.host.relu_pool(a, k)
+        entry = self._rescale_entry(acc, shift, mode, tag, None, limit)
+        out = self._rescale_relu_pool(acc, shift, mode, shape, k, limit)
         self._finish(entry)
         return out
 
@@ -397,6 +419,9 @@ class Backend:
     def _rescale(self, acc, shift, mode, rand):
         raise NotImplementedError
 
+    def _rescale_relu_pool(self, acc, shift, mode, shape, k, limit):
+        raise NotImplementedError
+
     def _update(self, w, g, limit):
         raise NotImplementedError
 
@@ -420,6 +445,8 @@ class HostOps(Protocol):
     def relu_backward(self, err, pre): ...
     def maxpool(self, x, k: int): ...
     def maxpool_backward(self, err, idx, in_shape, k: int): ...
+    def relu_pool(self, x, k: int): ...
+    def pool_relu_backward(self, err, y, idx, in_shape, k: int): ...
     def argmax(self, logits): ...
     def first_argmax(self, x): ...
     def keep_mask(self, seed: int, step: int, stream_id: int, n: int): ...
@@ -497,6 +524,19 @@ class ArrayHostOps:
                 err, (idx == j).view(xp.int8), out=out[:, dy : ho * k : k, dx : wo * k : k, :]
             )
         return out
+
+    def relu_pool(self, x, k: int):
+        """ReLU, then (``k > 1``) the k x k max-pool: ``(Y, idx)``; ``idx`` is None for
+        ``k == 1``."""
+        y = self.relu(x)
+        return (y, None) if k == 1 else self.maxpool(y, k)
+
+    def pool_relu_backward(self, err, y, idx, in_shape, k: int):
+        """The backward of :meth:`relu_pool` from its outputs ``(y, idx)`` alone: each
+        window's error to its first maximum where that maximum is positive (ReLU's mask, ``pre
+        > 0``, holds exactly where ``relu(pre)``, the pooled ``y``, is positive)."""
+        err = self.relu_backward(err, y)
+        return err if k == 1 else self.maxpool_backward(err, idx, in_shape, k)
 
     def argmax(self, logits):
         return self.first_argmax(logits)

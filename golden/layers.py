@@ -55,15 +55,33 @@ def bitwidth(acc, ctx: StepContext, tag: OpTag) -> int:
     return be.bitwidth(acc, tag)
 
 
+def requant_shift(acc, ctx: StepContext, tag: OpTag):
+    """The range unit's shift for requantising ``acc`` to the operand width (numerics.md §3):
+    ``sh = max(bitwidth - (b - 1), 0)``, 7 magnitude bits for int8."""
+    return ctx.profile.requant_shift(range_shift(bitwidth(acc, ctx, tag), ctx.operand_bits - 1))
+
+
 def requant(acc, ctx: StepContext, tag: OpTag, mode: str):
-    """``(A, sh)``: the range unit's shift, then rescale to the operand width (numerics.md §3):
-    ``sh = max(bitwidth - (b - 1), 0)``, 7 magnitude bits for int8. (``niti-compat``: a shift
-    of 0 casts without saturating, as NITI's ``act_calc`` does.)"""
+    """``(A, sh)``: the range unit's shift, then rescale to the operand width. (``niti-compat``:
+    a shift of 0 casts without saturating, as NITI's ``act_calc`` does.)"""
     be = ctx.backend
-    sh = ctx.profile.requant_shift(range_shift(bitwidth(acc, ctx, tag), ctx.operand_bits - 1))
+    sh = requant_shift(acc, ctx, tag)
     if ctx.profile.wrap_int8_casts and sh == 0:  # a host int: NITI's float32 range
         return niti_compat.wrap_int8(acc, be.xp), 0
     return be.rescale(acc, sh, mode, tag, limit=ctx.limit), sh
+
+
+def requant_relu_pool(acc, ctx: StepContext, tag: OpTag, mode: str, shape: tuple, k: int):
+    """``(Y, idx, sh)``: :func:`requant` of ``acc`` viewed as ``shape``, then ReLU and (``k >
+    1``) the k x k max-pool, as :meth:`Backend.rescale_relu_pool` does them (one pass where
+    the backend fuses them)."""
+    be = ctx.backend
+    sh = requant_shift(acc, ctx, tag)
+    if ctx.profile.wrap_int8_casts and sh == 0:  # niti-compat's unsaturated cast
+        y, idx = be.host.relu_pool(niti_compat.wrap_int8(acc, be.xp).reshape(shape), k)
+        return y, idx, 0
+    y, idx = be.rescale_relu_pool(acc, sh, mode, tag, shape, k, limit=ctx.limit)
+    return y, idx, sh
 
 
 def conv_sums(acc, ctx: StepContext):
@@ -134,11 +152,17 @@ class WeightLayer:
 class Linear(WeightLayer):
     """``y = x @ W^T`` with ``W`` of shape (out, in)."""
 
-    def forward(self, x: Tensor, ctx: StepContext) -> Tensor:
+    def sums(self, x: Tensor, ctx: StepContext):
+        """The forward GEMM: ``(acc, shape, exp)``, its sums, the shape of the output they
+        stand for and their exponent (before the requantisation's shift)."""
         self.x = x.data
         acc = ctx.backend.gemm(x.data, self.weight.T, self.tag("forward"))
+        return acc, acc.shape, x.exp + self.exp
+
+    def forward(self, x: Tensor, ctx: StepContext) -> Tensor:
+        acc, _shape, exp = self.sums(x, ctx)
         a, sh = requant(acc, ctx, self.tag("forward"), ctx.profile.act_rounding)
-        return Tensor(a, x.exp + self.exp + sh)
+        return Tensor(a, exp + sh)
 
     def backward(self, err, ctx: StepContext):
         be = ctx.backend
@@ -171,11 +195,16 @@ class Conv2d(WeightLayer):
             raise ValueError(f"{name}: padding must be in 0..{self.k - 1}, got {pad}")
         self.pad = pad
 
-    def forward(self, x: Tensor, ctx: StepContext) -> Tensor:
+    def sums(self, x: Tensor, ctx: StepContext):
+        """The forward convolution: ``(acc, shape, exp)`` as :meth:`Linear.sums` (``acc`` has
+        one row per output position; ``shape`` is the NHWC output)."""
         self.cols, acc, shape = ctx.backend.conv(x.data, self.weight, self.pad, self.tag("forward"))
-        acc = conv_sums(acc, ctx)
+        return conv_sums(acc, ctx), shape, x.exp + self.exp
+
+    def forward(self, x: Tensor, ctx: StepContext) -> Tensor:
+        acc, shape, exp = self.sums(x, ctx)
         a, sh = requant(acc, ctx, self.tag("forward"), ctx.profile.act_rounding)
-        return Tensor(a.reshape(shape), x.exp + self.exp + sh)
+        return Tensor(a.reshape(shape), exp + sh)
 
     def backward(self, err, ctx: StepContext):
         be = ctx.backend
@@ -221,6 +250,52 @@ class MaxPool2d:
 
     def backward(self, err, ctx: StepContext):
         return ctx.backend.host.maxpool_backward(err, self.idx, self.in_shape, self.k)
+
+
+class Epilogue:
+    """A weight layer, the ReLU after it and the max-pool after that (if there is one), run as
+    one step of the network: the layer's sums are requantised, rectified and pooled by
+    :meth:`Backend.rescale_relu_pool` (the GPU does the three in one kernel; elsewhere they are
+    the rescale, ReLU and max-pool layers' own operations, in the same order), and the
+    backward pass routes the error through pooling and ReLU from their outputs alone
+    (``HostOps.pool_relu_backward``: ReLU's mask ``pre > 0`` holds exactly where its output is
+    positive). The same bits, trace and ledger as the three layers run one by one."""
+
+    def __init__(self, layer: WeightLayer, relu: ReLU, pool: MaxPool2d | None = None):
+        self.layer, self.relu, self.pool = layer, relu, pool
+        self.name = layer.name
+        self.k = pool.k if pool is not None else 1
+
+    def forward(self, x: Tensor, ctx: StepContext) -> Tensor:
+        acc, shape, exp = self.layer.sums(x, ctx)
+        tag, mode = self.layer.tag("forward"), ctx.profile.act_rounding
+        self.y, self.idx, sh = requant_relu_pool(acc, ctx, tag, mode, shape, self.k)
+        self.in_shape = shape
+        return Tensor(self.y, exp + sh)
+
+    def backward(self, err, ctx: StepContext):
+        err = ctx.backend.host.pool_relu_backward(err, self.y, self.idx, self.in_shape, self.k)
+        self.y = self.idx = None
+        return self.layer.backward(err, ctx)
+
+
+def with_epilogues(layers: list) -> list:
+    """The network's steps: ``layers`` with every weight layer that a ReLU follows (and a
+    max-pool after that) joined with them into one :class:`Epilogue`."""
+    steps, i = [], 0
+    while i < len(layers):
+        layer = layers[i]
+        if isinstance(layer, WeightLayer) and i + 1 < len(layers):
+            relu = layers[i + 1]
+            if isinstance(relu, ReLU):
+                pool = layers[i + 2] if i + 2 < len(layers) else None
+                pool = pool if isinstance(pool, MaxPool2d) else None
+                steps.append(Epilogue(layer, relu, pool))
+                i += 2 + (pool is not None)
+                continue
+        steps.append(layer)
+        i += 1
+    return steps
 
 
 class Flatten:

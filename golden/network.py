@@ -61,6 +61,9 @@ class IntegerNetwork:
                 self.layers.append(L.Dropout(name, stream_id=i))
             else:
                 raise TypeError(f"{spec.name}: unsupported layer {layer!r}")
+        #: what a step runs: the layers, with each weight layer's ReLU and max-pool joined to
+        #: it (:class:`~nitihw.golden.layers.Epilogue`)
+        self.steps = L.with_epilogues(self.layers)
         self.weight_layers = [x for x in self.layers if isinstance(x, L.WeightLayer)]
         self.weight_layers[0].first = True
         self.backend: Backend | None = None
@@ -72,8 +75,8 @@ class IntegerNetwork:
 
     def forward(self, x_int8: np.ndarray, ctx: L.StepContext) -> L.Tensor:
         t = L.Tensor(ctx.backend.host.from_host(self.narrow_input(x_int8)), self.input_exp)
-        for layer in self.layers:
-            t = layer.forward(t, ctx)
+        for step in self.steps:
+            t = step.forward(t, ctx)
         return t
 
     @property
@@ -112,8 +115,8 @@ class IntegerNetwork:
                 rand,
                 bits,
             )
-        for layer in reversed(self.layers):
-            err = layer.backward(err, ctx)
+        for step in reversed(self.steps):
+            err = step.backward(err, ctx)
             if err is None:
                 break
         return be.host.to_host(be.host.argmax(logits.data))

@@ -188,6 +188,25 @@ class CupyHostOps(ArrayHostOps):
                     return super().im2col(x.view(wide), k, pad).view(x.dtype)
         return super().im2col(x, k, pad)
 
+    def pool_relu_backward(self, err, y, idx, in_shape, k: int):
+        """:meth:`ArrayHostOps.pool_relu_backward` in one kernel (ReLU alone: one mask)."""
+        if k == 1:
+            return self.relu_backward(err, y)
+        cp = self.xp
+        out = cp.empty(tuple(in_shape), err.dtype)
+        _b, h, w, c = (int(v) for v in in_shape)
+        kernels.pool_relu_backward_kernel()(
+            cp.ascontiguousarray(err),
+            cp.ascontiguousarray(y),
+            cp.ascontiguousarray(idx),
+            np.int64(h),
+            np.int64(w),
+            np.int64(c),
+            np.int32(k),
+            out,
+        )
+        return out
+
     def random_bits(self, seed: int, step: int, stream_id: int, shape, bits: int):
         cp = self.xp
         n = int(np.prod(shape, dtype=np.int64))
@@ -241,6 +260,7 @@ class CupyBackend(Backend):
 
     name = "gpu"
     place = "device"
+    fuses_epilogue = True  # rescale, ReLU and max-pool in one kernel
 
     def __init__(self, accumulator_bits: int = 32, overflow: str = "error", gemm: str = "int8"):
         ok, why = gpu_available()
@@ -364,6 +384,29 @@ class CupyBackend(Backend):
     def _rescale(self, acc, shift, mode, rand):
         out = shift_round_on_device(self.xp, acc, shift, mode, rand, self.host.const)
         return self._on_device(out)
+
+    def _rescale_relu_pool(self, acc, shift, mode, shape, k, limit):
+        """Rescale, ReLU and (``k > 1``) max-pool in one kernel: the int32/int64 sums read
+        once, only the pooled int8 output and its indices written."""
+        cp = self.xp
+        if mode not in ROUNDING_MODES or mode == "sto":  # sto needs random integers
+            raise ValueError(f"an epilogue rounds with round, psto, trunc or rne, not {mode!r}")
+        if isinstance(shift, DeviceInt):
+            s = shift.value
+        else:
+            s = self.host.const(int(shift))
+        code, lim = np.int32(kernels.MODE_CODES[mode]), np.int32(limit)
+        if k == 1:
+            y = kernels.rescale_relu_kernel()(acc, s, code, lim).reshape(shape)
+            return self._on_device(y), None
+        b, h, w, c = (int(v) for v in shape)
+        y = cp.empty((b, h // k, w // k, c), cp.int8)
+        idx = cp.empty(y.shape, cp.int8)
+        kernels.rescale_relu_pool_kernel()(
+            cp.ascontiguousarray(acc), s, code, lim, np.int64(h), np.int64(w), np.int64(c),
+            np.int32(k), y, idx,
+        )  # fmt: skip
+        return self._on_device(y), idx
 
     def _update(self, w, g, limit):
         return self._on_device(kernels.update_kernel()(w, g.astype(self.xp.int8), np.int32(limit)))

@@ -169,6 +169,56 @@ __device__ long long nitihw_bit_length(long long v) {
 }
 """
 
+# The forward epilogue of a weight layer followed by ReLU (and a k x k max-pool), in one pass
+# over its sums: each thread rescales, saturates to the operand bound and rectifies the k*k
+# sums of one pooling window, and writes only the window's first maximum and where it was
+# (golden's maxpool order: row-major in the window, a later element only when strictly
+# greater). ``acc`` is the (B*H*W, C) GEMM result, ``y`` and ``idx`` are (B, H/k, W/k, C).
+_RESCALE_RELU_POOL = r"""
+    const long long wo = w / k, ho = h / k;
+    long long t = i;
+    const long long ch = t % c; t /= c;
+    const long long ox = t % wo; t /= wo;
+    const long long oy = t % ho;
+    const long long b = t / ho;
+    const long long shift = s[0];
+    signed char best = 0;
+    int at = 0;
+    for (int j = 0; j < k * k; ++j) {
+        const long long row = (b * h + oy * k + j / k) * w + ox * k + j % k;
+        signed char v = nitihw_shift_round((long long)acc[row * c + ch], shift, mode, 0);
+        v = v > limit ? (signed char)limit : v;
+        v = v > 0 ? v : (signed char)0;
+        if (j == 0 || v > best) { best = v; at = j; }
+    }
+    y = best;
+    idx = (signed char)at;
+"""
+
+# The same without pooling: rescale, saturate to the operand bound, ReLU, one element each.
+_RESCALE_RELU = r"""
+    signed char v = nitihw_shift_round((long long)x, s[0], mode, 0);
+    v = v > limit ? (signed char)limit : v;
+    y = v > 0 ? v : (signed char)0;
+"""
+
+# Its backward, one thread per input element: the error of the element's window where the
+# element is the window's first maximum (idx) and that maximum is positive (ReLU's mask).
+_POOL_RELU_BACKWARD = r"""
+    const long long wo = w / k, ho = h / k;
+    long long t = i;
+    const long long ch = t % c; t /= c;
+    const long long xx = t % w; t /= w;
+    const long long yy = t % h;
+    const long long b = t / h;
+    T r = 0;
+    if (yy < ho * k && xx < wo * k) {
+        const long long o = ((b * ho + yy / k) * wo + xx / k) * c + ch;
+        if (idx[o] == (yy % k) * k + xx % k && y[o] > 0) r = err[o];
+    }
+    out = r;
+"""
+
 _UPDATE = r"""
     int d = (int)w - (int)g;
     y = (signed char)(d > limit ? limit : (d < -limit ? -limit : d));
@@ -227,6 +277,43 @@ def rescale_kernel():
         _RESCALE,
         "nitihw_rescale",
         preamble=_SHIFT_ROUND,
+    )
+
+
+@functools.cache
+def rescale_relu_pool_kernel():
+    """Outputs ``y``, ``idx`` (int8, (B, H/k, W/k, C)) passed in; ``acc`` C-contiguous."""
+    cp = _cupy()
+    return cp.ElementwiseKernel(
+        "raw T acc, raw int64 s, int32 mode, int32 limit, int64 h, int64 w, int64 c, int32 k",
+        "int8 y, int8 idx",
+        _RESCALE_RELU_POOL,
+        "nitihw_rescale_relu_pool",
+        preamble=_SHIFT_ROUND,
+    )
+
+
+@functools.cache
+def rescale_relu_kernel():
+    cp = _cupy()
+    return cp.ElementwiseKernel(
+        "T x, raw int64 s, int32 mode, int32 limit",
+        "int8 y",
+        _RESCALE_RELU,
+        "nitihw_rescale_relu",
+        preamble=_SHIFT_ROUND,
+    )
+
+
+@functools.cache
+def pool_relu_backward_kernel():
+    """Output ``out`` (T, (B, H, W, C)) passed in; ``err``, ``y``, ``idx`` C-contiguous."""
+    cp = _cupy()
+    return cp.ElementwiseKernel(
+        "raw T err, raw int8 y, raw int8 idx, int64 h, int64 w, int64 c, int32 k",
+        "T out",
+        _POOL_RELU_BACKWARD,
+        "nitihw_pool_relu_backward",
     )
 
 

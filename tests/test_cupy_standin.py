@@ -169,6 +169,11 @@ with cupy_standin.installed():
                 be.rescale(xs, s, mode, TAG, None if rand is None else be.host.from_host(rand))
         be.max_magnitude(xs, TAG)
         int(be.bitwidth(xs, TAG))
+    acc = rng.integers(-(2**62), 2**62, (2 * 6 * 6, 3))
+    for shift in (0, 7, 40, 62):
+        for mode in ("round", "psto", "rne"):
+            y, idx = be.rescale_relu_pool(be.host.from_host(acc), shift, mode, TAG, (2, 6, 6, 3), 2)
+            be.host.pool_relu_backward(y, y, idx, (2, 6, 6, 3), 2)
     for e in (-1000, -64, -42, -41, -30, -20, -7, -6, 0, 40):  # every branch of the loss
         for classes in (1, 10, 16):
             a = rng.integers(-128, 128, (16, classes)).astype(np.int8)
@@ -231,6 +236,10 @@ def test_kernel_sources_compile_as_cuda(tmp_path):
             (kernels.counter_hash_kernel(), {}, {"x"}),
             (kernels.transpose8_kernel(), {}, set()),
             (kernels.loss_kernel(), {}, {"u"}),
+            (kernels.rescale_relu_pool_kernel(), {"T": i32}, set()),
+            (kernels.rescale_relu_pool_kernel(), {"T": i64}, set()),
+            (kernels.rescale_relu_kernel(), {"T": i32}, {"x"}),
+            (kernels.pool_relu_backward_kernel(), {"T": np.dtype(np.int8)}, set()),
         ]
         reductions = [kernels.max_abs_kernel(), kernels.bitwidth_kernel()]
     parts = [

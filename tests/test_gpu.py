@@ -206,6 +206,66 @@ def test_host_operations_on_the_device(be):
     )
 
 
+@pytest.mark.parametrize("mode", ["round", "psto", "trunc", "rne"])
+def test_fused_epilogue_kernels(be, mode):
+    """Rescale + ReLU + max-pool in one kernel, and its backward, against golden's rescale,
+    ReLU and max-pool layers' own operations: windows that do not cover the input, all-negative
+    windows (ReLU's zeros tie: the first wins), narrower operands, int32 and int64 sums, the
+    shift as an int and as a DeviceInt, and ReLU alone (k = 1)."""
+    from nitihw.gpu.scalars import DeviceInt
+
+    gold = NumpyBackend()
+    rng = np.random.default_rng(len(mode) + 7)
+    cases = [((2, 6, 6, 3), 2, np.int32, 127), ((3, 7, 5, 4), 2, np.int64, 127),
+             ((1, 9, 9, 2), 3, np.int32, 31), ((4, 4, 4, 8), 1, np.int32, 127),
+             ((2, 5, 6, 1), 2, np.int64, 127)]  # fmt: skip
+    for shape, k, dtype, limit in cases:
+        acc = rng.integers(-(2**20), 2**20, (int(np.prod(shape[:3])), shape[3])).astype(dtype)
+        acc[: acc.shape[0] // 3] = -np.abs(acc[: acc.shape[0] // 3])  # all-negative windows
+        for shift in (0, 5, 13):
+            want_y, want_idx = gold.rescale_relu_pool(acc, shift, mode, TAG, shape, k, limit)
+            for sh in (shift, DeviceInt(be.host.const(shift))):
+                y, idx = be.rescale_relu_pool(
+                    be.host.from_host(acc), sh, mode, TAG, shape, k, limit
+                )
+                np.testing.assert_array_equal(host(be, y), want_y, err_msg=f"{shape} {k} {sh}")
+                if k > 1:
+                    np.testing.assert_array_equal(host(be, idx), want_idx)
+            err = rng.integers(-127, 128, want_y.shape).astype(np.int8)
+            got = be.host.pool_relu_backward(be.host.from_host(err), y, idx, shape, k)
+            want = gold.host.relu_backward(
+                gold.host.maxpool_backward(err, want_idx, shape, k) if k > 1 else err,
+                gold.host.relu(gold.rescale(acc, shift, mode, TAG, limit=limit).reshape(shape)),
+            )  # the unfused layers' backward: pool, then ReLU's mask on its input
+            np.testing.assert_array_equal(host(be, got), want, err_msg=f"{shape} {k} backward")
+
+
+def test_a_step_traces_as_golden_does(device):
+    """The GPU's fused epilogues and device scalars leave the trace and the ledger as golden's:
+    the same operations, layers, phases, shapes and flags (the shifts on the device are not
+    read back, so they are compared after an explicit read)."""
+    from nitihw.golden import models as M
+    from nitihw.golden.layers import StepContext
+    from nitihw.golden.network import build_network
+    from nitihw.golden.profiles import get_profile
+    from nitihw.gpu.backend import CupyBackend
+
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 128, (8, 28, 28, 1)).astype(np.int8)
+    labels = rng.integers(0, 10, 8)
+    traces = []
+    for be in (NumpyBackend(), CupyBackend()):
+        net = build_network(M.get_model_spec("lenet"), get_profile("niti"), seed=0)
+        net.to_backend(be)
+        be.trace = []
+        net.train_step(x, labels, StepContext(be, get_profile("niti")))
+        traces.append([(e.op, e.tag, e.shape, {k: int(v) if k == "shift" else v
+                        for k, v in e.extra.items()}) for e in be.trace])  # fmt: skip
+        counts = sum(be.ledger.as_dict().values())
+        assert counts == len(be.trace)
+    assert traces[0] == traces[1]
+
+
 def test_operand_layout_moves_the_same_bytes(be):
     """The word-wide im2col and the 8-byte transpose kernel against plain copies."""
     from nitihw.gpu.kernels import transpose_int8
