@@ -16,7 +16,10 @@ in it that is not CUDA itself run in CI, so that a GPU session finds the code al
   32-bit aligned operands, ``lda``/``ldb`` multiples of 4), and refuses a result that would not
   fit int32.
 - **Traffic.** :data:`traffic` counts the bytes that cross each way and the scalar reads (each
-  a synchronisation on a GPU), so tests can check that a training step stays on the device.
+  a synchronisation on a GPU), so tests can check that a training step stays on the device,
+  and the kernels launched (approximately as CuPy would: every elementwise operation,
+  reduction, copy, fill and kernel of ours; views, reshapes and ``empty`` launch nothing),
+  the cost that bounds a small network's step.
 
 Not checked here, only on a GPU: NVRTC's compilation, the real cuBLAS kernels, CuPy's own type
 promotion in corner cases, and speed.
@@ -80,7 +83,11 @@ class Traffic:
         self.reset()
 
     def reset(self):
-        self.to_device_bytes = self.to_host_bytes = self.syncs = 0
+        self.to_device_bytes = self.to_host_bytes = self.syncs = self.launches = 0
+
+    def launch(self, n: int = 1):
+        """A kernel launched (a CuPy operation that computes or copies on the device)."""
+        self.launches += n
 
     def up(self, x):
         if isinstance(x, np.ndarray):
@@ -131,9 +138,12 @@ class DeviceArray:
         return self._a.copy()
 
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        traffic.launch()
         return _call(getattr(ufunc, method), inputs, kwargs)
 
     def __array_function__(self, func, types_, args, kwargs):
+        if func.__name__ not in _VIEWS:
+            traffic.launch()
         return _call(func, args, kwargs)
 
     # metadata
@@ -152,7 +162,16 @@ class DeviceArray:
             raise AttributeError(name)
         attr = getattr(self._a, name)
         if callable(attr):
-            return lambda *args, **kwargs: _call(attr, args, kwargs)
+
+            def method(*args, **kwargs):
+                if name not in _VIEWS and not (
+                    name == "astype" and np.dtype(args[0]) == self._a.dtype
+                    and kwargs.get("copy", True) is False
+                ):  # fmt: skip
+                    traffic.launch()
+                return _call(attr, args, kwargs)
+
+            return method
         return _wrap(attr)
 
     def __len__(self):
@@ -177,11 +196,15 @@ class DeviceArray:
     def __getitem__(self, index):
         for h in _host_arrays(index):
             traffic.up(h)
-        return _wrap(self._a[_unwrap(index, host_ok=True)])
+        out = self._a[_unwrap(index, host_ok=True)]
+        if not np.shares_memory(out, self._a):  # advanced indexing: a gather kernel
+            traffic.launch()
+        return _wrap(out)
 
     def __setitem__(self, index, value):
         for h in _host_arrays((index, value)):
             traffic.up(h)
+        traffic.launch()
         self._a[_unwrap(index, host_ok=True)] = _unwrap(value, host_ok=True)
 
     def __repr__(self):
@@ -190,13 +213,23 @@ class DeviceArray:
 
 def _binary(op):
     def forward(self, other):
+        if op is not operator.matmul:  # a matmul launches its own GEMM (not counted apart)
+            traffic.launch()
         return _call(op, (self, other), {})
 
     def reflected(self, other):
+        traffic.launch()
         return _call(op, (other, self), {})
 
     return forward, reflected
 
+
+#: NumPy functions and methods that CuPy does without a kernel (views and metadata)
+_VIEWS = {
+    "reshape", "view", "transpose", "swapaxes", "squeeze", "expand_dims", "broadcast_to",
+    "shape", "ndim", "size", "result_type", "may_share_memory", "shares_memory", "ravel",
+    "as_strided", "empty", "empty_like", "get", "item", "tolist", "__array_namespace__",
+}  # fmt: skip
 
 for _name, _op in {
     "add": operator.add, "sub": operator.sub, "mul": operator.mul, "floordiv": operator.floordiv,
@@ -223,6 +256,7 @@ for _name in ("neg", "pos", "abs", "invert"):
 
 
 def _inplace(self, op, other):
+    traffic.launch()
     op(self._a, _unwrap(other))
     return self
 
@@ -396,6 +430,7 @@ class ElementwiseKernel(_Kernel):
             p.name for p, v in zip(self.ins, values, strict=True) if isinstance(v, np.ndarray)
         }
         lib = _compile(self.source(typemap, array_params))
+        traffic.launch()
         outs = [np.empty(shape, self._dtype(p, typemap)) for p in self.outs]
         for p, g in zip(self.outs, given, strict=False):
             if g._a.dtype != self._dtype(p, typemap) or g._a.shape != shape:
@@ -456,6 +491,7 @@ class ReductionKernel(_Kernel):
             raise NotImplementedError("the stand-in reduces one array over all its elements")
         typemap, (x,) = self._bind(args)
         lib = _compile(self.source(typemap))
+        traffic.launch()
         a = np.ascontiguousarray(x)
         out = np.empty((), self._dtype(self.outs[0], typemap))
         getattr(lib, self.name)(
@@ -490,6 +526,7 @@ def gemmEx(handle, transa, transb, m, n, k, alpha, A, Atype, lda, B, Btype, ldb,
             "CUBLAS_STATUS_NOT_SUPPORTED: the stand-in knows the int8 path only, got types "
             f"{(Atype, Btype, Ctype, computeType)}"
         )
+    traffic.launch()
     al = ctypes.c_int32.from_address(alpha).value
     be = ctypes.c_int32.from_address(beta).value
     problems = []
@@ -529,7 +566,17 @@ class _Namespace(types.ModuleType):
             return _Namespace(f"{self.__name__}.{name}", attr)
         if isinstance(attr, type) or not callable(attr):  # dtypes, constants
             return attr
-        return functools.wraps(attr)(lambda *args, **kwargs: _call(attr, args, kwargs))
+
+        def function(*args, **kwargs):
+            if name == "ascontiguousarray":  # a copy only when not already contiguous
+                a = args[0]
+                if not (isinstance(a, DeviceArray) and a._a.flags.c_contiguous):
+                    traffic.launch()
+            elif name not in _VIEWS:
+                traffic.launch()
+            return _call(attr, args, kwargs)
+
+        return functools.wraps(attr)(function)
 
 
 class _CupyModule(_Namespace):
@@ -554,6 +601,9 @@ class _CupyModule(_Namespace):
         out = np.asarray(_unwrap(x, host_ok=True), dtype)
         if not isinstance(x, DeviceArray):
             traffic.up(out)
+            traffic.launch()  # the copy to the device
+        elif out is not x._a:  # a conversion
+            traffic.launch()
         return DeviceArray(out)
 
     @staticmethod
