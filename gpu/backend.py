@@ -23,7 +23,7 @@ from nitihw.golden.errors import DatapathLimitError, ToolError
 from nitihw.golden.randomness import stream_key
 from nitihw.golden.rounding import ROUNDING_MODES, value_limit
 from nitihw.gpu import kernels
-from nitihw.gpu.scalars import DeviceInt
+from nitihw.gpu.scalars import INT64_MIN, DeviceInt
 
 CUDA_R_8I, CUDA_R_32I = 3, 10
 CUBLAS_OP_N, CUBLAS_OP_T = 0, 1
@@ -74,7 +74,12 @@ def smoke_check() -> str:
     try:
         got = cp.asnumpy(
             kernels.rescale_kernel()(
-                cp.asarray(x), cp.full((1,), 2, cp.int64), np.int32(0), cp.zeros((), cp.int64)
+                cp.asarray(x),
+                cp.full((1,), 2, cp.int64),
+                np.int64(0),
+                np.int64(0),
+                np.int32(0),
+                cp.zeros((), cp.int64),
             )
         )
         if not np.array_equal(got, shift_round(x, 2, "round")):
@@ -136,17 +141,21 @@ def shift_round_on_device(cp, acc, shift, mode: str, rand, const):
     through its pointer); ``const(v)`` gives an int's device copy."""
     if mode not in ROUNDING_MODES:
         raise ValueError(f"unknown rounding mode {mode!r}; expected one of {ROUNDING_MODES}")
-    if isinstance(shift, DeviceInt):
-        s = shift.value
-    elif not -62 <= int(shift) <= 62:
+    if not isinstance(shift, DeviceInt) and not -62 <= int(shift) <= 62:
         raise ValueError(f"shift must be an integer in -62..62, got {shift!r}")
-    else:
-        s = const(int(shift))
     if mode == "sto" and rand is None:
         raise ValueError("mode 'sto' needs rand: uniform integers in [0, 2**shift)")
     u = cp.asarray(rand, cp.int64) if rand is not None else const(0).reshape(())
     code = np.int32(kernels.MODE_CODES[mode])
-    return kernels.rescale_kernel()(acc, s, code, u)
+    return kernels.rescale_kernel()(acc, *step_int_args(shift, const), code, u)
+
+
+def step_int_args(x, const) -> tuple:
+    """A step integer (an int or a :class:`~nitihw.gpu.scalars.DeviceInt`) as the kernels
+    read it: ``(base, add, low)``; an int's base is ``const(x)``, made once."""
+    if isinstance(x, DeviceInt):
+        return x.kernel_args()
+    return const(int(x)), np.int64(0), np.int64(INT64_MIN)
 
 
 class CupyHostOps(ArrayHostOps):
@@ -237,13 +246,12 @@ class CupyHostOps(ArrayHostOps):
             raise ValueError(f"unknown rounding mode {rounding_mode!r}")
         if rounding_mode == "sto" and rand is None:
             raise ValueError("mode 'sto' needs rand: uniform integers in [0, 2**shift)")
-        e = exponent.value if isinstance(exponent, DeviceInt) else self.const(int(exponent))
         u = cp.asarray(rand, cp.int64) if rand is not None else self.const(0).reshape(())
         out = cp.empty((b, c), cp.int8)
         kernels.loss_kernel()(
             cp.ascontiguousarray(logits, cp.int8).reshape(-1),
             labels.astype(cp.int64),
-            e,
+            *step_int_args(exponent, self.const),
             np.int64(c),
             np.int32(golden_loss.error_shift(bits)),
             np.int32(kernels.MODE_CODES[rounding_mode]),
@@ -391,19 +399,16 @@ class CupyBackend(Backend):
         cp = self.xp
         if mode not in ROUNDING_MODES or mode == "sto":  # sto needs random integers
             raise ValueError(f"an epilogue rounds with round, psto, trunc or rne, not {mode!r}")
-        if isinstance(shift, DeviceInt):
-            s = shift.value
-        else:
-            s = self.host.const(int(shift))
+        s = step_int_args(shift, self.host.const)
         code, lim = np.int32(kernels.MODE_CODES[mode]), np.int32(limit)
         if k == 1:
-            y = kernels.rescale_relu_kernel()(acc, s, code, lim).reshape(shape)
+            y = kernels.rescale_relu_kernel()(acc, *s, code, lim).reshape(shape)
             return self._on_device(y), None
         b, h, w, c = (int(v) for v in shape)
         y = cp.empty((b, h // k, w // k, c), cp.int8)
         idx = cp.empty(y.shape, cp.int8)
         kernels.rescale_relu_pool_kernel()(
-            cp.ascontiguousarray(acc), s, code, lim, np.int64(h), np.int64(w), np.int64(c),
+            cp.ascontiguousarray(acc), *s, code, lim, np.int64(h), np.int64(w), np.int64(c),
             np.int32(k), y, idx,
         )  # fmt: skip
         return self._on_device(y), idx

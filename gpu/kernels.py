@@ -59,9 +59,17 @@ __device__ signed char nitihw_shift_round(long long v, long long s, int mode, lo
 }
 """
 
+# A step integer the device keeps (gpu/scalars.py DeviceInt): max(base[0] + add, low).
+_STEP_INT = r"""
+__device__ long long nitihw_step_int(const long long *base, long long add, long long low) {
+    long long v = base[0] + add;
+    return v > low ? v : low;
+}
+"""
+
 # The shift is read through a pointer (``s[0]``, an int64 the device computed: the range
 # unit's bit-width minus the operand bits), so no shift is read back to the host.
-_RESCALE = "y = nitihw_shift_round((long long)x, s[0], mode, u);"
+_RESCALE = "y = nitihw_shift_round((long long)x, nitihw_step_int(&s[0], sa, sl), mode, u);"
 
 # NITI's integer cross-entropy error (numerics.md §3, golden/loss.py), one thread per element
 # of the (B, C) error, the logits' exponent read through a pointer. Each thread recomputes its
@@ -124,7 +132,7 @@ _LOSS = r"""
     const long long C = classes;
     const long long b = i / C, j = i - b * C;
     const signed char *a = &logits[b * C];
-    const long long ex = e[0];
+    const long long ex = nitihw_step_int(&e[0], ea, el);
     const bool at_label = labels[b] == j;
     long long x = 0, rowq = 0;
     if (ex > -7) {
@@ -181,7 +189,7 @@ _RESCALE_RELU_POOL = r"""
     const long long ox = t % wo; t /= wo;
     const long long oy = t % ho;
     const long long b = t / ho;
-    const long long shift = s[0];
+    const long long shift = nitihw_step_int(&s[0], sa, sl);
     signed char best = 0;
     int at = 0;
     for (int j = 0; j < k * k; ++j) {
@@ -197,7 +205,7 @@ _RESCALE_RELU_POOL = r"""
 
 # The same without pooling: rescale, saturate to the operand bound, ReLU, one element each.
 _RESCALE_RELU = r"""
-    signed char v = nitihw_shift_round((long long)x, s[0], mode, 0);
+    signed char v = nitihw_shift_round((long long)x, nitihw_step_int(&s[0], sa, sl), mode, 0);
     v = v > limit ? (signed char)limit : v;
     y = v > 0 ? v : (signed char)0;
 """
@@ -269,14 +277,15 @@ def _cupy():
 
 @functools.cache
 def rescale_kernel():
-    """``y = shift_round(x, s[0], mode, u)``: ``s`` an int64 device array of one element."""
+    """``y = shift_round(x, max(s[0] + sa, sl), mode, u)``: ``s`` an int64 device array of
+    one element (a :class:`~nitihw.gpu.scalars.DeviceInt`'s ``kernel_args``)."""
     cp = _cupy()
     return cp.ElementwiseKernel(
-        "T x, raw int64 s, int32 mode, int64 u",
+        "T x, raw int64 s, int64 sa, int64 sl, int32 mode, int64 u",
         "int8 y",
         _RESCALE,
         "nitihw_rescale",
-        preamble=_SHIFT_ROUND,
+        preamble=_STEP_INT + _SHIFT_ROUND,
     )
 
 
@@ -285,11 +294,12 @@ def rescale_relu_pool_kernel():
     """Outputs ``y``, ``idx`` (int8, (B, H/k, W/k, C)) passed in; ``acc`` C-contiguous."""
     cp = _cupy()
     return cp.ElementwiseKernel(
-        "raw T acc, raw int64 s, int32 mode, int32 limit, int64 h, int64 w, int64 c, int32 k",
+        "raw T acc, raw int64 s, int64 sa, int64 sl, int32 mode, int32 limit, int64 h, "
+        "int64 w, int64 c, int32 k",
         "int8 y, int8 idx",
         _RESCALE_RELU_POOL,
         "nitihw_rescale_relu_pool",
-        preamble=_SHIFT_ROUND,
+        preamble=_STEP_INT + _SHIFT_ROUND,
     )
 
 
@@ -297,11 +307,11 @@ def rescale_relu_pool_kernel():
 def rescale_relu_kernel():
     cp = _cupy()
     return cp.ElementwiseKernel(
-        "T x, raw int64 s, int32 mode, int32 limit",
+        "T x, raw int64 s, int64 sa, int64 sl, int32 mode, int32 limit",
         "int8 y",
         _RESCALE_RELU,
         "nitihw_rescale_relu",
-        preamble=_SHIFT_ROUND,
+        preamble=_STEP_INT + _SHIFT_ROUND,
     )
 
 
@@ -317,6 +327,28 @@ def pool_relu_backward_kernel():
     )
 
 
+# p * x + q * y + r of two step integers (then old -> new where asked): one element
+_STEP_INT_COMBINE = r"""
+    long long v = p * nitihw_step_int(&x[0], xa, xl) + q * nitihw_step_int(&y[0], ya, yl) + r;
+    out = (rep && v == old) ? nw : v;
+"""
+
+
+@functools.cache
+def step_int_kernel():
+    """Arithmetic on :class:`~nitihw.gpu.scalars.DeviceInt` values; ``out`` (int64, (1,))
+    passed in."""
+    cp = _cupy()
+    return cp.ElementwiseKernel(
+        "raw int64 x, int64 xa, int64 xl, raw int64 y, int64 ya, int64 yl, int64 p, int64 q, "
+        "int64 r, int32 rep, int64 old, int64 nw",
+        "int64 out",
+        _STEP_INT_COMBINE,
+        "nitihw_step_int_combine",
+        preamble=_STEP_INT,
+    )
+
+
 #: the loss kernel's bound on the classes (its coefficients stay below 2^40)
 LOSS_MAX_CLASSES = 1 << 14
 
@@ -328,12 +360,13 @@ def loss_kernel():
     ``shift_round(., shift, mode, u)`` clamped to ``limit``."""
     cp = _cupy()
     return cp.ElementwiseKernel(
-        "raw int8 logits, raw int64 labels, raw int64 e, int64 classes, int32 shift, "
+        "raw int8 logits, raw int64 labels, raw int64 e, int64 ea, int64 el, int64 classes, "
+        "int32 shift, "
         "int32 mode, int32 limit, int64 u",
         "int8 y",
         _LOSS,
         "nitihw_loss_error",
-        preamble=_SHIFT_ROUND + _LOSS_PREAMBLE,
+        preamble=_STEP_INT + _SHIFT_ROUND + _LOSS_PREAMBLE,
     )
 
 

@@ -59,16 +59,21 @@ def test_kernel_parameter_types_are_checked(cp):
 def test_a_planted_kernel_bug_is_caught(cp):
     """Round-half-away written as a strict comparison: the stand-in's kernel run shows it."""
     x = np.arange(-4096, 4097, dtype=np.int32)
-    params = ("T x, raw int64 s, int32 mode, int64 u", "int8 y", kernels._RESCALE)
-    right = cp.ElementwiseKernel(*params, "nitihw_rescale", preamble=kernels._SHIFT_ROUND)
+    params = ("T x, raw int64 s, int64 sa, int64 sl, int32 mode, int64 u", "int8 y")
+    params += (kernels._RESCALE,)
+    right = cp.ElementwiseKernel(
+        *params, "nitihw_rescale", preamble=kernels._STEP_INT + kernels._SHIFT_ROUND
+    )
     planted = cp.ElementwiseKernel(
         *params,
         "nitihw_rescale_planted",
-        preamble=kernels._SHIFT_ROUND.replace("up = r >= half;", "up = r > half;"),
+        preamble=kernels._STEP_INT
+        + kernels._SHIFT_ROUND.replace("up = r >= half;", "up = r > half;"),
     )
     u = cp.zeros((), np.int64)
     for s in (1, 5):
-        args = (cp.asarray(x), cp.full((1,), s, np.int64), np.int32(kernels.MODE_CODES["round"]), u)
+        mode = np.int32(kernels.MODE_CODES["round"])
+        args = (cp.asarray(x), cp.full((1,), s, np.int64), np.int64(0), np.int64(-(2**63)), mode, u)
         np.testing.assert_array_equal(cp.asnumpy(right(*args)), shift_round(x, s, "round"))
         assert (cp.asnumpy(planted(*args)) != shift_round(x, s, "round")).any()
 
@@ -240,6 +245,7 @@ def test_kernel_sources_compile_as_cuda(tmp_path):
             (kernels.rescale_relu_pool_kernel(), {"T": i64}, set()),
             (kernels.rescale_relu_kernel(), {"T": i32}, {"x"}),
             (kernels.pool_relu_backward_kernel(), {"T": np.dtype(np.int8)}, set()),
+            (kernels.step_int_kernel(), {}, set()),
         ]
         reductions = [kernels.max_abs_kernel(), kernels.bitwidth_kernel()]
     parts = [

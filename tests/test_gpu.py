@@ -206,6 +206,33 @@ def test_host_operations_on_the_device(be):
     )
 
 
+def test_device_integers(be):
+    """DeviceInt's arithmetic against Python's: ints added and max taken without a kernel,
+    sums of two and replacements with one, read back only by int(); never a condition."""
+    from nitihw.golden import scalars
+    from nitihw.gpu.scalars import DeviceInt
+
+    for v in (-70, -7, 0, 1, 9, 57):
+        d = DeviceInt(be.host.const(v))
+        for c in (-9, 0, 3):
+            assert int(d + c) == v + c and int(c + d) == c + v
+            assert int(d - c) == v - c and int(c - d) == c - v
+            assert int(scalars.maximum(d - c, 0)) == max(v - c, 0)
+            assert int(scalars.maximum(d, c) + 4) == max(v, c) + 4
+            e = DeviceInt(be.host.const(c))
+            assert int((d + 2).maximum(1) + (e - 5).maximum(-3)) == max(v + 2, 1) + max(c - 5, -3)
+            assert int(scalars.maximum(d, 2) - e) == max(v, 2) - c
+        assert int(-d) == -v
+        assert int(scalars.replace(d, 1, 2)) == (2 if v == 1 else v)
+        assert int(scalars.replace(d.maximum(1), 1, 2)) == (2 if max(v, 1) == 1 else max(v, 1))
+        with pytest.raises(TypeError, match="synchronisation"):
+            bool(d)
+        with pytest.raises(TypeError, match="synchronisation"):
+            d == 0  # noqa: B015
+    d = DeviceInt(be.host.const(5))
+    assert (d + 3).maximum(0).base is d.base  # no kernel: the same device value
+
+
 @pytest.mark.parametrize("mode", ["round", "psto", "trunc", "rne"])
 def test_fused_epilogue_kernels(be, mode):
     """Rescale + ReLU + max-pool in one kernel, and its backward, against golden's rescale,
