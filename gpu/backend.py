@@ -158,6 +158,22 @@ def step_int_args(x, const) -> tuple:
     return const(int(x)), np.int64(0), np.int64(INT64_MIN)
 
 
+def _padded_rows(cp, x):
+    """``(rows, ld)``: a C-contiguous 2-D array and its row length whose first
+    ``x.shape[1]`` columns are the 2-D ``x``: ``x`` itself, the padded GEMM output ``x`` is the
+    left part of (no copy), or else a contiguous copy."""
+    if x.flags.c_contiguous:
+        return x, x.shape[1]
+    base = x.base
+    if (
+        base is not None and base.ndim == 2 and base.flags.c_contiguous
+        and base.shape[0] == x.shape[0] and base.dtype == x.dtype
+        and x.strides == base.strides and x.data.ptr == base.data.ptr
+    ):  # fmt: skip
+        return base, base.shape[1]
+    return cp.ascontiguousarray(x), x.shape[1]
+
+
 class CupyHostOps(ArrayHostOps):
     """The GPU backend's host operations, on the device: golden's array code on CuPy arrays
     (im2col moving whole words, ReLU, pooling), the counter-hash random integers and the
@@ -196,6 +212,20 @@ class CupyHostOps(ArrayHostOps):
                 if size > x.dtype.itemsize and nbytes % size == 0:
                     return super().im2col(x.view(wide), k, pad).view(x.dtype)
         return super().im2col(x, k, pad)
+
+    def relu_backward(self, err, pre):
+        """``err`` where ``pre > 0``, else 0: one kernel."""
+        return kernels.relu_backward_kernel()(err, pre)
+
+    def argmax(self, logits):
+        """:meth:`ArrayHostOps.first_argmax` of each row in one kernel."""
+        if logits.ndim != 2:
+            return super().argmax(logits)
+        cp = self.xp
+        out = cp.empty((logits.shape[0],), cp.int64)
+        rows = cp.ascontiguousarray(logits)
+        kernels.first_argmax_kernel()(rows, np.int64(logits.shape[1]), out)
+        return out
 
     def pool_relu_backward(self, err, y, idx, in_shape, k: int):
         """:meth:`ArrayHostOps.pool_relu_backward` in one kernel (ReLU alone: one mask)."""
@@ -357,6 +387,11 @@ class CupyBackend(Backend):
             x = kernels.transpose_int8(x.T)  # a weight-gradient operand: the fast transpose
         if x.shape == (rows, cols):
             return cp.ascontiguousarray(x, cp.int8)  # no copy when already so
+        if x.dtype == cp.int8 and x.flags.c_contiguous:  # zero-padded in one pass
+            out = cp.empty((rows, cols), cp.int8)
+            kernels.pad_int8_kernel()(x, np.int64(x.shape[0]), np.int64(x.shape[1]),
+                                      np.int64(cols), out)  # fmt: skip
+            return out
         out = cp.zeros((rows, cols), cp.int8)
         out[: x.shape[0], : x.shape[1]] = x
         return out
@@ -407,16 +442,18 @@ class CupyBackend(Backend):
         b, h, w, c = (int(v) for v in shape)
         y = cp.empty((b, h // k, w // k, c), cp.int8)
         idx = cp.empty(y.shape, cp.int8)
+        rows, ld = _padded_rows(cp, acc)
         kernels.rescale_relu_pool_kernel()(
-            cp.ascontiguousarray(acc), *s, code, lim, np.int64(h), np.int64(w), np.int64(c),
+            rows, *s, code, lim, np.int64(h), np.int64(w), np.int64(c), np.int64(ld),
             np.int32(k), y, idx,
         )  # fmt: skip
         return self._on_device(y), idx
 
     def _update(self, w, g, limit):
-        return self._on_device(kernels.update_kernel()(w, g.astype(self.xp.int8), np.int32(limit)))
+        g = g.astype(self.xp.int8, copy=False)
+        return self._on_device(kernels.update_kernel()(w, g, np.int32(limit)))
 
     def _update_master(self, w16, g):
-        w16, w8 = kernels.update_master_kernel()(w16, g.astype(self.xp.int8))
+        w16, w8 = kernels.update_master_kernel()(w16, g.astype(self.xp.int8, copy=False))
         self._on_device(w8)
         return w16, w8

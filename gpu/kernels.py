@@ -181,7 +181,8 @@ __device__ long long nitihw_bit_length(long long v) {
 # over its sums: each thread rescales, saturates to the operand bound and rectifies the k*k
 # sums of one pooling window, and writes only the window's first maximum and where it was
 # (golden's maxpool order: row-major in the window, a later element only when strictly
-# greater). ``acc`` is the (B*H*W, C) GEMM result, ``y`` and ``idx`` are (B, H/k, W/k, C).
+# greater). ``acc`` holds the (B*H*W, C) GEMM result in rows of ``ld >= C`` elements (the
+# GEMM's own padded output: no copy), ``y`` and ``idx`` are (B, H/k, W/k, C).
 _RESCALE_RELU_POOL = r"""
     const long long wo = w / k, ho = h / k;
     long long t = i;
@@ -194,7 +195,7 @@ _RESCALE_RELU_POOL = r"""
     int at = 0;
     for (int j = 0; j < k * k; ++j) {
         const long long row = (b * h + oy * k + j / k) * w + ox * k + j % k;
-        signed char v = nitihw_shift_round((long long)acc[row * c + ch], shift, mode, 0);
+        signed char v = nitihw_shift_round((long long)acc[row * ld + ch], shift, mode, 0);
         v = v > limit ? (signed char)limit : v;
         v = v > 0 ? v : (signed char)0;
         if (j == 0 || v > best) { best = v; at = j; }
@@ -226,6 +227,25 @@ _POOL_RELU_BACKWARD = r"""
     }
     out = r;
 """
+
+# A C-contiguous (sr, sc) int8 x copied into the top-left of a zero (rows, cols) y: one pass
+# instead of a fill and a strided copy (the GEMM operands' padding to 16-byte rows).
+_PAD_INT8 = r"""
+    const long long r = i / cols, c = i - r * cols;
+    y = (r < sr && c < sc) ? x[r * sc + c] : (signed char)0;
+"""
+
+# The first maximum of each row of the C-contiguous (rows, n) x: golden's first_argmax.
+_FIRST_ARGMAX = r"""
+    const T *row = &x[i * n];
+    long long at = 0;
+    for (long long j = 1; j < n; ++j)
+        if (row[j] > row[at]) at = j;
+    y = at;
+"""
+
+# ReLU's backward: the error where the pre-activation is positive (golden: err * (pre > 0)).
+_RELU_BACKWARD = "y = pre > 0 ? err : (T)0;"
 
 _UPDATE = r"""
     int d = (int)w - (int)g;
@@ -291,11 +311,12 @@ def rescale_kernel():
 
 @functools.cache
 def rescale_relu_pool_kernel():
-    """Outputs ``y``, ``idx`` (int8, (B, H/k, W/k, C)) passed in; ``acc`` C-contiguous."""
+    """Outputs ``y``, ``idx`` (int8, (B, H/k, W/k, C)) passed in; ``acc`` C-contiguous with
+    rows of ``ld`` elements."""
     cp = _cupy()
     return cp.ElementwiseKernel(
         "raw T acc, raw int64 s, int64 sa, int64 sl, int32 mode, int32 limit, int64 h, "
-        "int64 w, int64 c, int32 k",
+        "int64 w, int64 c, int64 ld, int32 k",
         "int8 y, int8 idx",
         _RESCALE_RELU_POOL,
         "nitihw_rescale_relu_pool",
@@ -347,6 +368,28 @@ def step_int_kernel():
         "nitihw_step_int_combine",
         preamble=_STEP_INT,
     )
+
+
+@functools.cache
+def pad_int8_kernel():
+    """Output ``y`` (int8, (rows, cols)) passed in; ``x`` C-contiguous (sr, sc)."""
+    cp = _cupy()
+    return cp.ElementwiseKernel(
+        "raw int8 x, int64 sr, int64 sc, int64 cols", "int8 y", _PAD_INT8, "nitihw_pad_int8"
+    )
+
+
+@functools.cache
+def first_argmax_kernel():
+    """``y`` (int64, (rows,)) passed in: the first maximum's index in each row of ``x``."""
+    cp = _cupy()
+    return cp.ElementwiseKernel("raw T x, int64 n", "int64 y", _FIRST_ARGMAX, "nitihw_first_argmax")
+
+
+@functools.cache
+def relu_backward_kernel():
+    cp = _cupy()
+    return cp.ElementwiseKernel("T err, P pre", "T y", _RELU_BACKWARD, "nitihw_relu_backward")
 
 
 #: the loss kernel's bound on the classes (its coefficients stay below 2^40)

@@ -179,6 +179,10 @@ with cupy_standin.installed():
         for mode in ("round", "psto", "rne"):
             y, idx = be.rescale_relu_pool(be.host.from_host(acc), shift, mode, TAG, (2, 6, 6, 3), 2)
             be.host.pool_relu_backward(y, y, idx, (2, 6, 6, 3), 2)
+    x8 = be.host.from_host(rng.integers(-128, 128, (37, 11)).astype(np.int8))
+    be._int8_rows(x8, 40, 16)
+    be.host.argmax(x8)
+    be.host.relu_backward(x8, x8)
     for e in (-1000, -64, -42, -41, -30, -20, -7, -6, 0, 40):  # every branch of the loss
         for classes in (1, 10, 16):
             a = rng.integers(-128, 128, (16, classes)).astype(np.int8)
@@ -246,6 +250,13 @@ def test_kernel_sources_compile_as_cuda(tmp_path):
             (kernels.rescale_relu_kernel(), {"T": i32}, {"x"}),
             (kernels.pool_relu_backward_kernel(), {"T": np.dtype(np.int8)}, set()),
             (kernels.step_int_kernel(), {}, set()),
+            (kernels.pad_int8_kernel(), {}, set()),
+            (kernels.first_argmax_kernel(), {"T": np.dtype(np.int8)}, set()),
+            (
+                kernels.relu_backward_kernel(),
+                {"T": np.dtype(np.int8), "P": np.dtype(np.int8)},
+                {"err", "pre"},
+            ),
         ]
         reductions = [kernels.max_abs_kernel(), kernels.bitwidth_kernel()]
     parts = [

@@ -293,6 +293,26 @@ def test_a_step_traces_as_golden_does(device):
     assert traces[0] == traces[1]
 
 
+def test_prediction_and_mask_kernels(be):
+    """The row argmax kernel (ties: the first maximum) and ReLU's backward kernel against
+    golden's host operations."""
+    gold = NumpyBackend()
+    rng = np.random.default_rng(12)
+    x = rng.integers(-4, 4, (50, 10)).astype(np.int8)  # many ties
+    x[0] = 3
+    np.testing.assert_array_equal(
+        host(be, be.host.argmax(be.host.from_host(x))), gold.host.argmax(x)
+    )
+    np.testing.assert_array_equal(
+        host(be, be.host.argmax(be.host.from_host(x.T.copy()).T)), gold.host.argmax(x)
+    )  # a transposed (non-contiguous) view
+    err = rng.integers(-127, 128, (6, 7)).astype(np.int8)
+    np.testing.assert_array_equal(
+        host(be, be.host.relu_backward(be.host.from_host(err), be.host.from_host(x[:6, :7]))),
+        gold.host.relu_backward(err, x[:6, :7]),
+    )
+
+
 def test_operand_layout_moves_the_same_bytes(be):
     """The word-wide im2col and the 8-byte transpose kernel against plain copies."""
     from nitihw.gpu.kernels import transpose_int8
@@ -487,13 +507,16 @@ def test_a_training_step_stays_on_the_device(model, dataset, profile):
                               steps=steps, profile=profile)  # fmt: skip
             train(cfg, data, be)
             t = cupy_standin.traffic
-            counts.append((t.to_device_bytes, t.to_host_bytes, t.syncs))
-    up, down, syncs = ((b - a) / 3 for a, b in zip(*counts, strict=True))
+            counts.append((t.to_device_bytes, t.to_host_bytes, t.syncs, t.launches))
+    up, down, syncs, launches = ((b - a) / 3 for a, b in zip(*counts, strict=True))
     assert up == batch * (data.train_x[0].nbytes + 8)  # int8 images, int64 labels
     weights = sum(isinstance(x, (M.Conv, M.Linear)) for x in M.get_model_spec(model).layers)
     gemms = 3 * weights - 1  # forward, weight gradient, error (none below the first layer)
     if profile == "niti":  # bit-widths, shifts, exponents and the loss all stay on the device
         assert syncs == 0, f"{syncs} scalar reads per step"
+        # a small network's step is bound by its launches: 183 before the fused epilogues,
+        # the device integers and the one-pass padding, argmax and ReLU mask (docs/gpu.md)
+        assert launches <= 80, f"{launches} kernels per step"
     else:  # WAGE reads its ranges (its rounding mode depends on them): at most one per GEMM
         assert syncs <= gemms, f"{syncs} scalar reads per step for {gemms} GEMMs"
     assert down == batch * 8 + 8 * syncs  # int64 predictions, 8-byte scalars
