@@ -280,7 +280,7 @@ class CupyHostOps(ArrayHostOps):
         out = cp.empty((b, c), cp.int8)
         kernels.loss_kernel()(
             cp.ascontiguousarray(logits, cp.int8).reshape(-1),
-            labels.astype(cp.int64),
+            labels.astype(cp.int64, copy=False),
             *step_int_args(exponent, self.const),
             np.int64(c),
             np.int32(golden_loss.error_shift(bits)),

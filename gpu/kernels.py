@@ -2,11 +2,13 @@
 
 Each kernel is the CUDA form of one golden primitive and is tested element by element against
 it (tests/test_gpu.py): ``RESCALE`` is :func:`nitihw.golden.shift_round`, ``UPDATE`` and
-``UPDATE_MASTER`` the update rule, ``COUNTER_HASH`` :func:`nitihw.golden.counter_hash`;
+``UPDATE_MASTER`` the update rule, ``COUNTER_HASH`` :func:`nitihw.golden.counter_hash`,
 ``LOSS`` :func:`nitihw.golden.cross_entropy_error`, ``bitwidth_kernel`` the range unit's
-bit-width; ``TRANSPOSE8`` lays int8 GEMM operands out along K (the same bytes as a transposed copy).
-Kernels are built on first use (CuPy compiles them with NVRTC), so importing this module
-needs no GPU.
+bit-width, ``RESCALE_RELU_POOL`` and ``POOL_RELU_BACKWARD`` a weight layer's epilogue (rescale,
+ReLU, max-pool) and its backward, ``FIRST_ARGMAX`` and ``RELU_BACKWARD`` the host operations of
+the same names; ``TRANSPOSE8`` and ``PAD_INT8`` lay int8 GEMM operands out along K, and
+``STEP_INT`` does the arithmetic of the integers the device keeps (gpu/scalars.py). Kernels
+are built on first use (CuPy compiles them with NVRTC), so importing this module needs no GPU.
 """
 
 from __future__ import annotations
