@@ -6,7 +6,8 @@ it (tests/test_gpu.py): ``RESCALE`` is :func:`nitihw.golden.shift_round`, ``UPDA
 ``LOSS`` :func:`nitihw.golden.cross_entropy_error`, ``bitwidth_kernel`` the range unit's
 bit-width, ``RESCALE_RELU_POOL`` and ``POOL_RELU_BACKWARD`` a weight layer's epilogue (rescale,
 ReLU, max-pool) and its backward, ``FIRST_ARGMAX`` and ``RELU_BACKWARD`` the host operations of
-the same names; ``TRANSPOSE8`` and ``PAD_INT8`` lay int8 GEMM operands out along K, and
+the same names; ``TRANSPOSE8``, ``TRANSPOSE8X8`` and ``PAD_INT8`` lay int8 GEMM operands out
+along K, and
 ``STEP_INT`` does the arithmetic of the integers the device keeps (gpu/scalars.py). Kernels
 are built on first use (CuPy compiles them with NVRTC), so importing this module needs no GPU.
 """
@@ -281,6 +282,24 @@ _TRANSPOSE8 = r"""
     y = (long long)v;
 """
 
+# The same transpose in 8 x 8 byte tiles where cols % 8 == 0 too: a thread reads 8 whole words
+# (8 bytes of 8 consecutive rows), transposes the 64 bytes in registers and writes 8 whole
+# words (8 bytes of 8 consecutive output rows); tiles run along the rows first, so that the
+# words a warp writes to an output row are consecutive. Every access is a whole aligned word
+# (TRANSPOSE8 reads one byte at a time).
+_TRANSPOSE8X8 = r"""
+    const long long r8 = rows >> 3, c8 = cols >> 3;
+    const long long cb = i / r8, rb = i - cb * r8;
+    const long long *in = (const long long *)&x[0];
+    unsigned long long w[8];
+    for (int j = 0; j < 8; ++j) w[j] = (unsigned long long)in[(rb * 8 + j) * c8 + cb];
+    for (int k = 0; k < 8; ++k) {
+        unsigned long long o = 0;
+        for (int j = 0; j < 8; ++j) o |= ((w[j] >> (8 * k)) & 0xFFULL) << (8 * j);
+        y[(cb * 8 + k) * r8 + rb] = (long long)o;
+    }
+"""
+
 _COUNTER_HASH = r"""
     unsigned int v = x;
     v ^= v >> 16; v *= 0x7feb352dU;
@@ -438,13 +457,30 @@ def transpose8_kernel():
     )
 
 
+@functools.cache
+def transpose8x8_kernel():
+    """``y`` (int64, ``(cols, rows // 8)``, raw, passed in) holds the bytes of ``x.T``; one
+    thread per 8 x 8 tile (``size``); ``x`` 8-byte aligned, rows and cols multiples of 8."""
+    cp = _cupy()
+    return cp.ElementwiseKernel(
+        "raw int8 x, int64 rows, int64 cols", "raw int64 y", _TRANSPOSE8X8, "nitihw_transpose8x8"
+    )
+
+
 def transpose_int8(x):
     """The C-contiguous transpose of the C-contiguous 2-D int8 ``x`` whose row count is a
-    multiple of 8 (a pure data movement: the same bytes as ``ascontiguousarray(x.T)``)."""
+    multiple of 8 (a pure data movement: the same bytes as ``ascontiguousarray(x.T)``): in
+    8 x 8 tiles of whole words where the columns are a multiple of 8 too and ``x`` is 8-byte
+    aligned, else 8 bytes written per thread."""
     cp = _cupy()
     rows, cols = x.shape
     out = cp.empty((cols, rows // 8), cp.int64)
-    transpose8_kernel()(x.reshape(-1), rows, cols, out)
+    if cols % 8 == 0 and x.data.ptr % 8 == 0:
+        tiles = (rows // 8) * (cols // 8)
+        if tiles:
+            transpose8x8_kernel()(x.reshape(-1), rows, cols, out, size=tiles)
+    else:
+        transpose8_kernel()(x.reshape(-1), rows, cols, out)
     return out.view(cp.int8)
 
 

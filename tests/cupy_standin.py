@@ -406,6 +406,9 @@ class ElementwiseKernel(_Kernel):
                 sig.append(f"{ct} {p.name}")
         for p in self.outs:
             ct = self._ctype(p)
+            if p.raw:  # written by the kernel itself at the indices it chooses
+                sig.append(f"{ct} *{p.name}")
+                continue
             sig.append(f"{ct} *_raw_{p.name}")
             loads.append(f"{ct} &{p.name} = _raw_{p.name}[i];")
         return (
@@ -415,14 +418,20 @@ class ElementwiseKernel(_Kernel):
             f"    {self.operation}\n  }}\n}}\n"
         )
 
-    def __call__(self, *args):
+    def __call__(self, *args, size=None):
         given = args[len(self.ins) :]  # outputs passed in, as CuPy allows
         if given and len(given) != len(self.outs):
             raise TypeError(f"{self.name}: pass all {len(self.outs)} outputs or none")
+        if any(p.raw for p in self.outs) and not given:
+            raise TypeError(f"{self.name}: a raw output must be passed in")
         typemap, values = self._bind(args[: len(self.ins)])
         arrays = [v for p, v in zip(self.ins, values, strict=True)
                   if isinstance(v, np.ndarray) and not p.raw]  # fmt: skip
-        arrays += [g._a for g in given]
+        arrays += [g._a for p, g in zip(self.outs, given, strict=False) if not p.raw]
+        if size is not None:  # CuPy: the loop size where every array is raw
+            if arrays:
+                raise ValueError("size is given, but there are non-raw arrays")
+            arrays = [np.empty(int(size), np.int8)]
         if not arrays:  # raw arrays do not decide the loop size
             raise ValueError("Loop size is undecided.")
         shape = np.broadcast_shapes(*(a.shape for a in arrays))
@@ -431,9 +440,16 @@ class ElementwiseKernel(_Kernel):
         }
         lib = _compile(self.source(typemap, array_params))
         traffic.launch()
-        outs = [np.empty(shape, self._dtype(p, typemap)) for p in self.outs]
+        outs = [
+            given[j]._a if p.raw else np.empty(shape, self._dtype(p, typemap))
+            for j, p in enumerate(self.outs)
+        ]
         for p, g in zip(self.outs, given, strict=False):
-            if g._a.dtype != self._dtype(p, typemap) or g._a.shape != shape:
+            if p.raw:
+                if g._a.dtype != self._dtype(p, typemap) or not g._a.flags.c_contiguous:
+                    raise TypeError(f"{self.name}: raw output {p.name} must be C-contiguous "
+                                    f"{p.type}")  # fmt: skip
+            elif g._a.dtype != self._dtype(p, typemap) or g._a.shape != shape:
                 raise TypeError(f"{self.name}: output {p.name} must be {shape} {p.type}")
         n = int(np.prod(shape, dtype=np.int64))
         cargs = [ctypes.c_longlong(n)]
@@ -452,8 +468,9 @@ class ElementwiseKernel(_Kernel):
                 cargs.append(_CT[dt](np.array(v).astype(dt).item()))
         cargs += [ctypes.c_void_p(o.ctypes.data) for o in outs]
         getattr(lib, self.name)(*cargs)
-        for o, g in zip(outs, given, strict=False):
-            g._a[...] = o
+        for p, o, g in zip(self.outs, outs, given, strict=False):
+            if not p.raw:
+                g._a[...] = o
         wrapped = list(given) or [DeviceArray(o) for o in outs]
         return wrapped[0] if len(wrapped) == 1 else tuple(wrapped)
 

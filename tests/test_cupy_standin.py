@@ -181,6 +181,7 @@ with cupy_standin.installed():
             be.host.pool_relu_backward(y, y, idx, (2, 6, 6, 3), 2)
     x8 = be.host.from_host(rng.integers(-128, 128, (37, 11)).astype(np.int8))
     be._int8_rows(x8, 40, 16)
+    kernels.transpose_int8(be.host.from_host(rng.integers(-128, 128, (64, 24)).astype(np.int8)))
     be.host.argmax(x8)
     be.host.relu_backward(x8, x8)
     for e in (-1000, -64, -42, -41, -30, -20, -7, -6, 0, 40):  # every branch of the loss
@@ -244,6 +245,7 @@ def test_kernel_sources_compile_as_cuda(tmp_path):
             (kernels.update_master_kernel(), {}, {"w16", "g"}),
             (kernels.counter_hash_kernel(), {}, {"x"}),
             (kernels.transpose8_kernel(), {}, set()),
+            (kernels.transpose8x8_kernel(), {}, set()),
             (kernels.loss_kernel(), {}, {"u"}),
             (kernels.rescale_relu_pool_kernel(), {"T": i32}, set()),
             (kernels.rescale_relu_pool_kernel(), {"T": i64}, set()),

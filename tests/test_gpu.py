@@ -319,7 +319,8 @@ def test_operand_layout_moves_the_same_bytes(be):
 
     gold = NumpyBackend()
     rng = np.random.default_rng(9)
-    for rows, cols in [(8, 1), (16, 5), (264, 1152), (24, 7), (4096, 33)]:
+    # (264, 1152), (16, 8), (4096, 40): whole 8 x 8 tiles; the others byte by byte
+    for rows, cols in [(8, 1), (16, 5), (264, 1152), (24, 7), (4096, 33), (16, 8), (4096, 40)]:
         x = rng.integers(-128, 128, (rows, cols)).astype(np.int8)
         np.testing.assert_array_equal(host(be, transpose_int8(be.host.from_host(x))), x.T)
         rows_t = host(be, be._int8_rows(be.host.from_host(x).T, cols + 3, rows + 16))
