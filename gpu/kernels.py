@@ -420,13 +420,12 @@ LOSS_MAX_CLASSES = 1 << 14
 @functools.cache
 def loss_kernel():
     """NITI's integer cross-entropy error into the (B, C) int8 ``y`` passed in: logits (B, C)
-    int8, labels (B,) int64, the exponent ``e`` an int64 device array of one element; then
-    ``shift_round(., shift, mode, u)`` clamped to ``limit``."""
+    int8, labels (B,) int64, the exponent ``max(e[0] + ea, el)`` (``e`` an int64 device array
+    of one element); then ``shift_round(., shift, mode, u)`` clamped to ``limit``."""
     cp = _cupy()
     return cp.ElementwiseKernel(
         "raw int8 logits, raw int64 labels, raw int64 e, int64 ea, int64 el, int64 classes, "
-        "int32 shift, "
-        "int32 mode, int32 limit, int64 u",
+        "int32 shift, int32 mode, int32 limit, int64 u",
         "int8 y",
         _LOSS,
         "nitihw_loss_error",
