@@ -205,7 +205,7 @@ def test_cli_writes_scalesim_reports_json_and_plots(tmp_path, capsys):
 @pytest.mark.parametrize(
     "argv,message",
     [
-        (["estimate", "--out", "x"], "exactly one of --model NAME or --topology"),
+        (["estimate", "--out", "x"], "exactly one of --model NAME, --topology"),
         (["estimate", "--model", "lenet", "--array", "8", "--out", "x"], "bad --array '8'"),
         (
             ["estimate", "--model", "lenet", "--batch", "0", "--out", "x"],

@@ -296,10 +296,15 @@ def cmd_estimate(args) -> int:
     from nitihw.golden.run_folder import check_output_dir
     from nitihw.sim.model.accelerator import PNR_CLOCK, load_accelerator, with_clock
     from nitihw.sim.model.estimate import estimate, format_estimate, write_reports
-    from nitihw.sim.model.workload import model_workload, topology_workload
+    from nitihw.sim.model.importers import file_workload
+    from nitihw.sim.model.workload import model_workload
 
-    if (args.model is None) == (args.topology is None):
-        raise ValueError("give exactly one of --model NAME or --topology FILE.csv")
+    sources = [x for x in (args.model, args.topology, args.onnx, args.torch) if x is not None]
+    if len(sources) != 1:
+        raise ValueError(
+            "give exactly one of --model NAME, --topology FILE.csv, --onnx MODEL.onnx or "
+            "--torch MODULE:FACTORY"
+        )
     check_output_dir(Path(args.out))
     acc = load_accelerator(args.config, args.energy)
     if args.array:
@@ -321,8 +326,17 @@ def cmd_estimate(args) -> int:
         if samples is None:
             samples = DEFAULT_TRAIN_SAMPLES.get(args.model, args.batch)
     else:
-        layers = topology_workload(args.topology, args.batch)
-        name = Path(args.topology).name
+        if args.topology:
+            layers = file_workload(args.topology, args.batch)
+            name = Path(args.topology).name
+        elif args.onnx:
+            from nitihw.sim.model.importers.onnx_graph import onnx_workload
+
+            layers, name = onnx_workload(args.onnx, args.batch), Path(args.onnx).name
+        else:
+            from nitihw.sim.model.importers.torch_graph import torch_workload
+
+            layers, name = torch_workload(args.torch, args.batch, args.input_shape)
         if samples is None:
             samples = args.batch
     result = estimate(
@@ -443,7 +457,7 @@ def cmd_sweep(args) -> int:
     from nitihw.sim.explore.sweep.report import frame, summary, write_results
     from nitihw.sim.explore.sweep.run import SweepFolder, run_sweep
 
-    grid = load_grid(args.grid)  # every check of the grid, before anything runs (fast: the
+    grid = load_grid(args.grid, args.onnx)  # every check, before anything runs (fast: the
     # points are made as they are needed)
     # the address, and a Dask scheduler answering there, checked before any work (5 s at most)
     scheduler = check_scheduler(args.scheduler) if args.scheduler else None
@@ -840,6 +854,24 @@ def _estimate_command(command) -> None:
     )
     e.add_argument("--model", choices=sorted(MODELS), help="a built-in model")
     e.add_argument("--topology", help="a SCALE-Sim topology CSV (conv or GEMM format)")
+    e.add_argument(
+        "--onnx",
+        metavar="MODEL.onnx",
+        help="your own network as ONNX (Conv, Gemm, MatMul, ReLU, pooling, residual Add, "
+        "BatchNormalization folded; docs/estimate.md): its whole training step is priced",
+    )
+    e.add_argument(
+        "--torch",
+        metavar="MODULE:FACTORY",
+        help="your own PyTorch network: FACTORY() in MODULE returns an nn.Module whose "
+        "example_input (attribute), or --input-shape, gives one sample's shape; exported "
+        "to ONNX in memory (needs torch)",
+    )
+    e.add_argument(
+        "--input-shape",
+        metavar="C,H,W",
+        help="--torch: one sample's input shape, when the module has no example_input",
+    )
     e.add_argument("--batch", type=limits.arg("batch"), default=64, help="mini-batch size")
     e.add_argument(
         "--array",
@@ -866,7 +898,7 @@ def _estimate_command(command) -> None:
         type=limits.arg("train_samples"),
         default=None,
         help="training-set size for the per-epoch totals (default: the model's "
-        "dataset; one batch for a topology)",
+        "dataset; one batch for a topology, ONNX or PyTorch network)",
     )
     e.add_argument(
         "--profile",
@@ -1030,6 +1062,12 @@ def _sweep_command(command) -> None:
     )
     w.add_argument("--grid", required=True, help="the grid TOML (axes and what to compute)")
     w.add_argument("--out", required=True, help="results folder (a rerun skips finished points)")
+    w.add_argument(
+        "--onnx",
+        metavar="MODEL.onnx",
+        help="your own network as ONNX, in place of the grid's model or topology axis (a "
+        "grid's topology axis takes .onnx files too)",
+    )
     _executor_options(w, "", "run in this process")
     w.add_argument("--no-plots", action="store_true", help="skip the PNG plot")
     w.add_argument("--overwrite", action="store_true", help="replace another grid's sweep")

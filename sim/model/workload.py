@@ -62,9 +62,18 @@ class WorkloadError(ValueError):
     """A topology file or model could not be read: names the file, row and field."""
 
 
-def conv_layer(name, batch, h, w, c, fh, fw, nf, stride=1, pad=0, first=False) -> LayerShape:
-    ho = (h + 2 * pad - fh) // stride + 1
-    wo = (w + 2 * pad - fw) // stride + 1
+def conv_layer(
+    name, batch, h, w, c, fh, fw, nf, stride=1, pad=0, first=False, *, pads=None, strides=None,
+    dilations=(1, 1),
+) -> LayerShape:  # fmt: skip
+    """A convolution lowered to GEMMs (im2col): ``pad`` on every side, or ``pads`` (top, left,
+    bottom, right); ``stride`` both ways, or ``strides`` (y, x); ``dilations`` (y, x) spread
+    the ``fh x fw`` taps (the GEMMs' K stays ``fh * fw * c``)."""
+    pt, pl, pb, pr = pads if pads is not None else (pad,) * 4
+    sy, sx = strides if strides is not None else (stride, stride)
+    eh, ew = (fh - 1) * dilations[0] + 1, (fw - 1) * dilations[1] + 1
+    ho = (h + pt + pb - eh) // sy + 1
+    wo = (w + pl + pr - ew) // sx + 1
     if ho < 1 or wo < 1:
         raise WorkloadError(f"layer {name}: a {fh}x{fw} filter does not fit a {h}x{w} input")
     positions = batch * ho * wo

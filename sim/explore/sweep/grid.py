@@ -305,9 +305,11 @@ def _string_choices(key: str) -> list | None:
 
 def _topology(where: str, value: str, base: Path) -> str:
     """A topology axis value: a path relative to the grid's folder that stays inside it, or
-    an absolute one; either way a SCALE-Sim topology that reads (a text file that is not one,
-    such as /etc/passwd, is refused here and never reaches the results)."""
-    from nitihw.sim.model.workload import WorkloadError, topology_workload
+    an absolute one; either way a SCALE-Sim topology or an ONNX model (``.onnx``) that reads
+    (a file that is not one, such as /etc/passwd, is refused here and never reaches the
+    results)."""
+    from nitihw.sim.model.importers import file_workload
+    from nitihw.sim.model.workload import WorkloadError
 
     given = Path(value)
     topo = (base / given).resolve()
@@ -319,7 +321,7 @@ def _topology(where: str, value: str, base: Path) -> str:
     if not topo.is_file():
         raise GridError(f"{where}: no topology file {topo}")
     try:
-        topology_workload(topo)
+        file_workload(topo)
     except WorkloadError as exc:
         raise GridError(f"{where}: {exc}") from None
     return str(topo)
@@ -363,8 +365,9 @@ def _check_dataset(path: Path, spec: str) -> None:
         raise GridError(f"{path}: train.dataset: {exc}") from None
 
 
-def load_grid(path: str | Path) -> Grid:
-    """Read and check a grid file, and expand its points."""
+def load_grid(path: str | Path, onnx: str | Path | None = None) -> Grid:
+    """Read and check a grid file, and expand its points. ``onnx`` (``nitihw sweep --onnx``):
+    that ONNX model is the workload, in place of the grid's ``model`` or ``topology`` axis."""
     path = Path(path)
     text = read_text(path, f"{path}: the grid", GridError)
     try:
@@ -390,6 +393,9 @@ def load_grid(path: str | Path) -> Grid:
     raw = doc.get("axes", {})
     if not isinstance(raw, dict):
         raise GridError(f"{path}: axes must be a table ([axes])")
+    if onnx is not None:  # the workload from the command line: an absolute path
+        raw = {k: v for k, v in raw.items() if k not in ("model", "topology")}
+        raw["topology"] = [str(Path(onnx).resolve())]
     for key in raw:
         if key not in AXES:
             raise GridError(f"{path}: unknown axis {key!r}; expected one of {', '.join(AXES)}")

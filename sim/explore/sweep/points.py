@@ -164,12 +164,13 @@ def accelerator(point: dict, energy: str | None):
 
 def estimate_point(point: dict, settings: dict) -> dict:
     from nitihw.sim.model.estimate import estimate
-    from nitihw.sim.model.workload import DEFAULT_TRAIN_SAMPLES, model_workload, topology_workload
+    from nitihw.sim.model.importers import file_workload
+    from nitihw.sim.model.workload import DEFAULT_TRAIN_SAMPLES, model_workload
 
     energy, train_samples = settings.get("energy"), settings.get("train_samples")
     batch = point["batch"]
     if point.get("topology"):
-        layers = topology_workload(point["topology"], batch)
+        layers = file_workload(point["topology"], batch)
         name, samples = point["topology"], train_samples or batch
     else:
         layers = model_workload(point["model"], batch)
