@@ -3,9 +3,11 @@
 mapping moves across the DRAM boundary. Called by bench/traffic.py --zigzag.
 
 usage: python zigzag_worker.py GEMMS.json OUT.json WORKDIR
-GEMMS.json: the array, the buffer bytes and ``gemms``: [[name, M, K, N], ...]; OUT.json: per
-GEMM, per operand (I, W, O), the elements moved at the DRAM level in each of ZigZag's four
-directions (``RD_OUT_TO_LOW``: read from DRAM, ``WR_IN_BY_LOW``: written to it, ...).
+GEMMS.json: the array, the buffer bytes, ``gemms``: [[name, M, K, N], ...] and ``opt`` (ZigZag's
+objective: energy, the default, or latency); OUT.json: per GEMM, per operand (I, W, O), the
+elements moved at the DRAM level in each of ZigZag's four directions (``RD_OUT_TO_LOW``: read
+from DRAM, ``WR_IN_BY_LOW``: written to it, ...), and ``cycles``: its ideal, computing and total
+latency.
 """
 
 from __future__ import annotations
@@ -127,7 +129,7 @@ def main() -> None:
             workload=[layer],
             accelerator=str(hw),
             mapping=str(mp),
-            opt="energy",
+            opt=spec.get("opt", "energy"),
             dump_folder=str(work / f"g{i}"),
             pickle_filename=str(work / f"g{i}.pickle"),
         )
@@ -140,6 +142,11 @@ def main() -> None:
             moved[str(layer_op)] = {  # elements across the DRAM boundary, by direction
                 d.name: int(amount.get(d) * count.get(d)) for d in DataDirection
             }
+        moved["cycles"] = {  # ZigZag's latency: computing alone, and with loading/offloading
+            "ideal": float(cme.ideal_cycle),
+            "compute": float(cme.latency_total0),
+            "total": float(cme.latency_total2),
+        }
         out.append(moved)
         print(name, moved, flush=True)
     Path(sys.argv[2]).write_text(json.dumps(out))
