@@ -319,6 +319,14 @@ def cmd_estimate(args) -> int:
             args.profile,
             log=lambda msg: print(f"nitihw estimate: {msg}", file=sys.stderr, flush=True),
         )
+    if args.sram == "cacti":
+        from nitihw.sim.model.cacti import with_cacti
+
+        acc = with_cacti(
+            acc,
+            args.cacti_python,
+            log=lambda msg: print(f"nitihw estimate: {msg}", file=sys.stderr, flush=True),
+        )
     samples = args.train_samples
     if args.model:
         layers = model_workload(args.model, args.batch)
@@ -892,6 +900,20 @@ def _estimate_command(command) -> None:
         "--energy",
         default=None,
         help="energy table: a shipped name (horowitz-45nm, the default) or a TOML file",
+    )
+    e.add_argument(
+        "--sram",
+        choices=("table", "cacti"),
+        default="table",
+        help="what prices the buffers: the energy table's SRAM points, interpolated (default), "
+        "or CACTI 7 at each buffer's size and port width (hwcomponents-cacti in its own venv: "
+        "--cacti-python; docs/estimate.md)",
+    )
+    e.add_argument(
+        "--cacti-python",
+        metavar="PYTHON",
+        help="--sram cacti: the Python of a venv with hwcomponents-cacti (default: "
+        "$NITIHW_CACTI_PYTHON); answers are cached in build/cacti",
     )
     e.add_argument(
         "--train-samples",

@@ -67,6 +67,22 @@ class EnergyTable:
     name: str
     citation: str
     pj: dict
+    #: SRAM costs measured by a memory model for particular buffers, in place of the table's
+    #: three points: ``(size_bytes, read_pj_per_byte, write_pj_per_byte, area_mm2)`` each
+    #: (:func:`nitihw.sim.model.cacti.with_cacti`)
+    sram_measured: tuple = ()
+    #: where the measured SRAM costs come from (empty: the table's points, interpolated)
+    sram_source: str = ""
+
+    def sram_cost(self, size_bytes: int) -> tuple[float, float, float | None, str]:
+        """``(read_pj_per_byte, write_pj_per_byte, area_mm2, source)`` of a buffer of
+        ``size_bytes``: the measured costs where they cover that size, else the table's
+        interpolation (the same energy both ways, no area)."""
+        for size, read, write, area in self.sram_measured:
+            if size == int(size_bytes):
+                return read, write, area, self.sram_source
+        e = self.sram_per_byte(size_bytes)
+        return e, e, None, f"{self.name} table (interpolated in log2 size)"
 
     def mult(self, bits: int) -> float:
         """A ``bits`` x ``bits`` multiply: the table's entry for the next width up; below 8
@@ -225,6 +241,20 @@ class Accelerator:
                 "table": self.energy.name,
                 "citation": self.energy.citation,
                 "pj": self.energy.pj,
+                "buffers": {  # which source priced each buffer's accesses
+                    name: dict(
+                        zip(
+                            ("read_pj_per_byte", "write_pj_per_byte", "area_mm2", "source"),
+                            self.energy.sram_cost(kib * 1024),
+                            strict=True,
+                        )
+                    )
+                    for name, kib in (
+                        ("ifmap", self.ifmap_kib),
+                        ("filter", self.filter_kib),
+                        ("ofmap", self.ofmap_kib),
+                    )
+                },
             },
             "source": self.source,
         }

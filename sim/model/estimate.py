@@ -334,11 +334,12 @@ class _Pricing:
         self.table = table
         self.fp32_mac_pj = table.pj["fp32_mult"] + table.pj["fp32_add"]
         self.fp32_update_pj = 2 * (table.pj["fp32_mult"] + table.pj["fp32_add"])  # momentum SGD
-        self.sram_pj = {
-            "ifmap": table.sram_per_byte(acc.ifmap_kib * 1024),
-            "filter": table.sram_per_byte(acc.filter_kib * 1024),
-            "ofmap": table.sram_per_byte(acc.ofmap_kib * 1024),
-        }
+        # each buffer's read and write energy per byte (the table's, or a memory model's)
+        self.sram_pj = {}
+        for name, kib in (("ifmap", acc.ifmap_kib), ("filter", acc.filter_kib),
+                          ("ofmap", acc.ofmap_kib)):  # fmt: skip
+            read, write, _area, _source = table.sram_cost(int(kib * 1024))
+            self.sram_pj[name] = (read, write)
         self.dram_pj = table.dram_per_byte
 
     def datapath_op(self, op: StepOp, row: Row) -> int:
@@ -377,7 +378,7 @@ class _Pricing:
         for k, v in dram.items():
             row.dram[k] += v
         e = row.energy
-        e["buffers"] += sum(v * self.sram_pj[k.split("_")[0]] for k, v in sram.items())
+        e["buffers"] += self._sram_energy(sram)
         e["offchip"] += dram_bytes * self.dram_pj
         if op.op == "gemm":
             m, k, n = op.shape
@@ -386,6 +387,15 @@ class _Pricing:
         for component, pj in self._compute_pj(op).items():
             e[component] += pj
         return cyc + stall
+
+    def _sram_energy(self, sram: dict) -> float:
+        """pJ of buffer traffic ``{"<buffer>_<reads|writes>": bytes}``."""
+        total = 0.0
+        for key, nbytes in sram.items():
+            buffer, _, kind = key.partition("_")
+            read, write = self.sram_pj[buffer]
+            total += nbytes * (write if kind.startswith("write") else read)
+        return total
 
     def _compute_pj(self, op: StepOp) -> dict:
         """The arithmetic's energy of one operation of the integer step, by component."""
@@ -422,7 +432,7 @@ class _Pricing:
             datapath = self.traffic == "datapath"
             fdram = stream_bytes(search(fp32_gemm_shape(op), self.memory, datapath, self.objective))
         fe = row.fp32_energy
-        fe["buffers"] += sum(v * self.sram_pj[k.split("_")[0]] for k, v in fsram.items())
+        fe["buffers"] += self._sram_energy(fsram)
         fe["offchip"] += sum(fdram.values()) * self.dram_pj
         if op.op == "gemm":
             m, k, n = op.shape
@@ -972,6 +982,15 @@ def format_estimate(result: dict) -> str:
         f"energy table {acc['energy']['table']}; dataflow "
         f"{DATAFLOW_NAMES[result.get('dataflow', 'os')]}"
     ]
+    buffers = acc["energy"].get("buffers", {})
+    if any(not b["source"].endswith("(interpolated in log2 size)") for b in buffers.values()):
+        for source in dict.fromkeys(b["source"] for b in buffers.values()):
+            priced = ", ".join(
+                f"{name} {b['read_pj_per_byte']:.3f}/{b['write_pj_per_byte']:.3f}"
+                for name, b in buffers.items()
+                if b["source"] == source
+            )
+            lines.append(f"buffers (pJ per byte read/written): {priced}, by {source}")
     for j, row in enumerate((head, *body)):
         lines.append(
             "  ".join(
