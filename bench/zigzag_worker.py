@@ -51,6 +51,9 @@ def hardware(spec: dict) -> dict:
     minimises off-chip traffic first)."""
     acc = spec["accumulator_bits"]
     both = ["D1", "D2"]
+    # the Datapath's ports: an operand per PE row (A) and column (B) a cycle, a row of
+    # accumulators (C): 128, 128 and 512 bits on 16x16
+    a_port, b_port, c_port = spec["rows"] * 8, spec["cols"] * 8, spec["cols"] * acc
     return {
         "name": "nitihw_os",
         "memories": {
@@ -61,13 +64,13 @@ def hardware(spec: dict) -> dict:
                 [], cost=0.01, auto_cost_extraction=False,
             ),
             "ifmap": _memory(spec["ifmap"] * 8, ["I1"],
-                             [("r", ["I1, tl"], 128), ("w", ["I1, fh"], 128)], both),
+                             [("r", ["I1, tl"], a_port), ("w", ["I1, fh"], a_port)], both),
             "filter": _memory(spec["filter"] * 8, ["I2"],
-                              [("r", ["I2, tl"], 128), ("w", ["I2, fh"], 128)], both),
+                              [("r", ["I2, tl"], b_port), ("w", ["I2, fh"], b_port)], both),
             "ofmap": _memory(
                 spec["ofmap"] * 8, ["O"],
-                [("r", ["O, tl"], 512), ("r", ["O, th"], 512), ("w", ["O, fl"], 512),
-                 ("w", ["O, fh"], 512)],
+                [("r", ["O, tl"], c_port), ("r", ["O, th"], c_port), ("w", ["O, fl"], c_port),
+                 ("w", ["O, fh"], c_port)],
                 both,
             ),
             "dram": _memory(
