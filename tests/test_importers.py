@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 onnx = pytest.importorskip("onnx")  # a dependency of nitihw: present wherever it installed
+
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from nitihw.sim.command.cli import main  # noqa: E402
@@ -121,9 +122,9 @@ def test_matmul_layers_and_a_pool_after_relu(tmp_path):
                        [1, 3, 8, 8]),
          "node 'norm1' (LRN): local response normalisation has no integer lowering"),
         (lambda: graph([helper.make_node("Conv", ["x", "w"], ["y"], name="dw", group=3,
-                                         kernel_shape=[3, 3])], {"w": (3, 1, 3, 3)},
+                                         kernel_shape=[3, 3])], {"w": (3, 2, 3, 3)},
                        [1, 3, 8, 8]),
-         "node 'dw' (Conv): grouped convolution (group=3) is not lowered"),
+         "node 'dw' (Conv): weight takes 2 channels per group of 3, the input has 3"),
         (lambda: graph([helper.make_node("Relu", ["x"], ["r"], name="r"),
                         helper.make_node("BatchNormalization", ["r", "g", "b", "m", "v"], ["y"],
                                          name="late_bn")],
@@ -154,6 +155,43 @@ def test_unsupported_graphs_are_one_line_errors_naming_the_node(tmp_path, build,
         onnx_workload(path, 2)
     text = str(info.value)
     assert message in text and "\n" not in text and str(path) in text
+
+
+def test_grouped_convolutions_price_as_their_groups(tmp_path):
+    """A convolution of 2 groups: one group's GEMMs counted twice (twice the MACs, MAC energy
+    and cycles of one group alone; one range and one rescale over the whole tensor, NITI's
+    per-tensor shift); a depthwise one (group = channels) reads; WAGE, which builds its own
+    layers, refuses them by name."""
+    from nitihw.sim.model.workload import WorkloadError, conv_layer
+
+    nodes = [
+        helper.make_node("Conv", ["x", "w0"], ["c0"], name="stem", kernel_shape=[3, 3],
+                         pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c0"], ["r0"], name="r0"),
+        helper.make_node("Conv", ["r0", "w1"], ["c1"], name="grouped", group=2,
+                         kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        helper.make_node("Conv", ["c1", "w2"], ["c2"], name="depthwise", group=8,
+                         kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+    ]  # fmt: skip
+    inits = {"w0": (8, 3, 3, 3), "w1": (8, 4, 3, 3), "w2": (8, 1, 3, 3)}
+    stem, grouped, dw = onnx_workload(
+        save(graph(nodes, inits, [1, 3, 8, 8]), tmp_path / "g.onnx"), 2
+    )
+    assert grouped.groups == 2 and grouped.forward == (2 * 64, 36, 4) and grouped.weights == 288
+    assert dw.groups == 8 and dw.forward == (2 * 16, 9, 1) and dw.weights == 72
+    half = conv_layer("grouped", 2, 8, 8, 4, 3, 3, 4, pad=1)  # one group, as its own layer
+    acc = load_accelerator(None, None)
+    one = {(r["layer"], r["phase"]): r for r in estimate([stem, grouped], acc, 2, 2, "g")["rows"]}
+    alone = {(r["layer"], r["phase"]): r for r in estimate([stem, half], acc, 2, 2, "h")["rows"]}
+    for phase in ("forward", "backward-error", "weight-gradient"):
+        g, h = one[("grouped", phase)], alone[("grouped", phase)]
+        assert g["macs"] == 2 * h["macs"] and g["energy_pj"]["mac"] == 2 * h["energy_pj"]["mac"]
+        assert g["cycles"] > 2 * h["cycles"] - 200  # two GEMMs; one range and rescale
+        gm, hm = g["mappings"], h["mappings"]
+        assert [m["shape"] for m in gm] == [m["shape"] for m in hm]
+        assert all(m["repeat"] == 2 for m in gm)
+    with pytest.raises(WorkloadError, match=r"grouped convolutions \(grouped\) are priced"):
+        estimate([stem, grouped], acc, 2, 2, "g", "wage")
 
 
 def test_files_that_are_not_onnx(tmp_path):
@@ -286,12 +324,14 @@ except ImportError:
 def test_zigzags_shipped_models():
     """ZigZag's shape-only models (their weights stored elsewhere): ResNet-18 reads (20
     convolutions and the classifier, 11,678,912 weights: torchvision's without BatchNorm and
-    biases); MobileNetV2 and AlexNet are refused at their first depthwise convolution and LRN."""
+    biases), MobileNetV2 too (52 convolutions, 17 of them depthwise, and the classifier:
+    3,469,760 weights); AlexNet is refused at its first LRN."""
     layers = onnx_workload(ZIGZAG_MODELS / "resnet18.onnx", 2)
     assert len(layers) == 21 and sum(x.weights for x in layers) == 11_678_912
     assert layers[0].name == "/conv1/Conv" and layers[0].forward == (2 * 112 * 112, 147, 64)
     assert layers[-1].name == "/fc/Gemm" and layers[-1].forward == (2, 512, 1000)
-    with pytest.raises(OnnxImportError, match=r"\(Conv\): grouped convolution \(group=32\)"):
-        onnx_workload(ZIGZAG_MODELS / "mobilenetv2.onnx", 1)
+    mobile = onnx_workload(ZIGZAG_MODELS / "mobilenetv2.onnx", 1)
+    assert len(mobile) == 53 and sum(x.weights for x in mobile) == 3_469_760
+    assert sum(x.groups > 1 for x in mobile) == 17
     with pytest.raises(OnnxImportError, match=r"node 'Op2' \(LRN\)"):
         onnx_workload(ZIGZAG_MODELS / "alexnet.onnx", 1)

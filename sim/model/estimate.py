@@ -492,11 +492,21 @@ def estimate(
     clock = 0
     for op in step_ops(layers, profile, model=workload, batch=batch):
         row = rows.setdefault((op.layer, op.phase), Row(op.layer, op.phase, start=clock))
-        clock += price.datapath_op(op, row)
+        if op.repeat == 1:
+            clock += price.datapath_op(op, row)
+        else:  # a grouped convolution's GEMMs: one priced, counted op.repeat times
+            one = Row(op.layer, op.phase)
+            clock += op.repeat * price.datapath_op(op, one)
+            _add_times(row, one, op.repeat)
     # the same network on an fp32 datapath: unchunked GEMMs, results written once
     for op in step_ops(layers, "niti"):
         row = rows.setdefault((op.layer, op.phase), Row(op.layer, op.phase, start=clock))
-        price.fp32_op(op, row)
+        if op.repeat == 1:
+            price.fp32_op(op, row)
+        else:
+            one = Row(op.layer, op.phase)
+            price.fp32_op(op, one)
+            _add_times(row, one, op.repeat)
     where = _layer_positions(layers)
     ordered = sorted(
         rows.values(), key=lambda r: (_layer_index(r.layer, where), PHASES.index(r.phase))
@@ -522,6 +532,18 @@ def estimate(
     result["per_step"]["seconds_at_clock"] = step["total_cycles"] / freq
     result["per_epoch"]["seconds_at_clock"] = step["total_cycles"] * steps_per_epoch / freq
     return result
+
+
+def _add_times(row: Row, one: Row, k: int) -> None:
+    """Count ``k`` times what ``one`` counted into ``row``."""
+    for name in ("macs", "cycles", "stall", "mapped", "dram_fixed", "dram_searched",
+                 "dram_datapath", "dram_bound"):  # fmt: skip
+        setattr(row, name, getattr(row, name) + k * getattr(one, name))
+    for name in ("sram", "dram", "energy", "fp32_energy"):
+        mine = getattr(row, name)
+        for key, value in getattr(one, name).items():
+            mine[key] += k * value
+    row.mappings += [{**m, "repeat": k} for m in one.mappings]
 
 
 def _layer_positions(layers: list[LayerShape]) -> tuple[dict, dict, int]:

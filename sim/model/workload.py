@@ -38,6 +38,7 @@ class LayerShape:
     unique: dict | None = None
     outputs: int | None = None  # elements after the max-pool that follows (WAGE), else M*N
     hidden: bool = True  # a ReLU follows (False: the output layer)
+    groups: int = 1  # a grouped convolution: its GEMMs (one group's) run this many times
 
     def operand_elements(self, phase: str, shape: tuple[int, int, int]) -> tuple[int, int]:
         m, k, n = shape
@@ -56,6 +57,7 @@ class StepOp:
     b_bits: int = 0  # gemm: the B operand's width when not the datapath's (NITRO-D: 32)
     divide: bool = False  # update: on the divide lanes (NITRO-D's IntegerSGD, int32 weights)
     kept: tuple = ()  # rescale / divide of the last GEMM's result: that GEMM's (M, N)
+    repeat: int = 1  # gemm: this many of it, one per group of a grouped convolution
 
 
 class WorkloadError(ValueError):
@@ -64,11 +66,25 @@ class WorkloadError(ValueError):
 
 def conv_layer(
     name, batch, h, w, c, fh, fw, nf, stride=1, pad=0, first=False, *, pads=None, strides=None,
-    dilations=(1, 1),
+    dilations=(1, 1), groups=1,
 ) -> LayerShape:  # fmt: skip
     """A convolution lowered to GEMMs (im2col): ``pad`` on every side, or ``pads`` (top, left,
     bottom, right); ``stride`` both ways, or ``strides`` (y, x); ``dilations`` (y, x) spread
-    the ``fh x fw`` taps (the GEMMs' K stays ``fh * fw * c``)."""
+    the ``fh x fw`` taps (the GEMMs' K stays ``fh * fw * c``). ``groups``: ``c`` and ``nf``
+    split into that many independent convolutions (depthwise: ``groups = c``), each its own
+    GEMMs of ``c / groups`` inputs and ``nf / groups`` outputs; the shapes are one group's,
+    ``weights`` all of them."""
+    if groups > 1:
+        if c % groups or nf % groups:
+            raise WorkloadError(
+                f"layer {name}: {c} input and {nf} output channels do not split into "
+                f"{groups} groups"
+            )
+        one = conv_layer(
+            name, batch, h, w, c // groups, fh, fw, nf // groups, stride, pad, first,
+            pads=pads, strides=strides, dilations=dilations,
+        )  # fmt: skip
+        return replace(one, weights=one.weights * groups, groups=groups)
     pt, pl, pb, pr = pads if pads is not None else (pad,) * 4
     sy, sx = strides if strides is not None else (stride, stride)
     eh, ew = (fh - 1) * dilations[0] + 1, (fw - 1) * dilations[1] + 1
@@ -268,6 +284,12 @@ def step_ops(
     """
     if profile not in PROFILES:
         raise WorkloadError(f"unknown estimate profile {profile!r}; choose one of {PROFILES}")
+    grouped = [lay.name for lay in layers if lay.groups > 1]
+    if grouped and profile not in ("niti", "dfp16"):
+        raise WorkloadError(
+            f"grouped convolutions ({grouped[0]}) are priced for niti and dfp16; {profile} "
+            "builds its own layers"
+        )
     if profile == "wage":
         return wage_step_ops(layers)
     if profile == "nitro-d":
@@ -283,12 +305,12 @@ def step_ops(
 
     def gemm_requant(lay, phase, shape):
         m, k, n = shape
-        name = lay.name
+        name, g = lay.name, lay.groups
         a_el, b_el = lay.operand_elements(phase, shape)
         if profile == "dfp16":
             from nitihw.golden.dfp16 import K_CHAIN
 
-            ops.append(StepOp(name, phase, "convert", (a_el + b_el,)))
+            ops.append(StepOp(name, phase, "convert", ((a_el + b_el) * g,)))
             for k0 in range(0, k, K_CHAIN):
                 kc = min(K_CHAIN, k - k0)
                 ops.append(
@@ -299,13 +321,15 @@ def step_ops(
                         (m, kc, n),
                         (a_el * kc // k, b_el * kc // k),
                         held=False,
+                        repeat=g,
                     )
                 )
-                ops.append(StepOp(name, phase, "convert", (m * n,)))
+                ops.append(StepOp(name, phase, "convert", (m * n * g,)))
             return
-        ops.append(StepOp(name, phase, "gemm", shape, (a_el, b_el)))
-        ops.append(StepOp(name, phase, "range", (m * n,)))
-        ops.append(StepOp(name, phase, "rescale", (m * n,), kept=(m, n)))
+        ops.append(StepOp(name, phase, "gemm", shape, (a_el, b_el), repeat=g))
+        ops.append(StepOp(name, phase, "range", (m * n * g,)))
+        kept = (m, n) if g == 1 else ()  # a group's result buffer holds one group's
+        ops.append(StepOp(name, phase, "rescale", (m * n * g,), kept=kept))
 
     for lay in layers:
         gemm_requant(lay, "forward", lay.forward)

@@ -6,9 +6,9 @@ of a network the user brings.
 
 Read (docs/estimate.md, "Your own network"):
 
-- ``Conv`` (2-D): any stride, padding (``pads`` or ``auto_pad``) and dilation; ``group``
-  other than 1 is refused (the Datapath's GEMMs do not lower grouped or depthwise
-  convolutions yet).
+- ``Conv`` (2-D): any stride, padding (``pads`` or ``auto_pad``), dilation and ``group``
+  (grouped and depthwise convolutions: one group's GEMMs, priced once and counted ``group``
+  times).
 - ``Gemm`` (``transA = 0``) and ``MatMul`` with a weight initializer: fully connected layers
   (a MatMul of two activations, attention's, has no weights to train and is refused).
 - ``Relu``, ``Clip`` (ReLU6), ``LeakyRelu``: the activation after a layer.
@@ -186,11 +186,9 @@ class _Graph:
         c, h, w = x
         cout, cin_g, kh, kw = wdims
         group = int(a.get("group", 1))
-        if group != 1:
-            self.fail(node, f"grouped convolution (group={group}) is not lowered to the "
-                      "datapath's GEMMs yet (depthwise included)")  # fmt: skip
-        if cin_g != c:
-            self.fail(node, f"weight takes {cin_g} channels, the input has {c}")
+        if cin_g * group != c:
+            self.fail(node, f"weight takes {cin_g} channels per group of {group}, the input "
+                      f"has {c}")  # fmt: skip
         strides = tuple(int(s) for s in a.get("strides", [1, 1]))
         dil = tuple(int(d) for d in a.get("dilations", [1, 1]))
         auto = a.get("auto_pad", b"NOTSET")
@@ -222,6 +220,7 @@ class _Graph:
                 pads=pads,
                 strides=strides,
                 dilations=dil,
+                groups=group,
             ),
         )
 
