@@ -9,21 +9,19 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import onnx  # a dependency of nitihw (pyproject.toml)
 import pytest
+from onnx import TensorProto, helper, numpy_helper
 
-onnx = pytest.importorskip("onnx")  # a dependency of nitihw: present wherever it installed
-
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
-
-from nitihw.sim.command.cli import main  # noqa: E402
-from nitihw.sim.model.accelerator import load_accelerator  # noqa: E402
-from nitihw.sim.model.estimate import estimate  # noqa: E402
-from nitihw.sim.model.importers.onnx_graph import (  # noqa: E402
+from nitihw.sim.command.cli import main
+from nitihw.sim.model.accelerator import load_accelerator
+from nitihw.sim.model.estimate import estimate
+from nitihw.sim.model.importers.onnx_graph import (
     OnnxImportError,
     builtin_to_onnx,
     onnx_workload,
 )
-from nitihw.sim.model.workload import model_workload  # noqa: E402
+from nitihw.sim.model.workload import model_workload
 
 
 def save(model, path: Path) -> Path:
