@@ -758,8 +758,9 @@ def energy_csv(rows: list[dict]) -> bytes:
 
 def mapping_csv(rows: list[dict]) -> bytes:
     """MAPPING_REPORT.csv: each GEMM's searched mapping (loop order outer to inner, the
-    buffer-level tile), its off-chip bytes beside the fixed order's and the lower bound, and
-    how far each is from the bound."""
+    buffer-level tile), its off-chip bytes beside the fixed order's and the lower bound, how
+    far each is from the bound, and how many times it runs (a grouped convolution's GEMM,
+    once per group: its bytes here are one group's)."""
     body = []
     for r in rows:
         for g in r["mappings"]:
@@ -787,6 +788,7 @@ def mapping_csv(rows: list[dict]) -> bytes:
                     g["datapath"]["tk"],
                     g["datapath"]["total"],
                     g["datapath"]["total"] / bound,
+                    g.get("repeat", 1),
                 ]
             )
     head = ["LayerID", "M", "K", "N", "Loop Order", "Tile M", "Tile N", "Tile K"]
@@ -795,6 +797,7 @@ def mapping_csv(rows: list[dict]) -> bytes:
     head += ["Searched / Bound", "Fixed Order / Bound"]
     head += ["Datapath Loop Order", "Datapath Tile M", "Datapath Tile N", "Datapath Tile K"]
     head += ["Datapath DRAM Bytes", "Datapath / Bound"]
+    head += ["Count"]  # how many times the GEMM runs (a grouped convolution: its groups)
     return _csv(head, body)
 
 
