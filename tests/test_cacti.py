@@ -102,3 +102,25 @@ def test_real_cacti(tmp_path, monkeypatch):
     for name in ("ifmap", "filter", "ofmap"):
         assert 0.5 < b["buffers"][name]["read_pj_per_byte"] < 20
         assert b["buffers"][name]["area_mm2"] > 0
+
+
+def test_a_sweep_axis_prices_the_buffers_both_ways(fake_python, tmp_path, monkeypatch):
+    """``sram = ["table", "cacti"]`` in a grid: the same points priced by the table and by
+    CACTI (NITIHW_CACTI_PYTHON); only the buffers' energy differs."""
+    import pandas as pd
+
+    monkeypatch.setenv("NITIHW_CACTI_PYTHON", fake_python)
+    grid = tmp_path / "grid.toml"
+    grid.write_text('compute = ["estimate"]\n[axes]\nmodel = ["cnn-digits"]\nbatch = 8\n'
+                    'rows = 4\ncols = 8\nsram = ["table", "cacti"]\n')  # fmt: skip
+    out = tmp_path / "sweep"
+    assert main(["sweep", "--grid", str(grid), "--out", str(out), "--workers", "0",
+                 "--no-plots"]) == 0  # fmt: skip
+    df = pd.read_csv(out / "results.csv").set_index("sram")
+    assert df["error"].isna().all()
+    assert df.loc["cacti", "energy_buffers_pj"] != df.loc["table", "energy_buffers_pj"]
+    for col in ("total_cycles", "energy_mac_pj", "energy_offchip_pj", "dram_bytes"):
+        assert df.loc["cacti", col] == df.loc["table", col], col
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[axes]\nsram = ["cactus"]\n')
+    assert main(["sweep", "--grid", str(bad), "--out", str(tmp_path / "b")]) == 2

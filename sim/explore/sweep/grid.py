@@ -87,6 +87,7 @@ AXES: dict[str, tuple[str | None, object]] = {
     "dataflow": (None, "os"),
     "traffic": (None, "datapath"),
     "objective": (None, "traffic"),
+    "sram": (None, "table"),  # what prices the buffers: the energy table, or CACTI
 }
 TOP_KEYS = ("compute", "energy", "train_samples", "train", "rtl", "axes")
 MAX_POINTS = 1_000_000
@@ -300,6 +301,10 @@ def _string_choices(key: str) -> list | None:
         from nitihw.sim.model.accelerator import PNR_CLOCK
 
         return ["config", PNR_CLOCK]
+    if key == "sram":
+        from nitihw.sim.model.cacti import SRAM_SOURCES
+
+        return list(SRAM_SOURCES)
     return None
 
 

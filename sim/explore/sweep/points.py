@@ -180,6 +180,10 @@ def estimate_point(point: dict, settings: dict) -> dict:
 
     acc, dataflow = accelerator(point, energy), point.get("dataflow", "os")
     acc = resolve_clock(acc, point["profile"])  # the point's clock from place and route
+    if point.get("sram", "table") == "cacti":  # the buffers priced by CACTI (NITIHW_CACTI_PYTHON)
+        from nitihw.sim.model.cacti import with_cacti
+
+        acc = with_cacti(acc)
     traffic = point.get("traffic", "datapath")
     objective = point.get("objective", "traffic")
     r = estimate(layers, acc, batch, samples, name, point["profile"], dataflow, traffic, objective)
