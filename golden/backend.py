@@ -222,8 +222,9 @@ class Backend:
         """Check the overflow counts a device kept instead of reading each at its GEMM: all in
         one read. Under ``error`` the first GEMM that overflowed raises
         :class:`AccumulatorOverflowError` naming its layer, as it would have at the GEMM; under
-        ``wrap`` they are added to :attr:`overflow_events`. The training loop calls it at the
-        end of every step under ``error``; under ``wrap`` reading the count is enough."""
+        ``wrap`` they are added to :attr:`overflow_events`. Under ``error`` the training loop
+        calls it at the end of every step (:meth:`check_overflows`); under ``wrap`` reading the
+        count is enough."""
         if not self._unchecked:
             return
         pending, self._unchecked = self._unchecked, []
@@ -234,6 +235,12 @@ class Backend:
                 if count:
                     raise AccumulatorOverflowError(tag, count, self.accumulator.bits)
         self._overflow_events += sum(counts)
+
+    def check_overflows(self) -> None:
+        """The end of a step (or an evaluation): under ``error``, :meth:`settle` (an overflow
+        a device kept raises here); under ``wrap`` nothing is read."""
+        if self.overflow == "error":
+            self.settle()
 
     # ---- datapath operations --------------------------------------------------------------
     def gemm(self, a, b, tag: OpTag):

@@ -270,8 +270,7 @@ def evaluate(net, x: np.ndarray, y: np.ndarray, ctx: StepContext, batch: int = E
         correct = 0
         for i in range(0, len(y), batch):
             correct += int(np.sum(net.predict(x[i : i + batch], ctx) == y[i : i + batch]))
-        if be.overflow == "error":
-            be.settle()  # the overflow counts a device kept, read once
+        be.check_overflows()  # the overflow counts a device kept, read once
     finally:
         ctx.training = True
         be.trace = trace
@@ -424,8 +423,7 @@ class _Run:
         t_step = time.perf_counter()
         try:
             pred = self.net.train_step(data.train_x[idx], data.train_y[idx], ctx)
-            if self.backend.overflow == "error":
-                self.backend.settle()  # the overflow counts a device kept, read once
+            self.backend.check_overflows()  # the overflow counts a device kept, read once
         except AccumulatorOverflowError as exc:
             raise AccumulatorOverflowError(
                 exc.tag, exc.count, exc.bits, f"model {cfg.model!r}, step {state.step}: "

@@ -139,15 +139,21 @@ def shift_round_on_device(cp, acc, shift, mode: str, rand, const):
     """The rescale kernel: ``shift_round`` of the device array ``acc`` (numerics.md §1).
     ``shift`` is an int or a :class:`~nitihw.gpu.scalars.DeviceInt` (read by the kernel
     through its pointer); ``const(v)`` gives an int's device copy."""
-    if mode not in ROUNDING_MODES:
-        raise ValueError(f"unknown rounding mode {mode!r}; expected one of {ROUNDING_MODES}")
     if not isinstance(shift, DeviceInt) and not -62 <= int(shift) <= 62:
         raise ValueError(f"shift must be an integer in -62..62, got {shift!r}")
+    code, u = rounding_args(cp, mode, rand, const)
+    return kernels.rescale_kernel()(acc, *step_int_args(shift, const), code, u)
+
+
+def rounding_args(cp, mode: str, rand, const) -> tuple:
+    """``(code, u)`` as the kernels that round take them: the mode's code, and ``rand`` (the
+    ``sto`` integers, which that mode needs) as int64 on the device, or a 0 there."""
+    if mode not in ROUNDING_MODES:
+        raise ValueError(f"unknown rounding mode {mode!r}; expected one of {ROUNDING_MODES}")
     if mode == "sto" and rand is None:
         raise ValueError("mode 'sto' needs rand: uniform integers in [0, 2**shift)")
     u = cp.asarray(rand, cp.int64) if rand is not None else const(0).reshape(())
-    code = np.int32(kernels.MODE_CODES[mode])
-    return kernels.rescale_kernel()(acc, *step_int_args(shift, const), code, u)
+    return np.int32(kernels.MODE_CODES[mode]), u
 
 
 def step_int_args(x, const) -> tuple:
@@ -272,11 +278,7 @@ class CupyHostOps(ArrayHostOps):
             raise ValueError(
                 f"{c} classes: the GPU loss kernel takes at most {kernels.LOSS_MAX_CLASSES}"
             )
-        if rounding_mode not in ROUNDING_MODES:
-            raise ValueError(f"unknown rounding mode {rounding_mode!r}")
-        if rounding_mode == "sto" and rand is None:
-            raise ValueError("mode 'sto' needs rand: uniform integers in [0, 2**shift)")
-        u = cp.asarray(rand, cp.int64) if rand is not None else self.const(0).reshape(())
+        code, u = rounding_args(cp, rounding_mode, rand, self.const)
         out = cp.empty((b, c), cp.int8)
         kernels.loss_kernel()(
             cp.ascontiguousarray(logits, cp.int8).reshape(-1),
@@ -284,7 +286,7 @@ class CupyHostOps(ArrayHostOps):
             *step_int_args(exponent, self.const),
             np.int64(c),
             np.int32(golden_loss.error_shift(bits)),
-            np.int32(kernels.MODE_CODES[rounding_mode]),
+            code,
             np.int32(value_limit(bits)),
             u,
             out,
