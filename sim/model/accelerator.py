@@ -217,6 +217,14 @@ class Accelerator:
     def acc_bytes(self) -> int:
         return -(-self.accumulator_bits // 8)
 
+    def buffer_bytes(self) -> dict[str, int]:
+        """Each on-chip buffer's size in bytes: ``ifmap``, ``filter``, ``ofmap``."""
+        return {
+            "ifmap": int(self.ifmap_kib * 1024),
+            "filter": int(self.filter_kib * 1024),
+            "ofmap": int(self.ofmap_kib * 1024),
+        }
+
     def with_array(self, text: str) -> Accelerator:
         from nitihw.sim.model.cycle_model import ArrayConfig
 
@@ -245,15 +253,11 @@ class Accelerator:
                     name: dict(
                         zip(
                             ("read_pj_per_byte", "write_pj_per_byte", "area_mm2", "source"),
-                            self.energy.sram_cost(kib * 1024),
+                            self.energy.sram_cost(size),
                             strict=True,
                         )
                     )
-                    for name, kib in (
-                        ("ifmap", self.ifmap_kib),
-                        ("filter", self.filter_kib),
-                        ("ofmap", self.ofmap_kib),
-                    )
+                    for name, size in self.buffer_bytes().items()
                 },
             },
             "source": self.source,

@@ -40,10 +40,11 @@ def cache_dir() -> Path:
 
 def buffer_ports(acc: Accelerator) -> dict[str, tuple[int, int]]:
     """Each buffer's ``(size_bytes, port_width_bits)``."""
+    sizes = acc.buffer_bytes()
     return {
-        "ifmap": (int(acc.ifmap_kib * 1024), acc.rows * acc.operand_bits),
-        "filter": (int(acc.filter_kib * 1024), acc.cols * acc.operand_bits),
-        "ofmap": (int(acc.ofmap_kib * 1024), acc.cols * acc.accumulator_bits),
+        "ifmap": (sizes["ifmap"], acc.rows * acc.operand_bits),
+        "filter": (sizes["filter"], acc.cols * acc.operand_bits),
+        "ofmap": (sizes["ofmap"], acc.cols * acc.accumulator_bits),
     }
 
 

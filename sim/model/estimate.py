@@ -335,11 +335,9 @@ class _Pricing:
         self.fp32_mac_pj = table.pj["fp32_mult"] + table.pj["fp32_add"]
         self.fp32_update_pj = 2 * (table.pj["fp32_mult"] + table.pj["fp32_add"])  # momentum SGD
         # each buffer's read and write energy per byte (the table's, or a memory model's)
-        self.sram_pj = {}
-        for name, kib in (("ifmap", acc.ifmap_kib), ("filter", acc.filter_kib),
-                          ("ofmap", acc.ofmap_kib)):  # fmt: skip
-            read, write, _area, _source = table.sram_cost(int(kib * 1024))
-            self.sram_pj[name] = (read, write)
+        self.sram_pj = {
+            name: table.sram_cost(size)[:2] for name, size in acc.buffer_bytes().items()
+        }
         self.dram_pj = table.dram_per_byte
 
     def datapath_op(self, op: StepOp, row: Row) -> int:
@@ -492,21 +490,11 @@ def estimate(
     clock = 0
     for op in step_ops(layers, profile, model=workload, batch=batch):
         row = rows.setdefault((op.layer, op.phase), Row(op.layer, op.phase, start=clock))
-        if op.repeat == 1:
-            clock += price.datapath_op(op, row)
-        else:  # a grouped convolution's GEMMs: one priced, counted op.repeat times
-            one = Row(op.layer, op.phase)
-            clock += op.repeat * price.datapath_op(op, one)
-            _add_times(row, one, op.repeat)
+        clock += _priced(price.datapath_op, op, row)
     # the same network on an fp32 datapath: unchunked GEMMs, results written once
     for op in step_ops(layers, "niti"):
         row = rows.setdefault((op.layer, op.phase), Row(op.layer, op.phase, start=clock))
-        if op.repeat == 1:
-            price.fp32_op(op, row)
-        else:
-            one = Row(op.layer, op.phase)
-            price.fp32_op(op, one)
-            _add_times(row, one, op.repeat)
+        _priced(price.fp32_op, op, row)
     where = _layer_positions(layers)
     ordered = sorted(
         rows.values(), key=lambda r: (_layer_index(r.layer, where), PHASES.index(r.phase))
@@ -532,6 +520,18 @@ def estimate(
     result["per_step"]["seconds_at_clock"] = step["total_cycles"] / freq
     result["per_epoch"]["seconds_at_clock"] = step["total_cycles"] * steps_per_epoch / freq
     return result
+
+
+def _priced(count, op: StepOp, row: Row):
+    """``count(op, row)`` (a :class:`_Pricing` method), ``op.repeat`` times over: a grouped
+    convolution's GEMM is priced once and counted once per group. Returns what ``count``
+    returns, times the repeats (the cycles, for :meth:`_Pricing.datapath_op`)."""
+    if op.repeat == 1:
+        return count(op, row)
+    one = Row(op.layer, op.phase)
+    cycles = count(op, one)
+    _add_times(row, one, op.repeat)
+    return None if cycles is None else op.repeat * cycles
 
 
 def _add_times(row: Row, one: Row, k: int) -> None:
