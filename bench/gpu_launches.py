@@ -23,8 +23,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.cupy_stand
 
 from report import git_rev, machine, markdown_table, print_table, write_section
 
-from nitihw.golden.datasets import load_dataset
-from nitihw.golden.train import TrainConfig, train
 from tests import cupy_standin
 
 #: (model, dataset, batch, profile)
@@ -37,21 +35,13 @@ CASES = [
 
 
 def per_step(model: str, dataset: str, batch: int, profile: str) -> dict:
-    data = load_dataset(dataset)
-    counts = []
-    with cupy_standin.installed():
-        from nitihw.gpu.backend import CupyBackend
-
-        for steps in (2, 4):
-            be = CupyBackend()  # its first construction's smoke check is not counted
-            cupy_standin.traffic.reset()
-            cfg = TrainConfig(model=model, dataset=dataset, backend="gpu", epochs=99,
-                              batch=batch, steps=steps, profile=profile)  # fmt: skip
-            train(cfg, data, be)
-            t = cupy_standin.traffic
-            counts.append((t.launches, t.syncs, t.to_device_bytes, t.to_host_bytes))
-    keys = ("launches", "scalar reads", "bytes to the device", "bytes to the host")
-    return {k: (b - a) / 2 for k, a, b in zip(keys, *counts, strict=True)}
+    c = cupy_standin.per_step(model, dataset, batch, profile, steps=(2, 4))
+    return {
+        "launches": c["launches"],
+        "scalar reads": c["syncs"],
+        "bytes to the device": c["to_device_bytes"],
+        "bytes to the host": c["to_host_bytes"],
+    }
 
 
 def main() -> int:

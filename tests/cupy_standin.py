@@ -661,6 +661,32 @@ def _clear_kernel_caches():
             f.cache_clear()
 
 
+def per_step(model: str, dataset: str, batch: int, profile: str = "niti",
+             steps: tuple[int, int] = (3, 6)) -> dict:  # fmt: skip
+    """What one GPU training step moves and launches, on the stand-in: the :class:`Traffic`
+    counters of a ``steps[1]``-step and a ``steps[0]``-step ``train()`` run, their difference
+    per step, so that set-up and evaluation cancel. Keys: ``to_device_bytes``,
+    ``to_host_bytes``, ``syncs``, ``launches``."""
+    from nitihw.golden.datasets import load_dataset
+    from nitihw.golden.train import TrainConfig, train
+
+    data = load_dataset(dataset)
+    keys = ("to_device_bytes", "to_host_bytes", "syncs", "launches")
+    counts = []
+    with installed():
+        from nitihw.gpu.backend import CupyBackend
+
+        for n in steps:
+            be = CupyBackend()  # its first construction runs the smoke check: not counted
+            traffic.reset()
+            cfg = TrainConfig(model=model, dataset=dataset, backend="gpu", epochs=99,
+                              batch=batch, steps=n, profile=profile)  # fmt: skip
+            train(cfg, data, be)
+            counts.append([getattr(traffic, k) for k in keys])
+    span = steps[1] - steps[0]
+    return {k: (b - a) / span for k, a, b in zip(keys, *counts, strict=True)}
+
+
 @contextlib.contextmanager
 def installed():
     """Within the block ``import cupy`` gives the stand-in (and the kernels are rebuilt)."""

@@ -493,23 +493,13 @@ def test_a_training_step_stays_on_the_device(model, dataset, profile):
     cancel."""
     from nitihw.golden import models as M
     from nitihw.golden.datasets import load_dataset
-    from nitihw.golden.train import TrainConfig, train
 
     data = load_dataset(dataset)
     batch = 64
-    counts = []
-    with cupy_standin.installed():
-        from nitihw.gpu.backend import CupyBackend
-
-        for steps in (3, 6):
-            be = CupyBackend()  # its first construction runs the smoke check: not counted
-            cupy_standin.traffic.reset()
-            cfg = TrainConfig(model=model, dataset=dataset, backend="gpu", epochs=99, batch=batch,
-                              steps=steps, profile=profile)  # fmt: skip
-            train(cfg, data, be)
-            t = cupy_standin.traffic
-            counts.append((t.to_device_bytes, t.to_host_bytes, t.syncs, t.launches))
-    up, down, syncs, launches = ((b - a) / 3 for a, b in zip(*counts, strict=True))
+    t = cupy_standin.per_step(model, dataset, batch, profile, steps=(3, 6))
+    up, down, syncs, launches = (
+        t[k] for k in ("to_device_bytes", "to_host_bytes", "syncs", "launches")
+    )
     assert up == batch * (data.train_x[0].nbytes + 8)  # int8 images, int64 labels
     weights = sum(isinstance(x, (M.Conv, M.Linear)) for x in M.get_model_spec(model).layers)
     gemms = 3 * weights - 1  # forward, weight gradient, error (none below the first layer)
