@@ -25,7 +25,6 @@ docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import subprocess
 import sys
@@ -36,13 +35,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from report import git_rev, machine, markdown_table, print_table, write_section
-from scalesim_check import run_gemms
+from scalesim_check import run_scalesim
+from traffic import FILTER, IFMAP, OFMAP, zigzag_gemms
 
 from nitihw.sim.model.cycle_model import gemm_cycles
 from nitihw.sim.model.importers.onnx_graph import builtin_to_onnx, onnx_workload
 
 KMAX = 256
-IFMAP, FILTER, OFMAP = 64 * 1024, 64 * 1024, 256 * 1024
 
 
 def workloads(zigzag_python: str, tmp: Path) -> list[tuple[str, Path, int]]:
@@ -69,19 +68,11 @@ def forward_gemms(path: Path, batch: int) -> list[tuple[str, int, int, int]]:
 
 
 def scalesim(python: str, gemms, rows: int, cols: int, work: Path) -> list[int]:
-    reports = run_gemms(python, "os", rows, cols, [(m, n, k) for _, m, k, n in gemms], work)
-    lines = (reports / "COMPUTE_REPORT.csv").read_text().splitlines()[1:]
-    return [int(line.split(",")[2]) for line in lines if line.strip()]
+    return run_scalesim(python, "os", rows, cols, work, [(m, n, k) for _, m, k, n in gemms])
 
 
 def zigzag(python: str, gemms, rows: int, cols: int, work: Path) -> list[dict]:
-    spec = {"rows": rows, "cols": cols, "accumulator_bits": 32, "ifmap": IFMAP, "filter": FILTER,
-            "ofmap": OFMAP, "opt": "latency", "gemms": [list(g) for g in gemms]}  # fmt: skip
-    (work / "gemms.json").write_text(json.dumps(spec))
-    worker = Path(__file__).with_name("zigzag_worker.py")
-    cmd = [python, str(worker), "gemms.json", "out.json", "work"]
-    subprocess.run(cmd, check=True, capture_output=True, cwd=work)
-    return [m["cycles"] for m in json.loads((work / "out.json").read_text())]
+    return [g["cycles"] for g in zigzag_gemms(python, gemms, work, rows, cols, "latency")]
 
 
 def why(m: int, k: int, n: int, rows: int, cols: int, zz: dict) -> str:

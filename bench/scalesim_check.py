@@ -87,9 +87,12 @@ def run_gemms(python: str, dataflow: str, rows: int, cols: int, gemms, work: Pat
     return work / "out" / name
 
 
-def run_scalesim(python: str, dataflow: str, rows: int, cols: int, work: Path) -> list[int]:
-    """SCALE-Sim's ``Total Cycles`` of every GEMM of :data:`GEMMS`."""
-    reports = run_gemms(python, dataflow, rows, cols, GEMMS, work)
+def run_scalesim(
+    python: str, dataflow: str, rows: int, cols: int, work: Path, gemms=GEMMS
+) -> list[int]:
+    """SCALE-Sim's ``Total Cycles`` of every GEMM of ``gemms`` (``(M, N, K)``; default
+    :data:`GEMMS`)."""
+    reports = run_gemms(python, dataflow, rows, cols, gemms, work)
     report = (reports / "COMPUTE_REPORT.csv").read_text().splitlines()[1:]
     return [int(line.split(",")[2]) for line in report if line.strip()]
 

@@ -69,19 +69,27 @@ def run_scalesim(python: str, shapes, work: Path) -> list[dict]:
     ]
 
 
-def run_zigzag(python: str, shapes, work: Path) -> list[dict]:
-    """ZigZag's best mapping (its energy search, DRAM accesses costed far above the buffers')
-    of each GEMM on the same array and buffers: elements across the DRAM boundary, A reads / B
-    reads / results written plus partial sums read back (bench/zigzag_worker.py, run in
-    ZigZag's venv)."""
-    spec = {"rows": ROWS, "cols": COLS, "accumulator_bits": 32, "ifmap": IFMAP, "filter": FILTER,
-            "ofmap": OFMAP, "gemms": [list(g) for g in shapes]}  # fmt: skip
+def zigzag_gemms(
+    python: str, shapes, work: Path, rows: int = ROWS, cols: int = COLS, opt: str = "energy"
+) -> list[dict]:
+    """bench/zigzag_worker.py, run in ZigZag's venv, on ``shapes`` ((name, M, K, N)) with
+    nitihw's buffers on a ``rows x cols`` array, ``opt`` its objective: what it writes for
+    each GEMM (the elements moved across the DRAM boundary, and its cycles)."""
+    spec = {"rows": rows, "cols": cols, "accumulator_bits": 32, "ifmap": IFMAP, "filter": FILTER,
+            "ofmap": OFMAP, "opt": opt, "gemms": [list(g) for g in shapes]}  # fmt: skip
     (work / "gemms.json").write_text(json.dumps(spec))
     worker = Path(__file__).with_name("zigzag_worker.py")
     cmd = [python, str(worker), "gemms.json", "out.json", "work"]
     subprocess.run(cmd, check=True, capture_output=True, cwd=work)
+    return json.loads((work / "out.json").read_text())
+
+
+def run_zigzag(python: str, shapes, work: Path) -> list[dict]:
+    """ZigZag's best mapping (its energy search, DRAM accesses costed far above the buffers')
+    of each GEMM on the same array and buffers: elements across the DRAM boundary, A reads / B
+    reads / results written plus partial sums read back."""
     out = []
-    for moved in json.loads((work / "out.json").read_text()):
+    for moved in zigzag_gemms(python, shapes, work):
         o = moved["O"]
         out.append(
             {
